@@ -1,0 +1,1 @@
+"""Hand-written kernels that generated code calls (CUDA and CPU)."""

@@ -1,0 +1,1 @@
+"""Device runtime: memory pool, cuBLAS/cuDNN bindings."""

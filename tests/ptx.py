@@ -1,0 +1,39 @@
+"""Compile CUDA kernels to PTX for sm_90 in a subprocess with the real numba.cuda.
+
+The test session runs under the CUDA simulator, which does no type inference; PTX
+compilation does, so every kernel is also checked here (no GPU needed).
+"""
+import json
+import os
+import subprocess
+import sys
+
+_SCRIPT = r"""
+import importlib.util, json, sys
+from numba import cuda
+path, kernels, cc = sys.argv[1], json.loads(sys.argv[2]), tuple(json.loads(sys.argv[3]))
+spec = importlib.util.spec_from_file_location("ptx_target", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+report = {}
+for name, signature in kernels.items():
+    fn = getattr(module, name)
+    fn = getattr(fn, "py_func", fn)
+    ptx, _ = cuda.compile_ptx(fn, signature, cc=cc)
+    report[name] = {"target": ".target sm_%d%d" % cc in ptx, "entry": ".entry" in ptx or ".visible .entry" in ptx, "bytes": len(ptx)}
+print(json.dumps(report))
+"""
+
+
+def compile_ptx(path, kernels, cc=(9, 0)):
+    """Compile `kernels` ({name: numba signature}) of the module file `path` to PTX.
+
+    Returns {name: {"target": bool, "entry": bool, "bytes": int}}; raises on any failure.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(path), json.dumps(kernels), json.dumps(list(cc))],
+        capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError("PTX compilation failed:\n" + proc.stderr[-4000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
