@@ -1,1 +1,17 @@
-"""knetc"""
+"""knetc: Knet's vocabulary in Python, compiled to fused Numba CUDA and CPU kernels.
+
+    import knetc as kn
+    w = kn.Param(np.random.randn(784, 10))
+    y = kn.diff(lambda: kn.nll(x @ w, labels))
+    kn.grad(y, w)
+"""
+from .version import __version__  # noqa: F401
+from .errors import CompileError, ShapeError  # noqa: F401
+from .ops import OPS  # noqa: F401
+from .ops.elementwise import abs, exp, log, relu, sigm, sign, sqrt, tanh  # noqa: F401
+from .ops.elementwise import eq, ge, gt, le, lt, ne  # noqa: F401
+from .ops.reduce import maximum, mean, sum  # noqa: F401
+from .ops.linalg import matmul  # noqa: F401
+from .ops.nn import logp, logsoftmax, logsumexp, nll, softmax  # noqa: F401
+from .ops.api import reshape, transpose  # noqa: F401
+from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401

@@ -1,0 +1,134 @@
+"""The op table's machinery: an `Op` is defined once and dispatched three ways.
+
+`bind(op, *args)` looks at the arguments: symbolic IR values emit an equation into the
+program being built (front end and symbolic AD), values recorded on an autograd tape are
+recorded (eager AD), and plain arrays are evaluated with the op's numpy reference.
+Adjoint rules are written with ops, so the same rule runs on arrays, on taped values
+(higher-order gradients) and on IR values (compiled gradients).
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import ShapeError, user_frame
+
+
+class Aval(NamedTuple):
+    """Abstract value: shape and dtype. dtype None marks a weakly typed Python scalar."""
+    shape: tuple
+    dtype: object
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __str__(self):
+        return f"{dtype_name(self.dtype)}[{','.join(map(str, self.shape))}]"
+
+
+_DTYPE_NAMES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64",
+                "int32": "i32", "bool": "bool", "int8": "i8", "uint8": "u8"}
+
+
+def dtype_name(dtype):
+    return "weak" if dtype is None else _DTYPE_NAMES.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def aval_of(x):
+    """The Aval of any value knetc handles (IR value, Param, taped value, array, scalar)."""
+    aval = getattr(x, "aval", None)
+    if aval is not None:
+        return aval
+    if isinstance(x, (bool, int, float)):
+        return Aval((), None)
+    return Aval(tuple(x.shape), np.dtype(x.dtype))
+
+
+class Op:
+    """One primitive: shape rule, numpy reference, adjoints (one per input), lowering.
+
+    kind: how it lowers. "elementwise" (a scalar expression `scalar(k, *names)` fused into
+    generated loops), "reduce", "matmul", "view" (reshape/transpose: no data movement), or
+    "composite" (after differentiation, `decompose(*args, **params)` rewrites it with
+    other ops before fusion).
+    grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
+    input's gradient contribution, or None where the input is not differentiable.
+    """
+
+    def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None):
+        self.name, self.rule, self.impl, self.grads = name, rule, impl, grads
+        self.kind, self.scalar, self.decompose = kind, scalar, decompose
+
+    def __call__(self, *args, **params):
+        return bind(self, *args, **params)
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+OPS = {}  # name -> Op: the op table
+
+
+def register(op):
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} is defined twice")
+    OPS[op.name] = op
+    return op
+
+
+# Dispatch by the highest priority among the arguments' types: IR values (2) over taped
+# values (1) over arrays (0). ir.core and autograd register their handlers here.
+HANDLERS = {}
+
+
+def priority(x):
+    return getattr(type(x), "_knetc_priority", 0)
+
+
+def bind(op, *args, **params):
+    top = max(map(priority, args), default=0)
+    if top:
+        return HANDLERS[top](op, args, params)
+    return evaluate(op, args, params)
+
+
+def evaluate(op, args, params):
+    """Run the numpy reference after checking the shape rule (errors name the user's line)."""
+    try:
+        op.rule(*map(aval_of, args), **params)
+    except ShapeError as error:
+        raise error.located(*user_frame()) from None
+    return op.impl(*args, **params)
+
+
+# ----------------------------------------------------------------------------- rules
+
+def result_dtype(*avals):
+    """numpy promotion where Python scalars are weak (they take the array's dtype)."""
+    strong = [a.dtype for a in avals if a.dtype is not None]
+    return np.result_type(*strong) if strong else None
+
+
+def broadcast_shapes(name, *shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError(f"{name}: shapes {' and '.join(map(str, shapes))} do not broadcast") from None
+
+
+def check_float(name, aval):
+    if aval.dtype is not None and not np.issubdtype(aval.dtype, np.floating):
+        raise ShapeError(f"{name}: expected a floating-point array, got {aval}")
+
+
+def normalize_axes(name, dims, ndim):
+    """Knet's `dims` as a sorted tuple of non-negative axes; None means all axes."""
+    if dims is None:
+        return tuple(range(ndim))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = []
+    for d in dims:
+        if not -ndim <= d < ndim:
+            raise ShapeError(f"{name}: dims={d} is out of range for a {ndim}-d array")
+        axes.append(d % ndim)
+    return tuple(sorted(set(axes)))

@@ -1,0 +1,112 @@
+"""Python operators and numpy interop shared by IR values, Params and taped values.
+
+`x + y`, `x @ w`, `np.exp(x)`, `np.sum(x, axis=1)` on any of them go through the op table,
+so they are recorded (eagerly) or emitted (compiled) like `kn.` calls."""
+import numpy as np
+
+from ..errors import ShapeError
+from . import elementwise as ew
+from .core import aval_of
+from .linalg import matmul
+from .reduce import maximum, mean, sum
+from .shape import reshape, resolve_shape, transpose
+
+
+def _power(x, exponent):
+    if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+        raise ShapeError("x ** y: the exponent must be a Python number (a constant)")
+    return ew.power(x, exponent=float(exponent))
+
+
+def _numpy_reduction(knet_reduction):
+    # numpy drops the reduced axes unless keepdims; Knet's functions keep them.
+    def reduction(x, axis=None, keepdims=False):
+        aval = aval_of(x)
+        axes = tuple(range(aval.ndim)) if axis is None else tuple(a % aval.ndim for a in np.atleast_1d(axis))
+        out = knet_reduction(x, axes)
+        return out if keepdims else reshape(out, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
+    return reduction
+
+
+UFUNCS = {
+    np.add: ew.add, np.subtract: ew.sub, np.multiply: ew.mul, np.true_divide: ew.div,
+    np.negative: ew.neg, np.exp: ew.exp, np.log: ew.log, np.tanh: ew.tanh, np.sqrt: ew.sqrt,
+    np.absolute: ew.abs, np.sign: ew.sign, np.power: _power, np.matmul: matmul,
+    np.less: ew.lt, np.less_equal: ew.le, np.greater: ew.gt, np.greater_equal: ew.ge,
+    np.equal: ew.eq, np.not_equal: ew.ne,
+}
+
+
+def _numpy_reshape(x, shape):
+    size = int(np.prod(aval_of(x).shape))
+    return reshape(x, shape=resolve_shape(size, (shape,) if isinstance(shape, int) else shape))
+
+
+FUNCTIONS = {
+    np.sum: _numpy_reduction(sum), np.mean: _numpy_reduction(mean), np.max: _numpy_reduction(maximum),
+    np.amax: _numpy_reduction(maximum), np.dot: matmul, np.matmul: matmul,
+    np.reshape: _numpy_reshape,
+    np.transpose: lambda x, axes=None: transpose(x, perm=tuple(axes) if axes is not None else tuple(reversed(range(aval_of(x).ndim)))),
+}
+
+
+class ArrayMethods:
+    """Mixin: operators, shape properties and numpy dispatch for knetc's array-like types."""
+    __array_priority__ = 1000
+
+    def __add__(self, other): return ew.add(self, other)
+    def __radd__(self, other): return ew.add(other, self)
+    def __sub__(self, other): return ew.sub(self, other)
+    def __rsub__(self, other): return ew.sub(other, self)
+    def __mul__(self, other): return ew.mul(self, other)
+    def __rmul__(self, other): return ew.mul(other, self)
+    def __truediv__(self, other): return ew.div(self, other)
+    def __rtruediv__(self, other): return ew.div(other, self)
+    def __neg__(self): return ew.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return ew.abs(self)
+    def __pow__(self, exponent): return _power(self, exponent)
+    def __matmul__(self, other): return matmul(self, other)
+    def __rmatmul__(self, other): return matmul(other, self)
+    def __lt__(self, other): return ew.lt(self, other)
+    def __le__(self, other): return ew.le(self, other)
+    def __gt__(self, other): return ew.gt(self, other)
+    def __ge__(self, other): return ew.ge(self, other)
+    # == and != keep identity semantics (these objects are dict keys); use kn.eq / np.equal.
+    __hash__ = object.__hash__
+
+    @property
+    def shape(self): return aval_of(self).shape
+    @property
+    def dtype(self): return aval_of(self).dtype
+    @property
+    def ndim(self): return len(aval_of(self).shape)
+    @property
+    def size(self): return int(np.prod(aval_of(self).shape))
+    @property
+    def T(self): return transpose(self, perm=tuple(reversed(range(self.ndim))))
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return reshape(self, shape=resolve_shape(self.size, shape))
+
+    def sum(self, axis=None, keepdims=False): return FUNCTIONS[np.sum](self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return FUNCTIONS[np.mean](self, axis, keepdims)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        op = UFUNCS.get(ufunc)
+        if method != "__call__" or op is None or kwargs:
+            return NotImplemented
+        return op(*inputs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        fn = FUNCTIONS.get(func)
+        if fn is None:
+            return NotImplemented
+        return fn(*args, **kwargs)
+
