@@ -94,9 +94,10 @@ gemm_kernel_f64 = _make_gemm_kernel(float64)
 _KERNELS = {np.dtype(np.float32): gemm_kernel_f32, np.dtype(np.float64): gemm_kernel_f64}
 
 # What tests/ptx.py compiles: {kernel name: numba signature}.
+_SIGNATURE = "void({t}[:, :], {t}[:, :], {t}[:, :], {t}, {t}, boolean, boolean)"
 PTX_SIGNATURES = {
-    "gemm_kernel_f32": "void(float32[:, :], float32[:, :], float32[:, :], float32, float32, boolean, boolean)",
-    "gemm_kernel_f64": "void(float64[:, :], float64[:, :], float64[:, :], float64, float64, boolean, boolean)",
+    "gemm_kernel_f32": _SIGNATURE.format(t="float32"),
+    "gemm_kernel_f64": _SIGNATURE.format(t="float64"),
 }
 
 

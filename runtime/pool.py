@@ -299,7 +299,8 @@ def get_pool(device_id=0):
 
 try:
     from cuda.bindings.driver import CUdeviceptr
-    from numba.cuda import GetIpcHandleMixin, HostOnlyCUDAMemoryManager, MemoryInfo, MemoryPointer
+    from numba.cuda import GetIpcHandleMixin, HostOnlyCUDAMemoryManager, MemoryInfo
+    from numba.cuda.cudadrv.driver import AutoFreePointer
     HAVE_NUMBA_EMM = True
 except ImportError:
     # The simulator has no EMM interface; these stand-ins keep the class below
@@ -326,10 +327,20 @@ except ImportError:
         def defer_cleanup(self):
             yield
 
-    class MemoryPointer:
+    class AutoFreePointer:
         def __init__(self, context, pointer, size, owner=None, finalizer=None):
             self.context, self.device_pointer, self.size = context, pointer, size
-            self._finalizer = weakref.finalize(self, finalizer) if finalizer else None
+            self.finalizer = finalizer
+
+        def own(self):
+            return _OwnedStandIn(self)
+
+    class _OwnedStandIn:
+        """The only owner of a stand-in pointer (no views): its death frees the block."""
+
+        def __init__(self, mem):
+            self.context, self.device_pointer, self.size = mem.context, mem.device_pointer, mem.size
+            self._finalizer = weakref.finalize(self, mem.finalizer)
 
         def free(self):
             self._finalizer()
@@ -350,6 +361,7 @@ class PoolMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
     def __init__(self, *args, pool=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._pool = pool
+        self._live = {}      # handle -> AutoFreePointer: keeps it alive while owned
         self._defer_depth = 0
         self._deferred = []  # (handle, generation) freed during defer_cleanup
 
@@ -367,19 +379,28 @@ class PoolMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
         self.pool  # bind the pool of this context's device now
 
     def memalloc(self, size):
-        """A MemoryPointer to a pool block; dropping the pointer returns the block."""
+        """An owned pointer to a pool block; the block returns when no owner is left.
+
+        Same scheme as Numba's own manager: an AutoFreePointer (a MemoryPointer) held
+        here, handed out through ``own()``. Array views take further references, so a
+        view keeps the block alive after its base array is gone.
+        """
         pool = self.pool
         handle = pool.alloc(size)
         finalizer = self._make_finalizer(pool, handle, pool.generation)
         # A proxy, as in Numba's own manager: pointers must not keep the context alive.
         ctx = weakref.proxy(self.context) if self.context is not None else None
-        return MemoryPointer(ctx, CUdeviceptr(handle), size, finalizer=finalizer)
+        mem = AutoFreePointer(ctx, CUdeviceptr(handle), size, finalizer=finalizer)
+        self._live[handle] = mem
+        return mem.own()
 
     def _make_finalizer(self, pool, handle, generation):
-        # Must not reference the MemoryPointer itself, or it would never die.
+        # Must not reference the pointer itself (or the manager strongly): they must die.
         manager = weakref.ref(self)
+        live = self._live
 
         def return_block():
+            live.pop(handle, None)
             mm = manager()
             if mm is not None and mm._defer_depth:
                 mm._deferred.append((handle, generation))
@@ -401,6 +422,7 @@ class PoolMemoryManager(GetIpcHandleMixin, HostOnlyCUDAMemoryManager):
         super().reset()
         if self._pool is not None:
             self._pool.reset(release=True)
+        self._live.clear()
 
     @contextlib.contextmanager
     def defer_cleanup(self):
