@@ -15,3 +15,4 @@ from .ops.linalg import matmul  # noqa: F401
 from .ops.nn import logp, logsoftmax, logsumexp, nll, softmax  # noqa: F401
 from .ops.api import reshape, transpose  # noqa: F401
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
+from .compiler import compile, CompiledFunction  # noqa: F401,E402

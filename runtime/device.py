@@ -35,3 +35,8 @@ def gpu_available():
         return bool(cuda.is_available())
     except Exception:  # no driver, broken install, ...: no GPU for us
         return False
+
+
+def real_gpu_available():
+    """True only for a real CUDA device (the simulator does not count): what target="auto" uses."""
+    return gpu_available() and not simulator_active()

@@ -141,5 +141,10 @@ def _iota_impl(x, axis, dtype):
 iota = register(Op("iota", lambda x, axis, dtype: Aval(x.shape, np.dtype(dtype)), _iota_impl, (None,),
                    "elementwise", lambda k, x, axis, dtype: k.cast(k.index(axis), dtype)))
 
+# A constant array (the seed of reverse mode, zeros): no inputs, so it is emitted directly.
+full = register(Op("full", lambda shape, value, dtype: Aval(tuple(shape), np.dtype(dtype)),
+                   lambda shape, value, dtype: np.full(shape, value, dtype), (), "elementwise",
+                   lambda k, shape, value, dtype: k.const(value)))
+
 from .reduce import reduce_sum  # noqa: E402  (unbroadcast needs it; reduce needs us)
 from .shape import reshape  # noqa: E402

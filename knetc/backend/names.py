@@ -1,0 +1,33 @@
+"""Variable names and storage shapes shared by the generators."""
+from ..ir.core import Var
+
+
+def physical_shape(var):
+    """How a value is stored: 0-d values as one-element vectors (simpler for both targets)."""
+    return tuple(var.aval.shape) or (1,)
+
+
+class Names:
+    def __init__(self, program):
+        self.program = program
+        self._names = {}
+        for i, v in enumerate(program.inputs):
+            self._names[v] = f"a{i}"
+        for i, v in enumerate(program.constants):
+            self._names.setdefault(v, f"c{i}")
+
+    def arg(self, var):
+        if var not in self._names:
+            self._names[var] = f"v{len(self._names)}"
+        return self._names[var]
+
+    def driver_args(self, program):
+        return list(program.inputs) + [v for v in program.constants if v not in program.inputs]
+
+    def driver_outputs(self, program):
+        """Distinct Var outputs, in order (numbers and None are filled in by the caller)."""
+        seen = []
+        for v in program.outputs:
+            if isinstance(v, Var) and v not in seen:
+                seen.append(v)
+        return seen

@@ -1,0 +1,145 @@
+"""The IR: a flat, typed SSA list of equations (like a jaxpr), built by binding ops to Vars.
+
+    def loss(%0: f32[784,64], %1: f32[64], %2: f32[100,784]):
+      %3: f32[100,64] = matmul %2 %0          # mnist_mlp.py:14
+      %4: f32[100,64] = add %3 %1
+      return %4
+"""
+import os
+
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from ..ops.core import HANDLERS, Aval, aval_of
+from ..ops.methods import ArrayMethods
+
+
+class Var(ArrayMethods):
+    """A typed SSA value. Python operators on it emit equations into the current Builder."""
+    _knetc_priority = 2
+    __slots__ = ("aval",)
+
+    def __init__(self, aval):
+        self.aval = aval
+
+    def __bool__(self):
+        raise CompileError("a condition depends on array data, which is only known when the kernels run",
+                           hint="branch on shapes or Python values, or compute both sides and blend "
+                                "them with comparisons (e.g. `m = x > 0; m * a + (1 - m) * b`)")
+
+    def __iter__(self):
+        raise CompileError("iterating over an array value is not supported in compiled code",
+                           hint="iterate over range(x.shape[0]) or over lists of arrays")
+
+    def __repr__(self):
+        return f"Var({self.aval})"
+
+
+class Eqn:
+    """out = op(*inputs, **params); inputs are Vars or Python numbers. loc: (file, line)."""
+    __slots__ = ("op", "inputs", "params", "out", "loc")
+
+    def __init__(self, op, inputs, params, out, loc=None):
+        self.op, self.inputs, self.params, self.out, self.loc = op, tuple(inputs), params, out, loc
+
+
+class Program:
+    """inputs -> eqns -> outputs. `constants` maps input Vars that hold arrays fixed at compile time."""
+
+    def __init__(self, name, inputs, eqns, outputs, constants=None):
+        self.name, self.inputs, self.eqns, self.outputs = name, list(inputs), list(eqns), list(outputs)
+        self.constants = dict(constants or {})
+
+    def replace(self, **changes):
+        fields = dict(name=self.name, inputs=self.inputs, eqns=self.eqns, outputs=self.outputs,
+                      constants=self.constants)
+        fields.update(changes)
+        return Program(**fields)
+
+    def __str__(self):
+        return format_program(self)
+
+
+def format_program(program, groups=None):
+    """The stable text form. `groups` (eqn -> group number) marks fusion groups."""
+    names = {}
+
+    def name(v):
+        if isinstance(v, Var):
+            if v not in names:
+                names[v] = f"%{len(names)}"
+            return names[v]
+        return "None" if v is None else repr(v)
+
+    args = ", ".join(f"{name(v)}: {v.aval}" + (" (constant)" if v in program.constants else "") for v in program.inputs)
+    lines = [f"def {program.name}({args}):"]
+    for eqn in program.eqns:
+        params = "".join(f"[{k}={_fmt(v)}]" for k, v in eqn.params.items())
+        text = f"  {name(eqn.out)}: {eqn.out.aval} = {eqn.op.name}{params} {' '.join(name(x) for x in eqn.inputs)}"
+        notes = []
+        if groups is not None and eqn in groups:
+            notes.append(f"group {groups[eqn]}")
+        if eqn.loc is not None:
+            notes.append(f"{os.path.basename(eqn.loc[0])}:{eqn.loc[1]}")
+        lines.append(text.ljust(64) + ("  # " + ", ".join(notes) if notes else ""))
+    lines.append(f"  return {', '.join(name(v) for v in program.outputs)}")
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    if isinstance(v, np.dtype) or isinstance(v, type):
+        return np.dtype(v).name
+    return repr(v)
+
+
+_BUILDERS = []
+
+
+class Builder:
+    """Collects equations while ops are bound to Vars: `with Builder() as b: y = x + 1`."""
+
+    def __init__(self):
+        self.eqns, self.constants, self.loc = [], {}, None
+
+    def __enter__(self):
+        _BUILDERS.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _BUILDERS.pop()
+
+    def input(self, aval):
+        return Var(aval)
+
+    def constant(self, array):
+        """A Var holding an array known at compile time (passed to the kernels as an input)."""
+        for var, value in self.constants.items():
+            if value is array:
+                return var
+        var = Var(Aval(tuple(array.shape), np.dtype(array.dtype)))
+        self.constants[var] = array
+        return var
+
+    def emit(self, op, args, params):
+        args = tuple(self.constant(a) if isinstance(a, np.ndarray) else a.item() if isinstance(a, np.generic) else a
+                     for a in args)
+        for a in args:
+            if not isinstance(a, (Var, int, float)):
+                raise CompileError(f"{op.name}: cannot use a {type(a).__name__} in compiled code",
+                                   *(self.loc or (None, None)))
+        try:
+            aval = op.rule(*map(aval_of, args), **params)
+        except ShapeError as error:
+            raise error.located(*(self.loc or (None, None))) from None
+        out = Var(aval)
+        self.eqns.append(Eqn(op, args, params, out, self.loc))
+        return out
+
+
+def current_builder():
+    if not _BUILDERS:
+        raise RuntimeError("an IR value was used outside of compilation")
+    return _BUILDERS[-1]
+
+
+HANDLERS[2] = lambda op, args, params: current_builder().emit(op, args, params)

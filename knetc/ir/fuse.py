@@ -1,0 +1,145 @@
+"""Fusion: decide which values live in memory and group the rest into kernels.
+
+An elementwise value (or a transpose, which is only an index permutation) is computed
+inside its consumer's kernel, not stored, when it has exactly one consumer that is
+elementwise over as many elements (no recomputation) or a reduction (a prologue). A
+reduction's result may in turn feed elementwise consumers of its own shape (an epilogue).
+Transposes read only by matmuls become the GEMM's transpose flags.
+
+The schedule is a list of steps in program order:
+  Kernel(out, eqn)          compute `out` (fused expression tree rooted at eqn)
+  Matmul(out, a, b, ta, tb) out = op(a) @ op(b)
+  Reshape(out, src)         a view of a stored value
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .core import Var
+
+
+@dataclass
+class Kernel:
+    out: Var
+    eqn: object
+    inputs: list  # stored Vars the kernel reads, in first-use order
+    name: str = ""
+
+
+@dataclass
+class Matmul:
+    out: Var
+    a: Var
+    b: Var
+    trans_a: bool
+    trans_b: bool
+
+
+@dataclass
+class Reshape:
+    out: Var
+    src: Var
+
+
+@dataclass
+class Schedule:
+    program: object
+    steps: list
+    inlined: dict   # Var -> Eqn computed inside a consumer's kernel
+    producers: dict  # Var -> Eqn
+
+    def kernels(self):
+        return [s for s in self.steps if isinstance(s, Kernel)]
+
+    def groups(self):
+        """eqn -> kernel number, for printing the IR with its fusion groups."""
+        marks = {}
+        for number, kernel in enumerate(self.kernels()):
+            stack = [kernel.eqn]
+            while stack:
+                eqn = stack.pop()
+                marks[eqn] = number
+                stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
+        return marks
+
+
+def _size(var):
+    return int(np.prod(var.aval.shape))
+
+
+def _kind(eqn):
+    return "elementwise" if eqn.op.name == "transpose" else eqn.op.kind
+
+
+def fuse(program):
+    producers = {e.out: e for e in program.eqns}
+    consumers = {}
+    for eqn in program.eqns:
+        for x in eqn.inputs:
+            if isinstance(x, Var):
+                consumers.setdefault(x, []).append(eqn)
+    outputs = {v for v in program.outputs if isinstance(v, Var)}
+
+    absorbed = set()  # transposes that matmuls read through their flags
+    for eqn in program.eqns:
+        users = consumers.get(eqn.out, [])
+        if eqn.op.name == "transpose" and eqn.out.aval.ndim == 2 and users and eqn.out not in outputs \
+                and all(u.op.kind == "matmul" for u in users):
+            absorbed.add(eqn.out)
+
+    # may_reduce: v could contain a reduction once inlined (conservative, decided forwards).
+    may_reduce = {}
+    for eqn in program.eqns:
+        may_reduce[eqn.out] = _kind(eqn) == "reduce" or any(
+            may_reduce.get(x, False) and len(consumers.get(x, [])) == 1 for x in eqn.inputs if isinstance(x, Var))
+    # Decide backwards, so a consumer's fate is known: in_prologue[v] means v ends up inside
+    # a reduction's loop, where another reduction would nest loops.
+    inlined, in_prologue = {}, {}
+    for eqn in reversed(program.eqns):
+        v, kind = eqn.out, _kind(eqn)
+        users = consumers.get(v, [])
+        if v in outputs or len(users) != 1 or v in absorbed or kind not in ("elementwise", "reduce"):
+            continue
+        user = users[0]
+        user_kind = _kind(user)
+        if user.out in absorbed:
+            continue
+        if user_kind == "elementwise" and _size(user.out) == _size(v):
+            if may_reduce[v] and in_prologue.get(user.out, False):
+                continue
+            inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
+        elif user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
+            inlined[v], in_prologue[v] = eqn, True
+
+    steps = []
+    for eqn in program.eqns:
+        v = eqn.out
+        if v in inlined or v in absorbed:
+            continue
+        if eqn.op.kind == "matmul":
+            a, b = eqn.inputs
+            ta, tb = a in absorbed, b in absorbed
+            steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
+        elif eqn.op.name == "reshape":
+            steps.append(Reshape(v, eqn.inputs[0]))
+        else:
+            steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), f"k{len([s for s in steps if isinstance(s, Kernel)])}"))
+    return Schedule(program, steps, inlined, producers)
+
+
+def _kernel_inputs(root, inlined):
+    seen, order = set(), []
+
+    def walk(eqn):
+        if eqn.op.name == "iota":
+            return  # its input only gives the shape
+        for x in eqn.inputs:
+            if not isinstance(x, Var):
+                continue
+            if x in inlined:
+                walk(inlined[x])
+            elif x not in seen:
+                seen.add(x)
+                order.append(x)
+    walk(root)
+    return order
