@@ -3,6 +3,7 @@ when large), and the host driver itself an njit function that calls them and BLA
 import numpy as np
 
 from ..ir.fuse import Kernel, Matmul, Reshape
+from . import blas
 from .expressions import KernelBody
 from .names import Names, physical_shape
 
@@ -94,6 +95,10 @@ class Runner:
 
     def __init__(self, executable):
         self.driver, self.constants = executable.module.driver, executable.constants
+        gemms = [2 * int(np.prod(s.a.aval.shape)) * s.out.aval.shape[-1]
+                 for s in executable.schedule.steps if isinstance(s, Matmul)]
+        self.blas_threads = blas.threads_for(max(gemms, default=0))
 
     def __call__(self, arrays):
+        blas.use_threads(self.blas_threads)
         return self.driver(*[np.ascontiguousarray(a) for a in arrays], *self.constants)

@@ -1,0 +1,53 @@
+"""Thread count of the BLAS that Numba's np.dot calls (SciPy's OpenBLAS).
+
+Small GEMMs (a training step of a small model) run faster on one thread: waking BLAS
+threads costs more than the product, and when another runtime's threads share the cores
+(PyTorch's OpenMP, in one process) the spinning threads slowed a step by 10-100x in our
+measurements. Large GEMMs keep BLAS's default thread count."""
+import ctypes
+import glob
+import os
+
+SMALL_GEMM_FLOPS = 1 << 26  # below this, one thread (measured: 100x784x64 is ~1e7 flops)
+
+_set, _default, _current = None, None, None
+
+
+def _load():
+    global _set, _default
+    try:
+        import scipy
+    except ImportError:
+        return
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
+    for path in glob.glob(pattern):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            setter, getter = getattr(lib, prefix + "set_num_threads", None), getattr(lib, prefix + "get_num_threads", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                _set, _default = setter, getter()
+                return
+
+
+_load()
+
+
+def threads_for(largest_gemm_flops):
+    """The thread count to use for a program whose largest GEMM does this many flops."""
+    if _default is None:
+        return None
+    if os.environ.get("KNETC_BLAS_THREADS"):
+        return int(os.environ["KNETC_BLAS_THREADS"])
+    return 1 if largest_gemm_flops < SMALL_GEMM_FLOPS else _default
+
+
+def use_threads(n):
+    """Set BLAS's thread count (no call when it is already n, so this is cheap per step)."""
+    global _current
+    if n is not None and n != _current and _set is not None:
+        _set(n)
+        _current = n
