@@ -19,6 +19,7 @@ _TAPES = []  # active tapes, outermost first
 _ceiling = float("inf")
 
 
+@pytree.register_leaf_type
 class Param(ArrayMethods):
     """A value to differentiate with respect to: `w = Param(np.zeros((3, 4)))`.
 
@@ -40,6 +41,7 @@ class Param(ArrayMethods):
         return f"P({self.value!r})"
 
 
+@pytree.register_leaf_type
 class Tracked(ArrayMethods):
     """A value recorded on a tape (Knet's Result; `diff` returns one)."""
     _knetc_priority = 1

@@ -184,30 +184,26 @@ class CompiledFunction:
         """The compiled gradient of this (scalar) function w.r.t. argument `argnum`."""
         def gradient(*args, **kwargs):
             leaves, treedef = pytree.flatten((args, kwargs))
-            target_leaves, target_treedef = pytree.flatten(args[argnum])
-            start = len(pytree.flatten(tuple(args[:argnum]))[0])
 
             def build(spec):
                 program = spec.program
-                input_of_leaf, k = {}, 0
+                target_leaves, spec.target_treedef = pytree.flatten(args[argnum])
+                start = len(pytree.flatten(tuple(args[:argnum]))[0])
+                input_of_leaf = {}
                 for i, leaf in enumerate(leaves):
                     if is_array(leaf):
-                        input_of_leaf[i] = k
-                        k += 1
+                        input_of_leaf[i] = len(input_of_leaf)
                 positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
                 wrt = [p for p in positions if p is not None and np.issubdtype(program.inputs[p].aval.dtype, np.floating)]
-                joint = adjoint_program(program, wrt)
-                spec.executable = Executable(joint, self.target)
-                spec.grad_slots = [wrt.index(p) if p in wrt else None for p in positions]
+                spec.executable = Executable(adjoint_program(program, wrt), self.target)
+                n_out = len(program.outputs)
+                spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
             spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef, build)
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
-            n_out = len(spec.program.outputs)
-            grads = outs[n_out:]
-            g = pytree.unflatten(target_treedef, [None if s is None else grads[s] for s in spec.grad_slots])
+            g = pytree.unflatten(spec.target_treedef, [None if s is None else outs[s] for s in spec.grad_slots])
             if with_loss:
-                loss = pytree.unflatten(spec.out_treedef, outs[:n_out])
-                return g, loss
+                return g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])
             return g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient

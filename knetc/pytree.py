@@ -1,21 +1,22 @@
 """Nested containers of arrays (pytrees): lists, tuples, dicts, and objects holding arrays.
 
 A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable treedef that
-records the structure, so `unflatten(treedef, leaves)` rebuilds it."""
+records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
+call of a compiled function, so the common cases are tested first."""
+import numpy as np
+
+_LEAF_TYPES = (np.ndarray, int, float, bool, str, type(None), complex)
+_ARRAY_LIKE_TYPES = []  # Param, Tracked, Var: registered by their modules
 
 
-class ObjectNode:
-    """An object whose attributes hold leaves (a layer holding Params): rebuilt as the same class."""
+def register_leaf_type(cls):
+    _ARRAY_LIKE_TYPES.append(cls)
+    return cls
 
 
 def _is_object(x):
-    return hasattr(x, "__dict__") and not isinstance(x, type) and not callable(getattr(x, "__array__", None)) \
-        and type(x).__module__ not in ("builtins", "numpy") and not _is_leaf_type(x)
-
-
-def _is_leaf_type(x):
-    from .autograd import Param, Tracked
-    return isinstance(x, (Param, Tracked)) or hasattr(x, "__cuda_array_interface__") or hasattr(x, "aval")
+    return hasattr(x, "__dict__") and not isinstance(x, type) and not callable(x) \
+        and not hasattr(x, "__cuda_array_interface__") and type(x).__module__ not in ("builtins", "numpy")
 
 
 def flatten(tree):
@@ -24,22 +25,27 @@ def flatten(tree):
 
 
 def _flatten(x, leaves):
-    if isinstance(x, (list, tuple)) and not _is_leaf_type(x):
-        kind = "list" if isinstance(x, list) else ("tuple" if type(x) is tuple else type(x))
-        return (kind, tuple(_flatten(v, leaves) for v in x))
-    if isinstance(x, dict):
-        keys = tuple(x)
-        return ("dict", keys, tuple(_flatten(x[k], leaves) for k in keys))
-    if _is_object(x):
+    t = type(x)
+    if t in _LEAF_TYPES or t in _ARRAY_LIKE_TYPES:
+        leaves.append(x)
+        return None
+    if t is list:
+        return ("list", tuple(_flatten(v, leaves) for v in x))
+    if t is tuple:
+        return ("tuple", tuple(_flatten(v, leaves) for v in x))
+    if t is dict:
+        return ("dict", tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
+        return (t, tuple(_flatten(v, leaves) for v in x))
+    if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
         keys = tuple(vars(x))
-        return ("object", type(x), keys, tuple(_flatten(getattr(x, k), leaves) for k in keys))
+        return ("object", t, keys, tuple(_flatten(getattr(x, k), leaves) for k in keys))
     leaves.append(x)
     return None
 
 
 def unflatten(treedef, leaves):
-    it = iter(leaves)
-    return _unflatten(treedef, it)
+    return _unflatten(treedef, iter(leaves))
 
 
 def _unflatten(node, it):

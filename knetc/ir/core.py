@@ -9,11 +9,13 @@ import os
 
 import numpy as np
 
+from .. import pytree
 from ..errors import CompileError, ShapeError
 from ..ops.core import HANDLERS, Aval, aval_of
 from ..ops.methods import ArrayMethods
 
 
+@pytree.register_leaf_type
 class Var(ArrayMethods):
     """A typed SSA value. Python operators on it emit equations into the current Builder."""
     _knetc_priority = 2
