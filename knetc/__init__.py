@@ -7,6 +7,7 @@
 """
 from .version import __version__  # noqa: F401
 from .errors import CompileError, ShapeError  # noqa: F401
+from . import log as _log_module  # noqa: F401  (imported first, so kn.log below is the op, not this module)
 from .ops import OPS  # noqa: F401
 from .ops.elementwise import abs, exp, log, relu, sigm, sign, sqrt, tanh  # noqa: F401
 from .ops.elementwise import eq, ge, gt, le, lt, ne  # noqa: F401
@@ -16,3 +17,5 @@ from .ops.nn import logp, logsoftmax, logsumexp, nll, softmax  # noqa: F401
 from .ops.api import reshape, transpose  # noqa: F401
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
 from .compiler import compile, CompiledFunction  # noqa: F401,E402
+from .init import gaussian, param, param0, seed_, xavier, xavier_normal, xavier_uniform  # noqa: F401,E402
+from .data import minibatch  # noqa: F401,E402

@@ -28,6 +28,8 @@ class Param(ArrayMethods):
     _knetc_priority = 1
 
     def __init__(self, value, opt=None):
+        if isinstance(value, (list, tuple, int, float)):  # Param([1, 2, 3]) as in Knet
+            value = np.asarray(value)
         self.value, self.opt = value, opt
 
     @property
@@ -261,14 +263,21 @@ def _gradient_function(f, argnum, with_loss):
 
     def gradient(*args, **kwargs):
         leaves, treedef = pytree.flatten(args[argnum])
-        ps = [leaf if isinstance(leaf, Param) else Param(leaf) for leaf in leaves]
+        # Arrays and numbers are differentiated; other leaves (names, functions) pass through.
+        ps = [Param(leaf) if _differentiable(leaf) else leaf for leaf in leaves]
         args = list(args)
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)
-        g = pytree.unflatten(treedef, [grad(y, p) for p in ps])
+        g = pytree.unflatten(treedef, [grad(y, p) if isinstance(p, Param) else None for p in ps])
         return (g, value(y)) if with_loss else g
     gradient.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
     return gradient
+
+
+def _differentiable(leaf):
+    if isinstance(leaf, Param) or isinstance(leaf, bool):
+        return False  # a Param is differentiated as itself
+    return isinstance(leaf, (int, float)) or hasattr(leaf, "shape") and hasattr(leaf, "dtype")
 
 
 def value(x):

@@ -79,6 +79,7 @@ class Specialization:
         return [value_of(p) for p, _ in self.translation.captures]
 
 
+@pytree.register_leaf_type  # a function, not a container of arrays
 class CompiledFunction:
     """The result of `@knetc.compile`: call it like the original function."""
 
@@ -184,6 +185,9 @@ class CompiledFunction:
         """The compiled gradient of this (scalar) function w.r.t. argument `argnum`."""
         def gradient(*args, **kwargs):
             leaves, treedef = pytree.flatten((args, kwargs))
+            if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
+                from .autograd import grad, gradloss
+                return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
 
             def build(spec):
                 program = spec.program

@@ -19,6 +19,8 @@ class ShapeError(ValueError):
     """Shapes or dtypes that do not fit an op, named at the user's file and line where known."""
 
     def __init__(self, message, filename=None, lineno=None):
+        if filename is None and not _compiling():
+            filename, lineno = user_frame()  # eager code: the user's line is on the stack now
         self.message, self.filename, self.lineno = message, filename, lineno
         super().__init__(format_error(message, filename, lineno))
 
@@ -27,6 +29,12 @@ class ShapeError(ValueError):
         if self.filename is not None:
             return self
         return ShapeError(self.message, filename, lineno)
+
+
+def _compiling():
+    """While a program is being built the front end places errors at the statement instead."""
+    from .ir.core import _BUILDERS  # imported here: ir imports this module
+    return bool(_BUILDERS)
 
 
 def format_error(message, filename=None, lineno=None, hint=None):

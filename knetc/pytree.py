@@ -3,6 +3,8 @@
 A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable treedef that
 records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
 call of a compiled function, so the common cases are tested first."""
+import types
+
 import numpy as np
 
 _LEAF_TYPES = (np.ndarray, int, float, bool, str, type(None), complex)
@@ -15,7 +17,10 @@ def register_leaf_type(cls):
 
 
 def _is_object(x):
-    return hasattr(x, "__dict__") and not isinstance(x, type) and not callable(x) \
+    # Callable objects are containers only when their class defines __call__ in Python (a
+    # layer holding Params); functions, ufuncs and partials are leaves.
+    return hasattr(x, "__dict__") and not isinstance(x, type) \
+        and (not callable(x) or isinstance(getattr(type(x), "__call__", None), types.FunctionType)) \
         and not hasattr(x, "__cuda_array_interface__") and type(x).__module__ not in ("builtins", "numpy")
 
 

@@ -62,7 +62,7 @@ def driver_source(schedule, names):
         if isinstance(step, Kernel):
             shape = physical_shape(step.out)
             lines.append(f"    {out} = np.empty({shape}, np.{np.dtype(step.out.aval.dtype).name})")
-            lines.append(f"    {step.name}({', '.join(names.arg(x) for x in step.inputs)}, {out})")
+            lines.append(f"    {step.name}({', '.join([*(names.arg(x) for x in step.inputs), out])})")  # a kernel may have no inputs (a constant)
         elif isinstance(step, Matmul):
             dtype = np.dtype(step.out.aval.dtype).name
             a = names.arg(step.a) + (".T" if step.trans_a else "")

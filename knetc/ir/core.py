@@ -83,7 +83,7 @@ def format_program(program, groups=None):
             notes.append(f"group {groups[eqn]}")
         if eqn.loc is not None:
             notes.append(f"{os.path.basename(eqn.loc[0])}:{eqn.loc[1]}")
-        lines.append(text.ljust(64) + ("  # " + ", ".join(notes) if notes else ""))
+        lines.append(text.ljust(64) + "  # " + ", ".join(notes) if notes else text)  # no trailing blanks
     lines.append(f"  return {', '.join(name(v) for v in program.outputs)}")
     return "\n".join(lines)
 

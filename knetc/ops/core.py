@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import pytree
 from ..errors import ShapeError, user_frame
 
 
@@ -44,6 +45,7 @@ def aval_of(x):
     return Aval(tuple(x.shape), np.dtype(x.dtype))
 
 
+@pytree.register_leaf_type  # a function, not a container of arrays
 class Op:
     """One primitive: shape rule, numpy reference, adjoints (one per input), lowering.
 

@@ -1,0 +1,201 @@
+"""Parameter initialisation, as Knet's: `param`, `param0`, `xavier` (`xavier_uniform`),
+`xavier_normal`, `gaussian`, the default array type `atype()` and `seed_`.
+
+Every random initialiser draws from one module-level `numpy.random.Generator` (see `rng()`),
+so `seed_(n)` makes a whole model's initialisation (and anything else drawing from it, such
+as `minibatch(..., shuffle=True)`) reproducible.
+
+Shapes are Python shapes (C order, instances first), the reverse of Knet's Julia shapes:
+a dense weight used as `x @ w` is `(in, out)` here where Knet's `w * x` has `(out, in)`, and
+a conv weight is `(Cout, Cin, KH, KW)` here where Knet has `(KW, KH, Cin, Cout)`.
+"""
+import numbers
+
+import numpy as np
+
+from .autograd import Param
+
+_RNG = np.random.default_rng()
+
+
+def rng():
+    """The generator every knetc initialiser draws from (the same object after `seed_`)."""
+    return _RNG
+
+
+def seed_(n):
+    """Seed knetc's random number generator (Knet's `seed!`): after `seed_(n)` the same calls
+    give the same numbers. Returns the generator."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool):
+        raise TypeError(f"seed_: the seed must be an integer, got {n!r}")
+    # Reseed in place, so that code holding `rng()` sees the new stream too.
+    _RNG.bit_generator.state = np.random.PCG64(int(n)).state
+    return _RNG
+
+
+# ---------------------------------------------------------------- array type
+class ArrayType:
+    """An array type with its element type, as Knet's `Array{Float32}` or `KnetArray{Float32}`:
+    calling it converts an array (a copy, as Julia's `Array{T}(x)`)."""
+
+    def __init__(self, array_type=np.ndarray, dtype=np.float32):
+        self.array_type, self.dtype = array_type, np.dtype(dtype)
+
+    def __call__(self, x):
+        from .autograd import value_of
+        return np.array(value_of(x), dtype=self.dtype, copy=True)
+
+    def __eq__(self, other):
+        return isinstance(other, ArrayType) and (self.array_type, self.dtype) == (other.array_type, other.dtype)
+
+    def __hash__(self):
+        return hash((self.array_type, self.dtype))
+
+    def __repr__(self):
+        return f"{self.array_type.__module__}.{self.array_type.__name__}{{{self.dtype.name}}}"
+
+
+_ATYPE = ArrayType(np.ndarray, np.float32)
+
+
+def atype():
+    """The default array type (Knet's `atype()`): numpy float32 arrays here. `atype()(x)`
+    converts x; `atype().dtype` is the element type. (KnetArray and GPU arrays: not yet.)"""
+    return _ATYPE
+
+
+def _converter(atype_):
+    """`atype=` as given to param: None (the default), a dtype (np.float64, "float16"), or a
+    callable converting an array (an ArrayType, or any function)."""
+    if atype_ is None:
+        return atype()
+    if isinstance(atype_, ArrayType):
+        return atype_
+    if isinstance(atype_, (str, np.dtype)) or (isinstance(atype_, type) and issubclass(atype_, np.generic)):
+        return ArrayType(np.ndarray, atype_)
+    if callable(atype_):
+        return atype_
+    raise TypeError(f"atype must be a dtype or a callable converting arrays, got {atype_!r}")
+
+
+# ---------------------------------------------------------------- dims and dtypes
+def _dims(name, a):
+    """Knet's `a...` passed to rand: an optional leading element type, then the dims (or one
+    tuple of dims). Returns (dtype, shape)."""
+    dtype = np.float64  # Julia's rand default; param converts to atype() afterwards
+    a = list(a)
+    if a and not isinstance(a[0], numbers.Integral) and not isinstance(a[0], tuple):
+        try:
+            dtype = np.dtype(a.pop(0))
+        except TypeError:
+            raise TypeError(f"{name}: expected an optional dtype then integer dims, got {tuple(a)!r}") from None
+        if not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"{name}: the element type must be a floating type, got {dtype}")
+    if len(a) == 1 and isinstance(a[0], tuple):
+        a = list(a[0])
+    if not a:
+        raise ValueError(f"{name}: give at least one dimension, e.g. {name}(784, 64)")
+    for d in a:
+        if not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 0:
+            raise ValueError(f"{name}: dimensions must be non-negative integers, got {tuple(a)!r}")
+    return np.dtype(dtype), tuple(int(d) for d in a)
+
+
+def _uniform(shape, dtype):
+    if dtype in (np.float32, np.float64):
+        return _RNG.random(shape, dtype=dtype)
+    return _RNG.random(shape).astype(dtype)
+
+
+def _normal(shape, dtype):
+    if dtype in (np.float32, np.float64):
+        return _RNG.standard_normal(shape, dtype=dtype)
+    return _RNG.standard_normal(shape).astype(dtype)
+
+
+def fans(shape):
+    """(fan_in, fan_out) of a weight of Python shape `shape`, by Knet's rule translated.
+
+    Knet (Julia shapes): 1-D: fanin = length, fanout = 1; 2-D `(out, in)`: fanout = size(w, 1),
+    fanin = size(w, 2); N-D: fanout = size(w, ndims(w)), fanin = length(w) ÷ fanout. The Python
+    shape is the Julia shape reversed, so: 1-D `(n,)`: (n, 1); 2-D `(in, out)`: fan_in =
+    shape[0], fan_out = shape[1]; N-D, e.g. conv `(Cout, Cin, KH, KW)`: fan_out = shape[0],
+    fan_in = size // shape[0] (Cin*KH*KW).
+    """
+    shape = tuple(shape)
+    if len(shape) == 0:
+        raise ValueError("xavier: a 0-dimensional weight has no fan-in/fan-out")
+    if len(shape) == 1:
+        return shape[0], 1
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    fan_out = shape[0]
+    size = int(np.prod(shape))
+    return (size // fan_out if fan_out else 0), fan_out
+
+
+def xavier_uniform(*a, gain=1):
+    """Uniform random weights in ±gain*sqrt(6/(fan_in+fan_out)) (Glorot & Bengio 2010, eq. 16).
+
+    `a` is what Knet passes to rand: an optional element type then the dims,
+    `xavier_uniform(784, 64)` or `xavier_uniform(np.float32, 784, 64)` (float64 by default).
+    Fans follow Knet's rule on the reversed (Python) shape, see `fans`: a dense `(in, out)`
+    weight has fan_in = in, fan_out = out; a conv `(Cout, Cin, KH, KW)` weight has
+    fan_out = Cout, fan_in = Cin*KH*KW; a 1-D `(n,)` has fan_in = n, fan_out = 1.
+    `xavier` is an alias."""
+    dtype, shape = _dims("xavier_uniform", a)
+    fan_in, fan_out = fans(shape)
+    s = gain * np.sqrt(6.0 / max(fan_in + fan_out, 1))
+    w = _uniform(shape, dtype)
+    return (dtype.type(2 * s) * w - dtype.type(s)).astype(dtype, copy=False)
+
+
+xavier = xavier_uniform
+
+
+def xavier_normal(*a, gain=1):
+    """Normal random weights with mean 0 and std gain*sqrt(2/(fan_in+fan_out)); arguments and
+    fans as `xavier_uniform`."""
+    dtype, shape = _dims("xavier_normal", a)
+    fan_in, fan_out = fans(shape)
+    std = gain * np.sqrt(2.0 / max(fan_in + fan_out, 1))
+    return (dtype.type(std) * _normal(shape, dtype)).astype(dtype, copy=False)
+
+
+def gaussian(*a, mean=0.0, std=0.01):
+    """Gaussian random array with the given mean and standard deviation (Knet's `gaussian`):
+    `gaussian(64, 10)` or `gaussian(np.float32, 64, 10, std=0.1)`."""
+    dtype, shape = _dims("gaussian", a)
+    return (dtype.type(mean) + dtype.type(std) * _normal(shape, dtype)).astype(dtype, copy=False)
+
+
+def _zeros(*a):
+    dtype, shape = _dims("param0", a)
+    return np.zeros(shape, dtype)
+
+
+# ---------------------------------------------------------------- param
+def param(*dims_or_array, init=xavier_uniform, atype=None):
+    """A Param to train, as Knet's `param`:
+
+    - `param(array)`: `Param(atype(array))`, a converted copy of the array;
+    - `param(d1, d2, ...)` (or `param((d1, d2, ...))`): `Param(atype(init(d1, d2, ...)))`,
+      by default Xavier-uniform weights (see `xavier_uniform` for the fans of Python shapes).
+
+    `atype` defaults to `atype()` (numpy float32); it may be a dtype (`np.float64`) or a
+    function converting an array. `param(784, 64)` is the weight of `x @ w` for x (N, 784).
+    """
+    convert = _converter(atype)
+    if not dims_or_array:
+        raise ValueError("param: give an array or the dimensions, e.g. param(784, 64)")
+    first = dims_or_array[0]
+    if len(dims_or_array) == 1 and not isinstance(first, (numbers.Integral, tuple)):
+        if isinstance(first, (str, bytes)) or first is None:
+            raise TypeError(f"param: expected an array or integer dims, got {first!r}")
+        return Param(convert(first))
+    return Param(convert(init(*dims_or_array)))
+
+
+def param0(*dims, atype=None):
+    """`param(dims...; init=zeros)`: a Param of zeros, `param0(64)` for a bias."""
+    return param(*dims, init=_zeros, atype=atype)
