@@ -7,7 +7,6 @@
 """
 from .version import __version__  # noqa: F401
 from .errors import CompileError, ShapeError  # noqa: F401
-from . import log as _log_module  # noqa: F401  (imported first, so kn.log below is the op, not this module)
 from .ops import OPS  # noqa: F401
 from .ops.elementwise import abs, exp, log, relu, sigm, sign, sqrt, tanh  # noqa: F401
 from .ops.elementwise import eq, ge, gt, le, lt, ne  # noqa: F401

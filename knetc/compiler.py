@@ -14,7 +14,7 @@ from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
 from .ir.core import Var
-from .log import log
+from .report import report
 
 TARGETS = ("auto", "cpu", "cuda")
 
@@ -48,7 +48,7 @@ class Executable:
                 distinct.append(v)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in outputs]
         self._runner = backend.Runner(self)
-        log("compile", f"{program.name} [{target}]: {len(self.schedule.kernels())} kernels, "
+        report("compile", f"{program.name} [{target}]: {len(self.schedule.kernels())} kernels, "
                        f"{time.perf_counter() - started:.2f}s")
 
     def run(self, arrays):

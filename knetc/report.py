@@ -13,6 +13,6 @@ def enabled(topic):
     return topic in topics or "all" in topics
 
 
-def log(topic, message):
+def report(topic, message):
     if enabled(topic):
         print(f"[knetc {topic}] {message}", file=sys.stderr)
