@@ -21,7 +21,7 @@ def _is_object(x):
     # layer holding Params); functions, ufuncs and partials are leaves.
     return hasattr(x, "__dict__") and not isinstance(x, type) \
         and (not callable(x) or isinstance(getattr(type(x), "__call__", None), types.FunctionType)) \
-        and not hasattr(x, "__cuda_array_interface__") and type(x).__module__ not in ("builtins", "numpy")
+        and not hasattr(x, "__cuda_array_interface__") and not getattr(x, "__cuda_ndarray__", False) and type(x).__module__ not in ("builtins", "numpy")
 
 
 def flatten(tree):

@@ -132,7 +132,10 @@ class FunctionTranslator(ast.NodeVisitor):
         except (_Return, _Break, _Continue):
             raise
         except Exception as error:
-            raise self.located(error, stmt) from None
+            located = self.located(error, stmt)
+            if located is error:
+                raise
+            raise located from (error if not isinstance(error, (CompileError, ShapeError)) else None)
 
     def located(self, error, node):
         """Attach the user's file and line to an error raised while translating `node`."""
@@ -144,9 +147,7 @@ class FunctionTranslator(ast.NodeVisitor):
             if error.filename is not None:
                 return error
             return CompileError(error.message, self.filename, node.lineno, error.hint)
-        located = CompileError(f"{type(error).__name__}: {error}", self.filename, node.lineno)
-        located.__cause__ = error
-        return located
+        return CompileError(f"{type(error).__name__}: {error}", self.filename, node.lineno)
 
     def locate(self, node):
         if hasattr(node, "lineno"):
