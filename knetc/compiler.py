@@ -123,6 +123,16 @@ class CompiledFunction:
     def specializations(self):
         return list(self._specializations.values())
 
+    def generated_modules(self):
+        """The kernel modules of every specialization (calls, gradients, diff forward/backward)."""
+        modules = {}
+        for spec in self._specializations.values():
+            for name in ("executable", "forward", "backward"):
+                executable = getattr(spec, name, None)
+                if executable is not None:
+                    modules[executable.module.__knetc_path__] = executable.module
+        return list(modules.values())
+
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
         leaves, treedef = pytree.flatten((args, kwargs))

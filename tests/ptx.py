@@ -11,17 +11,20 @@ import sys
 _SCRIPT = r"""
 import importlib.util, json, sys
 from numba import cuda
-path, kernels, cc = sys.argv[1], json.loads(sys.argv[2]), tuple(json.loads(sys.argv[3]))
-spec = importlib.util.spec_from_file_location("ptx_target", path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-report = {}
-for name, signature in kernels.items():
-    fn = getattr(module, name)
-    fn = getattr(fn, "py_func", fn)
-    ptx, _ = cuda.compile_ptx(fn, signature, cc=cc)
-    report[name] = {"target": ".target sm_%d%d" % cc in ptx, "entry": ".entry" in ptx or ".visible .entry" in ptx, "bytes": len(ptx)}
-print(json.dumps(report))
+jobs, cc = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
+reports = []
+for n, (path, kernels) in enumerate(jobs):
+    spec = importlib.util.spec_from_file_location("ptx_target_%d" % n, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = {}
+    for name, signature in kernels.items():
+        fn = getattr(module, name)
+        fn = getattr(fn, "py_func", fn)
+        ptx, _ = cuda.compile_ptx(fn, signature, cc=cc)
+        report[name] = {"target": ".target sm_%d%d" % cc in ptx, "entry": ".entry" in ptx, "bytes": len(ptx)}
+    reports.append(report)
+print(json.dumps(reports))
 """
 
 
@@ -30,10 +33,15 @@ def compile_ptx(path, kernels, cc=(9, 0)):
 
     Returns {name: {"target": bool, "entry": bool, "bytes": int}}; raises on any failure.
     """
+    return compile_ptx_many([(path, kernels)], cc)[0]
+
+
+def compile_ptx_many(jobs, cc=(9, 0)):
+    """compile_ptx for several modules [(path, kernels), ...] in one subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(path), json.dumps(kernels), json.dumps(list(cc))],
-        capture_output=True, text=True, env=env, timeout=900)
+    jobs = [(str(path), dict(kernels)) for path, kernels in jobs]
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, json.dumps(jobs), json.dumps(list(cc))],
+                          capture_output=True, text=True, env=env, timeout=1200)
     if proc.returncode != 0:
         raise AssertionError("PTX compilation failed:\n" + proc.stderr[-4000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -5,8 +5,6 @@ CUDA target must match the CPU target and the eager path (the undecorated functi
 numpy arrays). Sizes are tiny: the simulator runs every GPU thread in Python.
 """
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from numba import cuda
 import knetc as kn
 from knetc.backend.cuda import thread_indices
 
-from ptx import compile_ptx
+from ptx import compile_ptx_many
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 
@@ -223,16 +221,6 @@ def test_integer_matmul_is_refused_with_a_hint():
 
 # ----------------------------------------------------------------------------- PTX
 
-def _modules(f):
-    """The generated modules of every specialization of f (plain, gradient, diff-recorded)."""
-    modules = {}
-    for spec in f.specializations():
-        for executable in (getattr(spec, a, None) for a in ("executable", "forward", "backward")):
-            if executable is not None:
-                modules[executable.module.__knetc_path__] = executable.module
-    return list(modules.values())
-
-
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_every_kernel_compiles_to_ptx_for_sm90(name):
     f, _, dtypes = PROGRAMS[name]
@@ -240,11 +228,9 @@ def test_every_kernel_compiles_to_ptx_for_sm90(name):
         results(name, dtype)
     if name == "mlp":
         test_diff_records_the_compiled_forward_and_backward()
-    modules = _modules(f)
+    modules = f.generated_modules()
     assert modules
-    # One subprocess per module (each imports the real numba.cuda): run them side by side.
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        reports = pool.map(lambda m: compile_ptx(m.__knetc_path__, m.PTX_SIGNATURES), modules)
+    reports = compile_ptx_many([(m.__knetc_path__, m.PTX_SIGNATURES) for m in modules])
     for module, report in zip(modules, reports):
         assert set(report) == set(module.PTX_SIGNATURES)
         for kernel, entry in report.items():

@@ -28,7 +28,7 @@ def kernel_source(schedule, kernel, names):
     work = int(np.prod(shape)) * max(1, _inner_work(kernel))
     parallel = work >= PARALLEL_MIN_WORK and bool(loops)
     lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy')",
-             f"def {kernel.name}({', '.join(params)}):  # {_summary(schedule, kernel)}"]
+             f"def {kernel.name}({', '.join(params)}):  # {schedule.fused_ops(kernel)}"]
     indent = "    "
     for k, (axis, var) in enumerate(loops):
         iterator = "prange" if parallel and k == 0 else "range"
@@ -42,15 +42,6 @@ def kernel_source(schedule, kernel, names):
 
 def _inner_work(kernel):
     return max([int(np.prod(x.aval.shape)) // max(1, int(np.prod(kernel.out.aval.shape))) for x in kernel.inputs] + [1])
-
-
-def _summary(schedule, kernel):
-    ops, stack = [], [kernel.eqn]
-    while stack:
-        eqn = stack.pop()
-        ops.append(eqn.op.name)
-        stack.extend(schedule.inlined[x] for x in eqn.inputs if x in schedule.inlined)
-    return " ".join(reversed(ops))
 
 
 def driver_source(schedule, names):

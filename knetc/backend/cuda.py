@@ -74,7 +74,7 @@ def kernel_source(schedule, kernel, names):
     result = body.root(index)
     store = f"out[{', '.join(index) if logical else '0'}] = {result}"
     params = list(arg_names.values()) + ["out"]
-    return _kernel(kernel.name, params, _summary(schedule, kernel), logical, body.lines(), store)
+    return _kernel(kernel.name, params, schedule.fused_ops(kernel), logical, body.lines(), store)
 
 
 def cast_source(name, var, dtype):
@@ -83,16 +83,6 @@ def cast_source(name, var, dtype):
     index = ", ".join(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     comment = f"{np.dtype(var.aval.dtype).name} -> {np.dtype(dtype).name} for a matmul"
     return _kernel(name, ["x", "out"], comment, logical, [], f"out[{index}] = {numba_type(dtype)}(x[{index}])")
-
-
-def _summary(schedule, kernel):
-    """The ops fused into a kernel, in evaluation order (the comment on its `def` line)."""
-    ops, stack = [], [kernel.eqn]
-    while stack:
-        eqn = stack.pop()
-        ops.append(eqn.op.name)
-        stack.extend(schedule.inlined[x] for x in eqn.inputs if x in schedule.inlined)
-    return " ".join(reversed(ops))
 
 
 def array_type(var, dtype=None):

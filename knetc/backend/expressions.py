@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from ..ir.core import Var
-from ..ops.core import dtype_name
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64",
                "int32": "int32", "int8": "int8", "uint8": "uint8", "bool": "boolean"}
@@ -166,7 +165,3 @@ class KernelBody:
     def lines(self):
         return self.blocks[0]["lines"]
 
-
-def describe(eqn):
-    """A comment naming the ops of a kernel and where they come from."""
-    return f"{eqn.op.name} -> {dtype_name(eqn.out.aval.dtype)}{list(eqn.out.aval.shape)}"

@@ -51,6 +51,15 @@ class Schedule:
     def kernels(self):
         return [s for s in self.steps if isinstance(s, Kernel)]
 
+    def fused_ops(self, kernel):
+        """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
+        ops, stack = [], [kernel.eqn]
+        while stack:
+            eqn = stack.pop()
+            ops.append(eqn.op.name)
+            stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
+        return " ".join(reversed(ops))
+
     def groups(self):
         """eqn -> kernel number, for printing the IR with its fusion groups."""
         marks = {}
