@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .autograd import Param
+from .autograd import Param, value_of
 
 _RNG = np.random.default_rng()
 
@@ -42,7 +42,6 @@ class ArrayType:
         self.array_type, self.dtype = array_type, np.dtype(dtype)
 
     def __call__(self, x):
-        from .autograd import value_of
         return np.array(value_of(x), dtype=self.dtype, copy=True)
 
     def __eq__(self, other):
