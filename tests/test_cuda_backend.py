@@ -5,6 +5,9 @@ CUDA target must match the CPU target and the eager path (the undecorated functi
 numpy arrays). Sizes are tiny: the simulator runs every GPU thread in Python.
 """
 import functools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -235,3 +238,22 @@ def test_every_kernel_compiles_to_ptx_for_sm90(name):
         assert set(report) == set(module.PTX_SIGNATURES)
         for kernel, entry in report.items():
             assert entry["target"] and entry["entry"], (module.__knetc_path__, kernel)
+
+
+def test_cuda_target_without_a_gpu_raises_a_clear_error(tmp_path):
+    if os.environ.get("KNETC_TEST_GPU") == "1":
+        pytest.skip("a real GPU is present")
+    script = tmp_path / "needs_gpu.py"
+    script.write_text(
+        "import numpy as np, knetc as kn\n"
+        "@kn.compile(target='cuda')\n"
+        "def f(x):\n"
+        "    return kn.sum(x * x)\n"
+        "try:\n"
+        "    f(np.ones(3))\n"
+        "except RuntimeError as error:\n"
+        "    print('refused:', error, len(f.specializations()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert "refused: target='cuda' needs a CUDA GPU" in out.stdout, out.stderr
+    assert out.stdout.strip().endswith(" 0")  # nothing half-built was kept

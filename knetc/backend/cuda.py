@@ -212,6 +212,11 @@ class Runner:
     targets return the same types); otherwise the outputs stay on the device."""
 
     def __init__(self, executable):
+        from ..runtime.device import gpu_available
+        if not gpu_available():
+            raise RuntimeError("target='cuda' needs a CUDA GPU and none was found (numba.cuda.is_available() "
+                               "is False); use target='cpu' or 'auto', or set NUMBA_ENABLE_CUDASIM=1 before "
+                               "importing knetc to run the CUDA kernels in Numba's simulator")
         _install_pool()
         program = executable.program
         self.driver = executable.module.driver
