@@ -14,6 +14,7 @@ from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
 from .ir.core import Var
+from .backend.module import directory_for, load_module
 from .report import report
 
 TARGETS = ("auto", "cpu", "cuda")
@@ -31,15 +32,14 @@ def resolve_target(target):
 class Executable:
     """A program compiled for one target: `run(arrays)` returns its outputs."""
 
-    def __init__(self, program, target):
+    def __init__(self, program, target, cache=True):
         started = time.perf_counter()
         self.program = optimize(program)
         self.schedule = fuse(self.program)
         self.target = target
         backend = _backend(target)
-        self.source = backend.generate(self.schedule)
-        from .backend.module import load_module
-        self.module = load_module(f"{target}_{program.name}", self.source)
+        self.source = backend.generate(self.schedule, cache=cache is not False)
+        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache))
         self.constants = [value for var, value in self.program.constants.items() if var not in self.program.inputs]
         outputs = [v for v in self.program.outputs]
         distinct = []
@@ -142,7 +142,7 @@ class CompiledFunction:
                 return recorded
 
         def build(spec):
-            spec.executable = Executable(spec.program, self.target)
+            spec.executable = Executable(spec.program, self.target, self.cache)
         spec = self._specialize("call", args, kwargs, leaves, treedef, build)
         arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
         return pytree.unflatten(spec.out_treedef, spec.executable.run(arrays))
@@ -172,8 +172,8 @@ class CompiledFunction:
                 return
             joint = optimize(adjoint_program(program, wrt, seed_input=True))
             forward, backward, _ = split(joint, 1, n_inputs)
-            spec.forward = Executable(forward, self.target)
-            spec.backward = Executable(backward, self.target)
+            spec.forward = Executable(forward, self.target, self.cache)
+            spec.backward = Executable(backward, self.target, self.cache)
         spec = self._specialize(("forward", tracked), args, kwargs, leaves, treedef, build)
         if not spec.single:
             return self.fn(*args, **kwargs)
@@ -209,7 +209,7 @@ class CompiledFunction:
                         input_of_leaf[i] = len(input_of_leaf)
                 positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
                 wrt = [p for p in positions if p is not None and np.issubdtype(program.inputs[p].aval.dtype, np.floating)]
-                spec.executable = Executable(adjoint_program(program, wrt), self.target)
+                spec.executable = Executable(adjoint_program(program, wrt), self.target, self.cache)
                 n_out = len(program.outputs)
                 spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
             spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef, build)
@@ -225,6 +225,11 @@ class CompiledFunction:
 
 def compile(fn=None, *, target="auto", cache=True):
     """Compile a model or loss function: `@kn.compile` or `@kn.compile(target="cpu")`.
+
+    target: "cpu" (Numba njit + BLAS), "cuda" (Numba CUDA kernels + cuBLAS), or "auto" (cuda
+    when a GPU is present). cache: True keeps generated kernels and Numba's machine code in
+    KNETC_CACHE_DIR (default ~/.cache/knetc) for later processes; False keeps nothing after
+    this process; a path uses that directory (e.g. to ship kernels with a script).
 
     The function is parsed from its source, typed for its arguments' shapes and dtypes,
     differentiated symbolically when a gradient is asked for, and run as generated Numba

@@ -469,3 +469,20 @@ def test_after_an_error_the_params_are_unchanged():
     assert np.array_equal(w.value, before)
     y = kn.diff(specialized, w)  # the Param still works afterwards
     np.testing.assert_allclose(kn.grad(y, w), kn.grad(specialized.fn)(before), rtol=1e-10)
+
+
+def _cube_sum(x):
+    return kn.sum(x * x * x)
+
+
+def test_cache_option_chooses_where_kernels_live(tmp_path):
+    shipped = kn.compile(_cube_sum, target="cpu", cache=tmp_path / "kernels")
+    private = kn.compile(_cube_sum, target="cpu", cache=False)
+    x = normal((3, 2), 1)
+    assert_trees_close(shipped(x), _cube_sum(x), F64)
+    assert_trees_close(private(x), _cube_sum(x), F64)
+    (module,) = shipped.generated_modules()
+    assert module.__knetc_path__.startswith(str(tmp_path / "kernels"))
+    (module,) = private.generated_modules()
+    assert not module.__knetc_path__.startswith(str(tmp_path))
+    assert "cache=False" in open(module.__knetc_path__).read()  # Numba keeps no machine code either

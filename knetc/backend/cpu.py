@@ -16,7 +16,7 @@ from numba import njit, prange, float32, float64, int8, int32, int64, uint8, boo
 """
 
 
-def kernel_source(schedule, kernel, names):
+def kernel_source(schedule, kernel, names, cache=True):
     params = [names.arg(x) for x in kernel.inputs] + ["out"]
     arg_names = {x: names.arg(x) for x in kernel.inputs}
     shape = physical_shape(kernel.out)
@@ -27,7 +27,7 @@ def kernel_source(schedule, kernel, names):
     result = body.root(index)
     work = int(np.prod(shape)) * max(1, _inner_work(kernel))
     parallel = work >= PARALLEL_MIN_WORK and bool(loops)
-    lines = [f"@njit(cache=True, parallel={parallel}, error_model='numpy')",
+    lines = [f"@njit(cache={cache}, parallel={parallel}, error_model='numpy')",
              f"def {kernel.name}({', '.join(params)}):  # {schedule.fused_ops(kernel)}"]
     indent = "    "
     for k, (axis, var) in enumerate(loops):
@@ -44,10 +44,10 @@ def _inner_work(kernel):
     return max([int(np.prod(x.aval.shape)) // max(1, int(np.prod(kernel.out.aval.shape))) for x in kernel.inputs] + [1])
 
 
-def driver_source(schedule, names):
+def driver_source(schedule, names, cache=True):
     program = schedule.program
     args = [names.arg(v) for v in names.driver_args(program)]
-    lines = ["@njit(cache=True)", f"def driver({', '.join(args)}):"]
+    lines = [f"@njit(cache={cache})", f"def driver({', '.join(args)}):"]
     for step in schedule.steps:
         out = names.arg(step.out)
         if isinstance(step, Kernel):
@@ -70,12 +70,12 @@ def driver_source(schedule, names):
     return "\n".join(lines)
 
 
-def generate(schedule):
-    """Python source of the module: kernels, then the driver."""
+def generate(schedule, cache=True):
+    """Python source of the module: kernels, then the driver. cache: Numba's on-disk cache."""
     names = Names(schedule.program)
-    kernels = [kernel_source(schedule, k, names) for k in schedule.kernels()]
+    kernels = [kernel_source(schedule, k, names, cache) for k in schedule.kernels()]
     header = HEADER.format(name=schedule.program.name, target="cpu", count=len(kernels))
-    return "\n\n\n".join([header.rstrip()] + kernels + [driver_source(schedule, names)]) + "\n"
+    return "\n\n\n".join([header.rstrip()] + kernels + [driver_source(schedule, names, cache)]) + "\n"
 
 
 

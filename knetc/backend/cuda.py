@@ -28,6 +28,7 @@ from knetc.runtime import cublas
 from knetc.runtime.pool import device_array
 
 BLOCK = {block}  # threads per block
+CACHE = {cache}  # Numba's on-disk cache of the compiled kernels
 gemm = cublas.gemm if cublas.available() else tiled_gemm  # out = op(a) @ op(b)
 
 
@@ -58,7 +59,7 @@ def thread_indices(logical):
 
 def _kernel(name, params, comment, logical, body_lines, store):
     size = int(np.prod(logical))
-    lines = ["@cuda.jit(cache=True)",
+    lines = ["@cuda.jit(cache=CACHE)",
              f"def {name}({', '.join(params)}):  # {comment}",
              "    t = cuda.grid(1)",
              f"    if t < {size}:"]
@@ -162,12 +163,13 @@ class _Driver:
         return "\n".join(lines)
 
 
-def generate(schedule):
-    """Python source of the module: kernels, the driver, then PTX_SIGNATURES."""
+def generate(schedule, cache=True):
+    """Python source of the module: kernels, the driver, then PTX_SIGNATURES. cache: Numba's
+    on-disk cache."""
     names = Names(schedule.program)
     driver = _Driver(schedule, names)
     driver_source = driver.source()  # first: it generates the kernels in launch order
-    header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK)
+    header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK, cache=cache)
     signatures = "\n".join(["# Each kernel's argument types, for compiling it ahead of time (tests/ptx.py).",
                             "PTX_SIGNATURES = {"] +
                            [f"    {name!r}: {signature!r}," for name, signature in driver.signatures.items()] + ["}"])

@@ -1,8 +1,11 @@
 """Generated kernel modules: written as real files in the cache directory (Numba caches
 only functions that live in files) and imported from there."""
+import atexit
+import functools
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 
@@ -17,13 +20,32 @@ def cache_dir():
     return path
 
 
-def load_module(name, source):
-    """Write `source` to <cache>/<name>_<hash>.py (atomically) and import it."""
-    digest = hashlib.sha256((__version__ + "\n" + source).encode()).hexdigest()[:16]
+@functools.lru_cache(maxsize=None)
+def _private_dir():
+    path = tempfile.mkdtemp(prefix="knetc-nocache-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def directory_for(cache):
+    """Where modules go for `@kn.compile(cache=...)`: True, the cache directory; False, a
+    directory private to this process (removed at exit); a path, that directory."""
+    if cache is True:
+        return cache_dir()
+    if cache is False:
+        return _private_dir()
+    os.makedirs(cache, exist_ok=True)
+    return os.fspath(cache)
+
+
+def load_module(name, source, directory=None):
+    """Write `source` to <directory>/<name>_<hash>.py (atomically) and import it."""
+    directory = directory or cache_dir()
+    digest = hashlib.sha256((__version__ + "\n" + directory + "\n" + source).encode()).hexdigest()[:16]
     module_name = f"knetc_generated_{name}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    path = os.path.join(cache_dir(), module_name + ".py")
+    path = os.path.join(directory, module_name + ".py")
     if not _has_content(path, source):
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         with os.fdopen(fd, "w") as f:
