@@ -424,27 +424,29 @@ class FunctionTranslator(ast.NodeVisitor):
             if all(self.truth(cond) for cond in first.ifs):
                 self._comprehension(rest, emit)
 
-    def _comprehension_scope(self, node, make):
+    def _comprehend(self, node, each):
+        """Run each() for every binding of the comprehension's targets; its names stay local."""
         saved = dict(self.scope)
         try:
-            return make()
+            self._comprehension(node.generators, each)
         finally:
             self.scope.clear()
             self.scope.update(saved)
 
     def eval_ListComp(self, node):
         out = []
-        return self._comprehension_scope(node, lambda: (self._comprehension(node.generators, lambda: out.append(self.eval(node.elt))), out)[1])
+        self._comprehend(node, lambda: out.append(self.eval(node.elt)))
+        return out
 
-    eval_GeneratorExp = eval_ListComp
+    eval_GeneratorExp = eval_ListComp  # evaluated eagerly: the elements are IR values
 
     def eval_SetComp(self, node):
         return set(self.eval_ListComp(node))
 
     def eval_DictComp(self, node):
         out = {}
-        return self._comprehension_scope(node, lambda: (self._comprehension(
-            node.generators, lambda: out.__setitem__(self.eval(node.key), self.eval(node.value))), out)[1])
+        self._comprehend(node, lambda: out.__setitem__(self.eval(node.key), self.eval(node.value)))
+        return out
 
     def eval_Starred(self, node):
         raise CompileError("`*` is only supported in calls and displays", self.filename, node.lineno)
