@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import knetc as kn
-from knetc.data import mnist
+from knetc.train.data import mnist
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
 

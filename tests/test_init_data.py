@@ -1,4 +1,4 @@
-"""Parameter initialisation (knetc.init) and data (knetc.data: mnist, minibatch)."""
+"""Parameter initialisation (knetc.train.init) and data (knetc.train.data: mnist, minibatch)."""
 import gzip
 import os
 import shutil
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import knetc as kn
-from knetc.data import MNIST_FILES, mnist
-from knetc.init import atype, fans
+import knetc.train.init
+from knetc.train.data import MNIST_FILES, mnist
+from knetc.train.init import atype, fans
 
 MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data", "mnist")
 
@@ -75,9 +76,9 @@ def test_seed_reproducible():
     assert order_a == order_b
     kn.seed_(43)
     assert not np.array_equal(kn.xavier(5, 4), a[0])
-    rng = kn.init.rng()
+    rng = knetc.train.init.rng()
     kn.seed_(42)
-    assert kn.init.rng() is rng  # reseeded in place
+    assert knetc.train.init.rng() is rng  # reseeded in place
 
 
 # ---------------------------------------------------------------- param, param0, atype

@@ -28,7 +28,6 @@ from knetc.runtime import cublas
 from knetc.runtime.pool import device_array
 
 BLOCK = {block}  # threads per block
-CACHE = {cache}  # Numba's on-disk cache of the compiled kernels
 gemm = cublas.gemm if cublas.available() else tiled_gemm  # out = op(a) @ op(b)
 
 
@@ -57,9 +56,9 @@ def thread_indices(logical):
     return lines
 
 
-def _kernel(name, params, comment, logical, body_lines, store):
+def _kernel(name, params, comment, logical, body_lines, store, cache):
     size = int(np.prod(logical))
-    lines = ["@cuda.jit(cache=CACHE)",
+    lines = [f"@cuda.jit(cache={cache})",
              f"def {name}({', '.join(params)}):  # {comment}",
              "    t = cuda.grid(1)",
              f"    if t < {size}:"]
@@ -67,7 +66,7 @@ def _kernel(name, params, comment, logical, body_lines, store):
     return "\n".join(lines)
 
 
-def kernel_source(schedule, kernel, names):
+def kernel_source(schedule, kernel, names, cache=True):
     arg_names = {x: names.arg(x) for x in kernel.inputs}
     logical = kernel.out.aval.shape
     body = KernelBody(schedule, kernel, arg_names)
@@ -75,15 +74,15 @@ def kernel_source(schedule, kernel, names):
     result = body.root(index)
     store = f"out[{', '.join(index) if logical else '0'}] = {result}"
     params = list(arg_names.values()) + ["out"]
-    return _kernel(kernel.name, params, schedule.fused_ops(kernel), logical, body.lines(), store)
+    return _kernel(kernel.name, params, schedule.fused_ops(kernel), logical, body.lines(), store, cache)
 
 
-def cast_source(name, var, dtype):
+def cast_source(name, var, dtype, cache=True):
     """A kernel converting the stored value `var` to `dtype` (a mixed-dtype matmul operand)."""
     logical = physical_shape(var)
     index = ", ".join(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     comment = f"{np.dtype(var.aval.dtype).name} -> {np.dtype(dtype).name} for a matmul"
-    return _kernel(name, ["x", "out"], comment, logical, [], f"out[{index}] = {numba_type(dtype)}(x[{index}])")
+    return _kernel(name, ["x", "out"], comment, logical, [], f"out[{index}] = {numba_type(dtype)}(x[{index}])", cache)
 
 
 def array_type(var, dtype=None):
@@ -97,8 +96,8 @@ def array_type(var, dtype=None):
 class _Driver:
     """Writes the host driver, collecting the kernels it launches and their signatures."""
 
-    def __init__(self, schedule, names):
-        self.schedule, self.names = schedule, names
+    def __init__(self, schedule, names, cache):
+        self.schedule, self.names, self.cache = schedule, names, cache
         self.kernels, self.signatures, self.lines = [], {}, []
         self.casts = 0
 
@@ -112,7 +111,7 @@ class _Driver:
 
     def kernel(self, step):
         names = self.names
-        self.kernels.append(kernel_source(self.schedule, step, names))
+        self.kernels.append(kernel_source(self.schedule, step, names, self.cache))
         self.signatures[step.name] = f"void({', '.join(array_type(x) for x in step.inputs + [step.out])})"
         out = names.arg(step.out)
         self.allocate(out, step.out)
@@ -137,7 +136,7 @@ class _Driver:
             return name
         kernel = f"cast{self.casts}"
         self.casts += 1
-        self.kernels.append(cast_source(kernel, var, dtype))
+        self.kernels.append(cast_source(kernel, var, dtype, self.cache))
         self.signatures[kernel] = f"void({array_type(var)}, {array_type(var, dtype)})"
         converted = f"{name}_{dtype.name}"
         self.allocate(converted, var, dtype)
@@ -167,9 +166,9 @@ def generate(schedule, cache=True):
     """Python source of the module: kernels, the driver, then PTX_SIGNATURES. cache: Numba's
     on-disk cache."""
     names = Names(schedule.program)
-    driver = _Driver(schedule, names)
+    driver = _Driver(schedule, names, cache)
     driver_source = driver.source()  # first: it generates the kernels in launch order
-    header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK, cache=cache)
+    header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK)
     signatures = "\n".join(["# Each kernel's argument types, for compiling it ahead of time (tests/ptx.py).",
                             "PTX_SIGNATURES = {"] +
                            [f"    {name!r}: {signature!r}," for name, signature in driver.signatures.items()] + ["}"])

@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .autograd import Param, value_of
+from ..autograd import Param, value_of
 
 _RNG = np.random.default_rng()
 

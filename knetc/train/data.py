@@ -21,7 +21,7 @@ def _default_mnist_dir():
     env = os.environ.get("KNETC_MNIST")
     if env:
         return env
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return os.path.join(root, "examples", "data", "mnist")
 
 

@@ -1,0 +1,1 @@
+"""Training: initialisation, data, optimizers, iterators, I/O, hyperparameter search."""
