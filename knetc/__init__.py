@@ -16,5 +16,10 @@ from .ops.nn import logp, logsoftmax, logsumexp, nll, softmax  # noqa: F401
 from .ops.api import reshape, transpose  # noqa: F401
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
 from .compiler import compile, CompiledFunction  # noqa: F401,E402
+from .report import stats  # noqa: F401,E402
+from .inspection import inspect  # noqa: F401,E402
 from .train.init import gaussian, param, param0, seed_, xavier, xavier_normal, xavier_uniform  # noqa: F401,E402
 from .train.data import minibatch  # noqa: F401,E402
+from .train.init import atype, bilinear  # noqa: F401,E402
+from .train.io import load, save  # noqa: F401,E402
+from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402

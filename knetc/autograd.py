@@ -183,6 +183,12 @@ def active_tape_levels(args):
     return {t.level for t in map(_tape_of, args) if t is not None}
 
 
+def training():
+    """True while `diff` is recording (inside a training step), e.g. to apply dropout only then:
+    `kn.training()  # False here; True inside kn.diff(loss, ...)`."""
+    return bool(_TAPES)
+
+
 def diff(f, *args, **kwargs):
     """Evaluate f(*args, **kwargs) recording operations on Params; `grad(result, param)` then
     gives gradients. As Knet's `@diff`:

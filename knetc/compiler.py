@@ -14,10 +14,11 @@ from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
 from .ir.core import Var
-from .backend.module import directory_for, load_module
-from .report import report
+from .backend.cache import directory_for, load_module, seal
+from .report import count, enabled, report
 
 TARGETS = ("auto", "cpu", "cuda")
+_LOG_LAUNCHES = enabled("launch")  # read once: checked on every run
 
 
 def resolve_target(target):
@@ -29,31 +30,74 @@ def resolve_target(target):
     return target
 
 
-class Executable:
-    """A program compiled for one target: `run(arrays)` returns its outputs."""
+def lower(program):
+    """The program as it will run (optimised) and its fusion schedule."""
+    program = optimize(program)
+    return program, fuse(program)
 
-    def __init__(self, program, target, cache=True):
-        started = time.perf_counter()
-        self.program = optimize(program)
-        self.schedule = fuse(self.program)
-        self.target = target
+
+class Executable:
+    """A program compiled for one target: `run(arrays)` returns its outputs.
+
+    `key` identifies the user's sources the program came from (the kernel cache key)."""
+
+    def __init__(self, program, target, cache=True, key=""):
+        self.name, self.target, self.input_program = program.name, target, program
+        self.program, self.schedule = lower(program)
         backend = _backend(target)
         self.source = backend.generate(self.schedule, cache=cache is not False)
-        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache))
+        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache), key)
         self.constants = [value for var, value in self.program.constants.items() if var not in self.program.inputs]
-        outputs = [v for v in self.program.outputs]
         distinct = []
-        for v in outputs:
+        for v in self.program.outputs:
             if isinstance(v, Var) and v not in distinct:
                 distinct.append(v)
-        self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in outputs]
+        self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
+                       for v in self.program.outputs]
         self._runner = backend.Runner(self)
-        report("compile", f"{program.name} [{target}]: {len(self.schedule.kernels())} kernels, "
-                       f"{time.perf_counter() - started:.2f}s")
+        self._first_run = True
+        gemms = sum(1 for step in self.schedule.steps if type(step).__name__ == "Matmul")
+        self._launch_text = f"{self.name} [{target}]: {len(self.schedule.kernels())} kernels, {gemms} GEMMs"
 
     def run(self, arrays):
-        results = self._runner(arrays)
+        if _LOG_LAUNCHES:
+            report("launch", self._launch_text)
+        if self._first_run:
+            return self._run_first(arrays)
+        return self._outputs(self._runner(arrays))
+
+    def _outputs(self, results):
         return [value if index is None else _logical(results[index], value) for index, value in self._slots]
+
+    def _run_first(self, arrays):
+        """The first run is when Numba compiles or loads the kernels: report which, and seal
+        freshly compiled cache files."""
+        started = time.perf_counter()
+        outputs = self._outputs(self._runner(arrays))
+        self._first_run = False
+        hits, misses = _numba_cache_counts(self.module)
+        elapsed = time.perf_counter() - started
+        kernels = len(self.schedule.kernels())
+        if misses:
+            count("compilations")
+            report("compile", f"{self.name} [{self.target}]: {kernels} kernels compiled in {elapsed:.2f}s")
+            seal(self.module)
+        elif hits:
+            count("cache_hits")
+            report("cache", f"hit {self.name} [{self.target}]: {kernels} kernels loaded in {elapsed:.3f}s")
+        return outputs
+
+
+def _numba_cache_counts(module):
+    """(cache hits, compilations) of the module's Numba dispatchers during its runs so far."""
+    hits = misses = 0
+    for value in vars(module).values():
+        stats = getattr(value, "stats", None)
+        if stats is None or not getattr(value, "overloads", None):
+            continue
+        hits += sum(stats.cache_hits.values())
+        misses += max(sum(stats.cache_misses.values()), len(value.overloads) - sum(stats.cache_hits.values()))
+    return hits, misses
 
 
 def _logical(array, shape):
@@ -69,8 +113,13 @@ def _backend(target):
 
 
 class Specialization:
-    def __init__(self, program, translation, out_treedef):
-        self.program, self.translation, self.out_treedef = program, translation, out_treedef
+    """One compiled version of a function: its primal program and executables for a mode."""
+
+    def __init__(self, program, translation, out_treedef, mode):
+        self.program, self.translation, self.out_treedef, self.mode = program, translation, out_treedef, mode
+
+    def executables(self):
+        return [e for e in (getattr(self, n, None) for n in ("executable", "forward", "backward")) if e is not None]
 
     def guards_hold(self):
         return all(g.holds() for g in self.translation.guards)
@@ -108,17 +157,54 @@ class CompiledFunction:
                 key.append(("static", type(leaf), leaf))
         return tuple(key)
 
-    def _specialize(self, mode, args, kwargs, leaves, treedef, build):
+    def specialize(self, mode, *args, **kwargs):
+        """The Specialization for these arguments, built on first use. mode: "call",
+        ("grad", argnum) or ("forward", tracked-leaf flags) (a call recorded inside diff)."""
+        leaves, treedef = pytree.flatten((args, kwargs))
+        return self._specialize(mode, args, kwargs, leaves, treedef)
+
+    def _specialize(self, mode, args, kwargs, leaves, treedef):
         key = (mode, treedef, self._signature(leaves))
         spec = self._specializations.get(key)
-        if spec is not None and spec.guards_hold():
-            return spec
-        program, translation, out_treedef = trace(self.fn, args, kwargs)
-        spec = Specialization(program, translation, out_treedef)
-        build(spec)
-        self.compilations += 1
-        self._specializations[key] = spec
+        if spec is None or not spec.guards_hold():
+            program, translation, out_treedef = trace(self.fn, args, kwargs)
+            spec = Specialization(program, translation, out_treedef, mode)
+            self._build(spec, args, leaves)
+            self.compilations += 1
+            self._specializations[key] = spec
+        for observe in OBSERVERS:
+            observe(self, spec)
         return spec
+
+    def _build(self, spec, args, leaves):
+        """Differentiate as the mode asks, then lower and generate the executables."""
+        program, (kind, detail) = spec.program, (spec.mode, None) if isinstance(spec.mode, str) else spec.mode
+        key = spec.translation.source_key()
+
+        def executable(p):
+            return Executable(p, self.target, self.cache, key)
+        floating = [i for i, v in enumerate(program.inputs) if np.issubdtype(v.aval.dtype, np.floating)]
+        if kind == "call":
+            spec.executable = executable(program)
+        elif kind == "grad":  # value and gradient in one program
+            target_leaves, spec.target_treedef = pytree.flatten(args[detail])
+            start = len(pytree.flatten(tuple(args[:detail]))[0])
+            input_of_leaf = {}
+            for i, leaf in enumerate(leaves):
+                if is_array(leaf):
+                    input_of_leaf[i] = len(input_of_leaf)
+            positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
+            wrt = [p for p in positions if p in floating]
+            spec.executable = executable(adjoint_program(program, wrt))
+            n_out = len(program.outputs)
+            spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
+        else:  # "forward": the primal now, the adjoint when the tape asks (split after AD)
+            spec.wrt = [i for i in floating if i >= len(detail) or detail[i]]
+            spec.single = len(program.outputs) == 1 and isinstance(program.outputs[0], Var)
+            if spec.single:
+                joint = optimize(adjoint_program(program, spec.wrt, seed_input=True))
+                forward, backward, _ = split(joint, 1, len(program.inputs))
+                spec.forward, spec.backward = executable(forward), executable(backward)
 
     def specializations(self):
         return list(self._specializations.values())
@@ -127,23 +213,16 @@ class CompiledFunction:
         """The kernel modules of every specialization (calls, gradients, diff forward/backward)."""
         modules = {}
         for spec in self._specializations.values():
-            for name in ("executable", "forward", "backward"):
-                executable = getattr(spec, name, None)
-                if executable is not None:
-                    modules[executable.module.__knetc_path__] = executable.module
+            for executable in spec.executables():
+                modules[executable.module.__knetc_path__] = executable.module
         return list(modules.values())
 
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
         leaves, treedef = pytree.flatten((args, kwargs))
-        if active_tape_levels(leaves) or any(isinstance(p, (Param, Tracked)) for p in leaves):
-            recorded = self._call_recorded(args, kwargs, leaves, treedef)
-            if recorded is not NotImplemented:
-                return recorded
-
-        def build(spec):
-            spec.executable = Executable(spec.program, self.target, self.cache)
-        spec = self._specialize("call", args, kwargs, leaves, treedef, build)
+        if active_tape_levels(leaves):
+            return self._call_recorded(args, kwargs, leaves, treedef)
+        spec = self._specialize("call", args, kwargs, leaves, treedef)
         arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
         return pytree.unflatten(spec.out_treedef, spec.executable.run(arrays))
 
@@ -152,33 +231,16 @@ class CompiledFunction:
         the compiled adjoint. Nested tapes (higher-order gradients) run the Python function
         eagerly instead, so every op is recorded."""
         levels = active_tape_levels(leaves)
-        if not levels:
-            return NotImplemented
         nested = len(levels) > 1 or any(isinstance(x, (Param, Tracked)) and isinstance(x.value, (Param, Tracked))
                                          for x in leaves)
         if nested:
             return self.fn(*args, **kwargs)
         array_leaves = [x for x in leaves if is_array(x)]
         tracked = tuple(bool(active_tape_levels([x])) for x in array_leaves)
-
-        def build(spec):
-            program = spec.program
-            n_inputs = len(program.inputs)
-            floating = [i for i, v in enumerate(program.inputs) if np.issubdtype(v.aval.dtype, np.floating)]
-            wrt = [i for i in floating if i >= len(tracked) or tracked[i]]
-            spec.wrt = wrt
-            spec.single = len(program.outputs) == 1 and isinstance(program.outputs[0], Var)
-            if not spec.single:
-                return
-            joint = optimize(adjoint_program(program, wrt, seed_input=True))
-            forward, backward, _ = split(joint, 1, n_inputs)
-            spec.forward = Executable(forward, self.target, self.cache)
-            spec.backward = Executable(backward, self.target, self.cache)
-        spec = self._specialize(("forward", tracked), args, kwargs, leaves, treedef, build)
+        spec = self._specialize(("forward", tracked), args, kwargs, leaves, treedef)
         if not spec.single:
             return self.fn(*args, **kwargs)
-        captured = [p for p, _ in spec.translation.captures]
-        inputs = array_leaves + captured
+        inputs = array_leaves + [p for p, _ in spec.translation.captures]
         arrays = [value_of(x) for x in inputs]
         outs = spec.forward.run(arrays)
         y, residuals = outs[0], outs[1:]
@@ -198,21 +260,7 @@ class CompiledFunction:
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 from .autograd import grad, gradloss
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
-
-            def build(spec):
-                program = spec.program
-                target_leaves, spec.target_treedef = pytree.flatten(args[argnum])
-                start = len(pytree.flatten(tuple(args[:argnum]))[0])
-                input_of_leaf = {}
-                for i, leaf in enumerate(leaves):
-                    if is_array(leaf):
-                        input_of_leaf[i] = len(input_of_leaf)
-                positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
-                wrt = [p for p in positions if p is not None and np.issubdtype(program.inputs[p].aval.dtype, np.floating)]
-                spec.executable = Executable(adjoint_program(program, wrt), self.target, self.cache)
-                n_out = len(program.outputs)
-                spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
-            spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef, build)
+            spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
             g = pytree.unflatten(spec.target_treedef, [None if s is None else outs[s] for s in spec.grad_slots])
@@ -221,6 +269,9 @@ class CompiledFunction:
             return g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
+
+
+OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)
 
 
 def compile(fn=None, *, target="auto", cache=True):

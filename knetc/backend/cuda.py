@@ -184,8 +184,11 @@ def _install_pool():
     """Make knetc's pool Numba's allocator, once, before this process's first CUDA allocation."""
     global _pool_installed
     if not _pool_installed:
+        from ..report import enabled, report
         from ..runtime import pool
         pool.install()  # False under the simulator, and (with a warning) after a context exists
+        if enabled("memory"):
+            pool.get_pool().on_event = lambda kind, nbytes: report("memory", f"{kind} {nbytes} bytes")
         _pool_installed = True
 
 

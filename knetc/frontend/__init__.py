@@ -31,6 +31,7 @@ def trace(fn, args, kwargs):
                 abstract.append(leaf)
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
         node, filename = function_ast(fn)
+        translation.functions[fn.__code__] = fn
         scope = bind_arguments(fn, a_args, a_kwargs)
         result = FunctionTranslator(translation, fn, node, filename, scope).run()
         out_leaves, out_treedef = pytree.flatten(result)

@@ -90,6 +90,17 @@ class Translation:
         self.captures = []  # (Param, Var): Params read from globals/closures, implicit inputs
         self.guards = []
         self.depth = 0
+        self.functions = {}  # code object -> function: everything translated (for the cache key)
+
+    def source_key(self):
+        """A digest of the source of every function translated into the program."""
+        import hashlib
+        from .source import function_ast
+        digest = hashlib.sha256()
+        for code in sorted(self.functions, key=lambda c: (c.co_name, c.co_firstlineno)):
+            node, _ = function_ast(self.functions[code])
+            digest.update(f"{code.co_name}\n{ast.dump(node)}\n".encode())
+        return digest.hexdigest()
 
     def capture(self, param):
         for p, var in self.captures:
@@ -494,6 +505,7 @@ class FunctionTranslator(ast.NodeVisitor):
                                hint="recursion must end at compile time")
         scope = bind_arguments(fn, args, kwargs)
         node, filename = function_ast(fn)
+        translation.functions[fn.__code__] = fn
         translation.depth += 1
         saved = current_builder().loc
         try:

@@ -1,4 +1,4 @@
-"""Data: the MNIST loader used by the examples and a small `minibatch` iterator.
+"""Data: the MNIST loader used by the examples and Knet's `minibatch` iterator.
 
 MNIST here is the official test set (10,000 digits, the only part shipped with knetc, see
 examples/data/README.md), split by the project's convention: the first 8,000 images train,
@@ -81,19 +81,28 @@ def mnist(path=None):
 
 
 class Data:
-    """Minibatches of (x, y), or of x alone, along the first axis; iterate it once per epoch
-    (it is re-iterable, and reshuffles each time when `shuffle`). `len()` is the number of
-    batches."""
+    """Knet's `Data`: the minibatches `minibatch` returns. Iterating it is one epoch; it is
+    re-iterable (each new iteration starts from the first batch and, with `shuffle`, draws a
+    new order); `len()` is the number of batches."""
 
-    def __init__(self, x, y, batchsize, shuffle=False, partial=False, rng=None):
+    def __init__(self, x, y=None, batchsize=100, shuffle=False, partial=False,
+                 xtype=None, ytype=None, xsize=None, ysize=None, rng=None):
         if not isinstance(batchsize, numbers.Integral) or isinstance(batchsize, bool) or batchsize < 1:
             raise ValueError(f"minibatch: batchsize must be a positive integer, got {batchsize!r}")
-        n = _instances("x", x)
-        if y is not None and _instances("y", y) != n:
-            raise ValueError(f"minibatch: x has {n} instances but y has {_instances('y', y)} "
-                             f"(instances are on the first axis)")
+        x = _as_data("x", x)
+        n = x.shape[0]
+        if y is not None:
+            y = _as_data("y", y)
+            if y.shape[0] != n:
+                raise ValueError(f"minibatch: x has {n} instances but y has {y.shape[0]} "
+                                 f"(instances are on the first axis)")
         self.x, self.y, self.n = x, y, n
         self.batchsize, self.shuffle, self.partial = int(batchsize), bool(shuffle), bool(partial)
+        self.xtype, self.ytype = _converter("xtype", xtype), _converter("ytype", ytype)
+        self.xsize = _batch_shape("xsize", xsize, x)
+        self.ysize = None if y is None else _batch_shape("ysize", ysize, y)
+        if ysize is not None and y is None:
+            raise ValueError("minibatch: ysize given but there is no y")
         if rng is None or isinstance(rng, np.random.Generator):
             self._rng = rng
         elif isinstance(rng, numbers.Integral):
@@ -106,38 +115,105 @@ class Data:
         return full + (1 if self.partial and rest else 0)
 
     def __iter__(self):
-        if self.shuffle:
+        order = None
+        if self.shuffle:  # a new order for every epoch, drawn when the epoch starts
             from .init import rng
             order = (self._rng or rng()).permutation(self.n)
-        else:
-            order = None
         for k in range(len(self)):
             start = k * self.batchsize
             stop = min(start + self.batchsize, self.n)
             index = slice(start, stop) if order is None else order[start:stop]
-            xb = self.x[index]
-            yield xb if self.y is None else (xb, self.y[index])
+            xb = _batch(self.x[index], self.xsize, self.xtype)
+            if self.y is None:
+                yield xb
+            else:
+                yield xb, _batch(self.y[index], self.ysize, self.ytype)
+
+    def __repr__(self):
+        what = "x" if self.y is None else "(x, y)"
+        return (f"<minibatch: {len(self)} batches of {what}, batchsize={self.batchsize}, "
+                f"{self.n} instances, shuffle={self.shuffle}, partial={self.partial}>")
 
 
-def _instances(name, a):
-    shape = np.shape(a)
-    if not shape:
+def _as_data(name, a):
+    """An array-like with instances on its first axis (lists become numpy arrays)."""
+    if not (hasattr(a, "shape") and hasattr(a, "__getitem__")):
+        a = np.asarray(a)
+    if len(a.shape) == 0:
         raise ValueError(f"minibatch: {name} must have at least one axis (instances first)")
-    return shape[0]
+    return a
 
 
-def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False, rng=None):
-    """Iterate over minibatches of instances along the first axis (Knet's `minibatch`):
+def _converter(name, t):
+    """xtype/ytype: None (keep the batch as sliced), a dtype (np.float32, "float32", float),
+    or a callable applied to each batch (kn.atype(), np.ascontiguousarray, a GPU array
+    constructor, ...). Returns None or a function."""
+    if t is None:
+        return None
+    if isinstance(t, (str, np.dtype)) or (isinstance(t, type) and issubclass(t, (np.generic, bool, int, float, complex))):
+        dtype = np.dtype(t)
+        return lambda a: np.asarray(a).astype(dtype, copy=False)
+    if callable(t):
+        return t
+    raise TypeError(f"minibatch: {name} must be a dtype or a callable converting a batch, got {t!r}")
+
+
+def _batch_shape(name, size, a):
+    """xsize/ysize as Knet's (the whole data's shape, the instance axis adjusted for each
+    batch): checked against the data's shape; returns the per-instance shape or None."""
+    if size is None:
+        return None
+    if isinstance(size, numbers.Integral):
+        size = (size,)
+    size = tuple(size)
+    if not size or not all(isinstance(d, numbers.Integral) for d in size):
+        raise ValueError(f"minibatch: {name} must be a tuple of integers (N, d1, d2, ...), got {size!r}")
+    inner = tuple(int(d) for d in size[1:])
+    per_instance = int(np.prod(a.shape[1:]))
+    known = int(np.prod([d for d in inner if d != -1]))
+    free = inner.count(-1)  # one -1 allowed, as in numpy's reshape
+    fits = (known == per_instance) if free == 0 else (free == 1 and known > 0 and per_instance % known == 0)
+    if not fits or any(d < -1 for d in inner):
+        raise ValueError(f"minibatch: {name}={size} does not fit instances of shape {tuple(a.shape[1:])} "
+                         f"({name} is the whole data's shape, the first dimension replaced by "
+                         f"the batch size)") from None
+    return inner
+
+
+def _batch(a, inner, convert):
+    if inner is not None:
+        a = a.reshape((a.shape[0],) + inner)  # Knet adjusts the last (instance) dimension
+    return a if convert is None else convert(a)
+
+
+def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False,
+              xtype=None, ytype=None, xsize=None, ysize=None, rng=None):
+    """Minibatches of instances along the first axis (Knet's `minibatch`, whose instances
+    are on the last axis):
 
         for xb, yb in minibatch(x, y, 100, shuffle=True): ...
-        for xb in minibatch(x, 100): ...
+        for xb in minibatch(x, 100): ...      # without y: batches of x alone
 
-    The last, partial batch is dropped unless `partial=True`. With `shuffle` the order is
-    drawn anew for each pass from `rng` (a Generator or a seed; default knetc's generator,
-    which `seed_` seeds). x and y must agree on the number of instances (ValueError)."""
-    if batchsize is None:
-        if isinstance(y, numbers.Integral) and not isinstance(y, bool):
-            x, y, batchsize = x, None, y  # minibatch(x, batchsize)
-        else:
-            raise TypeError("minibatch: give the batch size, minibatch(x, y, batchsize) or minibatch(x, batchsize)")
-    return Data(x, y, batchsize, shuffle=shuffle, partial=partial, rng=rng)
+    - `batchsize` (default 100); the last, partial batch is dropped unless `partial=True`.
+    - `shuffle`: a new order for every epoch, i.e. every new iteration over the returned
+      object, drawn from `rng` (a Generator or a seed; default knetc's generator, which
+      `kn.seed_` seeds, so shuffling is reproducible).
+    - `xtype`/`ytype`: convert each batch, with a dtype (`np.float32`) or a callable
+      (`kn.atype()`, an array constructor).
+    - `xsize`/`ysize`: reshape each batch to this shape with the first dimension adjusted to
+      the batch size: `minibatch(x, y, 100, xsize=(-1, 1, 28, 28))` for x of shape (N, 784).
+    - x and y must agree on the number of instances (ValueError).
+
+    The result has `len()` (the number of batches) and is re-iterable: Knet's
+    `repeat(d, n)` is `itertools.chain.from_iterable(itertools.repeat(d, n))` (reshuffled
+    each epoch), `take(d, n)` is `itertools.islice(d, n)`; `itertools.cycle(d)` works but,
+    as Python's cycle does, replays the first epoch's batches (same order) rather than
+    reshuffling; `itertools.chain.from_iterable(itertools.repeat(d))` cycles with a new
+    order each epoch. Knet's `Iterators.Stateful(d)` is `iter(d)`."""
+    if isinstance(y, numbers.Integral) and not isinstance(y, bool):
+        if batchsize is not None:
+            raise TypeError(f"minibatch: y={y!r} is an integer (taken as the batch size) but "
+                            f"batchsize={batchsize!r} is given too")
+        y, batchsize = None, y  # minibatch(x, batchsize)
+    return Data(x, y, 100 if batchsize is None else batchsize, shuffle=shuffle, partial=partial,
+                xtype=xtype, ytype=ytype, xsize=xsize, ysize=ysize, rng=rng)

@@ -1,5 +1,6 @@
 """Parameter initialisation, as Knet's: `param`, `param0`, `xavier` (`xavier_uniform`),
-`xavier_normal`, `gaussian`, the default array type `atype()` and `seed_`.
+`xavier_normal`, `gaussian`, `bilinear` (deconvolution filters), the default array type
+`atype()` and `seed_`.
 
 Every random initialiser draws from one module-level `numpy.random.Generator` (see `rng()`),
 so `seed_(n)` makes a whole model's initialisation (and anything else drawing from it, such
@@ -116,10 +117,11 @@ def fans(shape):
     """(fan_in, fan_out) of a weight of Python shape `shape`, by Knet's rule translated.
 
     Knet (Julia shapes): 1-D: fanin = length, fanout = 1; 2-D `(out, in)`: fanout = size(w, 1),
-    fanin = size(w, 2); N-D: fanout = size(w, ndims(w)), fanin = length(w) ÷ fanout. The Python
-    shape is the Julia shape reversed, so: 1-D `(n,)`: (n, 1); 2-D `(in, out)`: fan_in =
-    shape[0], fan_out = shape[1]; N-D, e.g. conv `(Cout, Cin, KH, KW)`: fan_out = shape[0],
-    fan_in = size // shape[0] (Cin*KH*KW).
+    fanin = size(w, 2); N-D `(..., Cin, Cout)`: fanin = length ÷ Cout, fanout = length ÷ Cin
+    (as PyTorch: a 3x3 conv from 16 to 8 channels has fanin 3*3*16, fanout 3*3*8). The
+    Python shape is the Julia shape reversed, so: 1-D `(n,)`: (n, 1); 2-D `(in, out)`:
+    (in, out); N-D, e.g. conv `(Cout, Cin, KH, KW)`: (Cin*KH*KW, Cout*KH*KW), i.e.
+    (size // shape[0], size // shape[1]).
     """
     shape = tuple(shape)
     if len(shape) == 0:
@@ -128,9 +130,8 @@ def fans(shape):
         return shape[0], 1
     if len(shape) == 2:
         return shape[0], shape[1]
-    fan_out = shape[0]
     size = int(np.prod(shape))
-    return (size // fan_out if fan_out else 0), fan_out
+    return (size // shape[0] if shape[0] else 0), (size // shape[1] if shape[1] else 0)
 
 
 def xavier_uniform(*a, gain=1):
@@ -140,7 +141,7 @@ def xavier_uniform(*a, gain=1):
     `xavier_uniform(784, 64)` or `xavier_uniform(np.float32, 784, 64)` (float64 by default).
     Fans follow Knet's rule on the reversed (Python) shape, see `fans`: a dense `(in, out)`
     weight has fan_in = in, fan_out = out; a conv `(Cout, Cin, KH, KW)` weight has
-    fan_out = Cout, fan_in = Cin*KH*KW; a 1-D `(n,)` has fan_in = n, fan_out = 1.
+    fan_in = Cin*KH*KW, fan_out = Cout*KH*KW; a 1-D `(n,)` has fan_in = n, fan_out = 1.
     `xavier` is an alias."""
     dtype, shape = _dims("xavier_uniform", a)
     fan_in, fan_out = fans(shape)
@@ -166,6 +167,38 @@ def gaussian(*a, mean=0.0, std=0.01):
     `gaussian(64, 10)` or `gaussian(np.float32, 64, 10, std=0.1)`."""
     dtype, shape = _dims("gaussian", a)
     return (dtype.type(mean) + dtype.type(std) * _normal(shape, dtype)).astype(dtype, copy=False)
+
+
+def _bilinear_1d(f):
+    """The 1-D bilinear upsampling kernel for factor f (FCN's upsample_filt, which Knet adapts):
+    length 2f - f%2, a triangle peaking at its center; f=2 gives [.25, .75, .75, .25]."""
+    size = 2 * f - f % 2
+    center = f - 1 if size % 2 == 1 else f - 0.5
+    return 1 - np.abs(np.arange(size) - center) / f
+
+
+def bilinear(T, fw, fh, IN, ON):
+    """Bilinear-interpolation weights for a deconvolution (Knet's `bilinear`), upsampling
+    each channel by fw x fh: `w = bilinear(np.float32, 2, 2, 128, 128)`.
+
+    T is the element type, fw/fh the width/height factors, IN/ON the numbers of input and
+    output channels (equal, as in Knet: output channel c is the bilinear kernel applied to
+    input channel c, and every other input channel has a zero filter). The result has
+    knetc's deconv weight layout `(Cx, Cy, KH, KW)` = `(IN, ON, 2fh - fh%2, 2fw - fw%2)`,
+    Knet's `(W1, W2, Cy, Cx)` reversed: `w[c, c]` is the kernel and `w[i, j]` is zero for
+    i != j. (Knet also requires fw == fh; a rectangular factor here gives the separable
+    product of the two 1-D kernels.)"""
+    dtype = np.dtype(T)
+    for name, v in (("fw", fw), ("fh", fh), ("IN", IN), ("ON", ON)):
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"bilinear: {name} must be a positive integer, got {v!r}")
+    if IN != ON:
+        raise ValueError(f"bilinear: the numbers of input and output channels must be equal, got IN={IN}, ON={ON}")
+    kernel = np.outer(_bilinear_1d(int(fh)), _bilinear_1d(int(fw)))  # (KH, KW)
+    w = np.zeros((int(IN), int(ON)) + kernel.shape, dtype=dtype)
+    channels = np.arange(int(IN))
+    w[channels, channels] = kernel  # the diagonal: channel c -> channel c
+    return w
 
 
 def _zeros(*a):

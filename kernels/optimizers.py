@@ -1,0 +1,254 @@
+"""Fused optimizer updates: one pass over a parameter updates it and its optimizer state.
+
+Each of Knet's optimizers has a CPU kernel (``numba.njit``, one loop) and a CUDA kernel
+(``numba.cuda.jit``, one thread per element) that read the gradient once and write the
+weight and every state array in the same pass. Arrays are 1-D and contiguous (callers pass
+flat views). Hyperparameters arrive as scalars in the weight's dtype, precomputed on the
+host (``1 - rho``, Adam's ``1 - beta1^t``), so changing ``lr`` or Adam's step count never
+recompiles. ``scale`` multiplies the gradient: the gradient-clipping factor, computed
+before the kernel (``device_norm`` below on the GPU), 1 when not clipping.
+
+The formulas are Knet's (knetc.train.optimizers documents them; tests/test_optimizers.py
+holds the numpy reference). Each kernel reads ``g[i]`` before writing ``w[i]``, so a
+gradient that aliases the weight still gives the right answer.
+
+Example: ``update("adam", w, g, (m, v), 1.0, (lr, b1, 1 - b1, b2, 1 - b2, 1 - b1**t, 1 - b2**t, eps))``
+
+This file is also loaded standalone (tests/ptx.py compiles it to PTX), so it imports
+only numba and numpy, never knetc.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64, njit
+
+THREADS = 256  # threads per block for every kernel here
+
+
+# ---------------------------------------------------------------- CPU kernels (numba.njit)
+# cache=True: the machine code is kept next to this file, so later processes skip compiling.
+
+@njit(cache=True)
+def sgd_cpu(w, g, scale, lr):
+    for i in range(w.size):
+        w[i] -= lr * (scale * g[i])
+
+
+@njit(cache=True)
+def momentum_cpu(w, g, v, scale, lr, gamma):
+    for i in range(w.size):
+        gi = scale * g[i]
+        v[i] = gamma * v[i] - lr * gi
+        w[i] += v[i]
+
+
+@njit(cache=True)
+def nesterov_cpu(w, g, v, scale, lr, gamma, one_plus_gamma):
+    for i in range(w.size):
+        gi = scale * g[i]
+        wi = w[i] - gamma * v[i]
+        v[i] = gamma * v[i] - lr * gi
+        w[i] = wi + one_plus_gamma * v[i]
+
+
+@njit(cache=True)
+def adagrad_cpu(w, g, G, scale, lr, eps):
+    for i in range(w.size):
+        gi = scale * g[i]
+        G[i] += gi * gi
+        w[i] -= lr * gi / math.sqrt(G[i] + eps)
+
+
+@njit(cache=True)
+def rmsprop_cpu(w, g, G, scale, lr, rho, one_minus_rho, eps):
+    for i in range(w.size):
+        gi = scale * g[i]
+        G[i] = rho * G[i] + one_minus_rho * (gi * gi)
+        w[i] -= lr * gi / math.sqrt(G[i] + eps)
+
+
+@njit(cache=True)
+def adadelta_cpu(w, g, G, delta, scale, lr, rho, one_minus_rho, eps):
+    for i in range(w.size):
+        gi = scale * g[i]
+        G[i] = rho * G[i] + one_minus_rho * (gi * gi)
+        update = math.sqrt(delta[i] + eps) * gi / math.sqrt(G[i] + eps)
+        w[i] -= lr * update
+        delta[i] = rho * delta[i] + one_minus_rho * (update * update)
+
+
+@njit(cache=True)
+def adam_cpu(w, g, m, v, scale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, correction1, correction2, eps):
+    for i in range(w.size):
+        gi = scale * g[i]
+        m[i] = beta1 * m[i] + one_minus_beta1 * gi
+        v[i] = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+        w[i] -= lr / (math.sqrt(v[i] / correction2) + eps) * (m[i] / correction1)
+
+
+# ---------------------------------------------------------------- CUDA kernels (one thread per element)
+
+@cuda.jit
+def sgd_cuda(w, g, scale, lr):
+    i = cuda.grid(1)
+    if i < w.size:
+        w[i] -= lr * (scale * g[i])
+
+
+@cuda.jit
+def momentum_cuda(w, g, v, scale, lr, gamma):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        vi = gamma * v[i] - lr * gi
+        v[i] = vi
+        w[i] += vi
+
+
+@cuda.jit
+def nesterov_cuda(w, g, v, scale, lr, gamma, one_plus_gamma):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        wi = w[i] - gamma * v[i]
+        vi = gamma * v[i] - lr * gi
+        v[i] = vi
+        w[i] = wi + one_plus_gamma * vi
+
+
+@cuda.jit
+def adagrad_cuda(w, g, G, scale, lr, eps):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        Gi = G[i] + gi * gi
+        G[i] = Gi
+        w[i] -= lr * gi / math.sqrt(Gi + eps)
+
+
+@cuda.jit
+def rmsprop_cuda(w, g, G, scale, lr, rho, one_minus_rho, eps):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        Gi = rho * G[i] + one_minus_rho * (gi * gi)
+        G[i] = Gi
+        w[i] -= lr * gi / math.sqrt(Gi + eps)
+
+
+@cuda.jit
+def adadelta_cuda(w, g, G, delta, scale, lr, rho, one_minus_rho, eps):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        Gi = rho * G[i] + one_minus_rho * (gi * gi)
+        G[i] = Gi
+        update = math.sqrt(delta[i] + eps) * gi / math.sqrt(Gi + eps)
+        w[i] -= lr * update
+        delta[i] = rho * delta[i] + one_minus_rho * (update * update)
+
+
+@cuda.jit
+def adam_cuda(w, g, m, v, scale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, correction1, correction2, eps):
+    i = cuda.grid(1)
+    if i < w.size:
+        gi = scale * g[i]
+        mi = beta1 * m[i] + one_minus_beta1 * gi
+        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        w[i] -= lr / (math.sqrt(vi / correction2) + eps) * (mi / correction1)
+
+
+@cuda.jit
+def sum_of_squares_cuda(x, out):
+    """out[0] += sum(x**2), accumulated in float64: a grid-stride loop, a shared-memory
+    tree per block, one atomic add per block."""
+    partial = cuda.shared.array(THREADS, float64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        xi = float64(x[i])
+        acc += xi * xi
+    partial[tid] = acc
+    cuda.syncthreads()
+    step = THREADS // 2
+    while step > 0:
+        if tid < step:
+            partial[tid] += partial[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        cuda.atomic.add(out, 0, partial[0])
+
+
+# ---------------------------------------------------------------- the table and launchers
+
+# name: (CPU kernel, CUDA kernel, number of state arrays, number of scalars after `scale`)
+KERNELS = {
+    "sgd": (sgd_cpu, sgd_cuda, 0, 1),
+    "momentum": (momentum_cpu, momentum_cuda, 1, 2),
+    "nesterov": (nesterov_cpu, nesterov_cuda, 1, 3),
+    "adagrad": (adagrad_cpu, adagrad_cuda, 1, 2),
+    "rmsprop": (rmsprop_cpu, rmsprop_cuda, 1, 4),
+    "adadelta": (adadelta_cpu, adadelta_cuda, 2, 4),
+    "adam": (adam_cpu, adam_cuda, 2, 8),
+}
+
+
+def _signature(n_state, n_scalars, t):
+    arrays = [f"{t}[::1]"] * (2 + n_state)  # w, g, state...
+    return "void(" + ", ".join(arrays + [t] * (1 + n_scalars)) + ")"  # scale, hyperparameters...
+
+
+# What tests/ptx.py compiles: {kernel name: numba signature}, float32 (the GPU's usual
+# dtype) here and float64 in PTX_SIGNATURES_FLOAT64.
+PTX_SIGNATURES = {f"{name}_cuda": _signature(s, n, "float32") for name, (_, _, s, n) in KERNELS.items()}
+PTX_SIGNATURES["sum_of_squares_cuda"] = "void(float32[::1], float64[::1])"
+PTX_SIGNATURES_FLOAT64 = {f"{name}_cuda": _signature(s, n, "float64") for name, (_, _, s, n) in KERNELS.items()}
+PTX_SIGNATURES_FLOAT64["sum_of_squares_cuda"] = "void(float64[::1], float64[::1])"
+
+
+def is_device_array(x):
+    """True for CUDA arrays: anything with __cuda_array_interface__, or a simulator array."""
+    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
+
+
+def _blocks(n):
+    return (n + THREADS - 1) // THREADS
+
+
+def device_norm(g):
+    """The 2-norm of a device array (a float), reduced on the device: ``device_norm(g_dev)``."""
+    g = _flat_device(g)
+    out = cuda.to_device(np.zeros(1, dtype=np.float64))
+    if g.size:
+        sum_of_squares_cuda[min(_blocks(g.size), 1024), THREADS](g, out)
+    return math.sqrt(float(out.copy_to_host()[0]))
+
+
+def _flat_device(x):
+    if not getattr(x, "__cuda_ndarray__", False):  # another library's CUDA array: view it
+        x = cuda.as_cuda_array(x)
+    if x.ndim != 1:
+        if not x.is_c_contiguous():
+            raise ValueError("optimizer update: device arrays must be C-contiguous")
+        x = x.reshape(x.size)
+    return x
+
+
+def update(name, w, g, states, scale, scalars):
+    """Run optimizer `name`'s fused update in place: w, g and the state arrays have one
+    shape and dtype, on the host (numpy, C-contiguous) or all on the device.
+
+    Example: ``update("sgd", w, g, (), 1.0, (0.1,))  # w -= 0.1 * g``"""
+    cpu_kernel, cuda_kernel, n_state, n_scalars = KERNELS[name]
+    assert len(states) == n_state and len(scalars) == n_scalars, (name, len(states), len(scalars))
+    cast = np.dtype(w.dtype).type  # scalars in the weight's dtype: one specialization per dtype
+    scalars = [cast(scale)] + [cast(s) for s in scalars]
+    if is_device_array(w):
+        arrays = [_flat_device(a) for a in (w, g, *states)]
+        if arrays[0].size:
+            cuda_kernel[_blocks(arrays[0].size), THREADS](*arrays, *scalars)
+    else:
+        cpu_kernel(*[a.reshape(-1) for a in (w, g, *states)], *scalars)
