@@ -91,7 +91,7 @@ def cache_command(options):
     if options.action == "info":
         info = cache.info(directory)
         print(f"directory   {info['directory']}\nmodules     {info['modules']}\n"
-              f"numba files {info['numba_files']}\nbytes       {info['bytes']}")
+              f"numba files {info['numba_files']}\nptx files   {info['ptx_files']}\nbytes       {info['bytes']}")
     else:
         print(f"removed {cache.clear(directory)} files from {directory}")
 

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from .ad.reverse import adjoint_program
-from .backend.cache import directory_for, load_module
+from .backend.cache import _read, _write_atomically, directory_for, load_module
 from .ir.core import format_program
 
 STAGES = ("source", "ir", "adjoint", "fused", "kernels", "driver", "ptx", "resources")
@@ -116,10 +116,17 @@ def _cuda_modules(executables):
 
 
 def _ptx_of(module, cc):
+    """(kernel name, PTX) for each kernel of a CUDA module; the PTX is kept in the kernel
+    cache beside the module (written atomically, checked before reuse)."""
     from numba import cuda
+    stem = module.__knetc_path__[:-3]
     for name, signature in module.PTX_SIGNATURES.items():
-        kernel = getattr(module, name)
-        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=cc)
+        path = f"{stem}.{name}.sm_{cc[0]}{cc[1]}.ptx"
+        ptx = _read(path)
+        if ptx is None or f".target sm_{cc[0]}{cc[1]}" not in ptx or not ptx.rstrip().endswith("}"):
+            kernel = getattr(module, name)
+            ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=cc)
+            _write_atomically(path, ptx)
         yield name, ptx
 
 

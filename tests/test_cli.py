@@ -55,6 +55,9 @@ def test_inspect_prints_every_stage_of_the_mnist_loss(tmp_path):
     assert s["ptx"].count(".target sm_90") == kernels and s["ptx"].count(".entry") == kernels
     rows = [line.split() for line in s["resources"].splitlines() if re.match(r"k\d+ ", line)]
     assert len(rows) == kernels and all(int(row[1]) > 0 for row in rows)  # a register count per kernel
+    assert len(list(tmp_path.glob("knetc_generated_cuda_*.sm_90.ptx"))) == kernels  # the PTX is cached
+    info = run([KNETC, "cache", "info", "--cache-dir", str(tmp_path)], tmp_path).stdout
+    assert re.search(rf"ptx files\s+{kernels}\b", info)
 
 
 def test_inspect_cpu_kernels_and_steps(tmp_path):

@@ -154,8 +154,11 @@ def info(directory=None):
     directory = directory or cache_dir()
     modules = glob.glob(os.path.join(directory, PREFIX + "*.py"))
     compiled = [f for m in modules for f in numba_files(m)]
-    size = sum(os.path.getsize(f) for f in modules + compiled + glob.glob(os.path.join(directory, PREFIX + "*.json")))
-    return {"directory": directory, "modules": len(modules), "numba_files": len(compiled), "bytes": size}
+    ptx = glob.glob(os.path.join(directory, PREFIX + "*.ptx"))
+    manifests = glob.glob(os.path.join(directory, PREFIX + "*.json"))
+    size = sum(os.path.getsize(f) for f in modules + compiled + ptx + manifests)
+    return {"directory": directory, "modules": len(modules), "numba_files": len(compiled), "ptx_files": len(ptx),
+            "bytes": size}
 
 
 def clear(directory=None):
