@@ -14,8 +14,6 @@ import math
 import os
 import time
 
-import numpy as np
-
 import knetc as kn
 from knetc.train.data import mnist
 

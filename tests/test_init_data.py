@@ -18,8 +18,8 @@ MNIST_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 @pytest.mark.parametrize("shape,expected", [
     ((784, 64), (784, 64)),          # dense (in, out): Knet's (out, in) reversed
     ((10,), (10, 1)),                # 1-D: fan_in = length, fan_out = 1
-    ((8, 3, 5, 5), (75, 8)),         # conv (Cout, Cin, KH, KW): fan_out = Cout, fan_in = Cin*KH*KW
-    ((4, 6, 2), (12, 4)),            # any N-D: fan_out = shape[0], fan_in = size // shape[0]
+    ((8, 3, 5, 5), (75, 200)),       # conv (Cout, Cin, KH, KW): fan_in = Cin*KH*KW, fan_out = Cout*KH*KW
+    ((4, 6, 2), (12, 8)),            # any N-D: fan_in = size // shape[0], fan_out = size // shape[1]
 ])
 def test_fans_translate_knet_rule(shape, expected):
     assert fans(shape) == expected
@@ -125,6 +125,65 @@ def test_param_usable_in_diff():
     np.testing.assert_allclose(kn.grad(y, b), [2, 2, 2])
 
 
+def test_atype_public_and_honoured():
+    assert kn.atype() is atype() and kn.atype().dtype == np.float32
+    assert kn.param(2, 2).value.dtype == kn.atype().dtype
+    assert kn.param(2, 2, atype=np.float64).value.dtype == np.float64
+    assert kn.param0(2, atype="float16").value.dtype == np.float16
+    assert kn.param(np.ones(3), atype=kn.atype()).value.dtype == np.float32
+    with pytest.raises(TypeError):
+        kn.param(2, 2, atype=3)
+
+
+def test_xavier_conv_fans_match_knet():
+    # Knet: a (3,3,16,8) Julia weight has fanin 3*3*16, fanout 3*3*8; ours is (8,16,3,3).
+    kn.seed_(0)
+    w = kn.xavier(8, 16, 3, 3)
+    s = np.sqrt(6 / (3 * 3 * 16 + 3 * 3 * 8))
+    assert np.abs(w).max() <= s and np.abs(w).max() > 0.95 * s
+
+
+# ---------------------------------------------------------------- bilinear
+def test_bilinear_factor_2_kernel_and_layout():
+    w = kn.bilinear(np.float32, 2, 2, 3, 3)
+    assert w.shape == (3, 3, 4, 4) and w.dtype == np.float32  # (Cx, Cy, KH, KW)
+    k1 = np.array([0.25, 0.75, 0.75, 0.25])  # FCN's upsample_filt(4), which Knet adapts
+    for i in range(3):
+        for j in range(3):
+            np.testing.assert_allclose(w[i, j], np.outer(k1, k1) if i == j else 0)
+
+
+def test_bilinear_odd_factor_and_rectangular():
+    k = kn.bilinear(np.float64, 3, 3, 1, 1)[0, 0]
+    k1 = np.array([1, 2, 3, 2, 1]) / 3  # size 2f-1 = 5, center 2, 1 - |i-2|/3
+    np.testing.assert_allclose(k, np.outer(k1, k1))
+    assert k[2, 2] == 1.0
+    w = kn.bilinear(np.float64, 2, 3, 2, 2)  # fw=2 (KW=4), fh=3 (KH=5)
+    assert w.shape == (2, 2, 5, 4)
+    np.testing.assert_allclose(w[1, 1], np.outer(k1, [0.25, 0.75, 0.75, 0.25]))
+
+
+def test_bilinear_upsamples_by_interpolation():
+    # Used as a transposed convolution with stride f (done by hand here), the shifted kernels
+    # sum to 1: a constant image stays constant away from the border.
+    f = 2
+    k = kn.bilinear(np.float64, f, f, 1, 1)[0, 0]
+    x = np.ones((5, 5))
+    size = (5 - 1) * f + k.shape[0]
+    y = np.zeros((size, size))
+    for i in range(5):
+        for j in range(5):
+            y[i * f: i * f + k.shape[0], j * f: j * f + k.shape[1]] += x[i, j] * k
+    np.testing.assert_allclose(y[f:-f, f:-f], 1.0)  # interior: the kernel's shifts sum to 1
+
+
+def test_bilinear_errors():
+    with pytest.raises(ValueError, match="equal"):
+        kn.bilinear(np.float32, 2, 2, 3, 4)
+    with pytest.raises(ValueError, match="positive"):
+        kn.bilinear(np.float32, 0, 2, 3, 3)
+
+
 # ---------------------------------------------------------------- mnist
 def test_mnist_shapes_ranges_labels():
     xtrn, ytrn, xtst, ytst = mnist(MNIST_DIR)
@@ -212,4 +271,5 @@ def test_minibatch_errors():
     with pytest.raises(ValueError, match="batchsize"):
         kn.minibatch(np.zeros((10, 2)), np.zeros(10), 0)
     with pytest.raises(TypeError):
-        kn.minibatch(np.zeros((10, 2)), np.zeros(10))
+        kn.minibatch(np.zeros((10, 2)), 5, batchsize=5)  # y taken as the batch size, and batchsize too
+    assert len(kn.minibatch(np.zeros((250, 2)), np.zeros(250))) == 2  # batchsize defaults to 100

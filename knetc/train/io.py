@@ -27,6 +27,8 @@ import zipfile
 
 import numpy as np
 
+from ..autograd import Param
+
 SERIALIZABLE = {}  # "module.QualName" -> class
 
 FORMAT, VERSION = "knetc", 1
@@ -87,8 +89,6 @@ class _Encoder:
         return {**make(), "id": ref}
 
     def __call__(self, x):
-        from ..autograd import Param  # here: io is imported by modules autograd may import
-
         if x is None or type(x) is bool:
             return x
         if isinstance(x, str):
@@ -207,6 +207,10 @@ def _fsync_dir(folder):
 
 
 # ---------------------------------------------------------------- load
+class _UnknownClass(ValueError):
+    """A class name not in SERIALIZABLE: the file may be fine, the class is not available."""
+
+
 class _Decoder:
     """Rebuilds values from JSON nodes, reading arrays from the open zip."""
 
@@ -250,7 +254,6 @@ class _Decoder:
         if tag == "array":
             return self.define(node, self.array(node))
         if tag == "param":
-            from ..autograd import Param
             if "value" not in node or "opt" not in node:
                 raise ValueError("a param entry without value or opt")
             p = self.define(node, Param(None))  # defined first: its opt may refer back to it
@@ -271,7 +274,7 @@ class _Decoder:
         name = _field(node, "class", str)
         cls = SERIALIZABLE.get(name)
         if cls is None:  # never import or look anything up by a name from the file
-            raise ValueError(f"class {name!r:.100} is not registered with @serializable (only registered "
+            raise _UnknownClass(f"class {name!r:.100} is not registered with @serializable (only registered "
                              f"classes are rebuilt; import the module defining it before loading)")
         attrs = _field(node, "attrs", dict)
         for key in attrs:
@@ -376,6 +379,8 @@ def _read(path):
             return {name: decode(node) for name, node in values.items()}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
+    except _UnknownClass as e:
+        raise ValueError(f"kn.load: {path}: {e}") from None
     except (ValueError, TypeError, KeyError, EOFError, OSError, RecursionError, OverflowError,
             NotImplementedError, UnicodeDecodeError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
         # json.JSONDecodeError is a ValueError; truncated zips are BadZipFile; bad CRCs too.
