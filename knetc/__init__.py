@@ -23,3 +23,8 @@ from .train.data import minibatch  # noqa: F401,E402
 from .train.init import atype, bilinear  # noqa: F401,E402
 from .train.io import load, save  # noqa: F401,E402
 from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402
+from .autograd import training  # noqa: F401,E402
+from .train.optimizers import SGD, Momentum, Nesterov, Adagrad, Rmsprop, Adadelta, Adam, update_  # noqa: F401,E402
+from .train.iterators import (minimize, minimize_, sgd, sgd_, momentum, momentum_, nesterov, nesterov_,  # noqa: F401,E402
+                              adagrad, adagrad_, rmsprop, rmsprop_, adadelta, adadelta_, adam, adam_,
+                              converge, converge_, progress, progress_)

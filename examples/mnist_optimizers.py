@@ -1,0 +1,113 @@
+"""Train the MNIST MLP with each of Knet's optimizers and print a table of test accuracies.
+
+    python examples/mnist_optimizers.py [--epochs 10] [--target cpu|cuda|auto] [--seed 1] [--progress]
+
+The model and data are those of examples/mnist_mlp.py (784-64-10 ReLU MLP, batch 100, the
+8,000 / 2,000 split of the shipped MNIST digits, `knetc.train.data.mnist`). The loss is
+compiled with `@kn.compile`; training uses Knet's iterators, e.g.
+`kn.adam(loss, data, lr=0.001)`: every step runs the compiled forward pass and adjoint
+(`kn.diff` on a compiled function) and one fused update kernel per parameter. Every
+optimizer starts from the same initial weights (`kn.seed_`) and sees the same batches.
+"""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import knetc as kn
+from knetc.train.data import mnist
+
+# Knet's iterator functions and learning rates that suit this model (batch 100).
+OPTIMIZERS = [
+    ("sgd", dict(lr=0.2)),
+    ("momentum", dict(lr=0.02, gamma=0.9)),
+    ("nesterov", dict(lr=0.02, gamma=0.9)),
+    ("adagrad", dict(lr=0.05)),
+    ("rmsprop", dict(lr=0.001)),
+    ("adadelta", dict(lr=1.0, rho=0.9)),
+    ("adam", dict(lr=0.001)),
+]
+
+
+@kn.compile
+def loss(model, x, y):
+    for w, b in model[:-1]:
+        x = kn.relu(x @ w + b)
+    w, b = model[-1]
+    return kn.nll(x @ w + b, y)
+
+
+@kn.compile
+def predict(model, x):
+    for w, b in model[:-1]:
+        x = kn.relu(x @ w + b)
+    w, b = model[-1]
+    return x @ w + b
+
+
+def mlp(*sizes):
+    """[(w, b), ...] for the layer sizes: w (in, out) Xavier-uniform, b zeros."""
+    return [(kn.param(i, o), kn.param0(o)) for i, o in zip(sizes[:-1], sizes[1:])]
+
+
+def accuracy(predict, model, x, y, batchsize=1000):
+    correct = 0
+    for xb, yb in kn.minibatch(x, y, batchsize, partial=True):
+        correct += int(np.sum(np.argmax(predict(model, xb), axis=1) == yb))
+    return correct / len(y)
+
+
+def batches(model, x, y, epochs, batchsize, seed):
+    """(model, xb, yb) for every minibatch of `epochs` passes, shuffled the same way for
+    every optimizer; a tuple item is splatted: loss(model, xb, yb)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        for xb, yb in kn.minibatch(x, y, batchsize, shuffle=True, rng=rng):
+            yield model, xb, yb
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the compiled kernels run (auto: cuda when a GPU is present)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batchsize", type=int, default=100)
+    parser.add_argument("--progress", action="store_true", help="show Knet's progress bar while training")
+    args = parser.parse_args(argv)
+
+    loss_fn, predict_fn = loss, predict
+    if args.target != loss.requested_target:  # the same functions, compiled for another target
+        loss_fn = kn.compile(loss.fn, target=args.target)
+        predict_fn = kn.compile(predict.fn, target=args.target)
+
+    xtrn, ytrn, xtst, ytst = mnist()
+    print(f"knetc {kn.__version__}: MLP 784-64-10, {len(ytrn)} train / {len(ytst)} test digits, "
+          f"batch {args.batchsize}, {args.epochs} epochs, target {loss_fn.target}", flush=True)
+    rows = []
+    started = time.perf_counter()
+    for name, settings in OPTIMIZERS:
+        kn.seed_(args.seed)
+        model = mlp(784, 64, 10)
+        t0 = time.perf_counter()
+        data = batches(model, xtrn, ytrn, args.epochs, args.batchsize, args.seed)
+        steps = getattr(kn, name)(loss_fn, data, **settings)  # e.g. kn.adam(loss, data, lr=0.001)
+        if args.progress:
+            steps = kn.progress(lambda p: f"{name} loss {p.currval:.4f}", steps)
+        losses = list(steps)
+        last_epoch = len(losses) // args.epochs
+        rows.append((name, settings, float(np.mean(losses[-last_epoch:])),
+                     accuracy(predict_fn, model, xtst, ytst), time.perf_counter() - t0))
+        print(f"{name:9s} done: test accuracy {rows[-1][3]:.4f} ({rows[-1][4]:.2f}s)", flush=True)
+
+    print(f"\n{'optimizer':10s} {'settings':22s} {'last-epoch loss':>16s} {'test accuracy':>14s} {'time':>7s}")
+    for name, settings, trn_loss, acc, seconds in rows:
+        shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+        print(f"{name:10s} {shown:22s} {trn_loss:16.4f} {acc:14.4f} {seconds:6.2f}s")
+    print(f"total {time.perf_counter() - started:.2f}s (the first optimizer's time includes compiling)")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,265 @@
+"""Training as lazy iterators (Knet's Train20): minimize, sgd, ..., adam, converge, progress.
+
+`minimize(f, data)` is an iterator: each step takes the next item of `data`, records
+`f(*item)` with `kn.diff`, updates every Param the loss depends on with its gradient, and
+yields the loss. Nothing happens until it is iterated, so the usual iterator tools decide
+how long training runs:
+
+    for loss in kn.adam(loss_fn, data): ...                  # one pass over data
+    kn.adam_(loss_fn, itertools.repeat(batch, 100))           # 100 steps, returns None
+    kn.progress_(kn.converge(kn.adam(loss_fn, itertools.cycle(data))))  # until the loss stops falling
+
+When `f` is a `@kn.compile` function, `kn.diff` runs its compiled forward pass and records
+one tape node whose backward pass is the compiled adjoint, so a step is generated kernels
+from loss to gradients, then one fused update kernel per parameter.
+"""
+import math
+import sys
+import time
+
+from ..autograd import diff, grad, params as params_of, value
+from .optimizers import SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop, update_
+
+
+def _sized(itr):
+    """len(itr) when the iterable knows its length, else None."""
+    try:
+        return len(itr)
+    except TypeError:
+        return None
+
+
+def _scalar(y):
+    """The loss as a Python float when it is one number (else as it is)."""
+    try:
+        return float(y)
+    except (TypeError, ValueError):
+        return y
+
+
+class Minimize:
+    """The iterator returned by `minimize` (re-iterable when `data` is; `len` is `len(data)`)."""
+
+    def __init__(self, f, data, optimizer, params):
+        self.f, self.data, self.optimizer = f, data, optimizer
+        self.params = None if params is None else params_of(params)
+
+    def __len__(self):
+        n = _sized(self.data)
+        if n is None:
+            raise TypeError(f"the data ({type(self.data).__name__}) has no length")
+        return n
+
+    def __iter__(self):
+        for args in self.data:
+            args = args if isinstance(args, tuple) else (args,)  # tuples are splatted, as Knet's f(args...)
+            y = diff(self.f, *args)
+            for p in (params_of(y) if self.params is None else self.params):
+                if p.opt is None:  # a Param keeps its optimizer (and state) across iterators
+                    p.opt = self.optimizer.clone()
+                update_(p, grad(y, p))
+            yield _scalar(value(y))
+
+
+def minimize(f, data, optimizer=None, params=None):
+    """An iterator that calls `f(*item)` for each item of `data` (a non-tuple item is one
+    argument), updates the Params to lower the result, and yields it (the loss).
+
+    `optimizer` (default `Adam()`) is cloned into `p.opt` of every Param p whose `opt` is
+    unset; a Param's own `opt` is kept, so training can stop and resume without losing
+    optimizer state. `params`: the Params to update (a list or any structure holding
+    them); default: every Param the loss depends on.
+
+    Example: `for loss in kn.minimize(loss_fn, kn.minibatch(x, y, 100), kn.SGD(lr=0.1)): ...`
+    """
+    return Minimize(f, data, Adam() if optimizer is None else optimizer, params)
+
+
+def sgd(f, data, lr=0.1, gclip=0, params=None):
+    """`minimize` with `SGD(lr, gclip)`: `for loss in kn.sgd(loss_fn, data, lr=0.1): ...`"""
+    return minimize(f, data, SGD(lr=lr, gclip=gclip), params)
+
+
+def momentum(f, data, lr=0.05, gamma=0.95, gclip=0, params=None):
+    """`minimize` with `Momentum(lr, gclip, gamma)`: `kn.momentum_(loss_fn, data)`"""
+    return minimize(f, data, Momentum(lr=lr, gclip=gclip, gamma=gamma), params)
+
+
+def nesterov(f, data, lr=0.05, gamma=0.95, gclip=0, params=None):
+    """`minimize` with `Nesterov(lr, gclip, gamma)`: `kn.nesterov_(loss_fn, data)`"""
+    return minimize(f, data, Nesterov(lr=lr, gclip=gclip, gamma=gamma), params)
+
+
+def adagrad(f, data, lr=0.05, eps=1e-6, gclip=0, params=None):
+    """`minimize` with `Adagrad(lr, gclip, eps)`: `kn.adagrad_(loss_fn, data)`"""
+    return minimize(f, data, Adagrad(lr=lr, gclip=gclip, eps=eps), params)
+
+
+def rmsprop(f, data, lr=0.01, rho=0.9, eps=1e-6, gclip=0, params=None):
+    """`minimize` with `Rmsprop(lr, gclip, rho, eps)`: `kn.rmsprop_(loss_fn, data)`"""
+    return minimize(f, data, Rmsprop(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
+
+
+def adadelta(f, data, lr=1.0, rho=0.9, eps=1e-6, gclip=0, params=None):
+    """`minimize` with `Adadelta(lr, gclip, rho, eps)`: `kn.adadelta_(loss_fn, data)`"""
+    return minimize(f, data, Adadelta(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
+
+
+def adam(f, data, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, gclip=0, params=None):
+    """`minimize` with `Adam(lr, gclip, beta1, beta2, eps)`: `kn.adam_(loss_fn, data)`"""
+    return minimize(f, data, Adam(lr=lr, gclip=gclip, beta1=beta1, beta2=beta2, eps=eps), params)
+
+
+def _exhausting(make):
+    """The `f_` form of an iterator function: iterate it to the end, return None (Knet's `f!`)."""
+    def run(*args, **kwargs):
+        for _ in make(*args, **kwargs):
+            pass
+    run.__name__ = run.__qualname__ = make.__name__ + "_"
+    run.__doc__ = f"`{make.__name__}_(...)` iterates `{make.__name__}(...)` to the end and returns None."
+    return run
+
+
+class Converge:
+    """The iterator returned by `converge`."""
+
+    def __init__(self, itr, alpha=0.1):
+        self.itr, self.alpha = itr, alpha
+
+    def __iter__(self):
+        avgx, avgp, a = math.inf, 0.0, self.alpha
+        for item in self.itr:
+            x = _scalar(value(item))
+            if avgx == math.inf:  # the first value starts the average
+                avgx = x
+            p = x - avgx
+            avgx = a * x + (1 - a) * avgx
+            avgp = a * p + (1 - a) * avgp
+            if avgp > 0.0:  # the values' exponential trend is upward: stop
+                return
+            yield item
+
+
+def converge(itr, alpha=0.1):
+    """An iterator that acts like `itr` (numeric values, e.g. losses) but stops when they
+    stop decreasing, by Knet's rule: with p = x - avgx, avgx = alpha*x + (1-alpha)*avgx,
+    avgp = alpha*p + (1-alpha)*avgp, it stops (without yielding x) once avgp > 0.
+
+    Example: `kn.converge_(kn.adam(loss_fn, itertools.cycle(data)))`"""
+    return Converge(itr, alpha)
+
+
+_clock = time.monotonic  # seconds; a name of its own so tests can drive the clock
+_EIGHTS = " ▏▎▍▌▋▊▉█"  # partial cells of the bar, in eighths
+_BAR_WIDTH = 20
+
+
+class Progress:
+    """The iterator returned by `progress`. The message function may read `p.currval` (the
+    latest value) and `p.curriter` (the number of values so far)."""
+
+    def __init__(self, msg, itr, steps=None, seconds=None, io=None):
+        self.func, self.iter = msg, itr
+        self.steps, self.seconds = steps or 0, seconds or 0
+        if self.steps == 0 and self.seconds == 0:
+            self.seconds = 1  # Knet's default: update every second
+        self.io = io
+        self.curriter, self.currval = 0, None
+        self.starttime = self.lasttime = None
+        self.lastiter = 0
+
+    def __len__(self):
+        n = _sized(self.iter)
+        if n is None:
+            raise TypeError(f"the iterator ({type(self.iter).__name__}) has no length")
+        return n
+
+    def __iter__(self):
+        self.starttime = self.lasttime = _clock()
+        self.curriter, self.lastiter = 0, 0
+        for item in self.iter:
+            self.curriter += 1
+            self.currval = item
+            if (self.curriter in (1, self.steps) or (self.steps and self.curriter == self.lastiter + self.steps)
+                    or (self.seconds and _clock() > self.lasttime + self.seconds)):
+                self._print(last=False)
+            yield item
+        if self.curriter > 0:
+            self._print(last=True)
+
+    def _print(self, last):
+        io = sys.stderr if self.io is None else self.io
+        message = str(self.func(self))
+        now = _clock()
+        seconds = now - self.starttime
+        if last:
+            speed = self.curriter / seconds if seconds > 0 else math.inf
+        else:
+            elapsed = now - self.lasttime
+            speed = (self.curriter - self.lastiter) / elapsed if elapsed > 0 else math.inf
+        self.lastiter, self.lasttime = self.curriter, now
+        total = _sized(self.iter)
+        if total is None:
+            line = f"[{self.curriter}, {_format_time(seconds)}, {_format_speed(speed)}] "
+        else:
+            eta = (total - self.curriter) / (self.curriter / seconds) if seconds > 0 else 0.0
+            line = (_bar(self.curriter, total) + f"[{self.curriter / max(1, total) * 100:.2f}%, "
+                    f"{self.curriter}/{total}, {_format_time(seconds)}/{_format_time(seconds + eta)}, "
+                    f"{_format_speed(speed)}] ")
+        io.write("\r" + line + message + ("\n" if last else ""))
+        io.flush()
+
+
+def _bar(current, total):
+    """┣████▎   ┫ : full cells, one partial cell in eighths, then blanks, 20 cells in all.
+    (Knet's arithmetic, in integers: float division would show 1/5 as 4 cells and 7/8.)"""
+    eighths = current * _BAR_WIDTH * 8 // max(1, total)
+    full, part = divmod(eighths, 8)
+    if full >= _BAR_WIDTH:
+        return "┣" + "█" * full + "┫ "
+    return "┣" + "█" * full + _EIGHTS[part] + " " * (_BAR_WIDTH - full - 1) + "┫ "
+
+
+def _format_time(seconds):
+    """mm:ss, or hh:mm:ss from an hour on."""
+    if not math.isfinite(seconds):
+        return "Inf:Inf"
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _format_speed(speed):
+    """Iterations per second, or seconds per iteration when slower than one per second."""
+    return f"{speed:.2f}i/s" if speed >= 1 or speed == 0 else f"{1 / speed:.2f}s/i"
+
+
+def progress(msg, itr=None, steps=None, seconds=None, io=None):
+    """An iterator that acts like `itr` and prints Knet's progress bar on `io` (default
+    sys.stderr):
+
+        ┣████████████████▎   ┫ [86.83%, 903/1040, 01:36/01:50, 9.42i/s] 3.87835
+
+    (percent done, iterations done/total, elapsed/estimated total time, speed (s/i when
+    slower than 1 i/s), then `msg(p)`); the bar, percent, total and estimate are left out
+    when `itr` has no length. `progress(itr)` prints no message; `progress(msg, itr)` calls
+    `msg` with the Progress object (`p.currval`, `p.curriter`). The line is redrawn every
+    `steps` iterations or `seconds` seconds (default: every second), at the first item and
+    at the end.
+
+    Example: `kn.progress_(lambda p: p.currval, kn.adam(loss_fn, data))`"""
+    if itr is None:
+        msg, itr = (lambda p: ""), msg
+    return Progress(msg, itr, steps=steps, seconds=seconds, io=io)
+
+
+minimize_ = _exhausting(minimize)
+sgd_ = _exhausting(sgd)
+momentum_ = _exhausting(momentum)
+nesterov_ = _exhausting(nesterov)
+adagrad_ = _exhausting(adagrad)
+rmsprop_ = _exhausting(rmsprop)
+adadelta_ = _exhausting(adadelta)
+adam_ = _exhausting(adam)
+converge_ = _exhausting(converge)
+progress_ = _exhausting(progress)
