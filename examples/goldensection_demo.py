@@ -11,38 +11,12 @@ size is a new shape, which a compiled loss would recompile. Runs in a few second
 """
 import argparse
 import math
-import os
 import time
 
 import knetc as kn
 from knetc.train.data import mnist
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
-
-
-def predict(model, x):
-    for w, b in model[:-1]:
-        x = kn.relu(x @ w + b)
-    w, b = model[-1]
-    return x @ w + b
-
-
-def loss(model, x, y):
-    return kn.nll(predict(model, x), y)
-
-
-def train_loss(lr, hidden, epochs, xtrn, ytrn, xval, yval, seed=1):
-    """Train a 784-hidden-10 MLP with SGD; the validation loss."""
-    kn.seed_(seed)  # the same initialisation and batch order for every configuration
-    model = [(kn.param(784, hidden), kn.param0(hidden)), (kn.param(hidden, 10), kn.param0(10))]
-    dloss = kn.grad(loss)
-    for _ in range(epochs):
-        for x, y in kn.minibatch(xtrn, ytrn, 100, shuffle=True):
-            for (w, b), (dw, db) in zip(model, dloss(model, x, y)):
-                w.value -= lr * dw
-                b.value -= lr * db
-    value = float(loss(model, xval, yval))
-    return value if math.isfinite(value) else math.inf  # a diverged run is a bad one, not out of range
+from mnist_mlp import DATA, validation_loss  # the example beside this one
 
 
 def main(argv=None):
@@ -69,7 +43,7 @@ def main(argv=None):
         if hidden > 1024:
             return math.nan  # out of range: too big to be worth it here
         neval += 1
-        value = train_loss(lr, hidden, args.epochs, xtrn, ytrn, xval, yval)
+        value = validation_loss(lr, hidden, args.epochs, xtrn, ytrn, xval, yval)
         print(f"  eval {neval:2d}: lr={lr:.4f} hidden={hidden:4d} -> loss {value:.4f}")
         return value
 

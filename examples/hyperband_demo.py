@@ -9,8 +9,6 @@ seed, and returns the loss (nll) on held-out digits. Hyperband spends few epochs
 configurations and many epochs on the few that look best. About 10 s (--quick: 2 s).
 """
 import argparse
-import math
-import os
 import time
 
 import numpy as np
@@ -18,32 +16,7 @@ import numpy as np
 import knetc as kn
 from knetc.train.data import mnist
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
-
-
-def predict(model, x):
-    for w, b in model[:-1]:
-        x = kn.relu(x @ w + b)
-    w, b = model[-1]
-    return x @ w + b
-
-
-def loss(model, x, y):
-    return kn.nll(predict(model, x), y)
-
-
-def train_loss(lr, hidden, epochs, xtrn, ytrn, xval, yval, seed=1):
-    """Train a 784-hidden-10 MLP with SGD for `epochs` epochs; the validation loss."""
-    kn.seed_(seed)
-    model = [(kn.param(784, hidden), kn.param0(hidden)), (kn.param(hidden, 10), kn.param0(10))]
-    dloss = kn.grad(loss)
-    for _ in range(epochs):
-        for x, y in kn.minibatch(xtrn, ytrn, 100, shuffle=True):
-            for (w, b), (dw, db) in zip(model, dloss(model, x, y)):
-                w.value -= lr * dw
-                b.value -= lr * db
-    value = float(loss(model, xval, yval))
-    return value if math.isfinite(value) else math.inf
+from mnist_mlp import DATA, validation_loss  # the example beside this one
 
 
 def main(argv=None):
@@ -71,7 +44,7 @@ def main(argv=None):
         nonlocal neval
         neval += 1
         lr, hidden = config
-        value = train_loss(lr, hidden, int(round(epochs)), xtrn, ytrn, xval, yval)
+        value = validation_loss(lr, hidden, int(round(epochs)), xtrn, ytrn, xval, yval)
         print(f"  eval {neval:3d}: epochs={epochs:2d} lr={lr:.4f} hidden={hidden:3d} -> loss {value:.4f}")
         return value
 

@@ -11,6 +11,7 @@ official MNIST test digits shipped in examples/data/mnist, the first 8,000 to tr
 the last 2,000 to test (see examples/data/README.md).
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -56,6 +57,20 @@ def sgd_(model, grads, lr):
     for (w, b), (dw, db) in zip(model, grads):
         w.value -= lr * dw
         b.value -= lr * db
+
+
+def validation_loss(lr, hidden, epochs, xtrn, ytrn, xval, yval, seed=1):
+    """Train a 784-hidden-10 MLP with SGD and return its loss on (xval, yval); used by the
+    hyperparameter demos. Eager (`loss.fn`): each configuration has other shapes, and a
+    compilation per configuration would cost more than it saves on these short runs."""
+    kn.seed_(seed)  # the same initialisation and batch order for every configuration
+    model = mlp(784, hidden, 10)
+    dloss = kn.grad(loss.fn)
+    for _ in range(epochs):
+        for x, y in kn.minibatch(xtrn, ytrn, 100, shuffle=True):
+            sgd_(model, dloss(model, x, y), lr)
+    value = float(loss.fn(model, xval, yval))
+    return value if math.isfinite(value) else math.inf  # a diverged run is a bad one, not out of range
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
+from mnist_mlp import accuracy, loss, mlp, predict  # the example beside this one
 
 # Knet's iterator functions and learning rates that suit this model (batch 100).
 OPTIMIZERS = [
@@ -28,34 +29,6 @@ OPTIMIZERS = [
     ("adadelta", dict(lr=1.0, rho=0.9)),
     ("adam", dict(lr=0.001)),
 ]
-
-
-@kn.compile
-def loss(model, x, y):
-    for w, b in model[:-1]:
-        x = kn.relu(x @ w + b)
-    w, b = model[-1]
-    return kn.nll(x @ w + b, y)
-
-
-@kn.compile
-def predict(model, x):
-    for w, b in model[:-1]:
-        x = kn.relu(x @ w + b)
-    w, b = model[-1]
-    return x @ w + b
-
-
-def mlp(*sizes):
-    """[(w, b), ...] for the layer sizes: w (in, out) Xavier-uniform, b zeros."""
-    return [(kn.param(i, o), kn.param0(o)) for i, o in zip(sizes[:-1], sizes[1:])]
-
-
-def accuracy(predict, model, x, y, batchsize=1000):
-    correct = 0
-    for xb, yb in kn.minibatch(x, y, batchsize, partial=True):
-        correct += int(np.sum(np.argmax(predict(model, xb), axis=1) == yb))
-    return correct / len(y)
 
 
 def batches(model, x, y, epochs, batchsize, seed):

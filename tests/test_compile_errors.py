@@ -269,3 +269,13 @@ def test_raise_and_assert_on_static_values_pass_the_users_exception_through():
 def test_wrong_arguments_are_a_compile_error_naming_the_function():
     with pytest.raises(kn.CompileError, match="wrong_inner_dimension"):
         wrong_inner_dimension(np.ones((3, 4)))
+
+
+def test_a_source_file_edited_after_import_is_refused(tmp_path, monkeypatch):
+    module = tmp_path / "edited_after_import.py"
+    module.write_text("import knetc as kn\n\ndef f(x):\n    return kn.sum(x * x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import edited_after_import
+    module.write_text("import knetc as kn\n\ndef f(y, z):\n    return kn.sum(kn.exp(y))\n")
+    with pytest.raises(kn.CompileError, match="not the code Python is running"):
+        kn.compile(edited_after_import.f, target="cpu")(np.ones(3))
