@@ -81,7 +81,7 @@ def build_command(options):
           f"({counts['compilations']} compiled now, {counts['cache_hits']} already built)")
     for fn, spec in built:
         for executable in spec.executables():
-            print(f"  {fn.fn.__qualname__:<20} {inspection._mode_text(spec.mode):<28} "
+            print(f"  {fn.fn.__qualname__:<20} {inspection.mode_text(spec.mode):<28} "
                   f"{os.path.basename(executable.module.__knetc_path__)}")
 
 

@@ -44,7 +44,7 @@ class Executable:
     def __init__(self, program, target, cache=True, key=""):
         self.name, self.target, self.input_program = program.name, target, program
         self.program, self.schedule = lower(program)
-        backend = _backend(target)
+        backend = backend_for(target)
         self.source = backend.generate(self.schedule, cache=cache is not False)
         self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache), key)
         self.constants = [value for var, value in self.program.constants.items() if var not in self.program.inputs]
@@ -104,7 +104,7 @@ def _logical(array, shape):
     return array.reshape(shape) if array.shape != shape else array
 
 
-def _backend(target):
+def backend_for(target):
     if target == "cpu":
         from .backend import cpu
         return cpu

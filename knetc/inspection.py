@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from .ad.reverse import adjoint_program
-from .backend.cache import _read, _write_atomically, directory_for, load_module
+from .backend.cache import directory_for, load_module, read_text, write_atomically
 from .ir.core import format_program
 
 STAGES = ("source", "ir", "adjoint", "fused", "kernels", "driver", "ptx", "resources")
@@ -40,14 +40,14 @@ def stages(stage):
 def describe(fn, spec, names, target, cc=(9, 0)):
     """The stages of one specialization, each under a `--- stage ---` heading."""
     executables = spec.executables()
-    parts = [f"=== {fn.fn.__qualname__} ({_mode_text(spec.mode)}): {_signature_text(spec.program)} ==="]
+    parts = [f"=== {fn.fn.__qualname__} ({mode_text(spec.mode)}): {_signature_text(spec.program)} ==="]
     for name in names:
         parts.append(f"--- {name} ---")
         parts.append(_STAGE_TEXT[name](fn, spec, executables, target, cc).rstrip())
     return "\n".join(parts) + "\n"
 
 
-def _mode_text(mode):
+def mode_text(mode):
     if mode == "call":
         return "call"
     kind, detail = mode
@@ -91,8 +91,8 @@ def _generated(e, target):
     executable runs on the other target)."""
     if target == e.target:
         return e.source
-    from .compiler import _backend
-    return _backend(target).generate(e.schedule, cache=True)
+    from .compiler import backend_for
+    return backend_for(target).generate(e.schedule, cache=True)
 
 
 def split_source(source):
@@ -122,11 +122,11 @@ def _ptx_of(module, cc):
     stem = module.__knetc_path__[:-3]
     for name, signature in module.PTX_SIGNATURES.items():
         path = f"{stem}.{name}.sm_{cc[0]}{cc[1]}.ptx"
-        ptx = _read(path)
+        ptx = read_text(path)
         if ptx is None or f".target sm_{cc[0]}{cc[1]}" not in ptx or not ptx.rstrip().endswith("}"):
             kernel = getattr(module, name)
             ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=cc)
-            _write_atomically(path, ptx)
+            write_atomically(path, ptx)
         yield name, ptx
 
 

@@ -66,8 +66,8 @@ def load_module(name, source, directory=None, key=""):
     if module_name in sys.modules:
         return sys.modules[module_name]
     path = os.path.join(directory, module_name + ".py")
-    if _read(path) != source:
-        _write_atomically(path, source)
+    if read_text(path) != source:
+        write_atomically(path, source)
         report("cache", f"miss {module_name}")
     _discard_unsealed(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -82,7 +82,7 @@ def load_module(name, source, directory=None, key=""):
     return module
 
 
-def _read(path):
+def read_text(path):
     try:
         with open(path) as f:
             return f.read()
@@ -90,7 +90,7 @@ def _read(path):
         return None
 
 
-def _write_atomically(path, text):
+def write_atomically(path, text):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -125,7 +125,7 @@ def seal(module):
     """Record the hashes of the module's Numba cache files, as they are after a good run."""
     path = module.__knetc_path__
     hashes = {os.path.basename(f): _sha256(f) for f in numba_files(path)}
-    _write_atomically(_manifest_path(path), json.dumps(hashes, indent=0, sort_keys=True))
+    write_atomically(_manifest_path(path), json.dumps(hashes, indent=0, sort_keys=True))
 
 
 def _discard_unsealed(path):

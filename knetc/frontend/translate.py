@@ -7,6 +7,7 @@ Python helpers (and methods of user objects) are inlined from their source. What
 known at compile time raises CompileError at the user's line, with a hint.
 """
 import ast
+import hashlib
 import inspect
 import operator
 import types
@@ -94,8 +95,6 @@ class Translation:
 
     def source_key(self):
         """A digest of the source of every function translated into the program."""
-        import hashlib
-        from .source import function_ast
         digest = hashlib.sha256()
         for code in sorted(self.functions, key=lambda c: (c.co_name, c.co_firstlineno)):
             node, _ = function_ast(self.functions[code])
