@@ -14,7 +14,7 @@ from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
 from .ir.core import Var
-from .backend.cache import directory_for, load_module, seal
+from .backend.cache import directory_for, load_module, routines_key, seal
 from .report import count, enabled, report
 
 TARGETS = ("auto", "cpu", "cuda")
@@ -46,7 +46,9 @@ class Executable:
         self.program, self.schedule = lower(program)
         backend = backend_for(target)
         self.source = backend.generate(self.schedule, cache=cache is not False)
-        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache), key)
+        routines = [step.eqn.op.lowering[target] for step in self.schedule.steps if type(step).__name__ == "Call"]
+        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache),
+                                  key + routines_key(routines))
         self.constants = [value for var, value in self.program.constants.items() if var not in self.program.inputs]
         distinct = []
         for v in self.program.outputs:

@@ -55,6 +55,16 @@ def directory_for(cache):
     return os.fspath(cache)
 
 
+def routines_key(paths):
+    """A hash of the source files of library routines ("module:function") a module calls: Numba's
+    cache of a caller does not notice when a callee changes, so the caller's key must."""
+    digest = hashlib.sha256()
+    for module in sorted({path.split(":")[0] for path in paths}):
+        origin = importlib.util.find_spec(module).origin
+        digest.update(module.encode() + (read_text(origin) or "").encode())
+    return digest.hexdigest()[:16] if paths else ""
+
+
 def load_module(name, source, directory=None, key=""):
     """Import generated `source` from <directory>/knetc_generated_<name>_<hash>.py.
 

@@ -2,10 +2,10 @@
 when large), and the host driver itself an njit function that calls them and BLAS."""
 import numpy as np
 
-from ..ir.fuse import Kernel, Matmul, Reshape
+from ..ir.fuse import Call, Kernel, Matmul, Reshape
 from . import blas
 from .expressions import KernelBody
-from .names import Names, physical_shape
+from .names import Names, call_expression, physical_shape, routine_imports
 
 PARALLEL_MIN_WORK = 1 << 16  # below this, threads cost more than they save
 
@@ -65,6 +65,9 @@ def driver_source(schedule, names, cache=True):
             lines.append(f"    {out} = np.dot({a}, {b})")
         elif isinstance(step, Reshape):
             lines.append(f"    {out} = {names.arg(step.src)}.reshape({physical_shape(step.out)})")
+        elif isinstance(step, Call):
+            lines.append(f"    {out} = np.empty({physical_shape(step.out)}, np.{np.dtype(step.out.aval.dtype).name})")
+            lines.append(f"    {call_expression(step, names, 'cpu')}")
     results = [names.arg(v) for v in names.driver_outputs(program)]
     lines.append(f"    return ({', '.join(results)}{',' if len(results) == 1 else ''})")
     return "\n".join(lines)
@@ -75,10 +78,8 @@ def generate(schedule, cache=True):
     names = Names(schedule.program)
     kernels = [kernel_source(schedule, k, names, cache) for k in schedule.kernels()]
     header = HEADER.format(name=schedule.program.name, target="cpu", count=len(kernels))
+    header += "".join(line + "\n" for line in routine_imports(schedule, "cpu"))
     return "\n\n\n".join([header.rstrip()] + kernels + [driver_source(schedule, names, cache)]) + "\n"
-
-
-
 
 
 class Runner:

@@ -13,9 +13,9 @@ products have no GEMM and are refused at generation time.
 """
 import numpy as np
 
-from ..ir.fuse import Kernel, Matmul, Reshape
+from ..ir.fuse import Call, Kernel, Matmul, Reshape
 from .expressions import KernelBody, numba_type
-from .names import Names, physical_shape
+from .names import Names, call_expression, physical_shape, routine_imports
 
 BLOCK = 256  # threads per block
 
@@ -146,6 +146,10 @@ class _Driver:
     def reshape(self, step):
         self.lines.append(f"    {self.names.arg(step.out)} = {self.names.arg(step.src)}.reshape({physical_shape(step.out)})")
 
+    def call(self, step):
+        self.allocate(self.names.arg(step.out), step.out)
+        self.lines.append(f"    {call_expression(step, self.names, 'cuda')}")
+
     def source(self):
         program, names = self.schedule.program, self.names
         args = [names.arg(v) for v in names.driver_args(program)]
@@ -156,6 +160,8 @@ class _Driver:
                 self.matmul(step)
             elif isinstance(step, Reshape):
                 self.reshape(step)
+            elif isinstance(step, Call):
+                self.call(step)
         results = [names.arg(v) for v in names.driver_outputs(program)]
         lines = [f"def driver({', '.join(args)}):"] + self.lines
         lines.append(f"    return ({', '.join(results)}{',' if len(results) == 1 else ''})")
@@ -169,6 +175,7 @@ def generate(schedule, cache=True):
     driver = _Driver(schedule, names, cache)
     driver_source = driver.source()  # first: it generates the kernels in launch order
     header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK)
+    header += "".join(line + "\n" for line in routine_imports(schedule, "cuda"))
     signatures = "\n".join(["# Each kernel's argument types, for compiling it ahead of time (tests/ptx.py).",
                             "PTX_SIGNATURES = {"] +
                            [f"    {name!r}: {signature!r}," for name, signature in driver.signatures.items()] + ["}"])

@@ -31,3 +31,28 @@ class Names:
             if isinstance(v, Var) and v not in seen:
                 seen.append(v)
         return seen
+
+
+def routine_alias(path):
+    """The name a generated module binds a library routine "package.module:function" to."""
+    module, function = path.split(":")
+    return f"{module.rsplit('.', 1)[-1]}_{function}"
+
+
+def routine_imports(schedule, target):
+    """Import lines for the library routines the schedule's Call steps use."""
+    lines = set()
+    for step in schedule.steps:
+        if type(step).__name__ == "Call":
+            path = step.eqn.op.lowering[target]
+            module, function = path.split(":")
+            lines.add(f"from {module} import {function} as {routine_alias(path)}")
+    return sorted(lines)
+
+
+def call_expression(step, names, target):
+    """`routine(inputs..., out, param=value, ...)` for a Call step (params as Python literals)."""
+    args = [names.arg(x) if isinstance(x, Var) else repr(x) for x in step.eqn.inputs]
+    args.append(names.arg(step.out))
+    args += [f"{key}={value!r}" for key, value in step.eqn.params.items()]
+    return f"{routine_alias(step.eqn.op.lowering[target])}({', '.join(args)})"

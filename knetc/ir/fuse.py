@@ -10,6 +10,7 @@ The schedule is a list of steps in program order:
   Kernel(out, eqn)          compute `out` (fused expression tree rooted at eqn)
   Matmul(out, a, b, ta, tb) out = op(a) @ op(b)
   Reshape(out, src)         a view of a stored value
+  Call(out, eqn)            a library routine (op kind "call") writing `out`
 """
 from dataclasses import dataclass
 
@@ -39,6 +40,16 @@ class Matmul:
 class Reshape:
     out: Var
     src: Var
+
+
+@dataclass
+class Call:
+    out: Var
+    eqn: object
+
+    @property
+    def inputs(self):
+        return [x for x in self.eqn.inputs if isinstance(x, Var)]
 
 
 @dataclass
@@ -131,6 +142,8 @@ def fuse(program):
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
         elif eqn.op.name == "reshape":
             steps.append(Reshape(v, eqn.inputs[0]))
+        elif eqn.op.kind == "call":
+            steps.append(Call(v, eqn))
         else:
             steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), f"k{len([s for s in steps if isinstance(s, Kernel)])}"))
     return Schedule(program, steps, inlined, producers)

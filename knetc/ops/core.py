@@ -52,14 +52,22 @@ class Op:
     kind: how it lowers. "elementwise" (a scalar expression `scalar(k, *names)` fused into
     generated loops), "reduce", "matmul", "view" (reshape/transpose: no data movement), or
     "composite" (after differentiation, `decompose(*args, **params)` rewrites it with
-    other ops before fusion).
+    other ops before fusion), or "call" (a library routine: conv, pooling, RNN, gathers).
+    A "call" op names its routine per target in `lowering`, e.g.
+    {"cpu": "knetc.kernels.conv:conv4_cpu", "cuda": "knetc.kernels.conv:conv4_cuda"}; the
+    generated driver calls it as `routine(*inputs, out, **params)` with `out` preallocated
+    (C-contiguous, 0-d values stored as shape (1,)). The CPU routine must be Numba-njit
+    compiled (the CPU driver is njit); the CUDA routine is a Python function that launches
+    kernels or calls cuDNN on device arrays.
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
     """
 
-    def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None):
+    def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None):
         self.name, self.rule, self.impl, self.grads = name, rule, impl, grads
-        self.kind, self.scalar, self.decompose = kind, scalar, decompose
+        self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
+        if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
+            raise ValueError(f"call op {name!r} needs a 'cpu' and a 'cuda' routine in lowering")
 
     def __call__(self, *args, **params):
         return bind(self, *args, **params)
