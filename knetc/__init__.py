@@ -14,6 +14,15 @@ from .ops.reduce import maximum, mean, sum  # noqa: F401
 from .ops.linalg import matmul  # noqa: F401
 from .ops.nn import logp, logsoftmax, logsumexp, nll, softmax  # noqa: F401
 from .ops.api import reshape, transpose  # noqa: F401
+# Each of these modules lists its public names in __all__.
+from .ops.math import *  # noqa: F401,F403  unary and binary broadcasting functions
+from .ops.arrays import *  # noqa: F401,F403  reductions, statistics, array operations, indexing
+from .ops.losses import *  # noqa: F401,F403  activations and losses
+from .ops.conv import *  # noqa: F401,F403  conv4, deconv4, mat
+from .ops.pooling import *  # noqa: F401,F403  pool, unpool
+from .ops.normalization import *  # noqa: F401,F403  batchnorm, dropout
+from .ops.rnn import *  # noqa: F401,F403  RNN
+from .knetarray import *  # noqa: F401,F403  KnetArray, cpucopy, gpucopy
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
 from .compiler import compile, CompiledFunction  # noqa: F401,E402
 from .report import stats  # noqa: F401,E402
