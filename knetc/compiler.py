@@ -58,8 +58,7 @@ class Executable:
                        for v in self.program.outputs]
         self._runner = backend.Runner(self)
         self._first_run = True
-        gemms = sum(1 for step in self.schedule.steps if type(step).__name__ == "Matmul")
-        self._launch_text = f"{self.name} [{target}]: {len(self.schedule.kernels())} kernels, {gemms} GEMMs"
+        self._launch_text = f"{self.name} [{target}]: {self.schedule.summary()}"
 
     def run(self, arrays):
         if _LOG_LAUNCHES:

@@ -78,11 +78,7 @@ def _adjoint(fn, spec, executables, target, cc):
 def _fused(fn, spec, executables, target, cc):
     out = []
     for e in executables:
-        kernels = e.schedule.kernels()
-        ops = len(e.program.eqns)
-        gemms = sum(1 for s in e.schedule.steps if type(s).__name__ == "Matmul")
-        out.append(f"# {ops} ops -> {len(kernels)} kernels + {gemms} GEMMs\n"
-                   + format_program(e.program, groups=e.schedule.groups()))
+        out.append(f"# {e.schedule.summary()}\n" + format_program(e.program, groups=e.schedule.groups()))
     return "\n\n".join(out)
 
 

@@ -62,6 +62,12 @@ class Schedule:
     def kernels(self):
         return [s for s in self.steps if isinstance(s, Kernel)]
 
+    def summary(self):
+        """What runs: "12 ops -> 4 kernels + 2 GEMMs + 1 library calls" (views launch nothing)."""
+        count = {kind: sum(isinstance(s, kind) for s in self.steps) for kind in (Kernel, Matmul, Call)}
+        return (f"{len(self.program.eqns)} ops -> {count[Kernel]} kernels + {count[Matmul]} GEMMs"
+                f" + {count[Call]} library calls")
+
     def fused_ops(self, kernel):
         """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
         ops, stack = [], [kernel.eqn]
