@@ -220,7 +220,8 @@ def to_device(a, shape):
 class Runner:
     """Calls the generated driver on device arrays: numpy inputs are copied to the device and,
     when every input was a numpy array, the outputs are copied back (so the CPU and CUDA
-    targets return the same types); otherwise the outputs stay on the device."""
+    targets return the same types); otherwise the outputs stay on the device, as KnetArrays
+    when an input was one."""
 
     def __init__(self, executable):
         from ..runtime.device import gpu_available
@@ -229,6 +230,8 @@ class Runner:
                                "is False); use target='cpu' or 'auto', or set NUMBA_ENABLE_CUDASIM=1 before "
                                "importing knetc to run the CUDA kernels in Numba's simulator")
         _install_pool()
+        from ..knetarray import KnetArray
+        self.knetarray = KnetArray
         program = executable.program
         self.driver = executable.module.driver
         self.shapes = [physical_shape(v) for v in program.inputs]
@@ -237,5 +240,9 @@ class Runner:
 
     def __call__(self, arrays):
         on_host = not any(is_device_array(a) for a in arrays)
+        knet = [isinstance(a, self.knetarray) for a in arrays]
+        arrays = [a.data if k else a for a, k in zip(arrays, knet)]  # KnetArrays: their Numba arrays
         outputs = self.driver(*[to_device(a, shape) for a, shape in zip(arrays, self.shapes)], *self.constants)
-        return tuple(out.copy_to_host() for out in outputs) if on_host else outputs
+        if on_host:
+            return tuple(out.copy_to_host() for out in outputs)
+        return tuple(self.knetarray._wrap(out) for out in outputs) if any(knet) else outputs

@@ -87,7 +87,8 @@ def register(op):
 
 
 # Dispatch by the highest priority among the arguments' types: IR values (2) over taped
-# values (1) over arrays (0). ir.core and autograd register their handlers here.
+# values (1) over KnetArrays (0.5, device arrays) over arrays (0). ir.core, autograd and
+# knetarray register their handlers here.
 HANDLERS = {}
 
 

@@ -43,6 +43,8 @@ class ArrayType:
         self.array_type, self.dtype = array_type, np.dtype(dtype)
 
     def __call__(self, x):
+        if self.array_type is not np.ndarray:  # KnetArray: a device copy in this dtype
+            return self.array_type(value_of(x), dtype=self.dtype, copy=True)
         return np.array(value_of(x), dtype=self.dtype, copy=True)
 
     def __eq__(self, other):
@@ -56,12 +58,21 @@ class ArrayType:
 
 
 _ATYPE = ArrayType(np.ndarray, np.float32)
+_GPU_ATYPE = None  # ArrayType(KnetArray, np.float32), made on first use
 
 
 def atype():
-    """The default array type (Knet's `atype()`): numpy float32 arrays here. `atype()(x)`
-    converts x; `atype().dtype` is the element type. (KnetArray and GPU arrays: not yet.)"""
-    return _ATYPE
+    """The default array type (Knet's `atype()`): KnetArray{float32} when a GPU is active
+    (`kn.gpu() >= 0`), else numpy float32 arrays (also under Numba's CUDA simulator, which
+    does not count as a GPU). `atype()(x)` converts x (a copy); `atype().dtype` is the
+    element type: `w = kn.atype()(np.zeros((3, 4)))`."""
+    global _GPU_ATYPE
+    from ..knetarray import KnetArray, gpu
+    if gpu() < 0:
+        return _ATYPE
+    if _GPU_ATYPE is None:
+        _GPU_ATYPE = ArrayType(KnetArray, np.float32)
+    return _GPU_ATYPE
 
 
 def _converter(atype_):

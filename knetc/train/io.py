@@ -252,7 +252,11 @@ class _Decoder:
                 raise ValueError(f"reference to an undefined value {ref}")
             return self.refs[ref]
         if tag == "array":
-            return self.define(node, self.array(node))
+            value = self.array(node)
+            if node.get("device") is True:  # saved from the device: a KnetArray again when a GPU is active
+                from ..knetarray import from_saved
+                value = from_saved(value)
+            return self.define(node, value)
         if tag == "param":
             if "value" not in node or "opt" not in node:
                 raise ValueError("a param entry without value or opt")
@@ -395,9 +399,10 @@ def load(path, *names):
         model = kn.load("model.knetc", "model")   # one name: its value
         model, epoch = kn.load("model.knetc", "model", "epoch")   # several: a tuple
 
-    Arrays (device arrays included, for now) come back as numpy arrays, Params with their
-    `opt`. Loading never executes code from the file: a corrupt, truncated or crafted file
-    raises ValueError naming it, as does a class not registered with `@serializable`."""
+    Arrays come back as numpy arrays, Params with their `opt`; arrays saved from the device
+    (KnetArrays) come back as KnetArrays when a GPU is active (`kn.gpu() >= 0`), as Knet's.
+    Loading never executes code from the file: a corrupt, truncated or crafted file raises
+    ValueError naming it, as does a class not registered with `@serializable`."""
     path = os.fspath(path)
     values = _read(path)
     for name in names:

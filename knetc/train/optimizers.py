@@ -58,6 +58,7 @@ class Optimizer:
     def update_(self, w, g):
         """Update the array w (numpy or device) in place with its gradient g: `opt.update_(w, g)`."""
         kernels = _kernels()
+        target, w = w, _device_data(w)  # a KnetArray is updated through its Numba array
         on_device = kernels.is_device_array(w)
         if not on_device:
             if not isinstance(w, np.ndarray):
@@ -66,8 +67,8 @@ class Optimizer:
                 raise TypeError(f"update_: weights must be floating point, got {w.dtype}")
             if not w.flags.writeable:
                 raise ValueError("update_: the weight array is read-only")
-        g = _gradient_like(g, w, on_device)
-        states = self._states(w, on_device)
+        g = _device_data(_gradient_like(g, w, on_device))
+        states = [_device_data(s) for s in self._states(w, on_device)]  # loaded state may be KnetArrays
         scale = 1.0
         if self.gclip > 0:  # Knet's per-parameter clipping: norm(g) > gclip > 0 scales g to norm gclip
             norm = kernels.device_norm(g) if on_device else float(np.linalg.norm(g))
@@ -79,7 +80,7 @@ class Optimizer:
             work = np.ascontiguousarray(w)
             kernels.update(self.KERNEL, work, g, states, scale, self._scalars())
             w[...] = work
-        return w
+        return target
 
     def _states(self, w, on_device):
         """The state arrays, created as zeros shaped like w at the first update."""
@@ -96,6 +97,12 @@ class Optimizer:
                                  f"(use opt.clone())")
             states.append(state)
         return states
+
+
+def _device_data(x):
+    """A KnetArray's Numba device array (the same memory), anything else as it is."""
+    from ..knetarray import KnetArray
+    return x.data if isinstance(x, KnetArray) else x
 
 
 def _gradient_like(g, w, on_device):
