@@ -6,12 +6,14 @@ backward pass run while an outer `diff` is active is recorded there (higher-orde
 gradients). Each op sees its arguments at one tape level: `_ceiling` is the level being
 recorded, and a Param resolves to the innermost active tape below it.
 """
+import functools
 import types
 
 import numpy as np
 
-from .ops.core import HANDLERS, aval_of, bind
-from .ops.elementwise import add
+from .ir import core as _ir_core  # noqa: F401  (installs the IR handler, HANDLERS[2], wrapped below)
+from .ops.core import HANDLERS, Op, aval_of, bind, priority
+from .ops.elementwise import add, broadcast_to, unbroadcast
 from .ops.methods import ArrayMethods
 from . import pytree
 
@@ -92,8 +94,11 @@ class CallNode(Node):
 
 
 class Tape:
-    def __init__(self, level):
-        self.level, self.nodes, self.active = level, [], True
+    """One `diff`'s record. `recording`: only tapes made by `diff` record; a bare Tape(level)
+    (the compiler's marker that makes `training()` true while tracing) records nothing."""
+
+    def __init__(self, level, recording=False):
+        self.level, self.nodes, self.active, self.recording = level, [], True, recording
         self.leaves = {}  # id(param) -> Tracked: each Param's entry on this tape
         self.params = []
         self.gradients = None  # node -> gradient, filled by the first `grad`
@@ -112,7 +117,7 @@ def _tape_of(x):
     if isinstance(x, Tracked):
         return x.tape if x.tape.active and x.tape.level < _ceiling else None
     if isinstance(x, Param):
-        below = [t for t in _TAPES if t.level < _ceiling]
+        below = [t for t in _TAPES if t.level < _ceiling and t.recording]
         return below[-1] if below else None
     return None
 
@@ -163,6 +168,18 @@ def _at_level(level, fn, *args, **kw):
 HANDLERS[1] = _record
 
 
+def _emit_or_record(op, args, params, emit=HANDLERS[2]):
+    """IR values meeting taped values (`kn.grad` called inside compiled code): the tape
+    records the op first, then its inner values emit IR; the tape's backward pass then emits
+    the gradient equations too, so the compiled program contains the whole gradient."""
+    if any(priority(a) == 1 for a in args):
+        return _record(op, args, params)
+    return emit(op, args, params)
+
+
+HANDLERS[2] = _emit_or_record
+
+
 def record_call(outputs_value, args, backward):
     """Record a call computed outside the tape (a compiled function) as one node.
 
@@ -196,7 +213,7 @@ def diff(f, *args, **kwargs):
     >>> x = Param(np.array([1., 2., 3.])); y = diff(lambda: kn.sum(x * x)); grad(y, x)
     array([2., 4., 6.])
     """
-    tape = Tape(len(_TAPES))
+    tape = Tape(len(_TAPES), recording=True)
     _TAPES.append(tape)
     try:
         y = f(*args, **kwargs)
@@ -319,3 +336,185 @@ def params(x):
             search(vars(obj), depth + 1)
     search(x)
     return found
+
+
+# ----------------------------------------------------------------------------- user primitives
+
+@pytree.register_leaf_type  # a function, not a container of arrays
+class Primitive:
+    """A user function recorded as one op, with the user's gradient rules (`kn.primitive`).
+
+    Eagerly the function runs on arrays and its call is one node on the tape, differentiated
+    by the rules. In compiled code it is one op of kind "composite": automatic
+    differentiation uses the rules, then the op is replaced by the function's body (run on
+    IR values), which fuses with the code around it. Its shape rule comes from running the
+    body on abstract values. Positional arguments are the op's inputs (arrays or numbers);
+    keyword arguments are passed through as constants.
+    """
+
+    def __init__(self, fn, rules, zero=False):
+        functools.update_wrapper(self, fn)
+        self.fn, self.rules, self.zero = fn, tuple(rules), zero
+        self._ops, self._avals = {}, {}
+        self.op_name = _unique_op_name(getattr(fn, "__qualname__", getattr(fn, "__name__", "primitive")))
+
+    def __repr__(self):
+        return f"<knetc primitive {self.op_name}>"
+
+    def __call__(self, *args, **kwargs):
+        return bind(self.op(len(args)), *args, **kwargs)
+
+    def op(self, n):
+        """The Op for calls with n positional arguments (each input has its gradient rule)."""
+        op = self._ops.get(n)
+        if op is None:
+            grads = tuple(None if self.zero else self._grad(i) for i in range(n))
+            op = self._ops[n] = Op(self.op_name, self._rule, self._impl, grads, "composite",
+                                   decompose=self._decompose)
+        return op
+
+    def _impl(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def _decompose(self, *args, **kwargs):
+        from .errors import ShapeError
+        try:
+            out = self.fn(*args, **kwargs)
+        except ShapeError:
+            raise
+        except Exception as error:
+            raise self._not_compilable(error) from None
+        if isinstance(out, np.ndarray):  # a constant result
+            from .ir.core import current_builder
+            out = current_builder().constant(out)
+        return out
+
+    def _rule(self, *avals, **kwargs):
+        try:
+            key = (avals, tuple(sorted(kwargs.items())))
+            hash(key)
+        except TypeError:
+            key = None
+        aval = self._avals.get(key) if key is not None else None
+        if aval is None:
+            aval = self._abstract_result(avals, kwargs)
+            if key is not None:
+                self._avals[key] = aval
+        return aval
+
+    def _abstract_result(self, avals, kwargs):
+        """The result's shape and dtype: run the body on IR values (nothing is computed)."""
+        from .errors import ShapeError
+        from .ir.core import _BUILDERS, Builder, Var
+        compiling = bool(_BUILDERS)
+        try:
+            with Builder():
+                out = self.fn(*[Var(a) for a in avals], **kwargs)
+        except ShapeError:
+            raise
+        except Exception as error:
+            if compiling:
+                raise self._not_compilable(error) from None
+            # Eager use of a body that only runs on numpy arrays: its result on ones tells.
+            with np.errstate(all="ignore"):
+                out = self.fn(*[np.ones(a.shape, a.dtype or np.float64) for a in avals], **kwargs)
+        if not hasattr(out, "shape") and not isinstance(out, (int, float)):
+            raise TypeError(f"primitive {self.__name__} must return one array, got {type(out).__name__}")
+        aval = aval_of(out)
+        return aval if aval.dtype is not None else aval._replace(dtype=np.dtype(np.float64))
+
+    def _not_compilable(self, error):
+        from .errors import CompileError
+        message = error.message if isinstance(error, CompileError) else f"{type(error).__name__}: {error}"
+        return CompileError(f"primitive {self.__name__}: its body must be written with knetc ops "
+                            f"(kn.*, operators, numpy ufuncs on arrays) to be compiled: {message}")
+
+    def _grad(self, i):
+        rule = self.rules[i] if i < len(self.rules) else _MISSING
+        if rule is None:
+            return None  # an explicit None: zero gradient for this argument
+        name = self.__name__
+
+        def gradient(dy, y, *xs, **kwargs):
+            if rule is _MISSING:
+                raise NotImplementedError(f"primitive {name}: no gradient rule for argument {i}; "
+                                          f"give one per argument: @kn.primitive(g0, g1, ...)")
+            g = rule(dy, y, *xs, **kwargs)
+            shape = aval_of(xs[i]).shape
+            if g is None:  # the rule says zero
+                return np.zeros(shape, aval_of(dy).dtype or np.float64)
+            return _fit(g, shape, name, i)
+        return gradient
+
+
+def _fit(g, shape, name, i):
+    """A rule's gradient brought to its argument's shape: summed over broadcast axes (a
+    broadcasting function), or broadcast up (a rule returning a scalar)."""
+    g_shape = aval_of(g).shape
+    if g_shape == tuple(shape):
+        return g
+    try:
+        common = np.broadcast_shapes(g_shape, shape)
+    except ValueError:
+        common = None
+    if common == tuple(shape):
+        return broadcast_to(g, shape=tuple(shape))
+    if common == g_shape:
+        return unbroadcast(g, shape)
+    from .errors import ShapeError
+    raise ShapeError(f"primitive {name}: the gradient rule for argument {i} returned shape {g_shape} "
+                     f"for an argument of shape {tuple(shape)}")
+
+
+_MISSING = object()
+_USER_OP_NAMES = set()
+
+
+def _unique_op_name(name):
+    # Op names must be unique: common subexpression elimination compares them.
+    from .ops.core import OPS
+    candidate, n = name, 1
+    while candidate in OPS or candidate in _USER_OP_NAMES:
+        n += 1
+        candidate = f"{name}_{n}"
+    _USER_OP_NAMES.add(candidate)
+    return candidate
+
+
+def primitive(*rules):
+    """Decorator making f one differentiable op with the given gradient rules (Knet's @primitive).
+
+    `@kn.primitive(g0, g1)` on `def f(x0, x1)`: `gi(dy, y, x0, x1)` returns the gradient for
+    argument i (dy: the output's gradient, y: the output); written with kn ops they also
+    give higher-order gradients, and a result of the output's shape is summed back to a
+    broadcast input's shape. A rule None means zero gradient; `@kn.primitive()` without
+    rules records f as a primitive that cannot be differentiated. Works eagerly, inside
+    `diff` and in `@kn.compile` code (the body must then use knetc ops).
+
+    >>> @kn.primitive(lambda dy, y, a, b: dy * a / y, lambda dy, y, a, b: dy * b / y)
+    ... def hypot(a, b):
+    ...     return kn.sqrt(a * a + b * b)
+    """
+    for rule in rules:
+        if rule is not None and not callable(rule):
+            raise TypeError(f"primitive: gradient rules must be functions or None, got {type(rule).__name__}")
+
+    def decorate(fn):
+        if not callable(fn):
+            raise TypeError("primitive: decorate a function; write @kn.primitive() (with parentheses) "
+                            "when there are no gradient rules")
+        return Primitive(fn, rules)
+    return decorate
+
+
+def zerograd(fn):
+    """Decorator making f an op with zero gradient (Knet's @zerograd): nothing flows back
+    through it, eagerly or compiled, and grad of a result depending only through it is None.
+
+    >>> @kn.zerograd
+    ... def step(x):
+    ...     return kn.sign(x) * 0.5 + 0.5
+    """
+    if not callable(fn):
+        raise TypeError("zerograd: decorate a function")
+    return Primitive(fn, (), zero=True)

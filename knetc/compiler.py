@@ -57,15 +57,30 @@ class Executable:
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
                        for v in self.program.outputs]
         self._runner = backend.Runner(self)
+        self._state = _state_constants(self.program) if target == "cuda" else []
         self._first_run = True
         self._launch_text = f"{self.name} [{target}]: {self.schedule.summary()}"
 
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
+        if self._state:
+            return self._run_with_state(arrays)
         if self._first_run:
             return self._run_first(arrays)
         return self._outputs(self._runner(arrays))
+
+    def _run_with_state(self, arrays):
+        """Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
+        dropout's counter) live on the host; on CUDA their device copies are refreshed before
+        the run and copied back after it, so every caller sees one state."""
+        devices = self._runner.constants
+        for j in self._state:
+            devices[j].copy_to_device(np.ascontiguousarray(self.constants[j]).reshape(devices[j].shape))
+        outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
+        for j in self._state:
+            self.constants[j].reshape(devices[j].shape)[...] = devices[j].copy_to_host()
+        return outputs
 
     def _outputs(self, results):
         return [value if index is None else _logical(results[index], value) for index, value in self._slots]
@@ -99,6 +114,13 @@ def _numba_cache_counts(module):
         hits += sum(stats.cache_hits.values())
         misses += max(sum(stats.cache_misses.values()), len(value.overloads) - sum(stats.cache_hits.values()))
     return hits, misses
+
+
+def _state_constants(program):
+    """Positions, among the executable's constants, of the arrays ops update in place."""
+    state = {eqn.inputs[i] for eqn in program.eqns for i in getattr(eqn.op, "state_inputs", ())}
+    constants = [var for var in program.constants if var not in program.inputs]
+    return [j for j, var in enumerate(constants) if var in state]
 
 
 def _logical(array, shape):
@@ -168,7 +190,7 @@ class CompiledFunction:
         key = (mode, treedef, self._signature(leaves))
         spec = self._specializations.get(key)
         if spec is None or not spec.guards_hold():
-            program, translation, out_treedef = trace(self.fn, args, kwargs)
+            program, translation, out_treedef = _trace_in_mode(mode, self.target, self.fn, args, kwargs)
             spec = Specialization(program, translation, out_treedef, mode)
             self._build(spec, args, leaves)
             self.compilations += 1
@@ -270,6 +292,34 @@ class CompiledFunction:
             return g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
+
+
+_TRACING_TARGETS = []  # the target of each trace in progress (innermost last)
+
+
+def tracing_target():
+    """The target ("cpu" or "cuda") of the function being traced now, or None: library ops
+    with a target-specific design (batchnorm through cuDNN) ask."""
+    return _TRACING_TARGETS[-1] if _TRACING_TARGETS else None
+
+
+def _trace_in_mode(mode, target, fn, args, kwargs):
+    """Trace with kn.training() telling the mode, so that a specialization does not depend
+    on where it was first called: gradient programs train (as inside diff, where "forward"
+    specializations are traced), plain calls do not. Dropout and batchnorm read it."""
+    from . import autograd
+    tapes = autograd._TAPES
+    saved = list(tapes)
+    if mode == "call":
+        tapes.clear()
+    elif not tapes:
+        tapes.append(autograd.Tape(0))  # an empty tape: nothing is recorded while tracing
+    _TRACING_TARGETS.append(target)
+    try:
+        return trace(fn, args, kwargs)
+    finally:
+        tapes[:] = saved
+        _TRACING_TARGETS.pop()
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

@@ -5,6 +5,7 @@ counters in the API (`kn.stats()`).
   cache    kernel-cache hits, misses, and discarded corrupt entries
   launch   each run of a compiled program (its kernels and GEMMs)
   memory   the CUDA memory pool's allocations, reuses, collections
+  cudnn    cuDNN use: library routines choosing cuDNN or Numba kernels, algorithms picked
 """
 import collections
 import os

@@ -298,7 +298,8 @@ def test_mixing_knetarrays_numpy_and_numbers():
     same(np.float32(2) * k, 2 * X)  # numpy scalars too
     same(2 - k, 2 - X)
     same(kn.relu(k) + ROW, np.maximum(X, 0) + ROW)
-    assert isinstance(np.sin(k), np.ndarray)  # a ufunc outside the op table: on the host, numpy
+    assert isinstance(np.sin(k), kn.KnetArray)  # a ufunc of the op table: on the device
+    assert isinstance(np.hypot(k, k), np.ndarray)  # a ufunc outside the op table: on the host, numpy
     k2 = K(X)
     data = k2.data
     k2 += 1

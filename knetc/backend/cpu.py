@@ -4,7 +4,7 @@ import numpy as np
 
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
 from . import blas
-from .expressions import KernelBody
+from .expressions import KernelBody, helper_imports
 from .names import Names, call_expression, physical_shape, routine_imports
 
 PARALLEL_MIN_WORK = 1 << 16  # below this, threads cost more than they save
@@ -79,6 +79,7 @@ def generate(schedule, cache=True):
     kernels = [kernel_source(schedule, k, names, cache) for k in schedule.kernels()]
     header = HEADER.format(name=schedule.program.name, target="cpu", count=len(kernels))
     header += "".join(line + "\n" for line in routine_imports(schedule, "cpu"))
+    header += "".join(line + "\n" for line in helper_imports(schedule, "cpu"))
     return "\n\n\n".join([header.rstrip()] + kernels + [driver_source(schedule, names, cache)]) + "\n"
 
 

@@ -14,7 +14,7 @@ products have no GEMM and are refused at generation time.
 import numpy as np
 
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
-from .expressions import KernelBody, numba_type
+from .expressions import KernelBody, helper_imports, numba_type
 from .names import Names, call_expression, physical_shape, routine_imports
 
 BLOCK = 256  # threads per block
@@ -176,6 +176,7 @@ def generate(schedule, cache=True):
     driver_source = driver.source()  # first: it generates the kernels in launch order
     header = HEADER.format(name=schedule.program.name, count=len(driver.kernels), block=BLOCK)
     header += "".join(line + "\n" for line in routine_imports(schedule, "cuda"))
+    header += "".join(line + "\n" for line in helper_imports(schedule, "cuda"))
     signatures = "\n".join(["# Each kernel's argument types, for compiling it ahead of time (tests/ptx.py).",
                             "PTX_SIGNATURES = {"] +
                            [f"    {name!r}: {signature!r}," for name, signature in driver.signatures.items()] + ["}"])

@@ -7,6 +7,7 @@ A value is emitted in the innermost loop whose variables it uses (loop-invariant
 stays outside), and computed once per index.
 """
 import math
+import re
 
 import numpy as np
 
@@ -31,11 +32,27 @@ def const(value, dtype):
     return f"{numba_type(dtype)}({text})"
 
 
-class _Context:
-    """What an op's scalar template may ask for: typed constants, casts, loop indices."""
+_REDUCE_STEP = {"reduce_sum": "{acc} += {v}", "reduce_prod": "{acc} *= {v}",
+                "reduce_max": "{acc} = max({acc}, {v})", "reduce_min": "{acc} = min({acc}, {v})"}
 
-    def __init__(self, dtype, index):
+
+def _reduce_start(kind, dtype):
+    """The accumulator's initial value; integer max/min start at the dtype's limits."""
+    if kind in ("reduce_sum", "reduce_prod"):
+        return const(0 if kind == "reduce_sum" else 1, dtype)
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        info = np.iinfo(dtype)
+        return const(info.min if kind == "reduce_max" else info.max, dtype)
+    return const(-math.inf if kind == "reduce_max" else math.inf, dtype)
+
+
+class _Context:
+    """What an op's scalar template may ask for: typed constants, casts, loop indices, and
+    calls of scalar helper functions (`call`)."""
+
+    def __init__(self, dtype, index, helpers=None):
         self.dtype, self._index = dtype, index
+        self.helpers = helpers  # a set collecting the helpers `call` names (see helper_imports)
 
     def const(self, value):
         return const(value, self.dtype)
@@ -45,6 +62,52 @@ class _Context:
 
     def index(self, axis):
         return self._index[axis]
+
+    def call(self, path, *args):
+        """A call of the scalar helper "package.module:function" on the argument names.
+
+        The generated module imports `function_cpu` or `function_cuda` from the module (an
+        njit function or a CUDA device function; see kernels/special.py), e.g.
+        k.call("knetc.kernels.special:digamma", x) -> "special_digamma(x)"."""
+        if self.helpers is not None:
+            self.helpers.add(path)
+        return f"{helper_alias(path)}({', '.join(args)})"
+
+
+def helper_alias(path):
+    """The name a generated module binds the helper "package.module:function" to."""
+    module, function = path.split(":")
+    return f"{module.rsplit('.', 1)[-1]}_{function}"
+
+
+def helper_imports(schedule, target):
+    """Import lines for the scalar helpers that the schedule's kernels call (`_Context.call`).
+
+    The templates are rendered once more with a recording context to find them. Each line
+    carries a digest of the helper module's source, so editing it changes the generated
+    module (and so Numba's cache of it)."""
+    paths = set()
+    for eqn in schedule.groups():
+        if eqn.op.scalar is None or eqn.op.kind == "reduce" or getattr(eqn.op, "index_map", None) is not None:
+            continue
+        names = [f"x{i}" for i in range(len(eqn.inputs))]
+        try:
+            eqn.op.scalar(_Context(eqn.out.aval.dtype, ("0",) * len(eqn.out.aval.shape), paths), *names, **eqn.params)
+        except Exception:  # noqa: BLE001  a template that fails here fails (and reports) in KernelBody too
+            continue
+    lines = []
+    for path in sorted(paths):
+        module, function = path.split(":")
+        lines.append(f"from {module} import {function}_{target} as {helper_alias(path)}  # {_source_digest(module)}")
+    return lines
+
+
+def _source_digest(module):
+    import hashlib
+    import importlib.util
+    origin = importlib.util.find_spec(module).origin
+    with open(origin, "rb") as f:
+        return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 class KernelBody:
@@ -67,7 +130,8 @@ class KernelBody:
 
     # generation --------------------------------------------------------------------
     def _block_for(self, index):
-        used = {i for i in index if i != "0"}
+        # Index entries are loop variables or expressions of them (index-remapping ops).
+        used = {name for i in index for name in re.findall(r"[A-Za-z_]\w*", i)}
         for depth in range(len(self.blocks) - 1, 0, -1):
             if self.blocks[depth]["vars"] & used:
                 return depth
@@ -111,12 +175,18 @@ class KernelBody:
         op, out = eqn.op, eqn.out
         if op.kind == "reduce":
             return self._reduce(eqn, index, key)
-        if op.name == "transpose":
-            perm = eqn.params["perm"]
-            source_index = [None] * len(perm)
-            for j, p in enumerate(perm):
-                source_index[p] = index[j]
-            return self.value(eqn.inputs[0], source_index)
+        index_map = getattr(op, "index_map", None)
+        if index_map is not None:
+            # An index remapping (transpose, static slicing, its zero-padding adjoint):
+            # `index_map(index, input_shape, **params)` gives the input's index expressions
+            # and a condition (None: always) outside which the result is 0; the load uses
+            # clamped indices, so it is in bounds either way.
+            source_index, condition = index_map(index, eqn.inputs[0].aval.shape, **eqn.params)
+            v = self.value(eqn.inputs[0], source_index)
+            if condition is None:
+                return v
+            depth = max(self._depth_of(v), self._block_for(index))
+            return self._emit(f"({v} if {condition} else {const(0, out.aval.dtype)})", depth, key)
         names = []
         for x in eqn.inputs:
             if op.name == "iota":
@@ -141,17 +211,14 @@ class KernelBody:
         accumulator = self._fresh()
         loop_vars = {a: f"r{self.counter}_{a}" for a in axes if x.aval.shape[a] != 1}
         outer = len(self.blocks) - 1
-        is_sum = eqn.op.name == "reduce_sum"
-        self.blocks[outer]["lines"].append(f"{accumulator} = {const(0.0 if is_sum else -math.inf, dtype)}")
+        kind = eqn.op.name
+        self.blocks[outer]["lines"].append(f"{accumulator} = {_reduce_start(kind, dtype)}")
         # Inner block: one nested loop per reduced axis.
         block = {"vars": set(loop_vars.values()), "lines": [], "memo": {}}
         self.blocks.append(block)
         inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
         v = self.value(x, inner_index)
-        if is_sum:
-            block["lines"].append(f"{accumulator} += {v}")
-        else:
-            block["lines"].append(f"{accumulator} = max({accumulator}, {v})")
+        block["lines"].append(_REDUCE_STEP[kind].format(acc=accumulator, v=v))
         self.blocks.pop()
         lines, indent = [], ""
         for a, var in loop_vars.items():

@@ -219,7 +219,7 @@ class FunctionTranslator(ast.NodeVisitor):
             container = self.eval(target.value)
             if isinstance(container, Var):
                 raise CompileError("assigning into an array is not supported in compiled code",
-                                   hint="build the result with ops (e.g. masks and +) instead")
+                                   hint="use y = kn.setindex(x, index, v), which returns a new array")
             container[self.eval(target.slice)] = value
         else:
             raise CompileError(f"assigning to {type(target).__name__} is not supported in compiled code",
@@ -330,10 +330,7 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def eval_Subscript(self, node):
         obj, index = self.eval(node.value), self.eval(node.slice)
-        if isinstance(obj, Var):
-            raise CompileError("indexing an array is not supported in compiled code yet", self.filename,
-                               node.lineno, "index lists/tuples/dicts of arrays, or reshape/sum the array")
-        return obj[index]
+        return obj[index]  # on a Var: knetc.ops.indexing.getindex
 
     def eval_Slice(self, node):
         part = lambda n: None if n is None else self.eval(n)  # noqa: E731
@@ -398,6 +395,8 @@ class FunctionTranslator(ast.NodeVisitor):
                 fn = {ast.Eq: ew.eq, ast.NotEq: ew.ne}.get(type(op), _COMPARE[type(op)])
                 return fn(left, right)
             result = _COMPARE[type(op)](left, right)
+            if len(node.ops) == 1:
+                return result  # may be a numpy array (a mask used as an index)
             if not result:
                 return result
             left = right

@@ -130,7 +130,7 @@ def fuse(program):
         user_kind = _kind(user)
         if user.out in absorbed:
             continue
-        if user_kind == "elementwise" and _size(user.out) == _size(v):
+        if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 continue
             inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
@@ -153,6 +153,14 @@ def fuse(program):
         else:
             steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), f"k{len([s for s in steps if isinstance(s, Kernel)])}"))
     return Schedule(program, steps, inlined, producers)
+
+
+def _remaps(user, may_reduce):
+    """Static indexing (index_static) reads each input entry at most once, so its input
+    may be computed inside it whatever the sizes; its adjoint pad_static too, for cheap
+    inputs (the clamped load is also evaluated where the result is the zero fill)."""
+    name = user.op.name
+    return name == "index_static" or name == "pad_static" and not may_reduce
 
 
 def _kernel_inputs(root, inlined):

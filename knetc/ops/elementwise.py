@@ -1,6 +1,8 @@
 """Elementwise ops with numpy broadcasting. Each lowers to a scalar expression that the
 code generators fuse into loops; `scalar(k, *names)` gets variable names and a kernel
 context `k` (`k.const(v)` renders a constant in the kernel's dtype)."""
+import math
+
 import numpy as np
 
 from .core import Aval, Op, aval_of, broadcast_shapes, register, result_dtype
@@ -66,15 +68,60 @@ power = register(Op(
     (lambda dy, y, x, exponent: mul(dy, mul(power(x, exponent=exponent - 1), exponent)),),
     "elementwise", _power_scalar))
 
-exp = elementwise("exp", np.exp, lambda k, x: f"math.exp({x})", (lambda dy, y, x: mul(dy, y),))
-log = elementwise("log", np.log, lambda k, x: f"math.log({x})", (lambda dy, y, x: div(dy, x),))
-tanh = elementwise("tanh", np.tanh, lambda k, x: f"math.tanh({x})",
-                   (lambda dy, y, x: mul(dy, sub(1, mul(y, y))),))
-sqrt = elementwise("sqrt", np.sqrt, lambda k, x: f"math.sqrt({x})",
-                   (lambda dy, y, x: div(dy, mul(y, 2)),))
+
+# Unary float functions: integer inputs give float64 (as numpy); float32 stays float32.
+# Their scalar code guards the domain so that every target returns numpy's NaN/inf: the
+# CUDA simulator runs kernels as Python, whose math module raises instead.
+def _float_impl(fn):
+    def impl(x):
+        out = fn(x)
+        dtype = _float_result(aval_of(x))
+        return out if out.dtype == dtype else out.astype(dtype)
+    return impl
+
+
+def unary(name, impl, scalar, grad):
+    """A float-valued unary op: numpy reference `impl`, template `scalar(k, x)`, one grad rule."""
+    return elementwise(name, _float_impl(impl), scalar, (grad,), _float_result)
+
+
+def _overflow_guarded(function, limit):
+    # exp-like: inf above `limit` (where Python's math raises OverflowError)
+    return lambda k, x: f"({k.const(math.inf)} if {x} > {k.const(limit)} else math.{function}({x}))"
+
+
+def _log_guarded(function, zero=0):
+    # log-like: -inf at `zero`, NaN below it (and for NaN)
+    return lambda k, x: (f"(math.{function}({x}) if {x} > {k.const(zero)} else "
+                         f"({k.const(-math.inf)} if {x} == {k.const(zero)} else {k.const(math.nan)}))")
+
+
+def _domain(function, condition):
+    # math.<function> where `condition` holds, NaN elsewhere (NaN fails every comparison)
+    def scalar(k, x):
+        test = condition.format(x=x, zero=k.const(0), one=k.const(1))
+        return f"(math.{function}({x}) if {test} else {k.const(math.nan)})"
+    return scalar
+
+
+def _periodic(function):
+    # sin/cos/tan: NaN at +-inf (Python's math raises there)
+    return lambda k, x: f"({k.const(math.nan)} if abs({x}) == {k.const(math.inf)} else math.{function}({x}))"
+
+
+EXP_MAX = 709.782712893384  # log of the largest float64
+SINH_MAX = 710.4758600739439  # cosh and sinh overflow beyond this
+TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+exp = unary("exp", np.exp, _overflow_guarded("exp", EXP_MAX), lambda dy, y, x: mul(dy, y))
+log = unary("log", np.log, _log_guarded("log"), lambda dy, y, x: div(dy, x))
+tanh = unary("tanh", np.tanh, lambda k, x: f"math.tanh({x})", lambda dy, y, x: mul(dy, sub(1, mul(y, y))))
+sqrt = unary("sqrt", np.sqrt, _domain("sqrt", "{x} >= {zero}"), lambda dy, y, x: div(dy, mul(y, 2)))
 
 # Step functions have zero gradient (Knet's zerograd): no rule, nothing flows back.
-sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else ({k.const(-1)} if {x} < 0 else {k.const(0)}))", (None,))
+# sign keeps the input's dtype and passes 0, -0 and NaN through (numpy: sign(nan) is nan).
+sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else ({k.const(-1)} if {x} < 0 else {x}))",
+                   (None,))
 abs = elementwise("abs", np.abs, lambda k, x: f"abs({x})", (lambda dy, y, x: mul(dy, sign(x)),))
 relu = elementwise("relu", lambda x: np.maximum(x, 0), lambda k, x: f"max({x}, {k.const(0)})",
                    (lambda dy, y, x: mul(dy, gt(y, 0)),))
@@ -90,12 +137,35 @@ sigm = elementwise("sigm", _sigm,
                    (lambda dy, y, x: mul(dy, mul(y, sub(1, y))),))
 
 
+def _comparison_dtype(*avals):
+    # Knet: comparisons return 1 or 0 in the inputs' type (float32 stays float32, integers
+    # stay integers), not booleans; two Python numbers give float64.
+    dtype = result_dtype(*avals)
+    return np.dtype("float64") if dtype is None else dtype
+
+
 def _comparison(name, fn, symbol):
-    # Knet: comparisons return the inputs' floating type (1 or 0), not booleans.
     def impl(a, b):
-        return fn(a, b).astype(_float_result(aval_of(a), aval_of(b)))
-    return elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
-                       (None, None), _float_result)
+        return fn(a, b).astype(_comparison_dtype(aval_of(a), aval_of(b)))
+    op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
+                     (None, None), _comparison_dtype)
+
+    def compare(a, b):
+        # A fractional Python float against an integer array: compare in float64 (kernels
+        # render constants in the result's dtype, which would truncate 2.5 to 2).
+        for this, other in ((a, b), (b, a)):
+            if isinstance(this, float) and not this.is_integer() and _is_integer(other):
+                a, b = (a, astype(b, dtype=np.float64)) if this is a else (astype(a, dtype=np.float64), b)
+        return op(a, b)
+    compare.__name__ = compare.__qualname__ = name
+    compare.__doc__ = f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' type, with broadcasting."
+    compare.op = op
+    return compare
+
+
+def _is_integer(x):
+    dtype = aval_of(x).dtype
+    return dtype is not None and not np.issubdtype(dtype, np.floating)
 
 
 lt = _comparison("lt", np.less, "<")
@@ -104,6 +174,176 @@ gt = _comparison("gt", np.greater, ">")
 ge = _comparison("ge", np.greater_equal, ">=")
 eq = _comparison("eq", np.equal, "==")
 ne = _comparison("ne", np.not_equal, "!=")
+
+
+# ----------------------------------------------------------------------------- the Knet unary vocabulary
+
+def _special(function, *params):
+    """Template calling knetc.kernels.special.<function> (float64 in and out) in the kernel's dtype."""
+    def scalar(k, x, **p):
+        call = k.call(f"knetc.kernels.special:{function}", *[repr(p[name]) for name in params], k.cast(x, "float64"))
+        return call if np.dtype(k.dtype) == np.float64 else k.cast(call, k.dtype)
+    return scalar
+
+
+acos = unary("acos", np.arccos, _domain("acos", "abs({x}) <= {one}"),
+             lambda dy, y, x: neg(div(dy, sqrt(sub(1, mul(x, x))))))
+asin = unary("asin", np.arcsin, _domain("asin", "abs({x}) <= {one}"),
+             lambda dy, y, x: div(dy, sqrt(sub(1, mul(x, x)))))
+atan = unary("atan", np.arctan, lambda k, x: f"math.atan({x})", lambda dy, y, x: div(dy, add(1, mul(x, x))))
+acosh = unary("acosh", np.arccosh, _domain("acosh", "{x} >= {one}"),
+              lambda dy, y, x: div(dy, sqrt(sub(mul(x, x), 1))))
+asinh = unary("asinh", np.arcsinh, lambda k, x: f"math.asinh({x})", lambda dy, y, x: div(dy, sqrt(add(mul(x, x), 1))))
+atanh = unary("atanh", np.arctanh,
+              lambda k, x: (f"(math.atanh({x}) if abs({x}) < {k.const(1)} else (math.copysign({k.const(math.inf)}, "
+                            f"{k.cast(x, k.dtype)}) if abs({x}) == {k.const(1)} else {k.const(math.nan)}))"),
+              lambda dy, y, x: div(dy, sub(1, mul(x, x))))
+sin = unary("sin", np.sin, _periodic("sin"), lambda dy, y, x: mul(dy, cos(x)))
+cos = unary("cos", np.cos, _periodic("cos"), lambda dy, y, x: neg(mul(dy, sin(x))))
+tan = unary("tan", np.tan, _periodic("tan"), lambda dy, y, x: mul(dy, add(1, mul(y, y))))
+sinh = unary("sinh", np.sinh,
+             lambda k, x: (f"(math.copysign({k.const(math.inf)}, {k.cast(x, k.dtype)}) "
+                           f"if abs({x}) > {k.const(SINH_MAX)} else math.sinh({x}))"),
+             lambda dy, y, x: mul(dy, cosh(x)))
+cosh = unary("cosh", np.cosh,
+             lambda k, x: f"({k.const(math.inf)} if abs({x}) > {k.const(SINH_MAX)} else math.cosh({x}))",
+             lambda dy, y, x: mul(dy, sinh(x)))
+cbrt = unary("cbrt", np.cbrt,
+             lambda k, x: f"math.copysign(abs({k.cast(x, k.dtype)}) ** {k.const(1 / 3)}, {k.cast(x, k.dtype)})",
+             lambda dy, y, x: div(dy, mul(3, mul(y, y))))
+exp2 = unary("exp2", np.exp2, lambda k, x: f"({k.const(math.inf)} if {x} >= {k.const(1024)} else math.exp2({x}))",
+             lambda dy, y, x: mul(dy, mul(y, math.log(2))))
+exp10 = unary("exp10", lambda x: np.power(10.0, x),
+              lambda k, x: f"({k.const(math.inf)} if {x} > {k.const(308.25471555991675)} else {k.const(10)} ** {x})",
+              lambda dy, y, x: mul(dy, mul(y, math.log(10))))
+expm1 = unary("expm1", np.expm1, _overflow_guarded("expm1", EXP_MAX), lambda dy, y, x: mul(dy, add(y, 1)))
+log2 = unary("log2", np.log2, _log_guarded("log2"), lambda dy, y, x: div(dy, mul(x, math.log(2))))
+log10 = unary("log10", np.log10, _log_guarded("log10"), lambda dy, y, x: div(dy, mul(x, math.log(10))))
+log1p = unary("log1p", np.log1p, _log_guarded("log1p", -1), lambda dy, y, x: div(dy, add(x, 1)))
+erf = unary("erf", lambda x: _scipy().erf(x), lambda k, x: f"math.erf({x})",
+            lambda dy, y, x: mul(dy, mul(exp(neg(mul(x, x))), TWO_OVER_SQRT_PI)))
+erfc = unary("erfc", lambda x: _scipy().erfc(x), lambda k, x: f"math.erfc({x})",
+             lambda dy, y, x: mul(dy, mul(exp(neg(mul(x, x))), -TWO_OVER_SQRT_PI)))
+# d/dy erfinv(y) = sqrt(pi)/2 exp(erfinv(y)^2); erfcx' = 2x erfcx(x) - 2/sqrt(pi)
+erfinv = unary("erfinv", lambda x: _scipy().erfinv(x), _special("erfinv"),
+               lambda dy, y, x: mul(dy, mul(exp(mul(y, y)), 1 / TWO_OVER_SQRT_PI)))
+erfcinv = unary("erfcinv", lambda x: _scipy().erfcinv(x), _special("erfcinv"),
+                lambda dy, y, x: mul(dy, mul(exp(mul(y, y)), -1 / TWO_OVER_SQRT_PI)))
+erfcx = unary("erfcx", lambda x: _scipy().erfcx(x), _special("erfcx"),
+              lambda dy, y, x: mul(dy, sub(mul(mul(x, y), 2), TWO_OVER_SQRT_PI)))
+sinpi = unary("sinpi", lambda x: _numpy_sinpi(x), _special("sinpi"), lambda dy, y, x: mul(dy, mul(cospi(x), math.pi)))
+cospi = unary("cospi", lambda x: _numpy_cospi(x),
+              _special("cospi"), lambda dy, y, x: mul(dy, mul(sinpi(x), -math.pi)))
+gamma = unary("gamma", lambda x: _scipy().gamma(x), _special("gamma"), lambda dy, y, x: mul(dy, mul(y, digamma(x))))
+lgamma = unary("lgamma", lambda x: _numpy_lgamma(x), _special("lgamma"), lambda dy, y, x: mul(dy, digamma(x)))
+loggamma = unary("loggamma", lambda x: _numpy_loggamma(x), _special("loggamma"), lambda dy, y, x: mul(dy, digamma(x)))
+digamma = unary("digamma", lambda x: _scipy().digamma(x), _special("digamma"), lambda dy, y, x: mul(dy, trigamma(x)))
+trigamma = unary("trigamma", lambda x: _numpy_polygamma(1, x), _special("trigamma"),
+                 lambda dy, y, x: mul(dy, polygamma(x, n=2)))
+
+
+def _polygamma_rule(x, n):
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        from ..errors import ShapeError
+        raise ShapeError(f"polygamma: the order n must be an integer >= 1 (0 is digamma), got {n!r}")
+    return Aval(x.shape, _float_result(x))
+
+
+polygamma = register(Op("polygamma", _polygamma_rule,
+                        lambda x, n: _float_impl(lambda v: _numpy_polygamma(n, v))(x),
+                        (lambda dy, y, x, n: mul(dy, polygamma(x, n=n + 1)),), "elementwise",
+                        _special("polygamma", "n")))
+
+abs2 = elementwise("abs2", np.square, lambda k, x: f"{x} * {x}", (lambda dy, y, x: mul(dy, mul(x, 2)),))
+
+
+def _rounding(name, function, numpy_fn):
+    # Integers pass through unchanged (Julia's floor(3) is 3); floats round in float64
+    # helpers (math.floor returns an integer in Numba) and come back in their dtype.
+    special = _special(function)
+
+    def scalar(k, x):
+        return x if not np.issubdtype(np.dtype(k.dtype), np.floating) else special(k, x)
+
+    def impl(x):
+        return np.array(x) if _is_integer(x) else numpy_fn(x)
+    return elementwise(name, impl, scalar, (None,))
+
+
+floor = _rounding("floor", "floor", np.floor)
+ceil = _rounding("ceil", "ceil", np.ceil)
+trunc = _rounding("trunc", "trunc", np.trunc)
+round = _rounding("round", "rint", np.rint)  # halves to even, as numpy and Julia
+one = elementwise("one", np.ones_like, lambda k, x: k.const(1), (None,))
+zero = elementwise("zero", np.zeros_like, lambda k, x: k.const(0), (None,))
+
+
+def _scipy():
+    import scipy.special  # imported on first use: the numpy references of the special functions
+    return scipy.special
+
+
+def _numpy_sinpi(x):
+    # exact at integers and halves, like the kernels (np.sin(np.pi * x) is not)
+    x = np.asarray(x, dtype=_float_result(aval_of(x)))
+    r = np.fmod(np.abs(x), 2.0)
+    s = np.select([r <= 0.25, r <= 0.75, r <= 1.25, r <= 1.75],
+                  [np.sin(np.pi * r), np.cos(np.pi * (r - 0.5)), np.sin(np.pi * (1 - r)), -np.cos(np.pi * (r - 1.5))],
+                  np.sin(np.pi * (r - 2)))
+    return np.where(np.isfinite(x), np.where(x < 0, -s, s), np.nan).astype(x.dtype)[()]
+
+
+def _numpy_cospi(x):
+    x = np.asarray(x, dtype=_float_result(aval_of(x)))
+    r = np.fmod(np.abs(x), 2.0)
+    c = np.select([r <= 0.25, r <= 0.75, r <= 1.25, r <= 1.75],
+                  [np.cos(np.pi * r), -np.sin(np.pi * (r - 0.5)), -np.cos(np.pi * (r - 1)), np.sin(np.pi * (r - 1.5))],
+                  np.cos(np.pi * (r - 2)))
+    return np.where(np.isfinite(x), c, np.nan).astype(x.dtype)[()]
+
+
+def _numpy_polygamma(n, x):
+    sp = _scipy()
+    x = np.asarray(x, dtype=_float_result(aval_of(x)))
+    out = sp.polygamma(n, x.astype(np.float64))
+    pole = (x <= 0) & (np.floor(x) == x)  # (-1)^(n+1) inf at 0, -1, ..., as at 0
+    return np.where(pole, np.inf if n % 2 else -np.inf, out).astype(x.dtype)[()]
+
+
+def _numpy_lgamma(x):
+    return np.where(np.asarray(x) == -np.inf, np.inf, _scipy().gammaln(x))[()]  # log|gamma(-inf)|: inf
+
+
+def _numpy_loggamma(x):
+    # Julia's loggamma on reals: log(gamma(x)), NaN where gamma(x) < 0
+    sp = _scipy()
+    x = np.asarray(x, dtype=_float_result(aval_of(x)))
+    negative = (x < 0) & (np.floor(x) != x) & (np.fmod(np.floor(x), 2) != 0)
+    return np.where(negative | (x == -np.inf), np.nan, sp.gammaln(x)).astype(x.dtype)[()]
+
+
+# ----------------------------------------------------------------------------- binary
+
+def _max_scalar(symbol):
+    # NaN wins, as numpy.maximum/minimum
+    return lambda k, a, b: f"({a} if ({a} {symbol} {b} or {a} != {a}) else {b})"
+
+
+# Gradient: dy goes to every input equal to the result, so a tie gives dy to both (AutoGrad.jl's rule).
+max = elementwise("max", np.maximum, _max_scalar(">"),
+                  _grads(lambda dy, y, a, b: mul(dy, eq(y, a)), lambda dy, y, a, b: mul(dy, eq(y, b))))
+min = elementwise("min", np.minimum, _max_scalar("<"),
+                  _grads(lambda dy, y, a, b: mul(dy, eq(y, a)), lambda dy, y, a, b: mul(dy, eq(y, b))))
+power_array = elementwise("power_array", np.power, lambda k, a, b: f"{a} ** {b}",
+                          _grads(lambda dy, y, a, b: mul(dy, mul(b, power_array(a, sub(b, 1)))),
+                                 lambda dy, y, a, b: mul(dy, mul(y, log(a)))))
+
+
+def power_any(x, p):
+    """x ** p with broadcasting: a Python number p is a constant exponent, an array p an operand."""
+    if isinstance(p, (int, float)) and not isinstance(p, bool):
+        return power(x, exponent=float(p))
+    return power_array(x, p)
 
 
 def _astype_rule(x, dtype):

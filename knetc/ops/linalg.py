@@ -24,8 +24,12 @@ matmul2d = register(Op(
 def matmul(a, b):
     """`a @ b` with numpy semantics for 1-D operands and an N-D `a` against a 2-D `b`."""
     sa, sb = aval_of(a).shape, aval_of(b).shape
-    if len(sa) == 0 or len(sb) == 0 or len(sb) > 2:
-        raise ShapeError(f"matmul: {sa} @ {sb} is not supported (use bmm for batched products)")
+    if len(sa) == 0 or len(sb) == 0:
+        raise ShapeError(f"matmul: {sa} @ {sb}: operands must have at least one dimension")
+    if len(sb) > 2:
+        if len(sa) == 1:
+            return _reshaped(bmm(_reshaped(a, (1, sa[0])), b), sb[:-2] + sb[-1:])
+        return bmm(a, b)  # numpy: a stack of matrix products
     if sa[-1] != sb[0]:
         raise ShapeError(f"matmul: {sa} @ {sb}: inner dimensions {sa[-1]} and {sb[0]} differ")
     a2 = _reshaped(a, (1, sa[0]) if len(sa) == 1 else (int(np.prod(sa[:-1])), sa[-1]))
@@ -35,3 +39,136 @@ def matmul(a, b):
 
 def _reshaped(x, shape):
     return x if aval_of(x).shape == tuple(shape) else reshape(x, shape=tuple(shape))
+
+
+# ----------------------------------------------------------------------------- bmm
+
+def _mat_dims(shape, trans):
+    return (shape[-1], shape[-2]) if trans else (shape[-2], shape[-1])
+
+
+def _bmm_rule(a, b, trans_a, trans_b):
+    if a.ndim < 2 or b.ndim < 2:
+        raise ShapeError(f"bmm: operands need at least 2 dimensions (..., m, n), got {a} and {b}")
+    (m, k), (k2, n) = _mat_dims(a.shape, trans_a), _mat_dims(b.shape, trans_b)
+    if k != k2:
+        raise ShapeError(f"bmm: {a} and {b} (trans_a={trans_a}, trans_b={trans_b}): inner dimensions {k} and {k2} differ")
+    batch = broadcast_shapes("bmm (batch axes)", a.shape[:-2], b.shape[:-2])
+    return Aval(batch + (m, n), result_dtype(a, b))
+
+
+def _swap(x):
+    return np.swapaxes(np.asarray(x), -1, -2)
+
+
+def _bmm_impl(a, b, trans_a, trans_b):
+    return np.matmul(_swap(a) if trans_a else np.asarray(a), _swap(b) if trans_b else np.asarray(b))
+
+
+def _bmm_grad_a(dy, y, a, b, trans_a, trans_b):
+    g = bmm(b, dy, trans_a=trans_b, trans_b=True) if trans_a else bmm(dy, b, trans_b=not trans_b)
+    return unbroadcast(g, aval_of(a).shape)
+
+
+def _bmm_grad_b(dy, y, a, b, trans_a, trans_b):
+    g = bmm(dy, a, trans_a=True, trans_b=trans_a) if trans_b else bmm(a, dy, trans_a=not trans_a)
+    return unbroadcast(g, aval_of(b).shape)
+
+
+def _bmm_decompose(a, b, trans_a, trans_b):
+    # c[..., i, j] = sum_k a[..., i, k] b[..., k, j]: one fused kernel, a broadcast
+    # product reduced over k (no batched GEMM routine yet).
+    a = _swap_op(a) if trans_a else a
+    b = _swap_op(b) if trans_b else b
+    sa, sb = aval_of(a).shape, aval_of(b).shape
+    a4 = reshape(a, shape=sa + (1,))                 # (..., m, k, 1)
+    b4 = reshape(b, shape=sb[:-2] + (1,) + sb[-2:])  # (..., 1, k, n)
+    product = mul(a4, b4)
+    axis = aval_of(product).ndim - 2
+    out = reduce_sum(product, axes=(axis,))
+    shape = aval_of(out).shape
+    return reshape(out, shape=shape[:axis] + shape[axis + 1:])
+
+
+def _swap_op(x):
+    n = aval_of(x).ndim
+    return transpose(x, perm=tuple(range(n - 2)) + (n - 1, n - 2))
+
+
+bmm_ = register(Op("bmm", _bmm_rule, _bmm_impl, (_bmm_grad_a, _bmm_grad_b), "composite",
+                   decompose=_bmm_decompose))
+
+
+def bmm(a, b, trans_a=False, trans_b=False):
+    """Batched matrix product with numpy matmul semantics: a (..., m, k) @ b (..., k, n).
+
+    The batch axes lead and broadcast; trans_a/trans_b transpose the last two axes first
+    (Knet's transA/transB). `kn.bmm(a, b)` of (5,2,3) and (5,3,4) is (5,2,4). Memory
+    layouts: Knet's bmm(A, B) of (m,n,b) and (n,k,b) arrays is, on the same bytes read
+    as (b,n,m) and (b,k,n) here, `kn.bmm(b, a)` (reversed shapes transpose each matrix).
+    """
+    return bmm_(a, b, trans_a=bool(trans_a), trans_b=bool(trans_b))
+
+
+# ----------------------------------------------------------------------------- norm, BLAS-1
+
+def norm(x, p=2):
+    """norm(x, p=2): the vector p-norm of all entries (Julia's `norm` of an array).
+
+    p=2 (default), 1, inf (largest magnitude), -inf, 0 (count of nonzeros), or any real p.
+    >>> kn.norm(np.array([3.0, -4.0]))    # 5.0
+    """
+    x_abs = abs_(x)
+    if p == 2:
+        return sqrt(sum(mul(x, x)))
+    if p == 1:
+        return sum(x_abs)
+    if p == np.inf:
+        return maximum(x_abs)
+    if p == -np.inf:
+        return minimum(x_abs)
+    if p == 0:
+        return sum(ne(x, 0))
+    return power(sum(power(x_abs, exponent=float(p))), exponent=1.0 / p)
+
+
+def _mutable(name, y):
+    from ..autograd import _TAPES
+    if priority(y) == 2:
+        raise CompileError(f"{name}: changes its argument in place, which compiled code cannot do",
+                           hint="write the functional form, e.g. y = y + a * x")
+    if priority(y) == 1:
+        if not hasattr(y, "opt") or _TAPES:
+            raise TypeError(f"{name}: in-place update of a value recorded inside diff; "
+                            "write the functional form (y = y + a * x) instead")
+        return y.value
+    if not isinstance(y, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array or a Param, got {type(y).__name__}")
+    return y
+
+
+def axpy_(a, x, y):
+    """y += a * x in place (BLAS axpy, Knet's axpy!); returns y. y: a numpy array or Param."""
+    target = _mutable("axpy_", y)
+    target += np.asarray(a, target.dtype) * np.asarray(x)
+    return y
+
+
+def lmul_(a, x):
+    """x = a * x in place (Knet's lmul!, a a scalar); returns x."""
+    target = _mutable("lmul_", x)
+    target *= np.asarray(a, target.dtype)
+    return x
+
+
+def rmul_(x, a):
+    """x = x * a in place (Knet's rmul!, a a scalar); returns x."""
+    target = _mutable("rmul_", x)
+    target *= np.asarray(a, target.dtype)
+    return x
+
+
+from ..errors import CompileError  # noqa: E402
+from .core import broadcast_shapes, priority  # noqa: E402
+from .elementwise import abs as abs_, mul, ne, power, sqrt, unbroadcast  # noqa: E402
+from .reduce import maximum, minimum, reduce_sum, sum  # noqa: E402

@@ -10,6 +10,10 @@ from .core import aval_of
 from .linalg import matmul
 from .reduce import maximum, mean, sum
 from .shape import reshape, resolve_shape, transpose
+from .reduce import argmax, argmin, minimum, prod
+from .linalg import norm
+from .indexing import getindex, setindex_
+from .arrays import cat
 
 
 def _power(x, exponent):
@@ -31,9 +35,15 @@ def _numpy_reduction(knet_reduction):
 UFUNCS = {
     np.add: ew.add, np.subtract: ew.sub, np.multiply: ew.mul, np.true_divide: ew.div,
     np.negative: ew.neg, np.exp: ew.exp, np.log: ew.log, np.tanh: ew.tanh, np.sqrt: ew.sqrt,
-    np.absolute: ew.abs, np.sign: ew.sign, np.power: _power, np.matmul: matmul,
+    np.absolute: ew.abs, np.sign: ew.sign, np.power: ew.power_any, np.matmul: matmul,
     np.less: ew.lt, np.less_equal: ew.le, np.greater: ew.gt, np.greater_equal: ew.ge,
     np.equal: ew.eq, np.not_equal: ew.ne,
+    # the rest of Knet's unary and binary vocabulary (knetc/ops/math.py)
+    np.arccos: ew.acos, np.arccosh: ew.acosh, np.arcsin: ew.asin, np.arcsinh: ew.asinh, np.arctan: ew.atan,
+    np.arctanh: ew.atanh, np.cbrt: ew.cbrt, np.ceil: ew.ceil, np.cos: ew.cos, np.cosh: ew.cosh,
+    np.exp2: ew.exp2, np.expm1: ew.expm1, np.floor: ew.floor, np.log10: ew.log10, np.log1p: ew.log1p,
+    np.log2: ew.log2, np.rint: ew.round, np.sin: ew.sin, np.sinh: ew.sinh, np.square: ew.abs2, np.tan: ew.tan,
+    np.trunc: ew.trunc, np.maximum: ew.max, np.minimum: ew.min,
 }
 
 
@@ -48,6 +58,43 @@ FUNCTIONS = {
     np.reshape: _numpy_reshape,
     np.transpose: lambda x, axes=None: transpose(x, perm=tuple(axes) if axes is not None else tuple(reversed(range(aval_of(x).ndim)))),
 }
+
+
+def _numpy_var(x, axis=None, ddof=0, keepdims=False, root=False):
+    # numpy's var/std: divide by n - ddof, drop the axes unless keepdims.
+    aval = aval_of(x)
+    axes = tuple(range(aval.ndim)) if axis is None else tuple(a % aval.ndim for a in np.atleast_1d(axis))
+    d = ew.sub(x, mean(x, axes))
+    n = int(np.prod([aval.shape[a] for a in axes]))
+    out = ew.div(sum(ew.mul(d, d), axes), max(n - ddof, 1))
+    out = ew.sqrt(out) if root else out
+    return out if keepdims else reshape(out, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
+
+
+def _numpy_arg(knet_arg):
+    def arg(x, axis=None, keepdims=False):
+        if axis is None:
+            return knet_arg(x)
+        out = knet_arg(x, axis)
+        shape = aval_of(out).shape
+        return out if keepdims else reshape(out, shape=shape[:axis % len(shape)] + shape[axis % len(shape) + 1:])
+    return arg
+
+
+def _numpy_norm(x, ord=None, axis=None, keepdims=False):
+    if axis is not None or keepdims or (ord is not None and aval_of(x).ndim > 1):
+        raise NotImplementedError("np.linalg.norm on knetc values: only the vector norm of all entries "
+                                  "(ord for 1-D arrays); use kn.norm(x, p)")
+    return norm(x, 2 if ord is None else ord)
+
+
+FUNCTIONS.update({
+    np.prod: _numpy_reduction(prod), np.min: _numpy_reduction(minimum), np.amin: _numpy_reduction(minimum),
+    np.var: _numpy_var, np.std: lambda x, axis=None, ddof=0, keepdims=False: _numpy_var(x, axis, ddof, keepdims, True),
+    np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
+    np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis),
+    np.linalg.norm: _numpy_norm,
+})
 
 
 class ArrayMethods:
@@ -85,6 +132,10 @@ class ArrayMethods:
     def size(self): return int(np.prod(aval_of(self).shape))
     @property
     def T(self): return transpose(self, perm=tuple(reversed(range(self.ndim))))
+
+    def __getitem__(self, index): return getindex(self, index)
+
+    def __setitem__(self, index, value): setindex_(self, index, value)
 
     def __len__(self):
         if not self.shape:

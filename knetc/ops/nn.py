@@ -1,11 +1,20 @@
-"""Normalisation and losses. logsumexp, logsoftmax and softmax are primitives (their
-gradients are short and stable); for code generation they decompose into max/sum
-reductions and elementwise ops, which then fuse. nll is written with ops."""
+"""Activations, normalisation and losses.
+
+logsumexp, logsoftmax and softmax are primitives (their gradients are short and stable);
+for code generation they decompose into max/sum reductions and elementwise ops, which then
+fuse. elu, selu, invx and the private softplus and `masked` are elementwise ops with scalar
+templates. nll, accuracy, bce and logistic are written with ops, so they run eagerly, on the
+tape and compiled.
+
+Translation from Knet: classes lie on axis `dims` (default -1, the last axis: scores are
+(instances, classes)); labels are 0..C-1 and -1 skips an instance.
+"""
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Aval, Op, aval_of, normalize_axes, register
-from .elementwise import add, astype, div, eq, exp, iota, log, mul, ne, neg, sub
+from .core import Aval, Op, aval_of, broadcast_shapes, check_float, normalize_axes, register
+from .elementwise import (add, astype, div, eq, exp, gt, iota, le, log, mul, ne, neg, sigm, sub,
+                          unbroadcast)
 from .reduce import reduce_max, reduce_sum, sum
 from .shape import reshape
 
@@ -22,7 +31,8 @@ def _lse_impl(x, axes):
     x = np.asarray(x)
     m = np.max(x, axis=axes, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
-    return m + np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True))
+    with np.errstate(divide="ignore"):  # log(0) of such rows is -inf, as it should be
+        return m + np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True))
 
 
 def _lse_decompose(x, axes):
@@ -46,44 +56,235 @@ softmax_ = register(Op(
 
 
 def logsumexp(x, dims=None):
-    """log(sum(exp(x), dims)) computed stably; without dims the result is a scalar."""
+    """log(sum(exp(x), dims)) computed stably; reduced axes are kept, without dims a scalar.
+
+    >>> kn.logsumexp(np.array([[1e4, 1e4]]), dims=1)  # [[1e4 + log 2]], no overflow
+    """
+    check_float("logsumexp", aval_of(x))
     out = logsumexp_(x, axes=normalize_axes("logsumexp", dims, aval_of(x).ndim))
     return reshape(out, shape=()) if dims is None else out
 
 
 def logsoftmax(x, dims=None):
-    """x - logsumexp(x, dims): normalised log probabilities (over the whole array without dims)."""
+    """x - logsumexp(x, dims): normalised log probabilities (over the whole array without dims).
+
+    >>> kn.logsoftmax(scores, dims=-1)  # each row (instance) normalised over its classes
+    """
+    check_float("logsoftmax", aval_of(x))
     return logsoftmax_(x, axes=normalize_axes("logsoftmax", dims, aval_of(x).ndim))
 
 
 def softmax(x, dims=None):
-    """exp(logsoftmax(x, dims))."""
+    """exp(logsoftmax(x, dims)): probabilities summing to 1 over `dims` (all axes without dims).
+
+    >>> kn.softmax(np.array([0.0, np.log(3)]))  # [0.25, 0.75]
+    """
+    check_float("softmax", aval_of(x))
     return softmax_(x, axes=normalize_axes("softmax", dims, aval_of(x).ndim))
 
 
 logp = logsoftmax
 
 
-def nll(scores, labels, dims=-1, average=True):
-    """Negative log likelihood of integer `labels` (0-based, -1 = skip) under `scores`.
+# ----------------------------------------------------------------------------- activations
 
-    Classes lie on axis `dims` (default the last: scores are (instances, classes)).
-    Returns total/count, or the pair (total, count) with average=False.
+def _unary(name, impl, scalar, grad):
+    def rule(x):
+        check_float(name, x)
+        return x
+    return register(Op(name, rule, impl, (grad,), "elementwise", scalar))
 
-    >>> kn.nll(np.array([[12.2, 2.0, 0.0], [0.3, 21.5, -21.0]]), np.array([0, 1]))
-    """
+
+def _elu_impl(x):
+    x = np.asarray(x)
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))  # minimum: no overflow warning for x >> 0
+
+
+elu = _unary("elu", _elu_impl, lambda k, x: f"({x} if {x} > {k.const(0)} else math.expm1({x}))",
+             # d/dx: 1 for x > 0, exp(x) = y + 1 otherwise
+             lambda dy, y, x: mul(dy, add(gt(x, 0), mul(le(x, 0), add(y, 1)))))
+elu.__doc__ = "elu(x) = x if x > 0 else exp(x) - 1 (Clevert et al. 2015)."
+
+SELU_LAMBDA, SELU_ALPHA = 1.0507009873554805, 1.6732632423543778
+
+
+def _selu_impl(x):
+    x = np.asarray(x)
+    return SELU_LAMBDA * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+
+
+selu = _unary("selu", _selu_impl,
+              lambda k, x: f"{k.const(SELU_LAMBDA)} * ({x} if {x} > {k.const(0)} else {k.const(SELU_ALPHA)} * math.expm1({x}))",
+              # d/dx: lambda for x > 0, lambda*alpha*exp(x) = y + lambda*alpha otherwise
+              lambda dy, y, x: mul(dy, add(mul(gt(x, 0), SELU_LAMBDA), mul(le(x, 0), add(y, SELU_LAMBDA * SELU_ALPHA)))))
+selu.__doc__ = "selu(x) = 1.0507 * (x if x > 0 else 1.6733 * (exp(x) - 1)) (Klambauer et al. 2017)."
+
+invx = _unary("invx", lambda x: 1 / np.asarray(x), lambda k, x: f"{k.const(1)} / {x}",
+              lambda dy, y, x: neg(mul(dy, mul(y, y))))
+invx.__doc__ = "invx(x) = 1 / x."
+
+
+def _softplus_impl(x):
+    x = np.asarray(x)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+# log(1 + exp(x)) without overflow; the binary losses are written with it.
+softplus = _unary("softplus", _softplus_impl,
+                  lambda k, x: f"(max({x}, {k.const(0)}) + math.log1p(math.exp(-abs({x}))))",
+                  lambda dy, y, x: mul(dy, sigm(x)))
+
+
+def _masked_rule(x, mask):
+    return Aval(broadcast_shapes("masked", x.shape, mask.shape), x.dtype if x.dtype is not None else mask.dtype)
+
+
+def _masked_impl(x, mask):
+    dtype = _masked_rule(aval_of(x), aval_of(mask)).dtype or np.float64
+    return np.where(np.asarray(mask) != 0, x, 0).astype(dtype)
+
+
+# x where mask != 0, else 0. Unlike x * mask it gives 0 (not NaN) for x = -inf outside the
+# mask: nll and accuracy pick the labelled scores with it, so masked -inf logits are harmless.
+masked = register(Op(
+    "masked", _masked_rule, _masked_impl,
+    (lambda dy, y, x, mask: unbroadcast(masked(dy, mask), aval_of(x).shape), None), "elementwise",
+    lambda k, x, mask: f"({x} if {mask} != {k.const(0)} else {k.const(0)})"))
+
+
+# ----------------------------------------------------------------------------- losses
+
+def _is_concrete(x):
+    return isinstance(x, np.ndarray) or isinstance(getattr(x, "value", None), np.ndarray)
+
+
+def _class_labels(name, scores, labels, dims):
+    """Check scores/labels; return (axis, labels as scores' dtype shaped with the class axis kept)."""
     sa, la = aval_of(scores), aval_of(labels)
-    axes = normalize_axes("nll", dims, sa.ndim)
+    check_float(name, sa)
+    axes = normalize_axes(name, dims, sa.ndim)
     if len(axes) != 1:
-        raise ShapeError(f"nll: dims={dims} must name one axis (the classes)")
+        raise ShapeError(f"{name}: dims={dims} must name one axis (the classes)")
     axis = axes[0]
     kept = tuple(1 if i == axis else n for i, n in enumerate(sa.shape))
     if la.shape not in (kept, kept[:axis] + kept[axis + 1:]):
-        raise ShapeError(f"nll: labels of shape {la.shape} do not match scores {sa.shape} with classes on axis {axis}")
+        raise ShapeError(f"{name}: labels of shape {la.shape} do not match scores {sa.shape} with classes on axis {axis}")
     if la.dtype is None or not np.issubdtype(la.dtype, np.integer):
-        raise ShapeError(f"nll: labels must be an integer array, got {la}")
-    labels = reshape(astype(labels, dtype=sa.dtype), shape=kept)
-    onehot = eq(iota(scores, axis=axis, dtype=sa.dtype), labels)  # label -1 matches no class
-    total = neg(sum(mul(logsoftmax_(scores, axes=(axis,)), onehot)))
+        raise ShapeError(f"{name}: labels must be an integer array (0..C-1, -1 to skip), got {la}")
+    if _is_concrete(labels):  # eager: the values are here, check them (compiled code cannot)
+        values = np.asarray(labels)
+        bad = values[(values < -1) | (values >= sa.shape[axis])]
+        if bad.size:
+            raise ValueError(f"{name}: label {int(bad[0])} is out of range: labels must be in 0..{sa.shape[axis] - 1} "
+                             f"(classes on axis {axis}) or -1 to skip")
+    return axis, reshape(astype(labels, dtype=sa.dtype), shape=kept)
+
+
+def _count(labels):
+    """The number of labels that are not -1; a Python int when the labels are known now
+    (constant labels in compiled code then stay a number, not an array constant)."""
     count = sum(ne(labels, -1))
+    return int(count) if isinstance(count, np.ndarray) else count
+
+
+def _over_data(loss, model, data, dims, average, kwargs):
+    """Knet's `loss(model; data)`: sum (total, count) of loss(model(x), y) over the (x, y) in data."""
+    if data is None:
+        raise TypeError(f"{loss.__name__}(model, data=...): data (an iterable of (x, y) pairs) is missing")
+    total, count = 0.0, 0
+    for x, y in data:
+        t, c = loss(model(x, **kwargs), y, dims=dims, average=False)
+        total += float(np.asarray(t))
+        count += int(np.asarray(c))
+    if not average:
+        return total, count
+    return total / count if count else float("nan")
+
+
+def _model_form(loss, model, labels, more, dims, average, data, kwargs):
+    """loss(model, x, y) (one batch) or loss(model, data) / loss(model, data=data)."""
+    if more:
+        if len(more) != 1 or data is not None:
+            raise TypeError(f"{loss.__name__}(model, x, y): expected one x and one y")
+        return loss(model(labels, **kwargs), more[0], dims=dims, average=average)
+    return _over_data(loss, model, labels if data is None else data, dims, average, kwargs)
+
+
+def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
+    """Negative log likelihood of integer `labels` (0-based, -1 = skip) under unnormalised `scores`.
+
+    Classes lie on axis `dims` (default the last: scores are (instances, classes)). Returns
+    total/count, or the pair (total, count) with average=False, count being the instances
+    not skipped. With a model: `nll(model, data=batches)` (or `nll(model, batches)`) sums
+    over the (x, y) pairs of `data` calling `model(x, **kwargs)`; `nll(model, x, y)` is
+    `nll(model(x), y)`.
+
+    >>> kn.nll(np.array([[12.2, 2.0, 0.0], [0.3, 21.5, -21.0]]), np.array([0, 1]))  # 2.1100e-05
+    """
+    if callable(scores):
+        return _model_form(nll, scores, labels, more, dims, average, data, kwargs)
+    if kwargs or more:
+        raise TypeError(f"nll(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
+    axis, labels = _class_labels("nll", scores, labels, dims)
+    onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)  # label -1 matches no class
+    total = neg(sum(masked(logsoftmax_(scores, axes=(axis,)), onehot)))
+    count = _count(labels)
     return div(total, count) if average else (total, count)
+
+
+def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
+    """The fraction of instances whose labelled class has the highest score (labels 0-based,
+    -1 = skip); (ncorrect, count) with average=False. A label whose score ties the maximum
+    counts as correct. With a model, as nll: `accuracy(model, data=batches)` sums over the
+    (x, y) in data, `accuracy(model, x, y)` is `accuracy(model(x), y)`.
+
+    >>> kn.accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, -1]))  # 0.5
+    """
+    if callable(scores):
+        return _model_form(accuracy, scores, labels, more, dims, average, data, kwargs)
+    if kwargs or more:
+        raise TypeError(f"accuracy(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
+    axis, labels = _class_labels("accuracy", scores, labels, dims)
+    onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)
+    picked = reduce_sum(masked(scores, onehot), axes=(axis,))
+    keep = ne(labels, -1)
+    correct = sum(mul(eq(picked, reduce_max(scores, axes=(axis,))), keep))
+    count = _count(labels)
+    return div(correct, count) if average else (correct, count)
+
+
+def _binary_labels(name, scores, labels):
+    sa, la = aval_of(scores), aval_of(labels)
+    check_float(name, sa)
+    if la.shape != sa.shape:
+        raise ShapeError(f"{name}: labels of shape {la.shape} do not match scores of shape {sa.shape}")
+    if la.dtype is not None and not (np.issubdtype(la.dtype, np.number) or la.dtype == np.bool_):
+        raise ShapeError(f"{name}: labels must be numeric, got {la}")
+    return astype(labels, dtype=sa.dtype)
+
+
+def _binary_loss(losses, scores, average):
+    total = sum(losses)
+    count = int(np.prod(aval_of(scores).shape))
+    return div(total, count) if average else (total, count)
+
+
+def bce(scores, labels, average=True):
+    """Binary cross entropy of labels in {0, 1} under unnormalised scores (probabilities are
+    sigm(scores)), computed stably as softplus(x) - label*x. Returns total/count, or
+    (total, count) with average=False.
+
+    >>> kn.bce(np.array([2.0, -1.0]), np.array([1, 0]))  # mean(-log sigm(2), -log(1 - sigm(-1)))
+    """
+    labels = _binary_labels("bce", scores, labels)
+    return _binary_loss(sub(softplus(scores), mul(labels, scores)), scores, average)
+
+
+def logistic(scores, labels, average=True):
+    """Logistic loss log(1 + exp(-label*score)) of labels in {-1, 1}: the same loss as bce
+    with {0, 1} labels. Returns total/count, or (total, count) with average=False.
+
+    >>> kn.logistic(np.array([2.0, -1.0]), np.array([1, -1]))
+    """
+    labels = _binary_labels("logistic", scores, labels)
+    return _binary_loss(softplus(neg(mul(labels, scores))), scores, average)

@@ -26,6 +26,27 @@ reduce_max = register(Op(
     (lambda dy, y, x, axes: mul(dy, eq(x, y)),), "reduce"))
 
 
+reduce_min = register(Op(
+    "reduce_min", _reduce_rule("minimum"), lambda x, axes: np.min(x, axis=axes, keepdims=True),
+    (lambda dy, y, x, axes: mul(dy, eq(x, y)),), "reduce"))
+
+
+def _prod_grad(dy, y, x, axes):
+    # d prod / d x_i is the product of the other entries. With no zeros that is y / x_i;
+    # with exactly one zero, only the zero entry gets the product of the nonzeros; with
+    # more, all are 0. Written without dividing by zero, so no NaN.
+    zero = eq(x, 0)
+    nonzero_product = reduce_prod(add(x, zero), axes=axes)
+    zeros = reduce_sum(zero, axes=axes)
+    others = add(mul(div(sub(1, zero), add(x, zero)), eq(zeros, 0)), mul(zero, eq(zeros, 1)))
+    return mul(mul(dy, nonzero_product), others)
+
+
+reduce_prod = register(Op(
+    "reduce_prod", _reduce_rule("prod"), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
+    (_prod_grad,), "reduce"))
+
+
 def _public(name, primitive):
     def reduction(x, dims=None):
         aval = aval_of(x)
@@ -37,6 +58,10 @@ def _public(name, primitive):
 
 sum = _public("sum", reduce_sum)
 maximum = _public("maximum", reduce_max)
+minimum = _public("minimum", reduce_min)
+prod = _public("prod", reduce_prod)
+minimum.__doc__ = """minimum(x, dims=None): the smallest entry (over `dims`, kept as size 1); ties share the gradient."""
+prod.__doc__ = """prod(x, dims=None): the product of the entries; `kn.prod(x, dims=0)` of (3,4) is (1,4)."""
 sum.__doc__ = """sum(x, dims=None): Knet's sum. `kn.sum(x, dims=1)` of a (4,5) array is (4,1); no dims: a scalar."""
 maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept as size 1), as Knet's maximum."""
 
@@ -48,5 +73,114 @@ def mean(x, dims=None):
     return div(sum(x, dims), builtins.max(count, 1))
 
 
-from .elementwise import broadcast_to, div, eq, mul  # noqa: E402
+def _count(name, x, dims):
+    aval = aval_of(x)
+    return int(np.prod([aval.shape[a] for a in normalize_axes(name, dims, aval.ndim)]))
+
+
+def var(x, dims=None, corrected=True, mean=None):
+    """var(x, dims=None, corrected=True, mean=None): the variance, as Julia's `var`.
+
+    corrected divides by n-1 (else n); `mean=` gives a precomputed mean (broadcastable).
+    >>> kn.var(x, dims=0)          # per column of a (N, D) array, shape (1, D)
+    """
+    m = _mean(x, dims) if mean is None else mean
+    d = sub(x, m)
+    n = _count("var", x, dims)
+    return div(sum(mul(d, d), dims), builtins.max(n - (1 if corrected else 0), 1))
+
+
+def varm(x, m, dims=None, corrected=True):
+    """varm(x, m, dims=None, corrected=True): the variance about a given mean m."""
+    return var(x, dims, corrected, mean=m)
+
+
+def std(x, dims=None, corrected=True, mean=None):
+    """std(x, dims=None, corrected=True, mean=None): sqrt(var(...)), as Julia's `std`."""
+    return sqrt(var(x, dims, corrected, mean))
+
+
+def stdm(x, m, dims=None, corrected=True):
+    """stdm(x, m, dims=None, corrected=True): the standard deviation about a given mean m."""
+    return sqrt(var(x, dims, corrected, mean=m))
+
+
+_mean = mean
+
+
+# ----------------------------------------------------------------------------- argmax & co.
+# Index form: without dims, the flat (C-order) position in x, a scalar (np.argmax's);
+# with dims, the reduced axes are kept as size 1 and the result is the position inside
+# each reduced block: along the axis for one axis (np.argmax(x, axis, keepdims=True), the
+# form np.take_along_axis takes), the C-order position over the reduced axes for several.
+# Ties: the first position. Not differentiable.
+
+def _arg_impl(pick):
+    def impl(x, axes):
+        x = np.asarray(x)
+        rest = [a for a in range(x.ndim) if a not in axes]
+        moved = np.transpose(x, rest + list(axes))
+        block = moved.reshape(moved.shape[:len(rest)] + (-1,))
+        if block.shape[-1] == 0:
+            raise ValueError("argmax/argmin of an empty array")
+        found = pick(block, axis=-1)
+        return found.reshape(tuple(1 if a in axes else n for a, n in enumerate(x.shape))).astype(np.int64)
+    return impl
+
+
+def _arg_rule(x, axes):
+    if any(not 0 <= a < x.ndim for a in axes):
+        raise ShapeError(f"argmax: axes {axes} out of range for {x}")
+    return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), np.dtype("int64"))
+
+
+def _arg_decompose(extreme):
+    # In generated code: the smallest flat block position among the entries equal to the
+    # extreme (entries that are not get a position past the end), one fused reduction.
+    def decompose(x, axes):
+        shape = aval_of(x).shape
+        hit = astype(eq(x, extreme(x, axes=axes)), dtype=np.int64)
+        position, stride = None, 1
+        for a in reversed(axes):
+            term = iota(x, axis=a, dtype=np.int64)
+            term = term if stride == 1 else mul(term, stride)
+            position = term if position is None else add(position, term)
+            stride *= shape[a]
+        return reduce_min(add(position, mul(sub(1, hit), stride)), axes=axes)
+    return decompose
+
+
+argmax_ = register(Op("argmax", _arg_rule, _arg_impl(np.argmax), (None,), "composite",
+                      decompose=_arg_decompose(reduce_max)))
+argmin_ = register(Op("argmin", _arg_rule, _arg_impl(np.argmin), (None,), "composite",
+                      decompose=_arg_decompose(reduce_min)))
+
+
+def argmax(x, dims=None):
+    """argmax(x, dims=None): 0-based position of the largest entry (first among ties).
+
+    No dims: the flat C-order index (a scalar). With dims: the position within each
+    reduced block, reduced axes kept as size 1 (`kn.argmax(x, dims=1)` of (4,5) is (4,1)).
+    """
+    out = argmax_(x, axes=normalize_axes("argmax", dims, aval_of(x).ndim))
+    return reshape(out, shape=()) if dims is None else out
+
+
+def argmin(x, dims=None):
+    """argmin(x, dims=None): as argmax, for the smallest entry."""
+    out = argmin_(x, axes=normalize_axes("argmin", dims, aval_of(x).ndim))
+    return reshape(out, shape=()) if dims is None else out
+
+
+def findmax(x, dims=None):
+    """findmax(x, dims=None) -> (maximum(x, dims), argmax(x, dims)); indices as in argmax."""
+    return maximum(x, dims), argmax(x, dims)
+
+
+def findmin(x, dims=None):
+    """findmin(x, dims=None) -> (minimum(x, dims), argmin(x, dims))."""
+    return minimum(x, dims), argmin(x, dims)
+
+
+from .elementwise import add, astype, broadcast_to, div, eq, iota, mul, sqrt, sub  # noqa: E402
 from .shape import reshape  # noqa: E402

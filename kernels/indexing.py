@@ -1,0 +1,135 @@
+"""Gather (`take` along an axis) and its adjoint, scatter-add, for integer-array indexing
+in compiled code. The generated drivers call `fn(x, idx, out, axis=..)` with C-contiguous
+arrays; both routines view them as (pre, n, post) blocks around the indexed axis.
+
+Indices are 0-based; negative ones count from the end (numpy). The CPU routines raise
+IndexError for an index out of range; on the GPU such an index reads 0 (take) or is
+skipped (scatter-add), since a kernel cannot raise.
+"""
+import numpy as np
+from numba import cuda, njit
+
+THREADS = 256
+
+
+def _blocks(shape, axis):
+    pre = 1
+    for n in shape[:axis]:
+        pre *= n
+    post = 1
+    for n in shape[axis + 1:]:
+        post *= n
+    return pre, shape[axis], post
+
+
+@njit(cache=True)
+def take_cpu(x, idx, out, axis):
+    pre, n, post = 1, x.shape[axis], 1
+    for a in range(axis):
+        pre *= x.shape[a]
+    for a in range(axis + 1, x.ndim):
+        post *= x.shape[a]
+    xs, ks, outs = x.reshape(x.size), idx.reshape(idx.size), out.reshape(out.size)
+    m = ks.size
+    for i in range(pre):
+        for j in range(m):
+            k = ks[j]
+            if k < 0:
+                k += n
+            if k < 0 or k >= n:
+                raise IndexError("take: index out of range")
+            for p in range(post):
+                outs[(i * m + j) * post + p] = xs[(i * n + k) * post + p]
+
+
+@njit(cache=True)
+def scatter_add_cpu(dy, idx, out, axis, size):
+    n = size
+    pre, post = 1, 1
+    for a in range(axis):
+        pre *= dy.shape[a]
+    for a in range(axis + idx.ndim, dy.ndim):
+        post *= dy.shape[a]
+    ds, ks, outs = dy.reshape(dy.size), idx.reshape(idx.size), out.reshape(out.size)
+    m = ks.size
+    outs[:] = 0
+    for i in range(pre):
+        for j in range(m):
+            k = ks[j]
+            if k < 0:
+                k += n
+            if k < 0 or k >= n:
+                raise IndexError("scatter_add: index out of range")
+            for p in range(post):
+                outs[(i * n + k) * post + p] += ds[(i * m + j) * post + p]
+
+
+@cuda.jit(cache=True)
+def _take_kernel(xs, ks, outs, n, m, post):
+    t = cuda.grid(1)
+    if t < outs.size:
+        p = t % post
+        j = (t // post) % m
+        i = t // (post * m)
+        k = ks[j]
+        if k < 0:
+            k += n
+        if k >= 0 and k < n:
+            outs[t] = xs[(i * n + k) * post + p]
+        else:
+            outs[t] = 0
+
+
+@cuda.jit(cache=True)
+def _zero_kernel(outs):
+    t = cuda.grid(1)
+    if t < outs.size:
+        outs[t] = 0
+
+
+@cuda.jit(cache=True)
+def _scatter_add_kernel(ds, ks, outs, n, m, post):
+    # One thread per dy entry; repeated indices meet at the same output: atomic adds.
+    t = cuda.grid(1)
+    if t < ds.size:
+        p = t % post
+        j = (t // post) % m
+        i = t // (post * m)
+        k = ks[j]
+        if k < 0:
+            k += n
+        if k >= 0 and k < n:
+            cuda.atomic.add(outs, (i * n + k) * post + p, ds[t])
+
+
+def _launch(size):
+    threads = max(1, min(size, THREADS))
+    return (size + threads - 1) // threads, threads
+
+
+def take_cuda(x, idx, out, axis):
+    pre, n, post = _blocks(x.shape, axis)
+    if out.size:
+        _take_kernel[_launch(out.size)](x.reshape(x.size), idx.reshape(idx.size), out.reshape(out.size),
+                                        n, idx.size, post)
+
+
+def scatter_add_cuda(dy, idx, out, axis, size):
+    post = int(np.prod(dy.shape[axis + idx.ndim:]))
+    flat = out.reshape(out.size)
+    if out.size:
+        _zero_kernel[_launch(out.size)](flat)
+    if dy.size:
+        _scatter_add_kernel[_launch(dy.size)](dy.reshape(dy.size), idx.reshape(idx.size), flat, size, idx.size, post)
+
+
+# The CUDA kernels' signatures ({name: [numba signature, ...]}), for compiling them to PTX
+# without a GPU (tests/test_indexing.py).
+PTX_SIGNATURES = {
+    name: [signature.format(t=t) for t in ("float32", "float64")]
+    for name, signature in {
+        "_take_kernel": "void({t}[::1], int64[::1], {t}[::1], int64, int64, int64)",
+        "_zero_kernel": "void({t}[::1])",
+        "_scatter_add_kernel": "void({t}[::1], int64[::1], {t}[::1], int64, int64, int64)",
+    }.items()
+}

@@ -1,0 +1,364 @@
+"""Pooling routines (CPU njit and Numba CUDA) for the "call" ops of knetc.ops.pooling.
+
+Every routine views its arrays as (slices, positions): 4-D (N,C,H,W) and 5-D (N,C,D,H,W)
+arrays become (N*C, D*H*W) with D=1 for 4-D, and window, padding and stride are 3-tuples
+(d, h, w). Max pooling treats padding as absent (never the maximum); ties go to the first
+position in window order, a NaN wins when `nan_opt` is 1 (NaNs propagate) and loses to
+any number when it is 0. Average mode 1 divides by the window size, mode 2 by the number
+of real (unpadded) positions.
+
+Routines, called by the generated drivers as routine(*inputs, out, **params):
+  pool_*(x, out, window, padding, stride, mode, nan_opt, alpha)          y = alpha * pool(x)
+  pool_grad_max_*(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha)  dx (max modes)
+  pool_grad_avg_*(dy, out, shape, window, padding, stride, mode, alpha)  dx (average modes)
+  pool_gather_*(x, y, g, out, window, padding, stride, mode, nan_opt, alpha)  alpha*g[argmax]
+
+Example (CPU): ``pool_cpu(x, y, (1, 2, 2), (0, 0, 0), (1, 2, 2), 0, 1, 1.0)``
+"""
+from numba import cuda, njit, prange
+
+from knetc.report import report
+
+BLOCK = 256
+
+
+# ----------------------------------------------------------------------------- CPU helpers
+
+@njit(cache=True)
+def _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt):
+    """Position (d*H + h)*W + w in slice s of the maximum of output o's window."""
+    d0 = (o // (OW * OH)) * sd - pd
+    h0 = ((o // OW) % OH) * sh - ph
+    w0 = (o % OW) * sw - pw
+    best_i = -1
+    best = x[s, 0]
+    for a in range(wd):
+        d = d0 + a
+        if d < 0 or d >= D:
+            continue
+        for b in range(wh):
+            h = h0 + b
+            if h < 0 or h >= H:
+                continue
+            for c in range(ww):
+                w = w0 + c
+                if w < 0 or w >= W:
+                    continue
+                i = (d * H + h) * W + w
+                v = x[s, i]
+                if best_i < 0:
+                    take = True
+                elif best != best:  # the best so far is NaN
+                    take = nan_opt == 0 and v == v
+                elif v != v:
+                    take = nan_opt != 0
+                else:
+                    take = v > best
+                if take:
+                    best_i = i
+                    best = v
+    return best_i
+
+
+@njit(cache=True)
+def _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode):
+    if mode == 1:
+        return wd * wh * ww
+    d0 = (o // (OW * OH)) * sd - pd
+    h0 = ((o // OW) % OH) * sh - ph
+    w0 = (o % OW) * sw - pw
+    # the window's positions inside the input, per axis
+    return ((min(d0 + wd, D) - max(d0, 0)) * (min(h0 + wh, H) - max(h0, 0)) * (min(w0 + ww, W) - max(w0, 0)))
+
+
+@njit(cache=True)
+def _sum_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw):
+    d0 = (o // (OW * OH)) * sd - pd
+    h0 = ((o // OW) % OH) * sh - ph
+    w0 = (o % OW) * sw - pw
+    total = 0.0
+    for a in range(wd):
+        d = d0 + a
+        if d < 0 or d >= D:
+            continue
+        for b in range(wh):
+            h = h0 + b
+            if h < 0 or h >= H:
+                continue
+            for c in range(ww):
+                w = w0 + c
+                if 0 <= w < W:
+                    total += x[s, (d * H + h) * W + w]
+    return total
+
+
+def geometry(xshape, yshape):
+    """(slices, D, H, W, OD, OH, OW) of an input/output pair, 4-D or 5-D."""
+    slices = xshape[0] * xshape[1]
+    if len(xshape) == 4:
+        return slices, 1, xshape[2], xshape[3], 1, yshape[2], yshape[3]
+    return slices, xshape[2], xshape[3], xshape[4], yshape[2], yshape[3], yshape[4]
+
+
+@njit(cache=True)
+def _geometry_cpu(x, y):
+    slices = x.shape[0] * x.shape[1]
+    H, W, OH, OW = x.shape[-2], x.shape[-1], y.shape[-2], y.shape[-1]
+    D = x.size // max(1, slices * H * W)
+    OD = y.size // max(1, slices * OH * OW)
+    return slices, D, H, W, OD, OH, OW
+
+
+# ----------------------------------------------------------------------------- CPU
+
+@njit(cache=True, parallel=True)
+def _forward_cpu(x, y, D, H, W, OH, OW, window, padding, stride, mode, nan_opt, alpha):
+    wd, wh, ww = window
+    pd, ph, pw = padding
+    sd, sh, sw = stride
+    for s in prange(x.shape[0]):
+        for o in range(y.shape[1]):
+            if mode == 0 or mode == 3:
+                i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
+                y[s, o] = alpha * x[s, i]
+            else:
+                total = _sum_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw)
+                y[s, o] = alpha * total / _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode)
+
+
+@njit(cache=True)
+def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
+    if out.size == 0:
+        return
+    _forward_cpu(x.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)), D, H, W, OH, OW,
+                 window, padding, stride, mode, nan_opt, alpha)
+
+
+@njit(cache=True, parallel=True)
+def _grad_max_cpu(x, dy, dx, D, H, W, OH, OW, window, padding, stride, nan_opt, alpha):
+    wd, wh, ww = window
+    pd, ph, pw = padding
+    sd, sh, sw = stride
+    for s in prange(x.shape[0]):  # each slice scatters into its own row: no races
+        for i in range(dx.shape[1]):
+            dx[s, i] = 0
+        for o in range(dy.shape[1]):
+            i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
+            dx[s, i] += alpha * dy[s, o]
+
+
+@njit(cache=True)
+def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, dy)
+    if out.size == 0:
+        return
+    _grad_max_cpu(x.reshape((slices, D * H * W)), dy.reshape((slices, OD * OH * OW)),
+                  out.reshape((slices, D * H * W)), D, H, W, OH, OW, window, padding, stride, nan_opt, alpha)
+
+
+@njit(cache=True, parallel=True)
+def _grad_avg_cpu(dy, dx, D, H, W, OH, OW, window, padding, stride, mode, alpha):
+    wd, wh, ww = window
+    pd, ph, pw = padding
+    sd, sh, sw = stride
+    for s in prange(dx.shape[0]):
+        for i in range(dx.shape[1]):
+            dx[s, i] = 0
+        for o in range(dy.shape[1]):
+            g = alpha * dy[s, o] / _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode)
+            d0 = (o // (OW * OH)) * sd - pd
+            h0 = ((o // OW) % OH) * sh - ph
+            w0 = (o % OW) * sw - pw
+            for d in range(max(d0, 0), min(d0 + wd, D)):
+                for h in range(max(h0, 0), min(h0 + wh, H)):
+                    for w in range(max(w0, 0), min(w0 + ww, W)):
+                        dx[s, (d * H + h) * W + w] += g
+
+
+@njit(cache=True)
+def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
+    slices, D, H, W, OD, OH, OW = _geometry_cpu(out, dy)
+    if out.size == 0:
+        return
+    _grad_avg_cpu(dy.reshape((slices, OD * OH * OW)), out.reshape((slices, D * H * W)), D, H, W, OH, OW,
+                  window, padding, stride, mode, alpha)
+
+
+@njit(cache=True, parallel=True)
+def _gather_cpu(x, g, z, D, H, W, OH, OW, window, padding, stride, nan_opt, alpha):
+    wd, wh, ww = window
+    pd, ph, pw = padding
+    sd, sh, sw = stride
+    for s in prange(x.shape[0]):
+        for o in range(z.shape[1]):
+            i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
+            z[s, o] = alpha * g[s, i]
+
+
+@njit(cache=True)
+def pool_gather_cpu(x, y, g, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
+    if out.size == 0:
+        return
+    _gather_cpu(x.reshape((slices, D * H * W)), g.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)),
+                D, H, W, OH, OW, window, padding, stride, nan_opt, alpha)
+
+
+# ----------------------------------------------------------------------------- CUDA kernel
+# One kernel for every routine (Numba cannot compile CUDA device functions to PTX without a
+# GPU, so the window scan is written once, here). One thread per output element (kind 0:
+# forward, 2: gather) or per input element (kind 1: gradient; the thread gathers from the
+# outputs whose windows contain it, so no atomics are needed). x is read by the max modes
+# and the forward pass only.
+FORWARD, GRADIENT, GATHER = 0, 1, 2
+
+
+@cuda.jit
+def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, kind, mode, nan_opt, alpha):
+    t = cuda.grid(1)
+    if t >= out.shape[0] * out.shape[1]:
+        return
+    s = t // out.shape[1]
+    j = t % out.shape[1]
+    if kind == GRADIENT:  # j is an input position: the outputs od_lo..od_hi-1 (etc.) hold it
+        jw = j % W
+        jh = (j // W) % H
+        jd = j // (W * H)
+        od_lo = max(0, (jd + pd - wd + sd) // sd)
+        oh_lo = max(0, (jh + ph - wh + sh) // sh)
+        ow_lo = max(0, (jw + pw - ww + sw) // sw)
+        od_hi = min(OD, (jd + pd) // sd + 1)
+        oh_hi = min(OH, (jh + ph) // sh + 1)
+        ow_hi = min(OW, (jw + pw) // sw + 1)
+    else:  # j is an output position
+        od_lo = j // (OW * OH)
+        oh_lo = (j // OW) % OH
+        ow_lo = j % OW
+        od_hi = od_lo + 1
+        oh_hi = oh_lo + 1
+        ow_hi = ow_lo + 1
+    is_max = mode == 0 or mode == 3
+    total = 0.0
+    for od in range(od_lo, od_hi):
+        for oh in range(oh_lo, oh_hi):
+            for ow in range(ow_lo, ow_hi):
+                o = (od * OH + oh) * OW + ow
+                d0 = od * sd - pd
+                h0 = oh * sh - ph
+                w0 = ow * sw - pw
+                best_i = -1
+                best = x[s, 0]
+                window_sum = 0.0
+                if is_max or kind == FORWARD:
+                    for a in range(max(d0, 0), min(d0 + wd, D)):
+                        for b in range(max(h0, 0), min(h0 + wh, H)):
+                            for c in range(max(w0, 0), min(w0 + ww, W)):
+                                i = (a * H + b) * W + c
+                                v = x[s, i]
+                                window_sum += v
+                                if best_i < 0:
+                                    take = True
+                                elif best != best:  # NaN so far
+                                    take = nan_opt == 0 and v == v
+                                elif v != v:
+                                    take = nan_opt != 0
+                                else:
+                                    take = v > best
+                                if take:
+                                    best_i = i
+                                    best = v
+                if is_max:
+                    if kind == FORWARD:
+                        total = x[s, best_i]
+                    elif kind == GRADIENT:
+                        if best_i == j:
+                            total += g[s, o]
+                    else:
+                        total = g[s, best_i]
+                else:
+                    if mode == 1:
+                        divisor = wd * wh * ww
+                    else:
+                        divisor = ((min(d0 + wd, D) - max(d0, 0)) * (min(h0 + wh, H) - max(h0, 0))
+                                   * (min(w0 + ww, W) - max(w0, 0)))
+                    if kind == FORWARD:
+                        total = window_sum / divisor
+                    else:
+                        total += g[s, o] / divisor
+    out[s, j] = alpha * total
+
+
+def _launch(n, *args):
+    if n:
+        pool_kernel[(n + BLOCK - 1) // BLOCK, BLOCK](*args[:-1], float(args[-1]))
+
+
+def _flat(a, slices):
+    return a.reshape((slices, a.size // max(1, slices)))
+
+
+def _geo(xshape, yshape, window, padding, stride):
+    slices, D, H, W, OD, OH, OW = geometry(tuple(xshape), tuple(yshape))
+    return slices, (D, H, W, OD, OH, OW, *window, *padding, *stride)
+
+
+_chosen = set()
+
+
+def _log_choice(what, engine):
+    """Say once per routine (KNETC_LOG=cudnn) whether cuDNN or the Numba kernels run it."""
+    if (what, engine) not in _chosen:
+        _chosen.add((what, engine))
+        report("cudnn", f"{what}: {engine}")
+
+
+def _cudnn():
+    from knetc.runtime import cudnn_ops
+    return cudnn_ops if cudnn_ops.available() else None
+
+
+def pool_cuda(x, out, window, padding, stride, mode, nan_opt, alpha):
+    lib = _cudnn()
+    if lib is not None and lib.pool_supported(x.dtype):
+        _log_choice("pool", "cuDNN")
+        return lib.pool_forward(x, out, window, padding, stride, mode, nan_opt, alpha)
+    _log_choice("pool", "Numba kernels")
+    pool_numba(x, out, window, padding, stride, mode, nan_opt, alpha)
+
+
+def pool_numba(x, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, geo = _geo(x.shape, out.shape, window, padding, stride)
+    _launch(out.size, _flat(x, slices), _flat(x, slices), _flat(out, slices), *geo, FORWARD, mode, nan_opt, alpha)
+
+
+def pool_grad_max_cuda(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
+    lib = _cudnn()
+    if lib is not None and lib.pool_supported(x.dtype) and alpha == 1:  # cuDNN finds maxima by x == y
+        _log_choice("pool backward", "cuDNN")
+        return lib.pool_backward(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha)
+    _log_choice("pool backward", "Numba kernels")
+    pool_grad_max_numba(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha)
+
+
+def pool_grad_max_numba(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, geo = _geo(x.shape, dy.shape, window, padding, stride)
+    _launch(out.size, _flat(x, slices), _flat(dy, slices), _flat(out, slices), *geo, GRADIENT, mode, nan_opt, alpha)
+
+
+def pool_grad_avg_cuda(dy, out, shape, window, padding, stride, mode, alpha):
+    # Numba only: cuDNN's backward wants x and y, which unpool (this routine with dy = x) lacks.
+    slices, geo = _geo(out.shape, dy.shape, window, padding, stride)
+    _launch(out.size, _flat(out, slices), _flat(dy, slices), _flat(out, slices), *geo, GRADIENT, mode, 0, alpha)
+
+
+def pool_gather_cuda(x, y, g, out, window, padding, stride, mode, nan_opt, alpha):
+    slices, geo = _geo(x.shape, out.shape, window, padding, stride)
+    _launch(out.size, _flat(x, slices), _flat(g, slices), _flat(out, slices), *geo, GATHER, mode, nan_opt, alpha)
+
+
+def ptx_signatures(dtype="float64"):
+    """{kernel name: Numba signature} for compiling this module's kernel to PTX (tests)."""
+    arr = f"{dtype}[:, ::1]"
+    ints = ", ".join(["int64"] * 18)  # geometry (15), kind, mode, nan_opt
+    return {"pool_kernel": f"void({arr}, {arr}, {arr}, {ints}, float64)"}

@@ -1,0 +1,294 @@
+"""Indexing: `x[idx]` and the functional `setindex(x, idx, v)`, with numpy's semantics.
+
+Basic indices (ints, negative allowed, slices, Python ranges, None, Ellipsis, tuples of
+them: Knet's CartesianIndex is a tuple of ints) become `index_static`, an index remapping
+that compiled code fuses into kernels. Advanced indices (integer arrays, with repeats,
+boolean masks, mixtures) known when the function runs or is compiled become a gather
+(`take`) from the flattened array; its adjoint is a scatter-add. In compiled code an
+integer-array *value* is supported as the one non-`:` index (`x[idx]`, `x[:, idx]`);
+a boolean mask that is a compiled value would give a data-dependent shape and is refused.
+
+    x[1:3, -1]      x[..., None]      x[np.array([0, 0, 2])]      x[x_np > 0]
+"""
+import numpy as np
+
+from ..errors import CompileError, ShapeError
+from .core import Aval, Op, aval_of, priority, register
+from .elementwise import add, astype, broadcast_to, mul
+from .shape import _spec_numpy_index, _spec_shape, index_static, pad_static, reshape
+
+
+# ----------------------------------------------------------------------------- gather / scatter
+
+def _check_indices(name, idx):
+    if idx.dtype is None or not np.issubdtype(idx.dtype, np.integer):
+        raise ShapeError(f"{name}: indices must be an integer array, got {idx}")
+
+
+def _take_rule(x, idx, axis):
+    _check_indices("take", idx)
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"take: axis {axis} out of range for {x}")
+    return Aval(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype)
+
+
+def _take_impl(x, idx, axis):
+    return np.take(np.asarray(x), np.asarray(idx), axis=axis)  # raises IndexError when out of range
+
+
+take = register(Op(
+    "take", _take_rule, _take_impl,
+    (lambda dy, y, x, idx, axis: scatter_add(dy, idx, axis=axis, size=aval_of(x).shape[axis]), None),
+    "call", lowering={"cpu": "knetc.kernels.indexing:take_cpu", "cuda": "knetc.kernels.indexing:take_cuda"}))
+
+
+def _scatter_add_rule(dy, idx, axis, size):
+    _check_indices("scatter_add", idx)
+    if dy.shape[axis:axis + idx.ndim] != idx.shape:
+        raise ShapeError(f"scatter_add: {dy} does not hold indices {idx} at axis {axis}")
+    return Aval(dy.shape[:axis] + (size,) + dy.shape[axis + idx.ndim:], dy.dtype)
+
+
+def _scatter_add_impl(dy, idx, axis, size):
+    dy, idx = np.asarray(dy), np.asarray(idx)
+    pre, post = dy.shape[:axis], dy.shape[axis + idx.ndim:]
+    out = np.zeros((int(np.prod(pre)), size, int(np.prod(post))), dy.dtype)
+    flat = np.where(idx < 0, idx + size, idx).reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= size):
+        raise IndexError(f"scatter_add: an index is out of range for size {size}")
+    np.add.at(out, (slice(None), flat), dy.reshape(out.shape[0], flat.size, out.shape[2]))
+    return out.reshape(pre + (size,) + post)
+
+
+scatter_add = register(Op(
+    "scatter_add", _scatter_add_rule, _scatter_add_impl,
+    (lambda dz, z, dy, idx, axis, size: take(dz, idx, axis=axis), None),
+    "call", lowering={"cpu": "knetc.kernels.indexing:scatter_add_cpu",
+                      "cuda": "knetc.kernels.indexing:scatter_add_cuda"}))
+
+
+# ----------------------------------------------------------------------------- index analysis
+
+def _is_symbolic(i):
+    return priority(i) == 2  # an IR value (compiled code)
+
+
+def _concrete(i):
+    """Index arrays as numpy: lists, ranges, Params/taped values (their values)."""
+    if isinstance(i, (list, range)):
+        return np.asarray(list(i) if isinstance(i, range) else i)
+    if 0 < priority(i) < 2:  # Params, taped values, KnetArrays: their values
+        i = np.asarray(i)
+    if isinstance(i, np.ndarray) and np.issubdtype(i.dtype, np.floating):
+        # Knet's comparisons give 0/1 floats; as an index such an array is a boolean mask.
+        if not np.all((i == 0) | (i == 1)):
+            raise IndexError("index: a float array can only be a 0/1 mask; use integer arrays for positions")
+        return i.astype(bool)
+    return i
+
+
+def _is_advanced(i):
+    if isinstance(i, np.ndarray):
+        return i.ndim > 0 or i.dtype == np.bool_
+    return isinstance(i, list) or priority(i) > 0
+
+
+def _has_ellipsis(items):
+    return any(i is Ellipsis for i in items)  # not `in`: that compares arrays with ==
+
+
+def _ellipsis_at(items):
+    return next(k for k, i in enumerate(items) if i is Ellipsis)
+
+
+def _basic_spec(index, shape):
+    """The index_static spec of a basic index, or None when it has advanced parts."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, (bool, np.bool_)) for i in items):
+        raise IndexError("index: a bool is not an index (use a boolean array as a mask)")
+    if any(_is_advanced(i) for i in items):
+        return None
+    if sum(i is Ellipsis for i in items) > 1:
+        raise IndexError("index: at most one Ellipsis (...)")
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if consumed > len(shape):
+        raise IndexError(f"index: {consumed} indices for an array of {len(shape)} dimensions {shape}")
+    if _has_ellipsis(items):
+        k = _ellipsis_at(items)
+        items = items[:k] + (slice(None),) * (len(shape) - consumed) + items[k + 1:]
+    else:
+        items = items + (slice(None),) * (len(shape) - consumed)
+    spec, axis = [], 0
+    for i in items:
+        if i is None:
+            spec.append(("n",))
+            continue
+        n = shape[axis]
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            count = len(range(start, stop, step))
+            spec.append(("s", start if count else 0, step, count))
+        elif isinstance(i, range):
+            entry = _range_entry(i, n, axis)
+            if entry is None:
+                return None  # not an arithmetic progression once wrapped: gather it
+            spec.append(entry)
+        elif isinstance(i, (int, np.integer)) or (isinstance(i, np.ndarray) and i.ndim == 0):
+            k = int(i)
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            spec.append(("i", k % n))
+        else:
+            raise IndexError(f"index: {type(i).__name__} is not a valid index "
+                             "(ints, slices, ranges, None, ..., integer or boolean arrays)")
+        axis += 1
+    return tuple(spec)
+
+
+def _range_entry(r, n, axis):
+    """A Python range as a slice entry: its values are indices (negative from the end)."""
+    values = list(r)
+    for v in values:
+        if not -n <= v < n:
+            raise IndexError(f"index {v} is out of bounds for axis {axis} with size {n}")
+    values = [v % n for v in values]
+    if len(values) < 2:
+        return ("s", values[0], 1, 1) if values else ("s", 0, 1, 0)
+    step = values[1] - values[0]
+    if step == 0 or any(b - a != step for a, b in zip(values, values[1:])):
+        return None
+    return ("s", values[0], step, len(values))
+
+
+def _axis_gather(index, shape):
+    """(axis, idx) when `index` is one integer array (or IR value) among full slices and
+    Ellipsis: x[idx], x[:, idx], x[..., idx]. That is a gather along one axis."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays = [k for k, i in enumerate(items) if _is_advanced(i)]
+    if len(arrays) != 1:
+        return None
+    k = arrays[0]
+    idx = items[k] if _is_symbolic(items[k]) else _concrete(items[k])
+    if not _is_symbolic(idx) and (idx.dtype == np.bool_ or idx.size == 0):
+        return None  # masks and empty lists: the general path
+    full = lambda i: isinstance(i, slice) and i == slice(None)  # noqa: E731
+    if not all(full(i) for j, i in enumerate(items) if j != k and i is not Ellipsis):
+        return None
+    if sum(i is not Ellipsis for i in items) > len(shape):
+        raise IndexError(f"index: {len(items)} indices for an array of {len(shape)} dimensions {shape}")
+    axis = k
+    if _has_ellipsis(items) and _ellipsis_at(items) < k:
+        axis = len(shape) - (len(items) - k)
+    if not _is_symbolic(idx):
+        n = shape[axis]
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            bad = idx[(idx < -n) | (idx >= n)].flat[0]
+            raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+        idx = idx.astype(np.int64)
+    return axis, idx
+
+
+def _linear_positions(index, shape):
+    """The flat positions numpy's x[index] reads (concrete indices only)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(_is_symbolic(i) for i in items):
+        raise CompileError(
+            "this index uses an array computed in compiled code in a way that is not supported",
+            hint="integer arrays computed in compiled code work as the only non-':' index (x[idx], "
+                 "x[:, idx]); for boolean masks multiply by the mask instead (x * mask)")
+    items = tuple(_concrete(i) for i in items)
+    return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[items]
+
+
+# ----------------------------------------------------------------------------- public
+
+def getindex(x, index):
+    """x[index] with numpy semantics, differentiable (Knet's getindex; 0-based).
+
+    >>> kn.getindex(x, (0, slice(1, 3)))      # x[0, 1:3]
+    """
+    shape = aval_of(x).shape
+    spec = _basic_spec(index, shape)
+    if spec is not None:
+        if all(e == ("s", 0, 1, n) for e, n in zip(spec, shape)) and len(spec) == len(shape):
+            return x  # x[:] / x[...]: the same value
+        return index_static(x, spec=spec)
+    gathered = _axis_gather(index, shape)
+    if gathered is not None:
+        axis, idx = gathered
+        ia = aval_of(idx)
+        if ia.dtype is None or not np.issubdtype(ia.dtype, np.integer):
+            raise CompileError("a mask computed in compiled code would give a data-dependent shape "
+                               "(only integer arrays index here)",
+                               hint="multiply by the mask instead (x * mask), or index outside kn.compile")
+        if ia.ndim == 0:
+            return reshape(take(x, reshape(idx, shape=(1,)), axis=axis), shape=shape[:axis] + shape[axis + 1:])
+        return take(x, idx, axis=axis)
+    positions = _linear_positions(index, shape)
+    flat = reshape(x, shape=(int(np.prod(shape)),))
+    return reshape(take(flat, positions.reshape(-1), axis=0), shape=positions.shape)
+
+
+def setindex(x, index, v):
+    """A copy of x with x[index] = v (numpy semantics; v broadcasts); differentiable in x and v.
+
+    The functional form of `x[index] = v` for use inside `diff` and compiled code:
+    >>> y = kn.setindex(x, (slice(None), 0), 0.0)    # y = x.copy(); y[:, 0] = 0
+    """
+    xa = aval_of(x)
+    shape = xa.shape
+    if any(_is_symbolic(i) for i in (index if isinstance(index, tuple) else (index,))):
+        raise CompileError("setindex: the index must be known when compiling (not an array computed in "
+                           "compiled code)", hint="pass index arrays as constants (globals), or blend with a "
+                           "0/1 mask: x * (1 - m) + v * m")
+    spec = _basic_spec(index, shape)
+    if spec is not None:
+        keep = np.ones(shape, xa.dtype)
+        keep[_numpy_index(spec)] = 0
+        target = _spec_shape(spec)
+        v = _as_dtype(v, xa.dtype)
+        return add(mul(x, keep), pad_static(broadcast_to(v, shape=target), spec=spec, shape=shape))
+    positions = _linear_positions(index, shape)
+    size = int(np.prod(shape))
+    # Repeated positions: numpy keeps the last assignment, so only that one is written.
+    flat_positions = positions.reshape(-1)
+    last = {int(p): k for k, p in enumerate(flat_positions)}
+    chosen = np.array(sorted(last.values()), dtype=np.int64)
+    keep = np.ones(size, xa.dtype)
+    keep[flat_positions] = 0
+    v = broadcast_to(_as_dtype(v, xa.dtype), shape=positions.shape)
+    values = take(reshape(v, shape=(flat_positions.size,)), chosen if chosen.size else np.zeros(0, np.int64), axis=0)
+    written = scatter_add(values, flat_positions[chosen], axis=0, size=size)
+    return reshape(add(mul(reshape(x, shape=(size,)), keep), written), shape=shape)
+
+
+def _as_dtype(v, dtype):
+    if isinstance(v, (int, float)):
+        return np.asarray(v, dtype)
+    va = aval_of(v)
+    return v if va.dtype == dtype else astype(v, dtype=dtype)
+
+
+def _numpy_index(spec):
+    return tuple(i for i, e in zip(_spec_numpy_index(spec), spec) if e[0] != "n")
+
+
+def setindex_(x, index, v):
+    """In place: x[index] = v on a numpy array or a Param's value (outside `diff`)."""
+    if priority(x) == 2:
+        raise CompileError("assigning into an array is not supported in compiled code",
+                           hint="use y = kn.setindex(x, index, v), which returns a new array")
+    if priority(x) == 1:
+        if not hasattr(x, "opt"):  # a value recorded on a tape
+            raise TypeError("x[index] = v on a value recorded inside diff would not be differentiated; "
+                            "use y = kn.setindex(x, index, v), which returns a new array")
+        from ..autograd import _TAPES
+        if _TAPES:
+            raise TypeError("x[index] = v on a Param inside diff would not be differentiated; "
+                            "use y = kn.setindex(x, index, v), which returns a new array")
+        target = x.value
+    else:
+        target = x
+    items = index if isinstance(index, tuple) else (index,)
+    target[tuple(_concrete(i) if not isinstance(i, range) else np.asarray(list(i)) for i in items)] = np.asarray(v)
+    return x
