@@ -268,10 +268,19 @@ def grad(y_or_f, x=None, argnum=0):
     gradients = _backward(y)
     if isinstance(x, Param):
         leaf = y.tape.leaves.get(id(x))
-        return None if leaf is None else gradients.get(id(leaf))
+        return None if leaf is None else _on_device_of(gradients.get(id(leaf)), x.value)
     if isinstance(x, Tracked) and x.tape is y.tape and x.node is None:
         return gradients.get(id(x))
     raise TypeError(f"grad(y, x): x must be a Param, got {type(x).__name__}")
+
+
+def _on_device_of(g, w):
+    """A gradient lives where its weight does: a KnetArray weight gets a KnetArray gradient even
+    when no device value reached it (d sum(w * x)/dw is the host array x)."""
+    if g is None or priority(w) <= priority(g):
+        return g
+    from .knetarray import KnetArray
+    return KnetArray(np.asarray(g)) if isinstance(w, KnetArray) else g
 
 
 def gradloss(f, argnum=0):

@@ -14,6 +14,7 @@ from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
 from .ir.core import Var
+from .backend.names import physical_shape
 from .backend.cache import directory_for, load_module, routines_key, seal
 from .report import count, enabled, report
 
@@ -49,7 +50,8 @@ class Executable:
         routines = [step.eqn.op.lowering[target] for step in self.schedule.steps if type(step).__name__ == "Call"]
         self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache),
                                   key + routines_key(routines))
-        self.constants = [value for var, value in self.program.constants.items() if var not in self.program.inputs]
+        self.constants = [np.reshape(value, physical_shape(var)) for var, value in self.program.constants.items()
+                          if var not in self.program.inputs]  # stored as the kernels index them (0-d as (1,))
         distinct = []
         for v in self.program.outputs:
             if isinstance(v, Var) and v not in distinct:

@@ -77,10 +77,11 @@ def test_unary_keeps_float32(name):
     assert_close(y, np_fn(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
 
 
-def test_power_exponent_must_be_a_python_number():
-    x = kn.Param(np.ones(3))
-    with pytest.raises(kn.ShapeError, match="exponent"):
-        x ** np.ones(3)
+def test_power_with_an_array_exponent_broadcasts_and_checks_shapes():
+    x = kn.Param(np.full(3, 2.0))
+    np.testing.assert_array_equal(kn.value(x ** np.array([1.0, 2.0, 3.0])), [2.0, 4.0, 8.0])
+    with pytest.raises(kn.ShapeError, match="broadcast"):
+        x ** np.ones(4)
 
 
 def test_step_functions_have_zero_gradient():

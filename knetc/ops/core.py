@@ -97,10 +97,25 @@ def priority(x):
 
 
 def bind(op, *args, **params):
+    if op.kind == "elementwise" and any(type(a) is float for a in args):
+        args = _promote_for_float_scalars(args)
     top = max(map(priority, args), default=0)
     if top:
         return HANDLERS[top](op, args, params)
     return evaluate(op, args, params)
+
+
+def _promote_for_float_scalars(args):
+    """numpy's rule: an integer or bool array meets a Python float in float64. (Weak scalars
+    otherwise take the array's dtype, and a kernel would truncate 2.5 to 2.)"""
+    from .elementwise import astype
+
+    def promoted(a):
+        dtype = aval_of(a).dtype
+        if dtype is not None and not np.issubdtype(dtype, np.floating):
+            return astype(a, dtype=np.dtype(np.float64))
+        return a
+    return tuple(a if type(a) is float else promoted(a) for a in args)
 
 
 def evaluate(op, args, params):

@@ -4,7 +4,6 @@
 so they are recorded (eagerly) or emitted (compiled) like `kn.` calls."""
 import numpy as np
 
-from ..errors import ShapeError
 from . import elementwise as ew
 from .core import aval_of
 from .linalg import matmul
@@ -14,12 +13,6 @@ from .reduce import argmax, argmin, minimum, prod
 from .linalg import norm
 from .indexing import getindex, setindex_
 from .arrays import cat
-
-
-def _power(x, exponent):
-    if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
-        raise ShapeError("x ** y: the exponent must be a Python number (a constant)")
-    return ew.power(x, exponent=float(exponent))
 
 
 def _numpy_reduction(knet_reduction):
@@ -112,7 +105,8 @@ class ArrayMethods:
     def __neg__(self): return ew.neg(self)
     def __pos__(self): return self
     def __abs__(self): return ew.abs(self)
-    def __pow__(self, exponent): return _power(self, exponent)
+    def __pow__(self, exponent): return ew.power_any(self, exponent)
+    def __rpow__(self, base): return ew.power_any(base, self)
     def __matmul__(self, other): return matmul(self, other)
     def __rmatmul__(self, other): return matmul(other, self)
     def __lt__(self, other): return ew.lt(self, other)
