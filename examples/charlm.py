@@ -1,0 +1,150 @@
+"""A character-level LSTM language model on Shakespeare (Knet's CharLM tutorial, in knetc).
+
+    python examples/charlm.py                    # the ten-minute CPU configuration (defaults)
+    python examples/charlm.py --minutes 1        # stop training after a minute
+    python examples/charlm.py --hidden 32 --embed 16 --batch 16 --seqlen 32 --steps 300 --lr 0.01 --chars 200000
+
+Model: character ids -> embedding (a Param matrix, indexed by multiplying one-hot rows) ->
+`kn.RNN` LSTM -> dense output layer -> `kn.nll`, compiled with `@kn.compile` and trained
+with `kn.adam` (each step: the compiled forward pass, the compiled adjoint, one Adam
+update per Param). The text is examples/data/shakespeare/input.txt; its last 10% is held
+out. Training takes random windows of `seqlen + 1` characters (each sequence starts from
+a zero state: truncated backpropagation through time). Printed: training perplexity (of the
+recent steps), held-out perplexity (exp of the mean NLL per character) and a sample
+generated from the model, one character at a time with the eager RNN carrying its state.
+
+The last command is the tiny configuration tests/test_example_charlm.py runs (a few
+seconds once compiled; held-out perplexity about 10.5).
+
+Default configuration (embed 64, hidden 256, batch 32, seqlen 64, lr 0.003): about ten
+minutes on a 2-core CPU; held-out perplexity falls from 65 (uniform over the characters)
+to about 5.5 (measured: 5.51 after 1,620 steps, 3.3M characters, on a shared 2-core VM).
+"""
+import argparse
+import math
+import os
+import time
+
+import numpy as np
+
+import knetc as kn
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
+
+
+def load_text(chars=None):
+    """(vocabulary, ids of the training part, ids of the held-out last 10%)."""
+    with open(DATA, encoding="utf-8") as f:
+        text = f.read()
+    vocab = sorted(set(text))
+    if chars:
+        text = text[:chars]
+    ids = np.searchsorted(np.array(vocab), np.array(list(text)))  # vocab is sorted
+    split = int(len(ids) * 0.9)
+    return vocab, ids[:split], ids[split:]
+
+
+def onehot(ids, V):
+    """(..., V) float32 rows with a 1 at each id: multiplying by the embedding selects rows."""
+    out = np.zeros(ids.shape + (V,), np.float32)
+    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
+    return out
+
+
+def model(V, E, H):
+    """(embedding (V, E), LSTM, output weight (H, V), output bias (V,))."""
+    return (kn.param(V, E), kn.RNN(E, H, rnn_type="lstm"), kn.param(H, V), kn.param0(V))
+
+
+@kn.compile
+def loss(m, x, labels):
+    """Mean NLL per character: x (T, B, V) one-hot inputs, labels (T*B,) the next characters."""
+    emb, rnn, w, b = m
+    T, B, V = x.shape
+    e = kn.reshape(kn.reshape(x, T * B, V) @ emb, T, B, -1)  # the embedding of every character
+    y = rnn(e)  # (T, B, H)
+    return kn.nll(kn.reshape(y, T * B, -1) @ w + b, labels)
+
+
+def batches(m, ids, V, batch, seqlen, rng):
+    """Endless (model, x, labels) (the arguments of `loss`) of `batch` random windows: x (T, B, V), labels the next characters."""
+    while True:
+        starts = rng.integers(0, len(ids) - seqlen - 1, batch)
+        win = np.stack([ids[s:s + seqlen + 1] for s in starts], axis=1)  # (T+1, B)
+        yield m, onehot(win[:-1], V), win[1:].reshape(-1)
+
+
+def heldout_perplexity(m, ids, V, batch, seqlen):
+    """exp(mean NLL) over consecutive windows of the held-out text (the compiled loss)."""
+    n = (len(ids) - 1) // (batch * seqlen)
+    total = 0.0
+    for k in range(n):
+        chunk = ids[k * batch * seqlen: (k + 1) * batch * seqlen + 1]
+        win = np.stack([chunk[i * seqlen: i * seqlen + seqlen + 1] for i in range(batch)], axis=1)
+        total += float(loss(m, onehot(win[:-1], V), win[1:].reshape(-1)))
+    return math.exp(total / max(n, 1))
+
+
+def generate(m, vocab, n, start="\n", temperature=0.8, seed=0):
+    """n characters sampled from the model, the eager RNN keeping its state between steps."""
+    emb, rnn, w, b = m
+    V = len(vocab)
+    rng = np.random.default_rng(seed)
+    rnn.h, rnn.c = 0, 0
+    out, ch = [], vocab.index(start)
+    for _ in range(n):
+        y = rnn(onehot(np.array([ch]), V) @ emb.value)  # (1, H): one step of one sequence
+        scores = (np.asarray(y) @ w.value + b.value)[0] / temperature
+        p = np.exp(scores - scores.max())
+        ch = int(rng.choice(V, p=p / p.sum()))
+        out.append(vocab[ch])
+    rnn.h, rnn.c = None, None
+    return "".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--embed", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seqlen", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--steps", type=int, default=3000, help="training steps (batches)")
+    ap.add_argument("--minutes", type=float, default=10.0, help="stop training after this long")
+    ap.add_argument("--chars", type=int, default=None, help="use only the first CHARS characters of the text")
+    ap.add_argument("--report", type=int, default=250, help="print the training perplexity every REPORT steps")
+    ap.add_argument("--sample", type=int, default=400, help="characters to generate at the end")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    vocab, train, test = load_text(args.chars)
+    V = len(vocab)
+    kn.seed_(args.seed)
+    m = model(V, args.embed, args.hidden)
+    rng = np.random.default_rng(args.seed)
+    print(f"{len(train)} training and {len(test)} held-out characters, vocabulary {V} "
+          f"(uniform perplexity {V}); embed {args.embed}, LSTM {args.hidden}, batch {args.batch}x{args.seqlen}")
+    t0, recent, step = time.time(), [], 0
+    for value in kn.adam(loss, batches(m, train, V, args.batch, args.seqlen, rng), lr=args.lr, gclip=5.0):
+        step += 1
+        recent.append(float(value))
+        if step % args.report == 0 or step == args.steps:
+            print(f"step {step:5d}  {time.time() - t0:6.1f}s  training perplexity {math.exp(np.mean(recent)):7.2f}",
+                  flush=True)
+            recent = []
+        if step >= args.steps or time.time() - t0 > 60 * args.minutes:
+            break
+    train_ppl = math.exp(np.mean(recent)) if recent else float("nan")
+    elapsed = time.time() - t0
+    chars = step * args.batch * args.seqlen
+    test_ppl = heldout_perplexity(m, test, V, args.batch, args.seqlen)
+    print(f"trained {step} steps ({chars} characters) in {elapsed:.1f}s, {chars / elapsed:.0f} chars/s")
+    if recent:
+        print(f"training perplexity {train_ppl:.2f} (last {len(recent)} steps)")
+    print(f"held-out perplexity {test_ppl:.2f}")
+    print("sample:\n" + generate(m, vocab, args.sample, seed=args.seed))
+    return test_ppl
+
+
+if __name__ == "__main__":
+    main()

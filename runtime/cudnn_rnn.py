@@ -1,0 +1,242 @@
+"""cuDNN's RNN v8 API on Numba device arrays, for knetc.kernels.rnn.
+
+cudnnSetRNNDescriptor_v8, RNN data descriptors (time-major packed: knetc's x with
+batch_sizes), cudnnRNNForward, cudnnRNNBackwardData_v8 and cudnnRNNBackwardWeights_v8
+(the v6/v7 calls are gone in cuDNN 9). knetc's cell modes are cuDNN's cudnnRNNMode_t values
+(0 relu, 1 tanh, 2 lstm, 3 gru) and its weight vector is laid out as cuDNN's weight space
+(per pseudo-layer: input matrices, recurrent matrices, input biases, recurrent biases, gates
+in cuDNN's order), so the same Param serves both paths. `plan()` checks that layout against
+cudnnGetRNNWeightParams once per configuration and that cuDNN's reserve space fits in the
+part of knetc's packed forward vector that the Numba path uses for its saved gates; when
+either does not hold (or with dropout, which knetc draws itself), the routines in
+knetc.kernels.rnn use their Numba kernels instead.
+
+Loading the library and declaring signatures needs no GPU; everything with a handle does.
+
+Example::
+
+    if cudnn_rnn.available():
+        p = cudnn_rnn.plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, reserve_bytes)
+"""
+import ctypes
+import threading
+
+import numpy as np
+
+from . import cudnn
+
+_p, _i, _sz, _u32, _u64, _f = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint32,
+                               ctypes.c_ulonglong, ctypes.c_float)
+_pp, _pi, _psz = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_size_t)
+
+# enums (cudnn_adv.h)
+CUDNN_RNN_ALGO_STANDARD = 0
+CUDNN_RNN_DOUBLE_BIAS = 2
+CUDNN_UNIDIRECTIONAL, CUDNN_BIDIRECTIONAL = 0, 1
+CUDNN_LINEAR_INPUT, CUDNN_SKIP_INPUT = 0, 1
+CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED = 1
+CUDNN_FWD_MODE_INFERENCE, CUDNN_FWD_MODE_TRAINING = 0, 1
+CUDNN_WGRAD_MODE_ADD = 0
+CUDNN_RNN_PADDED_IO_DISABLED = 0
+
+# name -> (restype, argtypes); every status-returning function returns int (cudnnStatus_t)
+SIGNATURES = {
+    "cudnnCreateRNNDescriptor": (_i, [_pp]),
+    "cudnnDestroyRNNDescriptor": (_i, [_p]),
+    # desc, algo, cellMode, biasMode, dirMode, inputMode, dataType, mathPrec, mathType,
+    # inputSize, hiddenSize, projSize, numLayers, dropoutDesc, auxFlags
+    "cudnnSetRNNDescriptor_v8": (_i, [_p, _i, _i, _i, _i, _i, _i, _i, _i, ctypes.c_int32, ctypes.c_int32,
+                                      ctypes.c_int32, ctypes.c_int32, _p, _u32]),
+    "cudnnCreateRNNDataDescriptor": (_i, [_pp]),
+    "cudnnDestroyRNNDataDescriptor": (_i, [_p]),
+    # desc, dataType, layout, maxSeqLength, batchSize, vectorSize, seqLengthArray[], paddingFill
+    "cudnnSetRNNDataDescriptor": (_i, [_p, _i, _i, _i, _i, _i, _pi, _p]),
+    "cudnnCreateDropoutDescriptor": (_i, [_pp]),
+    "cudnnDestroyDropoutDescriptor": (_i, [_p]),
+    # desc, handle, dropout, states, stateSizeInBytes, seed
+    "cudnnSetDropoutDescriptor": (_i, [_p, _p, _f, _p, _sz, _u64]),
+    # handle, rnnDesc, *weightSpaceSize
+    "cudnnGetRNNWeightSpaceSize": (_i, [_p, _p, _psz]),
+    # handle, rnnDesc, fwdMode, xDesc, *workSpaceSize, *reserveSpaceSize
+    "cudnnGetRNNTempSpaceSizes": (_i, [_p, _p, _i, _p, _psz, _psz]),
+    # handle, rnnDesc, pseudoLayer, weightSpaceSize, weightSpace, linLayerID, mDesc, *mAddr, bDesc, *bAddr
+    "cudnnGetRNNWeightParams": (_i, [_p, _p, ctypes.c_int32, _sz, _p, ctypes.c_int32, _p, _pp, _p, _pp]),
+    # handle, rnnDesc, fwdMode, devSeqLengths, xDesc, x, yDesc, y, hDesc, hx, hy, cDesc, cx, cy,
+    # weightSpaceSize, weightSpace, workSpaceSize, workSpace, reserveSpaceSize, reserveSpace
+    "cudnnRNNForward": (_i, [_p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p,
+                             _sz, _p, _sz, _p, _sz, _p]),
+    # handle, rnnDesc, devSeqLengths, yDesc, y, dy, xDesc, dx, hDesc, hx, dhy, dhx, cDesc, cx,
+    # dcy, dcx, weightSpaceSize, weightSpace, workSpaceSize, workSpace, reserveSpaceSize, reserveSpace
+    "cudnnRNNBackwardData_v8": (_i, [_p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p, _p,
+                                     _sz, _p, _sz, _p, _sz, _p]),
+    # handle, rnnDesc, addGrad, devSeqLengths, xDesc, x, hDesc, hx, yDesc, y,
+    # weightSpaceSize, dweightSpace, workSpaceSize, workSpace, reserveSpaceSize, reserveSpace
+    "cudnnRNNBackwardWeights_v8": (_i, [_p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _sz, _p, _sz, _p, _sz, _p]),
+}
+
+_declared = False
+_lock = threading.Lock()
+
+
+def lib():
+    """libcudnn with this module's signatures declared (no GPU needed). Raises if not installed."""
+    global _declared
+    library = cudnn.lib()
+    if not _declared:
+        with _lock:
+            for name, (restype, argtypes) in SIGNATURES.items():
+                fn = getattr(library, name)
+                fn.restype, fn.argtypes = restype, argtypes
+            _declared = True
+    return library
+
+
+def available():
+    """True when cuDNN can run here (a real GPU, the library, not the simulator)."""
+    return cudnn.available()
+
+
+def seq_lengths(batch_sizes):
+    """Per-sequence lengths from time-major batch sizes: [3, 2, 2, 1] -> [4, 3, 1]."""
+    sizes = np.asarray(batch_sizes)
+    return np.array([int(np.sum(sizes > b)) for b in range(int(sizes[0]))], np.int32)
+
+
+def rnn_descriptor(mode, input_size, hidden, layers, dirs, skip, dtype, dropout_desc):
+    """An RNN descriptor (v8) for knetc's settings: double bias, no projection, no padding.
+    Creating and setting it needs no handle. Example:
+    ``d = rnn_descriptor(2, 3, 4, 1, 1, False, np.float32, dropout_descriptor(h))``"""
+    lib()
+    desc = cudnn.Descriptor("RNN")
+    dt = cudnn.data_type(dtype)
+    cudnn.check(lib().cudnnSetRNNDescriptor_v8(
+        desc.value, CUDNN_RNN_ALGO_STANDARD, int(mode), CUDNN_RNN_DOUBLE_BIAS,
+        CUDNN_BIDIRECTIONAL if dirs == 2 else CUDNN_UNIDIRECTIONAL,
+        CUDNN_SKIP_INPUT if skip else CUDNN_LINEAR_INPUT, dt, dt, cudnn.CUDNN_DEFAULT_MATH,
+        int(input_size), int(hidden), int(hidden), int(layers), dropout_desc, CUDNN_RNN_PADDED_IO_DISABLED),
+        "cudnnSetRNNDescriptor_v8")
+    return desc
+
+
+def data_descriptor(batch_sizes, vector_size, dtype):
+    """A time-major packed RNN data descriptor: x (sum(batch_sizes), vector_size) as knetc
+    stores it. Needs no handle."""
+    lib()
+    lengths = seq_lengths(batch_sizes)
+    desc = cudnn.Descriptor("RNNData")
+    cudnn.check(lib().cudnnSetRNNDataDescriptor(
+        desc.value, cudnn.data_type(dtype), CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, len(batch_sizes),
+        int(batch_sizes[0]), int(vector_size), (ctypes.c_int * len(lengths))(*lengths.tolist()), None),
+        "cudnnSetRNNDataDescriptor")
+    return desc
+
+
+def dropout_descriptor(handle=None):
+    """A dropout descriptor with probability 0 (knetc draws its own masks; cuDNN needs one)."""
+    lib()
+    desc = cudnn.Descriptor("Dropout")
+    cudnn.check(lib().cudnnSetDropoutDescriptor(desc.value, handle, 0.0, None, 0, 0), "cudnnSetDropoutDescriptor")
+    return desc
+
+
+class Plan:
+    """Descriptors, buffer sizes and the sequence lengths on the device for one configuration."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+_plans = {}
+
+
+def plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, reserve_room_bytes):
+    """The cuDNN plan for this configuration, or None when cuDNN cannot serve it (its
+    weight layout differs from knetc's, or its reserve space does not fit in
+    `reserve_room_bytes`). Cached per configuration. Needs a GPU."""
+    from numba import cuda
+    dtype = np.dtype(x.dtype)
+    key = (mode, x.shape[1], hidden, layers, dirs, bool(skip), tuple(batch_sizes), dtype.str, int(reserve_room_bytes))
+    if key in _plans:
+        return _plans[key]
+    h = cudnn.handle()
+    drop = dropout_descriptor(h)
+    rd = rnn_descriptor(mode, x.shape[1], hidden, layers, dirs, skip, dtype, drop)
+    xd = data_descriptor(batch_sizes, x.shape[1], dtype)
+    yd = data_descriptor(batch_sizes, dirs * hidden, dtype)
+    hd = cudnn.tensor_descriptor((layers * dirs, int(batch_sizes[0]), hidden), dtype)
+    wsize, work, reserve = ctypes.c_size_t(0), ctypes.c_size_t(0), ctypes.c_size_t(0)
+    cudnn.check(lib().cudnnGetRNNWeightSpaceSize(h, rd, ctypes.byref(wsize)), "cudnnGetRNNWeightSpaceSize")
+    cudnn.check(lib().cudnnGetRNNTempSpaceSizes(h, rd, CUDNN_FWD_MODE_TRAINING, xd, ctypes.byref(work),
+                                                ctypes.byref(reserve)), "cudnnGetRNNTempSpaceSizes")
+    result = None
+    if wsize.value == w.size * dtype.itemsize and reserve.value <= reserve_room_bytes \
+            and _layout_matches(h, rd, w, mode, x.shape[1], hidden, layers, dirs, skip):
+        result = Plan(rnn=rd, dropout=drop, x=xd, y=yd, h=hd, weight_bytes=wsize.value, work_bytes=work.value,
+                      reserve_bytes=reserve.value, lengths=cuda.to_device(seq_lengths(batch_sizes)))
+    from ..report import report
+    report("cudnn", "rnn mode %d X%d H%d L%d D%d: %s" % (mode, x.shape[1], hidden, layers, dirs,
+                                                         "cuDNN" if result else "Numba kernels (layout/reserve mismatch)"))
+    _plans[key] = result
+    return result
+
+
+def _layout_matches(h, rd, w, mode, X, H, layers, dirs, skip):
+    """cudnnGetRNNWeightParams' addresses equal knetc's offsets for every matrix and bias."""
+    from knetc.kernels import rnn as K
+    itemsize = np.dtype(w.dtype).itemsize
+    base = cudnn.device_pointer(w)
+    ng = int(K.ngates(mode))
+    md, bd = cudnn.Descriptor("Tensor"), cudnn.Descriptor("Tensor")
+    for p in range(layers * dirs):
+        w_at, r_at, bw_at, br_at = K.weight_offsets(mode, X, H, layers, dirs, skip, p)
+        for lin in range(2 * ng):
+            maddr, baddr = ctypes.c_void_p(), ctypes.c_void_p()
+            cudnn.check(lib().cudnnGetRNNWeightParams(h, rd, p, w.size * itemsize, base, lin, md, ctypes.byref(maddr),
+                                                      bd, ctypes.byref(baddr)), "cudnnGetRNNWeightParams")
+            gate = lin % ng
+            if lin < ng:
+                want_m = None if (skip and p < dirs) else w_at + gate * H * (X if p < dirs else dirs * H)
+                want_b = bw_at + gate * H
+            else:
+                want_m, want_b = r_at + gate * H * H, br_at + gate * H
+            if want_m is not None and (maddr.value or 0) != base + want_m * itemsize:
+                return False
+            if (baddr.value or 0) != base + want_b * itemsize:
+                return False
+    return True
+
+
+def _at(arr, elements=0):
+    """The device address `elements` into a contiguous device array."""
+    return cudnn.device_pointer(arr) + int(elements) * np.dtype(arr.dtype).itemsize
+
+
+def forward(p, w, x, h0, c0, out, y_at, hy_at, cy_at, reserve_at, lstm):
+    """cudnnRNNForward (training mode) writing y, hy, cy and the reserve space into `out`."""
+    from .pool import device_array
+    work = device_array((max(p.work_bytes, 1),), np.uint8)
+    cudnn.check(lib().cudnnRNNForward(
+        cudnn.handle(), p.rnn, CUDNN_FWD_MODE_TRAINING, cudnn.device_pointer(p.lengths),
+        p.x, _at(x), p.y, _at(out, y_at), p.h, _at(h0), _at(out, hy_at),
+        p.h, _at(c0) if lstm else None, _at(out, cy_at) if lstm else None,
+        p.weight_bytes, _at(w), p.work_bytes, _at(work), p.reserve_bytes, _at(out, reserve_at)),
+        "cudnnRNNForward")
+
+
+def backward(p, w, x, h0, c0, packed, dpacked, out, y_at, hy_at, cy_at, reserve_at, lstm):
+    """cudnnRNNBackwardData_v8 then cudnnRNNBackwardWeights_v8: out = dw | dx | dh0 | dc0
+    (dw accumulated into zeros: cuDNN 9 only adds)."""
+    from .pool import device_array
+    work = device_array((max(p.work_bytes, 1),), np.uint8)
+    nw, nx, nh = w.size, x.size, h0.size
+    h = cudnn.handle()
+    cudnn.check(lib().cudnnRNNBackwardData_v8(
+        h, p.rnn, cudnn.device_pointer(p.lengths), p.y, _at(packed, y_at), _at(dpacked, y_at),
+        p.x, _at(out, nw), p.h, _at(h0), _at(dpacked, hy_at), _at(out, nw + nx),
+        p.h, _at(c0) if lstm else None, _at(dpacked, cy_at) if lstm else None, _at(out, nw + nx + nh) if lstm else None,
+        p.weight_bytes, _at(w), p.work_bytes, _at(work), p.reserve_bytes, _at(packed, reserve_at)),
+        "cudnnRNNBackwardData_v8")
+    cudnn.check(lib().cudnnRNNBackwardWeights_v8(
+        h, p.rnn, CUDNN_WGRAD_MODE_ADD, cudnn.device_pointer(p.lengths), p.x, _at(x), p.h, _at(h0),
+        p.y, _at(packed, y_at), p.weight_bytes, _at(out, 0), p.work_bytes, _at(work),
+        p.reserve_bytes, _at(packed, reserve_at)), "cudnnRNNBackwardWeights_v8")
