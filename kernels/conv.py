@@ -1,0 +1,470 @@
+"""Convolution routines for the call ops conv4, deconv4 and conv4_dw (knetc/ops/conv.py).
+
+Three products, each with a CPU routine (Numba njit: im2col + BLAS GEMMs, the batch split
+over threads with prange) and a CUDA routine (cuDNN when ``knetc.runtime.cudnn.available()``,
+else knetc's own Numba CUDA kernels, one thread per output element):
+
+  conv4     y  = alpha * conv(w, x)              w (K, C/g, *k), x (N, C, *s), y (N, K, *o)
+  deconv4   dx = alpha * conv^T(w, dy)            the gradient of conv4 with respect to x
+  conv4_dw  dw = alpha * d<conv(w, x), dy>/dw     the gradient of conv4 with respect to w
+
+Every routine has the call-op signature ``routine(a, b, out, padding, stride, dilation, mode,
+alpha, group[, size])``; ``out`` is preallocated and its shape says what to compute. 2-D
+convolutions (4-D arrays) run as 3-D ones with depth 1, so there is one set of loops.
+mode 0 is a true convolution (the filter is flipped), mode 1 cross-correlation.
+
+Example: ``conv4_cpu(w, x, y, (0, 0), (1, 1), (1, 1), 0, 1.0, 1)``
+"""
+import numpy as np
+from numba import cuda, njit, prange
+from numba.extending import overload
+
+from knetc.report import report
+
+
+# ------------------------------------------------------------------ shape helpers (njit)
+
+def _as5(x):
+    """(N, C, H, W) -> (N, C, 1, H, W); 5-D arrays unchanged (only used inside njit)."""
+    raise NotImplementedError
+
+
+@overload(_as5)
+def _as5_overload(x):
+    if x.ndim == 5:
+        return lambda x: np.ascontiguousarray(x)
+    if x.ndim == 4:
+        return lambda x: np.ascontiguousarray(x).reshape(
+            (x.shape[0], x.shape[1], 1, x.shape[2], x.shape[3]))
+    return None
+
+
+def _pad3(t, fill):
+    """A 2-tuple (h, w) -> (fill, h, w); 3-tuples unchanged (only used inside njit)."""
+    raise NotImplementedError
+
+
+@overload(_pad3)
+def _pad3_overload(t, fill):
+    n = len(t.types)
+    if n == 3:
+        return lambda t, fill: (t[0], t[1], t[2])
+    if n == 2:
+        return lambda t, fill: (fill, t[0], t[1])
+    return None
+
+
+@njit(cache=True)
+def _cdiv(a, b):
+    """ceil(a / b) for b > 0 and any sign of a."""
+    return -((-a) // b)
+
+
+@njit(cache=True)
+def _effective_weight(w, mode, alpha):
+    """alpha * w, spatially flipped for mode 0 (a true convolution), C-contiguous 5-D."""
+    K, C, KD, KH, KW = w.shape
+    out = np.empty(w.shape, w.dtype)
+    for k in range(K):
+        for c in range(C):
+            for a in range(KD):
+                for b in range(KH):
+                    for e in range(KW):
+                        if mode == 0:
+                            out[k, c, a, b, e] = alpha * w[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e]
+                        else:
+                            out[k, c, a, b, e] = alpha * w[k, c, a, b, e]
+    return out
+
+
+@njit(cache=True)
+def _ow_range(off, sw, W, OW):
+    """The output columns ow with 0 <= ow*sw + off < W, as [lo, hi)."""
+    lo = max(0, _cdiv(-off, sw))
+    hi = min(OW, _cdiv(W - off, sw))
+    return lo, max(lo, hi)
+
+
+@njit(cache=True)
+def _im2col(x, n, cols, col0, ksize, pad, st, dil, osize):
+    """cols[(c, kd, kh, kw), col0 + (od, oh, ow)] = x[n, c, od*sd + kd*dd - pd, ...] (0 outside)."""
+    C, D, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    KD, KH, KW = ksize
+    OD, OH, OW = osize
+    row = 0
+    for c in range(C):
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    off = kw * dil[2] - pad[2]
+                    lo, hi = _ow_range(off, st[2], W, OW)
+                    for od in range(OD):
+                        i_d = od * st[0] + kd * dil[0] - pad[0]
+                        for oh in range(OH):
+                            i_h = oh * st[1] + kh * dil[1] - pad[1]
+                            base = col0 + (od * OH + oh) * OW
+                            if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+                                for ow in range(OW):
+                                    cols[row, base + ow] = 0
+                            else:
+                                for ow in range(lo):
+                                    cols[row, base + ow] = 0
+                                for ow in range(lo, hi):
+                                    cols[row, base + ow] = x[n, c, i_d, i_h, ow * st[2] + off]
+                                for ow in range(hi, OW):
+                                    cols[row, base + ow] = 0
+                    row += 1
+
+
+@njit(cache=True)
+def _col2im(cols, col0, dx, n, ksize, pad, st, dil, osize):
+    """The adjoint of _im2col: dx[n, c, i_d, i_h, i_w] += cols[(c, kd, kh, kw), col0 + (od, oh, ow)]."""
+    C, D, H, W = dx.shape[1], dx.shape[2], dx.shape[3], dx.shape[4]
+    KD, KH, KW = ksize
+    OD, OH, OW = osize
+    row = 0
+    for c in range(C):
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    off = kw * dil[2] - pad[2]
+                    lo, hi = _ow_range(off, st[2], W, OW)
+                    for od in range(OD):
+                        i_d = od * st[0] + kd * dil[0] - pad[0]
+                        if i_d < 0 or i_d >= D:
+                            continue
+                        for oh in range(OH):
+                            i_h = oh * st[1] + kh * dil[1] - pad[1]
+                            if i_h < 0 or i_h >= H:
+                                continue
+                            base = col0 + (od * OH + oh) * OW
+                            for ow in range(lo, hi):
+                                dx[n, c, i_d, i_h, ow * st[2] + off] += cols[row, base + ow]
+                    row += 1
+
+
+MAX_CHUNKS = 16         # batch pieces for prange (a constant: get_num_threads() blocks caching)
+MAX_COLS = 1 << 15      # elements of one im2col buffer (128 KiB of float32: stays in cache)
+
+
+@njit(cache=True)
+def _chunks(n):
+    """How many pieces to split a batch of n into (prange hands them to the threads)."""
+    return max(1, min(MAX_CHUNKS, n))
+
+
+@njit(cache=True)
+def _per_gemm(rows, npix, n):
+    """Samples per GEMM: several, so that the products are large enough for BLAS to be efficient,
+    within MAX_COLS elements of im2col buffer."""
+    return max(1, min(n, MAX_COLS // max(1, rows * npix)))
+
+
+# Each routine splits the batch into chunks (one prange iteration each); a chunk's samples go
+# through im2col side by side, (rows, b * npix), so one GEMM per group covers b samples.
+
+@njit(cache=True, parallel=True)
+def _conv_fwd5(w, x, y, pad, st, dil, mode, alpha, group):
+    N, C = x.shape[0], x.shape[1]
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    Kg, rows, npix = K // group, Cg * KD * KH * KW, OD * OH * OW
+    wm = _effective_weight(w, mode, alpha).reshape((K, rows))
+    ym = y.reshape((N, K, npix))
+    T = _chunks(N)
+    B = _per_gemm(C * KD * KH * KW, npix, (N + T - 1) // T)
+    for t in prange(T):
+        colbuf = np.empty(C * KD * KH * KW * B * npix, x.dtype)
+        prodbuf = np.empty(Kg * B * npix, x.dtype)
+        hi = (t + 1) * N // T
+        for n0 in range(t * N // T, hi, B):
+            b = min(B, hi - n0)
+            # flat buffers reshaped: C-contiguous views, as np.dot's out= needs
+            cols = colbuf[:C * KD * KH * KW * b * npix].reshape((C * KD * KH * KW, b * npix))
+            prod = prodbuf[:Kg * b * npix].reshape((Kg, b * npix))
+            for j in range(b):
+                _im2col(x, n0 + j, cols, j * npix, (KD, KH, KW), pad, st, dil, (OD, OH, OW))
+            for g in range(group):
+                if b == 1:  # straight into y
+                    np.dot(wm[g * Kg:(g + 1) * Kg], cols[g * rows:(g + 1) * rows], ym[n0, g * Kg:(g + 1) * Kg])
+                else:
+                    np.dot(wm[g * Kg:(g + 1) * Kg], cols[g * rows:(g + 1) * rows], prod)
+                    for j in range(b):
+                        ym[n0 + j, g * Kg:(g + 1) * Kg] = prod[:, j * npix:(j + 1) * npix]
+
+
+@njit(cache=True, parallel=True)
+def _conv_bwd_data5(w, dy, dx, pad, st, dil, mode, alpha, group):
+    N, C = dx.shape[0], dx.shape[1]
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
+    Kg, rows, npix = K // group, Cg * KD * KH * KW, OD * OH * OW
+    wm = _effective_weight(w, mode, alpha).reshape((K, rows))
+    wt = np.empty((group, rows, Kg), w.dtype)  # each group's filter matrix, transposed
+    for g in range(group):
+        wt[g] = wm[g * Kg:(g + 1) * Kg].T
+    dym = np.ascontiguousarray(dy).reshape((N, K, npix))
+    T = _chunks(N)
+    B = _per_gemm(C * KD * KH * KW, npix, (N + T - 1) // T)
+    for t in prange(T):
+        colbuf = np.empty(C * KD * KH * KW * B * npix, dx.dtype)
+        dybuf = np.empty(K * B * npix, dx.dtype)  # the chunk's dy side by side
+        hi = (t + 1) * N // T
+        for n0 in range(t * N // T, hi, B):
+            b = min(B, hi - n0)
+            cols = colbuf[:C * KD * KH * KW * b * npix].reshape((C * KD * KH * KW, b * npix))
+            dyb = dybuf[:K * b * npix].reshape((K, b * npix))
+            for j in range(b):
+                dyb[:, j * npix:(j + 1) * npix] = dym[n0 + j]
+            for g in range(group):
+                np.dot(wt[g], dyb[g * Kg:(g + 1) * Kg], cols[g * rows:(g + 1) * rows])
+            for j in range(b):
+                dx[n0 + j] = 0
+                _col2im(cols, j * npix, dx, n0 + j, (KD, KH, KW), pad, st, dil, (OD, OH, OW))
+
+
+@njit(cache=True, parallel=True)
+def _conv_bwd_filter5(x, dy, dw, pad, st, dil, mode, alpha, group):
+    N, C = x.shape[0], x.shape[1]
+    K, Cg, KD, KH, KW = dw.shape
+    OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
+    Kg, rows, npix = K // group, Cg * KD * KH * KW, OD * OH * OW
+    dym = np.ascontiguousarray(dy).reshape((N, K, npix))
+    T = _chunks(N)
+    B = _per_gemm(C * KD * KH * KW, npix, (N + T - 1) // T)
+    partial = np.zeros((T, K, rows), dw.dtype)  # one accumulator per chunk, summed below
+    for t in prange(T):
+        colbuf = np.empty(C * KD * KH * KW * B * npix, x.dtype)
+        dybuf = np.empty(K * B * npix, x.dtype)
+        prod = np.empty((Kg, rows), x.dtype)
+        hi = (t + 1) * N // T
+        for n0 in range(t * N // T, hi, B):
+            b = min(B, hi - n0)
+            cols = colbuf[:C * KD * KH * KW * b * npix].reshape((C * KD * KH * KW, b * npix))
+            dyb = dybuf[:K * b * npix].reshape((K, b * npix))
+            for j in range(b):
+                _im2col(x, n0 + j, cols, j * npix, (KD, KH, KW), pad, st, dil, (OD, OH, OW))
+                dyb[:, j * npix:(j + 1) * npix] = dym[n0 + j]
+            for g in range(group):
+                np.dot(dyb[g * Kg:(g + 1) * Kg], cols[g * rows:(g + 1) * rows].T, prod)
+                partial[t, g * Kg:(g + 1) * Kg] += prod
+    total = partial.sum(axis=0).reshape((K, Cg, KD, KH, KW))
+    for k in range(K):
+        for c in range(Cg):
+            for a in range(KD):
+                for b in range(KH):
+                    for e in range(KW):
+                        v = alpha * total[k, c, a, b, e]
+                        if mode == 0:  # the filter was flipped in the forward pass
+                            dw[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e] = v
+                        else:
+                            dw[k, c, a, b, e] = v
+
+
+@njit(cache=True)
+def conv4_cpu(w, x, out, padding, stride, dilation, mode, alpha, group):
+    """out = alpha * conv(w, x) (mode 0) or cross-correlation (mode 1); 4-D or 5-D arrays."""
+    _conv_fwd5(_as5(w), _as5(x), _as5(out), _pad3(padding, 0), _pad3(stride, 1),
+               _pad3(dilation, 1), mode, alpha, group)
+
+
+@njit(cache=True)
+def deconv4_cpu(w, x, out, padding, stride, dilation, mode, alpha, group, size):
+    """out = alpha * conv^T(w, x): the transposed convolution (conv4's input gradient)."""
+    _conv_bwd_data5(_as5(w), _as5(x), _as5(out), _pad3(padding, 0), _pad3(stride, 1),
+                    _pad3(dilation, 1), mode, alpha, group)
+
+
+@njit(cache=True)
+def conv4_dw_cpu(x, dy, out, padding, stride, dilation, mode, alpha, group, size):
+    """out = alpha * d<conv(w, x), dy>/dw: conv4's filter gradient (out has w's shape)."""
+    _conv_bwd_filter5(_as5(x), _as5(dy), _as5(out), _pad3(padding, 0), _pad3(stride, 1),
+                      _pad3(dilation, 1), mode, alpha, group)
+
+
+# ------------------------------------------------------------------ CUDA kernels (fallback)
+
+@cuda.jit
+def _conv_fwd_kernel(w, x, y, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
+    i = cuda.grid(1)
+    N, K, OD, OH, OW = y.shape
+    if i >= N * K * OD * OH * OW:
+        return
+    ow = i % OW
+    t = i // OW
+    oh = t % OH
+    t //= OH
+    od = t % OD
+    t //= OD
+    k = t % K
+    n = t // K
+    Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    c0 = (k // (K // group)) * Cg
+    acc = 0.0
+    for c in range(Cg):
+        for a in range(KD):
+            i_d = od * sd + a * dd - pd
+            if i_d < 0 or i_d >= D:
+                continue
+            for b in range(KH):
+                i_h = oh * sh + b * dh - ph
+                if i_h < 0 or i_h >= H:
+                    continue
+                for e in range(KW):
+                    i_w = ow * sw + e * dw - pw
+                    if i_w < 0 or i_w >= W:
+                        continue
+                    if flip:
+                        wv = w[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e]
+                    else:
+                        wv = w[k, c, a, b, e]
+                    acc += wv * x[n, c0 + c, i_d, i_h, i_w]
+    y[n, k, od, oh, ow] = alpha * acc
+
+
+@cuda.jit
+def _conv_bwd_data_kernel(w, dy, dx, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
+    i = cuda.grid(1)
+    N, C, D, H, W = dx.shape
+    if i >= N * C * D * H * W:
+        return
+    iw = i % W
+    t = i // W
+    ih = t % H
+    t //= H
+    i_d = t % D
+    t //= D
+    c = t % C
+    n = t // C
+    K, Cg, KD, KH, KW = w.shape
+    OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
+    Kg = K // group
+    g = c // Cg
+    cc = c - g * Cg
+    acc = 0.0
+    for a in range(KD):
+        td = i_d + pd - a * dd  # = od * sd for the outputs this input pixel feeds
+        if td < 0 or td % sd != 0 or td // sd >= OD:
+            continue
+        for b in range(KH):
+            th = ih + ph - b * dh
+            if th < 0 or th % sh != 0 or th // sh >= OH:
+                continue
+            for e in range(KW):
+                tw = iw + pw - e * dw
+                if tw < 0 or tw % sw != 0 or tw // sw >= OW:
+                    continue
+                for k in range(g * Kg, (g + 1) * Kg):
+                    if flip:
+                        wv = w[k, cc, KD - 1 - a, KH - 1 - b, KW - 1 - e]
+                    else:
+                        wv = w[k, cc, a, b, e]
+                    acc += wv * dy[n, k, td // sd, th // sh, tw // sw]
+    dx[n, c, i_d, ih, iw] = alpha * acc
+
+
+@cuda.jit
+def _conv_bwd_filter_kernel(x, dy, dwt, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
+    i = cuda.grid(1)
+    K, Cg, KD, KH, KW = dwt.shape
+    if i >= K * Cg * KD * KH * KW:
+        return
+    e = i % KW
+    t = i // KW
+    b = t % KH
+    t //= KH
+    a = t % KD
+    t //= KD
+    c = t % Cg
+    k = t // Cg
+    N, D, H, W = x.shape[0], x.shape[2], x.shape[3], x.shape[4]
+    OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
+    c0 = (k // (K // group)) * Cg
+    acc = 0.0
+    for n in range(N):
+        for od in range(OD):
+            i_d = od * sd + a * dd - pd
+            if i_d < 0 or i_d >= D:
+                continue
+            for oh in range(OH):
+                i_h = oh * sh + b * dh - ph
+                if i_h < 0 or i_h >= H:
+                    continue
+                for ow in range(OW):
+                    i_w = ow * sw + e * dw - pw
+                    if i_w >= 0 and i_w < W:
+                        acc += dy[n, k, od, oh, ow] * x[n, c0 + c, i_d, i_h, i_w]
+    if flip:  # (a, b, e) indexed the flipped filter the forward pass used
+        dwt[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e] = alpha * acc
+    else:
+        dwt[k, c, a, b, e] = alpha * acc
+
+
+KERNELS = {"_conv_fwd_kernel": _conv_fwd_kernel, "_conv_bwd_data_kernel": _conv_bwd_data_kernel,
+           "_conv_bwd_filter_kernel": _conv_bwd_filter_kernel}
+
+_THREADS = 128
+
+
+def _dev5(a):
+    """A 4-D device array viewed as 5-D with depth 1 (no copy)."""
+    return a.reshape((a.shape[0], a.shape[1], 1) + tuple(a.shape[2:])) if a.ndim == 4 else a
+
+
+def _tuple3(t, fill):
+    t = tuple(int(v) for v in t)
+    return (fill,) * (3 - len(t)) + t
+
+
+def _launch(kernel, a, b, out, padding, stride, dilation, mode, alpha, group):
+    p, s, d = _tuple3(padding, 0), _tuple3(stride, 1), _tuple3(dilation, 1)
+    n = int(np.prod(out.shape))
+    if n == 0:
+        return
+    kernel[(n + _THREADS - 1) // _THREADS, _THREADS](
+        _dev5(a), _dev5(b), _dev5(out), *p, *s, *d, int(mode) == 0, float(alpha), int(group))
+
+
+_LOGGED = set()
+
+
+def _log_choice(what, key, message):
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        report("cudnn", "%s %s: %s" % (what, key, message))
+
+
+def _cudnn_ready():
+    from knetc.runtime import cudnn
+    return cudnn.available()
+
+
+def conv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group):
+    """conv4 on device arrays: cuDNN when available, else knetc's Numba kernel."""
+    if _cudnn_ready():
+        from knetc.runtime import cudnn
+        cudnn.convolution("forward", w, x, out, padding, stride, dilation, mode, alpha, group)
+        return
+    _log_choice("conv4", (tuple(x.shape), tuple(w.shape)), "numba kernel")
+    _launch(_conv_fwd_kernel, w, x, out, padding, stride, dilation, mode, alpha, group)
+
+
+def deconv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group, size):
+    """deconv4 (conv4's input gradient) on device arrays: cuDNN or knetc's Numba kernel."""
+    if _cudnn_ready():
+        from knetc.runtime import cudnn
+        cudnn.convolution("backward_data", w, out, x, padding, stride, dilation, mode, alpha, group)
+        return
+    _log_choice("deconv4", (tuple(x.shape), tuple(w.shape)), "numba kernel")
+    _launch(_conv_bwd_data_kernel, w, x, out, padding, stride, dilation, mode, alpha, group)
+
+
+def conv4_dw_cuda(x, dy, out, padding, stride, dilation, mode, alpha, group, size):
+    """conv4's filter gradient on device arrays: cuDNN or knetc's Numba kernel."""
+    if _cudnn_ready():
+        from knetc.runtime import cudnn
+        cudnn.convolution("backward_filter", out, x, dy, padding, stride, dilation, mode, alpha, group)
+        return
+    _log_choice("conv4_dw", (tuple(x.shape), tuple(out.shape)), "numba kernel")
+    _launch(_conv_bwd_filter_kernel, x, dy, out, padding, stride, dilation, mode, alpha, group)
