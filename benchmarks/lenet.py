@@ -1,0 +1,101 @@
+"""LeNet training step: knetc eager vs knetc compiled vs PyTorch, in one process.
+
+    python benchmarks/lenet.py [--steps 100] [--warmup 10] [--target cpu|cuda]
+
+One step = forward + backward + Adam update of LeNet's 8 parameters (conv 5x5x20, max-pool
+2, conv 5x5x50, max-pool 2, fc 800-500, fc 500-10, ReLU; examples/lenet.py) on a batch of
+100 MNIST-sized images (float32, mean NLL / cross-entropy). Reported: the median
+milliseconds per step in interleaved rounds, and the ratio to PyTorch (lower is better).
+With --target cuda (a GPU), knetc runs on the device and PyTorch on cuda when it can.
+"""
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+import knetc as kn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from lenet import lenet, loss  # noqa: E402  (the example's model and loss)
+from mlp import interleaved_ms  # noqa: E402  (the benchmark beside this one)
+
+BATCH, LR = 100, 0.001
+
+
+def make_data(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((BATCH, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, BATCH)
+
+
+def knetc_step(f, x, y):
+    kn.seed_(0)
+    w = lenet()
+    optimizers = [kn.Adam(lr=LR) for _ in w]
+    grad = kn.grad(f)
+
+    def step():
+        for p, g, opt in zip(w, grad(w, x, y), optimizers):
+            kn.update_(p, g, opt)
+    return step
+
+
+def torch_step(x, y, device):
+    import torch
+    import torch.nn.functional as F
+    kn.seed_(0)
+    params = [torch.tensor(np.asarray(p.value), device=device, requires_grad=True) for p in lenet()]
+    opt = torch.optim.Adam(params, lr=LR)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    def step():
+        c1, cb1, c2, cb2, w3, b3, w4, b4 = params
+        h = F.max_pool2d(torch.relu(F.conv2d(tx, c1) + cb1), 2)
+        h = F.max_pool2d(torch.relu(F.conv2d(h, c2) + cb2), 2)
+        h = torch.relu(h.reshape(BATCH, -1) @ w3 + b3)
+        out = F.cross_entropy(h @ w4 + b4, ty)
+        opt.zero_grad(set_to_none=True)
+        out.backward()
+        opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return step, torch
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args()
+    x, y = make_data()
+    print(f"LeNet, batch {BATCH}, float32, Adam step (fwd + bwd + update); median of {args.steps} steps "
+          f"per row, in 10 interleaved rounds, after {args.warmup} warm-up; target {args.target}")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
+          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+    compiled = kn.compile(loss.fn, target=args.target)
+    steps = {"knetc compiled (kn.grad(loss))": knetc_step(compiled, x, y)}
+    if args.target == "cpu":
+        steps["knetc eager (kn.grad(loss.fn))"] = knetc_step(loss.fn, x, y)
+    steps[next(iter(steps))]()  # compile outside the timings
+    torch_name = None
+    try:
+        step, torch = torch_step(x, y, args.target)
+        torch_name = f"PyTorch {torch.__version__} ({args.target}, {torch.get_num_threads()} threads)"
+        steps[torch_name] = step
+    except ImportError:
+        print("(PyTorch not installed: no comparison)")
+    ms = interleaved_ms(steps, args.steps, args.warmup)
+    width = max(map(len, ms))
+    print(f"\n{'':{width}}  ms/step  vs PyTorch")
+    for name, value in ms.items():
+        ratio = f"{value / ms[torch_name]:8.2f}x" if torch_name else ""
+        print(f"{name:{width}}  {value:7.3f}  {ratio}")
+    print(f"(load average {os.getloadavg()[0]:.2f} after the timings; "
+          f"`knetc inspect examples/lenet.py:loss --steps` shows the compiled step's kernels)")
+    return ms
+
+
+if __name__ == "__main__":
+    main()
