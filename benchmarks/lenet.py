@@ -93,7 +93,7 @@ def main():
         ratio = f"{value / ms[torch_name]:8.2f}x" if torch_name else ""
         print(f"{name:{width}}  {value:7.3f}  {ratio}")
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings; "
-          f"`knetc inspect examples/lenet.py:loss --steps` shows the compiled step's kernels)")
+          f"`knetc inspect examples/lenet.py:loss --steps 1 --stage fused` shows the compiled step's kernels)")
     return ms
 
 

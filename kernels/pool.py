@@ -23,72 +23,45 @@ BLOCK = 256
 
 
 # ----------------------------------------------------------------------------- CPU helpers
+# A window is given by its origin (d0, h0, w0) in the input (negative inside the padding);
+# the loops run over its positions clipped to the input, so no test per position.
 
 @njit(cache=True)
-def _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt):
-    """Position (d*H + h)*W + w in slice s of the maximum of output o's window."""
-    d0 = (o // (OW * OH)) * sd - pd
-    h0 = ((o // OW) % OH) * sh - ph
-    w0 = (o % OW) * sw - pw
+def _argmax_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww, nan_opt):
+    """Position (d*H + h)*W + w in slice s of the maximum of the window at (d0, h0, w0).
+    Branch-free in the loop (selects, not jumps): the comparisons are data-dependent and
+    mispredicted branches cost more than the loads."""
+    nan_wins = nan_opt != 0
     best_i = -1
     best = x[s, 0]
-    for a in range(wd):
-        d = d0 + a
-        if d < 0 or d >= D:
-            continue
-        for b in range(wh):
-            h = h0 + b
-            if h < 0 or h >= H:
-                continue
-            for c in range(ww):
-                w = w0 + c
-                if w < 0 or w >= W:
-                    continue
-                i = (d * H + h) * W + w
-                v = x[s, i]
-                if best_i < 0:
-                    take = True
-                elif best != best:  # the best so far is NaN
-                    take = nan_opt == 0 and v == v
-                elif v != v:
-                    take = nan_opt != 0
-                else:
-                    take = v > best
-                if take:
-                    best_i = i
-                    best = v
+    for d in range(max(d0, 0), min(d0 + wd, D)):
+        for h in range(max(h0, 0), min(h0 + wh, H)):
+            row = (d * H + h) * W
+            for w in range(max(w0, 0), min(w0 + ww, W)):
+                v = x[s, row + w]
+                v_nan, best_nan = v != v, best != best
+                take = (best_i < 0) | (v > best) | (nan_wins & v_nan & ~best_nan) | (~nan_wins & best_nan & ~v_nan)
+                best_i = row + w if take else best_i
+                best = v if take else best
     return best_i
 
 
 @njit(cache=True)
-def _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode):
+def _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode):
     if mode == 1:
         return wd * wh * ww
-    d0 = (o // (OW * OH)) * sd - pd
-    h0 = ((o // OW) % OH) * sh - ph
-    w0 = (o % OW) * sw - pw
     # the window's positions inside the input, per axis
     return ((min(d0 + wd, D) - max(d0, 0)) * (min(h0 + wh, H) - max(h0, 0)) * (min(w0 + ww, W) - max(w0, 0)))
 
 
 @njit(cache=True)
-def _sum_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw):
-    d0 = (o // (OW * OH)) * sd - pd
-    h0 = ((o // OW) % OH) * sh - ph
-    w0 = (o % OW) * sw - pw
+def _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww):
     total = 0.0
-    for a in range(wd):
-        d = d0 + a
-        if d < 0 or d >= D:
-            continue
-        for b in range(wh):
-            h = h0 + b
-            if h < 0 or h >= H:
-                continue
-            for c in range(ww):
-                w = w0 + c
-                if 0 <= w < W:
-                    total += x[s, (d * H + h) * W + w]
+    for d in range(max(d0, 0), min(d0 + wd, D)):
+        for h in range(max(h0, 0), min(h0 + wh, H)):
+            row = (d * H + h) * W
+            for w in range(max(w0, 0), min(w0 + ww, W)):
+                total += x[s, row + w]
     return total
 
 
@@ -110,20 +83,25 @@ def _geometry_cpu(x, y):
 
 
 # ----------------------------------------------------------------------------- CPU
+# Parallel over slices (n, c); within a slice, the outputs in order o = (od*OH + oh)*OW + ow.
 
 @njit(cache=True, parallel=True)
-def _forward_cpu(x, y, D, H, W, OH, OW, window, padding, stride, mode, nan_opt, alpha):
+def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        for o in range(y.shape[1]):
-            if mode == 0 or mode == 3:
-                i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
-                y[s, o] = alpha * x[s, i]
-            else:
-                total = _sum_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw)
-                y[s, o] = alpha * total / _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode)
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
+                    if mode == 0 or mode == 3:
+                        y[s, o] = alpha * x[s, _argmax_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww, nan_opt)]
+                    else:
+                        total = _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww)
+                        y[s, o] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
+                    o += 1
 
 
 @njit(cache=True)
@@ -131,21 +109,24 @@ def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
     slices, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
     if out.size == 0:
         return
-    _forward_cpu(x.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)), D, H, W, OH, OW,
+    _forward_cpu(x.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)), D, H, W, OD, OH, OW,
                  window, padding, stride, mode, nan_opt, alpha)
 
 
 @njit(cache=True, parallel=True)
-def _grad_max_cpu(x, dy, dx, D, H, W, OH, OW, window, padding, stride, nan_opt, alpha):
+def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):  # each slice scatters into its own row: no races
-        for i in range(dx.shape[1]):
-            dx[s, i] = 0
-        for o in range(dy.shape[1]):
-            i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
-            dx[s, i] += alpha * dy[s, o]
+        dx[s] = 0
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    i = _argmax_cpu(x, s, od * sd - pd, oh * sh - ph, ow * sw - pw, D, H, W, wd, wh, ww, nan_opt)
+                    dx[s, i] += alpha * dy[s, o]
+                    o += 1
 
 
 @njit(cache=True)
@@ -154,26 +135,28 @@ def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alp
     if out.size == 0:
         return
     _grad_max_cpu(x.reshape((slices, D * H * W)), dy.reshape((slices, OD * OH * OW)),
-                  out.reshape((slices, D * H * W)), D, H, W, OH, OW, window, padding, stride, nan_opt, alpha)
+                  out.reshape((slices, D * H * W)), D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
 
 
 @njit(cache=True, parallel=True)
-def _grad_avg_cpu(dy, dx, D, H, W, OH, OW, window, padding, stride, mode, alpha):
+def _grad_avg_cpu(dy, dx, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(dx.shape[0]):
-        for i in range(dx.shape[1]):
-            dx[s, i] = 0
-        for o in range(dy.shape[1]):
-            g = alpha * dy[s, o] / _divisor_cpu(o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, mode)
-            d0 = (o // (OW * OH)) * sd - pd
-            h0 = ((o // OW) % OH) * sh - ph
-            w0 = (o % OW) * sw - pw
-            for d in range(max(d0, 0), min(d0 + wd, D)):
-                for h in range(max(h0, 0), min(h0 + wh, H)):
-                    for w in range(max(w0, 0), min(w0 + ww, W)):
-                        dx[s, (d * H + h) * W + w] += g
+        dx[s] = 0
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
+                    g = alpha * dy[s, o] / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
+                    for d in range(max(d0, 0), min(d0 + wd, D)):
+                        for h in range(max(h0, 0), min(h0 + wh, H)):
+                            row = (d * H + h) * W
+                            for w in range(max(w0, 0), min(w0 + ww, W)):
+                                dx[s, row + w] += g
+                    o += 1
 
 
 @njit(cache=True)
@@ -181,19 +164,23 @@ def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
     slices, D, H, W, OD, OH, OW = _geometry_cpu(out, dy)
     if out.size == 0:
         return
-    _grad_avg_cpu(dy.reshape((slices, OD * OH * OW)), out.reshape((slices, D * H * W)), D, H, W, OH, OW,
+    _grad_avg_cpu(dy.reshape((slices, OD * OH * OW)), out.reshape((slices, D * H * W)), D, H, W, OD, OH, OW,
                   window, padding, stride, mode, alpha)
 
 
 @njit(cache=True, parallel=True)
-def _gather_cpu(x, g, z, D, H, W, OH, OW, window, padding, stride, nan_opt, alpha):
+def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        for o in range(z.shape[1]):
-            i = _argmax_cpu(x, s, o, D, H, W, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, sw, nan_opt)
-            z[s, o] = alpha * g[s, i]
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    i = _argmax_cpu(x, s, od * sd - pd, oh * sh - ph, ow * sw - pw, D, H, W, wd, wh, ww, nan_opt)
+                    z[s, o] = alpha * g[s, i]
+                    o += 1
 
 
 @njit(cache=True)
@@ -202,7 +189,7 @@ def pool_gather_cpu(x, y, g, out, window, padding, stride, mode, nan_opt, alpha)
     if out.size == 0:
         return
     _gather_cpu(x.reshape((slices, D * H * W)), g.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)),
-                D, H, W, OH, OW, window, padding, stride, nan_opt, alpha)
+                D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
 
 
 # ----------------------------------------------------------------------------- CUDA kernel

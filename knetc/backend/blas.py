@@ -3,7 +3,9 @@
 Small GEMMs (a training step of a small model) run faster on one thread: waking BLAS
 threads costs more than the product, and when another runtime's threads share the cores
 (PyTorch's OpenMP, in one process) the spinning threads slowed a step by 10-100x in our
-measurements. Large GEMMs keep BLAS's default thread count."""
+measurements. Routines that call BLAS from their own parallel loops (the CPU convolutions)
+need one BLAS thread too: nested BLAS threads made them about 2x slower. Otherwise large
+GEMMs keep BLAS's default thread count."""
 import ctypes
 import glob
 import os
@@ -36,13 +38,14 @@ def _load():
 _load()
 
 
-def threads_for(largest_gemm_flops):
-    """The thread count to use for a program whose largest GEMM does this many flops."""
+def threads_for(largest_gemm_flops, blas_in_prange=False):
+    """The thread count to use for a program whose largest GEMM does this many flops;
+    blas_in_prange: the program calls BLAS from inside parallel loops."""
     if _default is None:
         return None
     if os.environ.get("KNETC_BLAS_THREADS"):
         return int(os.environ["KNETC_BLAS_THREADS"])
-    return 1 if largest_gemm_flops < SMALL_GEMM_FLOPS else _default
+    return 1 if blas_in_prange or largest_gemm_flops < SMALL_GEMM_FLOPS else _default
 
 
 def use_threads(n):

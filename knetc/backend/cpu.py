@@ -90,7 +90,8 @@ class Runner:
         self.driver, self.constants = executable.module.driver, executable.constants
         gemms = [2 * int(np.prod(s.a.aval.shape)) * s.out.aval.shape[-1]
                  for s in executable.schedule.steps if isinstance(s, Matmul)]
-        self.blas_threads = blas.threads_for(max(gemms, default=0))
+        nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for s in executable.schedule.steps)
+        self.blas_threads = blas.threads_for(max(gemms, default=0), nested)
 
     def __call__(self, arrays):
         blas.use_threads(self.blas_threads)

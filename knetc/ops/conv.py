@@ -15,6 +15,7 @@ its filter gradient the conv4_dw op, and the gradients of those are again these 
 """
 import numpy as np
 
+from ..backend import blas
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, register
 
@@ -112,7 +113,9 @@ def _conv4_dw_rule(x, dy, padding, stride, dilation, mode, alpha, group, size):
 # ------------------------------------------------------------------ numpy-level (eager) impls
 
 def _run(routine, shape, a, b, params):
-    """Eager evaluation with the same njit routines the compiled CPU code calls."""
+    """Eager evaluation with the same njit routines the compiled CPU code calls (which call
+    BLAS inside their parallel loops: one BLAS thread, as in compiled programs)."""
+    blas.use_threads(blas.threads_for(0, blas_in_prange=True))
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     dtype = np.result_type(a.dtype, b.dtype)
     out = np.empty(shape, dtype)
@@ -174,11 +177,11 @@ def _conv4_dw_grads():
 
 
 conv4_ = register(Op("conv4", _conv4_rule, _conv4_impl, _conv4_grads(), "call",
-                     lowering=_LOWER["conv4"]))
+                     lowering=_LOWER["conv4"], blas_in_prange=True))
 deconv4_ = register(Op("deconv4", _deconv4_rule, _deconv4_impl, _deconv4_grads(), "call",
-                       lowering=_LOWER["deconv4"]))
+                       lowering=_LOWER["deconv4"], blas_in_prange=True))
 conv4_dw_ = register(Op("conv4_dw", _conv4_dw_rule, _conv4_dw_impl, _conv4_dw_grads(), "call",
-                        lowering=_LOWER["conv4_dw"]))
+                        lowering=_LOWER["conv4_dw"], blas_in_prange=True))
 
 
 # ------------------------------------------------------------------ public functions

@@ -59,13 +59,17 @@ class Op:
     (C-contiguous, 0-d values stored as shape (1,)). The CPU routine must be Numba-njit
     compiled (the CPU driver is njit); the CUDA routine is a Python function that launches
     kernels or calls cuDNN on device arrays.
+    A call op whose CPU routine calls BLAS from inside its own `prange` loops says
+    `blas_in_prange=True`: programs with it keep BLAS on one thread (knetc/backend/blas.py).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
     """
 
-    def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None):
+    def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
+                 blas_in_prange=False):
         self.name, self.rule, self.impl, self.grads = name, rule, impl, grads
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
+        self.blas_in_prange = blas_in_prange
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
             raise ValueError(f"call op {name!r} needs a 'cpu' and a 'cuda' routine in lowering")
 
