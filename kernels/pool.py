@@ -15,6 +15,7 @@ Routines, called by the generated drivers as routine(*inputs, out, **params):
 
 Example (CPU): ``pool_cpu(x, y, (1, 2, 2), (0, 0, 0), (1, 2, 2), 0, 1, 1.0)``
 """
+import numpy as np
 from numba import cuda, njit, prange
 
 from knetc.report import report
@@ -27,23 +28,29 @@ BLOCK = 256
 # the loops run over its positions clipped to the input, so no test per position.
 
 @njit(cache=True)
-def _argmax_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww, nan_opt):
-    """Position (d*H + h)*W + w in slice s of the maximum of the window at (d0, h0, w0).
-    Branch-free in the loop (selects, not jumps): the comparisons are data-dependent and
-    mispredicted branches cost more than the loads."""
-    nan_wins = nan_opt != 0
-    best_i = -1
-    best = x[s, 0]
+def _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i):
+    """best_i[ow] = the position (d*H + h)*W + w in slice s of the maximum of the window at
+    (d0, h0, ow*sw - pw), for a whole output row at once: the inner loop runs along the row
+    (long, regular) instead of along a window's few columns. Each window's positions are
+    visited in window order, so a tie goes to the first; a NaN wins when nan_opt is 1 and
+    loses to any number when it is 0. Selects, not branches: the comparisons are
+    data-dependent and mispredicted branches cost more than the loads."""
+    nan_wins, nan_loses = nan_opt != 0, nan_opt == 0
+    OW = best_i.shape[0]
+    best_i[:] = -1
     for d in range(max(d0, 0), min(d0 + wd, D)):
         for h in range(max(h0, 0), min(h0 + wh, H)):
             row = (d * H + h) * W
-            for w in range(max(w0, 0), min(w0 + ww, W)):
-                v = x[s, row + w]
-                v_nan, best_nan = v != v, best != best
-                take = (best_i < 0) | (v > best) | (nan_wins & v_nan & ~best_nan) | (~nan_wins & best_nan & ~v_nan)
-                best_i = row + w if take else best_i
-                best = v if take else best
-    return best_i
+            for kw in range(ww):
+                off = kw - pw  # input column of output column ow: ow*sw + off
+                lo = max(0, -((off) // sw))
+                hi = min(OW, -((off - W) // sw))
+                for ow in range(lo, hi):
+                    i = row + ow * sw + off
+                    v, b, bi = x[s, i], best[ow], best_i[ow]
+                    take = (bi < 0) | (v > b) | (nan_wins & (v != v) & (b == b)) | (nan_loses & (b != b) & (v == v))
+                    best_i[ow] = i if take else bi
+                    best[ow] = v if take else b
 
 
 @njit(cache=True)
@@ -91,17 +98,19 @@ def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_o
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        o = 0
+        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
         for od in range(OD):
             for oh in range(OH):
-                for ow in range(OW):
-                    d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
-                    if mode == 0 or mode == 3:
-                        y[s, o] = alpha * x[s, _argmax_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww, nan_opt)]
-                    else:
+                d0, h0, o = od * sd - pd, oh * sh - ph, (od * OH + oh) * OW
+                if mode == 0 or mode == 3:
+                    _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
+                    for ow in range(OW):
+                        y[s, o + ow] = alpha * x[s, best_i[ow]]
+                else:
+                    for ow in range(OW):
+                        w0 = ow * sw - pw
                         total = _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww)
-                        y[s, o] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
-                    o += 1
+                        y[s, o + ow] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
 
 
 @njit(cache=True)
@@ -120,13 +129,13 @@ def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_o
     sd, sh, sw = stride
     for s in prange(x.shape[0]):  # each slice scatters into its own row: no races
         dx[s] = 0
-        o = 0
+        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
         for od in range(OD):
             for oh in range(OH):
+                _row_argmax_cpu(x, s, od * sd - pd, oh * sh - ph, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
+                o = (od * OH + oh) * OW
                 for ow in range(OW):
-                    i = _argmax_cpu(x, s, od * sd - pd, oh * sh - ph, ow * sw - pw, D, H, W, wd, wh, ww, nan_opt)
-                    dx[s, i] += alpha * dy[s, o]
-                    o += 1
+                    dx[s, best_i[ow]] += alpha * dy[s, o + ow]
 
 
 @njit(cache=True)
@@ -174,13 +183,13 @@ def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, 
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        o = 0
+        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
         for od in range(OD):
             for oh in range(OH):
+                _row_argmax_cpu(x, s, od * sd - pd, oh * sh - ph, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
+                o = (od * OH + oh) * OW
                 for ow in range(OW):
-                    i = _argmax_cpu(x, s, od * sd - pd, oh * sh - ph, ow * sw - pw, D, H, W, wd, wh, ww, nan_opt)
-                    z[s, o] = alpha * g[s, i]
-                    o += 1
+                    z[s, o + ow] = alpha * g[s, best_i[ow]]
 
 
 @njit(cache=True)

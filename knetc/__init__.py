@@ -6,8 +6,6 @@
     kn.grad(y, w)
 """
 from .version import __version__  # noqa: F401
-from .backend.blas import choose_threading_layer as _choose_threading_layer
-_choose_threading_layer()  # before any parallel loop runs
 from .errors import CompileError, ShapeError  # noqa: F401
 from .ops import OPS  # noqa: F401
 from .ops.elementwise import abs, exp, log, relu, sigm, sign, sqrt, tanh  # noqa: F401

@@ -55,16 +55,3 @@ def use_threads(n):
         _set(n)
         _current = n
 
-
-def choose_threading_layer():
-    """Run Numba's parallel loops (`prange` in generated kernels, conv and pooling routines) on
-    its own work-queue threads unless the user chose a layer (NUMBA_THREADING_LAYER).
-
-    Numba prefers OpenMP when it is present; beside PyTorch's OpenMP runtime in one process,
-    the two spin-waiting thread pools fought over the cores and the LeNet step took 2.2-3.2x
-    PyTorch's time, against 0.8-1.0x with the work queue (benchmarks/RESULTS.md). The work
-    queue must not be entered from two Python threads at once: run compiled code from one
-    thread, or set NUMBA_THREADING_LAYER=omp (or tbb)."""
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        import numba
-        numba.config.THREADING_LAYER = "workqueue"
