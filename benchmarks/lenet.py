@@ -1,11 +1,12 @@
-"""LeNet training step: knetc eager vs knetc compiled vs PyTorch, in one process.
+"""LeNet training step: knetc eager vs knetc compiled vs PyTorch, each in its own process.
 
-    python benchmarks/lenet.py [--steps 100] [--warmup 10] [--target cpu|cuda]
+    python benchmarks/lenet.py [--steps 150] [--warmup 10] [--target cpu|cuda]
 
 One step = forward + backward + Adam update of LeNet's 8 parameters (conv 5x5x20, max-pool
 2, conv 5x5x50, max-pool 2, fc 800-500, fc 500-10, ReLU; examples/lenet.py) on a batch of
 100 MNIST-sized images (float32, mean NLL / cross-entropy). Reported: the median
-milliseconds per step in interleaved rounds, and the ratio to PyTorch (lower is better).
+milliseconds per step in alternating rounds of fresh processes
+(benchmarks/contest.py says why), and the ratio to PyTorch (lower is better).
 With --target cuda (a GPU), knetc runs on the device and PyTorch on cuda when it can.
 """
 import argparse
@@ -19,7 +20,7 @@ import knetc as kn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 from lenet import lenet, loss  # noqa: E402  (the example's model and loss)
-from mlp import interleaved_ms  # noqa: E402  (the benchmark beside this one)
+import contest  # noqa: E402  (beside this file)
 
 BATCH, LR = 100, 0.001
 
@@ -63,34 +64,47 @@ def torch_step(x, y, device):
     return step, torch
 
 
-def main():
+def contestants(args):
+    x, y = make_data()
+
+    def compiled():
+        return "knetc compiled (kn.grad(loss))", knetc_step(kn.compile(loss.fn, target=args.target), x, y)
+
+    def eager():
+        return "knetc eager (kn.grad(loss.fn))", knetc_step(loss.fn, x, y)
+
+    def pytorch():
+        step, torch = torch_step(x, y, args.target)
+        return f"PyTorch {torch.__version__} ({args.target}, {torch.get_num_threads()} threads)", step
+    return {"compiled": compiled, "eager": eager, "torch": pytorch}
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--target", choices=("cpu", "cuda"), default="cpu")
-    args = parser.parse_args()
-    x, y = make_data()
+    return parser.parse_known_args(argv)[0]
+
+
+def main():
+    args = parse_args()
+    contest.main_child(contestants(args))
     print(f"LeNet, batch {BATCH}, float32, Adam step (fwd + bwd + update); median of {args.steps} steps "
-          f"per row, in 10 interleaved rounds, after {args.warmup} warm-up; target {args.target}")
+          f"per row, each framework in its own processes (3 alternating rounds), after {args.warmup} "
+          f"warm-up; target {args.target}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
-    compiled = kn.compile(loss.fn, target=args.target)
-    steps = {"knetc compiled (kn.grad(loss))": knetc_step(compiled, x, y)}
-    if args.target == "cpu":
-        steps["knetc eager (kn.grad(loss.fn))"] = knetc_step(loss.fn, x, y)
-    steps[next(iter(steps))]()  # compile outside the timings
-    torch_name = None
-    try:
-        step, torch = torch_step(x, y, args.target)
-        torch_name = f"PyTorch {torch.__version__} ({args.target}, {torch.get_num_threads()} threads)"
-        steps[torch_name] = step
-    except ImportError:
+    contestants(args)["compiled"]()[1]()  # compile into the cache, outside the timings
+    names = ["compiled"] + (["eager"] if args.target == "cpu" else []) + (["torch"] if contest.have_torch() else [])
+    if "torch" not in names:
         print("(PyTorch not installed: no comparison)")
-    ms = interleaved_ms(steps, args.steps, args.warmup)
+    ms = contest.compare(__file__, names, [f"--target={args.target}"], args.steps, args.warmup)
+    torch_ms = list(ms.values())[-1] if "torch" in names else None
     width = max(map(len, ms))
     print(f"\n{'':{width}}  ms/step  vs PyTorch")
     for name, value in ms.items():
-        ratio = f"{value / ms[torch_name]:8.2f}x" if torch_name else ""
+        ratio = f"{value / torch_ms:8.2f}x" if torch_ms else ""
         print(f"{name:{width}}  {value:7.3f}  {ratio}")
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings; "
           f"`knetc inspect examples/lenet.py:loss --steps 1 --stage fused` shows the compiled step's kernels)")

@@ -1,11 +1,12 @@
-"""MLP training step: knetc eager vs knetc compiled (CPU) vs PyTorch eager, in one process.
+"""MLP training step: knetc eager vs knetc compiled (CPU) vs PyTorch eager, each in its own process.
 
-    python benchmarks/mlp.py [--steps 500] [--warmup 50]
+    python benchmarks/mlp.py [--steps 600] [--warmup 50]
 
 One step = forward + backward + SGD update of all 4 parameters of a 784-64-10 ReLU MLP on a
 batch of 100 (float32, mean NLL / cross-entropy), as examples/mnist_mlp.py trains it.
-Reported: the median milliseconds per step after a warm-up, and the ratio to PyTorch (lower
-is better; < 1 is faster than PyTorch). Then the time to the first compiled step in fresh
+Reported: the median milliseconds per step after a warm-up, in alternating rounds of fresh
+processes (benchmarks/contest.py says why), and the ratio to PyTorch (lower is better; < 1
+is faster than PyTorch). Then the time to the first compiled step in fresh
 processes: cold (an empty KNETC_CACHE_DIR: trace, differentiate, generate, Numba-compile)
 and warm (a second process on the same cache dir: trace, differentiate, generate, load
 Numba's cached machine code).
@@ -13,7 +14,6 @@ Numba's cached machine code).
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,8 @@ import time
 import numpy as np
 
 import knetc as kn
+
+import contest  # beside this file
 
 BATCH, SIZES, LR = 100, (784, 64, 10), 0.1
 
@@ -71,39 +73,6 @@ def torch_setup(model, x, y):
     return step, torch
 
 
-def median_ms(step, steps, warmup):
-    """Median milliseconds per call of step() over `steps` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def interleaved_ms(steps_by_name, steps, warmup, rounds=10):
-    """Median ms per step of each function, measured in `rounds` interleaved rounds (on a
-    shared machine the load changes over time; interleaving gives each the same share).
-    A value is a step function, or (step, before, after) run around each block of steps."""
-    blocks = {name: v if isinstance(v, tuple) else (v, None, None) for name, v in steps_by_name.items()}
-    times = {name: [] for name in blocks}
-    per_round = max(1, steps // rounds)
-    for r in range(rounds + 1):
-        for name, (step, before, after) in blocks.items():
-            if before:
-                before()
-            for _ in range(warmup if r == 0 else per_round):  # round 0: warm-up
-                t0 = time.perf_counter()
-                step()
-                if r:
-                    times[name].append(time.perf_counter() - t0)
-            if after:
-                after()
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
-
-
 def first_step_child():
     """Run in a fresh process: time the first compiled gradient step (import excluded)."""
     x, y = make_data()
@@ -124,57 +93,73 @@ def first_step(cache_dir):
     return step, wall
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--first-step-child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.first_step_child:
-        return first_step_child()
-
+def contestants(args):
     x, y = make_data()
-    print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, SGD step (fwd + bwd + update); "
-          f"median of {args.steps} steps per row, in 10 interleaved rounds, after {args.warmup} warm-up")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
 
-    steps = {}
-    eager_model, compiled_model = make_model(), make_model()
-    eager, compiled = knetc_step(kn.grad(loss.fn)), knetc_step(kn.grad(loss))
-    steps["knetc eager (kn.grad(loss.fn))"] = lambda: eager(eager_model, x, y)
-    steps["knetc compiled cpu (kn.grad(loss))"] = lambda: compiled(compiled_model, x, y)
-    compiled(compiled_model, x, y)  # compile before looking at the specialization
-    # Breakdown of the compiled step: the kn.grad(loss) call, and the generated driver alone
-    # (all kernels and BLAS calls, no Python around them).
-    try:
+    def eager():
+        model, step = make_model(), knetc_step(kn.grad(loss.fn))
+        return "knetc eager (kn.grad(loss.fn))", lambda: step(model, x, y)
+
+    def compiled():
+        model, step = make_model(), knetc_step(kn.grad(loss))
+        return "knetc compiled cpu (kn.grad(loss))", lambda: step(model, x, y)
+
+    # Breakdown of the compiled step: the kn.grad(loss) call alone, and the generated driver
+    # alone (all kernels and BLAS calls, no Python around them).
+    def grad_call():
+        model, grad = make_model(), kn.grad(loss)
+        return "  of which: kn.grad(loss) call", lambda: grad(model, x, y)
+
+    def driver():
+        model, grad = make_model(), kn.grad(loss)
+        grad(model, x, y)  # compile, then look at the specialization
         spec = [s for s in loss.specializations() if hasattr(s, "grad_slots")][0]
         runner = spec.executable._runner
-        arrays = [np.ascontiguousarray(p.value) for layer in compiled_model for p in layer] + [x, y] \
+        arrays = [np.ascontiguousarray(p.value) for layer in model for p in layer] + [x, y] \
             + list(spec.executable.constants)
-        grad = kn.grad(loss)
-        steps["  of which: kn.grad(loss) call"] = lambda: grad(compiled_model, x, y)
-        steps["  of which: generated driver (kernels)"] = lambda: runner.driver(*arrays)
-    except Exception as e:  # internals moved: skip the breakdown
-        print(f"(no breakdown: {e!r})")
-    torch = None
-    try:
-        step, torch = torch_setup(make_model(), x, y)
-        default_threads = torch.get_num_threads()
-        steps[f"PyTorch {torch.__version__} eager ({default_threads} threads, default)"] = step
-        steps["PyTorch eager, 1 thread (for reference)"] = (
-            step, lambda: torch.set_num_threads(1), lambda: torch.set_num_threads(default_threads))
-    except ImportError:
-        print("(PyTorch not installed: no comparison)")
-    ms = interleaved_ms(steps, args.steps, args.warmup)
-    rows = list(ms.items())
-    torch_ms = ms[f"PyTorch {torch.__version__} eager ({default_threads} threads, default)"] if torch else None
+        return "  of which: generated driver (kernels)", lambda: runner.driver(*arrays)
 
-    width = max(len(name) for name, _ in rows)
+    def pytorch(threads=None):
+        step, torch = torch_setup(make_model(), x, y)
+        if threads:
+            torch.set_num_threads(threads)
+            return f"PyTorch eager, {threads} thread (for reference)", step
+        return f"PyTorch {torch.__version__} eager ({torch.get_num_threads()} threads, default)", step
+    return {"eager": eager, "compiled": compiled, "grad_call": grad_call, "driver": driver,
+            "torch": pytorch, "torch1": lambda: pytorch(1)}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--first-step-child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_known_args(argv)[0]
+
+
+def main():
+    args = parse_args()
+    if args.first_step_child:
+        return first_step_child()
+    contest.main_child(contestants(args))
+    print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, SGD step (fwd + bwd + update); "
+          f"median of {args.steps} steps per row, each in its own processes (3 alternating rounds), "
+          f"after {args.warmup} warm-up")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
+          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+    contestants(args)["compiled"]()[1]()  # compile into the cache, outside the timings
+    names = ["eager", "compiled", "grad_call", "driver"]
+    if contest.have_torch():
+        names += ["torch", "torch1"]
+    else:
+        print("(PyTorch not installed: no comparison)")
+    ms = contest.compare(__file__, names, [], args.steps, args.warmup)
+    torch_ms = ms[next(n for n in ms if n.startswith("PyTorch"))] if "torch" in names else None
+    width = max(map(len, ms))
     print(f"\n{'':{width}}  ms/step  vs PyTorch")
-    for name, ms in rows:
-        ratio = f"{ms / torch_ms:8.2f}x" if torch_ms else ""
-        print(f"{name:{width}}  {ms:7.3f}  {ratio}")
+    for name, value in ms.items():
+        ratio = f"{value / torch_ms:8.2f}x" if torch_ms else ""
+        print(f"{name:{width}}  {value:7.3f}  {ratio}")
 
     print(f"(load average {os.getloadavg()[0]:.2f} after the step timings)")
     with tempfile.TemporaryDirectory(prefix="knetc-bench-cache-") as cache:

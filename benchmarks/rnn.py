@@ -1,6 +1,6 @@
-"""CharLM training step: knetc compiled (CPU) vs PyTorch (nn.LSTM), in one process.
+"""CharLM training step: knetc compiled (CPU) vs PyTorch (nn.LSTM), each in its own process.
 
-    python benchmarks/rnn.py [--steps 40] [--warmup 5] [--hidden 256] [--embed 64] [--batch 32] [--seqlen 64]
+    python benchmarks/rnn.py [--steps 60] [--warmup 5] [--hidden 256] [--embed 64] [--batch 32] [--seqlen 64]
 
 One step = forward + backward + Adam update of examples/charlm.py's model (one-hot
 characters @ embedding -> LSTM -> dense -> NLL) on a batch of `batch` windows of `seqlen`
@@ -8,12 +8,12 @@ characters, float32, vocabulary 65. knetc: `kn.adam` on the compiled loss (compi
 compiled adjoint, one fused Adam update per Param). PyTorch: the same sizes with
 nn.Embedding-equivalent one-hot matmul, nn.LSTM, nn.Linear, cross_entropy and torch.optim.Adam.
 Reported: characters per second (batch * seqlen / median step time, after a warm-up, in
-interleaved rounds), and the ratio knetc / PyTorch (> 1: knetc is faster).
+alternating rounds of fresh processes: benchmarks/contest.py says why), and the ratio
+knetc / PyTorch (> 1: knetc is faster).
 """
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -23,6 +23,7 @@ import knetc as kn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 import charlm  # noqa: E402
+import contest  # noqa: E402
 
 V = 65
 
@@ -65,59 +66,51 @@ def torch_setup(args, x, labels):
     return step, torch
 
 
-def interleaved_ms(steps_by_name, steps, warmup, rounds=4):
-    """Median ms per step of each, measured in interleaved rounds (the machine is shared)."""
-    blocks = {name: v if isinstance(v, tuple) else (v, None, None) for name, v in steps_by_name.items()}
-    times = {name: [] for name in blocks}
-    per_round = max(1, steps // rounds)
-    for r in range(rounds + 1):
-        for name, (step, before, after) in blocks.items():
-            if before:
-                before()
-            for _ in range(warmup if r == 0 else per_round):
-                t0 = time.perf_counter()
-                step()
-                if r:
-                    times[name].append(time.perf_counter() - t0)
-            if after:
-                after()
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+def contestants(args):
+    x, labels = make_batch(args.batch, args.seqlen)
+
+    def knetc_compiled():
+        return "knetc compiled cpu (kn.adam on @kn.compile loss)", knetc_setup(args, x, labels)
+
+    def pytorch():
+        step, torch = torch_setup(args, x, labels)
+        return f"PyTorch {torch.__version__} nn.LSTM ({torch.get_num_threads()} threads, default)", step
+    return {"knetc": knetc_compiled, "torch": pytorch}
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--embed", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=64)
-    args = parser.parse_args()
-    x, labels = make_batch(args.batch, args.seqlen)
+    return parser.parse_known_args(argv)[0]
+
+
+def main():
+    args = parse_args()
+    contest.main_child(contestants(args))
     chars = args.batch * args.seqlen
     print(f"CharLM: one-hot({V}) @ embed {args.embed} -> LSTM {args.hidden} -> dense {V} -> NLL; "
-          f"batch {args.batch} x seqlen {args.seqlen} = {chars} characters per step, float32, Adam")
+          f"batch {args.batch} x seqlen {args.seqlen} = {chars} characters per step, float32, Adam; "
+          f"median of {args.steps} steps, each framework in its own processes (3 alternating rounds)")
     print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
           f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
-    steps = {}
     t0 = time.perf_counter()
-    step = knetc_setup(args, x, labels)
-    step()  # compile
+    knetc_setup(args, *make_batch(args.batch, args.seqlen))()  # compile into the cache, outside the timings
     print(f"(knetc first step, compiling included: {time.perf_counter() - t0:.1f} s)")
-    steps["knetc compiled cpu (kn.adam on @kn.compile loss)"] = step
-    torch_name = None
-    try:
-        tstep, torch = torch_setup(args, x, labels)
-        threads = torch.get_num_threads()
-        torch_name = f"PyTorch {torch.__version__} nn.LSTM ({threads} threads, default)"
-        steps[torch_name] = tstep
-    except ImportError:
+    names = ["knetc"] + (["torch"] if contest.have_torch() else [])
+    if len(names) == 1:
         print("(PyTorch not installed: no comparison)")
-    ms = interleaved_ms(steps, args.steps, args.warmup)
+    own = [f"--{k}={v}" for k, v in vars(args).items()]
+    ms = contest.compare(__file__, names, own, args.steps, args.warmup)
+    torch_ms = list(ms.values())[1] if len(names) > 1 else None
     width = max(len(n) for n in ms)
     print(f"\n{'':{width}}  ms/step   chars/s  knetc/PyTorch speed")
     for name, v in ms.items():
-        ratio = f"{ms[torch_name] / v:8.2f}x" if torch_name else ""
+        ratio = f"{torch_ms / v:8.2f}x" if torch_ms else ""
         print(f"{name:{width}}  {v:7.1f}  {1e3 * chars / v:8.0f}  {ratio}")
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings)")
 

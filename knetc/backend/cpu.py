@@ -3,7 +3,7 @@ when large), and the host driver itself an njit function that calls them and BLA
 import numpy as np
 
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
-from . import blas
+from ..runtime import threads
 from .expressions import KernelBody, helper_imports
 from .names import Names, call_expression, physical_shape, routine_imports
 
@@ -91,8 +91,9 @@ class Runner:
         gemms = [2 * int(np.prod(s.a.aval.shape)) * s.out.aval.shape[-1]
                  for s in executable.schedule.steps if isinstance(s, Matmul)]
         nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for s in executable.schedule.steps)
-        self.blas_threads = blas.threads_for(max(gemms, default=0), nested)
+        self.blas_threads = threads.threads_for(max(gemms, default=0), nested)
+        threads.start_numba_pool()
 
     def __call__(self, arrays):
-        blas.use_threads(self.blas_threads)
+        threads.use_threads(self.blas_threads)
         return self.driver(*[np.ascontiguousarray(a) for a in arrays], *self.constants)

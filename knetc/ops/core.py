@@ -60,7 +60,7 @@ class Op:
     compiled (the CPU driver is njit); the CUDA routine is a Python function that launches
     kernels or calls cuDNN on device arrays.
     A call op whose CPU routine calls BLAS from inside its own `prange` loops says
-    `blas_in_prange=True`: programs with it keep BLAS on one thread (knetc/backend/blas.py).
+    `blas_in_prange=True`: programs with it keep BLAS on one thread (runtime/threads.py).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
     """

@@ -1,0 +1,86 @@
+"""The CPU's two thread pools: Numba's (parallel loops of the generated and library
+kernels) and the BLAS that Numba's np.dot calls (SciPy's OpenBLAS).
+
+Numba's pool is started with passive waiting (OMP_WAIT_POLICY=PASSIVE for its OpenMP
+runtime, unless the user set the variable): a compiled step alternates parallel kernels
+with BLAS calls on the same cores, and OpenMP workers spinning after each kernel took the
+cores from the BLAS threads (CharLM step 50 -> 38 ms on 2 cores; LeNet unchanged). PyTorch
+loaded later in the same process shares that OpenMP runtime, and with it the policy.
+
+BLAS thread count: small GEMMs (a training step of a small model) run faster on one
+thread: waking BLAS threads costs more than the product, and when another runtime's
+threads share the cores (PyTorch's OpenMP, in one process) the spinning threads slowed a
+step by 10-100x in our measurements. Routines that call BLAS from their own parallel loops
+(the CPU convolutions) need one BLAS thread too: nested BLAS threads made them about 2x
+slower. Otherwise large GEMMs keep BLAS's default thread count."""
+import ctypes
+import glob
+import os
+
+import numba
+
+SMALL_GEMM_FLOPS = 1 << 26  # below this, one thread (measured: 100x784x64 is ~1e7 flops)
+
+_set, _default, _current = None, None, None
+
+
+def _load():
+    global _set, _default
+    try:
+        import scipy
+    except ImportError:
+        return
+    pattern = os.path.join(os.path.dirname(scipy.__file__), os.pardir, "scipy.libs", "*openblas*")
+    for path in glob.glob(pattern):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas_", "openblas_"):
+            setter, getter = getattr(lib, prefix + "set_num_threads", None), getattr(lib, prefix + "get_num_threads", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                _set, _default = setter, getter()
+                return
+
+
+_load()
+
+
+def threads_for(largest_gemm_flops, blas_in_prange=False):
+    """The thread count to use for a program whose largest GEMM does this many flops;
+    blas_in_prange: the program calls BLAS from inside parallel loops."""
+    if _default is None:
+        return None
+    if os.environ.get("KNETC_BLAS_THREADS"):
+        return int(os.environ["KNETC_BLAS_THREADS"])
+    return 1 if blas_in_prange or largest_gemm_flops < SMALL_GEMM_FLOPS else _default
+
+
+def use_threads(n):
+    """Set BLAS's thread count (no call when it is already n, so this is cheap per step)."""
+    global _current
+    if n is not None and n != _current and _set is not None:
+        _set(n)
+        _current = n
+
+
+
+_pool_started = False
+
+
+def start_numba_pool():
+    """Start Numba's thread pool (once, before its first parallel loop) with passive waiting."""
+    global _pool_started
+    if _pool_started:
+        return
+    _pool_started = True
+    if "OMP_WAIT_POLICY" in os.environ:
+        numba.get_num_threads()
+        return
+    # The OpenMP runtime reads the variable once, when it is loaded by the pool's start.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        numba.get_num_threads()
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]

@@ -1,0 +1,58 @@
+"""The CPU thread pools (runtime/threads.py): Numba's OpenMP pool waits passively unless
+the user chose a policy, and the choice leaves the process environment as it was."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from knetc.runtime import threads
+
+# Start the pool the way knetc does, then report what the OpenMP runtime read
+# (OMP_DISPLAY_ENV makes libgomp print its settings when it loads) and the environment after.
+CHILD = """
+import os, numba
+import knetc.kernels
+numba.get_num_threads()  # what a first parallel loop does: start the pool if it is not started
+assert numba.threading_layer() == "omp", numba.threading_layer()
+print("AFTER", os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def _child(policy):
+    env = dict(os.environ, OMP_DISPLAY_ENV="VERBOSE", NUMBA_THREADING_LAYER="omp")
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
+    if run.returncode and "threading layer" in run.stderr.lower():
+        pytest.skip("Numba's OpenMP threading layer is not available here")
+    assert run.returncode == 0, run.stderr
+    return run.stdout + run.stderr
+
+
+def _spin_count(output):
+    """How long an idle worker spins before it sleeps (libgomp: 0 when passive)."""
+    lines = [line for line in output.splitlines() if "GOMP_SPINCOUNT" in line and "=" in line]
+    assert lines, output
+    return int(lines[0].split("=", 1)[1].strip().strip("'\""))
+
+
+def test_numba_pool_waits_passively_and_environment_is_restored():
+    output = _child(None)
+    assert _spin_count(output) == 0
+    assert "AFTER None" in output
+
+
+def test_user_wait_policy_is_kept():
+    output = _child("ACTIVE")
+    assert _spin_count(output) > 0
+    assert "AFTER ACTIVE" in output
+
+
+def test_blas_thread_choice():
+    if threads.threads_for(0) is None:
+        pytest.skip("SciPy's OpenBLAS not found")
+    assert threads.threads_for(threads.SMALL_GEMM_FLOPS - 1) == 1
+    assert threads.threads_for(threads.SMALL_GEMM_FLOPS * 4, blas_in_prange=True) == 1
+    assert threads.threads_for(threads.SMALL_GEMM_FLOPS * 4) == threads._default
