@@ -239,6 +239,49 @@ def _cell_forward(mode, xw, hr, bR, h, c, G, C, dst, off, n, H, d, tmp):
             out[j] = grow[j]
 
 
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _cell_backward(mode, grow, crow, hp, cp, dy, dh, dc, tc, dxw, dhr, hprow, direct, H):
+    """One row of one step of backpropagation through time: from the activated gates grow,
+    the cell vector crow, h[t-1] (hp), c[t-1] (cp), tanh(c[t]) (tc, lstm) and the cotangents
+    dy (of the output) and dh, dc (from the step after), the pre-activation cotangents into
+    dxw and dhr, h[t-1] into hprow (for dR), dc[t-1] into dc; dh gets dy + dh. Loops run
+    over 1-D slices with no branches inside, so that they vectorize."""
+    for j in range(H):
+        dh[j] += dy[j]
+        hprow[j] = hp[j]
+    if mode == LSTM:
+        ig, fg, gg, og = grow[0:H], grow[H:2 * H], grow[2 * H:3 * H], grow[3 * H:4 * H]
+        di, df, dg, do = dxw[0:H], dxw[H:2 * H], dxw[2 * H:3 * H], dxw[3 * H:4 * H]
+        for j in range(H):
+            dcv = dc[j] + dh[j] * og[j] * (1 - tc[j] * tc[j])
+            di[j] = dcv * gg[j] * ig[j] * (1 - ig[j])
+            df[j] = dcv * cp[j] * fg[j] * (1 - fg[j])
+            dg[j] = dcv * ig[j] * (1 - gg[j] * gg[j])
+            do[j] = dh[j] * tc[j] * og[j] * (1 - og[j])
+            dc[j] = dcv * fg[j]
+    elif mode == GRU:
+        rg, zg, ng_ = grow[0:H], grow[H:2 * H], grow[2 * H:3 * H]
+        dr, dz, dn = dxw[0:H], dxw[H:2 * H], dxw[2 * H:3 * H]
+        hr, hz, hn = dhr[0:H], dhr[H:2 * H], dhr[2 * H:3 * H]
+        for j in range(H):
+            dan = dh[j] * (1 - zg[j]) * (1 - ng_[j] * ng_[j])
+            dar = dan * crow[j] * rg[j] * (1 - rg[j])
+            daz = dh[j] * (hp[j] - ng_[j]) * zg[j] * (1 - zg[j])
+            dr[j] = dar
+            dz[j] = daz
+            dn[j] = dan
+            hr[j] = dar
+            hz[j] = daz
+            hn[j] = dan * rg[j]
+            direct[j] = dh[j] * zg[j]
+    elif mode == TANH:
+        for j in range(H):
+            dxw[j] = dh[j] * (1 - grow[j] * grow[j])
+    else:
+        for j in range(H):
+            dxw[j] = dh[j] if grow[j] > 0 else 0
+
+
 @njit(cache=True)
 def rnn_forward_cpu(w, x, h0, c0, out, mode, hidden, layers, dirs, skip, batch_sizes, dropout):
     """Run the whole network over the sequence, writing the packed vector `out`."""
@@ -357,54 +400,17 @@ def rnn_backward_cpu(w, x, h0, c0, packed, dpacked, out, mode, hidden, layers, d
                     prev_t, prev_n = t + 1, (batch_sizes[t + 1] if t < T - 1 else 0)
                 if mode == LSTM:  # tanh(c[t]) of the block at once (vectorized)
                     for i in range(n):
-                        for j in range(H):
-                            tmp[i, j] = C[off + i, j]
+                        tmp[i, :] = C[off + i]
                     _tanh_block(tmp[:n], 0, H)
                 for i in range(n):
-                    for j in range(H):
-                        if i < prev_n:
-                            hp = lout[starts[prev_t] + i, d * H + j]
-                        else:
-                            hp = h0[p, i, j]
-                        HP[off + i, j] = hp
-                        dhv = dh[i, j] + dout[off + i, d * H + j]
-                        if mode == LSTM:
-                            ig = G[off + i, j]
-                            fg = G[off + i, H + j]
-                            gg = G[off + i, 2 * H + j]
-                            og = G[off + i, 3 * H + j]
-                            if i < prev_n:
-                                cp = C[starts[prev_t] + i, j]
-                            else:
-                                cp = c0[p, i, j]
-                            tc = tmp[i, j]
-                            dcv = dc[i, j] + dhv * og * (1.0 - tc * tc)
-                            dXW[off + i, j] = dcv * gg * ig * (1.0 - ig)
-                            dXW[off + i, H + j] = dcv * cp * fg * (1.0 - fg)
-                            dXW[off + i, 2 * H + j] = dcv * ig * (1.0 - gg * gg)
-                            dXW[off + i, 3 * H + j] = dhv * tc * og * (1.0 - og)
-                            dc[i, j] = dcv * fg
-                        elif mode == GRU:
-                            rg = G[off + i, j]
-                            zg = G[off + i, H + j]
-                            nn = G[off + i, 2 * H + j]
-                            hn = C[off + i, j]
-                            dan = dhv * (1.0 - zg) * (1.0 - nn * nn)
-                            dar = dan * hn * rg * (1.0 - rg)
-                            daz = dhv * (hp - nn) * zg * (1.0 - zg)
-                            dXW[off + i, j] = dar
-                            dXW[off + i, H + j] = daz
-                            dXW[off + i, 2 * H + j] = dan
-                            dHR[off + i, j] = dar
-                            dHR[off + i, H + j] = daz
-                            dHR[off + i, 2 * H + j] = dan * rg
-                            direct[i, j] = dhv * zg
-                        else:
-                            hv = G[off + i, j]
-                            if mode == TANH:
-                                dXW[off + i, j] = dhv * (1.0 - hv * hv)
-                            else:
-                                dXW[off + i, j] = dhv if hv > 0 else 0.0
+                    # h[t-1] and c[t-1] of this row: the previous step's output, or the start.
+                    if i < prev_n:
+                        hp, cp = lout[starts[prev_t] + i, d * H:(d + 1) * H], C[starts[prev_t] + i]
+                    else:
+                        hp, cp = h0[p, i], c0[p, i]
+                    r = off + i
+                    _cell_backward(mode, G[r], C[r], hp, cp, dout[r, d * H:(d + 1) * H], dh[i], dc[i],
+                                   tmp[i], dXW[r], dHR[r], HP[r], direct[i], H)
                 dprev = np.dot(dHR[off:off + n], R)
                 for i in range(n):
                     for j in range(H):
