@@ -7,19 +7,16 @@ with BLAS calls on the same cores, and OpenMP workers spinning after each kernel
 cores from the BLAS threads (CharLM step 50 -> 38 ms on 2 cores; LeNet unchanged). PyTorch
 loaded later in the same process shares that OpenMP runtime, and with it the policy.
 
-BLAS thread count: small GEMMs (a training step of a small model) run faster on one
-thread: waking BLAS threads costs more than the product, and when another runtime's
-threads share the cores (PyTorch's OpenMP, in one process) the spinning threads slowed a
-step by 10-100x in our measurements. Routines that call BLAS from their own parallel loops
-(the CPU convolutions) need one BLAS thread too: nested BLAS threads made them about 2x
-slower. Otherwise large GEMMs keep BLAS's default thread count."""
+BLAS thread count: BLAS's default, except in programs that call BLAS from their own
+parallel loops (the CPU convolutions), where nested BLAS threads made them about 2x
+slower. (Small GEMMs used to be kept on one thread too, when Numba's workers spun: with
+them passive, 2 threads are faster from about 1e6 flops up and no slower below, even with
+two busy processes on the 2 cores: the MLP step 0.25 -> 0.18 ms.)"""
 import ctypes
 import glob
 import os
 
 import numba
-
-SMALL_GEMM_FLOPS = 1 << 26  # below this, one thread (measured: 100x784x64 is ~1e7 flops)
 
 _set, _default, _current = None, None, None
 
@@ -47,14 +44,14 @@ def _load():
 _load()
 
 
-def threads_for(largest_gemm_flops, blas_in_prange=False):
-    """The thread count to use for a program whose largest GEMM does this many flops;
-    blas_in_prange: the program calls BLAS from inside parallel loops."""
+def threads_for(blas_in_prange=False):
+    """The BLAS thread count for a program; blas_in_prange: it calls BLAS from inside its
+    parallel loops. KNETC_BLAS_THREADS overrides."""
     if _default is None:
         return None
     if os.environ.get("KNETC_BLAS_THREADS"):
         return int(os.environ["KNETC_BLAS_THREADS"])
-    return 1 if blas_in_prange or largest_gemm_flops < SMALL_GEMM_FLOPS else _default
+    return 1 if blas_in_prange else _default
 
 
 def use_threads(n):
@@ -63,7 +60,6 @@ def use_threads(n):
     if n is not None and n != _current and _set is not None:
         _set(n)
         _current = n
-
 
 
 _pool_started = False

@@ -51,8 +51,14 @@ def test_user_wait_policy_is_kept():
 
 
 def test_blas_thread_choice():
-    if threads.threads_for(0) is None:
+    if threads.threads_for() is None:
         pytest.skip("SciPy's OpenBLAS not found")
-    assert threads.threads_for(threads.SMALL_GEMM_FLOPS - 1) == 1
-    assert threads.threads_for(threads.SMALL_GEMM_FLOPS * 4, blas_in_prange=True) == 1
-    assert threads.threads_for(threads.SMALL_GEMM_FLOPS * 4) == threads._default
+    assert threads.threads_for(blas_in_prange=True) == 1
+    assert threads.threads_for() == threads._default
+
+
+def test_blas_threads_override(monkeypatch):
+    if threads.threads_for() is None:
+        pytest.skip("SciPy's OpenBLAS not found")
+    monkeypatch.setenv("KNETC_BLAS_THREADS", "3")
+    assert threads.threads_for() == 3 and threads.threads_for(blas_in_prange=True) == 3

@@ -88,10 +88,8 @@ class Runner:
 
     def __init__(self, executable):
         self.driver, self.constants = executable.module.driver, executable.constants
-        gemms = [2 * int(np.prod(s.a.aval.shape)) * s.out.aval.shape[-1]
-                 for s in executable.schedule.steps if isinstance(s, Matmul)]
         nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for s in executable.schedule.steps)
-        self.blas_threads = threads.threads_for(max(gemms, default=0), nested)
+        self.blas_threads = threads.threads_for(nested)
         threads.start_numba_pool()
 
     def __call__(self, arrays):

@@ -115,7 +115,7 @@ def _conv4_dw_rule(x, dy, padding, stride, dilation, mode, alpha, group, size):
 def _run(routine, shape, a, b, params):
     """Eager evaluation with the same njit routines the compiled CPU code calls (which call
     BLAS inside their parallel loops: one BLAS thread, as in compiled programs)."""
-    threads.use_threads(threads.threads_for(0, blas_in_prange=True))
+    threads.use_threads(threads.threads_for(blas_in_prange=True))
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     dtype = np.result_type(a.dtype, b.dtype)
     out = np.empty(shape, dtype)
