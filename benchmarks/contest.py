@@ -8,12 +8,13 @@ PyTorch's spinning workers in turn took the cores from knetc's BLAS threads (Cha
 contestants so that a change in the machine's load touches all of them alike.
 
 A benchmark script defines `contestants(args)`, a dict of name -> setup; setup() builds the
-model and returns (label, step). It calls `main_child(...)` first thing in its main (the
-child mode), then `compare(...)`.
+model and returns (label, step). Its main calls `main_child(...)` first (in a child it
+times one contestant and exits), then `compare(...)`.
 """
 import importlib.util
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -42,23 +43,41 @@ def main_child(contestants, argv=None):
     sys.exit(0)
 
 
-def compare(script, names, args, steps, warmup, rounds=3):
-    """Median ms per step of each contestant, {label: ms}: `rounds` fresh processes each,
-    alternating, each timing steps // rounds steps after `warmup`. args: the script's own
-    command-line arguments, passed on to the children."""
+def compare(script, names, steps, warmup, rounds=3):
+    """{name: (label, median ms per step)}: `rounds` fresh processes per contestant,
+    alternating, each timing steps // rounds steps after `warmup`. The children get this
+    process's command-line arguments (the scripts parse them with parse_known_args)."""
     times, labels = {name: [] for name in names}, {}
     per_round = max(1, steps // rounds)
     for _ in range(rounds):
         for name in names:
-            command = [sys.executable, os.path.abspath(script), *args, CHILD_FLAG, name, str(per_round), str(warmup)]
+            command = [sys.executable, os.path.abspath(script), *sys.argv[1:], CHILD_FLAG, name, str(per_round),
+                       str(warmup)]
             run = subprocess.run(command, capture_output=True, text=True)
             if run.returncode:
                 raise RuntimeError(f"contestant {name} failed:\n{run.stderr[-3000:]}")
             result = json.loads(run.stdout.strip().splitlines()[-1])
             labels[name] = result["label"]
             times[name] += result["times"]
-    return {labels[name]: 1e3 * statistics.median(times[name]) for name in names}
+    return {name: (labels[name], 1e3 * statistics.median(times[name])) for name in names}
 
 
 def have_torch():
     return importlib.util.find_spec("torch") is not None
+
+
+def machine():
+    """The versions and the machine, for a benchmark's header."""
+    import numpy as np
+    import knetc as kn
+    return (f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
+            f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+
+
+def print_ms(ms, reference="torch"):
+    """The table of ms per step, each row also as a ratio to the reference's time."""
+    width = max(len(label) for label, _ in ms.values())
+    print(f"\n{'':{width}}  ms/step  vs PyTorch")
+    for label, value in ms.values():
+        ratio = f"{value / ms[reference][1]:8.2f}x" if reference in ms else ""
+        print(f"{label:{width}}  {value:7.3f}  {ratio}")

@@ -11,7 +11,6 @@ With --target cuda (a GPU), knetc runs on the device and PyTorch on cuda when it
 """
 import argparse
 import os
-import platform
 import sys
 
 import numpy as np
@@ -93,19 +92,13 @@ def main():
     print(f"LeNet, batch {BATCH}, float32, Adam step (fwd + bwd + update); median of {args.steps} steps "
           f"per row, each framework in its own processes (3 alternating rounds), after {args.warmup} "
           f"warm-up; target {args.target}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+    print(contest.machine())
     contestants(args)["compiled"]()[1]()  # compile into the cache, outside the timings
     names = ["compiled"] + (["eager"] if args.target == "cpu" else []) + (["torch"] if contest.have_torch() else [])
     if "torch" not in names:
         print("(PyTorch not installed: no comparison)")
-    ms = contest.compare(__file__, names, [f"--target={args.target}"], args.steps, args.warmup)
-    torch_ms = list(ms.values())[-1] if "torch" in names else None
-    width = max(map(len, ms))
-    print(f"\n{'':{width}}  ms/step  vs PyTorch")
-    for name, value in ms.items():
-        ratio = f"{value / torch_ms:8.2f}x" if torch_ms else ""
-        print(f"{name:{width}}  {value:7.3f}  {ratio}")
+    ms = contest.compare(__file__, names, args.steps, args.warmup)
+    contest.print_ms(ms)
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings; "
           f"`knetc inspect examples/lenet.py:loss --steps 1 --stage fused` shows the compiled step's kernels)")
     return ms

@@ -13,7 +13,6 @@ Numba's cached machine code).
 """
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -145,21 +144,14 @@ def main():
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, SGD step (fwd + bwd + update); "
           f"median of {args.steps} steps per row, each in its own processes (3 alternating rounds), "
           f"after {args.warmup} warm-up")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+    print(contest.machine())
     contestants(args)["compiled"]()[1]()  # compile into the cache, outside the timings
     names = ["eager", "compiled", "grad_call", "driver"]
     if contest.have_torch():
         names += ["torch", "torch1"]
     else:
         print("(PyTorch not installed: no comparison)")
-    ms = contest.compare(__file__, names, [], args.steps, args.warmup)
-    torch_ms = ms[next(n for n in ms if n.startswith("PyTorch"))] if "torch" in names else None
-    width = max(map(len, ms))
-    print(f"\n{'':{width}}  ms/step  vs PyTorch")
-    for name, value in ms.items():
-        ratio = f"{value / torch_ms:8.2f}x" if torch_ms else ""
-        print(f"{name:{width}}  {value:7.3f}  {ratio}")
+    contest.print_ms(contest.compare(__file__, names, args.steps, args.warmup))
 
     print(f"(load average {os.getloadavg()[0]:.2f} after the step timings)")
     with tempfile.TemporaryDirectory(prefix="knetc-bench-cache-") as cache:

@@ -13,7 +13,6 @@ knetc / PyTorch (> 1: knetc is faster).
 """
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -96,22 +95,19 @@ def main():
     print(f"CharLM: one-hot({V}) @ embed {args.embed} -> LSTM {args.hidden} -> dense {V} -> NLL; "
           f"batch {args.batch} x seqlen {args.seqlen} = {chars} characters per step, float32, Adam; "
           f"median of {args.steps} steps, each framework in its own processes (3 alternating rounds)")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, knetc {kn.__version__}, "
-          f"{os.cpu_count()} CPUs, {platform.machine()}, load average {os.getloadavg()[0]:.2f} at start")
+    print(contest.machine())
     t0 = time.perf_counter()
     knetc_setup(args, *make_batch(args.batch, args.seqlen))()  # compile into the cache, outside the timings
     print(f"(knetc first step, compiling included: {time.perf_counter() - t0:.1f} s)")
     names = ["knetc"] + (["torch"] if contest.have_torch() else [])
     if len(names) == 1:
         print("(PyTorch not installed: no comparison)")
-    own = [f"--{k}={v}" for k, v in vars(args).items()]
-    ms = contest.compare(__file__, names, own, args.steps, args.warmup)
-    torch_ms = list(ms.values())[1] if len(names) > 1 else None
-    width = max(len(n) for n in ms)
+    ms = contest.compare(__file__, names, args.steps, args.warmup)
+    width = max(len(label) for label, _ in ms.values())
     print(f"\n{'':{width}}  ms/step   chars/s  knetc/PyTorch speed")
-    for name, v in ms.items():
-        ratio = f"{torch_ms / v:8.2f}x" if torch_ms else ""
-        print(f"{name:{width}}  {v:7.1f}  {1e3 * chars / v:8.0f}  {ratio}")
+    for label, v in ms.values():
+        ratio = f"{ms['torch'][1] / v:8.2f}x" if "torch" in ms else ""
+        print(f"{label:{width}}  {v:7.1f}  {1e3 * chars / v:8.0f}  {ratio}")
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings)")
 
 

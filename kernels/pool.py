@@ -54,6 +54,22 @@ def _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, be
 
 
 @njit(cache=True)
+def _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt):
+    """The argmax position in slice s of every output's window, in output order: what max
+    pooling, its gradient and the gather of its gradient's gradient all need."""
+    wd, wh, ww = window
+    pd, ph, pw = padding
+    sd, sh, sw = stride
+    best, argmax = np.empty(OW, x.dtype), np.empty(OD * OH * OW, np.int64)
+    for od in range(OD):
+        for oh in range(OH):
+            o = (od * OH + oh) * OW
+            _row_argmax_cpu(x, s, od * sd - pd, oh * sh - ph, D, H, W, wd, wh, ww, pw, sw, nan_opt,
+                            best, argmax[o:o + OW])
+    return argmax
+
+
+@njit(cache=True)
 def _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode):
     if mode == 1:
         return wd * wh * ww
@@ -98,19 +114,19 @@ def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_o
     pd, ph, pw = padding
     sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
-        for od in range(OD):
-            for oh in range(OH):
-                d0, h0, o = od * sd - pd, oh * sh - ph, (od * OH + oh) * OW
-                if mode == 0 or mode == 3:
-                    _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
+        if mode == 0 or mode == 3:
+            argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
+            for o in range(y.shape[1]):
+                y[s, o] = alpha * x[s, argmax[o]]
+        else:
+            o = 0
+            for od in range(OD):
+                for oh in range(OH):
                     for ow in range(OW):
-                        y[s, o + ow] = alpha * x[s, best_i[ow]]
-                else:
-                    for ow in range(OW):
-                        w0 = ow * sw - pw
+                        d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
                         total = _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww)
-                        y[s, o + ow] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
+                        y[s, o] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
+                        o += 1
 
 
 @njit(cache=True)
@@ -124,18 +140,11 @@ def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
 
 @njit(cache=True, parallel=True)
 def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
-    wd, wh, ww = window
-    pd, ph, pw = padding
-    sd, sh, sw = stride
     for s in prange(x.shape[0]):  # each slice scatters into its own row: no races
         dx[s] = 0
-        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
-        for od in range(OD):
-            for oh in range(OH):
-                _row_argmax_cpu(x, s, od * sd - pd, oh * sh - ph, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
-                o = (od * OH + oh) * OW
-                for ow in range(OW):
-                    dx[s, best_i[ow]] += alpha * dy[s, o + ow]
+        argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
+        for o in range(dy.shape[1]):
+            dx[s, argmax[o]] += alpha * dy[s, o]
 
 
 @njit(cache=True)
@@ -179,17 +188,10 @@ def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
 
 @njit(cache=True, parallel=True)
 def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
-    wd, wh, ww = window
-    pd, ph, pw = padding
-    sd, sh, sw = stride
     for s in prange(x.shape[0]):
-        best, best_i = np.empty(OW, x.dtype), np.empty(OW, np.int64)
-        for od in range(OD):
-            for oh in range(OH):
-                _row_argmax_cpu(x, s, od * sd - pd, oh * sh - ph, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i)
-                o = (od * OH + oh) * OW
-                for ow in range(OW):
-                    z[s, o + ow] = alpha * g[s, best_i[ow]]
+        argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
+        for o in range(z.shape[1]):
+            z[s, o] = alpha * g[s, argmax[o]]
 
 
 @njit(cache=True)

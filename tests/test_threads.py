@@ -62,3 +62,18 @@ def test_blas_threads_override(monkeypatch):
         pytest.skip("SciPy's OpenBLAS not found")
     monkeypatch.setenv("KNETC_BLAS_THREADS", "3")
     assert threads.threads_for() == 3 and threads.threads_for(blas_in_prange=True) == 3
+
+
+def test_eager_library_calls_set_blas_threads_per_op(monkeypatch):
+    """An eager conv (BLAS inside its parallel loops) must not leave BLAS on one thread for
+    the next eager library call, an RNN here, that runs plain GEMMs."""
+    import numpy as np
+    import knetc as kn
+    if threads.threads_for() is None:
+        pytest.skip("SciPy's OpenBLAS not found")
+    monkeypatch.delenv("KNETC_BLAS_THREADS", raising=False)
+    seen = []
+    monkeypatch.setattr(threads, "use_threads", seen.append)
+    kn.conv4(np.ones((2, 1, 3, 3)), np.ones((1, 1, 5, 5)))
+    kn.RNN(3, 4)(np.ones((2, 1, 3), np.float32))
+    assert seen[0] == 1 and seen[-1] == threads._default

@@ -15,7 +15,6 @@ its filter gradient the conv4_dw op, and the gradients of those are again these 
 """
 import numpy as np
 
-from ..runtime import threads
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, register
 
@@ -113,9 +112,7 @@ def _conv4_dw_rule(x, dy, padding, stride, dilation, mode, alpha, group, size):
 # ------------------------------------------------------------------ numpy-level (eager) impls
 
 def _run(routine, shape, a, b, params):
-    """Eager evaluation with the same njit routines the compiled CPU code calls (which call
-    BLAS inside their parallel loops: one BLAS thread, as in compiled programs)."""
-    threads.use_threads(threads.threads_for(blas_in_prange=True))
+    """Eager evaluation with the same njit routines the compiled CPU code calls."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     dtype = np.result_type(a.dtype, b.dtype)
     out = np.empty(shape, dtype)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import pytree
 from ..errors import ShapeError, user_frame
+from ..runtime import threads
 
 
 class Aval(NamedTuple):
@@ -60,7 +61,8 @@ class Op:
     compiled (the CPU driver is njit); the CUDA routine is a Python function that launches
     kernels or calls cuDNN on device arrays.
     A call op whose CPU routine calls BLAS from inside its own `prange` loops says
-    `blas_in_prange=True`: programs with it keep BLAS on one thread (runtime/threads.py).
+    `blas_in_prange=True`: programs with it, and its eager calls, keep BLAS on one thread
+    (runtime/threads.py).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
     """
@@ -128,6 +130,8 @@ def evaluate(op, args, params):
         op.rule(*map(aval_of, args), **params)
     except ShapeError as error:
         raise error.located(*user_frame()) from None
+    if op.kind == "call":  # the library routine may call BLAS: the thread count compiled code would use
+        threads.use_threads(threads.threads_for(op.blas_in_prange))
     return op.impl(*args, **params)
 
 
