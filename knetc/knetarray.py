@@ -30,7 +30,7 @@ import numpy as np
 from . import pytree
 from .autograd import Param, Tracked
 from .errors import ShapeError, user_frame
-from .ops.core import HANDLERS, Aval, bind
+from .ops.core import HANDLERS, Aval, bind, evaluate
 from .ops.methods import ArrayMethods
 from .report import report
 
@@ -420,7 +420,7 @@ def _build(op, params, specs):
 
 
 def _on_host(op, args, params):
-    result = op.impl(*_to_host(tuple(args)), **params)
+    result = evaluate(op, _to_host(tuple(args)), params)  # the eager path: checks, BLAS threads
     return KnetArray(result) if np.ndim(result) else np.asarray(result)[()]
 
 

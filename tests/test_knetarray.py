@@ -367,3 +367,24 @@ def test_the_generated_kernels_compile_to_ptx_for_sm90():
     assert len(jobs) >= 4
     reports = compile_ptx_many(sorted(jobs.items()))
     assert all(r["target"] and r["entry"] for report in reports for r in report.values())
+
+
+def test_op_the_cuda_generator_refuses_runs_on_the_host_like_eager(monkeypatch):
+    """The host fallback is the eager path: same result, the shape rule checked, and BLAS
+    threads set from the op table (a conv keeps BLAS on one thread)."""
+    from knetc.runtime import threads
+
+    def refuse(*args):
+        raise NotImplementedError("refused for the test")
+    monkeypatch.setattr(knetarray, "_build", refuse)
+    monkeypatch.setattr(knetarray, "_PROGRAMS", {})
+    seen = []
+    monkeypatch.setattr(threads, "use_threads", seen.append)
+    w, x = np.arange(18.0).reshape(2, 1, 3, 3), np.arange(25.0).reshape(1, 1, 5, 5)
+    y = kn.conv4(K(w), K(x))
+    if threads.threads_for() is not None:
+        assert seen == [1]
+    assert isinstance(y, kn.KnetArray)
+    np.testing.assert_allclose(np.asarray(y), kn.conv4(w, x), rtol=1e-12)
+    with pytest.raises(kn.ShapeError):
+        kn.conv4(K(w), K(np.ones((1, 2, 5, 5))))  # channel mismatch
