@@ -8,7 +8,8 @@
 (default 1), then prints the asked stages of each specialization it met. `build` runs the
 script (give it arguments for a short run, or --steps N to stop after N compiled calls) so
 every specialization it meets is compiled into the kernel cache; later runs with the same
-KNETC_CACHE_DIR compile nothing (KNETC_LOG=compile shows it).
+KNETC_CACHE_DIR compile nothing (KNETC_LOG=compile shows it). The built directory may be
+moved or copied (shipped with the script): nothing in the cache depends on its location.
 """
 import argparse
 import os
@@ -62,8 +63,13 @@ def inspect_command(options):
 
 
 def build_command(options):
+    from .backend import cache
     if options.cache_dir:
         os.environ["KNETC_CACHE_DIR"] = os.path.abspath(options.cache_dir)
+    directory = os.path.abspath(cache.cache_dir())
+    why = cache.why_unwritable(directory)
+    if why is not None:  # building into a temporary fallback would be lost at exit
+        raise SystemExit(f"knetc build: cannot build into {directory}: {why}")
     built, calls = [], [0]
 
     def observe(fn, spec):
@@ -74,10 +80,9 @@ def build_command(options):
         if all(spec is not s for _, s in built):
             built.append((fn, spec))
     run_script(options.script, options.script_args, observe)
-    from .backend.cache import cache_dir
     from .report import stats
     counts = stats()
-    print(f"knetc build: {len(built)} specializations in {cache_dir()} "
+    print(f"knetc build: {len(built)} specializations in {directory} "
           f"({counts['compilations']} compiled now, {counts['cache_hits']} already built)")
     for fn, spec in built:
         for executable in spec.executables():

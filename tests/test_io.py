@@ -395,3 +395,88 @@ def test_real_optimizers_round_trip(tmp_path):
         w2 = kn.load(tmp_path / "o.knetc", "w")
         assert type(w2.opt) is cls
         assert vars(w2.opt).keys() == vars(w.opt).keys()
+
+
+# ---------------------------------------------------------------- non-regular files, stale temporaries
+def _load_in_thread(path):
+    """kn.load(path) in a thread: (finished within 20 s, the exception raised or None)."""
+    import threading
+    result = []
+
+    def target():
+        try:
+            kn.load(path)
+            result.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            result.append(e)
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(20)
+    return (not thread.is_alive()), (result[0] if result else None)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_load_refuses_a_fifo_at_once(tmp_path):
+    fifo = tmp_path / "pipe.knetc"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    finished, error = _load_in_thread(fifo)
+    assert finished, "kn.load blocked on a FIFO"
+    assert isinstance(error, ValueError) and "FIFO" in str(error) and str(fifo) in str(error)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+def test_load_refuses_devices_and_directories(tmp_path):
+    finished, error = _load_in_thread("/dev/zero")  # endless data: reading it would never end
+    assert finished and isinstance(error, ValueError) and "/dev/zero" in str(error) and "device" in str(error)
+    with pytest.raises(IsADirectoryError, match="directory"):
+        kn.load(tmp_path)
+
+
+def _dead_pid():
+    import subprocess
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_save_removes_temporaries_of_dead_writers_only(tmp_path):
+    import subprocess
+    import time
+    path = tmp_path / "m.knetc"
+    kn.save(path, a=1)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            "dead": f".m.knetc.{kio._HOST}-{_dead_pid()}.k2j4h5l6.tmp",   # killed mid-save: removed
+            "live": f".m.knetc.{kio._HOST}-{live.pid}.a1b2c3d4.tmp",       # a concurrent writer: kept
+            "other host": f".m.knetc.0badf00d-{_dead_pid()}.q1w2e3r4.tmp",  # can't tell from here: kept
+            "old style, old": ".m.knetc.zx8cv7bn.tmp",                     # abandoned long ago: removed
+            "old style, new": ".m.knetc.poi8uy7t.tmp",                     # maybe live: kept
+            "other target": f".n.knetc.{kio._HOST}-{_dead_pid()}.mnbv1234.tmp",  # not this file's: kept
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(tmp_path / names["old style, old"], (two_days_ago, two_days_ago))
+        kn.save(path, a=2)
+        left = set(os.listdir(tmp_path))
+        assert kn.load(path, "a") == 2
+        assert names["dead"] not in left and names["old style, old"] not in left
+        for kept in ("live", "other host", "old style, new", "other target"):
+            assert names[kept] in left, kept
+        assert left == {"m.knetc"} | {names[k] for k in ("live", "other host", "old style, new", "other target")}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_temporary_name_names_the_writer(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        return real(src, dst)
+    monkeypatch.setattr(os, "replace", spy)
+    kn.save(tmp_path / "w.knetc", a=1)
+    assert len(seen) == 1 and seen[0].startswith(f".w.knetc.{kio._HOST}-{os.getpid()}.") and seen[0].endswith(".tmp")

@@ -82,14 +82,16 @@ def test_steps_match_numpy_reference(cls, gclip):
 
 
 def test_defaults_are_knets():
-    assert (kn.SGD().lr, kn.SGD().gclip) == (0.001, 0)
-    assert (kn.Momentum().lr, kn.Momentum().gamma) == (0.001, 0.9)
-    assert (kn.Nesterov().lr, kn.Nesterov().gamma) == (0.001, 0.9)
-    assert (kn.Rmsprop().lr, kn.Rmsprop().rho, kn.Rmsprop().eps) == (0.001, 0.9, 1e-6)
-    assert (kn.Adagrad().lr, kn.Adagrad().eps) == (0.1, 1e-6)
-    assert (kn.Adadelta().lr, kn.Adadelta().rho, kn.Adadelta().eps) == (0.01, 0.9, 1e-6)
+    # Knet 1.4's reference (tests/test_training_atomic.py checks the iterators agree).
+    assert (kn.SGD().lr, kn.SGD().gclip) == (0.1, 0)
+    assert (kn.Momentum().lr, kn.Momentum().gamma) == (0.05, 0.95)
+    assert (kn.Nesterov().lr, kn.Nesterov().gamma) == (0.05, 0.95)
+    assert (kn.Rmsprop().lr, kn.Rmsprop().rho, kn.Rmsprop().eps) == (0.01, 0.9, 1e-6)
+    assert (kn.Adagrad().lr, kn.Adagrad().eps) == (0.05, 1e-6)
+    assert (kn.Adadelta().lr, kn.Adadelta().rho, kn.Adadelta().eps) == (1.0, 0.9, 1e-6)
     adam = kn.Adam()
     assert (adam.lr, adam.beta1, adam.beta2, adam.eps, adam.t) == (0.001, 0.9, 0.999, 1e-8, 0)
+    assert all(cls().gclip == 0 for cls in OPTIMIZERS)
 
 
 def test_state_is_created_lazily_with_the_weights_shape_and_dtype():

@@ -1,16 +1,27 @@
 """The kernel cache: generated modules, and Numba's compiled machine code for them.
 
 Generated modules are real files (Numba caches only functions that live in files) named by
-a hash of everything they depend on: the knetc version, the cache directory, the source of
-the compiled function and of every helper it inlines, and the generated code itself (which
-fixes the argument signature and the target). Numba keeps its compiled code beside them in
-`__pycache__` (keyed by its own signature and the GPU's compute capability).
+a hash of everything they depend on: the knetc version, the source of the compiled function
+and of every helper it inlines, and the generated code itself (which fixes the argument
+signature and the target). Numba keeps its compiled code beside them in `__pycache__`
+(keyed by its own signature, a hash of the module's contents and the GPU's compute
+capability). Nothing in a key depends on where the cache directory is, so a cache built
+with `knetc build --cache-dir A` still hits after A is moved or copied elsewhere.
 
-Trust: modules are written atomically (a reader sees the whole old file or the whole new
-one). Numba's cache files are sealed by a manifest of SHA-256 hashes once knetc has run
-them; before a module is imported, every cache file of it that the manifest does not vouch
-for (truncated, corrupted, or half-written by a concurrent process) is deleted, so Numba
-rebuilds it instead of loading it.
+Trust: only what knetc wrote and sealed runs.
+- A module is never imported through Python's bytecode cache (`__pycache__/*.pyc`, which no
+  seal covers): the source knetc generated in memory is compiled and executed into a fresh
+  module whose file is the cache file (checked to hold that same text, rewritten if not).
+- Numba's cache files (.nbi index and .nbc data: pickled machine code) are sealed by a
+  manifest of SHA-256 hashes once knetc has run them. Before a module is loaded, every
+  Numba file of it that the manifest does not vouch for is deleted, so Numba compiles
+  again instead of loading it: a warning when a sealed file was altered (corrupt or
+  tampered), silently (KNETC_LOG=cache shows it) for a leftover that was never sealed.
+- Writes are atomic (a reader sees the whole old file or the whole new one).
+
+A cache directory that cannot be written (read-only, or a path below a regular file) is
+not an error: kernels go to a private temporary directory for the rest of the process
+(removed at exit), with one warning, so later runs compile again until it is fixed.
 """
 import atexit
 import functools
@@ -22,6 +33,8 @@ import os
 import shutil
 import sys
 import tempfile
+import types
+import warnings
 
 from ..report import report
 from ..version import __version__
@@ -30,29 +43,77 @@ PREFIX = "knetc_generated_"
 
 
 def cache_dir():
-    """KNETC_CACHE_DIR, else $XDG_CACHE_HOME/knetc, else ~/.cache/knetc."""
+    """KNETC_CACHE_DIR, else $XDG_CACHE_HOME/knetc, else ~/.cache/knetc (created when possible;
+    `directory_for(True)` is where kernels really go)."""
     path = os.environ.get("KNETC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "knetc")
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        pass  # directory_for reports it and falls back
+    return path
+
+
+def _temporary_dir(prefix):
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
 @functools.lru_cache(maxsize=None)
 def _private_dir():
-    path = tempfile.mkdtemp(prefix="knetc-nocache-")
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    return _temporary_dir("knetc-nocache-")
+
+
+_UNUSABLE = {}  # absolute directory -> why it cannot be written (checked once per process)
+
+
+def why_unwritable(directory):
+    """None when kernels can be cached in `directory` (and Numba in its __pycache__), else why not."""
+    if directory not in _UNUSABLE:
+        why = None
+        try:
+            os.makedirs(directory, exist_ok=True)
+            for d in (directory, os.path.join(directory, "__pycache__")):
+                if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
+                    why = f"{d} is not writable"
+                    break
+        except OSError as e:
+            why = f"{type(e).__name__}: {e.strerror or e}"
+        _UNUSABLE[directory] = why
+    return _UNUSABLE[directory]
+
+
+_FALLBACK = []  # the private directory used in place of unwritable cache directories, once made
+
+
+def _fall_back(directory, why):
+    """The private temporary directory used instead of `directory`, warning once."""
+    _UNUSABLE[directory] = why
+    if not _FALLBACK:
+        _FALLBACK.append(_temporary_dir("knetc-cache-"))
+    fallback = _FALLBACK[0]
+    if not _fall_back.warned:
+        _fall_back.warned = True
+        warnings.warn(f"knetc: the kernel cache directory {directory} cannot be used ({why}); compiled "
+                      f"kernels go to a temporary directory for this process ({fallback}), so later runs "
+                      f"compile again. Set KNETC_CACHE_DIR to a writable directory.", RuntimeWarning, stacklevel=3)
+    report("cache", f"{directory} unusable ({why}): using {fallback}")
+    return fallback
+
+
+_fall_back.warned = False
 
 
 def directory_for(cache):
     """Where modules go for `@kn.compile(cache=...)`: True, the cache directory; False, a
-    directory private to this process (removed at exit); a path, that directory."""
-    if cache is True:
-        return cache_dir()
+    directory private to this process (removed at exit); a path, that directory. A
+    directory that cannot be written is replaced by a private temporary one (one warning)."""
     if cache is False:
         return _private_dir()
-    os.makedirs(cache, exist_ok=True)
-    return os.fspath(cache)
+    directory = os.path.abspath(cache_dir() if cache is True else os.fspath(cache))
+    why = why_unwritable(directory)
+    return directory if why is None else _fall_back(directory, why)
 
 
 def routines_key(paths):
@@ -65,30 +126,49 @@ def routines_key(paths):
     return digest.hexdigest()[:16] if paths else ""
 
 
+_LOADED = {}  # path -> module, loaded by this process
+
+
 def load_module(name, source, directory=None, key=""):
-    """Import generated `source` from <directory>/knetc_generated_<name>_<hash>.py.
+    """Load generated `source` as module knetc_generated_<name>_<hash>, from its file in
+    `directory` (default: the cache directory).
 
     `key` names what the code was generated from (the user's sources), so editing them
-    misses the cache even where the generated code would come out the same."""
-    directory = os.path.abspath(directory or cache_dir())
-    digest = hashlib.sha256("\n".join([__version__, directory, key, source]).encode()).hexdigest()[:16]
+    misses the cache even where the generated code would come out the same. The code run
+    is `source` itself (never a .pyc); the file holds the same text for Numba's cache."""
+    directory = os.path.abspath(directory or directory_for(True))
+    digest = hashlib.sha256("\n".join([__version__, key, source]).encode()).hexdigest()[:16]
     module_name = f"{PREFIX}{name}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     path = os.path.join(directory, module_name + ".py")
-    if read_text(path) != source:
-        write_atomically(path, source)
+    if path in _LOADED:
+        return _LOADED[path]
+    on_disk = read_text(path)
+    if on_disk != source:
+        if on_disk is not None:
+            _warn_discarded(path, "the module's text differs from what knetc generated")
+        try:
+            write_atomically(path, source)
+        except OSError as e:
+            if directory in _FALLBACK:
+                raise
+            return load_module(name, source, _fall_back(directory, f"{type(e).__name__}: {e.strerror or e}"), key)
         report("cache", f"miss {module_name}")
     _discard_unsealed(path)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
+    module = types.ModuleType(module_name)
+    module.__file__ = path  # Numba finds its cache files from here (functions' co_filename)
     module.__knetc_path__ = path
+    code = compile(source, path, "exec", dont_inherit=True)
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module  # Numba's cached environments look the module up by name
+    try:
+        exec(code, module.__dict__)
+    except BaseException:
+        if previous is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous
+        raise
+    _LOADED[path] = module
     return module
 
 
@@ -96,7 +176,7 @@ def read_text(path):
     try:
         with open(path) as f:
             return f.read()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -116,10 +196,19 @@ def write_atomically(path, text):
 
 # ----------------------------------------------------------------- Numba's files: seal/check
 
+def _numba_cache_path(path):
+    """Where Numba keeps the cache files of functions defined in the file `path`: beside it
+    in __pycache__, or below NUMBA_CACHE_DIR when that is set (Numba's own rule)."""
+    from numba.core import caching, config
+    if config.CACHE_DIR:
+        return os.path.join(config.CACHE_DIR, caching._CacheLocator.get_suitable_cache_subpath(path))
+    return os.path.join(os.path.dirname(path), "__pycache__")
+
+
 def numba_files(path):
     """Numba's cache files (.nbi index, .nbc data) for the module at `path`."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    return sorted(glob.glob(os.path.join(os.path.dirname(path), "__pycache__", glob.escape(stem) + ".*.nb[ic]")))
+    return sorted(glob.glob(os.path.join(_numba_cache_path(path), glob.escape(stem) + ".*.nb[ic]")))
 
 
 def _manifest_path(path):
@@ -132,29 +221,50 @@ def _sha256(path):
 
 
 def seal(module):
-    """Record the hashes of the module's Numba cache files, as they are after a good run."""
+    """Record the hashes of the module's Numba cache files, as they are after a good run.
+    Best effort: an unwritable manifest only means the files are rebuilt next time."""
     path = module.__knetc_path__
-    hashes = {os.path.basename(f): _sha256(f) for f in numba_files(path)}
-    write_atomically(_manifest_path(path), json.dumps(hashes, indent=0, sort_keys=True))
+    try:
+        hashes = {os.path.basename(f): _sha256(f) for f in numba_files(path)}
+        write_atomically(_manifest_path(path), json.dumps(hashes, indent=0, sort_keys=True))
+    except OSError as e:
+        report("cache", f"could not seal {os.path.basename(path)}: {e}")
+
+
+def _warn_discarded(path, why):
+    report("cache", f"discarding unsealed or corrupt {os.path.basename(path)}: {why}")
+    warnings.warn(f"knetc: discarded a corrupt or altered kernel cache entry {path} ({why}); it is rebuilt",
+                  RuntimeWarning, stacklevel=4)
 
 
 def _discard_unsealed(path):
     try:
         with open(_manifest_path(path)) as f:
             sealed = json.load(f)
-    except (OSError, ValueError):
+        if not isinstance(sealed, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
         sealed = {}
+    except (OSError, ValueError) as e:
+        sealed = {}
+        if numba_files(path):
+            _warn_discarded(_manifest_path(path), f"unreadable seal: {e}")
     for f in numba_files(path):
         try:
-            good = sealed.get(os.path.basename(f)) == _sha256(f)
+            digest = _sha256(f)
         except OSError:
             continue  # removed meanwhile by another process
-        if not good:
-            report("cache", f"discarding unsealed or corrupt {os.path.basename(f)}")
-            try:
-                os.remove(f)
-            except OSError:
-                pass
+        expected = sealed.get(os.path.basename(f))
+        if digest == expected:
+            continue
+        if expected is None:
+            report("cache", f"discarding unsealed or corrupt {os.path.basename(f)}: never sealed")
+        else:
+            _warn_discarded(f, "its hash does not match the seal")
+        try:
+            os.remove(f)
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------- knetc cache info|clear

@@ -15,15 +15,24 @@ anywhere; JSON and the .npy header are parsed as data; arrays are read as raw by
 checked dtype; and the only classes rebuilt are those registered with `@serializable`
 (optimizers, for example), by setting their attributes without calling their constructor.
 Writes go to a temporary file in the same directory, synced, then renamed over the
-destination, so an interrupted save leaves the old file intact.
+destination, so an interrupted save leaves the old file intact. The temporary file's name
+holds the writer's host and process id (`.<name>.<host>-<pid>.<random>.tmp`): a later save
+to the same path removes those its dead writers left behind (a killed process), never one a
+live writer is still filling. Loading opens only regular files: a directory, FIFO or device
+is refused at once rather than read (or waited on) forever.
 """
+import errno
 import json
 import math
 import numbers
 import os
 import re
+import socket
+import stat
 import tempfile
+import time
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -156,7 +165,9 @@ def save(path, **named):
     text = json.dumps(manifest, allow_nan=True).encode("utf-8")  # before touching the disk: errors leave it alone
 
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    _remove_stale_temporaries(folder, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{_HOST}-{os.getpid()}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "w+b") as f:
             _write_zip(f, text, encode.arrays)
@@ -171,6 +182,50 @@ def save(path, **named):
             pass
         raise
     _fsync_dir(folder)
+
+
+_HOST = format(zlib.crc32(socket.gethostname().encode()), "08x")  # which machine wrote a temporary file
+_STALE_AGE = 24 * 3600  # seconds: a temporary file this old is abandoned, whoever wrote it
+
+
+def _pid_alive(pid):
+    """Whether process `pid` exists on this machine (None where that cannot be asked safely)."""
+    if os.name != "posix":
+        return None  # os.kill(pid, 0) would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(folder, name):
+    """Remove temporary files of earlier saves to `folder/name` whose writer is gone: written
+    on this host by a process that no longer exists, or (any writer) untouched for a day.
+    Best effort: a save never fails because of this."""
+    pattern = re.compile(r"\." + re.escape(name) + r"\.(?:([0-9a-f]{8})-([0-9]+)\.)?[A-Za-z0-9_]+\.tmp\Z")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        match = pattern.match(entry)
+        if match is None:
+            continue
+        tmp = os.path.join(folder, entry)
+        try:
+            info = os.lstat(tmp)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            host, pid = match.group(1), match.group(2)
+            dead = host == _HOST and pid is not None and int(pid) != os.getpid() and _pid_alive(int(pid)) is False
+            if dead or now - info.st_mtime > _STALE_AGE:
+                os.unlink(tmp)
+        except (OSError, ValueError):
+            continue
 
 
 def _write_zip(f, manifest, arrays):
@@ -344,17 +399,39 @@ def _read_npy(f, size, entry):
     return out.reshape(shape[::-1]).T if fortran else out.reshape(shape)
 
 
-def _open_checked(path):
-    """The zip, after checking its entries: only the manifest and arrays/<k>.npy, stored
-    uncompressed (no decompression bombs), each name once."""
-    z = zipfile.ZipFile(path, "r")
+def _open_regular(path):
+    """The file at `path` opened for reading, if it is a regular file. A FIFO is opened
+    without blocking (O_NONBLOCK) and refused, as are directories and devices (`/dev/zero`
+    would be read forever), before anything is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, f"kn.load: {path} is a directory, not a kn.save file", path)
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                    else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "not a regular file")
+            raise ValueError(f"kn.load: {path} is {kind}, not a kn.save file (only regular files are read)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_checked(f):
+    """The zip in the open file f, after checking its entries: only the manifest and
+    arrays/<k>.npy, stored uncompressed (no decompression bombs), each name once."""
+    z = zipfile.ZipFile(f, "r")
     try:
         names = [i.filename for i in z.infolist()]
         if len(set(names)) != len(names):
             raise ValueError("duplicate entries")
         if _MANIFEST not in names:
             raise ValueError("no manifest.json (not a kn.save file?)")
-        total = os.path.getsize(path)
+        total = os.fstat(f.fileno()).st_size
         for info in z.infolist():
             if info.filename != _MANIFEST and not _ARRAY_NAME.match(info.filename):
                 raise ValueError(f"unexpected entry {info.filename!r:.100}")
@@ -368,8 +445,9 @@ def _open_checked(path):
 
 def _read(path):
     """{name: value} of a kn.save file; any defect raises ValueError naming the file."""
+    f = _open_regular(path)  # OSErrors (missing file, permissions, a directory) pass as they are
     try:
-        with _open_checked(path) as z:
+        with f, _open_checked(f) as z:
             manifest = json.loads(z.read(_MANIFEST).decode("utf-8"))
             if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
                 raise ValueError("not a kn.save file (no knetc manifest)")

@@ -18,7 +18,7 @@ import sys
 import time
 
 from ..autograd import diff, grad, params as params_of, value
-from .optimizers import SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop, update_
+from .optimizers import DEFAULTS, SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop, update_
 
 
 def _sized(itr):
@@ -54,10 +54,12 @@ class Minimize:
         for args in self.data:
             args = args if isinstance(args, tuple) else (args,)  # tuples are splatted, as Knet's f(args...)
             y = diff(self.f, *args)
-            for p in (params_of(y) if self.params is None else self.params):
-                if p.opt is None:  # a Param keeps its optimizer (and state) across iterators
-                    p.opt = self.optimizer.clone()
-                update_(p, grad(y, p))
+            params = params_of(y) if self.params is None else self.params
+            grads = [grad(y, p) for p in params]
+            # A Param keeps its optimizer (and state) across iterators; one without gets a clone,
+            # stored in p.opt by update_ only when the step succeeds. The step is all or nothing.
+            opts = [self.optimizer.clone() if p.opt is None else p.opt for p in params]
+            update_(list(params), grads, opts)
             yield _scalar(value(y))
 
 
@@ -75,37 +77,45 @@ def minimize(f, data, optimizer=None, params=None):
     return Minimize(f, data, Adam() if optimizer is None else optimizer, params)
 
 
-def sgd(f, data, lr=0.1, gclip=0, params=None):
+_D = DEFAULTS  # Knet 1.4's defaults, the same table as the optimizer classes'
+
+
+def sgd(f, data, lr=_D["SGD"]["lr"], gclip=_D["SGD"]["gclip"], params=None):
     """`minimize` with `SGD(lr, gclip)`: `for loss in kn.sgd(loss_fn, data, lr=0.1): ...`"""
     return minimize(f, data, SGD(lr=lr, gclip=gclip), params)
 
 
-def momentum(f, data, lr=0.05, gamma=0.95, gclip=0, params=None):
+def momentum(f, data, lr=_D["Momentum"]["lr"], gamma=_D["Momentum"]["gamma"], gclip=_D["Momentum"]["gclip"],
+             params=None):
     """`minimize` with `Momentum(lr, gclip, gamma)`: `kn.momentum_(loss_fn, data)`"""
     return minimize(f, data, Momentum(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
-def nesterov(f, data, lr=0.05, gamma=0.95, gclip=0, params=None):
+def nesterov(f, data, lr=_D["Nesterov"]["lr"], gamma=_D["Nesterov"]["gamma"], gclip=_D["Nesterov"]["gclip"],
+             params=None):
     """`minimize` with `Nesterov(lr, gclip, gamma)`: `kn.nesterov_(loss_fn, data)`"""
     return minimize(f, data, Nesterov(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
-def adagrad(f, data, lr=0.05, eps=1e-6, gclip=0, params=None):
+def adagrad(f, data, lr=_D["Adagrad"]["lr"], eps=_D["Adagrad"]["eps"], gclip=_D["Adagrad"]["gclip"], params=None):
     """`minimize` with `Adagrad(lr, gclip, eps)`: `kn.adagrad_(loss_fn, data)`"""
     return minimize(f, data, Adagrad(lr=lr, gclip=gclip, eps=eps), params)
 
 
-def rmsprop(f, data, lr=0.01, rho=0.9, eps=1e-6, gclip=0, params=None):
+def rmsprop(f, data, lr=_D["Rmsprop"]["lr"], rho=_D["Rmsprop"]["rho"], eps=_D["Rmsprop"]["eps"],
+            gclip=_D["Rmsprop"]["gclip"], params=None):
     """`minimize` with `Rmsprop(lr, gclip, rho, eps)`: `kn.rmsprop_(loss_fn, data)`"""
     return minimize(f, data, Rmsprop(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
-def adadelta(f, data, lr=1.0, rho=0.9, eps=1e-6, gclip=0, params=None):
+def adadelta(f, data, lr=_D["Adadelta"]["lr"], rho=_D["Adadelta"]["rho"], eps=_D["Adadelta"]["eps"],
+             gclip=_D["Adadelta"]["gclip"], params=None):
     """`minimize` with `Adadelta(lr, gclip, rho, eps)`: `kn.adadelta_(loss_fn, data)`"""
     return minimize(f, data, Adadelta(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
-def adam(f, data, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, gclip=0, params=None):
+def adam(f, data, lr=_D["Adam"]["lr"], beta1=_D["Adam"]["beta1"], beta2=_D["Adam"]["beta2"], eps=_D["Adam"]["eps"],
+         gclip=_D["Adam"]["gclip"], params=None):
     """`minimize` with `Adam(lr, gclip, beta1, beta2, eps)`: `kn.adam_(loss_fn, data)`"""
     return minimize(f, data, Adam(lr=lr, gclip=gclip, beta1=beta1, beta2=beta2, eps=eps), params)
 

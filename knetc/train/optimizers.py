@@ -21,9 +21,13 @@ Given a weight w and its gradient g (Knet's formulas):
 
 `gclip` (every optimizer): if norm(g) > gclip > 0, g is first scaled to norm gclip.
 
-The constructors' defaults are those of Knet's reference (`Sgd(;lr=0.001)`, ...); the
-training iterators (`kn.sgd(f, data)`, ... in knetc.train.iterators) use Knet's larger
-per-iterator defaults.
+The defaults are Knet 1.4's (the table DEFAULTS below), shared by the constructors and the
+training iterators (`kn.sgd(f, data)`, ... in knetc.train.iterators), so they cannot drift.
+
+A step is all or nothing: `update_` first checks every (weight, gradient, optimizer) it is
+given (writeable floating-point weight, matching shape, a gradient castable to the weight's
+dtype, state of the right shape) and prepares the gradients and any new
+state, then runs the kernels; a bad pair raises before any weight or state has changed.
 """
 import numpy as np
 
@@ -31,10 +35,54 @@ from ..autograd import Param, value_of
 from .io import serializable
 
 
+_KERNELS = None
+
+
 def _kernels():
     # Imported on first use: it imports numba.cuda, which `import knetc` need not pay for.
-    from ..kernels import optimizers
-    return optimizers
+    global _KERNELS
+    if _KERNELS is None:
+        from ..kernels import optimizers
+        _KERNELS = optimizers
+    return _KERNELS
+
+
+# Knet 1.4's defaults (the optimizer types and the training iterators agree there). The
+# classes' constructors and the iterators in knetc.train.iterators both read this table.
+DEFAULTS = {
+    "SGD": {"lr": 0.1, "gclip": 0},
+    "Momentum": {"lr": 0.05, "gclip": 0, "gamma": 0.95},
+    "Nesterov": {"lr": 0.05, "gclip": 0, "gamma": 0.95},
+    "Adagrad": {"lr": 0.05, "gclip": 0, "eps": 1e-6},
+    "Rmsprop": {"lr": 0.01, "gclip": 0, "rho": 0.9, "eps": 1e-6},
+    "Adadelta": {"lr": 1.0, "gclip": 0, "rho": 0.9, "eps": 1e-6},
+    "Adam": {"lr": 0.001, "gclip": 0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+}
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # what the fused kernels are compiled for
+
+
+class _Step:
+    """One prepared update: everything checked and computed, nothing changed yet. `apply()`
+    runs the kernel; before it, dropping the step leaves weight and optimizer untouched."""
+    __slots__ = ("opt", "w", "g", "new_states", "scale", "param", "param_value", "keep_opt")
+
+    def apply(self):
+        opt, w = self.opt, self.w
+        if self.param is not None:
+            if self.param_value is not None:
+                self.param.value = self.param_value
+            if self.keep_opt and self.param.opt is None:
+                self.param.opt = opt
+        for name, state in self.new_states:  # state created (or moved to w's side) for this step
+            setattr(opt, name, state)
+        states = [_device_data(getattr(opt, name)) for name in opt.STATE]
+        kernels = _kernels()
+        if kernels.is_device_array(w) or w.flags.c_contiguous:
+            kernels.update(opt.KERNEL, w, self.g, states, self.scale, opt._scalars())
+        else:  # the kernels want flat views: update a contiguous copy and write it back
+            work = np.ascontiguousarray(w)
+            kernels.update(opt.KERNEL, work, self.g, states, self.scale, opt._scalars())
+            w[...] = work
 
 
 class Optimizer:
@@ -56,68 +104,95 @@ class Optimizer:
         return f"{type(self).__name__}({hyper})"
 
     def update_(self, w, g):
-        """Update the array w (numpy or device) in place with its gradient g: `opt.update_(w, g)`."""
+        """Update the array w (numpy or device) in place with its gradient g: `opt.update_(w, g)`.
+        On a bad argument it raises and changes neither w nor the optimizer's state."""
+        self._prepare(w, g, {}).apply()
+        return w
+
+    def _prepare(self, w, g, pending):
+        """Check (w, g) and compute what the update needs, changing nothing: a _Step.
+        `pending` maps id(optimizer) to the state arrays created earlier in the same step."""
         kernels = _kernels()
-        target, w = w, _device_data(w)  # a KnetArray is updated through its Numba array
+        w = _device_data(w)  # a KnetArray is updated through its Numba array
         on_device = kernels.is_device_array(w)
         if not on_device:
             if not isinstance(w, np.ndarray):
                 raise TypeError(f"update_: cannot update a {type(w).__name__} in place; use an array or a Param")
-            if not np.issubdtype(w.dtype, np.floating):
-                raise TypeError(f"update_: weights must be floating point, got {w.dtype}")
             if not w.flags.writeable:
-                raise ValueError("update_: the weight array is read-only")
-        g = _device_data(_gradient_like(g, w, on_device))
-        states = [_device_data(s) for s in self._states(w, on_device)]  # loaded state may be KnetArrays
-        scale = 1.0
-        if self.gclip > 0:  # Knet's per-parameter clipping: norm(g) > gclip > 0 scales g to norm gclip
-            norm = kernels.device_norm(g) if on_device else float(np.linalg.norm(g))
-            if norm > self.gclip:
-                scale = self.gclip / norm
-        if on_device or w.flags.c_contiguous:
-            kernels.update(self.KERNEL, w, g, states, scale, self._scalars())
-        else:  # the kernels want flat views: update a contiguous copy and write it back
-            work = np.ascontiguousarray(w)
-            kernels.update(self.KERNEL, work, g, states, scale, self._scalars())
-            w[...] = work
-        return target
-
-    def _states(self, w, on_device):
-        """The state arrays, created as zeros shaped like w at the first update."""
-        states = []
+                raise ValueError(f"update_: the weight array {_describe(w)} is read-only")
+        if np.dtype(w.dtype) not in _KERNEL_DTYPES:
+            kind = "floating point" if not np.issubdtype(w.dtype, np.floating) else "float32 or float64"
+            raise TypeError(f"update_: weights must be {kind}, got {_describe(w)}")
+        step = _Step()
+        step.opt, step.w, step.param, step.param_value, step.keep_opt = self, w, None, None, False
+        step.g = _device_data(_gradient_like(g, w, on_device))
+        step.new_states = []
+        created = pending.setdefault(id(self), {})
         for name in self.STATE:
-            state = getattr(self, name)
-            if state is None:
+            state = created.get(name, getattr(self, name))
+            if state is None:  # the first update: zeros shaped like w, on w's side
                 zeros = np.zeros(w.shape, dtype=w.dtype)
-                state = _kernels().cuda.to_device(zeros) if on_device else zeros
-                setattr(self, name, state)
-            elif tuple(state.shape) != tuple(w.shape):
+                state = created[name] = kernels.cuda.to_device(zeros) if on_device else zeros
+            if tuple(state.shape) != tuple(w.shape):
                 raise ValueError(f"update_: this {type(self).__name__} holds state for shape {tuple(state.shape)} "
                                  f"but the weight is {tuple(w.shape)}; each parameter needs its own optimizer "
                                  f"(use opt.clone())")
-            states.append(state)
-        return states
+            if kernels.is_device_array(_device_data(state)) != on_device and name not in created:
+                # e.g. state loaded on the host for a weight now on the device: a copy on w's side
+                data = _device_data(state)
+                state = created[name] = (kernels.cuda.to_device(np.ascontiguousarray(data)) if on_device
+                                         else np.array(data.copy_to_host()).reshape(data.shape))
+            if not on_device and not state.flags.writeable:
+                raise ValueError(f"update_: this {type(self).__name__}'s {name} array is read-only")
+            if name in created:
+                step.new_states.append((name, state))
+        step.scale = 1.0
+        if self.gclip > 0:  # Knet's per-parameter clipping: norm(g) > gclip > 0 scales g to norm gclip
+            norm = kernels.device_norm(step.g) if on_device else float(np.linalg.norm(step.g))
+            if norm > self.gclip:
+                step.scale = self.gclip / norm
+        return step
+
+
+def _describe(w):
+    return f"({type(w).__name__} of shape {tuple(w.shape)}, dtype {np.dtype(w.dtype)})"
 
 
 def _device_data(x):
     """A KnetArray's Numba device array (the same memory), anything else as it is."""
+    if isinstance(x, np.ndarray):  # the common case, without importing knetarray
+        return x
     from ..knetarray import KnetArray
     return x.data if isinstance(x, KnetArray) else x
 
 
 def _gradient_like(g, w, on_device):
-    """g as an array of w's shape and dtype, where w is (host, C-contiguous, or device)."""
-    g = value_of(g)
-    if on_device:
-        if not _kernels().is_device_array(g) or np.dtype(g.dtype) != np.dtype(w.dtype):
-            host = g.copy_to_host() if _kernels().is_device_array(g) else np.asarray(g)
-            g = _kernels().cuda.to_device(np.ascontiguousarray(host, dtype=w.dtype))
-    else:
-        if _kernels().is_device_array(g):
-            g = g.copy_to_host()
-        g = np.ascontiguousarray(g, dtype=w.dtype)
+    """g as an array of w's shape and dtype, where w is (host, C-contiguous, or device).
+    Only same-kind casts (float64 to float32, say): a complex, string or object gradient
+    is refused rather than silently truncated."""
+    g = _device_data(value_of(g))
+    if type(g) is np.ndarray and g.dtype == w.dtype and g.shape == w.shape and not on_device \
+            and g.flags.c_contiguous:
+        return g  # the common case: nothing to check or convert
+    kernels = _kernels()
+    if not kernels.is_device_array(g):
+        try:
+            g = np.asarray(g)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"update_: the gradient is not an array of numbers: {e}") from None
     if tuple(g.shape) != tuple(w.shape):
         raise ValueError(f"update_: the gradient has shape {tuple(g.shape)} but the weight has {tuple(w.shape)}")
+    if not np.can_cast(np.dtype(g.dtype), np.dtype(w.dtype), casting="same_kind"):
+        raise TypeError(f"update_: a gradient of dtype {np.dtype(g.dtype)} cannot be cast to the weight's "
+                        f"dtype {np.dtype(w.dtype)}")
+    if on_device:
+        if not kernels.is_device_array(g) or np.dtype(g.dtype) != np.dtype(w.dtype):
+            host = g.copy_to_host() if kernels.is_device_array(g) else g
+            g = kernels.cuda.to_device(np.ascontiguousarray(host, dtype=w.dtype))
+    else:
+        if kernels.is_device_array(g):
+            g = g.copy_to_host()
+        g = np.ascontiguousarray(g, dtype=w.dtype)
     return g
 
 
@@ -125,10 +200,10 @@ def _gradient_like(g, w, on_device):
 class SGD(Optimizer):
     """Stochastic gradient descent: w = w - lr * g.
 
-    Example: `kn.update_(w, g, kn.SGD(lr=0.1))`"""
+    Example: `kn.update_(w, g, kn.SGD(lr=0.01))`"""
     KERNEL, HYPER = "sgd", ("lr", "gclip")
 
-    def __init__(self, lr=0.001, gclip=0):
+    def __init__(self, lr=DEFAULTS["SGD"]["lr"], gclip=DEFAULTS["SGD"]["gclip"]):
         self.lr, self.gclip = lr, gclip
 
     def _scalars(self):
@@ -142,7 +217,8 @@ class Momentum(Optimizer):
     Example: `w = kn.Param(np.zeros(3), kn.Momentum(lr=0.01, gamma=0.9))`"""
     KERNEL, HYPER, STATE = "momentum", ("lr", "gclip", "gamma"), ("velocity",)
 
-    def __init__(self, lr=0.001, gclip=0, gamma=0.9, velocity=None):
+    def __init__(self, lr=DEFAULTS["Momentum"]["lr"], gclip=DEFAULTS["Momentum"]["gclip"],
+                 gamma=DEFAULTS["Momentum"]["gamma"], velocity=None):
         self.lr, self.gclip, self.gamma, self.velocity = lr, gclip, gamma, velocity
 
     def _scalars(self):
@@ -156,7 +232,8 @@ class Nesterov(Optimizer):
     Example: `kn.update_(w, g, kn.Nesterov(lr=0.01))`"""
     KERNEL, HYPER, STATE = "nesterov", ("lr", "gclip", "gamma"), ("velocity",)
 
-    def __init__(self, lr=0.001, gclip=0, gamma=0.9, velocity=None):
+    def __init__(self, lr=DEFAULTS["Nesterov"]["lr"], gclip=DEFAULTS["Nesterov"]["gclip"],
+                 gamma=DEFAULTS["Nesterov"]["gamma"], velocity=None):
         self.lr, self.gclip, self.gamma, self.velocity = lr, gclip, gamma, velocity
 
     def _scalars(self):
@@ -170,7 +247,8 @@ class Adagrad(Optimizer):
     Example: `kn.update_(w, g, kn.Adagrad(lr=0.1))`"""
     KERNEL, HYPER, STATE = "adagrad", ("lr", "gclip", "eps"), ("G",)
 
-    def __init__(self, lr=0.1, gclip=0, eps=1e-6, G=None):
+    def __init__(self, lr=DEFAULTS["Adagrad"]["lr"], gclip=DEFAULTS["Adagrad"]["gclip"],
+                 eps=DEFAULTS["Adagrad"]["eps"], G=None):
         self.lr, self.gclip, self.eps, self.G = lr, gclip, eps, G
 
     def _scalars(self):
@@ -184,7 +262,8 @@ class Rmsprop(Optimizer):
     Example: `kn.update_(w, g, kn.Rmsprop(lr=0.001, rho=0.9))`"""
     KERNEL, HYPER, STATE = "rmsprop", ("lr", "gclip", "rho", "eps"), ("G",)
 
-    def __init__(self, lr=0.001, gclip=0, rho=0.9, eps=1e-6, G=None):
+    def __init__(self, lr=DEFAULTS["Rmsprop"]["lr"], gclip=DEFAULTS["Rmsprop"]["gclip"],
+                 rho=DEFAULTS["Rmsprop"]["rho"], eps=DEFAULTS["Rmsprop"]["eps"], G=None):
         self.lr, self.gclip, self.rho, self.eps, self.G = lr, gclip, rho, eps, G
 
     def _scalars(self):
@@ -199,7 +278,8 @@ class Adadelta(Optimizer):
     Example: `kn.update_(w, g, kn.Adadelta(lr=0.01, rho=0.9))`"""
     KERNEL, HYPER, STATE = "adadelta", ("lr", "gclip", "rho", "eps"), ("G", "delta")
 
-    def __init__(self, lr=0.01, gclip=0, rho=0.9, eps=1e-6, G=None, delta=None):
+    def __init__(self, lr=DEFAULTS["Adadelta"]["lr"], gclip=DEFAULTS["Adadelta"]["gclip"],
+                 rho=DEFAULTS["Adadelta"]["rho"], eps=DEFAULTS["Adadelta"]["eps"], G=None, delta=None):
         self.lr, self.gclip, self.rho, self.eps, self.G, self.delta = lr, gclip, rho, eps, G, delta
 
     def _scalars(self):
@@ -215,7 +295,8 @@ class Adam(Optimizer):
     Example: `w = kn.Param(np.zeros(3), kn.Adam(lr=0.01))`"""
     KERNEL, HYPER, STATE = "adam", ("lr", "gclip", "beta1", "beta2", "eps"), ("fstm", "scndm")
 
-    def __init__(self, lr=0.001, gclip=0, beta1=0.9, beta2=0.999, eps=1e-8, t=0, fstm=None, scndm=None):
+    def __init__(self, lr=DEFAULTS["Adam"]["lr"], gclip=DEFAULTS["Adam"]["gclip"], beta1=DEFAULTS["Adam"]["beta1"],
+                 beta2=DEFAULTS["Adam"]["beta2"], eps=DEFAULTS["Adam"]["eps"], t=0, fstm=None, scndm=None):
         self.lr, self.gclip, self.beta1, self.beta2, self.eps = lr, gclip, beta1, beta2, eps
         self.t, self.fstm, self.scndm = t, fstm, scndm
 
@@ -239,38 +320,59 @@ def update_(w, g, opt=None, **sgd_options):
     - Tuples/lists and dicts of weights take matching gradients and optimizers (a dict's
       gradients may have fewer keys); a None gradient (no dependence) is skipped.
 
+    All or nothing: every pair is checked (and its gradient prepared) before any weight or
+    optimizer state changes, so an error (a read-only weight, a gradient of the wrong shape
+    or of a dtype that cannot be cast) leaves them all as they were.
+
     Example: `kn.update_((w1, w2), (g1, g2), (kn.Adam(), kn.SGD(lr=0.1)))`
     """
+    steps = []
+    _plan(w, g, opt, sgd_options, steps, {})
+    for step in steps:
+        step.apply()
+    return w
+
+
+def _plan(w, g, opt, sgd_options, steps, pending):
+    """Append the prepared _Steps of update_(w, g, opt) to `steps`, changing nothing."""
     if g is None:
-        return w
+        return
     if isinstance(w, Param):
+        keep = False
         if opt is None:
             opt = w.opt if w.opt is not None else SGD(**sgd_options)
         elif w.opt is None:
-            w.opt = opt
-        if not isinstance(w.value, (np.ndarray, Param)) and not _kernels().is_device_array(w.value):
-            w.value = np.array(w.value, dtype=np.float64)  # Param(3.0): a 0-d array, updated in place
-        opt.update_(value_of(w), g)
-        return w
+            keep = True  # kept in w.opt when the step is applied
+        value = value_of(w)
+        new_value = None
+        if not isinstance(value, (np.ndarray, Param)) and not _kernels().is_device_array(value):
+            value = new_value = np.array(value, dtype=np.float64)  # Param(3.0): a 0-d array, updated in place
+        step = _single(opt, value, g, pending)
+        step.param, step.param_value, step.keep_opt = w, new_value, keep
+        steps.append(step)
+        return
     if isinstance(w, dict):
         opts = _matching(w, opt, sgd_options)
         for key in g:  # as Knet: g may have fewer keys than w
-            update_(w[key], g[key], opts[key] if opts is not None else None, **sgd_options)
-        return w
+            if key not in w:
+                raise KeyError(f"update_: a gradient for {key!r}, which is not among the weights")
+            _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending)
+        return
     if isinstance(w, (list, tuple)):
         opts = _matching(w, opt, sgd_options)
         if len(g) != len(w) or (opts is not None and len(opts) != len(w)):
             raise ValueError(f"update_: {len(w)} weights, {len(g)} gradients"
                              + ("" if opts is None else f" and {len(opts)} optimizers") + ": they must match")
         for i, (wi, gi) in enumerate(zip(w, g)):
-            update_(wi, gi, opts[i] if opts is not None else None, **sgd_options)
-        return w
-    if opt is None:
-        opt = SGD(**sgd_options)
+            _plan(wi, gi, opts[i] if opts is not None else None, sgd_options, steps, pending)
+        return
+    steps.append(_single(SGD(**sgd_options) if opt is None else opt, w, g, pending))
+
+
+def _single(opt, w, g, pending):
     if not isinstance(opt, Optimizer):
         raise TypeError(f"update_: expected an optimizer for a single weight, got {type(opt).__name__}")
-    opt.update_(w, g)
-    return w
+    return opt._prepare(w, g, pending)
 
 
 def _matching(w, opt, sgd_options):
