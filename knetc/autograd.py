@@ -7,6 +7,7 @@ gradients). Each op sees its arguments at one tape level: `_ceiling` is the leve
 recorded, and a Param resolves to the innermost active tape below it.
 """
 import functools
+import operator
 import types
 
 import numpy as np
@@ -21,8 +22,37 @@ _TAPES = []  # active tapes, outermost first
 _ceiling = float("inf")
 
 
+class _Recordable(ArrayMethods):
+    """Conversions shared by Params and taped values: they act like their value, by numpy's
+    rules (`if a > 0`, `while`, `and`, `bool()`, `float()`, `int()`, indexing with them)."""
+
+    def __bool__(self):
+        return bool(value_of(self))  # size 1: its value; larger: numpy's ValueError (ambiguous)
+
+    def __float__(self):
+        return float(value_of(self))
+
+    def __int__(self):
+        return int(value_of(self))
+
+    def __index__(self):
+        return operator.index(value_of(self))
+
+    def __array__(self, dtype=None, copy=None):
+        # numpy builds a plain array from a list of recorded values (np.sum([a, b]),
+        # np.array([...])) through here: that would silently drop the gradient.
+        if _tape_of(self) is not None:
+            from .errors import format_error, user_frame
+            raise TypeError(format_error(
+                f"a {type(self).__name__} recorded by kn.diff cannot become a numpy array: its gradient "
+                "would be lost. Join recorded values with kn.cat / np.concatenate / np.stack (e.g. "
+                "np.sum(np.stack([a, b])) instead of np.sum([a, b])), or use kn.value(x) for a constant",
+                *user_frame()))
+        return np.asarray(value_of(self), dtype=dtype)
+
+
 @pytree.register_leaf_type
-class Param(ArrayMethods):
+class Param(_Recordable):
     """A value to differentiate with respect to: `w = Param(np.zeros((3, 4)))`.
 
     Acts like its value (operators, numpy functions); `w.value` is the array, `w.opt` the
@@ -38,15 +68,12 @@ class Param(ArrayMethods):
     def aval(self):
         return aval_of(self.value)
 
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(value_of(self), dtype=dtype)
-
     def __repr__(self):
         return f"P({self.value!r})"
 
 
 @pytree.register_leaf_type
-class Tracked(ArrayMethods):
+class Tracked(_Recordable):
     """A value recorded on a tape (Knet's Result; `diff` returns one)."""
     _knetc_priority = 1
     __slots__ = ("value", "tape", "node")
@@ -57,12 +84,6 @@ class Tracked(ArrayMethods):
     @property
     def aval(self):
         return aval_of(self.value)
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(value_of(self), dtype=dtype)
-
-    def __float__(self):
-        return float(value_of(self))
 
     def __repr__(self):
         return f"T({self.value!r})"
@@ -222,6 +243,8 @@ def diff(f, *args, **kwargs):
         tape.active = False
     if isinstance(y, Tracked) and y.tape is tape:
         return y
+    if isinstance(y, Param):  # f returned a Param itself: d y / d y is one
+        return tape.lift(y)
     return Tracked(y, tape, None)  # nothing depended on a Param: every gradient is None
 
 
@@ -237,11 +260,12 @@ def _run_backward(y):
     aval = aval_of(y.value)
     if int(np.prod(aval.shape)) != 1:
         raise ValueError(f"grad: the differentiated result must be a scalar, got shape {aval.shape}")
-    if y.node is None:
-        return {}
+    seed = np.ones(aval.shape, dtype=aval.dtype or np.float64)
+    if y.node is None:  # a Param's own leaf (the result is the Param), or a constant
+        return {id(y): seed[()]} if y.tape.leaves.get(id(y.value)) is y else {}
     # Pending gradients keyed by node (inner values) or by leaf (Params). Creation order is
     # a topological order, so one reverse sweep sees every node after all its consumers.
-    gradients = {id(y.node): np.ones(aval.shape, dtype=aval.dtype or np.float64)}
+    gradients = {id(y.node): seed}
     for node in reversed(y.tape.nodes):
         dy = gradients.pop(id(node), None)
         if dy is None:
@@ -301,7 +325,9 @@ def _gradient_function(f, argnum, with_loss):
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)
         g = pytree.unflatten(treedef, [grad(y, p) if isinstance(p, Param) else None for p in ps])
-        return (g, value(y)) if with_loss else g
+        loss = value(y)
+        loss = loss.value if isinstance(loss, Param) else loss  # f returned its argument
+        return (g, loss) if with_loss else g
     gradient.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
     return gradient
 

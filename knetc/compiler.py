@@ -58,6 +58,7 @@ class Executable:
                 distinct.append(v)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
                        for v in self.program.outputs]
+        self._label_checks = LabelChecks(program)
         self._runner = backend.Runner(self)
         self._state = _state_constants(self.program) if target == "cuda" else []
         self._first_run = True
@@ -66,6 +67,8 @@ class Executable:
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
+        if self._label_checks:
+            self._label_checks(arrays)  # before anything runs: a bad label leaves no state changed
         if self._state:
             return self._run_with_state(arrays)
         if self._first_run:
@@ -104,6 +107,44 @@ class Executable:
             count("cache_hits")
             report("cache", f"hit {self.name} [{self.target}]: {kernels} kernels loaded in {elapsed:.3f}s")
         return outputs
+
+
+class LabelChecks:
+    """The range checks of nll/accuracy labels (the `checked_labels` op) that a program must
+    make before its kernels run, since a kernel cannot raise: each on the input array the
+    labels come from, through views (reshape, transpose, static slices: a slice's whole source
+    is checked). Labels fixed at compile time are checked now; labels computed inside the
+    function cannot be checked before the run and are refused."""
+    VIEWS = ("reshape", "transpose", "index_static", "broadcast_to")
+
+    def __init__(self, program):
+        from .errors import CompileError
+        from .ops.nn import check_label_values
+        self.check, self.checks = check_label_values, []
+        producers = {eqn.out: eqn for eqn in program.eqns}
+        for eqn in program.eqns:
+            if eqn.op.name != "checked_labels":
+                continue
+            source = eqn.inputs[0]
+            while source in producers and producers[source].op.name in self.VIEWS:
+                source = producers[source].inputs[0]
+            if source in program.constants:
+                self.check(program.constants[source], **eqn.params)
+            elif source in program.inputs:
+                self.checks.append((program.inputs.index(source), eqn.params))
+            else:
+                raise CompileError(f"{eqn.params['name']}: labels computed inside a compiled function cannot be "
+                                   f"range-checked before the kernels run", *(eqn.loc or (None, None)),
+                                   hint="compute the labels outside and pass them in as an argument")
+
+    def __bool__(self):
+        return bool(self.checks)
+
+    def __call__(self, arrays):
+        for position, params in self.checks:
+            labels = arrays[position]
+            host = labels.copy_to_host() if hasattr(labels, "copy_to_host") else np.asarray(labels)
+            self.check(host, **params)
 
 
 def _numba_cache_counts(module):
@@ -147,7 +188,9 @@ class Specialization:
         return [e for e in (getattr(self, n, None) for n in ("executable", "forward", "backward")) if e is not None]
 
     def guards_hold(self):
-        return all(g.holds() for g in self.translation.guards)
+        """Does every value the program read from outside still hold (the same objects,
+        scalars of the same value, captured arrays of the same shape and dtype)?"""
+        return self.translation.holds()
 
     def captured_values(self):
         return [value_of(p) for p, _ in self.translation.captures]
@@ -162,7 +205,9 @@ class CompiledFunction:
         self.fn, self.requested_target, self.cache = fn, target, cache
         self.target = resolve_target(target)
         self._specializations = {}
+        self._stale = {}  # key -> earlier specializations whose guards failed
         self.compilations = 0
+        self.retraces = 0  # traces because something read from outside changed
 
     def __repr__(self):
         return f"<knetc.compile {self.fn.__qualname__} target={self.target}>"
@@ -172,8 +217,8 @@ class CompiledFunction:
         key = []
         for leaf in leaves:
             if is_array(leaf):
-                value = value_of(leaf)
-                key.append((tuple(value.shape), np.dtype(value.dtype).str))
+                value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
+                key.append((type(leaf), tuple(value.shape), np.dtype(value.dtype).str))
             else:
                 try:
                     hash(leaf)
@@ -192,13 +237,37 @@ class CompiledFunction:
         key = (mode, treedef, self._signature(leaves))
         spec = self._specializations.get(key)
         if spec is None or not spec.guards_hold():
-            program, translation, out_treedef = _trace_in_mode(mode, self.target, self.fn, args, kwargs)
-            spec = Specialization(program, translation, out_treedef, mode)
-            self._build(spec, args, leaves)
-            self.compilations += 1
-            self._specializations[key] = spec
+            spec = self._older_or_new(key, spec, mode, args, kwargs, leaves)
         for observe in OBSERVERS:
             observe(self, spec)
+        return spec
+
+    _KEEP_STALE = 4  # earlier specializations kept per signature (alternating models reuse them)
+    _WARN_RETRACES = 8
+
+    def _older_or_new(self, key, stale, mode, args, kwargs, leaves):
+        """The specialization for `key` when there is none yet or its guards failed (a value
+        it read from outside changed): an earlier one whose guards hold, or a new trace."""
+        older = self._stale.setdefault(key, [])
+        for i, spec in enumerate(older):
+            if spec.guards_hold():
+                older[i] = stale
+                self._specializations[key] = spec
+                return spec
+        if stale is not None:
+            self.retraces += 1
+            if self.retraces == self._WARN_RETRACES:
+                import warnings
+                warnings.warn(f"{self.fn.__qualname__} was traced again {self.retraces} times because "
+                              f"{stale.translation.failed_guard()} (read from outside it) changed between calls; "
+                              "pass values that change as arguments", stacklevel=4)
+            older.insert(0, stale)
+            del older[self._KEEP_STALE:]
+        program, translation, out_treedef = _trace_in_mode(mode, self.target, self.fn, args, kwargs)
+        spec = Specialization(program, translation, out_treedef, mode)
+        self._build(spec, args, leaves)
+        self.compilations += 1
+        self._specializations[key] = spec
         return spec
 
     def _build(self, spec, args, leaves):
@@ -208,7 +277,10 @@ class CompiledFunction:
 
         def executable(p):
             return Executable(p, self.target, self.cache, key)
-        floating = [i for i, v in enumerate(program.inputs) if np.issubdtype(v.aval.dtype, np.floating)]
+        # Every array input may be differentiated, integer ones too: the gradient is what the
+        # eager tape gives (the adjoint rules decide its dtype), so that an integer Param gets
+        # a gradient (and update_ refuses it) instead of silently none.
+        differentiable = list(range(len(program.inputs)))
         if kind == "call":
             spec.executable = executable(program)
         elif kind == "grad":  # value and gradient in one program
@@ -219,12 +291,12 @@ class CompiledFunction:
                 if is_array(leaf):
                     input_of_leaf[i] = len(input_of_leaf)
             positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
-            wrt = [p for p in positions if p in floating]
+            wrt = [p for p in positions if p in differentiable]
             spec.executable = executable(adjoint_program(program, wrt))
             n_out = len(program.outputs)
             spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
         else:  # "forward": the primal now, the adjoint when the tape asks (split after AD)
-            spec.wrt = [i for i in floating if i >= len(detail) or detail[i]]
+            spec.wrt = [i for i in differentiable if i >= len(detail) or detail[i]]
             spec.single = len(program.outputs) == 1 and isinstance(program.outputs[0], Var)
             if spec.single:
                 joint = optimize(adjoint_program(program, spec.wrt, seed_input=True))
@@ -245,7 +317,7 @@ class CompiledFunction:
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
         leaves, treedef = pytree.flatten((args, kwargs))
-        if active_tape_levels(leaves):
+        if active_tape_levels(leaves) or _diff_recording():  # (Params it reads from globals are on the tape too)
             return self._call_recorded(args, kwargs, leaves, treedef)
         spec = self._specialize("call", args, kwargs, leaves, treedef)
         arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
@@ -279,21 +351,52 @@ class CompiledFunction:
         return record_call(y, inputs, backward)
 
     def gradient_function(self, argnum=0, with_loss=False):
-        """The compiled gradient of this (scalar) function w.r.t. argument `argnum`."""
+        """The compiled gradient of this (scalar) function w.r.t. argument `argnum`.
+
+        As the eager `grad`: Python numbers in that argument are differentiated as 0-d
+        arrays (a float as float64; the gradient comes back as a numpy scalar), and integer
+        arrays get the gradient the adjoint rules give (not None), so that training an
+        integer Param fails in `update_` ("weights must be floating point") instead of
+        silently leaving it untrained."""
         def gradient(*args, **kwargs):
             leaves, treedef = pytree.flatten((args, kwargs))
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 from .autograd import grad, gradloss
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
+            args, numbers = _numbers_as_arrays(args, argnum)
+            leaves, treedef = pytree.flatten((args, kwargs))
             spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
-            g = pytree.unflatten(spec.target_treedef, [None if s is None else outs[s] for s in spec.grad_slots])
+            g = [None if s is None else outs[s][()] if number else outs[s]
+                 for s, number in zip(spec.grad_slots, numbers)]
+            g = pytree.unflatten(spec.target_treedef, g)
             if with_loss:
                 return g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])
             return g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
+
+
+def _numbers_as_arrays(args, argnum):
+    """The Python numbers in the differentiated argument as 0-d arrays, as the eager grad
+    differentiates them (np.asarray: a float is float64), so that they are inputs with a
+    gradient rather than compile-time constants; and, per leaf, whether it was a number
+    (its gradient is returned as a numpy scalar, as eagerly)."""
+    leaves, treedef = pytree.flatten(args[argnum])
+    numbers = [isinstance(leaf, (int, float)) and not isinstance(leaf, bool) for leaf in leaves]
+    if not any(numbers):
+        return args, numbers
+    leaves = [np.asarray(leaf) if number else leaf for leaf, number in zip(leaves, numbers)]
+    args = list(args)
+    args[argnum] = pytree.unflatten(treedef, leaves)
+    return tuple(args), numbers
+
+
+def _diff_recording():
+    """Inside `kn.diff`: Params a compiled function reads from outside are recorded too."""
+    from .autograd import _TAPES
+    return any(tape.recording for tape in _TAPES)
 
 
 _TRACING_TARGETS = []  # the target of each trace in progress (innermost last)
@@ -318,7 +421,7 @@ def _trace_in_mode(mode, target, fn, args, kwargs):
         tapes.append(autograd.Tape(0))  # an empty tape: nothing is recorded while tracing
     _TRACING_TARGETS.append(target)
     try:
-        return trace(fn, args, kwargs)
+        return trace(fn, args, kwargs, mode)
     finally:
         tapes[:] = saved
         _TRACING_TARGETS.pop()

@@ -7,7 +7,7 @@ what they compare when asked, and return True when every entry agrees.
 import numpy as np
 
 from . import pytree
-from .autograd import diff, grad, params, value, value_of
+from .autograd import diff, grad, params, value_of
 from .ops.reduce import sum as _sum
 
 
@@ -72,6 +72,11 @@ def _sample(shape, n):
     return [np.unravel_index(int(i), shape) if shape else () for i in flat]
 
 
+def _number(y):
+    """A one-entry result (any shape: (), (1,), (1, 1); a Param or a plain value) as a float."""
+    return np.asarray(value_of(y), dtype=np.float64).item()
+
+
 def _numerical_param(loss, p, index, delta):
     """Central difference of loss() in entry `index` of the Param p (its value restored after)."""
     original = p.value
@@ -82,7 +87,7 @@ def _numerical_param(loss, p, index, delta):
         for step in (delta, -delta):
             work[index] = saved + step
             p.value = work
-            values.append(float(np.asarray(value(loss()), dtype=np.float64)))
+            values.append(_number(loss()))
     finally:
         p.value = original
     return (values[0] - values[1]) / (2 * delta)
@@ -148,5 +153,5 @@ def _numerical_leaf(scalar, leaves, treedef, number, index, delta, x):
             moved = np.array(value_of(leaf), copy=True)
             moved[index] = moved[index] + step
         tree = pytree.unflatten(treedef, [moved if i == number else v for i, v in enumerate(leaves)])
-        values.append(float(np.asarray(value(scalar(tree, *x)), dtype=np.float64)))
+        values.append(_number(scalar(tree, *x)))
     return (values[0] - values[1]) / (2 * delta)

@@ -9,6 +9,7 @@ resources (registers, spills, shared and local memory per CUDA kernel, from ptxa
 """
 import inspect as _pyinspect
 import re
+import types
 
 import numpy as np
 
@@ -23,7 +24,13 @@ def inspect(fn, *args, stage="all", target=None, mode="grad", argnum=0, cc=(9, 0
     """The text of the asked stages for `fn` (a @kn.compile function) at these arguments.
 
     mode: "grad" (the compiled gradient w.r.t. `argnum`, as kn.grad(fn) runs) or "call".
-    target: "cpu" or "cuda" for the kernels/driver stages (default: fn's target)."""
+    target: "cpu" or "cuda" for the kernels/driver stages (default: fn's target).
+    A plain Python function is compiled first (as `kn.compile(fn, target=target)` would)."""
+    from .compiler import CompiledFunction, compile
+    if not isinstance(fn, CompiledFunction):
+        if not isinstance(fn, types.FunctionType):
+            raise TypeError(f"knetc.inspect expects a Python function or a @kn.compile function, got {fn!r}")
+        fn = compile(fn, target=target or "auto")
     spec = fn.specialize(("grad", argnum) if mode == "grad" else "call", *args, **kwargs)
     return describe(fn, spec, stages(stage), target or fn.target, cc)
 

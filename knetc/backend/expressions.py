@@ -13,12 +13,16 @@ import numpy as np
 
 from ..ir.core import Var
 
-NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64",
-               "int32": "int32", "int8": "int8", "uint8": "uint8", "bool": "boolean"}
+NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
+               "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
+               "bool": "boolean"}
 
 
 def numba_type(dtype):
-    return NUMBA_TYPES[np.dtype(dtype).name]
+    name = np.dtype(dtype).name
+    if name not in NUMBA_TYPES:  # the front end refuses these at the user's line (ir/core.py); a last guard
+        raise NotImplementedError(f"knetc's kernels have no {name} arithmetic")
+    return NUMBA_TYPES[name]
 
 
 def const(value, dtype):
@@ -195,8 +199,11 @@ class KernelBody:
                 names.append(self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)))
             else:
                 names.append(const(x, out.aval.dtype))
-        expression = op.scalar(_Context(out.aval.dtype, index), *names, **eqn.params)
         depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.name == "iota" else 0])
+        if getattr(op, "float_valued", False):  # integer inputs become the float result first (int / int)
+            names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
+                     else n for x, n in zip(eqn.inputs, names)]
+        expression = op.scalar(_Context(out.aval.dtype, index), *names, **eqn.params)
         return self._emit(expression, depth, key)
 
     def _depth_of(self, name):
@@ -218,6 +225,8 @@ class KernelBody:
         self.blocks.append(block)
         inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
         v = self.value(x, inner_index)
+        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
+            v = f"{numba_type(dtype)}({v})"
         block["lines"].append(_REDUCE_STEP[kind].format(acc=accumulator, v=v))
         self.blocks.pop()
         lines, indent = [], ""

@@ -12,7 +12,7 @@ def is_array(x):
     return isinstance(x, (Param, Tracked)) or (hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, type))
 
 
-def trace(fn, args, kwargs):
+def trace(fn, args, kwargs, mode=None):
     """Translate fn(*args, **kwargs) into a Program.
 
     Returns (program, translation, out_treedef): the program's inputs are the array leaves
@@ -20,16 +20,19 @@ def trace(fn, args, kwargs):
     (translation.captures); its outputs are the array leaves of the result."""
     leaves, treedef = pytree.flatten((args, kwargs))
     translation = Translation()
+    translation.mode = mode
     with Builder() as builder:
         inputs, abstract = [], []
         for leaf in leaves:
             if is_array(leaf):
                 var = Var(aval_of(leaf))
+                translation.arguments[id(var)] = (var, leaf)
                 inputs.append(var)
                 abstract.append(var)
             else:
                 abstract.append(leaf)
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
+        translation.mark_arguments((a_args, a_kwargs))
         node, filename = function_ast(fn)
         translation.functions[fn.__code__] = fn
         scope = bind_arguments(fn, a_args, a_kwargs)

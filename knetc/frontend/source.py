@@ -2,8 +2,7 @@
 import ast
 import builtins
 import functools
-import inspect
-import textwrap
+import linecache
 
 from ..errors import CompileError
 
@@ -11,14 +10,11 @@ from ..errors import CompileError
 @functools.lru_cache(maxsize=None)
 def _parse(code):
     filename = code.co_filename
-    try:
-        lines, first = inspect.getsourcelines(code)
-    except (OSError, TypeError):
-        raise CompileError(f"cannot read the source of {code.co_name!r} (defined in {filename})",
-                           hint="knetc compiles functions defined in .py files (or notebooks cells saved to files)") from None
-    tree = ast.parse(textwrap.dedent("".join(lines)))
-    ast.increment_lineno(tree, first - 1)
+    tree = _file_tree(filename, code)
     node = _find(tree, code)
+    if node is None and code.co_name == "<lambda>":
+        raise CompileError(f"cannot find this lambda in the source of {filename}", filename, code.co_firstlineno,
+                           hint="define the function with `def` and compile that")
     if node is None or not _matches(node, code):
         raise CompileError(f"the source of {code.co_name!r} in {filename} is not the code Python is running "
                            "(was the file edited after it was imported?)", filename, code.co_firstlineno,
@@ -26,24 +22,59 @@ def _parse(code):
     return node, filename
 
 
+def _file_tree(filename, code):
+    """The AST of the whole file holding `code` (line and column numbers as in the code
+    object: a lambda is found wherever it starts, even on a continuation line)."""
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename)
+    if not lines:
+        raise CompileError(f"cannot read the source of {code.co_name!r} (defined in {filename})",
+                           hint="knetc compiles functions defined in .py files (or notebooks cells saved to files)")
+    return _parse_text("".join(lines), filename)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_text(text, filename):
+    try:
+        return ast.parse(text, filename)
+    except SyntaxError as error:
+        raise CompileError(f"cannot parse {filename}: {error.msg}", filename, error.lineno,
+                           hint="restart Python so that the running code and the file agree") from None
+
+
 def _find(tree, code):
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.Lambda)) and node.lineno == code.co_firstlineno:
-            return node
-    for node in ast.walk(tree):  # decorated functions: co_firstlineno is the decorator's line
-        if isinstance(node, ast.FunctionDef) and node.name == code.co_name:
-            return node
-    lambdas = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda)]
+    first = code.co_firstlineno
+    if code.co_name != "<lambda>":
+        for node in ast.walk(tree):  # decorated functions: co_firstlineno is the first decorator's line
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name and \
+                    first in (node.lineno, *(d.lineno for d in node.decorator_list[:1])):
+                return node
+        return None
+    lambdas = [node for node in ast.walk(tree)
+               if isinstance(node, ast.Lambda) and node.lineno == first and _same_arguments(node, code)]
+    if len(lambdas) > 1:  # several on the line: the one whose span holds the code's instructions
+        spots = [(line, col) for line, _, col, end in code.co_positions()
+                 if line is not None and col is not None and (col, end) != (0, 0)]
+        lambdas = [node for node in lambdas if all(_within(node, spot) for spot in spots)]
+        lambdas.sort(key=lambda node: (node.end_lineno - node.lineno, node.end_col_offset - node.col_offset))
     return lambdas[0] if lambdas else None
+
+
+def _within(node, spot):
+    return (node.lineno, node.col_offset) <= spot <= (node.end_lineno, node.end_col_offset)
+
+
+def _same_arguments(node, code):
+    a = node.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    return names == list(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount])
 
 
 def _matches(node, code):
     """Does the AST plausibly hold this code object? Its arguments must be the code's, and
     every global or attribute name the bytecode uses must appear in it (an edited file whose
     function no longer matches is refused rather than compiled)."""
-    a = node.args
-    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-    if names != list(code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]):
+    if not _same_arguments(node, code):
         return False
     if any(name.startswith("@") for name in code.co_names):
         return True  # bytecode rewritten on import (pytest's asserts): its names are not the file's

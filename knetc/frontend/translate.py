@@ -10,7 +10,9 @@ import ast
 import hashlib
 import inspect
 import operator
+import random
 import types
+import warnings
 
 import numpy as np
 
@@ -61,27 +63,147 @@ if hasattr(ast, "TryStar"):
 if hasattr(ast, "Match"):
     _UNSUPPORTED[ast.Match] = ("`match`", "use if/elif on static values")
 
+_RANDOM_OWNERS = (random.Random, np.random.RandomState, np.random.Generator)
+_RANDOM_INIT = {"seed_", "param", "xavier", "xavier_uniform", "xavier_normal", "gaussian"}  # knetc.train.init
+_IMPURE_BUILTINS = ((input, "reads input"), (open, "opens a file"), (exec, "runs code"), (eval, "runs code"),
+                    (breakpoint, "stops in the debugger"), (setattr, "changes an object"),
+                    (delattr, "changes an object"))
+_MUTATORS = ((list, {"append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse",
+                     "__setitem__", "__delitem__", "__iadd__", "__imul__"}),
+             (dict, {"update", "pop", "popitem", "setdefault", "clear", "__setitem__", "__delitem__", "__ior__"}),
+             (set, {"add", "discard", "remove", "pop", "clear", "update", "difference_update",
+                    "intersection_update", "symmetric_difference_update", "__ior__", "__iand__", "__isub__"}),
+             (np.ndarray, {"fill", "sort", "resize", "put", "itemset", "partition", "setfield", "setflags",
+                           "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}))
+_NUMPY_WRITERS = (np.copyto, np.put, np.place, np.putmask, np.fill_diagonal)
+_ARRAY_KINDS = (np.ndarray, np.generic, Param, Tracked)  # what an array value can be when Python runs the function
+_PRINT_WARNED = set()  # (file, line) of each print warned about
+
 _MAX_INLINE_DEPTH = 64
 _MAX_WHILE_STEPS = 100_000
+
+
+_LIBRARY_ROOTS = ("knetc", "numpy", "builtins", "math", "operator", "functools", "itertools")
 
 
 def _is_library(fn):
     """Functions knetc calls as they are (they apply ops to Vars) instead of inlining."""
     module = getattr(fn, "__module__", None) or ""
-    return module.split(".")[0] in ("knetc", "numpy", "builtins", "math", "operator", "functools", "itertools")
+    return module.split(".")[0] in _LIBRARY_ROOTS
+
+
+def _is_library_value(value):
+    """Modules, functions and classes of knetc, numpy and the standard helpers: constants
+    whose attributes need no guard."""
+    if isinstance(value, types.ModuleType):
+        return value.__name__.split(".")[0] in _LIBRARY_ROOTS
+    return callable(value) and _is_library(value)
+
+
+_SCALARS = (int, float, bool, complex, str, bytes, type(None), np.generic, range, slice, type(Ellipsis))
+
+
+def _is_static(value):
+    """Immutable Python values a guard compares by value: numbers, strings, None and tuples of them."""
+    if isinstance(value, _SCALARS):
+        return True
+    return type(value) is tuple and all(_is_static(v) for v in value)
+
+
+_MISSING = object()
+_CONTAINER_KINDS = {list: "list", dict: "dict", set: "set"}  # guarded by a snapshot of their items
 
 
 class Guard:
-    """A global or closure name whose array value the compiled code captured: if the name
-    is rebound, the specialization is stale."""
-    __slots__ = ("namespace", "name", "cell", "value")
+    """A value the compiled program depends on that it read from outside the function: the
+    chain root (a module's globals dict or a closure cell) -> name -> path of attributes
+    (True, name) and items (False, key), and what the read yielded. `holds()` reads the same
+    chain again: a changed value means the specialization is stale and is traced again.
 
-    def __init__(self, value, namespace=None, name=None, cell=None):
-        self.value, self.namespace, self.name, self.cell = value, namespace, name, cell
+    kind "is": the same object; "value": an equal immutable value of the same type;
+    "array": the same array with the same shape and dtype; "list"/"dict"/"set": the same
+    container holding the same items (a shallow snapshot, compared by identity)."""
+    __slots__ = ("root", "name", "path", "kind", "value", "detail")
+
+    def __init__(self, root, name, path, kind, value):
+        self.root, self.name, self.path, self.kind, self.value = root, name, path, kind, value
+        if kind == "array":
+            self.detail = (value.shape, value.dtype)
+        elif kind == "list":
+            self.detail = tuple(value)
+        elif kind == "dict":
+            self.detail = (tuple(value), tuple(value.values()))
+        elif kind == "set":
+            self.detail = frozenset(value)
+        else:
+            self.detail = None
+
+    def read(self):
+        value = self.root.get(self.name, _MISSING) if self.name is not None else self.root.cell_contents
+        for is_attribute, key in self.path:
+            value = getattr(value, key) if is_attribute else value[key]
+        return value
 
     def holds(self):
-        current = self.cell.cell_contents if self.cell is not None else self.namespace.get(self.name)
-        return current is self.value
+        try:
+            return self.checker()()
+        except Exception:  # a name, attribute or item that is gone (or an emptied cell)
+            return False
+
+    def checker(self):
+        """The guard as a function of no arguments, made for speed: it runs before every
+        compiled call. It may raise when the chain is gone (which means: does not hold)."""
+        kind, expected, detail = self.kind, self.value, self.detail
+        if self.name is not None and not self.path:  # a global name: the common case
+            get, name, missing = self.root.get, self.name, _MISSING
+            if kind == "is":
+                return lambda: get(name, missing) is expected
+
+            def read():
+                return get(name, missing)
+        else:
+            read = self.read
+        if kind == "is":
+            return lambda: read() is expected
+        if kind == "value":
+            kind_of = type(expected)
+
+            def check():
+                value = read()
+                return value is expected or (type(value) is kind_of and value == expected)
+        elif kind == "array":
+            shape, dtype = detail
+
+            def check():
+                value = read()
+                return value is expected and value.shape == shape and value.dtype == dtype
+        elif kind == "list":
+            def check():
+                value = read()
+                return value is expected and len(value) == len(detail) and all(map(operator.is_, value, detail))
+        elif kind == "dict":
+            keys, values = detail
+
+            def check():
+                value = read()
+                return value is expected and len(value) == len(keys) and tuple(value) == keys \
+                    and all(map(operator.is_, value.values(), values))
+        else:  # a set
+            def check():
+                value = read()
+                return value is expected and value == detail
+        return check
+
+    def describe(self):
+        """The chain as the user would write it (for messages): `model[0].w`."""
+        text = self.name if self.name is not None else "<closure variable>"
+        for is_attribute, key in self.path:
+            text += f".{key}" if is_attribute else f"[{key!r}]"
+        return text
+
+
+def _same_aval(value, aval):
+    return tuple(getattr(value, "shape", ())) == aval.shape and np.dtype(getattr(value, "dtype", None)) == aval.dtype
 
 
 class Translation:
@@ -90,6 +212,12 @@ class Translation:
     def __init__(self):
         self.captures = []  # (Param, Var): Params read from globals/closures, implicit inputs
         self.guards = []
+        self._checks = self._avals = None  # the guards made fast (Translation.holds)
+        self._guarded = set()  # (id(root), name, path) of every guard
+        self.origins = {}  # id(object read from outside) -> (object, root, name, path)
+        self.external = {}  # id -> object: the argument containers (changing them would change the caller's)
+        self.arguments = {}  # id(input Var) -> (Var, the argument leaf it stands for)
+        self.mode = None  # "call", ("grad", argnum) or ("forward", flags): how the compiler traces it
         self.depth = 0
         self.functions = {}  # code object -> function: everything translated (for the cache key)
 
@@ -101,6 +229,40 @@ class Translation:
             digest.update(f"{code.co_name}\n{ast.dump(node)}\n".encode())
         return digest.hexdigest()
 
+    def holds(self):
+        """Do the values the program was traced with still hold? Every guarded chain reads
+        the same, and every captured Param's value keeps its shape and dtype."""
+        if self._checks is None:  # made once, when the translation is complete
+            self._checks = [guard.checker() for guard in self.guards]
+            self._avals = [(param, var.aval.shape, var.aval.dtype) for param, var in self.captures]
+        try:
+            for check in self._checks:
+                if not check():
+                    return False
+            for param, shape, dtype in self._avals:
+                value = param.value
+                if value.shape != shape or value.dtype != dtype:
+                    while isinstance(value, (Param, Tracked)):  # (rare) a Param holding a Param
+                        value = value.value
+                    if value.shape != shape or value.dtype != dtype:
+                        return False
+        except Exception:  # a name, attribute or item that is gone, an emptied cell, a value that is no array
+            return False
+        return True
+
+    def failed_guard(self):
+        """The first guard that no longer holds, as text (for messages), or None."""
+        for guard in self.guards:
+            if not guard.holds():
+                return guard.describe()
+        for param, var in self.captures:
+            value = param.value
+            while isinstance(value, (Param, Tracked)):
+                value = value.value
+            if not _same_aval(value, var.aval):
+                return f"the value of a captured Param (traced as {var.aval})"
+        return None
+
     def capture(self, param):
         for p, var in self.captures:
             if p is param:
@@ -109,6 +271,95 @@ class Translation:
         self.captures.append((param, var))
         return var
 
+    # ---------------------------------------------------------------- reads from outside
+    def depend(self, value, root, name, path=()):
+        """The program read `value` through root -> name -> path: guard that read, and
+        remember where the value (and the items of a container) came from, so that reads
+        of their attributes and items are guarded too."""
+        key = (id(root), name, path)
+        if key not in self._guarded:
+            self._guarded.add(key)
+            if _is_static(value):
+                kind = "value"
+            elif isinstance(value, np.ndarray):
+                kind = "array"
+            else:
+                kind = _CONTAINER_KINDS.get(type(value), "is")
+            guard = Guard(root, name, path, kind, value)
+            if kind != "value" and path and guard.read() is not value:
+                return  # a property computing a new object from its (guarded) owner on each read
+            self.guards.append(guard)
+        self._observe(value, root, name, path)
+
+    def _observe(self, value, root, name, path):
+        if _is_static(value) or _is_library_value(value) or id(value) in self.origins:
+            return
+        self.origins[id(value)] = (value, root, name, path)
+        if type(value) in (list, dict, set):
+            key = (id(root), name, path)
+            if key not in self._guarded:  # an item of a container: its own items may change
+                self._guarded.add(key)
+                self.guards.append(Guard(root, name, path, _CONTAINER_KINDS[type(value)], value))
+        if type(value) in (list, tuple):
+            for i, item in enumerate(value):
+                self._observe(item, root, name, path + ((False, i),))
+        elif type(value) is dict:
+            for k, item in value.items():
+                self._observe(item, root, name, path + ((False, k),))
+
+    def lowered(self, value):
+        """A Param (or taped value) read from outside: the program's input for it. A Param
+        holding an IR value (a gradient taken inside compiled code) stays as it is."""
+        inner = value
+        while isinstance(inner, (Param, Tracked)):
+            inner = inner.value
+        return value if isinstance(inner, Var) else self.capture(value)
+
+    def lowered_tree(self, x):
+        """`lowered` applied to the Params in (nested) lists, tuples and dicts."""
+        if isinstance(x, (Param, Tracked)):
+            return self.lowered(x)
+        if type(x) in (list, tuple):
+            items = [self.lowered_tree(v) for v in x]
+            return x if all(a is b for a, b in zip(items, x)) else type(x)(items)
+        if type(x) is dict:
+            items = {k: self.lowered_tree(v) for k, v in x.items()}
+            return x if all(items[k] is v for k, v in x.items()) else items
+        return x
+
+    def origin(self, obj):
+        """(root, name, path) through which `obj` was read from outside, or None."""
+        found = self.origins.get(id(obj))
+        return found[1:] if found is not None and found[0] is obj else None
+
+    def is_external(self, obj):
+        """Was `obj` read from outside the function (a global, closure or argument container,
+        or a numpy view of an array from outside)?"""
+        while True:
+            if self.origin(obj) is not None or self.external.get(id(obj)) is obj:
+                return True
+            if not isinstance(obj, np.ndarray) or obj.base is None:
+                return False
+            obj = obj.base
+
+    def mark_arguments(self, tree):
+        """The containers of the (abstract) arguments: the caller owns their originals."""
+        if isinstance(tree, (list, tuple)):
+            items = tree
+        elif isinstance(tree, dict):
+            items = tree.values()
+        elif hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType)):
+            items = vars(tree).values()
+        else:
+            return
+        self.external[id(tree)] = tree
+        for item in items:
+            self.mark_arguments(item)
+
+    def argument_leaf(self, var):
+        found = self.arguments.get(id(var))
+        return found[1] if found is not None and found[0] is var else _MISSING
+
 
 class FunctionTranslator(ast.NodeVisitor):
     """Runs one (inlined) function's body at compile time."""
@@ -116,6 +367,7 @@ class FunctionTranslator(ast.NodeVisitor):
     def __init__(self, translation, fn, node, filename, scope, closure=None):
         self.translation, self.fn, self.node, self.filename = translation, fn, node, filename
         self.scope = scope
+        self.parameters = [v for v in scope.values() if isinstance(v, Var)]  # the arrays passed in
         self.globals = fn.__globals__ if fn is not None else {}
         self.closure = closure if closure is not None else (closure_names(fn) if fn is not None else {})
         self._cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ())) if fn is not None else {}
@@ -194,7 +446,31 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def visit_AugAssign(self, node):
         load = ast.copy_location(_as_load(node.target), node.target)
-        self.assign(node.target, _BINARY[type(node.op)](self.eval(load), self.eval(node.value)))
+        current = self.eval(load)
+        self._check_in_place(node.target, current)
+        self.assign(node.target, _BINARY[type(node.op)](current, self.eval(node.value)))
+
+    def _check_in_place(self, target, current):
+        """`x += y` changes a numpy array or a list in place. Compiled code computes a new
+        value instead, which is only the same when nobody else can see the old one."""
+        translation = self.translation
+        if isinstance(current, Var):
+            leaf = translation.argument_leaf(current)  # (a Param or taped value: Python makes a new value)
+            if (leaf is _MISSING and any(v is current for v in self.parameters)) or \
+                    (leaf is not _MISSING and not isinstance(leaf, (Param, Tracked))):
+                raise CompileError("augmented assignment on an array argument: Python changes the caller's "
+                                   "array in place, compiled code cannot", hint="write `x = x + ...` (a new array)")
+            name = target.id if isinstance(target, ast.Name) else None
+            for other, value in self.scope.items():
+                held = value is current or (type(value) in (list, tuple) and any(v is current for v in value))
+                if held and other != name:
+                    raise CompileError(f"augmented assignment on an array that {other!r} also holds: Python "
+                                       f"would change both in place, compiled code cannot",
+                                       hint="write `x = x + ...` (a new array)")
+        elif isinstance(current, (np.ndarray, list, dict, set)) and translation.is_external(current):
+            raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
+                               "function in place: compiled code would do it only once, while tracing",
+                               hint="write `x = x + ...` (a new value)")
 
     def assign(self, target, value):
         if isinstance(target, ast.Name):
@@ -220,6 +496,10 @@ class FunctionTranslator(ast.NodeVisitor):
             if isinstance(container, Var):
                 raise CompileError("assigning into an array is not supported in compiled code",
                                    hint="use y = kn.setindex(x, index, v), which returns a new array")
+            if self.translation.is_external(container):
+                raise CompileError(f"assigning into a {type(container).__name__} from outside the compiled function "
+                                   "(a global, closure value or argument): compiled code would do it only once, "
+                                   "while tracing", hint="build a new list or dict inside the function and return it")
             container[self.eval(target.slice)] = value
         else:
             raise CompileError(f"assigning to {type(target).__name__} is not supported in compiled code",
@@ -296,7 +576,10 @@ class FunctionTranslator(ast.NodeVisitor):
         method = getattr(self, "eval_" + type(node).__name__, None)
         if method is None:
             self.generic_visit(node)
-        return method(node)
+        value = method(node)
+        if isinstance(value, (Param, Tracked)):
+            return self.translation.lowered(value)
+        return value
 
     def eval_Constant(self, node):
         return node.value
@@ -305,32 +588,42 @@ class FunctionTranslator(ast.NodeVisitor):
         name = node.id
         if name in self.scope:
             return self.scope[name]
-        if name in self.closure:
-            return self._captured(self.closure[name], cell=self._cells.get(name))
+        if name in self.closure:  # a closure cell of the function, or a local of an enclosing inlined one
+            value = self.closure[name]
+            cell = self._cells.get(name)
+            if cell is not None and _cell_contents(cell) is value:
+                self.translation.depend(value, cell, None)
+            return value
         if name in self.globals:
-            return self._captured(self.globals[name], namespace=self.globals, name=name)
+            value = self.globals[name]
+            self.translation.depend(value, self.globals, name)
+            return value
         if name in BUILTINS:
             return BUILTINS[name]
         raise CompileError(f"name {name!r} is not defined", self.filename, node.lineno)
 
-    def _captured(self, value, namespace=None, name=None, cell=None):
-        """Globals and closure values: arrays and Params become (guarded) inputs."""
-        if isinstance(value, (Param, np.ndarray, Tracked)):
-            self.translation.guards.append(Guard(value, namespace, name, cell))
-            if isinstance(value, (Param, Tracked)):
-                return self.translation.capture(value)
-        return value
-
     def eval_Attribute(self, node):
         obj = self.eval(node.value)
         try:
-            return getattr(obj, node.attr)
+            value = getattr(obj, node.attr)
         except AttributeError as error:
             raise CompileError(str(error), self.filename, node.lineno) from None
+        origin = self.translation.origin(obj)
+        if origin is not None and not (isinstance(value, (types.MethodType, types.BuiltinMethodType))
+                                       and getattr(value, "__self__", None) is obj):
+            root, name, path = origin  # an attribute of an object from outside: guard it too
+            self.translation.depend(value, root, name, path + ((True, node.attr),))
+        return value
 
     def eval_Subscript(self, node):
         obj, index = self.eval(node.value), self.eval(node.slice)
-        return obj[index]  # on a Var: knetc.ops.indexing.getindex
+        value = obj[index]  # on a Var: knetc.ops.indexing.getindex
+        if type(obj) not in (list, tuple, dict) and not isinstance(obj, (np.ndarray, Var)):
+            origin = self.translation.origin(obj)  # (items of lists, tuples and dicts are guarded already)
+            if origin is not None and _hashable(index):
+                root, name, path = origin
+                self.translation.depend(value, root, name, path + ((False, index),))
+        return value
 
     def eval_Slice(self, node):
         part = lambda n: None if n is None else self.eval(n)  # noqa: E731
@@ -479,21 +772,98 @@ class FunctionTranslator(ast.NodeVisitor):
             return fn(*args, **kwargs)
         if isinstance(fn, CompiledFunction):
             fn = fn.fn
+        if fn is isinstance and len(args) == 2 and isinstance(args[0], Var):
+            return self._isinstance(args[0], args[1])
+        if fn is type and len(args) == 1 and isinstance(args[0], Var):
+            raise CompileError("`type()` of an array value: compiled code sees an IR value, not the array the "
+                               "Python function would see", hint="test shapes and dtypes (x.ndim, x.dtype) instead")
+        if fn is print:
+            self._warn_print()
+        self._refuse_side_effects(fn, args, kwargs)
         if isinstance(fn, types.MethodType) and not _is_library(fn.__func__) and isinstance(fn.__func__, types.FunctionType):
             return self.inline(fn.__func__, (fn.__self__, *args), kwargs)
-        if isinstance(fn, types.FunctionType):
-            if _is_library(fn):
-                return fn(*args, **kwargs)
+        if isinstance(fn, types.FunctionType) and not _is_library(fn):
             return self.inline(fn, args, kwargs)
-        if isinstance(fn, type):
-            if fn.__module__ == "builtins" or issubclass(fn, (tuple, list, dict)):
-                return fn(*args, **kwargs)
+        if isinstance(fn, type) and not (fn.__module__ == "builtins" or issubclass(fn, (tuple, list, dict))):
             raise CompileError(f"creating a {fn.__name__} object in compiled code is not supported",
                                hint="create objects outside and pass them in as arguments")
         call = getattr(type(fn), "__call__", None)
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
             return self.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
-        return fn(*args, **kwargs)
+        # A library function: Params from outside in its arguments become the program's inputs.
+        return fn(*self.translation.lowered_tree(args), **self.translation.lowered_tree(kwargs))
+
+    def _isinstance(self, var, classinfo):
+        """isinstance(x, C) for an array value answers as the Python function would: from the
+        argument's (or captured Param's) own type when it is known, else only when every
+        kind of array the function could see agrees."""
+        translation = self.translation
+        original = translation.argument_leaf(var)
+        differentiated = isinstance(translation.mode, tuple) and translation.mode[0] == "grad"
+        if original is _MISSING or differentiated and not isinstance(original, (Param, Tracked)):  # kn.grad wraps it
+            original = next((p for p, v in translation.captures if v is var), _MISSING)
+        if original is not _MISSING:
+            return isinstance(original, classinfo)
+        answers = {issubclass(kind, classinfo) for kind in _ARRAY_KINDS}
+        if len(answers) == 1:
+            return answers.pop()
+        raise CompileError("isinstance of an array value computed inside compiled code: its Python type (numpy "
+                           "array, numpy scalar, taped value) is only known when the function runs eagerly",
+                           hint="test the arguments' types before calling, or shapes and dtypes (x.ndim, x.dtype)")
+
+    def _warn_print(self):
+        where = current_builder().loc or (self.filename, None)
+        if where in _PRINT_WARNED:
+            return
+        _PRINT_WARNED.add(where)
+        warnings.warn_explicit("print runs only while knetc traces the function (once per specialization) and "
+                               "shows IR values (shapes, dtypes), not data; compiled calls print nothing. "
+                               "hint: print results outside the compiled function, or call its .fn (the plain "
+                               "Python function) to debug", UserWarning, where[0] or "<unknown>", where[1] or 0)
+
+    def _refuse_side_effects(self, fn, args, kwargs):
+        """Calls whose effect or result would happen once, at trace time, and then never
+        again: compiled code refuses them rather than differ from Python on later calls."""
+        owner = getattr(fn, "__self__", None)
+        module = getattr(fn, "__module__", None) or ""
+        if isinstance(owner, types.ModuleType):
+            module = module or owner.__name__
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+        top = module.split(".")[0]
+        if isinstance(owner, _RANDOM_OWNERS) or module.startswith("numpy.random") or top in ("random", "secrets") \
+                or (module == "knetc.train.init" and getattr(fn, "__name__", "") in _RANDOM_INIT):
+            raise CompileError(f"`{name}` uses the random number generator: compiled code would run it once, "
+                               "while tracing, and reuse its numbers on every call",
+                               hint="draw them outside and pass them in as an argument "
+                                    "(kn.dropout draws a new mask on every call)")
+        if top == "time":
+            raise CompileError(f"`{name}` reads the clock: compiled code would read it once, while tracing",
+                               hint="call it outside the compiled function")
+        for builtin, what in _IMPURE_BUILTINS:
+            if fn is builtin:
+                raise CompileError(f"`{name}` {what}: compiled code would do it once, while tracing, not on "
+                                   "every call", hint="do it outside the compiled function")
+        translation = self.translation
+        target, method = None, getattr(fn, "__name__", "")
+        if owner is not None and not isinstance(owner, types.ModuleType):
+            target = owner  # a bound method: hs.append
+        elif isinstance(fn, (types.MethodDescriptorType, types.WrapperDescriptorType)) and args:
+            target = args[0]  # list.append(hs, h)
+        elif any(fn is f for f in _NUMPY_WRITERS) and args:
+            target, method = args[0], name
+        if target is not None and translation.is_external(target) and (
+                any(fn is f for f in _NUMPY_WRITERS)
+                or any(isinstance(target, cls) and method in names for cls, names in _MUTATORS)):
+            raise CompileError(f"`{method}` changes a {type(target).__name__} from outside the compiled function (a "
+                               "global, closure value or argument): compiled code would do it once, while tracing, "
+                               "not on every call",
+                               hint="build a new list or dict inside the function and return it "
+                                    "(containers created inside the function may be changed freely)")
+        out = kwargs.get("out") if isinstance(kwargs, dict) else None
+        if out is not None and (isinstance(out, Var) or any(translation.is_external(o) for o in
+                                                            (out if isinstance(out, tuple) else (out,)))):
+            raise CompileError(f"`{name}(..., out=...)` writes into an existing array: compiled code would do it "
+                               "once, while tracing", hint="use the returned array instead of out=")
 
     def inline(self, fn, args, kwargs):
         """Run a Python function's body in a new scope, at compile time."""
@@ -525,6 +895,21 @@ class InnerFunction:
         closure = {**parent.closure, **parent.scope}
         translator = FunctionTranslator(parent.translation, parent.fn, node, parent.filename, scope, closure)
         return translator.run()
+
+
+def _cell_contents(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return _MISSING
+
+
+def _hashable(x):
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
 
 
 def bind_arguments(fn, args, kwargs):

@@ -133,6 +133,10 @@ class Builder:
             aval = op.rule(*map(aval_of, args), **params)
         except ShapeError as error:
             raise error.located(*(self.loc or (None, None))) from None
+        if aval.dtype is not None and np.dtype(aval.dtype).kind not in "biuf" or aval.dtype == np.float16:
+            raise CompileError(f"{op.name}: the result would be {np.dtype(aval.dtype).name} (as numpy gives it), "
+                               f"which compiled code does not support", *(self.loc or (None, None)),
+                               hint="convert the inputs first, e.g. x.astype(np.float32)")
         out = Var(aval)
         self.eqns.append(Eqn(op, args, params, out, self.loc))
         return out

@@ -105,6 +105,8 @@ def priority(x):
 def bind(op, *args, **params):
     if op.kind == "elementwise" and any(type(a) is float for a in args):
         args = _promote_for_float_scalars(args)
+    elif op.kind == "elementwise" and any(type(a) is int for a in args):
+        args = _promote_bools_for_int_scalars(args)
     top = max(map(priority, args), default=0)
     if top:
         return HANDLERS[top](op, args, params)
@@ -122,6 +124,16 @@ def _promote_for_float_scalars(args):
             return astype(a, dtype=np.dtype(np.float64))
         return a
     return tuple(a if type(a) is float else promoted(a) for a in args)
+
+
+def _promote_bools_for_int_scalars(args):
+    """numpy's rule: a bool array meets a Python int in int64 (`b + 1` is 2 where b is True)."""
+    from .elementwise import astype
+
+    dtypes = [aval_of(a).dtype for a in args]
+    if any(d is not None and d != np.bool_ for d in dtypes) or all(d is None for d in dtypes):
+        return args  # (np.dtype(float) == None holds: no `in` tests on dtypes)
+    return tuple(a if aval_of(a).dtype is None else astype(a, dtype=np.dtype(np.int64)) for a in args)
 
 
 def evaluate(op, args, params):

@@ -31,8 +31,37 @@ def unbroadcast(dy, shape):
 
 
 def _float_result(*avals):
+    """numpy's dtype for a float function of these inputs (np.exp's): floats keep theirs;
+    int32/int64 (and Python numbers) give float64, int16 float32, bool and int8 float16."""
+    dtype = result_dtype(*avals)
+    if dtype is None:
+        return np.dtype("float64")
+    return dtype if np.issubdtype(dtype, np.floating) else np.promote_types(dtype, np.float16)
+
+
+def _true_divide_result(*avals):
+    # numpy's true division: integers and bools divide in float64
     dtype = result_dtype(*avals)
     return dtype if dtype is not None and np.issubdtype(dtype, np.floating) else np.dtype("float64")
+
+
+def _float_valued(op):
+    """Mark an op whose result is a float even for integer inputs: its kernels convert the
+    inputs to the result's dtype before the scalar expression (backend/expressions.py), so
+    `a / b` of int64 arrays divides in float64 as numpy does, never in integers."""
+    op.float_valued = True
+    return op
+
+
+def _no_bool(name, what):
+    # numpy refuses `-` on booleans (TypeError); knetc refuses it too, eagerly and compiled
+    def dtype_rule(*avals):
+        if all(a.dtype == np.bool_ for a in avals):  # a Python int with a bool array makes int64 (ops/core.py)
+            from ..errors import ShapeError
+            raise ShapeError(f"{name}: numpy does not {what} booleans; use `^` or `~`, or convert "
+                             f"with .astype(np.int64) first")
+        return result_dtype(*avals)
+    return dtype_rule
 
 
 def _grads(*rules):
@@ -45,16 +74,25 @@ def _grads(*rules):
 add = elementwise("add", np.add, lambda k, a, b: f"{a} + {b}",
                   _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy))
 sub = elementwise("sub", np.subtract, lambda k, a, b: f"{a} - {b}",
-                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)))
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)), _no_bool("sub", "subtract"))
 mul = elementwise("mul", np.multiply, lambda k, a, b: f"{a} * {b}",
                   _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)))
-div = elementwise("div", np.true_divide, lambda k, a, b: f"{a} / {b}",
-                  _grads(lambda dy, y, a, b: div(dy, b), lambda dy, y, a, b: neg(div(mul(dy, y), b))))
-neg = elementwise("neg", np.negative, lambda k, a: f"-{a}", (lambda dy, y, a: neg(dy),))
+div = _float_valued(elementwise("div", np.true_divide, lambda k, a, b: f"{a} / {b}",
+                                _grads(lambda dy, y, a, b: div(dy, b), lambda dy, y, a, b: neg(div(mul(dy, y), b))),
+                                _true_divide_result))
+neg = elementwise("neg", np.negative, lambda k, a: f"-{a}", (lambda dy, y, a: neg(dy),), _no_bool("neg", "negate"))
 
 
 def _power_rule(x, exponent):
-    return _rule("power")(x)
+    # numpy's dtype for x ** exponent (an int array ** 0.5 is float64, ** 2 stays int); numpy
+    # refuses integers to negative integer powers, and so does knetc (eager and compiled).
+    if x.dtype is None or np.issubdtype(x.dtype, np.floating):
+        return _rule("power")(x)
+    if isinstance(exponent, int) and exponent < 0:
+        from ..errors import ShapeError
+        raise ShapeError(f"power: integers to negative integer powers are not allowed (numpy raises too): "
+                         f"{x} ** {exponent}; use a float array or a float exponent")
+    return Aval(x.shape, np.power(np.ones(1, x.dtype), exponent).dtype)
 
 
 def _power_scalar(k, x, exponent):
@@ -63,10 +101,15 @@ def _power_scalar(k, x, exponent):
     return f"{x} ** {k.const(exponent)}"
 
 
-power = register(Op(
+def _power_grad(dy, y, x, exponent):
+    if exponent == 0:  # x ** 0 is constant: 0, also at x = 0 (where 0 * x ** -1 is NaN)
+        return mul(dy, 0)
+    return mul(dy, mul(power(x, exponent=exponent - 1), exponent))
+
+
+power = _float_valued(register(Op(
     "power", _power_rule, lambda x, exponent: np.power(x, exponent),
-    (lambda dy, y, x, exponent: mul(dy, mul(power(x, exponent=exponent - 1), exponent)),),
-    "elementwise", _power_scalar))
+    (_power_grad,), "elementwise", _power_scalar)))
 
 
 # Unary float functions: integer inputs give float64 (as numpy); float32 stays float32.
@@ -74,15 +117,16 @@ power = register(Op(
 # CUDA simulator runs kernels as Python, whose math module raises instead.
 def _float_impl(fn):
     def impl(x):
-        out = fn(x)
         dtype = _float_result(aval_of(x))
+        x = np.asarray(x)
+        out = np.asarray(fn(x if x.dtype == dtype else x.astype(dtype)))  # in numpy's dtype, as np.exp does
         return out if out.dtype == dtype else out.astype(dtype)
     return impl
 
 
 def unary(name, impl, scalar, grad):
     """A float-valued unary op: numpy reference `impl`, template `scalar(k, x)`, one grad rule."""
-    return elementwise(name, _float_impl(impl), scalar, (grad,), _float_result)
+    return _float_valued(elementwise(name, _float_impl(impl), scalar, (grad,), _float_result))
 
 
 def _overflow_guarded(function, limit):
@@ -132,9 +176,9 @@ def _sigm(x):
     return np.where(np.asarray(x) >= 0, 1 / (1 + e), e / (1 + e))
 
 
-sigm = elementwise("sigm", _sigm,
-                   lambda k, x: f"({k.const(1)} / ({k.const(1)} + math.exp(-{x})) if {x} >= 0 else math.exp({x}) / ({k.const(1)} + math.exp({x})))",
-                   (lambda dy, y, x: mul(dy, mul(y, sub(1, y))),))
+sigm = unary("sigm", _sigm,
+             lambda k, x: f"({k.const(1)} / ({k.const(1)} + math.exp(-{x})) if {x} >= 0 else math.exp({x}) / ({k.const(1)} + math.exp({x})))",
+             lambda dy, y, x: mul(dy, mul(y, sub(1, y))))
 
 
 def _comparison_dtype(*avals):
@@ -249,10 +293,10 @@ def _polygamma_rule(x, n):
     return Aval(x.shape, _float_result(x))
 
 
-polygamma = register(Op("polygamma", _polygamma_rule,
-                        lambda x, n: _float_impl(lambda v: _numpy_polygamma(n, v))(x),
-                        (lambda dy, y, x, n: mul(dy, polygamma(x, n=n + 1)),), "elementwise",
-                        _special("polygamma", "n")))
+polygamma = _float_valued(register(Op("polygamma", _polygamma_rule,
+                                      lambda x, n: _float_impl(lambda v: _numpy_polygamma(n, v))(x),
+                                      (lambda dy, y, x, n: mul(dy, polygamma(x, n=n + 1)),), "elementwise",
+                                      _special("polygamma", "n"))))
 
 abs2 = elementwise("abs2", np.square, lambda k, x: f"{x} * {x}", (lambda dy, y, x: mul(dy, mul(x, 2)),))
 
@@ -329,20 +373,38 @@ def _max_scalar(symbol):
     return lambda k, a, b: f"({a} if ({a} {symbol} {b} or {a} != {a}) else {b})"
 
 
-# Gradient: dy goes to every input equal to the result, so a tie gives dy to both (AutoGrad.jl's rule).
-max = elementwise("max", np.maximum, _max_scalar(">"),
-                  _grads(lambda dy, y, a, b: mul(dy, eq(y, a)), lambda dy, y, a, b: mul(dy, eq(y, b))))
-min = elementwise("min", np.minimum, _max_scalar("<"),
-                  _grads(lambda dy, y, a, b: mul(dy, eq(y, a)), lambda dy, y, a, b: mul(dy, eq(y, b))))
+def _select_grads(wins):
+    # dy goes to the input that wins; a tie (a == b) splits it in half, as torch.maximum
+    # does, so that the two parts sum to dy. NaN wins the value but gets no gradient.
+    def share(first, second):
+        return add(wins(first, second), mul(eq(first, second), 0.5))
+    return _grads(lambda dy, y, a, b: mul(dy, share(a, b)), lambda dy, y, a, b: mul(dy, share(b, a)))
+
+
+max = elementwise("max", np.maximum, _max_scalar(">"), _select_grads(gt))
+min = elementwise("min", np.minimum, _max_scalar("<"), _select_grads(lt))
+
+
+def _power_grad_base(dy, y, a, b):
+    # b * a ** (b - 1); at a == b == 0 that is 0 * 0 ** -1 = NaN, but a ** 0 is constant: 0
+    base = add(a, mul(eq(a, 0), eq(b, 0)))
+    return mul(dy, mul(b, power_array(base, sub(b, 1))))
+
+
+def _power_grad_exponent(dy, y, a, b):
+    # a ** b * log(a); at a == 0 and b >= 0, 0 ** b is constant in b: 0, not 0 * -inf = NaN
+    # (log(1) replaces log(0) there; b < 0 keeps torch's -inf)
+    return mul(dy, mul(y, log(add(a, mul(eq(a, 0), ge(b, 0))))))
+
+
 power_array = elementwise("power_array", np.power, lambda k, a, b: f"{a} ** {b}",
-                          _grads(lambda dy, y, a, b: mul(dy, mul(b, power_array(a, sub(b, 1)))),
-                                 lambda dy, y, a, b: mul(dy, mul(y, log(a)))))
+                          _grads(_power_grad_base, _power_grad_exponent))
 
 
 def power_any(x, p):
     """x ** p with broadcasting: a Python number p is a constant exponent, an array p an operand."""
     if isinstance(p, (int, float)) and not isinstance(p, bool):
-        return power(x, exponent=float(p))
+        return power(x, exponent=p)  # an int stays an int: numpy's x ** 2 of integers is an integer
     return power_array(x, p)
 
 
@@ -351,7 +413,8 @@ def _astype_rule(x, dtype):
 
 
 def _astype_grad(dy, y, x, dtype):
-    return astype(dy, dtype=aval_of(x).dtype)
+    # back to x's float dtype; an integer x (promoted by x * 1.5) keeps dy's: not truncated to 1
+    return dy if _is_integer(x) else astype(dy, dtype=aval_of(x).dtype)
 
 
 astype = register(Op("astype", _astype_rule, lambda x, dtype: np.asarray(x).astype(dtype),

@@ -4,12 +4,13 @@
 so they are recorded (eagerly) or emitted (compiled) like `kn.` calls."""
 import numpy as np
 
+from ..errors import ShapeError
 from . import elementwise as ew
 from .core import aval_of
 from .linalg import matmul
 from .reduce import maximum, mean, sum
 from .shape import reshape, resolve_shape, transpose
-from .reduce import argmax, argmin, minimum, prod
+from .reduce import argmax, argmin, divide_by_count, minimum, prod, sqrt0
 from .linalg import norm
 from .indexing import getindex, setindex_
 from .arrays import cat
@@ -45,22 +46,57 @@ def _numpy_reshape(x, shape):
     return reshape(x, shape=resolve_shape(size, (shape,) if isinstance(shape, int) else shape))
 
 
+def _numpy_dot(a, b):
+    """numpy's dot: a product with a 0-d operand, else a sum over the last axis of `a` and the
+    second-to-last of `b` (the only axis of a 1-D `b`). Up to a 2-D `b` that is matmul; for an
+    N-D `b` it is not (no batch axes: every `a` row meets every matrix of `b`)."""
+    sa, sb = aval_of(a).shape, aval_of(b).shape
+    if not sa or not sb:
+        return ew.mul(a, b)
+    if len(sb) <= 2:
+        return matmul(a, b)
+    if sa[-1] != sb[-2]:
+        raise ShapeError(f"dot: shapes {sa} and {sb} not aligned: {sa[-1]} (dim {len(sa) - 1}) != "
+                         f"{sb[-2]} (dim {len(sb) - 2})")
+    # dot(a, b)[..., k..., m] = sum_j a[..., j] b[k..., j, m]: bring b's axis j first
+    perm = (len(sb) - 2,) + tuple(range(len(sb) - 2)) + (len(sb) - 1,)
+    b2 = reshape(transpose(b, perm=perm), shape=(sb[-2], int(np.prod(sb)) // sb[-2]))
+    return reshape(matmul(a, b2), shape=sa[:-1] + sb[:-2] + sb[-1:])
+
+
+def _numpy_stack(arrays, axis=0):
+    # numpy's stack: equal shapes joined along a new axis
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: need at least one array to stack")
+    shapes = {aval_of(a).shape for a in arrays}
+    if len(shapes) != 1:
+        raise ShapeError(f"stack: all input arrays must have the same shape, got {sorted(shapes)}")
+    shape = shapes.pop()
+    if not -len(shape) - 1 <= axis <= len(shape):
+        raise ShapeError(f"stack: axis {axis} is out of bounds for {len(shape) + 1}-d result")
+    axis %= len(shape) + 1
+    expanded = shape[:axis] + (1,) + shape[axis:]
+    return cat(*[reshape(a, shape=expanded) for a in arrays], dims=axis)
+
+
 FUNCTIONS = {
     np.sum: _numpy_reduction(sum), np.mean: _numpy_reduction(mean), np.max: _numpy_reduction(maximum),
-    np.amax: _numpy_reduction(maximum), np.dot: matmul, np.matmul: matmul,
+    np.amax: _numpy_reduction(maximum), np.dot: _numpy_dot, np.matmul: matmul, np.stack: _numpy_stack,
     np.reshape: _numpy_reshape,
     np.transpose: lambda x, axes=None: transpose(x, perm=tuple(axes) if axes is not None else tuple(reversed(range(aval_of(x).ndim)))),
 }
 
 
 def _numpy_var(x, axis=None, ddof=0, keepdims=False, root=False):
-    # numpy's var/std: divide by n - ddof, drop the axes unless keepdims.
+    # numpy's var/std: divide by n - ddof (nan or inf when that is <= 0, as numpy), drop the
+    # axes unless keepdims. std's gradient is 0 where the variance is 0 (one entry, or all equal).
     aval = aval_of(x)
     axes = tuple(range(aval.ndim)) if axis is None else tuple(a % aval.ndim for a in np.atleast_1d(axis))
     d = ew.sub(x, mean(x, axes))
     n = int(np.prod([aval.shape[a] for a in axes]))
-    out = ew.div(sum(ew.mul(d, d), axes), max(n - ddof, 1))
-    out = ew.sqrt(out) if root else out
+    out = divide_by_count(sum(ew.mul(d, d), axes), n - ddof)
+    out = sqrt0(out) if root else out
     return out if keepdims else reshape(out, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
 
 

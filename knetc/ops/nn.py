@@ -27,12 +27,26 @@ def _same_rule(x, axes):
     return x
 
 
-def _lse_impl(x, axes):
+def _shifted(x, axes):
+    """(x - max, log(sum(exp(x - max)))): x - max is exact near the maximum, so logsoftmax
+    formed as (x - max) - log(sum) keeps float32 precision at large scores, where
+    x - logsumexp(x) loses the bits of logsumexp's large magnitude (spacing 1e-3 at 1e4)."""
     x = np.asarray(x)
     m = np.max(x, axis=axes, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
+    shifted = x - m
     with np.errstate(divide="ignore"):  # log(0) of such rows is -inf, as it should be
-        return m + np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True))
+        return shifted, m, np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+
+
+def _lse_impl(x, axes):
+    _, m, log_sum = _shifted(x, axes)
+    return m + log_sum
+
+
+def _logsoftmax_impl(x, axes):
+    shifted, _, log_sum = _shifted(x, axes)
+    return shifted - log_sum
 
 
 def _lse_decompose(x, axes):
@@ -40,19 +54,25 @@ def _lse_decompose(x, axes):
     return add(log(reduce_sum(exp(sub(x, m)), axes=axes)), m)
 
 
+def _logsoftmax_decompose(x, axes):
+    shifted = sub(x, reduce_max(x, axes=axes))
+    return sub(shifted, log(reduce_sum(exp(shifted), axes=axes)))
+
+
+# logsumexp's gradient is softmax(x), computed stably (not exp(x - y) at large y).
 logsumexp_ = register(Op(
-    "logsumexp", _keepdims_rule, _lse_impl, (lambda dy, y, x, axes: mul(dy, exp(sub(x, y))),),
+    "logsumexp", _keepdims_rule, _lse_impl, (lambda dy, y, x, axes: mul(dy, softmax_(x, axes=axes)),),
     "composite", decompose=_lse_decompose))
 
 logsoftmax_ = register(Op(
-    "logsoftmax", _same_rule, lambda x, axes: np.asarray(x) - _lse_impl(x, axes),
+    "logsoftmax", _same_rule, _logsoftmax_impl,
     (lambda dy, y, x, axes: sub(dy, mul(exp(y), reduce_sum(dy, axes=axes))),),
-    "composite", decompose=lambda x, axes: sub(x, logsumexp_(x, axes=axes))))
+    "composite", decompose=_logsoftmax_decompose))
 
 softmax_ = register(Op(
-    "softmax", _same_rule, lambda x, axes: np.exp(np.asarray(x) - _lse_impl(x, axes)),
+    "softmax", _same_rule, lambda x, axes: np.exp(_logsoftmax_impl(x, axes)),
     (lambda dy, y, x, axes: mul(y, sub(dy, reduce_sum(mul(dy, y), axes=axes))),),
-    "composite", decompose=lambda x, axes: exp(sub(x, logsumexp_(x, axes=axes)))))
+    "composite", decompose=lambda x, axes: exp(_logsoftmax_decompose(x, axes))))
 
 
 def logsumexp(x, dims=None):
@@ -154,10 +174,6 @@ masked = register(Op(
 
 # ----------------------------------------------------------------------------- losses
 
-def _is_concrete(x):
-    return isinstance(x, np.ndarray) or isinstance(getattr(x, "value", None), np.ndarray)
-
-
 def _class_labels(name, scores, labels, dims):
     """Check scores/labels; return (axis, labels as scores' dtype shaped with the class axis kept)."""
     sa, la = aval_of(scores), aval_of(labels)
@@ -171,13 +187,31 @@ def _class_labels(name, scores, labels, dims):
         raise ShapeError(f"{name}: labels of shape {la.shape} do not match scores {sa.shape} with classes on axis {axis}")
     if la.dtype is None or not np.issubdtype(la.dtype, np.integer):
         raise ShapeError(f"{name}: labels must be an integer array (0..C-1, -1 to skip), got {la}")
-    if _is_concrete(labels):  # eager: the values are here, check them (compiled code cannot)
-        values = np.asarray(labels)
-        bad = values[(values < -1) | (values >= sa.shape[axis])]
-        if bad.size:
-            raise ValueError(f"{name}: label {int(bad[0])} is out of range: labels must be in 0..{sa.shape[axis] - 1} "
-                             f"(classes on axis {axis}) or -1 to skip")
+    labels = checked_labels(labels, name=name, classes=sa.shape[axis], axis=axis)
     return axis, reshape(astype(labels, dtype=sa.dtype), shape=kept)
+
+
+def check_label_values(values, name, classes, axis):
+    """Raise ValueError unless every label is in -1..classes-1 (eagerly, and in compiled code
+    on the labels input before any kernel runs: see compiler.LabelChecks)."""
+    values = np.asarray(values)
+    bad = values[(values < -1) | (values >= classes)]
+    if bad.size:
+        raise ValueError(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in 0..{classes - 1} "
+                         f"(classes on axis {axis}) or -1 to skip")
+
+
+def _checked_labels_impl(labels, name, classes, axis):
+    check_label_values(labels, name, classes, axis)
+    return np.asarray(labels)
+
+
+# The labels unchanged, once their range is checked: eagerly by the numpy reference; a
+# compiled program checks the input array they come from before it runs (a kernel cannot
+# raise), so a bad label raises the same ValueError and nothing has run.
+checked_labels = register(Op(
+    "checked_labels", lambda labels, name, classes, axis: labels, _checked_labels_impl, (None,), "elementwise",
+    lambda k, labels, name, classes, axis: labels))
 
 
 def _count(labels):

@@ -1,6 +1,7 @@
 """Reductions. The primitives keep reduced axes (size 1); the public functions follow Knet:
 with `dims` the reduced axes stay, without it the result is a scalar."""
 import builtins
+import math
 
 import numpy as np
 
@@ -8,27 +9,37 @@ from ..errors import ShapeError
 from .core import Aval, Op, aval_of, normalize_axes, register
 
 
-def _reduce_rule(name):
+def _reduce_rule(name, accumulate=False):
     def rule(x, axes):
         if any(not 0 <= a < x.ndim for a in axes):
             raise ShapeError(f"{name}: axes {axes} out of range for {x}")
-        return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), x.dtype)
+        dtype = x.dtype
+        if accumulate and dtype is not None and not np.issubdtype(dtype, np.floating):
+            dtype = np.add.reduce(np.ones(1, dtype)).dtype  # numpy sums bools and small integers in int64
+        return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), dtype)
     return rule
 
 
 reduce_sum = register(Op(
-    "reduce_sum", _reduce_rule("sum"), lambda x, axes: np.sum(x, axis=axes, keepdims=True),
+    "reduce_sum", _reduce_rule("sum", accumulate=True), lambda x, axes: np.sum(x, axis=axes, keepdims=True),
     (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce"))
 
-# AutoGrad.jl's rule: every entry equal to the maximum receives the gradient.
+def _extreme_grad(dy, y, x, axes):
+    # Entries equal to the extreme share dy equally, so the gradient sums to dy (as
+    # torch.amax/amin); a NaN extreme matches no entry and gives 0, not 0/0.
+    hit = eq(x, y)
+    count = reduce_sum(hit, axes=axes)
+    return mul(div(dy, add(count, eq(count, 0))), hit)
+
+
 reduce_max = register(Op(
     "reduce_max", _reduce_rule("maximum"), lambda x, axes: np.max(x, axis=axes, keepdims=True),
-    (lambda dy, y, x, axes: mul(dy, eq(x, y)),), "reduce"))
+    (_extreme_grad,), "reduce"))
 
 
 reduce_min = register(Op(
     "reduce_min", _reduce_rule("minimum"), lambda x, axes: np.min(x, axis=axes, keepdims=True),
-    (lambda dy, y, x, axes: mul(dy, eq(x, y)),), "reduce"))
+    (_extreme_grad,), "reduce"))
 
 
 def _prod_grad(dy, y, x, axes):
@@ -43,7 +54,7 @@ def _prod_grad(dy, y, x, axes):
 
 
 reduce_prod = register(Op(
-    "reduce_prod", _reduce_rule("prod"), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
+    "reduce_prod", _reduce_rule("prod", accumulate=True), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
     (_prod_grad,), "reduce"))
 
 
@@ -87,7 +98,21 @@ def var(x, dims=None, corrected=True, mean=None):
     m = _mean(x, dims) if mean is None else mean
     d = sub(x, m)
     n = _count("var", x, dims)
-    return div(sum(mul(d, d), dims), builtins.max(n - (1 if corrected else 0), 1))
+    return divide_by_count(sum(mul(d, d), dims), n - (1 if corrected else 0))
+
+
+def divide_by_count(total, count):
+    """total / count for the variances; a count <= 0 gives numpy's and Julia's NaN (inf for a
+    positive total), as a product with inf, since kernels must not divide by zero."""
+    return div(total, count) if count > 0 else mul(total, math.inf)
+
+
+def sqrt0(v):
+    """sqrt(v) for a standard deviation: where v == 0 (one entry, or all equal) the gradient
+    is 0, not 0 * inf = NaN. Adding and subtracting the mask changes no value; the mask
+    carries no gradient, and sqrt's gradient at 1 is finite."""
+    zero = eq(v, 0)
+    return sub(sqrt(add(v, zero)), zero)
 
 
 def varm(x, m, dims=None, corrected=True):
@@ -97,12 +122,12 @@ def varm(x, m, dims=None, corrected=True):
 
 def std(x, dims=None, corrected=True, mean=None):
     """std(x, dims=None, corrected=True, mean=None): sqrt(var(...)), as Julia's `std`."""
-    return sqrt(var(x, dims, corrected, mean))
+    return sqrt0(var(x, dims, corrected, mean))
 
 
 def stdm(x, m, dims=None, corrected=True):
     """stdm(x, m, dims=None, corrected=True): the standard deviation about a given mean m."""
-    return sqrt(var(x, dims, corrected, mean=m))
+    return sqrt0(var(x, dims, corrected, mean=m))
 
 
 _mean = mean

@@ -1,0 +1,512 @@
+"""Compiled code never keeps a stale value or a trace-time side effect: every value a
+compiled function reads from outside (globals, closure cells, attributes and items of
+them) is guarded, so a change traces it again and the result equals the Python function
+on the new values; side effects that would happen only while tracing are refused with a
+CompileError at the user's line (print warns). Each result is compared with the uncompiled
+function (`f.fn`) on the same inputs, in float64."""
+import inspect
+import random
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import knetc as kn
+
+
+def normal(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def same(f, *args):
+    """f(*args) compiled equals the Python function on the same inputs."""
+    actual, expected = f(*args), f.fn(*args)
+    np.testing.assert_allclose(np.asarray(kn.value(actual)), np.asarray(kn.value(expected)), rtol=1e-12, atol=1e-12)
+    return actual
+
+
+def line_of(fn, marker):
+    lines, first = inspect.getsourcelines(getattr(fn, "fn", fn))
+    hits = [first + i for i, text in enumerate(lines) if marker in text]
+    assert len(hits) == 1, f"marker {marker!r} must appear once"
+    return hits[0]
+
+
+def refused(fn, marker, *args, hint, where=None):
+    """fn(*args) raises CompileError naming the line of `where` (default fn) marked `marker`, with a hint."""
+    with pytest.raises(kn.CompileError) as info:
+        fn(*args)
+    message = str(info.value)
+    assert "test_compiled_guards.py" in message and f"line {line_of(where or fn, marker)}" in message, message
+    assert "hint:" in message and hint in message, message
+    return message
+
+
+# ---------------------------------------------------------------- values read from outside
+
+MODEL = [(kn.Param(normal((3, 4), 1)), kn.Param(normal(4, 2))), (kn.Param(normal((4, 2), 3)), kn.Param(normal(2, 4)))]
+SCALE = 2.0
+BIAS = kn.Param(normal(2, 5))
+
+
+@kn.compile(target="cpu")
+def mlp_global(x):
+    for w, b in MODEL:
+        x = kn.tanh(x @ w + b)
+    return kn.sum(x * SCALE)
+
+
+def test_rebinding_a_global_model_list(tmp_path):
+    global MODEL
+    x = normal((5, 3), 6)
+    same(mlp_global, x)
+    saved = MODEL
+    try:
+        kn.save(str(tmp_path / "model.jld2"), model=[(kn.Param(normal((3, 4), 7)), kn.Param(normal(4, 8))),
+                                                    (kn.Param(normal((4, 2), 9)), kn.Param(normal(2, 10)))])
+        MODEL = kn.load(str(tmp_path / "model.jld2"))["model"]  # a model restored from a checkpoint
+        same(mlp_global, x)
+        MODEL = [(kn.Param(normal((3, 6), 11)), kn.Param(normal(6, 12)))]  # another architecture
+        same(mlp_global, x)
+    finally:
+        MODEL = saved
+    same(mlp_global, x)
+
+
+def test_mutating_a_global_model_list_in_place():
+    x = normal((5, 3), 13)
+    same(mlp_global, x)
+    MODEL.append((kn.Param(normal((2, 2), 14)), kn.Param(normal(2, 15))))
+    try:
+        same(mlp_global, x)
+        MODEL[-1] = (kn.Param(normal((2, 3), 16)), kn.Param(normal(3, 17)))  # an item replaced
+        same(mlp_global, x)
+    finally:
+        MODEL.pop()
+    same(mlp_global, x)
+
+
+def test_a_global_scalar():
+    global SCALE
+    x = normal((5, 3), 18)
+    same(mlp_global, x)
+    try:
+        SCALE = 3.0
+        same(mlp_global, x)
+        SCALE = 3  # same value, another type
+        same(mlp_global, x)
+    finally:
+        SCALE = 2.0
+
+
+def test_switching_back_reuses_the_earlier_specialization():
+    global SCALE
+    x = normal((5, 3), 19)
+    same(mlp_global, x)
+    try:
+        SCALE = 5.0
+        same(mlp_global, x)
+        before = mlp_global.compilations
+        for value in (2.0, 5.0, 2.0, 5.0):
+            SCALE = value
+            same(mlp_global, x)
+        assert mlp_global.compilations == before
+    finally:
+        SCALE = 2.0
+
+
+@kn.compile(target="cpu")
+def uses_bias(x):
+    return kn.sum(kn.tanh(x + BIAS))
+
+
+def test_param_value_of_another_shape_or_dtype():
+    x = normal((4, 2), 20)
+    same(uses_bias, x)
+    saved = BIAS.value
+    try:
+        BIAS.value = normal(2, 21)  # same shape: read when the kernels run, no new trace
+        before = uses_bias.compilations
+        same(uses_bias, x)
+        assert uses_bias.compilations == before
+        BIAS.value = normal((3, 1, 2), 22)  # another shape: the result broadcasts to (3, 4, 2)
+        same(uses_bias, x)
+        BIAS.value = normal(2, 23).astype(np.float32)  # another dtype
+        same(uses_bias, x)
+    finally:
+        BIAS.value = saved
+
+
+def make_closure():
+    scale, layers = 1.5, [kn.Param(normal((2, 2), 24))]
+
+    @kn.compile(target="cpu")
+    def f(x):
+        for w in layers:
+            x = x @ w
+        return kn.sum(x) * scale
+
+    def rebind(new_scale, new_layers):
+        nonlocal scale, layers
+        scale, layers = new_scale, new_layers
+    return f, rebind
+
+
+def test_closure_cells_rebound():
+    f, rebind = make_closure()
+    x = normal((3, 2), 25)
+    same(f, x)
+    rebind(-0.5, [kn.Param(normal((2, 2), 26))])
+    same(f, x)
+    rebind(-0.5, [kn.Param(normal((2, 2), 27)), kn.Param(normal((2, 5), 28))])
+    same(f, x)
+
+
+class Dense:
+    def __init__(self, w, act):
+        self.w, self.act = w, act
+
+    def __call__(self, x):
+        return self.act(x @ self.w)
+
+
+LAYER = Dense(kn.Param(normal((3, 3), 29)), kn.tanh)
+
+
+@kn.compile(target="cpu")
+def uses_layer(x):
+    return kn.sum(LAYER(x))
+
+
+def test_attribute_of_a_captured_object():
+    x = normal((2, 3), 30)
+    same(uses_layer, x)
+    saved = LAYER.w, LAYER.act
+    try:
+        LAYER.w = kn.Param(normal((3, 3), 31))
+        same(uses_layer, x)
+        LAYER.w = kn.Param(normal((3, 4), 32))
+        same(uses_layer, x)
+        LAYER.act = kn.sigm  # a rebound function attribute
+        same(uses_layer, x)
+    finally:
+        LAYER.w, LAYER.act = saved
+
+
+def activation(x):
+    return kn.tanh(x)
+
+
+@kn.compile(target="cpu")
+def uses_helper(x):
+    return kn.sum(activation(x))
+
+
+def test_rebound_helper_function():
+    global activation
+    x = normal((2, 3), 33)
+    same(uses_helper, x)
+    saved = activation
+    try:
+        activation = lambda x: kn.relu(x) * 2.0  # noqa: E731
+        same(uses_helper, x)
+    finally:
+        activation = saved
+    same(uses_helper, x)
+
+
+TABLE = normal((3, 3), 34)
+CONFIG = {"scale": 2.0, "shift": (1.0, -1.0)}
+
+
+@kn.compile(target="cpu")
+def uses_table(x):
+    return kn.sum((x @ TABLE) * CONFIG["scale"] + CONFIG["shift"][1])
+
+
+def test_global_array_and_dict():
+    global TABLE
+    x = normal((2, 3), 35)
+    same(uses_table, x)
+    saved = TABLE
+    try:
+        TABLE[0, 0] += 10.0  # changed in place: the kernels read it when they run
+        same(uses_table, x)
+        TABLE = normal((3, 5), 36)
+        same(uses_table, x)
+        CONFIG["scale"] = -1.0
+        same(uses_table, x)
+        CONFIG["shift"] = (0.0, 4.0)
+        same(uses_table, x)
+    finally:
+        TABLE, CONFIG["scale"], CONFIG["shift"] = saved, 2.0, (1.0, -1.0)
+
+
+def test_gradient_reaches_params_of_a_global_list():
+    x = normal((5, 3), 37)
+    params = [p for layer in MODEL for p in layer]
+    compiled = kn.diff(lambda: mlp_global(x))
+    eager = kn.diff(lambda: mlp_global.fn(x))
+    np.testing.assert_allclose(kn.value(compiled), kn.value(eager), rtol=1e-12)
+    for p in params:
+        np.testing.assert_allclose(kn.grad(compiled, p), kn.grad(eager, p), rtol=1e-10, atol=1e-12)
+
+
+def test_guards_name_what_was_read():
+    """The guards name each chain the program read; each fails when its value changes."""
+    global SCALE
+    x = normal((5, 3), 38)
+    mlp_global(x)
+    spec = [s for s in mlp_global.specializations() if s.mode == "call"][0]
+    kinds = {guard.describe(): guard.kind for guard in spec.translation.guards}
+    assert kinds["MODEL"] == "list" and kinds["SCALE"] == "value", kinds
+    assert spec.guards_hold()
+    try:
+        SCALE = 4.0
+        assert not spec.guards_hold() and "SCALE" in spec.translation.failed_guard()
+    finally:
+        SCALE = 2.0
+    assert spec.guards_hold()
+
+
+# ---------------------------------------------------------------- side effects
+
+@kn.compile(target="cpu")
+def draws_numpy(x):
+    return kn.sum(x + np.random.randn(3))  # <- randn
+
+
+@kn.compile(target="cpu")
+def draws_generator(x):
+    rng = np.random.default_rng(0)  # <- rng
+    return kn.sum(x + rng.normal(size=3))
+
+
+@kn.compile(target="cpu")
+def draws_stdlib(x):
+    return kn.sum(x * random.random())  # <- random
+
+
+@kn.compile(target="cpu")
+def reads_clock(x):
+    return kn.sum(x) + time.time()  # <- time
+
+
+def test_random_numbers_and_the_clock_are_refused():
+    x = normal(3, 39)
+    refused(draws_numpy, "# <- randn", x, hint="argument")
+    refused(draws_generator, "# <- rng", x, hint="argument")
+    refused(draws_stdlib, "# <- random", x, hint="argument")
+    refused(reads_clock, "# <- time", x, hint="outside")
+
+
+LOG = []
+CACHE = {}
+
+
+@kn.compile(target="cpu")
+def appends_to_global(x):
+    y = kn.sum(x * x)
+    LOG.append(y)  # <- append
+    return y
+
+
+@kn.compile(target="cpu")
+def stores_in_global(x):
+    y = kn.sum(x * x)
+    CACHE["last"] = y  # <- store
+    return y
+
+
+@kn.compile(target="cpu")
+def appends_to_argument(xs):
+    xs.append(xs[0] * 2)  # <- append
+    return kn.sum(xs[-1])
+
+
+def test_changing_outside_containers_is_refused():
+    x = normal(3, 40)
+    refused(appends_to_global, "# <- append", x, hint="new list")
+    refused(stores_in_global, "# <- store", x, hint="new list")
+    refused(appends_to_argument, "# <- append", [x], hint="new list")
+    assert LOG == [] and CACHE == {}
+
+
+@kn.compile(target="cpu")
+def rnn_like(w, xs):
+    h, hs = xs[0] * 0, []
+    for x in xs:
+        h = kn.tanh(x + h @ w)
+        hs.append(h)
+    table = {}
+    table["last"] = hs[-1]
+    hs.extend([table["last"] * 2])
+    return kn.sum(hs[0]) + kn.sum(hs[-1]) + len(hs)
+
+
+def test_local_lists_and_dicts_may_change():
+    same(rnn_like, normal((3, 3), 41), [normal((2, 3), 42 + i) for i in range(4)])
+
+
+@kn.compile(target="cpu")
+def checks_type(x):
+    if isinstance(x, np.ndarray):
+        return kn.sum(x) * 2.0
+    return kn.sum(x) * 3.0
+
+
+@kn.compile(target="cpu")
+def checks_computed_type(x):
+    y = x * 2
+    if isinstance(y, (list, tuple)):  # no array is a list: known without running
+        return kn.sum(x)
+    if isinstance(y, np.ndarray):  # <- isinstance
+        return kn.sum(y)
+    return kn.sum(x)
+
+
+def test_isinstance_answers_as_python():
+    x = normal(3, 43)
+    same(checks_type, x)
+    w = kn.Param(normal(3, 44))
+    same(checks_type, w)
+    refused(checks_computed_type, "# <- isinstance", x, hint="shapes and dtypes")
+
+
+@kn.compile(target="cpu")
+def adds_to_argument(x):
+    x += 1  # <- +=
+    return kn.sum(x)
+
+
+@kn.compile(target="cpu")
+def adds_to_local(x):
+    h = x * 2
+    h += 1
+    total = 0.0
+    for i in range(3):
+        total += kn.sum(h * i)
+    return total
+
+
+@kn.compile(target="cpu")
+def adds_to_alias(x):
+    h = x * 2
+    g = h
+    h += 1  # <- +=
+    return kn.sum(g)
+
+
+def test_augmented_assignment():
+    x = normal(3, 45)
+    original = x.copy()
+    refused(adds_to_argument, "# <- +=", x, hint="x = x +")
+    np.testing.assert_array_equal(x, original)
+    same(adds_to_local, x)
+    refused(adds_to_alias, "# <- +=", x, hint="x = x +")
+
+
+@kn.compile(target="cpu")
+def prints(x):
+    print("tracing", x.shape)
+    return kn.sum(x * 2)
+
+
+def test_print_warns_once_and_computes_the_same():
+    x = normal(3, 46)
+    with pytest.warns(UserWarning, match="print runs only while knetc traces"):
+        same(prints, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same(prints, normal(4, 47))  # a new specialization: the same line is not warned about again
+
+
+# ---------------------------------------------------------------- clear errors
+
+def plain_loss(w, x):
+    return kn.sum(kn.tanh(x @ w))
+
+
+def test_inspect_compiles_a_plain_function():
+    w, x = normal((3, 2), 48), normal((4, 3), 49)
+    text = kn.inspect(plain_loss, w, x, stage="ir", target="cpu")
+    assert "plain_loss" in text and "tanh" in text
+
+
+def test_inspect_refuses_what_is_not_a_function():
+    with pytest.raises(TypeError, match="Python function"):
+        kn.inspect(len, [1])
+
+
+double = kn.compile(
+    lambda x: x * 2.0, target="cpu")
+pair = (kn.compile(lambda x: x * 3.0, target="cpu"), kn.compile(lambda x: x + 1.0, target="cpu"))
+keyword = dict(f=kn.compile(target="cpu")(
+    lambda y,
+    z=2.0: kn.sum(y * z)))
+
+
+def test_lambdas_anywhere_on_a_line():
+    x = normal(3, 50)
+    same(double, x)
+    same(pair[0], x)
+    same(pair[1], x)
+    same(keyword["f"], x)
+
+
+def scale_in_place(h):
+    h *= 2.0  # <- helper
+    return h
+
+
+@kn.compile(target="cpu")
+def helper_changes_its_argument(x):
+    y = x + 1.0
+    z = scale_in_place(y)
+    return kn.sum(y) + kn.sum(z)
+
+
+@kn.compile(target="cpu")
+def changes_view_of_global(x):
+    view = TABLE[0]
+    view += 1.0  # <- view
+    return kn.sum(x * view)
+
+
+def test_in_place_changes_others_would_see_are_refused():
+    x = normal(3, 51)
+    refused(helper_changes_its_argument, "# <- helper", x, hint="x = x +", where=scale_in_place)
+    saved = TABLE.copy()
+    refused(changes_view_of_global, "# <- view", x, hint="new value")
+    np.testing.assert_array_equal(TABLE, saved)
+
+
+def grow(layers, w):
+    layers.append(w)  # <- grow
+    return len(layers)
+
+
+@kn.compile(target="cpu")
+def helper_changes_global_list(x):
+    n = grow(MODEL, MODEL[0][0])
+    return kn.sum(x) * n
+
+
+@kn.compile(target="cpu")
+def library_call_on_global_params(x):
+    return kn.sum(x) + kn.sum(kn.cat1d(*[w for w, _ in MODEL]))
+
+
+def test_globals_passed_to_helpers_and_library_functions():
+    x = normal(3, 52)
+    n = len(MODEL)
+    refused(helper_changes_global_list, "# <- grow", x, hint="new list", where=grow)
+    assert len(MODEL) == n
+    same(library_call_on_global_params, x)
+    saved = MODEL[0]
+    MODEL[0] = (kn.Param(normal((3, 4), 53)), saved[1])
+    try:
+        same(library_call_on_global_params, x)
+    finally:
+        MODEL[0] = saved

@@ -1,0 +1,313 @@
+"""Compiled code computes what numpy (and the eager path) computes for integer and bool
+inputs, or refuses clearly: true division, float functions of integers, sums of bools,
+gradients with respect to integers and Python numbers, and nll/accuracy label checks."""
+import numpy as np
+import pytest
+
+import knetc as kn
+from ptx import compile_ptx_many
+
+TARGETS = ["cpu", "cuda"]  # cuda runs under the simulator (tests/conftest.py)
+
+
+def compiled(fn, target):
+    return kn.compile(fn, target=target, cache=False)
+
+
+# ----------------------------------------------------------------------------- integer arithmetic
+
+def divide_by_two(x):
+    return x / 2
+
+
+def divide_arrays(a, b):
+    return a / b
+
+
+def mean_of(x):
+    return kn.mean(x)
+
+
+def sum_of(x):
+    return kn.sum(x)
+
+
+def sigm_of(x):
+    return kn.sigm(x)
+
+
+def scaled_and_shifted(x):
+    return x * 1.5 + 0.25
+
+
+def bool_plus_one(b):
+    return b + 1
+
+
+def square(x):
+    return x ** 2
+
+
+def root(x):
+    return x ** 0.5
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_true_division_of_integers_is_float64_as_numpy(target, dtype):
+    a, b = np.arange(-3, 5, dtype=dtype), np.array([2, -3, 4, 5, 7, 1, 3, 2], dtype=dtype)
+    for fn, args in [(divide_by_two, (a,)), (divide_arrays, (a, b))]:
+        out = compiled(fn, target)(*args)
+        expected = fn(*args)  # plain numpy
+        assert out.dtype == expected.dtype == np.float64
+        np.testing.assert_allclose(out, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("x", [np.arange(4), np.arange(6, dtype=np.int32).reshape(2, 3),
+                               np.array([True, False, True])])
+def test_mean_and_sum_of_integers_and_bools_follow_numpy(target, x):
+    mean, total = compiled(mean_of, target)(x), compiled(sum_of, target)(x)
+    assert mean.dtype == np.mean(x).dtype and np.isclose(mean, np.mean(x), rtol=1e-15, atol=0)
+    assert total.dtype == np.sum(x).dtype and total == np.sum(x)
+    assert mean_of(x) == np.mean(x) and sum_of(x) == np.sum(x)  # eager too
+
+
+FLOAT_FUNCTIONS = ["exp", "log", "sqrt", "tanh", "sin", "cos", "atan", "expm1", "log1p", "cbrt", "erf"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16])
+def test_float_functions_of_integers_have_numpy_dtype_and_values(target, dtype):
+    x = np.array([1, 2, 3, 7], dtype=dtype)
+    for name in FLOAT_FUNCTIONS:
+        reference = getattr(np, name, None)
+        expected = reference(x) if reference is not None else None
+        fn = compiled(_unary_functions[name], target)
+        out = fn(x)
+        eager = _unary_functions[name](x)
+        assert out.dtype == eager.dtype == np.exp(x).dtype, name  # float64, or float32 for int16
+        np.testing.assert_allclose(out, eager, rtol=2e-6 if out.dtype == np.float32 else 1e-14, err_msg=name)
+        if expected is not None:
+            np.testing.assert_allclose(out, expected, rtol=2e-6 if out.dtype == np.float32 else 1e-14, err_msg=name)
+
+
+def kn_exp(x):
+    return kn.exp(x)
+
+
+def kn_log(x):
+    return kn.log(x)
+
+
+def kn_sqrt(x):
+    return kn.sqrt(x)
+
+
+def kn_tanh(x):
+    return kn.tanh(x)
+
+
+def kn_sin(x):
+    return kn.sin(x)
+
+
+def kn_cos(x):
+    return kn.cos(x)
+
+
+def kn_atan(x):
+    return kn.atan(x)
+
+
+def kn_expm1(x):
+    return kn.expm1(x)
+
+
+def kn_log1p(x):
+    return kn.log1p(x)
+
+
+def kn_cbrt(x):
+    return kn.cbrt(x)
+
+
+def kn_erf(x):
+    return kn.erf(x)
+
+
+_unary_functions = {"exp": kn_exp, "log": kn_log, "sqrt": kn_sqrt, "tanh": kn_tanh, "sin": kn_sin, "cos": kn_cos,
+                    "atan": kn_atan, "expm1": kn_expm1, "log1p": kn_log1p, "cbrt": kn_cbrt, "erf": kn_erf}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sigm_of_integers_is_float64(target):
+    x = np.arange(-3, 4)
+    out = compiled(sigm_of, target)(x)
+    expected = 1 / (1 + np.exp(-x.astype(np.float64)))
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+    np.testing.assert_allclose(sigm_of(x), expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_float_function_of_bools_is_float16_in_numpy_and_refused_compiled(target):
+    b = np.array([True, False])
+    assert kn_exp(b).dtype == np.exp(b).dtype == np.float16  # eager as numpy
+    with pytest.raises(kn.CompileError, match="float16") as info:
+        compiled(kn_exp, target)(b)
+    assert "test_compiled_semantics.py" in str(info.value)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_integers_with_python_floats_and_bools_with_ints_promote_as_numpy(target):
+    x, b = np.arange(-2, 3), np.array([True, False, True])
+    for fn, arg in [(scaled_and_shifted, x), (bool_plus_one, b), (square, x), (root, np.arange(4))]:
+        out, expected = compiled(fn, target)(arg), fn(arg)
+        assert out.dtype == expected.dtype, fn.__name__
+        np.testing.assert_allclose(out, expected, rtol=1e-15, err_msg=fn.__name__)
+
+
+def reciprocal(x):
+    return x ** -1
+
+
+def negate(b):
+    return -b
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_what_numpy_refuses_is_refused(target):
+    x, b = np.arange(1, 4), np.array([True, False])
+    with pytest.raises(ValueError):
+        reciprocal(x)  # numpy
+    with pytest.raises(ValueError, match="negative integer powers") as info:
+        compiled(reciprocal, target)(x)
+    assert "test_compiled_semantics.py" in str(info.value)
+    with pytest.raises(TypeError):
+        negate(b)  # numpy
+    with pytest.raises(ValueError, match="negate booleans"):
+        compiled(negate, target)(b)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+def squares(x):
+    return kn.sum(x * x * 1.5)
+
+
+def scaled(x):
+    return x * x
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_gradient_with_respect_to_numbers_and_integer_arrays_matches_eager(target):
+    for fn, arg in [(scaled, 0.5), (scaled, 3), (squares, np.arange(3)), (squares, np.arange(3.0))]:
+        eager = kn.grad(fn)(arg)
+        got = kn.grad(compiled(fn, target))(arg)
+        assert got is not None, (fn.__name__, arg)
+        expected = 2 * np.asarray(arg, dtype=np.float64) * (1.5 if fn is squares else 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-15)
+        np.testing.assert_allclose(eager, expected, rtol=1e-15)
+
+
+def loss_of_param(w, x):
+    return kn.sum(w * x)
+
+
+@pytest.mark.parametrize("compile_it", [False, True])
+def test_training_an_integer_param_is_refused_not_skipped(compile_it):
+    w = kn.Param(np.arange(3))
+    fn = compiled(loss_of_param, "cpu") if compile_it else loss_of_param
+    with pytest.raises(TypeError, match="floating point"):
+        for _ in kn.sgd(fn, [(w, np.ones(3))]):
+            pass
+    np.testing.assert_array_equal(w.value, np.arange(3))
+
+
+# ----------------------------------------------------------------------------- labels
+
+def nll_loss(w, x, y):
+    return kn.nll(x @ w, y)
+
+
+def accuracy_of(w, x, y):
+    return kn.accuracy(x @ w, y)
+
+
+def nll_of_reshaped(w, x, y):
+    return kn.nll(x @ w, y.reshape(-1))
+
+
+def nll_of_shifted(w, x, y):
+    return kn.nll(x @ w, y - 1)
+
+
+def _problem():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((4, 3)), rng.standard_normal((5, 4))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("label", [3, -2, 7])
+def test_out_of_range_labels_raise_as_eagerly(target, label):
+    w, x = _problem()
+    good = np.array([0, 1, 2, -1, 1])
+    bad = good.copy()
+    bad[1] = label
+    for fn, shape in [(nll_loss, (5,)), (accuracy_of, (5,)), (nll_of_reshaped, (5, 1))]:
+        c = compiled(fn, target)
+        np.testing.assert_allclose(c(w, x, good.reshape(shape)), fn(w, x, good.reshape(shape)), rtol=1e-12)
+        with pytest.raises(ValueError) as eager:
+            fn(w, x, bad.reshape(shape))
+        with pytest.raises(ValueError) as call:
+            c(w, x, bad.reshape(shape))
+        with pytest.raises(ValueError) as gradient:
+            kn.grad(c)(w, x, bad.reshape(shape))
+        assert str(call.value) == str(gradient.value) == str(eager.value)
+        assert f"label {label} is out of range" in str(call.value)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_out_of_range_labels_raise_inside_diff_and_leave_params_untouched(target):
+    w, x = _problem()
+    p = kn.Param(w.copy())
+    bad = np.array([0, 5, 2, -1, 1])
+    c = compiled(nll_loss, target)
+    with pytest.raises(ValueError, match="label 5 is out of range"):
+        for _ in kn.adam(c, [(p, x, bad)]):
+            pass
+    np.testing.assert_array_equal(p.value, w)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_labels_computed_inside_compiled_code_are_refused(target):
+    w, x = _problem()
+    y = np.array([1, 2, 3, 0, 2])
+    with pytest.raises(kn.CompileError, match="labels computed") as info:
+        compiled(nll_of_shifted, target)(w, x, y)
+    assert "test_compiled_semantics.py" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- PTX
+
+def integer_program(a, b, flags):
+    return kn.sum(a / b) + kn.mean(kn.sigm(a)) + kn.sum(flags) + kn.sum(kn.exp(b) * 0.5)
+
+
+def test_kernels_with_integer_promotions_compile_to_ptx():
+    """The simulator does no type inference: the casts and int64 accumulators the CUDA
+    generator writes for integer inputs are typed by compiling them to PTX."""
+    a, b = np.arange(1, 7).reshape(2, 3), np.arange(2, 8, dtype=np.int32).reshape(2, 3)
+    flags = np.array([True, False, True])
+    f = compiled(integer_program, "cuda")
+    value = f(a, b, flags)
+    np.testing.assert_allclose(value, integer_program(a, b, flags), rtol=1e-14)
+    g = kn.grad(f)(a, b, flags)  # the adjoint kernels too (an integer input's gradient is float64 here)
+    np.testing.assert_allclose(g, kn.grad(integer_program)(a, b, flags), rtol=1e-14)
+    modules = f.generated_modules()
+    reports = compile_ptx_many([(m.__knetc_path__, m.PTX_SIGNATURES) for m in modules])
+    for module, report in zip(modules, reports):
+        assert set(report) == set(module.PTX_SIGNATURES)
+        for kernel, entry in report.items():
+            assert entry["target"] and entry["entry"], (module.__knetc_path__, kernel)
