@@ -38,6 +38,24 @@ class _Recordable(ArrayMethods):
     def __index__(self):
         return operator.index(value_of(self))
 
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        result = super().__array_ufunc__(ufunc, method, *inputs, **kwargs)
+        if result is NotImplemented:
+            what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+            raise TypeError(f"{what} is not supported on knetc values ({type(self).__name__}): knetc differentiates "
+                            "only the numpy ufuncs in its op table (no keywords but out=None); write it with kn. "
+                            "functions or supported numpy calls, or use kn.value(x) for a constant")
+        return result
+
+    def __array_function__(self, func, types, args, kwargs):
+        result = super().__array_function__(func, types, args, kwargs)
+        if result is NotImplemented:
+            raise TypeError(f"np.{getattr(func, '__name__', func)} is not supported on knetc values "
+                            f"({type(self).__name__}): knetc differentiates only the numpy functions in its op "
+                            "table; write it with kn. functions or supported numpy calls, or use kn.value(x) "
+                            "for a constant")
+        return result
+
     def __array__(self, dtype=None, copy=None):
         # numpy builds a plain array from a list of recorded values (np.sum([a, b]),
         # np.array([...])) through here: that would silently drop the gradient.

@@ -311,3 +311,277 @@ def test_kernels_with_integer_promotions_compile_to_ptx():
         assert set(report) == set(module.PTX_SIGNATURES)
         for kernel, entry in report.items():
             assert entry["target"] and entry["entry"], (module.__knetc_path__, kernel)
+
+
+# ----------------------------------------------------------------------------- empty reductions
+
+def largest(x):
+    return kn.maximum(x)
+
+
+def largest_per_column(x):
+    return kn.maximum(x, dims=0)
+
+
+def numpy_smallest_per_row(x):
+    return np.min(x, axis=1)
+
+
+def position_of_largest(x):
+    return kn.argmax(x)
+
+
+def mean_per_column(x):
+    return kn.mean(x, dims=0)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_reductions_with_no_identity_over_empty_axes_raise_as_numpy(target):
+    """maximum/minimum/argmax over no entries: numpy raises; compiled kernels returned their
+    start value (-inf, a sentinel index) instead."""
+    for fn in (largest, largest_per_column, position_of_largest):
+        x = np.zeros((0, 3))
+        with pytest.raises(ValueError):
+            np.max(x, axis=0)
+        with pytest.raises(ValueError, match="zero-size"):
+            fn(x)
+        with pytest.raises(ValueError, match="zero-size") as info:
+            compiled(fn, target)(x)
+        assert "test_compiled_semantics.py" in str(info.value)
+    x = np.zeros((3, 0))
+    with pytest.raises(ValueError, match="zero-size"):
+        compiled(numpy_smallest_per_row, target)(x)
+    # Where the reduced axes are not empty, an empty result is fine, as numpy's.
+    for fn, expected in [(largest_per_column, np.max(x, axis=0, keepdims=True)),
+                         (numpy_smallest_per_row, np.min(np.zeros((0, 3)), axis=1))]:
+        arg = x if fn is largest_per_column else np.zeros((0, 3))
+        out = compiled(fn, target)(arg)
+        assert out.shape == expected.shape and out.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mean_over_an_empty_axis_is_nan_as_numpy(target):
+    x = np.zeros((0, 3))
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.mean(x, axis=0, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        eager = mean_per_column(x)
+        got = compiled(mean_per_column, target)(x)
+    for out in (eager, got):
+        assert out.shape == expected.shape and out.dtype == expected.dtype
+        np.testing.assert_array_equal(out, expected)  # NaN where numpy has NaN
+
+
+# ----------------------------------------------------------------------------- refused with the user's line
+
+def floor_divided(x):
+    return kn.sum(x // 2)
+
+
+def remainder(x):
+    return kn.sum(x % 2)
+
+
+def bits(x):
+    return x & 1
+
+
+def inverted(x):
+    return ~x
+
+
+def floor_divided_in_place(x):
+    y = x * 1
+    y //= 2
+    return y
+
+
+def shape_arithmetic(x):
+    n = x.shape[0] // 2 % 5  # on Python ints the operators work as in Python
+    return x[:n] * (x.shape[1] & 1) + (~x.shape[1] + 5)
+
+
+def _as_numpy(x):  # an uncompiled helper using numpy directly on the traced value
+    return np.asarray(x) * 2
+
+
+def through_numpy_helper(x):
+    return kn.sum(_as_numpy(x))
+
+
+def as_float(x):
+    return float(kn.sum(x)) * x
+
+
+def as_item(x):
+    return kn.sum(x).item() * x
+
+
+def numpy_cumsum(x):
+    return np.cumsum(x)
+
+
+def numpy_scalar_of_value(x):
+    return np.float32(kn.sum(x))
+
+
+def numpy_constants(x):
+    a = np.float32(0.5)
+    n = int(np.prod(x.shape))
+    return kn.sum(x * a + np.ones(x.shape[-1]) * np.pi) / n + np.float64(x.shape[0])
+
+
+REFUSED = [(floor_divided, "`//` on an array value", np.arange(6.0)),
+           (remainder, "`%` on an array value", np.arange(6.0)),
+           (bits, "`&` on an array value", np.arange(6)),
+           (inverted, "`~` on an array value", np.arange(6)),
+           (floor_divided_in_place, "`//` on an array value", np.arange(6.0)),
+           (through_numpy_helper, "`np.asarray` of an array value", np.arange(6.0)),
+           (as_float, "`float` of an array value", np.arange(6.0)),
+           (as_item, "`.item` of an array value", np.arange(6.0)),
+           (numpy_cumsum, "`np.cumsum` is not supported", np.arange(6.0)),
+           (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0))]
+
+
+@pytest.mark.parametrize("fn, message, x", REFUSED, ids=[f.__name__ for f, _, _ in REFUSED])
+def test_operators_and_numpy_calls_without_an_op_are_refused_at_the_users_line(fn, message, x):
+    fn(x)  # Python runs it on a numpy array
+    with pytest.raises(kn.CompileError) as info:
+        compiled(fn, "cpu")(x)
+    text = str(info.value)
+    assert message in text and "test_compiled_semantics.py" in text and "hint:" in text, text
+    assert "Var" not in text  # the message speaks of the user's values, not of the IR
+
+
+def test_python_values_still_use_those_operators_and_numpy_scalars():
+    x = np.arange(12.0).reshape(3, 4)
+    for fn in (shape_arithmetic, numpy_constants):
+        got, expected = compiled(fn, "cpu")(x), fn(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-14)
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+
+
+# ----------------------------------------------------------------------------- deep helpers
+
+def _scaled_once(x):
+    return x * 1.01
+
+
+def _helper_chain(depth):
+    chain = [_scaled_once]
+    for _ in range(depth):
+        def step(x, inner=chain[-1]):
+            return inner(x) + 0.0
+        chain.append(step)
+    return chain[-1]
+
+
+DEEP_HELPER = _helper_chain(100)
+
+
+def through_deep_helpers(x):
+    return kn.sum(DEEP_HELPER(x))
+
+
+def _forever(x):
+    return _forever(x * 2)
+
+
+def recursing_forever(x):
+    return kn.sum(_forever(x))
+
+
+def test_a_deep_chain_of_helpers_compiles_and_endless_recursion_is_refused():
+    import sys
+    limit = sys.getrecursionlimit()
+    x = np.arange(3.0)
+    f = compiled(through_deep_helpers, "cpu")
+    np.testing.assert_allclose(f(x), through_deep_helpers(x), rtol=1e-14)
+    np.testing.assert_allclose(kn.grad(f)(x), kn.grad(through_deep_helpers)(x), rtol=1e-14)
+    with pytest.raises(kn.CompileError, match="calls itself") as info:
+        compiled(recursing_forever, "cpu")(x)
+    assert "test_compiled_semantics.py" in str(info.value) and "recursion must end" in str(info.value)
+    assert sys.getrecursionlimit() == limit  # raised while inlining, restored after
+
+
+# ----------------------------------------------------------------------------- numpy scalars, out-of-range ints
+
+def plus_numpy_float64(x):
+    return x + np.float64(2.5)
+
+
+def times_numpy_int64(x):
+    return x * np.int64(3)
+
+
+def mean_by_numpy_count(x):
+    return kn.sum(x) / np.prod(x.shape)
+
+
+def below_minus_one(x):
+    return x < -1
+
+
+def equals_300(x):
+    return x == 300
+
+
+def plus_300(x):
+    return x + 300
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_numpy_scalars_promote_as_numpy(target):
+    """np.float64(2.5) is typed like a 0-d array (NEP 50), not like the weak Python 2.5."""
+    for fn, x in [(plus_numpy_float64, np.arange(4, dtype=np.float32)), (times_numpy_int64, np.arange(4, dtype=np.float32)),
+                  (mean_by_numpy_count, np.arange(6, dtype=np.float32).reshape(2, 3)),
+                  (plus_numpy_float64, np.arange(4, dtype=np.int8))]:
+        expected = fn(x)
+        got = compiled(fn, target)(x)
+        assert got.dtype == np.asarray(expected).dtype, fn.__name__
+        np.testing.assert_allclose(got, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_python_ints_out_of_an_integer_dtype_compare_exactly_or_overflow_as_numpy(target):
+    for fn, x in [(below_minus_one, np.arange(0, 250, 40, dtype=np.uint8)), (equals_300, np.arange(-4, 4, dtype=np.int8)),
+                  (below_minus_one, np.array([0, 2 ** 63 + 5], dtype=np.uint64))]:
+        got = compiled(fn, target)(x)
+        assert got.dtype == x.dtype  # 1/0 in the inputs' type (compiled comparisons)
+        np.testing.assert_array_equal(got, fn(x).astype(x.dtype))  # numpy's answer, not a wrapped literal
+    x = np.arange(4, dtype=np.int8)
+    with pytest.raises(OverflowError):
+        plus_300(x)
+    with pytest.raises(kn.CompileError, match="out of bounds for int8") as info:
+        compiled(plus_300, target)(x)
+    assert "test_compiled_semantics.py" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- NaN in max/min
+
+def extremes_with_nan(x):
+    return (kn.maximum(x, dims=1), kn.minimum(x, dims=1), np.max(x), kn.argmax(x, dims=1), kn.argmin(x),
+            kn.maximum(x * 2.0, dims=0))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_max_min_and_argmax_propagate_nan_as_numpy(target):
+    """numpy's max/min of a block holding a NaN is NaN, and argmax/argmin point at the first
+    NaN; a kernel's max(acc, nan) would silently skip it."""
+    x = np.array([[1.0, np.nan, 2.0, np.nan], [3.0, 4.0, -np.inf, 5.0], [np.nan, 0.5, 7.0, 1.0]])
+    got = compiled(extremes_with_nan, target)(x)
+    expected = (np.max(x, axis=1, keepdims=True), np.min(x, axis=1, keepdims=True), np.max(x),
+                np.argmax(x, axis=1)[:, None], np.argmin(x), np.max(x * 2.0, axis=0, keepdims=True))
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+    for g, e in zip(got, extremes_with_nan(x)):  # the eager path agrees
+        np.testing.assert_array_equal(g, e)
+
+
+def test_nan_propagating_max_compiles_to_ptx():
+    f = compiled(extremes_with_nan, "cuda")
+    f(np.array([[1.0, np.nan], [2.0, 3.0]], dtype=np.float32))
+    modules = f.generated_modules()
+    reports = compile_ptx_many([(m.__knetc_path__, m.PTX_SIGNATURES) for m in modules])
+    for module, report in zip(modules, reports):
+        assert set(report) == set(module.PTX_SIGNATURES)

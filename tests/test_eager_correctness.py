@@ -403,3 +403,136 @@ def test_changed_rules_compiled_equal_eager(loss, x, y):
             assert c is None or not np.any(c)
         else:
             assert_close(c, e, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- 2. hardening pass: norms,
+# activations at inf/NaN, NaN extremes, gradient dtypes, more numpy functions on Params
+
+def torch_grad_dtype_kept(f, *xs):
+    """PyTorch's gradients (float64) of the scalar f(torch, *tensors), None-free."""
+    torch = pytest.importorskip("torch")
+    ts = [torch.tensor(np.asarray(x, dtype=np.float64), requires_grad=True) for x in xs]
+    f(torch, *ts).backward()
+    return [np.zeros(t.shape) if t.grad is None else t.grad.numpy() for t in ts]
+
+
+def norms(x):
+    return kn.norm(x) + kn.norm(x, 3) + kn.norm(x, 0.5) + kn.norm(x, 1) + np.linalg.norm(x)
+
+
+def norms_ref(t, x):
+    v = t.linalg.vector_norm
+    return v(x) + v(x, 3) + v(x, 0.5) + v(x, 1) + v(x)
+
+
+@pytest.mark.parametrize("x", [np.zeros(4), np.array([0.0, 1.5, -2.0, 0.0]), np.zeros((2, 3))])
+def test_norms_at_zero_entries_have_torchs_zero_subgradient(x):
+    expected, = torch_grad_dtype_kept(norms_ref, x)
+    for grad in (kn.grad(norms), kn.grad(kn.compile(norms, target="cpu"))):
+        g = grad(x)
+        assert np.all(np.isfinite(g))
+        assert_close(g, expected, rtol=1e-10, atol=1e-12)
+    y = x + np.linspace(0.3, 1.1, x.size).reshape(x.shape)  # away from zero: numerical gradients
+    assert_close(kn.grad(norms)(y), numgrad(lambda a: float(norms(a)), y), rtol=1e-5, atol=1e-6)
+
+
+def activations(x):
+    return kn.sum(kn.elu(x) * 1.5) + kn.sum(kn.selu(x) * 0.5) + kn.sum(kn.relu(x) * 2.0)
+
+
+def activations_ref(t, x):
+    f = __import__("torch").nn.functional
+    return (f.elu(x) * 1.5).sum() + (f.selu(x) * 0.5).sum() + (f.relu(x) * 2.0).sum()
+
+
+def test_activation_gradients_at_infinities_and_nan_follow_torch():
+    x = np.array([-np.inf, -1e4, -1.0, -1e-30, 0.0, 1e-30, 2.0, 1e4, np.inf, np.nan])
+    expected, = torch_grad_dtype_kept(activations_ref, x)
+    for grad in (kn.grad(activations), kn.grad(kn.compile(activations, target="cpu"))):
+        assert_close(grad(x), expected, rtol=1e-12, atol=1e-14)
+
+
+def nan_extremes(x):
+    return kn.sum(kn.maximum(x, dims=1) * 2.0) + kn.sum(np.min(x, axis=1)) + kn.maximum(x[1])
+
+
+def nan_extremes_ref(t, x):
+    return (x.amax(dim=1, keepdim=True) * 2.0).sum() + x.amin(dim=1).sum() + x[1].amax()
+
+
+def test_a_nan_extreme_gives_nan_gradients_as_torch():
+    x = np.array([[1.0, np.nan, 2.0], [3.0, 3.0, 1.0]])
+    expected, = torch_grad_dtype_kept(nan_extremes_ref, x)
+    g = kn.grad(nan_extremes)(x)
+    assert_close(g, expected, rtol=1e-12, atol=1e-14)
+    assert np.all(np.isnan(g[0])) and np.all(np.isfinite(g[1]))
+    y = np.array([[1.0, 0.5, 2.0], [3.0, 2.5, 1.0]])  # no NaN, no ties: numerical gradients
+    assert_close(kn.grad(nan_extremes)(y), numgrad(lambda a: float(nan_extremes(a)), y), rtol=1e-6, atol=1e-8)
+
+
+def mixed_dtypes(a, b):
+    return (kn.sum(a * b) + kn.sum(a @ b.T) + kn.sum(np.concatenate([a, b])) + kn.sum(kn.max(a, b))
+            + kn.sum(a * np.float64(2.5)) + kn.sum(b / a))
+
+
+def mixed_dtypes_ref(t, a, b):
+    return (a * b).sum() + (a @ b.T).sum() + t.cat([a, b]).sum() + t.maximum(a, b).sum() + (a * 2.5).sum() + (b / a).sum()
+
+
+def test_gradients_keep_each_inputs_float_dtype():
+    a = (normal((2, 3), 20) + 3).astype(np.float32)
+    b = normal((2, 3), 21)
+    assert np.asarray(mixed_dtypes(a, b)).dtype == np.float64  # the value follows numpy's promotion
+    ga_ref, gb_ref = torch_grad_dtype_kept(mixed_dtypes_ref, a, b)
+    for grad in (kn.grad, lambda f, argnum=0: kn.grad(kn.compile(f, target="cpu"), argnum=argnum)):
+        ga, gb = grad(mixed_dtypes, argnum=0)(a, b), grad(mixed_dtypes, argnum=1)(a, b)
+        assert ga.dtype == np.float32 and gb.dtype == np.float64  # as torch's .grad: the input's dtype
+        assert_close(ga, ga_ref.astype(np.float32), rtol=1e-5, atol=1e-5)
+        assert_close(gb, gb_ref, rtol=1e-6, atol=1e-6)
+    # second derivatives through the cast
+    h = kn.grad(lambda x: kn.sum(kn.grad(lambda y: kn.sum(y * y * b[0]))(x)))(a[0])
+    assert h.dtype == np.float32
+    assert_close(h, (2 * b[0]).astype(np.float32), rtol=1e-6)
+
+
+def numpy_calls(a):
+    return (kn.sum(np.where(a > 0, a * a, 0.5 * a)) + kn.sum(np.clip(a, -1.0, 1.0) * 3.0)
+            + kn.sum(np.squeeze(np.expand_dims(a, 0)) * np.reciprocal(a + 4.0)) + kn.sum(np.ravel(a) * 2.0)
+            + kn.sum(np.swapaxes(a, 0, 1)[0]) + a.max() + a.min(axis=0).sum() + a.prod() + a.var(ddof=1)
+            + a.std() + kn.sum(a.dot(a.T)) + kn.sum(a.clip(0.0, None)) + kn.sum(a.T.ravel() * np.arange(6.0))
+            + kn.sum(a.transpose(1, 0)[0] * 2.0) + kn.sum(np.positive(np.fabs(a))))
+
+
+def numpy_calls_ref(t, a):
+    return ((t.where(a > 0, a * a, 0.5 * a)).sum() + (t.clamp(a, -1.0, 1.0) * 3.0).sum()
+            + (a * t.reciprocal(a + 4.0)).sum() + (a.reshape(-1) * 2.0).sum()
+            + a.T[0].sum() + a.max() + a.amin(dim=0).sum() + a.prod() + a.var(correction=1)
+            + a.std(correction=0) + (a @ a.T).sum() + t.clamp(a, min=0.0).sum() + (a.T.reshape(-1) * t.arange(6.0)).sum()
+            + (a.T[0] * 2.0).sum() + a.abs().sum())
+
+
+def test_more_numpy_functions_and_methods_on_params_follow_torch():
+    a = np.array([[-2.0, -0.5, 0.3], [0.7, 1.5, 3.0]])
+    value = numpy_calls(a)
+    torch = pytest.importorskip("torch")
+    assert_close(value, numpy_calls_ref(torch, torch.tensor(a)).numpy(), rtol=1e-12)
+    expected, = torch_grad_dtype_kept(numpy_calls_ref, a)
+    assert_close(kn.grad(numpy_calls)(a), expected, rtol=1e-10, atol=1e-12)
+    assert_close(kn.grad(kn.compile(numpy_calls, target="cpu"))(a), expected, rtol=1e-10, atol=1e-12)
+    # the values and dtypes of plain numpy
+    x32 = a.astype(np.float32)
+    p = kn.Param(x32)
+    assert np.where(x32 > 0, p, 2.5).dtype == np.float32
+    assert_close(np.where(x32 > 0, p, 2.5), np.where(x32 > 0, x32, np.float32(2.5)))
+    assert np.clip(p, 0, 1).dtype == np.float32 and np.reciprocal(p).dtype == np.float32
+    assert np.squeeze(np.expand_dims(p, (0, 2))).shape == x32.shape
+    assert np.expand_dims(p, -1).shape == x32.shape + (1,)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda p: np.hypot(p, 1.0), "np.hypot"), (lambda p: np.cumsum(p), "np.cumsum"),
+    (lambda p: np.add.reduce(p), "np.add.reduce"), (lambda p: np.exp(p, where=True), "np.exp"),
+])
+def test_unsupported_numpy_calls_name_the_function(call, name):
+    with pytest.raises(TypeError, match=name.replace(".", r"\.") + ".* not supported on knetc values"):
+        call(kn.Param(np.ones(3)))

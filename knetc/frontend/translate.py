@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import operator
 import random
+import sys
 import types
 import warnings
 
@@ -44,6 +45,17 @@ _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.
             ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not,
             ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
+# Python operators with no op in the table: on an array value they are refused at the
+# user's line (instead of Python's "unsupported operand type(s) ... 'Var'").
+_NO_ARRAY_OPERATOR = {
+    ast.FloorDiv: ("`//`", "write kn.floor(x / y) (a float result; cast integers outside the compiled function)"),
+    ast.Mod: ("`%`", "write x - y * kn.floor(x / y)"),
+    ast.BitAnd: ("`&`", "multiply 0/1 masks (comparisons give 1/0): m1 * m2"),
+    ast.BitOr: ("`|`", "combine 0/1 masks with kn.max(m1, m2)"),
+    ast.BitXor: ("`^`", "combine 0/1 masks with kn.abs(m1 - m2)"),
+    ast.LShift: ("`<<`", "multiply by 2 ** k"), ast.RShift: ("`>>`", "do bit operations outside the compiled function"),
+    ast.Invert: ("`~`", "for a 0/1 mask write 1 - m"),
+}
 
 _UNSUPPORTED = {
     ast.Try: ("`try`", "compiled code cannot catch exceptions; move the try outside the compiled function"),
@@ -79,7 +91,8 @@ _NUMPY_WRITERS = (np.copyto, np.put, np.place, np.putmask, np.fill_diagonal)
 _ARRAY_KINDS = (np.ndarray, np.generic, Param, Tracked)  # what an array value can be when Python runs the function
 _PRINT_WARNED = set()  # (file, line) of each print warned about
 
-_MAX_INLINE_DEPTH = 64
+_MAX_INLINE_DEPTH = 256  # helper calls nested inside each other (each inlined)
+_FRAMES_PER_INLINE = 40  # Python frames the translator may use per inlined call (about 12 measured)
 _MAX_WHILE_STEPS = 100_000
 
 
@@ -219,6 +232,8 @@ class Translation:
         self.arguments = {}  # id(input Var) -> (Var, the argument leaf it stands for)
         self.mode = None  # "call", ("grad", argnum) or ("forward", flags): how the compiler traces it
         self.depth = 0
+        self.inlining = []  # code objects of the functions being inlined, outermost first
+        self.recursion_limit = None  # sys.getrecursionlimit() before the first inlined call raised it
         self.functions = {}  # code object -> function: everything translated (for the cache key)
 
     def source_key(self):
@@ -448,7 +463,7 @@ class FunctionTranslator(ast.NodeVisitor):
         load = ast.copy_location(_as_load(node.target), node.target)
         current = self.eval(load)
         self._check_in_place(node.target, current)
-        self.assign(node.target, _BINARY[type(node.op)](current, self.eval(node.value)))
+        self.assign(node.target, self.binary(node.op, current, self.eval(node.value), node))
 
     def _check_in_place(self, target, current):
         """`x += y` changes a numpy array or a list in place. Compiled code computes a new
@@ -607,6 +622,14 @@ class FunctionTranslator(ast.NodeVisitor):
         try:
             value = getattr(obj, node.attr)
         except AttributeError as error:
+            if isinstance(obj, Var):
+                data = node.attr in _DATA_METHODS
+                raise CompileError(f"`.{node.attr}` of an array value is not supported in compiled code"
+                                   + (": its data is only known when the kernels run" if data else ""),
+                                   self.filename, node.lineno,
+                                   "keep it an array, or do this outside the compiled function" if data else
+                                   "use the kn. functions and the numpy functions knetc compiles (np.sum, "
+                                   "np.reshape, ...), or do this outside the compiled function") from None
             raise CompileError(str(error), self.filename, node.lineno) from None
         origin = self.translation.origin(obj)
         if origin is not None and not (isinstance(value, (types.MethodType, types.BuiltinMethodType))
@@ -660,10 +683,23 @@ class FunctionTranslator(ast.NodeVisitor):
         return out
 
     def eval_BinOp(self, node):
-        return _BINARY[type(node.op)](self.eval(node.left), self.eval(node.right))
+        return self.binary(node.op, self.eval(node.left), self.eval(node.right), node)
+
+    def binary(self, op, left, right, node):
+        if type(op) in _NO_ARRAY_OPERATOR and (isinstance(left, Var) or isinstance(right, Var)):
+            self.refuse_operator(op, node)
+        return _BINARY[type(op)](left, right)
+
+    def refuse_operator(self, op, node):
+        what, hint = _NO_ARRAY_OPERATOR[type(op)]
+        raise CompileError(f"{what} on an array value is not supported in compiled code", self.filename,
+                           node.lineno, hint)
 
     def eval_UnaryOp(self, node):
-        return _UNARY[type(node.op)](self.eval(node.operand))
+        operand = self.eval(node.operand)
+        if type(node.op) in _NO_ARRAY_OPERATOR and isinstance(operand, Var):
+            self.refuse_operator(node.op, node)
+        return _UNARY[type(node.op)](operand)
 
     def eval_BoolOp(self, node):
         is_and = isinstance(node.op, ast.And)
@@ -784,6 +820,10 @@ class FunctionTranslator(ast.NodeVisitor):
             return self.inline(fn.__func__, (fn.__self__, *args), kwargs)
         if isinstance(fn, types.FunctionType) and not _is_library(fn):
             return self.inline(fn, args, kwargs)
+        if isinstance(fn, type) and issubclass(fn, (np.generic, np.dtype)) and not _holds_var((args, kwargs)):
+            return fn(*args, **kwargs)  # np.float32(0.5), np.dtype("float32"): a value known now
+        if isinstance(fn, type) and issubclass(fn, np.generic):
+            self._refuse_data_access(fn, args)
         if isinstance(fn, type) and not (fn.__module__ == "builtins" or issubclass(fn, (tuple, list, dict))):
             raise CompileError(f"creating a {fn.__name__} object in compiled code is not supported",
                                hint="create objects outside and pass them in as arguments")
@@ -791,7 +831,39 @@ class FunctionTranslator(ast.NodeVisitor):
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
             return self.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
         # A library function: Params from outside in its arguments become the program's inputs.
-        return fn(*self.translation.lowered_tree(args), **self.translation.lowered_tree(kwargs))
+        args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
+        if _holds_var(args) or _holds_var(kwargs):
+            self._refuse_data_access(fn, args)
+        return fn(*args, **kwargs)
+
+    def _refuse_data_access(self, fn, args):
+        """Calls that need an array value's data (float(x), np.asarray(x), x.item()) or a
+        numpy function knetc has no op for: refused with the function's name, instead of
+        Python's message about a `Var`."""
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+        if any(fn is f for f in (float, int, complex, bool)) \
+                or isinstance(fn, type) and issubclass(fn, np.generic) \
+                or getattr(fn, "__name__", None) in _DATA_METHODS and isinstance(getattr(fn, "__self__", None), Var):
+            raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",
+                               hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
+                                    "the compiled function")
+        from ..ops.methods import FUNCTIONS, UFUNCS
+        module = getattr(fn, "__module__", None) or ""
+        if isinstance(fn, np.ufunc) or module.split(".")[0] == "numpy":
+            if any(fn is f for f in _NUMPY_CONVERSIONS):
+                raise CompileError(f"`np.{name}` of an array value inside compiled code: numpy would need its data, "
+                                   "which is only known when the kernels run",
+                                   hint="use the value itself (numpy functions on it are compiled), or call "
+                                        "numpy outside the compiled function")
+            try:
+                known = fn in UFUNCS or fn in FUNCTIONS
+            except TypeError:  # unhashable
+                known = False
+            if not known:
+                raise CompileError(f"`np.{name}` is not supported on array values in compiled code (knetc compiles "
+                                   "only the numpy functions in its op table)",
+                                   hint="use the kn. functions (kn.sum, kn.reshape, kn.max(x, lo), ...), or call "
+                                        "it outside the compiled function")
 
     def _isinstance(self, var, classinfo):
         """isinstance(x, C) for an array value answers as the Python function would: from the
@@ -869,18 +941,51 @@ class FunctionTranslator(ast.NodeVisitor):
         """Run a Python function's body in a new scope, at compile time."""
         translation = self.translation
         if translation.depth >= _MAX_INLINE_DEPTH:
-            raise CompileError(f"inlining {fn.__name__!r} nested more than {_MAX_INLINE_DEPTH} calls deep",
-                               hint="recursion must end at compile time")
+            if fn.__code__ in translation.inlining:
+                raise CompileError(f"`{fn.__name__}` calls itself more than {_MAX_INLINE_DEPTH} times deep: compiled "
+                                   "code inlines every call, so recursion must end at compile time",
+                                   hint="end the recursion on a Python value or a shape (not on array data), "
+                                        "or loop with `for` over range(n)")
+            raise CompileError(f"helper calls nested more than {_MAX_INLINE_DEPTH} deep (inlining "
+                               f"`{fn.__name__}`): compiled code inlines every call",
+                               hint="call fewer helpers inside each other, e.g. loop over a list of layers")
         scope = bind_arguments(fn, args, kwargs)
         node, filename = function_ast(fn)
         translation.functions[fn.__code__] = fn
+        if translation.recursion_limit is None:
+            translation.recursion_limit = sys.getrecursionlimit()
+        # Each inlined call costs the translator about a dozen Python frames (the user's
+        # function costs one when Python runs it): make room for _MAX_INLINE_DEPTH of them.
+        needed = translation.recursion_limit + _FRAMES_PER_INLINE * (translation.depth + 1)
+        if sys.getrecursionlimit() < needed:
+            sys.setrecursionlimit(needed)
         translation.depth += 1
+        translation.inlining.append(fn.__code__)
         saved = current_builder().loc
         try:
             return FunctionTranslator(translation, fn, node, filename, scope).run()
         finally:
             translation.depth -= 1
+            translation.inlining.pop()
             current_builder().loc = saved
+            if translation.depth == 0 and translation.recursion_limit is not None:
+                sys.setrecursionlimit(translation.recursion_limit)
+                translation.recursion_limit = None
+
+
+_NUMPY_CONVERSIONS = (np.asarray, np.array, np.asanyarray, np.ascontiguousarray, np.asfortranarray, np.copy,
+                      np.frombuffer, np.fromiter)
+_DATA_METHODS = {"item", "tolist", "tobytes", "__float__", "__int__", "__index__"}
+
+
+def _holds_var(tree):
+    if isinstance(tree, Var):
+        return True
+    if type(tree) in (list, tuple):
+        return any(_holds_var(v) for v in tree)
+    if type(tree) is dict:
+        return any(_holds_var(v) for v in tree.values())
+    return False
 
 
 class InnerFunction:

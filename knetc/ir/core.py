@@ -123,6 +123,12 @@ class Builder:
         return var
 
     def emit(self, op, args, params):
+        if op.kind == "elementwise":
+            args = self._numpy_scalars(op, args, params)
+            if any(type(a) is int for a in args):
+                wider = self._out_of_range_ints(op, args, params)
+                if wider is not None:
+                    return wider
         args = tuple(self.constant(a) if isinstance(a, np.ndarray) else a.item() if isinstance(a, np.generic) else a
                      for a in args)
         for a in args:
@@ -140,6 +146,49 @@ class Builder:
         out = Var(aval)
         self.eqns.append(Eqn(op, args, params, out, self.loc))
         return out
+
+
+    def _numpy_scalars(self, op, args, params):
+        """A numpy scalar (np.float64(2.5), np.prod(x.shape)) is typed as numpy types it, like
+        a 0-d array (x32 * np.float64(2) is float64), unlike a Python number: where that
+        changes the result's dtype it becomes a 0-d constant instead of a kernel literal."""
+        if not any(isinstance(a, np.generic) for a in args):
+            return args
+        try:
+            strong = op.rule(*(Aval((), a.dtype) if isinstance(a, np.generic) else aval_of(a) for a in args), **params)
+            weak = op.rule(*(aval_of(a.item()) if isinstance(a, np.generic) else aval_of(a) for a in args), **params)
+        except Exception:  # the rule refuses one of them: keep the literal, emit reports the error
+            return args
+        if strong.dtype == weak.dtype:
+            return args
+        return tuple(np.asarray(a) if isinstance(a, np.generic) else a for a in args)
+
+    def _out_of_range_ints(self, op, args, params):
+        """numpy refuses a Python int that the integer array's dtype cannot hold (`int8 + 300`:
+        OverflowError) except in comparisons, which it answers as in exact arithmetic. A kernel
+        would wrap the literal (uint8 < -1 would be uint8 < 255): refuse as numpy does, or
+        compare in a wider type and return the answer in the array's type."""
+        dtypes = [aval_of(a).dtype for a in args if not isinstance(a, (bool, int, float))]
+        if not dtypes or any(d is None or np.dtype(d).kind not in "iu" for d in dtypes):
+            return None
+        dtype = np.result_type(*dtypes)
+        info = np.iinfo(dtype)
+        bad = [a for a in args if type(a) is int and not info.min <= a <= info.max]
+        if not bad:
+            return None
+        if op.name not in _COMPARISONS:
+            raise OverflowError(f"Python integer {bad[0]} out of bounds for {dtype}")
+        from ..ops.elementwise import astype
+        i64 = np.iinfo(np.int64)
+        wide = np.dtype(np.int64) if dtype != np.uint64 and all(
+            i64.min <= a <= i64.max for a in args if type(a) is int) else np.dtype(np.float64)
+        widened = tuple(astype(a, dtype=wide) if isinstance(a, Var) else
+                        self.constant(np.asarray(a, dtype=wide)) if isinstance(a, np.ndarray) else
+                        float(a) if wide.kind == "f" and type(a) is int else a for a in args)
+        return astype(self.emit(op, widened, params), dtype=dtype)
+
+
+_COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}
 
 
 def current_builder():

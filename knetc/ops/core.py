@@ -69,7 +69,8 @@ class Op:
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False):
-        self.name, self.rule, self.impl, self.grads = name, rule, impl, grads
+        self.name, self.rule, self.impl = name, rule, impl
+        self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
         self.blas_in_prange = blas_in_prange
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
@@ -80,6 +81,22 @@ class Op:
 
     def __repr__(self):
         return f"<op {self.name}>"
+
+
+def _in_input_dtype(rule, i):
+    """A gradient rule whose result has its input's float dtype (as torch's .grad): a float32
+    input promoted by numpy's rules (x32 * x64) gets a float32 gradient, not a float64 one."""
+    def gradient(dy, y, *xs, **params):
+        g = rule(dy, y, *xs, **params)
+        want = aval_of(xs[i]).dtype if i < len(xs) and g is not None else None
+        have = aval_of(g).dtype if want is not None else None
+        if want is not None and have is not None and want != have and np.issubdtype(want, np.floating) \
+                and np.issubdtype(have, np.floating):
+            from .elementwise import astype
+            g = astype(g, dtype=want)
+        return g
+    gradient.rule = rule
+    return gradient
 
 
 OPS = {}  # name -> Op: the op table

@@ -168,7 +168,7 @@ sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else
                    (None,))
 abs = elementwise("abs", np.abs, lambda k, x: f"abs({x})", (lambda dy, y, x: mul(dy, sign(x)),))
 relu = elementwise("relu", lambda x: np.maximum(x, 0), lambda k, x: f"max({x}, {k.const(0)})",
-                   (lambda dy, y, x: mul(dy, gt(y, 0)),))
+                   (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),))  # 0 where y <= 0; dy at NaN, as torch
 
 
 def _sigm(x):

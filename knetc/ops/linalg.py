@@ -120,7 +120,7 @@ def norm(x, p=2):
     """
     x_abs = abs_(x)
     if p == 2:
-        return sqrt(sum(mul(x, x)))
+        return sqrt0(sum(mul(x, x)))  # at x == 0 the gradient is 0 (torch's), not 0 * inf = NaN
     if p == 1:
         return sum(x_abs)
     if p == np.inf:
@@ -129,7 +129,14 @@ def norm(x, p=2):
         return minimum(x_abs)
     if p == 0:
         return sum(ne(x, 0))
-    return power(sum(power(x_abs, exponent=float(p))), exponent=1.0 / p)
+    return _power0(sum(_power0(x_abs, float(p))), 1.0 / p)
+
+
+def _power0(v, exponent):
+    """v ** exponent for v >= 0 whose gradient is 0 where v == 0 (as torch's norms), not
+    inf * 0 = NaN: where v is 0 it computes 1 ** exponent - 1, whose gradient is finite."""
+    zero = eq(v, 0)
+    return sub(power(add(v, zero), exponent=exponent), zero)
 
 
 def _mutable(name, y):
@@ -170,5 +177,5 @@ def rmul_(x, a):
 
 from ..errors import CompileError  # noqa: E402
 from .core import broadcast_shapes, priority  # noqa: E402
-from .elementwise import abs as abs_, mul, ne, power, sqrt, unbroadcast  # noqa: E402
-from .reduce import maximum, minimum, reduce_sum, sum  # noqa: E402
+from .elementwise import abs as abs_, add, eq, mul, ne, power, sub, unbroadcast  # noqa: E402
+from .reduce import maximum, minimum, reduce_sum, sqrt0, sum  # noqa: E402

@@ -126,6 +126,79 @@ FUNCTIONS.update({
 })
 
 
+def _numpy_where(condition, x, y):
+    """np.where(c, x, y) with broadcasting: x where c is nonzero, else y. The gradient goes to
+    the chosen input only (as torch.where); an inf or NaN in the branch not taken stays out."""
+    from .nn import masked
+    x, y = _with_dtype_of(x, y), _with_dtype_of(y, x)
+    return ew.add(masked(x, condition), masked(y, ew.eq(condition, 0)))
+
+
+def _with_dtype_of(v, other):
+    # a Python number takes the other operand's float dtype (numpy's weak scalars), so that
+    # masked() never gives it the condition's dtype (a bool mask would turn 2.5 into True)
+    if not isinstance(v, (bool, int, float)):
+        return v
+    dtype = aval_of(other).dtype
+    return np.asarray(v, dtype if dtype is not None and np.issubdtype(dtype, np.floating) else np.float64)
+
+
+def _numpy_clip(a, a_min=None, a_max=None):
+    """np.clip: the gradient is dy inside [a_min, a_max], bounds included (torch.clamp's), and
+    goes to an array bound where it is taken; NaN stays NaN."""
+    from .nn import masked
+    out = a
+    if a_min is not None:
+        out = ew.add(masked(out, ew.eq(ew.lt(out, a_min), 0)), masked(a_min, ew.lt(out, a_min)))
+    if a_max is not None:
+        out = ew.add(masked(out, ew.eq(ew.gt(out, a_max), 0)), masked(a_max, ew.gt(out, a_max)))
+    return out
+
+
+def _axes_arg(axis, ndim):
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if any(not -ndim <= a < ndim for a in axes):
+        raise ShapeError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+def _numpy_squeeze(x, axis=None):
+    shape = aval_of(x).shape
+    axes = tuple(i for i, n in enumerate(shape) if n == 1) if axis is None else _axes_arg(axis, len(shape))
+    if any(shape[a] != 1 for a in axes):
+        raise ShapeError(f"squeeze: cannot select an axis to squeeze out which has size not equal to one "
+                         f"(shape {shape}, axis {axis})")
+    return reshape(x, shape=tuple(n for i, n in enumerate(shape) if i not in axes))
+
+
+def _numpy_expand_dims(x, axis):
+    shape = list(aval_of(x).shape)
+    axes = _axes_arg(axis, len(shape) + (1 if isinstance(axis, (int, np.integer)) else len(tuple(axis))))
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, shape=tuple(shape))
+
+
+def _numpy_ravel(x, order="C"):
+    if order not in ("C", "A", "K"):
+        raise NotImplementedError(f"ravel(order={order!r}) on knetc values: only C order")
+    return reshape(x, shape=(int(np.prod(aval_of(x).shape)),))
+
+
+def _numpy_swapaxes(x, axis1, axis2):
+    perm = list(range(aval_of(x).ndim))
+    a, b = _axes_arg(axis1, len(perm))[0], _axes_arg(axis2, len(perm))[0]
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(x, perm=tuple(perm))
+
+
+FUNCTIONS.update({
+    np.where: _numpy_where, np.clip: _numpy_clip, np.squeeze: _numpy_squeeze, np.expand_dims: _numpy_expand_dims,
+    np.ravel: _numpy_ravel, np.swapaxes: _numpy_swapaxes,
+})
+UFUNCS.update({np.fabs: ew.abs, np.positive: lambda x: x, np.reciprocal: lambda x: ew.div(1.0, x)})
+
+
 class ArrayMethods:
     """Mixin: operators, shape properties and numpy dispatch for knetc's array-like types."""
     __array_priority__ = 1000
@@ -178,11 +251,28 @@ class ArrayMethods:
 
     def sum(self, axis=None, keepdims=False): return FUNCTIONS[np.sum](self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return FUNCTIONS[np.mean](self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return FUNCTIONS[np.max](self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return FUNCTIONS[np.min](self, axis, keepdims)
+    def prod(self, axis=None, keepdims=False): return FUNCTIONS[np.prod](self, axis, keepdims)
+    def var(self, axis=None, ddof=0, keepdims=False): return FUNCTIONS[np.var](self, axis, ddof, keepdims)
+    def std(self, axis=None, ddof=0, keepdims=False): return FUNCTIONS[np.std](self, axis, ddof, keepdims)
+    def dot(self, other): return _numpy_dot(self, other)
+    def clip(self, a_min=None, a_max=None): return _numpy_clip(self, a_min, a_max)
+    def ravel(self): return _numpy_ravel(self)
+    def flatten(self): return _numpy_ravel(self)
+    def squeeze(self, axis=None): return _numpy_squeeze(self, axis)
+    def swapaxes(self, axis1, axis2): return _numpy_swapaxes(self, axis1, axis2)
+
+    def transpose(self, *axes):
+        axes = axes[0] if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))) else axes
+        return FUNCTIONS[np.transpose](self, axes or None)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         op = UFUNCS.get(ufunc)
+        if kwargs.get("out", None) in (None, (None,)):
+            kwargs.pop("out", None)
         if method != "__call__" or op is None or kwargs:
-            return NotImplemented
+            return NotImplemented  # Params and taped values raise a clear TypeError (autograd._Recordable)
         return op(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):

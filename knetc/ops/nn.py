@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, broadcast_shapes, check_float, normalize_axes, register
-from .elementwise import (add, astype, div, eq, exp, gt, iota, le, log, mul, ne, neg, sigm, sub,
+from .elementwise import (add, astype, div, eq, exp, iota, le, log, mul, ne, neg, sigm, sub,
                           unbroadcast)
 from .reduce import reduce_max, reduce_sum, sum
 from .shape import reshape
@@ -121,8 +121,8 @@ def _elu_impl(x):
 
 
 elu = _unary("elu", _elu_impl, lambda k, x: f"({x} if {x} > {k.const(0)} else math.expm1({x}))",
-             # d/dx: 1 for x > 0, exp(x) = y + 1 otherwise
-             lambda dy, y, x: mul(dy, add(gt(x, 0), mul(le(x, 0), add(y, 1)))))
+             # d/dx: exp(x) = y + 1 for x <= 0 (masked: at x = inf, 0 * inf would be NaN), else 1 (NaN too, as torch)
+             lambda dy, y, x: mul(dy, add(sub(1, le(x, 0)), masked(add(y, 1), le(x, 0)))))
 elu.__doc__ = "elu(x) = x if x > 0 else exp(x) - 1 (Clevert et al. 2015)."
 
 SELU_LAMBDA, SELU_ALPHA = 1.0507009873554805, 1.6732632423543778
@@ -136,7 +136,7 @@ def _selu_impl(x):
 selu = _unary("selu", _selu_impl,
               lambda k, x: f"{k.const(SELU_LAMBDA)} * ({x} if {x} > {k.const(0)} else {k.const(SELU_ALPHA)} * math.expm1({x}))",
               # d/dx: lambda for x > 0, lambda*alpha*exp(x) = y + lambda*alpha otherwise
-              lambda dy, y, x: mul(dy, add(mul(gt(x, 0), SELU_LAMBDA), mul(le(x, 0), add(y, SELU_LAMBDA * SELU_ALPHA)))))
+              lambda dy, y, x: mul(dy, add(mul(sub(1, le(x, 0)), SELU_LAMBDA), masked(add(y, SELU_LAMBDA * SELU_ALPHA), le(x, 0)))))
 selu.__doc__ = "selu(x) = 1.0507 * (x if x > 0 else 1.6733 * (exp(x) - 1)) (Klambauer et al. 2017)."
 
 invx = _unary("invx", lambda x: 1 / np.asarray(x), lambda k, x: f"{k.const(1)} / {x}",

@@ -1,6 +1,5 @@
 """Reductions. The primitives keep reduced axes (size 1); the public functions follow Knet:
 with `dims` the reduced axes stay, without it the result is a scalar."""
-import builtins
 import math
 
 import numpy as np
@@ -9,15 +8,24 @@ from ..errors import ShapeError
 from .core import Aval, Op, aval_of, normalize_axes, register
 
 
-def _reduce_rule(name, accumulate=False):
+def _reduce_rule(name, accumulate=False, identity=True):
     def rule(x, axes):
         if any(not 0 <= a < x.ndim for a in axes):
             raise ShapeError(f"{name}: axes {axes} out of range for {x}")
+        if not identity:
+            _check_nonempty(name, x, axes)
         dtype = x.dtype
         if accumulate and dtype is not None and not np.issubdtype(dtype, np.floating):
             dtype = np.add.reduce(np.ones(1, dtype)).dtype  # numpy sums bools and small integers in int64
         return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), dtype)
     return rule
+
+
+def _check_nonempty(name, x, axes):
+    """maximum/minimum/argmax/argmin over no entries have no value: numpy raises, and so do
+    the shape rules (a kernel would return its start value, -inf or a sentinel index)."""
+    if x.shape and math.prod(x.shape[a] for a in axes) == 0:
+        raise ShapeError(f"{name}: zero-size array to a reduction with no identity: axes {axes} of {x} are empty")
 
 
 reduce_sum = register(Op(
@@ -26,19 +34,22 @@ reduce_sum = register(Op(
 
 def _extreme_grad(dy, y, x, axes):
     # Entries equal to the extreme share dy equally, so the gradient sums to dy (as
-    # torch.amax/amin); a NaN extreme matches no entry and gives 0, not 0/0.
+    # torch.amax/amin). A NaN extreme matches no entry: its whole block gets NaN, as
+    # torch, jax and autograd give (0/0), without a division by zero in kernels.
+    from .nn import masked
     hit = eq(x, y)
     count = reduce_sum(hit, axes=axes)
-    return mul(div(dy, add(count, eq(count, 0))), hit)
+    none = eq(count, 0)
+    return add(mul(div(dy, add(count, none)), hit), masked(math.nan, none))
 
 
 reduce_max = register(Op(
-    "reduce_max", _reduce_rule("maximum"), lambda x, axes: np.max(x, axis=axes, keepdims=True),
+    "reduce_max", _reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce"))
 
 
 reduce_min = register(Op(
-    "reduce_min", _reduce_rule("minimum"), lambda x, axes: np.min(x, axis=axes, keepdims=True),
+    "reduce_min", _reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce"))
 
 
@@ -81,7 +92,7 @@ def mean(x, dims=None):
     """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given."""
     aval = aval_of(x)
     count = int(np.prod([aval.shape[a] for a in normalize_axes("mean", dims, aval.ndim)]))
-    return div(sum(x, dims), builtins.max(count, 1))
+    return divide_by_count(sum(x, dims), count)  # the mean of no entries is NaN, as numpy and Julia
 
 
 def _count(name, x, dims):
@@ -156,6 +167,7 @@ def _arg_impl(pick):
 def _arg_rule(x, axes):
     if any(not 0 <= a < x.ndim for a in axes):
         raise ShapeError(f"argmax: axes {axes} out of range for {x}")
+    _check_nonempty("argmax/argmin", x, axes)
     return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), np.dtype("int64"))
 
 
@@ -164,7 +176,8 @@ def _arg_decompose(extreme):
     # extreme (entries that are not get a position past the end), one fused reduction.
     def decompose(x, axes):
         shape = aval_of(x).shape
-        hit = astype(eq(x, extreme(x, axes=axes)), dtype=np.int64)
+        found = extreme(x, axes=axes)  # NaN when the block holds one: then the first NaN is the hit (numpy's)
+        hit = astype(add(eq(x, found), mul(ne(x, x), ne(found, found))), dtype=np.int64)
         position, stride = None, 1
         for a in reversed(axes):
             term = iota(x, axis=a, dtype=np.int64)
@@ -207,5 +220,5 @@ def findmin(x, dims=None):
     return minimum(x, dims), argmin(x, dims)
 
 
-from .elementwise import add, astype, broadcast_to, div, eq, iota, mul, sqrt, sub  # noqa: E402
+from .elementwise import add, astype, broadcast_to, div, eq, iota, mul, ne, sqrt, sub  # noqa: E402
 from .shape import reshape  # noqa: E402
