@@ -284,21 +284,33 @@ def conv4_dw_cpu(x, dy, out, padding, stride, dilation, mode, alpha, group, size
 
 # ------------------------------------------------------------------ CUDA kernels (fallback)
 
+@cuda.jit(device=True, inline="always")  # inlined in Numba IR: PTX builds without a GPU
+def _unravel5(i, shape):
+    """The C-order position of flat index i in a 5-D shape."""
+    i4 = i % shape[4]
+    t = i // shape[4]
+    i3 = t % shape[3]
+    t //= shape[3]
+    i2 = t % shape[2]
+    t //= shape[2]
+    return t // shape[1], t % shape[1], i2, i3, i4
+
+
+@cuda.jit(device=True, inline="always")
+def _filter_at(w, k, c, a, b, e, flip):
+    """w[k, c, a, b, e], or the spatially flipped filter's entry (a true convolution)."""
+    if flip:
+        return w[k, c, w.shape[2] - 1 - a, w.shape[3] - 1 - b, w.shape[4] - 1 - e]
+    return w[k, c, a, b, e]
+
+
 @cuda.jit
 def _conv_fwd_kernel(w, x, y, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
     i = cuda.grid(1)
-    N, K, OD, OH, OW = y.shape
-    if i >= N * K * OD * OH * OW:
+    if i >= y.size:
         return
-    ow = i % OW
-    t = i // OW
-    oh = t % OH
-    t //= OH
-    od = t % OD
-    t //= OD
-    k = t % K
-    n = t // K
-    Cg, KD, KH, KW = w.shape[1], w.shape[2], w.shape[3], w.shape[4]
+    n, k, od, oh, ow = _unravel5(i, y.shape)
+    K, Cg, KD, KH, KW = w.shape
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     c0 = (k // (K // group)) * Cg
     acc = 0.0
@@ -315,28 +327,16 @@ def _conv_fwd_kernel(w, x, y, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, g
                     i_w = ow * sw + e * dw - pw
                     if i_w < 0 or i_w >= W:
                         continue
-                    if flip:
-                        wv = w[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e]
-                    else:
-                        wv = w[k, c, a, b, e]
-                    acc += wv * x[n, c0 + c, i_d, i_h, i_w]
+                    acc += _filter_at(w, k, c, a, b, e, flip) * x[n, c0 + c, i_d, i_h, i_w]
     y[n, k, od, oh, ow] = alpha * acc
 
 
 @cuda.jit
 def _conv_bwd_data_kernel(w, dy, dx, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
     i = cuda.grid(1)
-    N, C, D, H, W = dx.shape
-    if i >= N * C * D * H * W:
+    if i >= dx.size:
         return
-    iw = i % W
-    t = i // W
-    ih = t % H
-    t //= H
-    i_d = t % D
-    t //= D
-    c = t % C
-    n = t // C
+    n, c, i_d, ih, iw = _unravel5(i, dx.shape)
     K, Cg, KD, KH, KW = w.shape
     OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
     Kg = K // group
@@ -356,28 +356,17 @@ def _conv_bwd_data_kernel(w, dy, dx, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, a
                 if tw < 0 or tw % sw != 0 or tw // sw >= OW:
                     continue
                 for k in range(g * Kg, (g + 1) * Kg):
-                    if flip:
-                        wv = w[k, cc, KD - 1 - a, KH - 1 - b, KW - 1 - e]
-                    else:
-                        wv = w[k, cc, a, b, e]
-                    acc += wv * dy[n, k, td // sd, th // sh, tw // sw]
+                    acc += _filter_at(w, k, cc, a, b, e, flip) * dy[n, k, td // sd, th // sh, tw // sw]
     dx[n, c, i_d, ih, iw] = alpha * acc
 
 
 @cuda.jit
 def _conv_bwd_filter_kernel(x, dy, dwt, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
     i = cuda.grid(1)
-    K, Cg, KD, KH, KW = dwt.shape
-    if i >= K * Cg * KD * KH * KW:
+    if i >= dwt.size:
         return
-    e = i % KW
-    t = i // KW
-    b = t % KH
-    t //= KH
-    a = t % KD
-    t //= KD
-    c = t % Cg
-    k = t // Cg
+    k, c, a, b, e = _unravel5(i, dwt.shape)
+    K, Cg, KD, KH, KW = dwt.shape
     N, D, H, W = x.shape[0], x.shape[2], x.shape[3], x.shape[4]
     OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
     c0 = (k // (K // group)) * Cg

@@ -23,6 +23,14 @@ def _blocks(shape, axis):
 
 
 @njit(cache=True)
+def _wrapped(k, n):
+    """Index k into an axis of n (negative: from the end, as numpy), or -1 out of range."""
+    if k < 0:
+        k += n
+    return k if 0 <= k < n else -1
+
+
+@njit(cache=True)
 def take_cpu(x, idx, out, axis):
     pre, n, post = 1, x.shape[axis], 1
     for a in range(axis):
@@ -33,10 +41,8 @@ def take_cpu(x, idx, out, axis):
     m = ks.size
     for i in range(pre):
         for j in range(m):
-            k = ks[j]
+            k = _wrapped(ks[j], n)
             if k < 0:
-                k += n
-            if k < 0 or k >= n:
                 raise IndexError("take: index out of range")
             for p in range(post):
                 outs[(i * m + j) * post + p] = xs[(i * n + k) * post + p]
@@ -55,29 +61,34 @@ def scatter_add_cpu(dy, idx, out, axis, size):
     outs[:] = 0
     for i in range(pre):
         for j in range(m):
-            k = ks[j]
+            k = _wrapped(ks[j], n)
             if k < 0:
-                k += n
-            if k < 0 or k >= n:
                 raise IndexError("scatter_add: index out of range")
             for p in range(post):
                 outs[(i * n + k) * post + p] += ds[(i * m + j) * post + p]
+
+
+@cuda.jit(device=True, inline="always")  # inlined in Numba IR: PTX builds without a GPU
+def _source_at(t, ks, n, m, post):
+    """Where entry t of take's (pre, m, post) result lies in the (pre, n, post) source, or -1
+    when its index is out of range."""
+    p = t % post
+    j = (t // post) % m
+    i = t // (post * m)
+    k = ks[j]
+    if k < 0:
+        k += n
+    if k >= 0 and k < n:
+        return (i * n + k) * post + p
+    return -1
 
 
 @cuda.jit(cache=True)
 def _take_kernel(xs, ks, outs, n, m, post):
     t = cuda.grid(1)
     if t < outs.size:
-        p = t % post
-        j = (t // post) % m
-        i = t // (post * m)
-        k = ks[j]
-        if k < 0:
-            k += n
-        if k >= 0 and k < n:
-            outs[t] = xs[(i * n + k) * post + p]
-        else:
-            outs[t] = 0
+        at = _source_at(t, ks, n, m, post)
+        outs[t] = xs[at] if at >= 0 else 0
 
 
 @cuda.jit(cache=True)
@@ -92,14 +103,9 @@ def _scatter_add_kernel(ds, ks, outs, n, m, post):
     # One thread per dy entry; repeated indices meet at the same output: atomic adds.
     t = cuda.grid(1)
     if t < ds.size:
-        p = t % post
-        j = (t // post) % m
-        i = t // (post * m)
-        k = ks[j]
-        if k < 0:
-            k += n
-        if k >= 0 and k < n:
-            cuda.atomic.add(outs, (i * n + k) * post + p, ds[t])
+        at = _source_at(t, ks, n, m, post)
+        if at >= 0:
+            cuda.atomic.add(outs, at, ds[t])
 
 
 def _launch(size):

@@ -15,12 +15,14 @@ gradient that aliases the weight still gives the right answer.
 Example: ``update("adam", w, g, (m, v), 1.0, (lr, b1, 1 - b1, b2, 1 - b2, 1 - b1**t, 1 - b2**t, eps))``
 
 This file is also loaded standalone (tests/ptx.py compiles it to PTX), so it imports
-only numba and numpy, never knetc.
+knetc by absolute names only.
 """
 import math
 
 import numpy as np
 from numba import cuda, float64, njit
+
+from knetc.runtime.device import is_device_array
 
 THREADS = 256  # threads per block for every kernel here
 
@@ -207,11 +209,6 @@ PTX_SIGNATURES = {f"{name}_cuda": _signature(s, n, "float32") for name, (_, _, s
 PTX_SIGNATURES["sum_of_squares_cuda"] = "void(float32[::1], float64[::1])"
 PTX_SIGNATURES_FLOAT64 = {f"{name}_cuda": _signature(s, n, "float64") for name, (_, _, s, n) in KERNELS.items()}
 PTX_SIGNATURES_FLOAT64["sum_of_squares_cuda"] = "void(float64[::1], float64[::1])"
-
-
-def is_device_array(x):
-    """True for CUDA arrays: anything with __cuda_array_interface__, or a simulator array."""
-    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
 
 
 def _blocks(n):

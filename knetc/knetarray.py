@@ -33,6 +33,7 @@ from .errors import ShapeError, user_frame
 from .ops.core import HANDLERS, Aval, bind, evaluate
 from .ops.methods import ArrayMethods
 from .report import report
+from .runtime.device import is_device_array
 
 __all__ = ["KnetArray", "cpucopy", "gpucopy", "gpu", "gc", "dir"]
 
@@ -41,11 +42,6 @@ def _cuda():
     # Imported on first use: `import knetc` need not pay for numba.cuda.
     from numba import cuda
     return cuda
-
-
-def _is_device_array(x):
-    """A Numba device array (real or simulated) or another library's CUDA array."""
-    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
 
 
 def _as_numba(x):
@@ -95,7 +91,7 @@ class KnetArray(ArrayMethods):
             x = x.value
         if isinstance(x, KnetArray):
             data = x.data
-        elif _is_device_array(x):
+        elif is_device_array(x):
             data = _as_numba(x)
             if not data.is_c_contiguous():
                 data, copy = _device_copy(data), False
@@ -241,7 +237,7 @@ class KnetArray(ArrayMethods):
                 return None
         view = self.data[tuple(int(i) % self.shape[axis] if isinstance(i, (int, np.integer)) else i
                                for axis, i in enumerate(items))]
-        if not _is_device_array(view):  # one entry: a number, as numpy's
+        if not is_device_array(view):  # one entry: a number, as numpy's
             return np.asarray(view)[()]
         return KnetArray._wrap(view) if view.is_c_contiguous() else None
 
@@ -341,7 +337,7 @@ def _apply(op, args, params):
             devices.append(a)
             kinds.append("number")
             avals.append(Aval((), None))
-        elif _is_device_array(a):
+        elif is_device_array(a):
             data = _as_numba(a)
             devices.append(data)
             kinds.append("array")
@@ -474,7 +470,7 @@ def _gpu_leaf(x):
         return x.copy()
     if isinstance(x, np.ndarray) and x.dtype.kind in "biufc":
         return KnetArray(x)
-    if _is_device_array(x) and not isinstance(x, (Param, Tracked)):
+    if is_device_array(x) and not isinstance(x, (Param, Tracked)):
         return KnetArray(x, copy=True)
     return None
 
@@ -482,7 +478,7 @@ def _gpu_leaf(x):
 def _cpu_leaf(x):
     if isinstance(x, KnetArray):
         return x.copy_to_host()
-    if _is_device_array(x) and not isinstance(x, (Param, Tracked)):
+    if is_device_array(x) and not isinstance(x, (Param, Tracked)):
         return np.asarray(_as_numba(x).copy_to_host())
     return None
 

@@ -1,1 +1,1 @@
-"""Device runtime: memory pool, cuBLAS/cuDNN bindings."""
+"""Device runtime (memory pool, cuBLAS/cuDNN bindings, RNN layout); below knetc.kernels: never imports it."""

@@ -7,7 +7,8 @@ to knetc's Numba kernels otherwise. Loading the library and creating descriptors
 without a GPU; anything needing a handle needs one.
 
 Every function this module (or a user of ``lib()``) calls has its ctypes signature declared
-in ``_SIGNATURES``; add new ones there. Errors raise ``CudnnError`` with cuDNN's own message.
+in ``_SIGNATURES``; add new ones there (cudnn_ops and cudnn_rnn declare theirs through
+``lib_with``). Errors raise ``CudnnError`` with cuDNN's own message.
 
 Example::
 
@@ -130,11 +131,29 @@ def lib():
             handle_ = getattr(loaded, "_handle_uint", None)
             cdll = (ctypes.CDLL(loaded.abs_path, handle=handle_) if handle_
                     else ctypes.CDLL(loaded.abs_path))
-            for name, (restype, argtypes) in _SIGNATURES.items():
-                fn = getattr(cdll, name)
-                fn.restype, fn.argtypes = restype, argtypes
+            _declare(cdll, _SIGNATURES)
             _lib = cdll
     return _lib
+
+
+def _declare(library, signatures):
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(library, name)
+        fn.restype, fn.argtypes = restype, argtypes
+
+
+_declared = set()  # ids of the signature tables declared by lib_with
+
+
+def lib_with(signatures):
+    """lib() with `signatures` ({name: (restype, argtypes)}) declared too, once per table:
+    how cudnn_ops and cudnn_rnn bind their functions. Example: ``lib_with(SIGNATURES)``"""
+    library = lib()
+    if id(signatures) not in _declared:
+        with _lock:
+            _declare(library, signatures)
+            _declared.add(id(signatures))
+    return library
 
 
 def loadable():

@@ -17,11 +17,11 @@ Example::
         cudnn_ops.pool_forward(x_dev, y_dev, (1, 2, 2), (0, 0, 0), (1, 2, 2), 0, 1, 1.0)
 """
 import ctypes
-import threading
 
 import numpy as np
 
 from . import cudnn
+from .cudnn import available  # noqa: F401 (callers ask this module)
 
 _p, _i, _d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _pp, _pi = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int)
@@ -53,26 +53,9 @@ SIGNATURES = {
 CUDNN_BATCHNORM_SPATIAL = 1  # per-channel statistics over N and the spatial axes
 CUDNN_BN_MIN_EPSILON = 1e-5
 
-_declared = False
-_lock = threading.Lock()
-
-
 def lib():
     """libcudnn with this module's signatures declared (no GPU needed). Raises if not installed."""
-    global _declared
-    library = cudnn.lib()
-    if not _declared:
-        with _lock:
-            for name, (restype, argtypes) in SIGNATURES.items():
-                fn = getattr(library, name)
-                fn.restype, fn.argtypes = restype, argtypes
-            _declared = True
-    return library
-
-
-def available():
-    """True when cuDNN can run here (a real GPU, the library, not the simulator)."""
-    return cudnn.available()
+    return cudnn.lib_with(SIGNATURES)
 
 
 def pool_supported(dtype):

@@ -1,29 +1,31 @@
-"""cuDNN's RNN v8 API on Numba device arrays, for knetc.kernels.rnn.
+"""cuDNN's RNN v8 API on Numba device arrays, for knetc.kernels.rnn_cuda.
 
 cudnnSetRNNDescriptor_v8, RNN data descriptors (time-major packed: knetc's x with
 batch_sizes), cudnnRNNForward, cudnnRNNBackwardData_v8 and cudnnRNNBackwardWeights_v8
 (the v6/v7 calls are gone in cuDNN 9). knetc's cell modes are cuDNN's cudnnRNNMode_t values
 (0 relu, 1 tanh, 2 lstm, 3 gru) and its weight vector is laid out as cuDNN's weight space
 (per pseudo-layer: input matrices, recurrent matrices, input biases, recurrent biases, gates
-in cuDNN's order), so the same Param serves both paths. `plan()` checks that layout against
-cudnnGetRNNWeightParams once per configuration and that cuDNN's reserve space fits in the
-part of knetc's packed forward vector that the Numba path uses for its saved gates; when
-either does not hold (or with dropout, which knetc draws itself), the routines in
-knetc.kernels.rnn use their Numba kernels instead.
+in cuDNN's order, see knetc.runtime.rnn_layout), so the same Param serves both paths.
+`plan()` chooses: it checks that layout against cudnnGetRNNWeightParams once per
+configuration and that cuDNN's reserve space fits in the part of knetc's packed forward
+vector that the Numba path uses for its saved gates; when either does not hold (or with
+dropout, which knetc draws itself, or without a GPU), it returns None and the routines in
+knetc.kernels.rnn_cuda use their Numba kernels instead.
 
 Loading the library and declaring signatures needs no GPU; everything with a handle does.
 
 Example::
 
-    if cudnn_rnn.available():
-        p = cudnn_rnn.plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, reserve_bytes)
+    p = cudnn_rnn.plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, dropout)
+    if p is not None:
+        cudnn_rnn.forward(p, w, x, h0, c0, out, 0, hy_at, cy_at, gates_at, lstm)
 """
 import ctypes
-import threading
 
 import numpy as np
 
-from . import cudnn
+from . import cudnn, rnn_layout
+from .cudnn import available
 
 _p, _i, _sz, _u32, _u64, _f = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint32,
                                ctypes.c_ulonglong, ctypes.c_float)
@@ -74,26 +76,9 @@ SIGNATURES = {
     "cudnnRNNBackwardWeights_v8": (_i, [_p, _p, _i, _p, _p, _p, _p, _p, _p, _p, _sz, _p, _sz, _p, _sz, _p]),
 }
 
-_declared = False
-_lock = threading.Lock()
-
-
 def lib():
     """libcudnn with this module's signatures declared (no GPU needed). Raises if not installed."""
-    global _declared
-    library = cudnn.lib()
-    if not _declared:
-        with _lock:
-            for name, (restype, argtypes) in SIGNATURES.items():
-                fn = getattr(library, name)
-                fn.restype, fn.argtypes = restype, argtypes
-            _declared = True
-    return library
-
-
-def available():
-    """True when cuDNN can run here (a real GPU, the library, not the simulator)."""
-    return cudnn.available()
+    return cudnn.lib_with(SIGNATURES)
 
 
 def seq_lengths(batch_sizes):
@@ -149,12 +134,16 @@ class Plan:
 _plans = {}
 
 
-def plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, reserve_room_bytes):
-    """The cuDNN plan for this configuration, or None when cuDNN cannot serve it (its
-    weight layout differs from knetc's, or its reserve space does not fit in
-    `reserve_room_bytes`). Cached per configuration. Needs a GPU."""
+def plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, dropout):
+    """The cuDNN plan for this call, or None when cuDNN cannot serve it: with dropout, without
+    a GPU and cuDNN, when its weight layout differs from knetc's or its reserve space does not
+    fit where the Numba path keeps its saved gates. Cached per configuration."""
+    if dropout > 0 or not available():
+        return None
     from numba import cuda
     dtype = np.dtype(x.dtype)
+    offsets = rnn_layout.packed_offsets(mode, x.shape[0], h0.shape[1], hidden, layers, dirs, dropout)
+    reserve_room_bytes = (offsets[5] - offsets[4]) * dtype.itemsize
     key = (mode, x.shape[1], hidden, layers, dirs, bool(skip), tuple(batch_sizes), dtype.str, int(reserve_room_bytes))
     if key in _plans:
         return _plans[key]
@@ -182,26 +171,19 @@ def plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, reserve_room_b
 
 def _layout_matches(h, rd, w, mode, X, H, layers, dirs, skip):
     """cudnnGetRNNWeightParams' addresses equal knetc's offsets for every matrix and bias."""
-    from knetc.kernels import rnn as K
     itemsize = np.dtype(w.dtype).itemsize
     base = cudnn.device_pointer(w)
-    ng = int(K.ngates(mode))
     md, bd = cudnn.Descriptor("Tensor"), cudnn.Descriptor("Tensor")
     for p in range(layers * dirs):
-        w_at, r_at, bw_at, br_at = K.weight_offsets(mode, X, H, layers, dirs, skip, p)
-        for lin in range(2 * ng):
+        for lin in range(2 * rnn_layout.ngates(mode)):
             maddr, baddr = ctypes.c_void_p(), ctypes.c_void_p()
             cudnn.check(lib().cudnnGetRNNWeightParams(h, rd, p, w.size * itemsize, base, lin, md, ctypes.byref(maddr),
                                                       bd, ctypes.byref(baddr)), "cudnnGetRNNWeightParams")
-            gate = lin % ng
-            if lin < ng:
-                want_m = None if (skip and p < dirs) else w_at + gate * H * (X if p < dirs else dirs * H)
-                want_b = bw_at + gate * H
-            else:
-                want_m, want_b = r_at + gate * H * H, br_at + gate * H
-            if want_m is not None and (maddr.value or 0) != base + want_m * itemsize:
+            matrix = rnn_layout.param_location(mode, X, H, layers, dirs, skip, p, lin, 0)
+            bias = rnn_layout.param_location(mode, X, H, layers, dirs, skip, p, lin, 1)
+            if matrix is not None and (maddr.value or 0) != base + matrix[0] * itemsize:
                 return False
-            if (baddr.value or 0) != base + want_b * itemsize:
+            if (baddr.value or 0) != base + bias[0] * itemsize:
                 return False
     return True
 

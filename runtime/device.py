@@ -1,4 +1,5 @@
-"""Tiny device probes: is the CUDA simulator on, is there a GPU to run kernels on.
+"""Tiny device probes: is the CUDA simulator on, is there a GPU to run kernels on, is this a
+device array.
 
 Example: ``if gpu_available(): run_cuda_path() else: run_cpu_path()``
 """
@@ -40,3 +41,9 @@ def gpu_available():
 def real_gpu_available():
     """True only for a real CUDA device (the simulator does not count): what target="auto" uses."""
     return gpu_available() and not simulator_active()
+
+
+def is_device_array(x):
+    """True for CUDA arrays: anything with __cuda_array_interface__, or a simulator array.
+    Example: ``is_device_array(numba.cuda.to_device(np.zeros(3)))  # True``"""
+    return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)

@@ -332,25 +332,27 @@ def test_pytorch_oracle(typ, layers, bi):
 
 def _packed_cpu_and_cuda(typ, layers, bi, skip, sizes, rng):
     from numba import cuda
-    from knetc.kernels import rnn as K
+    from knetc.kernels.rnn_cpu import rnn_backward_cpu
+    from knetc.kernels.rnn_cuda import rnn_backward_cuda, rnn_forward_cuda
     from knetc.ops.rnn import rnn_forward
+    from knetc.runtime.rnn_layout import MODES
     X = H = 3
     r = make(typ, layers, bi, X=X, H=H, skip=skip)
     randomize(r, rng)
     N, B, LD = sum(sizes), sizes[0], layers * (2 if bi else 1)
     w = r.w.value
     x, h0, c0 = rng.standard_normal((N, X)), rng.standard_normal((LD, B, H)), rng.standard_normal((LD, B, H))
-    p = dict(mode=K.MODES[typ], hidden=H, layers=layers, dirs=2 if bi else 1, skip=skip,
+    p = dict(mode=MODES[typ], hidden=H, layers=layers, dirs=2 if bi else 1, skip=skip,
              batch_sizes=tuple(sizes), dropout=0.0)
     packed = rnn_forward(w, x, h0, c0, **p)
     dpacked = rng.standard_normal(packed.shape)
     grads = np.empty(w.size + x.size + 2 * h0.size)
-    K.rnn_backward_cpu(w, x, h0, c0, packed, dpacked, grads, **p)
+    rnn_backward_cpu(w, x, h0, c0, packed, dpacked, grads, **p)
     dev = [cuda.to_device(a) for a in (w, x, h0, c0)]
     out = cuda.device_array(packed.shape)
-    K.rnn_forward_cuda(*dev, out, **p)
+    rnn_forward_cuda(*dev, out, **p)
     gout = cuda.device_array(grads.shape)
-    K.rnn_backward_cuda(*dev, out, cuda.to_device(dpacked), gout, **p)
+    rnn_backward_cuda(*dev, out, cuda.to_device(dpacked), gout, **p)
     return packed, out.copy_to_host(), grads, gout.copy_to_host()
 
 
@@ -382,7 +384,7 @@ def test_compiled_cuda_equals_eager_under_simulator():
 
 def test_cuda_kernels_compile_to_ptx_sm90():
     from ptx import compile_ptx
-    import knetc.kernels.rnn as K
+    import knetc.kernels.rnn_cuda as K
     kernels = {}
     for t in ("float32", "float64"):
         a1, a2 = f"{t}[::1]", f"{t}[:, ::1]"
@@ -429,7 +431,7 @@ def test_cudnn_matches_cpu_on_gpu(typ, layers, bi, sizes):
     from knetc.runtime import cudnn_rnn
     assert cudnn_rnn.available()
     packed, packed_cuda, grads, grads_cuda = _packed_cpu_and_cuda(typ, layers, bi, False, sizes, np.random.default_rng(10))
-    from knetc.kernels.rnn import MODES, packed_offsets
+    from knetc.runtime.rnn_layout import MODES, packed_offsets
     N, B = sum(sizes), sizes[0]
     used = packed_offsets(MODES[typ], N, B, 3, layers, 2 if bi else 1, 0.0)[2]  # y | hy | cy
     np.testing.assert_allclose(packed_cuda[:used], packed[:used], rtol=1e-9, atol=1e-11)
@@ -437,11 +439,11 @@ def test_cudnn_matches_cpu_on_gpu(typ, layers, bi, sizes):
 
 
 def test_float32_gate_nonlinearities_are_accurate():
-    from knetc.kernels.rnn import _sigm_block, _tanh_block
+    from knetc.kernels.rnn_cpu import _sigm_range, _tanh_block
     x = np.linspace(-30, 30, 100001)
     t, s = x.astype(np.float32)[None].copy(), x.astype(np.float32)[None].copy()
     _tanh_block(t, 0, x.size)
-    _sigm_block(s, 0, x.size)
+    _sigm_range(s[0], 0, x.size)
     assert t.dtype == np.float32
     np.testing.assert_allclose(t[0], np.tanh(x), rtol=0, atol=5e-7)
     np.testing.assert_allclose(s[0], 1 / (1 + np.exp(-x)), rtol=0, atol=5e-7)

@@ -14,6 +14,7 @@ products have no GEMM and are refused at generation time.
 import numpy as np
 
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
+from ..runtime.device import is_device_array
 from .expressions import KernelBody, helper_imports, numba_type
 from .names import Names, call_expression, physical_shape, routine_imports
 
@@ -198,11 +199,6 @@ def _install_pool():
         if enabled("memory"):
             pool.get_pool().on_event = lambda kind, nbytes: report("memory", f"{kind} {nbytes} bytes")
         _pool_installed = True
-
-
-def is_device_array(a):
-    """True for CUDA arrays: anything with __cuda_array_interface__ (or a simulator array)."""
-    return hasattr(a, "__cuda_array_interface__") or getattr(a, "__cuda_ndarray__", False)
 
 
 def to_device(a, shape):

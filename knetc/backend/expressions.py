@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from ..ir.core import Var
+from .names import import_alias
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
                "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
@@ -38,6 +39,10 @@ def const(value, dtype):
 
 _REDUCE_STEP = {"reduce_sum": "{acc} += {v}", "reduce_prod": "{acc} *= {v}",
                 "reduce_max": "{acc} = max({acc}, {v})", "reduce_min": "{acc} = min({acc}, {v})"}
+# Floating max/min propagate NaN, as numpy's (Python's max(acc, nan) keeps acc): a NaN entry
+# takes the accumulator, and no later entry compares greater than it.
+_FLOAT_REDUCE_STEP = {"reduce_max": "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}",
+                      "reduce_min": "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}"}
 
 
 def _reduce_start(kind, dtype):
@@ -75,13 +80,7 @@ class _Context:
         k.call("knetc.kernels.special:digamma", x) -> "special_digamma(x)"."""
         if self.helpers is not None:
             self.helpers.add(path)
-        return f"{helper_alias(path)}({', '.join(args)})"
-
-
-def helper_alias(path):
-    """The name a generated module binds the helper "package.module:function" to."""
-    module, function = path.split(":")
-    return f"{module.rsplit('.', 1)[-1]}_{function}"
+        return f"{import_alias(path)}({', '.join(args)})"
 
 
 def helper_imports(schedule, target):
@@ -102,7 +101,7 @@ def helper_imports(schedule, target):
     lines = []
     for path in sorted(paths):
         module, function = path.split(":")
-        lines.append(f"from {module} import {function}_{target} as {helper_alias(path)}  # {_source_digest(module)}")
+        lines.append(f"from {module} import {function}_{target} as {import_alias(path)}  # {_source_digest(module)}")
     return lines
 
 
@@ -227,7 +226,12 @@ class KernelBody:
         v = self.value(x, inner_index)
         if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
             v = f"{numba_type(dtype)}({v})"
-        block["lines"].append(_REDUCE_STEP[kind].format(acc=accumulator, v=v))
+        step = _REDUCE_STEP[kind]
+        if kind in _FLOAT_REDUCE_STEP and np.issubdtype(np.dtype(dtype), np.floating):
+            entry = self._fresh()  # the template reads the entry three times
+            block["lines"].append(f"{entry} = {v}")
+            v, step = entry, _FLOAT_REDUCE_STEP[kind]
+        block["lines"].append(step.format(acc=accumulator, v=v))
         self.blocks.pop()
         lines, indent = [], ""
         for a, var in loop_vars.items():

@@ -33,8 +33,9 @@ class Names:
         return seen
 
 
-def routine_alias(path):
-    """The name a generated module binds a library routine "package.module:function" to."""
+def import_alias(path):
+    """The name a generated module binds "package.module:function" to (a library routine
+    or a scalar helper): "knetc.kernels.special:digamma" -> "special_digamma"."""
     module, function = path.split(":")
     return f"{module.rsplit('.', 1)[-1]}_{function}"
 
@@ -46,7 +47,7 @@ def routine_imports(schedule, target):
         if type(step).__name__ == "Call":
             path = step.eqn.op.lowering[target]
             module, function = path.split(":")
-            lines.add(f"from {module} import {function} as {routine_alias(path)}")
+            lines.add(f"from {module} import {function} as {import_alias(path)}")
     return sorted(lines)
 
 
@@ -55,4 +56,4 @@ def call_expression(step, names, target):
     args = [names.arg(x) if isinstance(x, Var) else repr(x) for x in step.eqn.inputs]
     args.append(names.arg(step.out))
     args += [f"{key}={value!r}" for key, value in step.eqn.params.items()]
-    return f"{routine_alias(step.eqn.op.lowering[target])}({', '.join(args)})"
+    return f"{import_alias(step.eqn.op.lowering[target])}({', '.join(args)})"

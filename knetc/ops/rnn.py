@@ -4,56 +4,39 @@ cells, several layers, bidirectional, variable-length batches, dropout between l
     rnn = kn.RNN(28, 64, rnn_type="lstm", num_layers=2)
     y = rnn(x)                      # x (T, B, 28) -> y (T, B, 64); rnn.h, rnn.c (2, B, 64)
 
-The whole sequence runs in one library routine (knetc.kernels.rnn, a "call" op): the time
-loop stays a loop in compiled code. Its result is one packed vector (y | hy | cy | what
-backpropagation needs) from which y, hy and cy are sliced; the adjoint is another call
-(backpropagation through time) whose packed result is sliced into dw, dx, dh0 and dc0.
+The whole sequence runs in one library routine (knetc.kernels.rnn_cpu and rnn_cuda, a
+"call" op): the time loop stays a loop in compiled code. Its result is one packed vector
+(y | hy | cy | what backpropagation needs) from which y, hy and cy are sliced; the adjoint
+is another call (backpropagation through time) whose packed result is sliced into dw, dx,
+dh0 and dc0.
 
 The weights are one Param vector `rnn.w` laid out as cuDNN lays out its weight space (see
-knetc.kernels.rnn), so `rnnparam` returns views into it.
+knetc.runtime.rnn_layout), so `rnnparam` returns views into it.
 """
 import numbers
 
 import numpy as np
 
 from ..errors import ShapeError
+from ..runtime.rnn_layout import MODES, ngates, packed_offsets, param_location, weight_size
 from .core import Aval, Op, aval_of, register
 from .shape import reshape
 
 __all__ = ["RNN", "rnnparam", "rnnparams"]
 
-_K = "knetc.kernels.rnn:"
+_CPU, _CUDA = "knetc.kernels.rnn_cpu:", "knetc.kernels.rnn_cuda:"
 
 
 def _kernels():
-    from knetc.kernels import rnn  # imported lazily: numba compiles on first use
-    return rnn
-
-
-def _ngates(mode):
-    return {0: 1, 1: 1, 2: 4, 3: 3}[mode]
-
-
-def _packed_size(mode, N, B, H, layers, dirs, dropout):
-    dh = dirs * H
-    return (N * dh + 2 * layers * dirs * B * H + (layers - 1) * N * dh * (2 if dropout > 0 else 1)
-            + layers * dirs * N * (_ngates(mode) + 1) * H)
-
-
-def _weight_size(mode, X, H, layers, dirs, skip):
-    g = _ngates(mode) * H
-    total = 0
-    for layer in range(layers):
-        xin = X if layer == 0 else dirs * H
-        total += dirs * ((0 if (skip and layer == 0) else g * xin) + g * H + 2 * g)
-    return total
+    from knetc.kernels import rnn_cpu  # imported lazily: numba compiles on first use
+    return rnn_cpu
 
 
 # ----------------------------------------------------------------------------- ops
 def _check(w, x, h0, c0, mode, hidden, layers, dirs, skip, batch_sizes):
     N, X = x.shape
     B = h0.shape[1]
-    if w.shape != (_weight_size(mode, X, hidden, layers, dirs, skip),):
+    if w.shape != (weight_size(mode, X, hidden, layers, dirs, skip),):
         raise ShapeError(f"rnn: weights {w} do not fit an input size of {X}")
     for name, a in (("x", x), ("h", h0), ("c", c0)):
         if a.dtype != w.dtype:
@@ -66,8 +49,8 @@ def _check(w, x, h0, c0, mode, hidden, layers, dirs, skip, batch_sizes):
 
 def _forward_rule(w, x, h0, c0, mode, hidden, layers, dirs, skip, batch_sizes, dropout):
     _check(w, x, h0, c0, mode, hidden, layers, dirs, skip, batch_sizes)
-    size = _packed_size(mode, x.shape[0], h0.shape[1], hidden, layers, dirs, dropout)
-    return Aval((size,), w.dtype)
+    total = packed_offsets(mode, x.shape[0], h0.shape[1], hidden, layers, dirs, dropout)[5]
+    return Aval((total,), w.dtype)
 
 
 def _contiguous(*arrays):
@@ -113,11 +96,11 @@ def _gradient_part(index):
 
 rnn_forward = register(Op(
     "rnn_forward", _forward_rule, _forward_impl, tuple(_gradient_part(i) for i in range(4)), "call",
-    lowering={"cpu": _K + "rnn_forward_cpu", "cuda": _K + "rnn_forward_cuda"}))
+    lowering={"cpu": _CPU + "rnn_forward_cpu", "cuda": _CUDA + "rnn_forward_cuda"}))
 
 rnn_backward = register(Op(
     "rnn_backward", _backward_rule, _backward_impl, (None,) * 6, "call",
-    lowering={"cpu": _K + "rnn_backward_cpu", "cuda": _K + "rnn_backward_cuda"}))
+    lowering={"cpu": _CPU + "rnn_backward_cpu", "cuda": _CUDA + "rnn_backward_cuda"}))
 
 
 def _slice_rule(packed, start, shape, head):
@@ -144,12 +127,12 @@ rnn_slice = register(Op(
     "rnn_slice", _slice_rule,
     lambda packed, start, shape, head: np.asarray(packed)[start:start + int(np.prod(shape))].reshape(shape).copy(),
     (lambda dy, y, packed, start, shape, head: rnn_embed(dy, start=start, size=head),), "call",
-    lowering={"cpu": _K + "rnn_slice_cpu", "cuda": _K + "rnn_slice_cuda"}))
+    lowering={"cpu": _CPU + "rnn_slice_cpu", "cuda": _CUDA + "rnn_slice_cuda"}))
 
 rnn_embed = register(Op(
     "rnn_embed", _embed_rule, _embed_impl,
     (lambda dy, y, part, start, size: rnn_slice(dy, start=start, shape=aval_of(part).shape, head=size),), "call",
-    lowering={"cpu": _K + "rnn_embed_cpu", "cuda": _K + "rnn_embed_cuda"}))
+    lowering={"cpu": _CPU + "rnn_embed_cpu", "cuda": _CUDA + "rnn_embed_cuda"}))
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -164,9 +147,6 @@ def _ones(*a):
 def _xavier(*a):
     from ..train.init import xavier
     return xavier(*a)
-
-
-_TYPES = {"relu": 0, "tanh": 1, "lstm": 2, "gru": 3}
 
 
 class _Config:
@@ -220,8 +200,8 @@ class RNN:
                  winit=_xavier, binit=_zeros, finit=_ones, atype=None):
         from ..autograd import Param
         from ..train.init import _converter
-        if rnn_type not in _TYPES:
-            raise ValueError(f"RNN: rnn_type must be one of {sorted(_TYPES)}, got {rnn_type!r}")
+        if rnn_type not in MODES:
+            raise ValueError(f"RNN: rnn_type must be one of {sorted(MODES)}, got {rnn_type!r}")
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"RNN: {name} must be a positive integer, got {v!r}")
@@ -236,12 +216,12 @@ class RNN:
         self.h, self.c = h, c
         convert = _converter(atype)
         dtype = convert(np.zeros(1)).dtype
-        w = np.zeros(_weight_size(self._mode, self.input_size, self.hidden_size, self.num_layers,
-                                  self._dirs, self.skip_input), dtype)
+        w = np.zeros(weight_size(self._mode, self.input_size, self.hidden_size, self.num_layers,
+                                 self._dirs, self.skip_input), dtype)
         self.w = Param(w)
         lstm = rnn_type == "lstm"
         for layer in range(self.num_layers * self._dirs):
-            for id in range(2 * _ngates(self._mode)):
+            for id in range(2 * ngates(self._mode)):
                 m = rnnparam(self, layer, id, 0)
                 if m is not None:
                     m[...] = winit(dtype, *m.shape)
@@ -261,7 +241,7 @@ class RNN:
 
     @property
     def _mode(self):
-        return _TYPES[self.rnn_type]
+        return MODES[self.rnn_type]
 
     @property
     def _dirs(self):
@@ -297,12 +277,13 @@ class RNN:
         x2 = x if xa.shape == (N, X) else reshape(x, shape=(N, X))
         packed = rnn_forward(self.w, x2, h0, c0, **params)
         DH = self._dirs * H
-        head = N * DH + 2 * LD * B * H  # y | hy | cy
+        # the packed vector starts y | hy | cy: `head` elements
+        hy_at, cy_at, head = packed_offsets(self._mode, N, B, H, self.num_layers, self._dirs, dropout)[:3]
         y = rnn_slice(packed, start=0, shape=xa.shape[:-1] + (DH,) if batch_sizes is None else (N, DH), head=head)
         if self.h is not None:
-            self.h = rnn_slice(packed, start=N * DH, shape=shape, head=head)
+            self.h = rnn_slice(packed, start=hy_at, shape=shape, head=head)
         if self.c is not None and self.rnn_type == "lstm":
-            self.c = rnn_slice(packed, start=N * DH + LD * B * H, shape=shape, head=head)
+            self.c = rnn_slice(packed, start=cy_at, shape=shape, head=head)
         return y
 
     def _state(self, s, name, shape, dtype):
@@ -329,7 +310,7 @@ def rnnparam(r, layer, id, param):
     >>> rnnparam(kn.RNN(3, 5), 0, 1, 1)   # the forget-gate input bias, ones
     """
     mode, X, H, D = r._mode, r.input_size, r.hidden_size, r._dirs
-    ng = _ngates(mode)
+    ng = ngates(mode)
     if not 0 <= layer < r.num_layers * D:
         raise ValueError(f"rnnparam: layer must be in 0..{r.num_layers * D - 1}, got {layer}")
     if not 0 <= id < 2 * ng:
@@ -337,34 +318,15 @@ def rnnparam(r, layer, id, param):
     if param not in (0, 1):
         raise ValueError(f"rnnparam: param must be 0 (matrix) or 1 (bias), got {param}")
     from ..autograd import value_of
-    w = value_of(r.w)
-    g = ng * H
-    start = 0
-    for q in range(layer):
-        start += _pseudo_size(mode, X, H, D, r.skip_input, q // D)
-    xin = X if layer < D else D * H
-    w_len = 0 if (r.skip_input and layer < D) else g * xin
-    gate, hidden = id % ng, id >= ng
-    if param == 1:
-        at = start + w_len + g * H + (g if hidden else 0) + gate * H
-        return w[at:at + H]
-    if hidden:
-        at = start + w_len + gate * H * H
-        return w[at:at + H * H].reshape(H, H)
-    if w_len == 0:
+    location = param_location(mode, X, H, r.num_layers, D, r.skip_input, layer, id, param)
+    if location is None:
         return None
-    at = start + gate * H * xin
-    return w[at:at + H * xin].reshape(H, xin)
-
-
-def _pseudo_size(mode, X, H, D, skip, layer):
-    g = _ngates(mode) * H
-    xin = X if layer == 0 else D * H
-    return (0 if (skip and layer == 0) else g * xin) + g * H + 2 * g
+    at, shape = location
+    return value_of(r.w)[at:at + int(np.prod(shape))].reshape(shape)
 
 
 def rnnparams(r):
     """All of r's matrices (sorted by layer, id), then all its biases: a list of views."""
     n = r.num_layers * r._dirs
-    ids = range(2 * _ngates(r._mode))
+    ids = range(2 * ngates(r._mode))
     return [rnnparam(r, l, i, 0) for l in range(n) for i in ids] + [rnnparam(r, l, i, 1) for l in range(n) for i in ids]
