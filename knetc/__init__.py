@@ -24,6 +24,8 @@ from .ops.normalization import *  # noqa: F401,F403  batchnorm, dropout
 from .ops.rnn import *  # noqa: F401,F403  RNN
 from .knetarray import *  # noqa: F401,F403  KnetArray, cpucopy, gpucopy
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
+from .autograd import primitive, zerograd  # noqa: F401
+from .gradcheck import gcheck, gradcheck  # noqa: F401
 from .compiler import compile, CompiledFunction  # noqa: F401,E402
 from .report import stats  # noqa: F401,E402
 from .inspection import inspect  # noqa: F401,E402

@@ -1,10 +1,11 @@
 """Eager reverse mode on a tape, as Knet's AutoGrad: Param, diff, grad, gradloss, value, params.
 
 Ops applied to Params inside `diff` are recorded on a tape; `grad` runs the tape backwards
-with the op table's adjoint rules. Tapes nest: the adjoint rules are themselves ops, so a
-backward pass run while an outer `diff` is active is recorded there (higher-order
-gradients). Each op sees its arguments at one tape level: `_ceiling` is the level being
-recorded, and a Param resolves to the innermost active tape below it.
+with the op table's adjoint rules. A tape is a trace on the context's stack
+(knetc/context.py). Tapes nest: the adjoint rules are themselves ops, so a backward pass
+run while an outer `diff` is active is recorded there (higher-order gradients). Each op
+sees its arguments at one tape level: `_ceiling` is the level being recorded, and a Param
+resolves to the innermost tape below it.
 """
 import functools
 import operator
@@ -12,14 +13,15 @@ import types
 
 import numpy as np
 
-from .ir import core as _ir_core  # noqa: F401  (installs the IR handler, HANDLERS[2], wrapped below)
-from .ops.core import HANDLERS, Op, aval_of, bind, priority
+from . import context, pytree
+from .context import training, value_of  # noqa: F401  (kn.training; value_of for the layers above)
+from .errors import CompileError, ShapeError, format_error, user_frame
+from .ir.core import Builder, Var, current_builder
+from .ops.core import OPS, Op, aval_of, bind
 from .ops.elementwise import add, broadcast_to, unbroadcast
 from .ops.methods import ArrayMethods
-from . import pytree
 
-_TAPES = []  # active tapes, outermost first
-_ceiling = float("inf")
+_ceiling = float("inf")  # the level being recorded: tapes at or above it do not see the op
 
 
 class _Recordable(ArrayMethods):
@@ -60,7 +62,6 @@ class _Recordable(ArrayMethods):
         # numpy builds a plain array from a list of recorded values (np.sum([a, b]),
         # np.array([...])) through here: that would silently drop the gradient.
         if _tape_of(self) is not None:
-            from .errors import format_error, user_frame
             raise TypeError(format_error(
                 f"a {type(self).__name__} recorded by kn.diff cannot become a numpy array: its gradient "
                 "would be lost. Join recorded values with kn.cat / np.concatenate / np.stack (e.g. "
@@ -75,7 +76,7 @@ class Param(_Recordable):
 
     Acts like its value (operators, numpy functions); `w.value` is the array, `w.opt` the
     optimizer state used by the training functions."""
-    _knetc_priority = 1
+    _knetc_kind = "boxed"  # (knetc/context.py)
 
     def __init__(self, value, opt=None):
         if isinstance(value, (list, tuple, int, float)):  # Param([1, 2, 3]) as in Knet
@@ -93,7 +94,7 @@ class Param(_Recordable):
 @pytree.register_leaf_type
 class Tracked(_Recordable):
     """A value recorded on a tape (Knet's Result; `diff` returns one)."""
-    _knetc_priority = 1
+    _knetc_kind = "boxed"
     __slots__ = ("value", "tape", "node")
 
     def __init__(self, value, tape, node):
@@ -132,12 +133,12 @@ class CallNode(Node):
         return self.function(dy)
 
 
-class Tape:
-    """One `diff`'s record. `recording`: only tapes made by `diff` record; a bare Tape(level)
-    (the compiler's marker that makes `training()` true while tracing) records nothing."""
+class Tape(context.Trace):
+    """One `diff`'s record: a trace on the context's stack owning the values recorded on it
+    and, when it is the innermost tape below the ceiling, the Params."""
 
-    def __init__(self, level, recording=False):
-        self.level, self.nodes, self.active, self.recording = level, [], True, recording
+    def __init__(self):
+        self.nodes, self.active = [], True
         self.leaves = {}  # id(param) -> Tracked: each Param's entry on this tape
         self.params = []
         self.gradients = None  # node -> gradient, filled by the first `grad`
@@ -150,29 +151,30 @@ class Tape:
             self.params.append(param)
         return tracked
 
+    def owns(self, x):
+        return _tape_of(x) is self
+
+    def process(self, op, args, params):
+        return _record(self, op, args, params)
+
 
 def _tape_of(x):
     """The tape on which x is to be recorded now, or None."""
     if isinstance(x, Tracked):
         return x.tape if x.tape.active and x.tape.level < _ceiling else None
     if isinstance(x, Param):
-        below = [t for t in _TAPES if t.level < _ceiling and t.recording]
+        below = [t for t in context.stack_of(Tape) if t.level < _ceiling]
         return below[-1] if below else None
     return None
 
 
-def value_of(x):
-    """The plain array inside any nesting of Params and taped values."""
-    while isinstance(x, (Param, Tracked)):
-        x = x.value
-    return x
+def recording():
+    """Is a `diff` recording now (a tape on the stack)?"""
+    return bool(context.stack_of(Tape))
 
 
-def _record(op, args, params):
-    tapes = [t for t in map(_tape_of, args) if t is not None]
-    if not tapes:  # only finished tapes or no tape at all: plain evaluation
-        return bind(op, *[_untracked(a) for a in args], **params)
-    tape = max(tapes, key=lambda t: t.level)
+def _record(tape, op, args, params):
+    """Record op on the tape; its inner values are bound below the tape's level."""
     inputs, parents = [], []
     for a in args:
         if _tape_of(a) is tape:
@@ -188,13 +190,6 @@ def _record(op, args, params):
     return Tracked(output, tape, node)
 
 
-def _untracked(x):
-    # A value of a finished tape is a constant now; Params with no tape are their values.
-    while isinstance(x, (Param, Tracked)) and _tape_of(x) is None:
-        x = x.value
-    return x
-
-
 def _at_level(level, fn, *args, **kw):
     global _ceiling
     saved, _ceiling = _ceiling, level
@@ -202,21 +197,6 @@ def _at_level(level, fn, *args, **kw):
         return fn(*args, **kw)
     finally:
         _ceiling = saved
-
-
-HANDLERS[1] = _record
-
-
-def _emit_or_record(op, args, params, emit=HANDLERS[2]):
-    """IR values meeting taped values (`kn.grad` called inside compiled code): the tape
-    records the op first, then its inner values emit IR; the tape's backward pass then emits
-    the gradient equations too, so the compiled program contains the whole gradient."""
-    if any(priority(a) == 1 for a in args):
-        return _record(op, args, params)
-    return emit(op, args, params)
-
-
-HANDLERS[2] = _emit_or_record
 
 
 def record_call(outputs_value, args, backward):
@@ -239,12 +219,6 @@ def active_tape_levels(args):
     return {t.level for t in map(_tape_of, args) if t is not None}
 
 
-def training():
-    """True while `diff` is recording (inside a training step), e.g. to apply dropout only then:
-    `kn.training()  # False here; True inside kn.diff(loss, ...)`."""
-    return bool(_TAPES)
-
-
 def diff(f, *args, **kwargs):
     """Evaluate f(*args, **kwargs) recording operations on Params; `grad(result, param)` then
     gives gradients. As Knet's `@diff`:
@@ -252,12 +226,11 @@ def diff(f, *args, **kwargs):
     >>> x = Param(np.array([1., 2., 3.])); y = diff(lambda: kn.sum(x * x)); grad(y, x)
     array([2., 4., 6.])
     """
-    tape = Tape(len(_TAPES), recording=True)
-    _TAPES.append(tape)
+    tape = Tape()
     try:
-        y = f(*args, **kwargs)
+        with context.pushed(tape), context.mode(training=True):
+            y = f(*args, **kwargs)
     finally:
-        _TAPES.pop()
         tape.active = False
     if isinstance(y, Tracked) and y.tape is tape:
         return y
@@ -319,10 +292,9 @@ def grad(y_or_f, x=None, argnum=0):
 def _on_device_of(g, w):
     """A gradient lives where its weight does: a KnetArray weight gets a KnetArray gradient even
     when no device value reached it (d sum(w * x)/dw is the host array x)."""
-    if g is None or priority(w) <= priority(g):
+    if g is None or context.kind(w) != "device" or context.kind(g) is not None:
         return g
-    from .knetarray import KnetArray
-    return KnetArray(np.asarray(g)) if isinstance(w, KnetArray) else g
+    return type(w)(np.asarray(g))  # (a KnetArray)
 
 
 def gradloss(f, argnum=0):
@@ -430,7 +402,6 @@ class Primitive:
         return self.fn(*args, **kwargs)
 
     def _decompose(self, *args, **kwargs):
-        from .errors import ShapeError
         try:
             out = self.fn(*args, **kwargs)
         except ShapeError:
@@ -438,7 +409,6 @@ class Primitive:
         except Exception as error:
             raise self._not_compilable(error) from None
         if isinstance(out, np.ndarray):  # a constant result
-            from .ir.core import current_builder
             out = current_builder().constant(out)
         return out
 
@@ -457,9 +427,7 @@ class Primitive:
 
     def _abstract_result(self, avals, kwargs):
         """The result's shape and dtype: run the body on IR values (nothing is computed)."""
-        from .errors import ShapeError
-        from .ir.core import _BUILDERS, Builder, Var
-        compiling = bool(_BUILDERS)
+        compiling = context.compiling()
         try:
             with Builder():
                 out = self.fn(*[Var(a) for a in avals], **kwargs)
@@ -477,7 +445,6 @@ class Primitive:
         return aval if aval.dtype is not None else aval._replace(dtype=np.dtype(np.float64))
 
     def _not_compilable(self, error):
-        from .errors import CompileError
         message = error.message if isinstance(error, CompileError) else f"{type(error).__name__}: {error}"
         return CompileError(f"primitive {self.__name__}: its body must be written with knetc ops "
                             f"(kn.*, operators, numpy ufuncs on arrays) to be compiled: {message}")
@@ -514,7 +481,6 @@ def _fit(g, shape, name, i):
         return broadcast_to(g, shape=tuple(shape))
     if common == g_shape:
         return unbroadcast(g, shape)
-    from .errors import ShapeError
     raise ShapeError(f"primitive {name}: the gradient rule for argument {i} returned shape {g_shape} "
                      f"for an argument of shape {tuple(shape)}")
 
@@ -525,7 +491,6 @@ _USER_OP_NAMES = set()
 
 def _unique_op_name(name):
     # Op names must be unique: common subexpression elimination compares them.
-    from .ops.core import OPS
     candidate, n = name, 1
     while candidate in OPS or candidate in _USER_OP_NAMES:
         n += 1

@@ -1,15 +1,16 @@
 """`@knetc.compile`: specialize a function on its arguments' structure, shapes and dtypes,
 then translate (front end), differentiate (ad), optimise and fuse (ir), generate and load
 kernels (backend). A specialization is reused for arguments of the same signature."""
+import contextlib
 import functools
 
 import time
 
 import numpy as np
 
-from . import pytree
+from . import context, pytree
 from .ad.reverse import adjoint_program, split
-from .autograd import Param, Tracked, active_tape_levels, record_call, value_of
+from .autograd import Param, Tape, Tracked, active_tape_levels, grad, gradloss, record_call, recording, value_of
 from .frontend import is_array, trace
 from .ir.fuse import fuse
 from .ir.passes import optimize
@@ -112,21 +113,21 @@ class Executable:
 class LabelChecks:
     """The range checks of nll/accuracy labels (the `checked_labels` op) that a program must
     make before its kernels run, since a kernel cannot raise: each on the input array the
-    labels come from, through views (reshape, transpose, static slices: a slice's whole source
-    is checked). Labels fixed at compile time are checked now; labels computed inside the
-    function cannot be checked before the run and are refused."""
-    VIEWS = ("reshape", "transpose", "index_static", "broadcast_to")
+    labels come from, through ops whose entries are their input's (Op.entries_of_input:
+    reshape, transpose, static slices, broadcasts; a slice's whole source is checked).
+    Labels fixed at compile time are checked now; labels computed inside the function cannot
+    be checked before the run and are refused."""
 
     def __init__(self, program):
         from .errors import CompileError
-        from .ops.nn import check_label_values
+        from .ops.nn import check_label_values, checked_labels
         self.check, self.checks = check_label_values, []
         producers = {eqn.out: eqn for eqn in program.eqns}
         for eqn in program.eqns:
-            if eqn.op.name != "checked_labels":
+            if eqn.op is not checked_labels:
                 continue
             source = eqn.inputs[0]
-            while source in producers and producers[source].op.name in self.VIEWS:
+            while source in producers and producers[source].op.entries_of_input:
                 source = producers[source].inputs[0]
             if source in program.constants:
                 self.check(program.constants[source], **eqn.params)
@@ -161,7 +162,7 @@ def _numba_cache_counts(module):
 
 def _state_constants(program):
     """Positions, among the executable's constants, of the arrays ops update in place."""
-    state = {eqn.inputs[i] for eqn in program.eqns for i in getattr(eqn.op, "state_inputs", ())}
+    state = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
     constants = [var for var in program.constants if var not in program.inputs]
     return [j for j, var in enumerate(constants) if var in state]
 
@@ -361,10 +362,10 @@ class CompiledFunction:
         def gradient(*args, **kwargs):
             leaves, treedef = pytree.flatten((args, kwargs))
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
-                from .autograd import grad, gradloss
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
             args, numbers = _numbers_as_arrays(args, argnum)
-            leaves, treedef = pytree.flatten((args, kwargs))
+            if any(numbers):
+                leaves, treedef = pytree.flatten((args, kwargs))
             spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
@@ -395,36 +396,19 @@ def _numbers_as_arrays(args, argnum):
 
 def _diff_recording():
     """Inside `kn.diff`: Params a compiled function reads from outside are recorded too."""
-    from .autograd import _TAPES
-    return any(tape.recording for tape in _TAPES)
-
-
-_TRACING_TARGETS = []  # the target of each trace in progress (innermost last)
-
-
-def tracing_target():
-    """The target ("cpu" or "cuda") of the function being traced now, or None: library ops
-    with a target-specific design (batchnorm through cuDNN) ask."""
-    return _TRACING_TARGETS[-1] if _TRACING_TARGETS else None
+    return recording()
 
 
 def _trace_in_mode(mode, target, fn, args, kwargs):
     """Trace with kn.training() telling the mode, so that a specialization does not depend
     on where it was first called: gradient programs train (as inside diff, where "forward"
-    specializations are traced), plain calls do not. Dropout and batchnorm read it."""
-    from . import autograd
-    tapes = autograd._TAPES
-    saved = list(tapes)
-    if mode == "call":
-        tapes.clear()
-    elif not tapes:
-        tapes.append(autograd.Tape(0))  # an empty tape: nothing is recorded while tracing
-    _TRACING_TARGETS.append(target)
-    try:
+    specializations are traced), plain calls do not, and no tape around a plain call records.
+    Dropout and batchnorm read the mode, and batchnorm the target (context.target())."""
+    with contextlib.ExitStack() as stack:
+        if mode == "call":
+            stack.enter_context(context.without(Tape))
+        stack.enter_context(context.mode(training=mode != "call", target=target))
         return trace(fn, args, kwargs, mode)
-    finally:
-        tapes[:] = saved
-        _TRACING_TARGETS.pop()
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

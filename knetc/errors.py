@@ -3,6 +3,8 @@ import linecache
 import os
 import sys
 
+from . import context
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _NUMPY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__import__("numpy").__file__)))
 
@@ -19,7 +21,7 @@ class ShapeError(ValueError):
     """Shapes or dtypes that do not fit an op, named at the user's file and line where known."""
 
     def __init__(self, message, filename=None, lineno=None):
-        if filename is None and not _compiling():
+        if filename is None and not context.compiling():  # (compiled code: placed at the statement)
             filename, lineno = user_frame()  # eager code: the user's line is on the stack now
         self.message, self.filename, self.lineno = message, filename, lineno
         super().__init__(format_error(message, filename, lineno))
@@ -31,10 +33,6 @@ class ShapeError(ValueError):
         return ShapeError(self.message, filename, lineno)
 
 
-def _compiling():
-    """While a program is being built the front end places errors at the statement instead."""
-    from .ir.core import _BUILDERS  # imported here: ir imports this module
-    return bool(_BUILDERS)
 
 
 def format_error(message, filename=None, lineno=None, hint=None):

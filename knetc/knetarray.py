@@ -27,10 +27,14 @@ import types
 
 import numpy as np
 
-from . import pytree
+from . import context, pytree
 from .autograd import Param, Tracked
 from .errors import ShapeError, user_frame
-from .ops.core import HANDLERS, Aval, bind, evaluate
+from .compiler import CompiledFunction, Executable
+from .ir.core import Builder, Program
+from .ops import indexing
+from .ops.core import Aval, Op, bind, evaluate
+from .ops.elementwise import astype
 from .ops.methods import ArrayMethods
 from .report import report
 from .runtime.device import is_device_array
@@ -84,7 +88,7 @@ class KnetArray(ArrayMethods):
 
     `k.data` is the Numba device array (C-contiguous).
     """
-    _knetc_priority = 0.5  # above numpy arrays (0), below taped values (1) and IR values (2)
+    _knetc_kind = "device"  # (knetc/context.py: processed by KnetArray evaluation, at the bottom of the stack)
 
     def __init__(self, x, dtype=None, copy=False):
         while isinstance(x, (Param, Tracked)):
@@ -217,7 +221,6 @@ class KnetArray(ArrayMethods):
         shared = getattr(ArrayMethods, "__getitem__", None)
         if shared is not None:  # indexing as ops (knetc.ops.indexing): it runs on the device
             return shared(self, index)
-        from .ops import indexing
         return indexing.getindex(self, index)
 
     def _contiguous_view(self, index):
@@ -284,7 +287,6 @@ def _converted(data, dtype):
     """A new device array with data's values converted to dtype (by the astype op's kernel)."""
     if not data.shape:  # 0-d results of ops come back as host scalars: convert on the host
         return _upload(np.asarray(data.copy_to_host(), dtype))
-    from .ops.elementwise import astype
     return _apply(astype, (KnetArray._wrap(data),), {"dtype": dtype}).data
 
 
@@ -399,8 +401,6 @@ def _same_result(op, params, out, avals):
 
 
 def _build(op, params, specs):
-    from .compiler import Executable
-    from .ir.core import Builder, Program
     with Builder() as builder:
         inputs, ir_args = [], []
         for spec in specs:
@@ -420,7 +420,18 @@ def _on_host(op, args, params):
     return KnetArray(result) if np.ndim(result) else np.asarray(result)[()]
 
 
-HANDLERS[KnetArray._knetc_priority] = _apply
+class _Evaluation(context.Trace):
+    """KnetArray evaluation: a permanent trace at the bottom of the context's stack (tapes and
+    builders above it see KnetArrays first)."""
+
+    def owns(self, x):
+        return isinstance(x, KnetArray)
+
+    def process(self, op, args, params):
+        return _apply(op, args, params)
+
+
+context.install(_Evaluation())
 
 
 # ---------------------------------------------------------------------------- copies
@@ -460,8 +471,6 @@ def _deep_convert(x, convert, memo):
 
 
 def _is_function(x):
-    from .compiler import CompiledFunction
-    from .ops.core import Op
     return isinstance(x, (CompiledFunction, Op))
 
 

@@ -200,8 +200,8 @@ def test_thread_indices_unravel_row_major_and_skip_unit_axes():
 def test_generated_module_reads_like_numba():
     results("mlp", np.float64)
     source = _call_executable(mlp).source
-    assert "@cuda.jit(cache=True)\ndef k0(v6, a1, out):  # add relu\n    t = cuda.grid(1)\n" in source
-    assert "    gemm(a4, a0, v6)\n" in source and "device_array((4, 5), np.float64)" in source
+    assert "@cuda.jit(cache=True)\ndef k0(v6, v1, out):  # add relu\n    t = cuda.grid(1)\n" in source
+    assert "    gemm(v4, v0, v6)\n" in source and "device_array((4, 5), np.float64)" in source
     assert "PTX_SIGNATURES = {" in source
 
 
@@ -209,7 +209,7 @@ def test_mixed_dtype_matmul_casts_the_narrow_operand():
     results("mixed_matmul", np.float64)
     source = _call_executable(mixed_matmul).source
     assert "def cast0(x, out):  # float32 -> float64 for a matmul" in source
-    assert "gemm(a0_float64, a1, v2)" in source
+    assert "gemm(v0_float64, v1, v2)" in source
 
 
 @kn.compile(target="cuda")

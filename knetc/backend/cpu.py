@@ -5,7 +5,8 @@ import numpy as np
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
 from ..runtime import threads
 from .expressions import KernelBody, helper_imports
-from .names import Names, call_expression, physical_shape, routine_imports
+from .names import (Names, call_expression, commented_steps, physical_shape, routine_imports,
+                    without_repeated_comments)
 
 PARALLEL_MIN_WORK = 1 << 16  # below this, threads cost more than they save
 
@@ -18,11 +19,10 @@ from numba import njit, prange, float32, float64, int8, int16, int32, int64, uin
 
 def kernel_source(schedule, kernel, names, cache=True):
     params = [names.arg(x) for x in kernel.inputs] + ["out"]
-    arg_names = {x: names.arg(x) for x in kernel.inputs}
     shape = physical_shape(kernel.out)
     logical = kernel.out.aval.shape
-    body = KernelBody(schedule, kernel, arg_names)
     loops = [(axis, f"i{axis}") for axis, n in enumerate(logical) if n != 1]
+    body = KernelBody(schedule, kernel, names, [var for _, var in loops])  # a value is read in the loop it varies in
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
     work = int(np.prod(shape)) * max(1, _inner_work(kernel))
@@ -30,14 +30,15 @@ def kernel_source(schedule, kernel, names, cache=True):
     lines = [f"@njit(cache={cache}, parallel={parallel}, error_model='numpy')",
              f"def {kernel.name}({', '.join(params)}):  # {schedule.fused_ops(kernel)}"]
     indent = "    "
+    lines += [indent + line for line in body.lines(0)]
     for k, (axis, var) in enumerate(loops):
         iterator = "prange" if parallel and k == 0 else "range"
         lines.append(f"{indent}for {var} in {iterator}({logical[axis]}):")
         indent += "    "
-    lines += [indent + line for line in body.lines()]
+        lines += [indent + line for line in body.lines(k + 1)]
     store = ", ".join(index) if logical else "0"
     lines.append(f"{indent}out[{store}] = {result}")
-    return "\n".join(lines)
+    return "\n".join(without_repeated_comments(lines))
 
 
 def _inner_work(kernel):
@@ -48,7 +49,9 @@ def driver_source(schedule, names, cache=True):
     program = schedule.program
     args = [names.arg(v) for v in names.driver_args(program)]
     lines = [f"@njit(cache={cache})", f"def driver({', '.join(args)}):"]
-    for step in schedule.steps:
+    for comment, step in commented_steps(schedule):
+        if comment:
+            lines.append(f"    {comment}")
         out = names.arg(step.out)
         if isinstance(step, Kernel):
             shape = physical_shape(step.out)

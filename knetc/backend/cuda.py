@@ -16,7 +16,8 @@ import numpy as np
 from ..ir.fuse import Call, Kernel, Matmul, Reshape
 from ..runtime.device import is_device_array
 from .expressions import KernelBody, helper_imports, numba_type
-from .names import Names, call_expression, physical_shape, routine_imports
+from .names import (Names, call_expression, commented_steps, physical_shape, routine_imports,
+                    without_repeated_comments)
 
 BLOCK = 256  # threads per block
 
@@ -64,17 +65,16 @@ def _kernel(name, params, comment, logical, body_lines, store, cache):
              "    t = cuda.grid(1)",
              f"    if t < {size}:"]
     lines += ["        " + line for line in thread_indices(logical) + body_lines + [store]]
-    return "\n".join(lines)
+    return "\n".join(without_repeated_comments(lines))
 
 
 def kernel_source(schedule, kernel, names, cache=True):
-    arg_names = {x: names.arg(x) for x in kernel.inputs}
     logical = kernel.out.aval.shape
-    body = KernelBody(schedule, kernel, arg_names)
+    body = KernelBody(schedule, kernel, names)  # one thread per element: no loops of its own
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
     store = f"out[{', '.join(index) if logical else '0'}] = {result}"
-    params = list(arg_names.values()) + ["out"]
+    params = [names.arg(x) for x in kernel.inputs] + ["out"]
     return _kernel(kernel.name, params, schedule.fused_ops(kernel), logical, body.lines(), store, cache)
 
 
@@ -154,7 +154,9 @@ class _Driver:
     def source(self):
         program, names = self.schedule.program, self.names
         args = [names.arg(v) for v in names.driver_args(program)]
-        for step in self.schedule.steps:
+        for comment, step in commented_steps(self.schedule):
+            if comment:
+                self.lines.append(f"    {comment}")
             if isinstance(step, Kernel):
                 self.kernel(step)
             elif isinstance(step, Matmul):

@@ -1,10 +1,13 @@
 """Scalar code for one fused kernel, shared by the CPU and CUDA generators.
 
-`KernelBody(schedule, kernel, arg_names)` walks the kernel's expression tree at an index
+`KernelBody(schedule, kernel, names, loops)` walks the kernel's expression tree at an index
 (one index expression per axis: a loop variable or "0") and writes straight-line Python:
 loads from stored values, each op's scalar expression, and an inner loop per reduction.
 A value is emitted in the innermost loop whose variables it uses (loop-invariant code
-stays outside), and computed once per index.
+stays outside: `loops` names the kernel's own loop variables, outermost first, and
+reductions add theirs), and computed once per index. A computed value is named after its
+IR value (`v7` is the IR's `%7`), and a comment with the user's source line precedes the
+code generated from it.
 """
 import math
 import re
@@ -12,7 +15,7 @@ import re
 import numpy as np
 
 from ..ir.core import Var
-from .names import import_alias
+from .names import import_alias, source_comment
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
                "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
@@ -35,24 +38,6 @@ def const(value, dtype):
     else:
         text = repr(float(value)) if np.issubdtype(np.dtype(dtype), np.floating) else repr(int(value))
     return f"{numba_type(dtype)}({text})"
-
-
-_REDUCE_STEP = {"reduce_sum": "{acc} += {v}", "reduce_prod": "{acc} *= {v}",
-                "reduce_max": "{acc} = max({acc}, {v})", "reduce_min": "{acc} = min({acc}, {v})"}
-# Floating max/min propagate NaN, as numpy's (Python's max(acc, nan) keeps acc): a NaN entry
-# takes the accumulator, and no later entry compares greater than it.
-_FLOAT_REDUCE_STEP = {"reduce_max": "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}",
-                      "reduce_min": "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}"}
-
-
-def _reduce_start(kind, dtype):
-    """The accumulator's initial value; integer max/min start at the dtype's limits."""
-    if kind in ("reduce_sum", "reduce_prod"):
-        return const(0 if kind == "reduce_sum" else 1, dtype)
-    if np.issubdtype(np.dtype(dtype), np.integer):
-        info = np.iinfo(dtype)
-        return const(info.min if kind == "reduce_max" else info.max, dtype)
-    return const(-math.inf if kind == "reduce_max" else math.inf, dtype)
 
 
 class _Context:
@@ -91,7 +76,7 @@ def helper_imports(schedule, target):
     module (and so Numba's cache of it)."""
     paths = set()
     for eqn in schedule.groups():
-        if eqn.op.scalar is None or eqn.op.kind == "reduce" or getattr(eqn.op, "index_map", None) is not None:
+        if eqn.op.scalar is None or eqn.op.kind == "reduce" or eqn.op.index_map is not None:
             continue
         names = [f"x{i}" for i in range(len(eqn.inputs))]
         try:
@@ -114,10 +99,12 @@ def _source_digest(module):
 
 
 class KernelBody:
-    def __init__(self, schedule, kernel, arg_names):
-        self.schedule, self.kernel, self.arg_names = schedule, kernel, arg_names
-        self.blocks = [{"vars": set(), "lines": [], "memo": {}}]  # outermost = the kernel's loop body
-        self.counter = 0
+    def __init__(self, schedule, kernel, names, loops=()):
+        self.schedule, self.kernel, self.names = schedule, kernel, names
+        # One block per loop level: outside every loop, then inside each of `loops`.
+        self.blocks = [_block(set())] + [_block({var}) for var in loops]
+        self.counter, self.reductions, self.used = 0, 0, {}
+        self.eqn = None  # the equation being generated (its result's name, its source line)
 
     # index helpers ---------------------------------------------------------------
     @staticmethod
@@ -127,7 +114,7 @@ class KernelBody:
         return tuple("0" if n == 1 else index[lead + i] for i, n in enumerate(shape))
 
     def load(self, var, index):
-        name = self.arg_names[var]
+        name = self.names.arg(var)
         subscript = ", ".join(index) if index else "0"  # 0-d values are stored as (1,)
         return f"{name}[{subscript}]"
 
@@ -143,6 +130,27 @@ class KernelBody:
     def _fresh(self):
         self.counter += 1
         return f"t{self.counter}"
+
+    def _named(self, var):
+        """The IR value's name (`v7`), or `v7_2`, ... when it is computed at several indices."""
+        base = self.names.arg(var)
+        self.used[base] = self.used.get(base, 0) + 1
+        return base if self.used[base] == 1 else f"{base}_{self.used[base]}"
+
+    def _append(self, depth, line):
+        """Append a line to a block, after a source comment when the source line changes."""
+        block, loc = self.blocks[depth], self.eqn.loc if self.eqn is not None else None
+        if loc is not None and loc != block["loc"]:
+            block["lines"].append(source_comment(loc))
+            block["loc"] = loc
+        block["lines"].append(line)
+
+    def _generating(self, eqn, index, key):
+        outer, self.eqn = self.eqn, eqn
+        try:
+            return self._compute(eqn, index, key)
+        finally:
+            self.eqn = outer
 
     def _lookup(self, key, depth):
         for d in range(depth, -1, -1):
@@ -163,28 +171,28 @@ class KernelBody:
         eqn = self.schedule.inlined.get(x)
         if eqn is None:  # a stored value: a kernel argument
             return self._emit(self.load(x, index), depth, key)
-        return self._compute(eqn, index, key)
+        return self._generating(eqn, index, key)
 
     def _emit(self, expression, depth, key):
-        name = self._fresh()
-        self.blocks[depth]["lines"].append(f"{name} = {expression}")
+        computed = self.eqn is not None and key[0] == id(self.eqn.out)  # else a load
+        name = self._named(self.eqn.out) if computed else self._fresh()
+        self._append(depth, f"{name} = {expression}")
         self.blocks[depth]["memo"][key] = name
         return name
 
     def root(self, index):
-        return self._compute(self.kernel.eqn, tuple(index), (id(self.kernel.out), tuple(index)))
+        return self._generating(self.kernel.eqn, tuple(index), (id(self.kernel.out), tuple(index)))
 
     def _compute(self, eqn, index, key):
         op, out = eqn.op, eqn.out
         if op.kind == "reduce":
             return self._reduce(eqn, index, key)
-        index_map = getattr(op, "index_map", None)
-        if index_map is not None:
+        if op.index_map is not None:
             # An index remapping (transpose, static slicing, its zero-padding adjoint):
             # `index_map(index, input_shape, **params)` gives the input's index expressions
             # and a condition (None: always) outside which the result is 0; the load uses
             # clamped indices, so it is in bounds either way.
-            source_index, condition = index_map(index, eqn.inputs[0].aval.shape, **eqn.params)
+            source_index, condition = op.index_map(index, eqn.inputs[0].aval.shape, **eqn.params)
             v = self.value(eqn.inputs[0], source_index)
             if condition is None:
                 return v
@@ -192,14 +200,14 @@ class KernelBody:
             return self._emit(f"({v} if {condition} else {const(0, out.aval.dtype)})", depth, key)
         names = []
         for x in eqn.inputs:
-            if op.name == "iota":
-                names.append(None)  # its input only gives the shape
+            if op.input_gives_shape:
+                names.append(None)  # not read: the result depends on the index
             elif isinstance(x, Var):
                 names.append(self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)))
             else:
                 names.append(const(x, out.aval.dtype))
-        depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.name == "iota" else 0])
-        if getattr(op, "float_valued", False):  # integer inputs become the float result first (int / int)
+        depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.input_gives_shape else 0])
+        if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
         expression = op.scalar(_Context(out.aval.dtype, index), *names, **eqn.params)
@@ -214,34 +222,46 @@ class KernelBody:
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
         axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
-        accumulator = self._fresh()
-        loop_vars = {a: f"r{self.counter}_{a}" for a in axes if x.aval.shape[a] != 1}
+        accumulator = self._named(eqn.out)
+        self.reductions += 1
+        loop_vars = {a: f"r{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
         outer = len(self.blocks) - 1
-        kind = eqn.op.name
-        self.blocks[outer]["lines"].append(f"{accumulator} = {_reduce_start(kind, dtype)}")
+        monoid = eqn.op.monoid
+        self._append(outer, f"{accumulator} = {const(monoid.start(dtype), dtype)}")
         # Inner block: one nested loop per reduced axis.
-        block = {"vars": set(loop_vars.values()), "lines": [], "memo": {}}
+        block = _block(set(loop_vars.values()), loc=eqn.loc)
         self.blocks.append(block)
         inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
         v = self.value(x, inner_index)
         if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
             v = f"{numba_type(dtype)}({v})"
-        step = _REDUCE_STEP[kind]
-        if kind in _FLOAT_REDUCE_STEP and np.issubdtype(np.dtype(dtype), np.floating):
+        step = monoid.step
+        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
             entry = self._fresh()  # the template reads the entry three times
-            block["lines"].append(f"{entry} = {v}")
-            v, step = entry, _FLOAT_REDUCE_STEP[kind]
-        block["lines"].append(step.format(acc=accumulator, v=v))
+            self._append(len(self.blocks) - 1, f"{entry} = {v}")
+            v, step = entry, monoid.float_step
+        self._append(len(self.blocks) - 1, step.format(acc=accumulator, v=v))
         self.blocks.pop()
         lines, indent = [], ""
         for a, var in loop_vars.items():
             lines.append(f"{indent}for {var} in range({x.aval.shape[a]}):")
             indent += "    "
         lines += [indent + line for line in block["lines"]] if loop_vars else block["lines"]
-        self.blocks[outer]["lines"].extend(lines)
+        self._append(outer, lines[0])
+        self.blocks[outer]["lines"].extend(lines[1:])
         self.blocks[outer]["memo"][key] = accumulator
         return accumulator
 
-    def lines(self):
-        return self.blocks[0]["lines"]
+    def lines(self, depth=None):
+        """The lines of one loop level (0: outside every loop), or of all levels in order
+        (each level's lines use only values of the levels before it)."""
+        if depth is not None:
+            return self.blocks[depth]["lines"]
+        return [line for block in self.blocks for line in block["lines"]]
+
+
+def _block(loop_vars, loc=None):
+    """A loop level: its loop variables, its lines, the values computed in it (memo: (id of
+    Var, index) -> name), and the source line its last comment named."""
+    return {"vars": loop_vars, "lines": [], "memo": {}, "loc": loc}
 

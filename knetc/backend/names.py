@@ -1,5 +1,8 @@
-"""Variable names and storage shapes shared by the generators."""
-from ..ir.core import Var
+"""Variable names, source comments and storage shapes shared by the generators."""
+import linecache
+import os
+
+from ..ir.core import Var, var_numbers
 
 
 def physical_shape(var):
@@ -8,17 +11,16 @@ def physical_shape(var):
 
 
 class Names:
+    """The generated code's names for values: the IR's `%8` is `v8`, numbered as `knetc inspect
+    --stage fused` prints the same (optimised) program (ir.core.var_numbers)."""
+
     def __init__(self, program):
         self.program = program
-        self._names = {}
-        for i, v in enumerate(program.inputs):
-            self._names[v] = f"a{i}"
-        for i, v in enumerate(program.constants):
-            self._names.setdefault(v, f"c{i}")
+        self._names = {v: f"v{n}" for v, n in var_numbers(program).items()}
 
     def arg(self, var):
-        if var not in self._names:
-            self._names[var] = f"v{len(self._names)}"
+        if var not in self._names:  # not in the program (no generator makes one today)
+            self._names[var] = f"u{len(self._names)}"
         return self._names[var]
 
     def driver_args(self, program):
@@ -57,3 +59,36 @@ def call_expression(step, names, target):
     args.append(names.arg(step.out))
     args += [f"{key}={value!r}" for key, value in step.eqn.params.items()]
     return f"{import_alias(step.eqn.op.lowering[target])}({', '.join(args)})"
+
+
+def source_comment(loc):
+    """The comment naming a user's source line, put before the code generated from it:
+    (".../mnist_mlp.py", 30) -> "# mnist_mlp.py:30  h = kn.relu(x @ w1 + b1)"."""
+    path, line = loc
+    text = linecache.getline(path, line).strip()
+    return f"# {os.path.basename(path)}:{line}" + (f"  {text}" if text else "")
+
+
+def commented_steps(schedule):
+    """The schedule's steps, each with the source comment to put before it in the driver
+    (None when the step comes from the same source line as the one before)."""
+    last = None
+    for step in schedule.steps:
+        eqn = schedule.producers.get(step.out)
+        loc = eqn.loc if eqn is not None else None
+        yield (source_comment(loc) if loc is not None and loc != last else None), step
+        last = loc or last
+
+
+def without_repeated_comments(lines):
+    """Drop a comment line that repeats the comment before it (at any indentation): a loop
+    level's first value names the source line its enclosing level named already."""
+    out, last = [], None
+    for line in lines:
+        text = line.strip()
+        if text.startswith("#"):
+            if text == last:
+                continue
+            last = text
+        out.append(line)
+    return out

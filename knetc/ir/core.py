@@ -9,16 +9,17 @@ import os
 
 import numpy as np
 
-from .. import pytree
+from .. import context, pytree
 from ..errors import CompileError, ShapeError
-from ..ops.core import HANDLERS, Aval, aval_of
+from ..ops.core import Aval, aval_of
+from ..ops.elementwise import astype
 from ..ops.methods import ArrayMethods
 
 
 @pytree.register_leaf_type
 class Var(ArrayMethods):
     """A typed SSA value. Python operators on it emit equations into the current Builder."""
-    _knetc_priority = 2
+    _knetc_kind = "symbolic"  # (knetc/context.py)
     __slots__ = ("aval",)
 
     def __init__(self, aval):
@@ -62,15 +63,24 @@ class Program:
         return format_program(self)
 
 
+def var_numbers(program):
+    """Var -> its number in the printed program (`%n`): the order of first appearance, reading
+    the inputs, then each equation's result and inputs, then the outputs. The generated code
+    names values by the same numbers (`v8` is `%8`; backend/names.py)."""
+    numbers = {}
+    for v in [*program.inputs, *(x for e in program.eqns for x in (e.out, *e.inputs)), *program.outputs]:
+        if isinstance(v, Var) and v not in numbers:
+            numbers[v] = len(numbers)
+    return numbers
+
+
 def format_program(program, groups=None):
     """The stable text form. `groups` (eqn -> group number) marks fusion groups."""
-    names = {}
+    numbers = var_numbers(program)
 
     def name(v):
         if isinstance(v, Var):
-            if v not in names:
-                names[v] = f"%{len(names)}"
-            return names[v]
+            return f"%{numbers[v]}"
         return "None" if v is None else repr(v)
 
     args = ", ".join(f"{name(v)}: {v.aval}" + (" (constant)" if v in program.constants else "") for v in program.inputs)
@@ -94,21 +104,25 @@ def _fmt(v):
     return repr(v)
 
 
-_BUILDERS = []
-
-
-class Builder:
-    """Collects equations while ops are bound to Vars: `with Builder() as b: y = x + 1`."""
+class Builder(context.Trace):
+    """Collects equations while ops are bound to Vars: `with Builder() as b: y = x + 1`.
+    A trace on the context's stack: the innermost builder owns every Var."""
+    symbolic = True
 
     def __init__(self):
         self.eqns, self.constants, self.loc = [], {}, None
 
     def __enter__(self):
-        _BUILDERS.append(self)
-        return self
+        return context.push(self)
 
     def __exit__(self, *exc):
-        _BUILDERS.pop()
+        context.pop(self)
+
+    def owns(self, x):
+        return isinstance(x, Var)
+
+    def process(self, op, args, params):
+        return self.emit(op, args, params)
 
     def input(self, aval):
         return Var(aval)
@@ -178,7 +192,6 @@ class Builder:
             return None
         if op.name not in _COMPARISONS:
             raise OverflowError(f"Python integer {bad[0]} out of bounds for {dtype}")
-        from ..ops.elementwise import astype
         i64 = np.iinfo(np.int64)
         wide = np.dtype(np.int64) if dtype != np.uint64 and all(
             i64.min <= a <= i64.max for a in args if type(a) is int) else np.dtype(np.float64)
@@ -192,9 +205,7 @@ _COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}
 
 
 def current_builder():
-    if not _BUILDERS:
+    builders = context.stack_of(Builder)
+    if not builders:
         raise RuntimeError("an IR value was used outside of compilation")
-    return _BUILDERS[-1]
-
-
-HANDLERS[2] = lambda op, args, params: current_builder().emit(op, args, params)
+    return builders[-1]

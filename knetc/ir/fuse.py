@@ -94,7 +94,9 @@ def _size(var):
 
 
 def _kind(eqn):
-    return "elementwise" if eqn.op.name == "transpose" else eqn.op.kind
+    """How fusion treats an equation: an index remapping (transpose, static slicing) is
+    elementwise, computed where its consumer reads it."""
+    return "elementwise" if eqn.op.index_map is not None else eqn.op.kind
 
 
 def fuse(program):
@@ -109,7 +111,7 @@ def fuse(program):
     absorbed = set()  # transposes that matmuls read through their flags
     for eqn in program.eqns:
         users = consumers.get(eqn.out, [])
-        if eqn.op.name == "transpose" and eqn.out.aval.ndim == 2 and users and eqn.out not in outputs \
+        if eqn.op.matrix_transpose and eqn.out.aval.ndim == 2 and users and eqn.out not in outputs \
                 and all(u.op.kind == "matmul" for u in users):
             absorbed.add(eqn.out)
 
@@ -146,7 +148,7 @@ def fuse(program):
             a, b = eqn.inputs
             ta, tb = a in absorbed, b in absorbed
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
-        elif eqn.op.name == "reshape":
+        elif _kind(eqn) == "view":  # a reshape: the stored value, read with another shape
             steps.append(Reshape(v, eqn.inputs[0]))
         elif eqn.op.kind == "call":
             steps.append(Call(v, eqn))
@@ -156,19 +158,18 @@ def fuse(program):
 
 
 def _remaps(user, may_reduce):
-    """Static indexing (index_static) reads each input entry at most once, so its input
-    may be computed inside it whatever the sizes; its adjoint pad_static too, for cheap
-    inputs (the clamped load is also evaluated where the result is the zero fill)."""
-    name = user.op.name
-    return name == "index_static" or name == "pad_static" and not may_reduce
+    """May the user compute its input inside it whatever the sizes (Op.inline_input)? Static
+    indexing reads each input entry at most once; its adjoint, zero padding, too, but for
+    cheap inputs only (the clamped load is also evaluated where the result is the zero fill)."""
+    return user.op.inline_input == "always" or user.op.inline_input == "cheap" and not may_reduce
 
 
 def _kernel_inputs(root, inlined):
     seen, order = set(), []
 
     def walk(eqn):
-        if eqn.op.name == "iota":
-            return  # its input only gives the shape
+        if eqn.op.input_gives_shape:
+            return  # not read by the kernel
         for x in eqn.inputs:
             if not isinstance(x, Var):
                 continue

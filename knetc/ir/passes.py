@@ -1,6 +1,4 @@
 """Small named passes over a Program: decompose composites, simplify, CSE, DCE."""
-import numpy as np
-
 from .core import Builder, Eqn, Var
 
 
@@ -34,48 +32,27 @@ def decompose(program):
     return program
 
 
-def _constant_value(x, producers):
-    """The number x stands for: a Python number, or a 0-d/1-element `full`; else None."""
-    if isinstance(x, (int, float)):
-        return x
-    eqn = producers.get(x)
-    if eqn is not None and eqn.op.name == "full" and int(np.prod(eqn.params["shape"])) == 1:
-        return eqn.params["value"]
-    return None
-
-
 def simplify(program):
     """Algebraic identities that the adjoint rules leave behind (x*1, x+0, reshape to the
-    same shape, double transposes and negations, casts to the same dtype)."""
+    same shape, double transposes and negations, casts to the same dtype): each op's own
+    rules (`Op.simplify`, declared with the op)."""
     producers = {}
 
-    def same(x, eqn):
-        return isinstance(x, Var) and x.aval == eqn.out.aval
+    def producer(x):
+        return producers.get(x) if isinstance(x, Var) else None
+
+    def constant(x):
+        """The number x stands for: a Python number, or a constant-valued op (a 1-element `full`); else None."""
+        if isinstance(x, (int, float)):
+            return x
+        eqn = producer(x)
+        return None if eqn is None or eqn.op.constant is None else eqn.op.constant(**eqn.params)
 
     def visit(eqn, b):
-        name, ins, p = eqn.op.name, eqn.inputs, eqn.params
-        c = [_constant_value(x, producers) for x in ins]
-        if name == "mul" and c[1] == 1 and same(ins[0], eqn) or name in ("add", "sub") and c[1] == 0 and same(ins[0], eqn) \
-                or name == "div" and c[1] == 1 and same(ins[0], eqn):
-            return ins[0]
-        if name == "mul" and c[0] == 1 and same(ins[1], eqn) or name == "add" and c[0] == 0 and same(ins[1], eqn):
-            return ins[1]
-        if name in ("reshape", "broadcast_to", "astype") and same(ins[0], eqn):
-            return ins[0]
-        inner = producers.get(ins[0]) if ins and isinstance(ins[0], Var) else None
-        if name == "neg" and inner is not None and inner.op.name == "neg":
-            return inner.inputs[0]
-        if name == "reshape" and inner is not None and inner.op.name == "reshape":
-            return eqn.op(inner.inputs[0], **p)
-        if name == "transpose" and inner is not None and inner.op.name == "transpose":
-            perm = tuple(inner.params["perm"][i] for i in p["perm"])
-            return inner.inputs[0] if perm == tuple(range(len(perm))) else eqn.op(inner.inputs[0], perm=perm)
-        if name == "transpose" and p["perm"] == tuple(range(len(p["perm"]))):
-            return ins[0]
-        if name == "reduce_sum" and all(ins[0].aval.shape[a] == 1 for a in p["axes"]):
-            return ins[0]  # summing over size-1 axes (keepdims) changes nothing
-        producers[eqn.out] = eqn
-        return None
+        replacement = eqn.op.simplify(eqn, constant, producer) if eqn.op.simplify is not None else None
+        if replacement is None:
+            producers[eqn.out] = eqn
+        return replacement
     return _rewrite(program, visit)
 
 

@@ -13,8 +13,9 @@ size-1 axes (Julia's trailing singleton dims).
 """
 import numpy as np
 
+from ..context import is_boxed, is_symbolic
 from ..errors import ShapeError
-from .core import aval_of, priority
+from .core import aval_of
 from .elementwise import mul
 from .api import reshape, transpose
 from .indexing import getindex, setindex, setindex_
@@ -130,9 +131,9 @@ def adjoint(x):
 def copy(x):
     """A copy of x (numpy arrays and KnetArrays copied; on Params and taped values a
     recorded identity, so gradients flow through it)."""
-    if priority(x) == 2:
+    if is_symbolic(x):
         return x
-    if priority(x) == 1:
+    if is_boxed(x):
         return mul(x, 1)  # recorded (a new value, differentiable), like AutoGrad's copy
     return x.copy() if hasattr(x, "copy") else np.array(x, copy=True)
 

@@ -1,8 +1,9 @@
 """The op table's machinery: an `Op` is defined once and dispatched three ways.
 
-`bind(op, *args)` looks at the arguments: symbolic IR values emit an equation into the
-program being built (front end and symbolic AD), values recorded on an autograd tape are
-recorded (eager AD), and plain arrays are evaluated with the op's numpy reference.
+`bind(op, *args)` asks the context's stack of traces (knetc/context.py) which one owns an
+argument: symbolic IR values emit an equation into the program being built (front end and
+symbolic AD), values recorded on an autograd tape are recorded (eager AD), KnetArrays run
+on the device, and plain arrays are evaluated with the op's numpy reference.
 Adjoint rules are written with ops, so the same rule runs on arrays, on taped values
 (higher-order gradients) and on IR values (compiled gradients).
 """
@@ -10,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import pytree
+from .. import context, pytree
 from ..errors import ShapeError, user_frame
 from ..runtime import threads
 
@@ -65,14 +66,46 @@ class Op:
     (runtime/threads.py).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
+
+    What the passes and code generators need to know, declared here so that none of them
+    names an op (tests/test_op_records.py checks):
+    float_valued: the result is a float even for integer inputs; kernels convert the inputs
+      to the result's dtype first (`a / b` of int64 divides in float64, as numpy does).
+    index_map: an index remapping fused into its consumer (transpose, static slicing):
+      `index_map(index, input_shape, **params)` gives the input's index expressions and a
+      condition (None: always) outside which the result is 0.
+    monoid: a reduction's accumulator (ops/reduce.py `Monoid`: start value and step).
+    state_inputs: positions of inputs the op updates in place (batchnorm's running
+      statistics, the dropout counter); on CUDA the compiler refreshes their device copies.
+    simplify: `simplify(eqn, constant, producer)` returns what the equation may be replaced
+      with (an input, or a new value built with ops), or None; `constant(x)` is the number x
+      stands for or None, `producer(x)` the equation computing x or None (ir/passes.py).
+    constant: `constant(**params)` is the number every entry of the result is (a 1-element
+      `full`), or None; simplification rules read it.
+    entries_of_input: each entry of the result is an entry of the first input (reshape,
+      transpose, static slices, broadcasts): a range check of the input covers the result.
+    matrix_transpose: a 2-d result is the input transposed; a matmul reading only it takes
+      the GEMM's transpose flag instead (ir/fuse.py).
+    inline_input: whether an index remapping may compute its input inside its kernel
+      whatever the sizes: "always" (each input entry is read at most once) or "cheap" (the
+      same, for inputs holding no reduction: the load also runs where the result is 0).
+    input_gives_shape: the input only gives the result's shape; kernels do not read it, and
+      `scalar` reads the loop index instead (iota).
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
-                 blas_in_prange=False):
+                 blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
+                 simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
+                 input_gives_shape=False):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
         self.blas_in_prange = blas_in_prange
+        self.float_valued, self.index_map, self.monoid, self.state_inputs = float_valued, index_map, monoid, state_inputs
+        self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
+        self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
+        if kind == "reduce" and monoid is None:
+            raise ValueError(f"reduce op {name!r} needs a monoid")
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
             raise ValueError(f"call op {name!r} needs a 'cpu' and a 'cuda' routine in lowering")
 
@@ -109,25 +142,20 @@ def register(op):
     return op
 
 
-# Dispatch by the highest priority among the arguments' types: IR values (2) over taped
-# values (1) over KnetArrays (0.5, device arrays) over arrays (0). ir.core, autograd and
-# knetarray register their handlers here.
-HANDLERS = {}
-
-
-def priority(x):
-    return getattr(type(x), "_knetc_priority", 0)
-
-
 def bind(op, *args, **params):
+    """Apply op: the highest trace on the context's stack owning an argument processes it
+    (knetc/context.py); plain arrays and numbers are evaluated with the numpy reference."""
     if op.kind == "elementwise" and any(type(a) is float for a in args):
         args = _promote_for_float_scalars(args)
     elif op.kind == "elementwise" and any(type(a) is int for a in args):
         args = _promote_bools_for_int_scalars(args)
-    top = max(map(priority, args), default=0)
-    if top:
-        return HANDLERS[top](op, args, params)
-    return evaluate(op, args, params)
+    if not any(context.kind(a) for a in args):
+        return evaluate(op, args, params)
+    args = tuple(map(context.unowned_stripped, args))  # Params with no tape are their values
+    trace = context.top_trace(args)
+    if trace is None:
+        return evaluate(op, args, params)
+    return trace.process(op, args, params)
 
 
 def _promote_for_float_scalars(args):
@@ -177,6 +205,11 @@ def broadcast_shapes(name, *shapes):
         return tuple(np.broadcast_shapes(*shapes))
     except ValueError:
         raise ShapeError(f"{name}: shapes {' and '.join(map(str, shapes))} do not broadcast") from None
+
+
+def unchanged(x, eqn):
+    """x (an input of eqn) already is eqn's result, shape and dtype: a simplification may return it."""
+    return hasattr(x, "aval") and x.aval == eqn.out.aval  # numbers have no aval
 
 
 def check_float(name, aval):

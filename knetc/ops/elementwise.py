@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .core import Aval, Op, aval_of, broadcast_shapes, register, result_dtype
+from .core import Aval, Op, aval_of, broadcast_shapes, register, result_dtype, unchanged
 
 
 def _rule(name, dtype_rule=None):
@@ -15,8 +15,8 @@ def _rule(name, dtype_rule=None):
     return rule
 
 
-def elementwise(name, impl, scalar, grads, dtype_rule=None):
-    return register(Op(name, _rule(name, dtype_rule), impl, grads, "elementwise", scalar))
+def elementwise(name, impl, scalar, grads, dtype_rule=None, **fields):
+    return register(Op(name, _rule(name, dtype_rule), impl, grads, "elementwise", scalar, **fields))
 
 
 def unbroadcast(dy, shape):
@@ -45,12 +45,27 @@ def _true_divide_result(*avals):
     return dtype if dtype is not None and np.issubdtype(dtype, np.floating) else np.dtype("float64")
 
 
-def _float_valued(op):
-    """Mark an op whose result is a float even for integer inputs: its kernels convert the
-    inputs to the result's dtype before the scalar expression (backend/expressions.py), so
-    `a / b` of int64 arrays divides in float64 as numpy does, never in integers."""
-    op.float_valued = True
-    return op
+# Simplification rules (Op.simplify; ir/passes.py runs them): identities the adjoint rules leave behind.
+
+def _unit(value, *positions):
+    """x op value -> x, where the input at one of `positions` is the constant `value` (x*1, x+0)."""
+    def rule(eqn, constant, producer):
+        for i in positions:
+            other = eqn.inputs[1 - i]
+            if constant(eqn.inputs[i]) == value and unchanged(other, eqn):
+                return other
+        return None
+    return rule
+
+
+def _same_shape_and_dtype(eqn, constant, producer):
+    """reshape, broadcast or cast to what the input already is: the input."""
+    return eqn.inputs[0] if unchanged(eqn.inputs[0], eqn) else None
+
+
+def _double_negation(eqn, constant, producer):
+    inner = producer(eqn.inputs[0])
+    return inner.inputs[0] if inner is not None and inner.op is neg else None
 
 
 def _no_bool(name, what):
@@ -72,15 +87,17 @@ def _grads(*rules):
 
 
 add = elementwise("add", np.add, lambda k, a, b: f"{a} + {b}",
-                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy))
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy), simplify=_unit(0, 1, 0))
 sub = elementwise("sub", np.subtract, lambda k, a, b: f"{a} - {b}",
-                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)), _no_bool("sub", "subtract"))
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)), _no_bool("sub", "subtract"),
+                  simplify=_unit(0, 1))
 mul = elementwise("mul", np.multiply, lambda k, a, b: f"{a} * {b}",
-                  _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)))
-div = _float_valued(elementwise("div", np.true_divide, lambda k, a, b: f"{a} / {b}",
-                                _grads(lambda dy, y, a, b: div(dy, b), lambda dy, y, a, b: neg(div(mul(dy, y), b))),
-                                _true_divide_result))
-neg = elementwise("neg", np.negative, lambda k, a: f"-{a}", (lambda dy, y, a: neg(dy),), _no_bool("neg", "negate"))
+                  _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)), simplify=_unit(1, 1, 0))
+div = elementwise("div", np.true_divide, lambda k, a, b: f"{a} / {b}",
+                  _grads(lambda dy, y, a, b: div(dy, b), lambda dy, y, a, b: neg(div(mul(dy, y), b))),
+                  _true_divide_result, float_valued=True, simplify=_unit(1, 1))
+neg = elementwise("neg", np.negative, lambda k, a: f"-{a}", (lambda dy, y, a: neg(dy),), _no_bool("neg", "negate"),
+                  simplify=_double_negation)
 
 
 def _power_rule(x, exponent):
@@ -107,9 +124,9 @@ def _power_grad(dy, y, x, exponent):
     return mul(dy, mul(power(x, exponent=exponent - 1), exponent))
 
 
-power = _float_valued(register(Op(
+power = register(Op(
     "power", _power_rule, lambda x, exponent: np.power(x, exponent),
-    (_power_grad,), "elementwise", _power_scalar)))
+    (_power_grad,), "elementwise", _power_scalar, float_valued=True))
 
 
 # Unary float functions: integer inputs give float64 (as numpy); float32 stays float32.
@@ -126,7 +143,7 @@ def _float_impl(fn):
 
 def unary(name, impl, scalar, grad):
     """A float-valued unary op: numpy reference `impl`, template `scalar(k, x)`, one grad rule."""
-    return _float_valued(elementwise(name, _float_impl(impl), scalar, (grad,), _float_result))
+    return elementwise(name, _float_impl(impl), scalar, (grad,), _float_result, float_valued=True)
 
 
 def _overflow_guarded(function, limit):
@@ -293,10 +310,9 @@ def _polygamma_rule(x, n):
     return Aval(x.shape, _float_result(x))
 
 
-polygamma = _float_valued(register(Op("polygamma", _polygamma_rule,
-                                      lambda x, n: _float_impl(lambda v: _numpy_polygamma(n, v))(x),
-                                      (lambda dy, y, x, n: mul(dy, polygamma(x, n=n + 1)),), "elementwise",
-                                      _special("polygamma", "n"))))
+polygamma = register(Op("polygamma", _polygamma_rule, lambda x, n: _float_impl(lambda v: _numpy_polygamma(n, v))(x),
+                        (lambda dy, y, x, n: mul(dy, polygamma(x, n=n + 1)),), "elementwise",
+                        _special("polygamma", "n"), float_valued=True))
 
 abs2 = elementwise("abs2", np.square, lambda k, x: f"{x} * {x}", (lambda dy, y, x: mul(dy, mul(x, 2)),))
 
@@ -418,7 +434,8 @@ def _astype_grad(dy, y, x, dtype):
 
 
 astype = register(Op("astype", _astype_rule, lambda x, dtype: np.asarray(x).astype(dtype),
-                     (_astype_grad,), "elementwise", lambda k, x, dtype: k.cast(x, dtype)))
+                     (_astype_grad,), "elementwise", lambda k, x, dtype: k.cast(x, dtype),
+                     simplify=_same_shape_and_dtype))
 
 
 def _broadcast_to_rule(x, shape):
@@ -430,7 +447,8 @@ def _broadcast_to_rule(x, shape):
 
 broadcast_to = register(Op(
     "broadcast_to", _broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(),
-    (lambda dy, y, x, shape: unbroadcast(dy, aval_of(x).shape),), "elementwise", lambda k, x, shape: x))
+    (lambda dy, y, x, shape: unbroadcast(dy, aval_of(x).shape),), "elementwise", lambda k, x, shape: x,
+    simplify=_same_shape_and_dtype, entries_of_input=True))
 
 
 def _iota_impl(x, axis, dtype):
@@ -442,12 +460,13 @@ def _iota_impl(x, axis, dtype):
 # The position along `axis` of each entry of x (x only gives the shape): with `eq` it
 # builds the one-hot masks with which nll picks the labelled scores.
 iota = register(Op("iota", lambda x, axis, dtype: Aval(x.shape, np.dtype(dtype)), _iota_impl, (None,),
-                   "elementwise", lambda k, x, axis, dtype: k.cast(k.index(axis), dtype)))
+                   "elementwise", lambda k, x, axis, dtype: k.cast(k.index(axis), dtype), input_gives_shape=True))
 
 # A constant array (the seed of reverse mode, zeros): no inputs, so it is emitted directly.
 full = register(Op("full", lambda shape, value, dtype: Aval(tuple(shape), np.dtype(dtype)),
                    lambda shape, value, dtype: np.full(shape, value, dtype), (), "elementwise",
-                   lambda k, shape, value, dtype: k.const(value)))
+                   lambda k, shape, value, dtype: k.const(value),
+                   constant=lambda shape, value, dtype: value if int(np.prod(shape)) == 1 else None))
 
 from .reduce import reduce_sum  # noqa: E402  (unbroadcast needs it; reduce needs us)
 from .shape import reshape  # noqa: E402

@@ -12,8 +12,9 @@ a boolean mask that is a compiled value would give a data-dependent shape and is
 """
 import numpy as np
 
+from ..context import is_boxed, is_symbolic, kind, training
 from ..errors import CompileError, ShapeError
-from .core import Aval, Op, aval_of, priority, register
+from .core import Aval, Op, aval_of, register
 from .elementwise import add, astype, broadcast_to, mul
 from .shape import _spec_numpy_index, _spec_shape, index_static, pad_static, reshape
 
@@ -70,14 +71,14 @@ scatter_add = register(Op(
 # ----------------------------------------------------------------------------- index analysis
 
 def _is_symbolic(i):
-    return priority(i) == 2  # an IR value (compiled code)
+    return is_symbolic(i)  # an IR value (compiled code)
 
 
 def _concrete(i):
     """Index arrays as numpy: lists, ranges, Params/taped values (their values)."""
     if isinstance(i, (list, range)):
         return np.asarray(list(i) if isinstance(i, range) else i)
-    if 0 < priority(i) < 2:  # Params, taped values, KnetArrays: their values
+    if kind(i) in ("boxed", "device"):  # Params, taped values, KnetArrays: their values
         i = np.asarray(i)
     if isinstance(i, np.ndarray) and np.issubdtype(i.dtype, np.floating):
         # Knet's comparisons give 0/1 floats; as an index such an array is a boolean mask.
@@ -90,7 +91,7 @@ def _concrete(i):
 def _is_advanced(i):
     if isinstance(i, np.ndarray):
         return i.ndim > 0 or i.dtype == np.bool_
-    return isinstance(i, list) or priority(i) > 0
+    return isinstance(i, list) or kind(i) is not None
 
 
 def _has_ellipsis(items):
@@ -275,15 +276,14 @@ def _numpy_index(spec):
 
 def setindex_(x, index, v):
     """In place: x[index] = v on a numpy array or a Param's value (outside `diff`)."""
-    if priority(x) == 2:
+    if is_symbolic(x):
         raise CompileError("assigning into an array is not supported in compiled code",
                            hint="use y = kn.setindex(x, index, v), which returns a new array")
-    if priority(x) == 1:
+    if is_boxed(x):
         if not hasattr(x, "opt"):  # a value recorded on a tape
             raise TypeError("x[index] = v on a value recorded inside diff would not be differentiated; "
                             "use y = kn.setindex(x, index, v), which returns a new array")
-        from ..autograd import _TAPES
-        if _TAPES:
+        if training():
             raise TypeError("x[index] = v on a Param inside diff would not be differentiated; "
                             "use y = kn.setindex(x, index, v), which returns a new array")
         target = x.value

@@ -1,6 +1,7 @@
 """Matrix product. The primitive is 2-D; `matmul` folds leading axes and vectors into it."""
 import numpy as np
 
+from ..context import is_boxed, is_symbolic, training
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, register, result_dtype
 from .shape import reshape, transpose
@@ -140,12 +141,11 @@ def _power0(v, exponent):
 
 
 def _mutable(name, y):
-    from ..autograd import _TAPES
-    if priority(y) == 2:
+    if is_symbolic(y):
         raise CompileError(f"{name}: changes its argument in place, which compiled code cannot do",
                            hint="write the functional form, e.g. y = y + a * x")
-    if priority(y) == 1:
-        if not hasattr(y, "opt") or _TAPES:
+    if is_boxed(y):
+        if not hasattr(y, "opt") or training():
             raise TypeError(f"{name}: in-place update of a value recorded inside diff; "
                             "write the functional form (y = y + a * x) instead")
         return y.value
@@ -176,6 +176,6 @@ def rmul_(x, a):
 
 
 from ..errors import CompileError  # noqa: E402
-from .core import broadcast_shapes, priority  # noqa: E402
+from .core import broadcast_shapes  # noqa: E402
 from .elementwise import abs as abs_, add, eq, mul, ne, power, sub, unbroadcast  # noqa: E402
 from .reduce import maximum, minimum, reduce_sum, sqrt0, sum  # noqa: E402

@@ -25,8 +25,8 @@ import os
 
 import numpy as np
 
-from .. import pytree
-from ..autograd import training as _training, value_of
+from .. import context, pytree
+from ..context import is_symbolic, training as _training, value_of
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, check_float, register
 from .elementwise import add, broadcast_to, div, iota, mul, sqrt, sub
@@ -59,14 +59,12 @@ def _running_impl(stat, running, momentum, correction):
 # out = stat (the batch statistic, passed on so this op stays live), running updated in place
 running_update = register(Op(
     "bn_running_update", _running_rule, _running_impl, (lambda dy, y, stat, running, **p: dy, None),
-    "call", lowering=_lowering("batchnorm", "running_update")))
-running_update.state_inputs = (1,)
+    "call", lowering=_lowering("batchnorm", "running_update"), state_inputs=(1,)))
 
 read_state = register(Op(
     "bn_read_state", lambda running, shape: Aval(tuple(shape), running.dtype),
     lambda running, shape: np.array(running).reshape(shape), (None,),
-    "call", lowering=_lowering("batchnorm", "read_state")))
-read_state.state_inputs = (0,)
+    "call", lowering=_lowering("batchnorm", "read_state"), state_inputs=(0,)))
 
 
 # ----------------------------------------------------------------------------- whole-layer ops
@@ -123,8 +121,7 @@ layer_train = register(Op(
     "batchnorm_train", _layer_rule, _train_impl,
     (lambda dy, y, x, params, mean, var, eps, **p: layer_grad(x, params, dy, eps=eps, part=0),
      lambda dy, y, x, params, mean, var, eps, **p: layer_grad(x, params, dy, eps=eps, part=1), None, None),
-    "call", lowering=_lowering("batchnorm", "batchnorm_train")))
-layer_train.state_inputs = (2, 3)
+    "call", lowering=_lowering("batchnorm", "batchnorm_train"), state_inputs=(2, 3)))
 
 
 def _infer_grad_x(dy, y, x, params, mean, var, eps):
@@ -146,8 +143,7 @@ def _infer_grad_params(dy, y, x, params, mean, var, eps):
 
 layer_infer = register(Op(
     "batchnorm_infer", _layer_rule, _infer_impl, (_infer_grad_x, _infer_grad_params, None, None),
-    "call", lowering=_lowering("batchnorm", "batchnorm_infer")))
-layer_infer.state_inputs = (2, 3)
+    "call", lowering=_lowering("batchnorm", "batchnorm_infer"), state_inputs=(2, 3)))
 
 
 def _kept_of(x):
@@ -158,8 +154,7 @@ def _kept_of(x):
 def _whole_layer(x, aval, moments, params, eps):
     """Use the whole-layer ops? Only in compiled code, on CUDA with cuDNN (or when forced),
     for arrays of one dtype."""
-    from ..ir.core import Var
-    if not isinstance(x, Var) or WHOLE_LAYER is False:
+    if not is_symbolic(x) or WHOLE_LAYER is False:
         return False
     dtypes = {np.dtype(aval.dtype)} | ({np.dtype(aval_of(params).dtype)} if params is not None else set()) | \
         ({np.dtype(moments.mean.dtype), np.dtype(moments.var.dtype)} if moments is not None else set())
@@ -167,8 +162,7 @@ def _whole_layer(x, aval, moments, params, eps):
         return False
     if WHOLE_LAYER:
         return True
-    from ..compiler import tracing_target
-    if tracing_target() != "cuda":
+    if context.target() != "cuda":
         return False
     from ..runtime import cudnn_ops
     return cudnn_ops.available() and cudnn_ops.batchnorm_supported(aval.dtype, eps)
@@ -375,8 +369,7 @@ def _mask_rule(state, shape, dtype, p, seed, salt):
 
 
 dropout_mask = register(Op("dropout_mask", _mask_rule, _mask_impl, (None,), "call",
-                           lowering=_lowering("dropout", "dropout_mask")))
-dropout_mask.state_inputs = (0,)
+                           lowering=_lowering("dropout", "dropout_mask"), state_inputs=(0,)))
 
 
 def dropout(x, p, drop=None, seed=0):
@@ -405,21 +398,18 @@ def dropout(x, p, drop=None, seed=0):
 
 
 def _compiling(x):
-    from ..ir.core import Var
-    return isinstance(x, Var)
+    return is_symbolic(x)
 
 
 def _bind_with(x, op, *args, **params):
     """op(*args) in the mode x is in: its inputs are plain arrays, which would otherwise run
     now, at compile time, and freeze the result into the program."""
-    from ..ir.core import Var, current_builder
-    if isinstance(x, Var):
-        return current_builder().emit(op, args, params)
+    if is_symbolic(x):
+        return context.symbolic_trace().process(op, args, params)
     return op(*args, **params)
 
 
 def _salt(x):
     """In compiled code, the mask's position in its program, so that two dropouts in one
     program draw different masks (and are not merged as common subexpressions)."""
-    from ..ir.core import Var, current_builder
-    return len(current_builder().eqns) if isinstance(x, Var) else 0
+    return len(context.symbolic_trace().eqns) if is_symbolic(x) else 0

@@ -1,6 +1,7 @@
 """Reductions. The primitives keep reduced axes (size 1); the public functions follow Knet:
 with `dims` the reduced axes stay, without it the result is a scalar."""
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -28,9 +29,34 @@ def _check_nonempty(name, x, axes):
         raise ShapeError(f"{name}: zero-size array to a reduction with no identity: axes {axes} of {x} are empty")
 
 
+class Monoid(NamedTuple):
+    """How a reduction's kernel accumulates: `start(dtype)` is the accumulator's first value,
+    `step` the statement adding entry {v} to it ({acc}), and `float_step` the statement for
+    floating dtypes where it differs (max/min propagate NaN as numpy's; it reads {v} thrice)."""
+    start: Callable
+    step: str
+    float_step: str = None
+
+
+def _extreme_start(sign):
+    # -inf for max, inf for min; integers start at the dtype's limits
+    def start(dtype):
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            info = np.iinfo(dtype)
+            return info.min if sign < 0 else info.max
+        return sign * math.inf
+    return start
+
+
+def _sum_of_unit_axes(eqn, constant, producer):
+    x = eqn.inputs[0]
+    return x if all(x.aval.shape[a] == 1 for a in eqn.params["axes"]) else None  # keepdims: nothing to add
+
+
 reduce_sum = register(Op(
     "reduce_sum", _reduce_rule("sum", accumulate=True), lambda x, axes: np.sum(x, axis=axes, keepdims=True),
-    (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce"))
+    (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce",
+    monoid=Monoid(lambda dtype: 0, "{acc} += {v}"), simplify=_sum_of_unit_axes))
 
 def _extreme_grad(dy, y, x, axes):
     # Entries equal to the extreme share dy equally, so the gradient sums to dy (as
@@ -45,12 +71,14 @@ def _extreme_grad(dy, y, x, axes):
 
 reduce_max = register(Op(
     "reduce_max", _reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
-    (_extreme_grad,), "reduce"))
+    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = max({acc}, {v})",
+                                              "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}")))
 
 
 reduce_min = register(Op(
     "reduce_min", _reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
-    (_extreme_grad,), "reduce"))
+    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(1), "{acc} = min({acc}, {v})",
+                                              "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}")))
 
 
 def _prod_grad(dy, y, x, axes):
@@ -66,7 +94,7 @@ def _prod_grad(dy, y, x, axes):
 
 reduce_prod = register(Op(
     "reduce_prod", _reduce_rule("prod", accumulate=True), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
-    (_prod_grad,), "reduce"))
+    (_prod_grad,), "reduce", monoid=Monoid(lambda dtype: 1, "{acc} *= {v}")))
 
 
 def _public(name, primitive):

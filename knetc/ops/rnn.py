@@ -17,6 +17,7 @@ import numbers
 
 import numpy as np
 
+from ..context import training, value_of
 from ..errors import ShapeError
 from ..runtime.rnn_layout import MODES, ngates, packed_offsets, param_location, weight_size
 from .core import Aval, Op, aval_of, register
@@ -252,7 +253,6 @@ class RNN:
                 f"{', bidirectional=True' if self.bidirectional else ''})")
 
     def __call__(self, x, batch_sizes=None):
-        from ..autograd import training
         xa = aval_of(x)
         X, H, LD = self.input_size, self.hidden_size, self.num_layers * self._dirs
         if xa.ndim not in (1, 2, 3) or xa.shape[-1] != X:
@@ -317,7 +317,6 @@ def rnnparam(r, layer, id, param):
         raise ValueError(f"rnnparam: id must be in 0..{2 * ng - 1} for {r.rnn_type}, got {id}")
     if param not in (0, 1):
         raise ValueError(f"rnnparam: param must be 0 (matrix) or 1 (bias), got {param}")
-    from ..autograd import value_of
     location = param_location(mode, X, H, r.num_layers, D, r.skip_input, layer, id, param)
     if location is None:
         return None

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Aval, Op, aval_of, register
+from .core import Aval, Op, aval_of, register, unchanged
 
 
 def _reshape_rule(x, shape):
@@ -11,9 +11,18 @@ def _reshape_rule(x, shape):
     return Aval(tuple(shape), x.dtype)
 
 
+def _simplify_reshape(eqn, constant, producer):
+    x = eqn.inputs[0]
+    if unchanged(x, eqn):
+        return x
+    inner = producer(x)
+    return reshape(inner.inputs[0], **eqn.params) if inner is not None and inner.op is reshape else None
+
+
 reshape = register(Op(
     "reshape", _reshape_rule, lambda x, shape: np.reshape(x, shape),
-    (lambda dy, y, x, shape: reshape(dy, shape=aval_of(x).shape),), "view"))
+    (lambda dy, y, x, shape: reshape(dy, shape=aval_of(x).shape),), "view",
+    simplify=_simplify_reshape, entries_of_input=True))
 
 
 def _transpose_rule(x, perm):
@@ -22,9 +31,27 @@ def _transpose_rule(x, perm):
     return Aval(tuple(x.shape[p] for p in perm), x.dtype)
 
 
+def _simplify_transpose(eqn, constant, producer):
+    x, perm = eqn.inputs[0], eqn.params["perm"]
+    inner = producer(x)
+    if inner is not None and inner.op is transpose:  # two transposes: one, or none
+        perm = tuple(inner.params["perm"][i] for i in perm)
+        return inner.inputs[0] if perm == tuple(range(len(perm))) else transpose(inner.inputs[0], perm=perm)
+    return x if perm == tuple(range(len(perm))) else None
+
+
+def _transpose_map(index, shape, perm):
+    source = [None] * len(perm)
+    for j, p in enumerate(perm):
+        source[p] = index[j]
+    return tuple(source), None
+
+
+# Fused into kernels as an index permutation; a matmul reads a 2-d one through a GEMM flag.
 transpose = register(Op(
     "transpose", _transpose_rule, lambda x, perm: np.transpose(x, perm),
-    (lambda dy, y, x, perm: transpose(dy, perm=tuple(int(i) for i in np.argsort(perm))),), "view"))
+    (lambda dy, y, x, perm: transpose(dy, perm=tuple(int(i) for i in np.argsort(perm))),), "view",
+    index_map=_transpose_map, simplify=_simplify_transpose, entries_of_input=True, matrix_transpose=True))
 
 
 def resolve_shape(size, shape):
@@ -38,16 +65,6 @@ def resolve_shape(size, shape):
             raise ShapeError(f"reshape: cannot reshape {size} elements to {shape}")
         shape = tuple(size // known if n == -1 else n for n in shape)
     return shape
-
-
-def _transpose_map(index, shape, perm):
-    source = [None] * len(perm)
-    for j, p in enumerate(perm):
-        source[p] = index[j]
-    return tuple(source), None
-
-
-transpose.index_map = _transpose_map  # fused into kernels as an index permutation
 
 
 # ----------------------------------------------------------------------------- static indexing
@@ -115,8 +132,7 @@ def _index_static_grad(dy, y, x, spec):
 
 index_static = register(Op(
     "index_static", _index_static_rule, lambda x, spec: np.array(np.asarray(x)[_spec_numpy_index(spec)]),
-    (_index_static_grad,), "elementwise"))
-index_static.index_map = _index_static_map
+    (_index_static_grad,), "elementwise", index_map=_index_static_map, entries_of_input=True, inline_input="always"))
 
 
 def _pad_static_rule(dy, spec, shape):
@@ -161,8 +177,8 @@ def _pad_static_map(index, dy_shape, spec, shape):
 
 pad_static = register(Op(
     "pad_static", _pad_static_rule, _pad_static_impl,
-    (lambda dz, z, dy, spec, shape: index_static(dz, spec=spec),), "elementwise"))
-pad_static.index_map = _pad_static_map
+    (lambda dz, z, dy, spec, shape: index_static(dz, spec=spec),), "elementwise", index_map=_pad_static_map,
+    inline_input="cheap"))
 
 from .elementwise import full  # noqa: E402
 
