@@ -21,7 +21,6 @@ from .ops.losses import *  # noqa: F401,F403  activations and losses
 from .ops.conv import *  # noqa: F401,F403  conv4, deconv4, mat
 from .ops.pooling import *  # noqa: F401,F403  pool, unpool
 from .ops.normalization import *  # noqa: F401,F403  batchnorm, dropout
-from .ops.rnn import *  # noqa: F401,F403  RNN
 from .knetarray import *  # noqa: F401,F403  KnetArray, cpucopy, gpucopy
 from .autograd import Param, diff, getval, grad, gradloss, params, value  # noqa: F401
 from .autograd import primitive, zerograd  # noqa: F401
@@ -32,6 +31,7 @@ from .inspection import inspect  # noqa: F401,E402
 from .train.init import gaussian, param, param0, seed_, xavier, xavier_normal, xavier_uniform  # noqa: F401,E402
 from .train.data import minibatch  # noqa: F401,E402
 from .train.init import atype, bilinear  # noqa: F401,E402
+from .layers import *  # noqa: F401,F403,E402  RNN, rnnparam(s), BNMoments, bnmoments, bnparams
 from .train.io import load, save  # noqa: F401,E402
 from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402
 from .autograd import training  # noqa: F401,E402

@@ -585,3 +585,18 @@ def test_nan_propagating_max_compiles_to_ptx():
     reports = compile_ptx_many([(m.__knetc_path__, m.PTX_SIGNATURES) for m in modules])
     for module, report in zip(modules, reports):
         assert set(report) == set(module.PTX_SIGNATURES)
+
+
+def sum_over_unit_axis(b):
+    return kn.sum(b, dims=1)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.float32])
+def test_sum_over_a_size_one_axis_keeps_numpys_dtype(dtype):
+    """The simplification that drops a sum over size-1 axes must not drop the widening of
+    bools and small integers to int64."""
+    b = np.array([[1], [0], [1]], dtype=dtype)
+    got = compiled(sum_over_unit_axis, "cpu")(b)
+    want = np.sum(b, axis=1, keepdims=True)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import knetc as kn
-from knetc.ops.rnn import rnnparam, rnnparams
+from knetc.layers import rnnparam, rnnparams
 
 from numgrad import numgrad
 

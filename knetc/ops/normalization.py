@@ -1,4 +1,5 @@
-"""Batch normalization and dropout: Knet's `batchnorm`, `bnmoments`, `bnparams`, `dropout`.
+"""Batch normalization and dropout: Knet's `batchnorm` and `dropout` (the running statistics
+`bnmoments` and the parameter vector `bnparams` are user state: they live in knetc.layers).
 
 Both are written with ops, so they run eagerly, on the tape and in compiled code, where the
 normalisation and the dropout product fuse with their neighbours. The only stateful steps
@@ -25,7 +26,7 @@ import os
 
 import numpy as np
 
-from .. import context, pytree
+from .. import context
 from ..context import is_symbolic, training as _training, value_of
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, check_float, register
@@ -33,7 +34,7 @@ from .elementwise import add, broadcast_to, div, iota, mul, sqrt, sub
 from .reduce import reduce_sum
 from .shape import reshape
 
-__all__ = ["batchnorm", "bnmoments", "bnparams", "dropout", "BNMoments"]
+__all__ = ["batchnorm", "dropout"]
 
 
 # ----------------------------------------------------------------------------- stateful ops
@@ -170,88 +171,26 @@ def _whole_layer(x, aval, moments, params, eps):
 
 def _batchnorm_layer(x, aval, moments, params, eps, training, kept, count):
     channels = aval.shape[1]
-    if params is None:
-        params = bnparams(aval.dtype, channels)  # a constant: scale 1, bias 0
+    if params is None:  # a constant: scale 1, bias 0 (bnparams' layout)
+        params = np.concatenate([np.ones(channels, aval.dtype), np.zeros(channels, aval.dtype)])
     else:
         params = reshape(params, shape=(2 * channels,))
     if training:
         if moments is None:  # cuDNN wants somewhere to put running statistics: scratch arrays
-            moments = BNMoments()
-            moments.initialize(aval.dtype, kept)
+            mean, var, momentum = np.zeros(kept, aval.dtype), np.ones(kept, aval.dtype), 0.1
+        else:
+            mean, var, momentum = moments.mean, moments.var, moments.momentum
         unbiased = count / (count - 1) if count > 1 else 1.0
-        return layer_train(x, params, moments.mean, moments.var, eps=float(eps), momentum=moments.momentum,
-                           correction=unbiased)
+        return layer_train(x, params, mean, var, eps=float(eps), momentum=momentum, correction=unbiased)
     return layer_infer(x, params, moments.mean, moments.var, eps=float(eps))
 
 
 # ----------------------------------------------------------------------------- batchnorm
 
-@pytree.register_leaf_type  # state, not a container of inputs: compiled code updates its arrays
-class BNMoments:
-    """Running mean and variance for batchnorm (Knet's BNMoments): `bnmoments()` makes one.
-
-    mean and var are arrays of shape (1, C) or (1, C, 1, 1[, 1]) (the batch statistics'
-    shape), created by meaninit/varinit(dtype, shape) on the first batchnorm call. They are
-    updated in place (assigning `moments.mean = a` copies into the existing array when the
-    shapes agree), so compiled functions that captured them stay in sync."""
-
-    def __init__(self, momentum=0.1, mean=None, var=None, meaninit=None, varinit=None):
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"bnmoments: momentum={momentum} must lie in [0, 1]")
-        self.momentum, self.meaninit, self.varinit = float(momentum), meaninit, varinit
-        self._mean = self._var = None
-        self.mean, self.var = mean, var
-
-    @staticmethod
-    def _store(current, value):
-        if value is None:
-            return None
-        value = np.asarray(value)
-        if current is not None and current.shape == value.shape:
-            current[...] = value
-            return current
-        return np.array(value, copy=True, order="C")
-
-    mean = property(lambda self: self._mean, lambda self, v: setattr(self, "_mean", self._store(self._mean, v)))
-    var = property(lambda self: self._var, lambda self, v: setattr(self, "_var", self._store(self._var, v)))
-
-    def initialize(self, dtype, shape):
-        """Create mean and var (if missing) for statistics of this dtype and shape."""
-        if self._mean is None:
-            self._mean = self._make(self.meaninit, np.zeros, dtype, shape)
-        if self._var is None:
-            self._var = self._make(self.varinit, np.ones, dtype, shape)
-
-    @staticmethod
-    def _make(init, default, dtype, shape):
-        value = default(shape, dtype) if init is None else np.asarray(init(dtype, *shape))
-        if value.shape != tuple(shape):
-            value = value.reshape(shape)
-        return np.array(value, dtype=value.dtype, copy=True, order="C")
-
-    def __repr__(self):
-        return f"BNMoments(momentum={self.momentum}, mean={self._mean!r}, var={self._var!r})"
-
-
-def bnmoments(momentum=0.1, mean=None, var=None, meaninit=None, varinit=None):
-    """Running statistics for batchnorm: new = momentum * batch + (1 - momentum) * old.
-
-    meaninit/varinit (default zeros/ones) are called as f(dtype, *shape) on first use.
-    >>> moments = kn.bnmoments(momentum=0.1)
-    """
-    return BNMoments(momentum, mean, var, meaninit, varinit)
-
-
-def bnparams(etype, channels=None):
-    """One vector of 2C entries: the scale (ones) then the bias (zeros), as Knet.
-
-    bnparams(C) is bnparams(np.float64, C). >>> kn.bnparams(np.float32, 3)
-    """
-    if channels is None:
-        etype, channels = np.float64, etype
-    if not isinstance(channels, (int, np.integer)) or channels < 1:
-        raise ValueError(f"bnparams: channels must be a positive int, got {channels!r}")
-    return np.concatenate([np.ones(channels, etype), np.zeros(channels, etype)])
+def _is_moments(m):
+    """Running statistics as kn.bnmoments() makes them (knetc.layers.BNMoments, above this
+    module): mean, var, momentum and initialize(dtype, shape)."""
+    return callable(getattr(m, "initialize", None)) and all(hasattr(m, a) for a in ("mean", "var", "momentum"))
 
 
 def _split_params(params, channels, kept):
@@ -286,7 +225,7 @@ def batchnorm(x, moments=None, params=None, eps=1e-5, training=None):
     axes = tuple(a for a in range(aval.ndim) if a != 1)
     kept = tuple(channels if a == 1 else 1 for a in range(aval.ndim))
     count = int(np.prod([aval.shape[a] for a in axes]))
-    if moments is not None and not isinstance(moments, BNMoments):
+    if moments is not None and not _is_moments(moments):
         raise TypeError(f"batchnorm: moments must come from kn.bnmoments(), got {type(moments).__name__}")
     if training is None:
         training = _training()

@@ -6,7 +6,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Aval, Op, aval_of, normalize_axes, register
+from .core import Aval, Op, aval_of, normalize_axes, register, unchanged
 
 
 def _reduce_rule(name, accumulate=False, identity=True):
@@ -49,8 +49,9 @@ def _extreme_start(sign):
 
 
 def _sum_of_unit_axes(eqn, constant, producer):
+    # keepdims: nothing to add, unless the sum widens the dtype (bools and small integers to int64)
     x = eqn.inputs[0]
-    return x if all(x.aval.shape[a] == 1 for a in eqn.params["axes"]) else None  # keepdims: nothing to add
+    return x if unchanged(x, eqn) else None
 
 
 reduce_sum = register(Op(
