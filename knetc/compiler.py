@@ -32,6 +32,90 @@ def resolve_target(target):
     return target
 
 
+# ------------------------------------------------------------------ the pipeline
+# A compiled function runs through these stages, each a function of the previous stage's
+# value, each once per program: CompiledFunction only chooses the mode (which programs to
+# build) and caches the result. `knetc inspect --stage` shows the value after each stage.
+#
+#   trace          Python source -> typed IR program           (trace_in_mode, frontend.trace)
+#   differentiate  program -> the program the mode runs         (ad: adjoint_program)
+#   optimize       program -> optimised program                 (ir.passes.optimize)
+#   split          program -> {name: program} to compile        ("forward": forward + backward halves)
+#   fuse           program -> fusion schedule                   (ir.fuse)
+#                  (plan_memory would go here: buffer reuse over the schedule)
+#   generate       schedule -> kernel module source             (backend)
+#   load           source -> loaded module, as an Executable    (backend.cache)
+
+
+def trace_in_mode(mode, target, fn, args, kwargs):
+    """The trace stage: fn(*args, **kwargs) as a typed IR program (frontend.trace).
+
+    Trace with kn.training() telling the mode, so that a specialization does not depend
+    on where it was first called: gradient programs train (as inside diff, where "forward"
+    specializations are traced), plain calls do not, and no tape around a plain call records.
+    Dropout and batchnorm read the mode, and batchnorm the target (context.target())."""
+    with contextlib.ExitStack() as stack:
+        if mode == "call":
+            stack.enter_context(context.without(Tape))
+        stack.enter_context(context.mode(training=mode != "call", target=target))
+        return trace(fn, args, kwargs, mode)
+
+
+def differentiate(program, mode, wrt=()):
+    """The program `mode` runs: the primal ("call"), the value and its gradients w.r.t. the
+    inputs `wrt` ("grad"), or the joint program seeded by its last input ("forward": split
+    into the forward and backward halves after optimize)."""
+    if mode == "call":
+        return program
+    return adjoint_program(program, wrt, seed_input=mode == "forward")
+
+
+def split_joint(program, mode, n_inputs):
+    """The programs to compile, by the Specialization attribute each becomes."""
+    if mode != "forward":
+        return {"executable": program}
+    forward, backward, _ = split(program, 1, n_inputs)
+    return {"forward": forward, "backward": backward}
+
+
+def generate(schedule, target, cache=True):
+    return backend_for(target).generate(schedule, cache=cache is not False)
+
+
+def load(name, schedule, source, target, cache=True, key=""):
+    routines = [step.eqn.op.lowering[target] for step in schedule.steps if type(step).__name__ == "Call"]
+    return load_module(f"{target}_{name}", source, directory_for(cache), key + routines_key(routines))
+
+
+STAGES = (trace_in_mode, differentiate, optimize, split_joint, fuse, generate, load)
+
+
+def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
+    """Run the stages after trace on a traced `program`: {attribute: Executable}."""
+    differentiated = differentiate(program, mode, wrt)
+    optimized = optimize(differentiated)
+    executables = {}
+    for name, part in split_joint(optimized, mode, n_inputs).items():
+        executables[name] = compile_optimized(part, differentiated if mode != "forward" else part,
+                                              target, cache, key)
+    return executables
+
+
+def compile_optimized(program, input_program, target, cache=True, key=""):
+    """fuse, generate and load an optimised program. input_program: the program before
+    optimize (what `knetc inspect --stage adjoint` shows; its label checks run)."""
+    schedule = fuse(program)
+    # plan_memory(schedule) would go here
+    source = generate(schedule, target, cache)
+    module = load(input_program.name, schedule, source, target, cache, key)
+    return Executable(input_program, program, schedule, source, module, target)
+
+
+def compile_program(program, target, cache=True, key=""):
+    """One program, not differentiated, as an Executable (optimize, fuse, generate, load)."""
+    return build(program, "call", target, cache=cache, key=key)["executable"]
+
+
 def lower(program):
     """The program as it will run (optimised) and its fusion schedule."""
     program = optimize(program)
@@ -39,18 +123,15 @@ def lower(program):
 
 
 class Executable:
-    """A program compiled for one target: `run(arrays)` returns its outputs.
+    """A program compiled for one target: `run(arrays)` returns its outputs. Built by the
+    stages (`build`): it takes the optimised program, its schedule, source and module.
 
-    `key` identifies the user's sources the program came from (the kernel cache key)."""
+    input_program: the program before optimize (its label checks are made before a run)."""
 
-    def __init__(self, program, target, cache=True, key=""):
-        self.name, self.target, self.input_program = program.name, target, program
-        self.program, self.schedule = lower(program)
+    def __init__(self, input_program, program, schedule, source, module, target):
+        self.name, self.target, self.input_program = input_program.name, target, input_program
+        self.program, self.schedule, self.source, self.module = program, schedule, source, module
         backend = backend_for(target)
-        self.source = backend.generate(self.schedule, cache=cache is not False)
-        routines = [step.eqn.op.lowering[target] for step in self.schedule.steps if type(step).__name__ == "Call"]
-        self.module = load_module(f"{target}_{program.name}", self.source, directory_for(cache),
-                                  key + routines_key(routines))
         self.constants = [np.reshape(value, physical_shape(var)) for var, value in self.program.constants.items()
                           if var not in self.program.inputs]  # stored as the kernels index them (0-d as (1,))
         distinct = []
@@ -59,7 +140,7 @@ class Executable:
                 distinct.append(v)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
                        for v in self.program.outputs]
-        self._label_checks = LabelChecks(program)
+        self._label_checks = LabelChecks(input_program)
         self._runner = backend.Runner(self)
         self._state = _state_constants(self.program) if target == "cuda" else []
         self._first_run = True
@@ -264,7 +345,7 @@ class CompiledFunction:
                               "pass values that change as arguments", stacklevel=4)
             older.insert(0, stale)
             del older[self._KEEP_STALE:]
-        program, translation, out_treedef = _trace_in_mode(mode, self.target, self.fn, args, kwargs)
+        program, translation, out_treedef = trace_in_mode(mode, self.target, self.fn, args, kwargs)
         spec = Specialization(program, translation, out_treedef, mode)
         self._build(spec, args, leaves)
         self.compilations += 1
@@ -272,19 +353,14 @@ class CompiledFunction:
         return spec
 
     def _build(self, spec, args, leaves):
-        """Differentiate as the mode asks, then lower and generate the executables."""
+        """Choose what the mode builds (which inputs to differentiate), then run the stages."""
         program, (kind, detail) = spec.program, (spec.mode, None) if isinstance(spec.mode, str) else spec.mode
-        key = spec.translation.source_key()
-
-        def executable(p):
-            return Executable(p, self.target, self.cache, key)
         # Every array input may be differentiated, integer ones too: the gradient is what the
         # eager tape gives (the adjoint rules decide its dtype), so that an integer Param gets
         # a gradient (and update_ refuses it) instead of silently none.
         differentiable = list(range(len(program.inputs)))
-        if kind == "call":
-            spec.executable = executable(program)
-        elif kind == "grad":  # value and gradient in one program
+        wrt = []
+        if kind == "grad":  # value and gradient in one program
             target_leaves, spec.target_treedef = pytree.flatten(args[detail])
             start = len(pytree.flatten(tuple(args[:detail]))[0])
             input_of_leaf = {}
@@ -293,16 +369,17 @@ class CompiledFunction:
                     input_of_leaf[i] = len(input_of_leaf)
             positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
             wrt = [p for p in positions if p in differentiable]
-            spec.executable = executable(adjoint_program(program, wrt))
             n_out = len(program.outputs)
             spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
-        else:  # "forward": the primal now, the adjoint when the tape asks (split after AD)
-            spec.wrt = [i for i in differentiable if i >= len(detail) or detail[i]]
+        elif kind == "forward":  # the primal now, the adjoint when the tape asks (split after AD)
+            spec.wrt = wrt = [i for i in differentiable if i >= len(detail) or detail[i]]
             spec.single = len(program.outputs) == 1 and isinstance(program.outputs[0], Var)
-            if spec.single:
-                joint = optimize(adjoint_program(program, spec.wrt, seed_input=True))
-                forward, backward, _ = split(joint, 1, len(program.inputs))
-                spec.forward, spec.backward = executable(forward), executable(backward)
+            if not spec.single:
+                return  # run eagerly (the tape records each op)
+        executables = build(program, kind, self.target, wrt, len(program.inputs), self.cache,
+                            spec.translation.source_key())
+        for name, executable in executables.items():
+            setattr(spec, name, executable)
 
     def specializations(self):
         return list(self._specializations.values())
@@ -397,18 +474,6 @@ def _numbers_as_arrays(args, argnum):
 def _diff_recording():
     """Inside `kn.diff`: Params a compiled function reads from outside are recorded too."""
     return recording()
-
-
-def _trace_in_mode(mode, target, fn, args, kwargs):
-    """Trace with kn.training() telling the mode, so that a specialization does not depend
-    on where it was first called: gradient programs train (as inside diff, where "forward"
-    specializations are traced), plain calls do not, and no tape around a plain call records.
-    Dropout and batchnorm read the mode, and batchnorm the target (context.target())."""
-    with contextlib.ExitStack() as stack:
-        if mode == "call":
-            stack.enter_context(context.without(Tape))
-        stack.enter_context(context.mode(training=mode != "call", target=target))
-        return trace(fn, args, kwargs, mode)
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

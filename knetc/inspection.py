@@ -16,8 +16,12 @@ import numpy as np
 from .ad.reverse import adjoint_program
 from .backend.cache import directory_for, load_module, read_text, write_atomically
 from .ir.core import format_program
+from . import compiler
 
-STAGES = ("source", "ir", "adjoint", "fused", "kernels", "driver", "ptx", "resources")
+# What each compiler stage (compiler.STAGES) is shown as: the inspect stages, in pipeline order.
+VIEWS = {"trace_in_mode": ("source", "ir"), "differentiate": ("adjoint",), "fuse": ("fused",),
+         "generate": ("kernels", "driver"), "load": ("ptx", "resources")}
+STAGES = tuple(view for stage in compiler.STAGES for view in VIEWS.get(stage.__name__, ()))
 
 
 def inspect(fn, *args, stage="all", target=None, mode="grad", argnum=0, cc=(9, 0), **kwargs):

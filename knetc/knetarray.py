@@ -30,7 +30,7 @@ import numpy as np
 from . import context, pytree
 from .autograd import Param, Tracked
 from .errors import ShapeError, user_frame
-from .compiler import CompiledFunction, Executable
+from .compiler import CompiledFunction, compile_program
 from .ir.core import Builder, Program
 from .ops import indexing
 from .ops.core import Aval, Op, bind, evaluate
@@ -412,7 +412,7 @@ def _build(op, params, specs):
                 ir_args.append(var)
         out = bind(op, *ir_args, **params)
     name = "knetarray_" + re.sub(r"\W", "_", op.name)
-    return Executable(Program(name, inputs, builder.eqns, [out], builder.constants), "cuda")
+    return compile_program(Program(name, inputs, builder.eqns, [out], builder.constants), "cuda")
 
 
 def _on_host(op, args, params):

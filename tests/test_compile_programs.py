@@ -423,6 +423,32 @@ def test_diff_of_a_compiled_function_equals_eager():
             np.testing.assert_allclose(kn.grad(result, p), kn.grad(eager, p), rtol=1e-10, atol=1e-12)
 
 
+def test_optimize_runs_once_per_program_in_every_mode(monkeypatch):
+    """The stages run once per program: inside diff the joint program is optimised once,
+    then split into forward and backward (not optimised again); call and grad once each."""
+    import knetc.compiler
+    optimized, real = [], knetc.compiler.optimize
+
+    def counting(program):
+        optimized.append(program.name)
+        return real(program)
+    monkeypatch.setattr(knetc.compiler, "optimize", counting)
+
+    @kn.compile(target="cpu")
+    def loss(w, x):
+        return kn.sum(kn.tanh(x @ w) * 2)
+
+    w, x = kn.Param(normal((3, 4), 1)), normal((5, 3), 2)
+    result = kn.diff(loss, w, x)  # "forward": one joint program -> forward + backward executables
+    spec, = loss.specializations()
+    assert len(optimized) == 1 and {e.name for e in spec.executables()} == {spec.forward.name, spec.backward.name}
+    np.testing.assert_allclose(kn.grad(result, w), kn.grad(kn.diff(loss.fn, w, x), w), rtol=1e-10)
+    assert len(optimized) == 1  # the backward pass runs what was built
+    loss(kn.value(w), x)  # "call"
+    kn.grad(loss)(kn.value(w), x)  # "grad"
+    assert len(optimized) == 3 and loss.compilations == 3
+
+
 def test_params_inside_callable_layers_are_recorded():
     chain = Chain(Dense(kn.Param(normal((4, 6), 1)), kn.Param(normal((6,), 2))),
                   Dense(kn.Param(normal((6, 3), 3)), kn.Param(normal((3,), 4)), kn.relu))
