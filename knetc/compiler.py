@@ -17,6 +17,7 @@ from .ir.passes import optimize
 from .ir.core import Var
 from .backend.names import physical_shape
 from .backend.cache import directory_for, load_module, routines_key, seal
+from .errors import CompileError
 from .report import count, enabled, report
 
 TARGETS = ("auto", "cpu", "cuda")
@@ -103,7 +104,7 @@ def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
 
 def compile_optimized(program, input_program, target, cache=True, key=""):
     """fuse, generate and load an optimised program. input_program: the program before
-    optimize (what `knetc inspect --stage adjoint` shows; its label checks run)."""
+    optimize (what `knetc inspect --stage adjoint` shows; its input checks run)."""
     schedule = fuse(program)
     # plan_memory(schedule) would go here
     source = generate(schedule, target, cache)
@@ -116,17 +117,11 @@ def compile_program(program, target, cache=True, key=""):
     return build(program, "call", target, cache=cache, key=key)["executable"]
 
 
-def lower(program):
-    """The program as it will run (optimised) and its fusion schedule."""
-    program = optimize(program)
-    return program, fuse(program)
-
-
 class Executable:
     """A program compiled for one target: `run(arrays)` returns its outputs. Built by the
     stages (`build`): it takes the optimised program, its schedule, source and module.
 
-    input_program: the program before optimize (its label checks are made before a run)."""
+    input_program: the program before optimize (its input checks are made before a run)."""
 
     def __init__(self, input_program, program, schedule, source, module, target):
         self.name, self.target, self.input_program = input_program.name, target, input_program
@@ -140,7 +135,7 @@ class Executable:
                 distinct.append(v)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
                        for v in self.program.outputs]
-        self._label_checks = LabelChecks(input_program)
+        self._input_checks = InputChecks(input_program)
         self._runner = backend.Runner(self)
         self._state = _state_constants(self.program) if target == "cuda" else []
         self._first_run = True
@@ -149,8 +144,8 @@ class Executable:
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
-        if self._label_checks:
-            self._label_checks(arrays)  # before anything runs: a bad label leaves no state changed
+        if self._input_checks:
+            self._input_checks(arrays)  # before anything runs: a bad label leaves no state changed
         if self._state:
             return self._run_with_state(arrays)
         if self._first_run:
@@ -191,42 +186,39 @@ class Executable:
         return outputs
 
 
-class LabelChecks:
-    """The range checks of nll/accuracy labels (the `checked_labels` op) that a program must
-    make before its kernels run, since a kernel cannot raise: each on the input array the
-    labels come from, through ops whose entries are their input's (Op.entries_of_input:
-    reshape, transpose, static slices, broadcasts; a slice's whole source is checked).
-    Labels fixed at compile time are checked now; labels computed inside the function cannot
-    be checked before the run and are refused."""
+class InputChecks:
+    """The checks ops declare on their input's values (Op.input_check: nll's label range),
+    made before a program's kernels run, since a kernel cannot raise: each on the program
+    input the value comes from, through ops whose entries are their input's
+    (Op.entries_of_input: reshape, transpose, static slices, broadcasts; a slice's whole
+    source is checked). Values fixed at compile time are checked now; values computed inside
+    the function cannot be checked before the run and are refused."""
 
     def __init__(self, program):
-        from .errors import CompileError
-        from .ops.nn import check_label_values, checked_labels
-        self.check, self.checks = check_label_values, []
+        self.checks = []  # (input position, check, params)
         producers = {eqn.out: eqn for eqn in program.eqns}
         for eqn in program.eqns:
-            if eqn.op is not checked_labels:
+            check = eqn.op.input_check
+            if check is None:
                 continue
             source = eqn.inputs[0]
             while source in producers and producers[source].op.entries_of_input:
                 source = producers[source].inputs[0]
             if source in program.constants:
-                self.check(program.constants[source], **eqn.params)
+                check(program.constants[source], **eqn.params)
             elif source in program.inputs:
-                self.checks.append((program.inputs.index(source), eqn.params))
+                self.checks.append((program.inputs.index(source), check, eqn.params))
             else:
-                raise CompileError(f"{eqn.params['name']}: labels computed inside a compiled function cannot be "
-                                   f"range-checked before the kernels run", *(eqn.loc or (None, None)),
-                                   hint="compute the labels outside and pass them in as an argument")
+                raise CompileError(check.refusal(**eqn.params), *(eqn.loc or (None, None)),
+                                   hint="compute it outside and pass it in as an argument")
 
     def __bool__(self):
         return bool(self.checks)
 
     def __call__(self, arrays):
-        for position, params in self.checks:
-            labels = arrays[position]
-            host = labels.copy_to_host() if hasattr(labels, "copy_to_host") else np.asarray(labels)
-            self.check(host, **params)
+        for position, check, params in self.checks:
+            value = arrays[position]
+            check(value.copy_to_host() if hasattr(value, "copy_to_host") else np.asarray(value), **params)
 
 
 def _numba_cache_counts(module):

@@ -91,12 +91,16 @@ class Op:
       same, for inputs holding no reduction: the load also runs where the result is 0).
     input_gives_shape: the input only gives the result's shape; kernels do not read it, and
       `scalar` reads the loop index instead (iota).
+    input_check: `input_check(value, **params)` raises if the first input's value is bad (nll's
+      labels out of range). Kernels cannot raise, so a compiled program runs it on the input
+      array the value comes from, before any kernel runs (compiler.InputChecks);
+      `input_check.refusal(**params)` says why a value computed inside cannot be checked.
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
-                 input_gives_shape=False):
+                 input_gives_shape=False, input_check=None):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
@@ -104,6 +108,7 @@ class Op:
         self.float_valued, self.index_map, self.monoid, self.state_inputs = float_valued, index_map, monoid, state_inputs
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
+        self.input_check = input_check
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
@@ -145,10 +150,8 @@ def register(op):
 def bind(op, *args, **params):
     """Apply op: the highest trace on the context's stack owning an argument processes it
     (knetc/context.py); plain arrays and numbers are evaluated with the numpy reference."""
-    if op.kind == "elementwise" and any(type(a) is float for a in args):
-        args = _promote_for_float_scalars(args)
-    elif op.kind == "elementwise" and any(type(a) is int for a in args):
-        args = _promote_bools_for_int_scalars(args)
+    if op.kind == "elementwise" and any(type(a) in (float, int) for a in args):
+        args = _promote_for_python_scalars(args)
     if not any(context.kind(a) for a in args):
         return evaluate(op, args, params)
     args = tuple(map(context.unowned_stripped, args))  # Params with no tape are their values
@@ -158,27 +161,18 @@ def bind(op, *args, **params):
     return trace.process(op, args, params)
 
 
-def _promote_for_float_scalars(args):
-    """numpy's rule: an integer or bool array meets a Python float in float64. (Weak scalars
-    otherwise take the array's dtype, and a kernel would truncate 2.5 to 2.)"""
+def _promote_for_python_scalars(args):
+    """numpy's rule where a Python scalar meets an array of a lower kind: a float makes bool
+    and integer arrays float64, an int makes bool arrays int64 (`b + 1` is 2 where b is
+    True). Weak scalars otherwise take the array's dtype, and a kernel would truncate 2.5
+    to 2."""
     from .elementwise import astype
+    target, lower = (np.float64, "biu") if any(type(a) is float for a in args) else (np.int64, "b")
 
     def promoted(a):
         dtype = aval_of(a).dtype
-        if dtype is not None and not np.issubdtype(dtype, np.floating):
-            return astype(a, dtype=np.dtype(np.float64))
-        return a
-    return tuple(a if type(a) is float else promoted(a) for a in args)
-
-
-def _promote_bools_for_int_scalars(args):
-    """numpy's rule: a bool array meets a Python int in int64 (`b + 1` is 2 where b is True)."""
-    from .elementwise import astype
-
-    dtypes = [aval_of(a).dtype for a in args]
-    if any(d is not None and d != np.bool_ for d in dtypes) or all(d is None for d in dtypes):
-        return args  # (np.dtype(float) == None holds: no `in` tests on dtypes)
-    return tuple(a if aval_of(a).dtype is None else astype(a, dtype=np.dtype(np.int64)) for a in args)
+        return astype(a, dtype=np.dtype(target)) if dtype is not None and dtype.kind in lower else a
+    return tuple(a if type(a) in (float, int) else promoted(a) for a in args)
 
 
 def evaluate(op, args, params):

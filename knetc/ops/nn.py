@@ -193,12 +193,22 @@ def _class_labels(name, scores, labels, dims):
 
 def check_label_values(values, name, classes, axis):
     """Raise ValueError unless every label is in -1..classes-1 (eagerly, and in compiled code
-    on the labels input before any kernel runs: see compiler.LabelChecks)."""
+    on the labels input before any kernel runs: Op.input_check)."""
     values = np.asarray(values)
     bad = values[(values < -1) | (values >= classes)]
     if bad.size:
         raise ValueError(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in 0..{classes - 1} "
                          f"(classes on axis {axis}) or -1 to skip")
+
+
+class _LabelRange:
+    """checked_labels' input check (Op.input_check)."""
+
+    def __call__(self, values, name, classes, axis):
+        check_label_values(values, name, classes, axis)
+
+    def refusal(self, name, classes, axis):
+        return f"{name}: labels computed inside a compiled function cannot be range-checked before the kernels run"
 
 
 def _checked_labels_impl(labels, name, classes, axis):
@@ -211,7 +221,7 @@ def _checked_labels_impl(labels, name, classes, axis):
 # raise), so a bad label raises the same ValueError and nothing has run.
 checked_labels = register(Op(
     "checked_labels", lambda labels, name, classes, axis: labels, _checked_labels_impl, (None,), "elementwise",
-    lambda k, labels, name, classes, axis: labels))
+    lambda k, labels, name, classes, axis: labels, input_check=_LabelRange()))
 
 
 def _count(labels):
