@@ -36,6 +36,17 @@ def compile_ptx(path, kernels, cc=(9, 0)):
     return compile_ptx_many([(path, kernels)], cc)[0]
 
 
+def assert_modules_compile_to_ptx(modules, cc=(9, 0)):
+    """Every kernel of these generated modules (a compiled function's generated_modules())
+    compiles to PTX with an entry point."""
+    assert modules
+    reports = compile_ptx_many([(m.__knetc_path__, m.PTX_SIGNATURES) for m in modules], cc)
+    for module, report in zip(modules, reports):
+        assert set(report) == set(module.PTX_SIGNATURES)
+        for kernel, entry in report.items():
+            assert entry["target"] and entry["entry"], (module.__knetc_path__, kernel)
+
+
 def compile_ptx_many(jobs, cc=(9, 0)):
     """compile_ptx for several modules [(path, kernels), ...] in one subprocess."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
