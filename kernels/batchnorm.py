@@ -23,6 +23,8 @@ import math
 from numba import cuda, njit, prange
 
 from knetc.report import report
+from knetc.runtime import cudnn_ops
+from knetc.runtime.pool import device_array
 
 BLOCK = 128
 
@@ -161,7 +163,6 @@ def batchnorm_grad_cpu(x, params, dy, out, eps, part):
 
 
 def _cudnn_ops():
-    from knetc.runtime import cudnn_ops
     if not cudnn_ops.available():
         raise RuntimeError("batchnorm's whole-layer CUDA routines run cuDNN, which is not available here; "
                            "knetc.ops.normalization emits them only when it is")
@@ -187,7 +188,6 @@ def batchnorm_infer_cuda(x, params, mean, var, out, eps):
 
 
 def batchnorm_grad_cuda(x, params, dy, out, eps, part):
-    from knetc.runtime.pool import device_array
     if part == 1:
         dx, dparams = device_array(x.shape, x.dtype), out
     else:

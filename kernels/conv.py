@@ -20,6 +20,7 @@ from numba import cuda, njit, prange
 from numba.extending import overload
 
 from knetc.report import report
+from knetc.runtime import cudnn
 
 
 # ------------------------------------------------------------------ shape helpers (njit)
@@ -424,15 +425,9 @@ def _log_choice(what, key, message):
         report("cudnn", "%s %s: %s" % (what, key, message))
 
 
-def _cudnn_ready():
-    from knetc.runtime import cudnn
-    return cudnn.available()
-
-
 def conv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group):
     """conv4 on device arrays: cuDNN when available, else knetc's Numba kernel."""
-    if _cudnn_ready():
-        from knetc.runtime import cudnn
+    if cudnn.available():
         cudnn.convolution("forward", w, x, out, padding, stride, dilation, mode, alpha, group)
         return
     _log_choice("conv4", (tuple(x.shape), tuple(w.shape)), "numba kernel")
@@ -441,8 +436,7 @@ def conv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group):
 
 def deconv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group, size):
     """deconv4 (conv4's input gradient) on device arrays: cuDNN or knetc's Numba kernel."""
-    if _cudnn_ready():
-        from knetc.runtime import cudnn
+    if cudnn.available():
         cudnn.convolution("backward_data", w, out, x, padding, stride, dilation, mode, alpha, group)
         return
     _log_choice("deconv4", (tuple(x.shape), tuple(w.shape)), "numba kernel")
@@ -451,8 +445,7 @@ def deconv4_cuda(w, x, out, padding, stride, dilation, mode, alpha, group, size)
 
 def conv4_dw_cuda(x, dy, out, padding, stride, dilation, mode, alpha, group, size):
     """conv4's filter gradient on device arrays: cuDNN or knetc's Numba kernel."""
-    if _cudnn_ready():
-        from knetc.runtime import cudnn
+    if cudnn.available():
         cudnn.convolution("backward_filter", out, x, dy, padding, stride, dilation, mode, alpha, group)
         return
     _log_choice("conv4_dw", (tuple(x.shape), tuple(out.shape)), "numba kernel")

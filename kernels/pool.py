@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, njit, prange
 
 from knetc.report import report
+from knetc.runtime import cudnn_ops
 
 BLOCK = 256
 
@@ -312,7 +313,6 @@ def _log_choice(what, engine):
 
 
 def _cudnn():
-    from knetc.runtime import cudnn_ops
     return cudnn_ops if cudnn_ops.available() else None
 
 

@@ -17,8 +17,9 @@ from . import context, pytree
 from .context import training, value_of  # noqa: F401  (kn.training; value_of for the layers above)
 from .errors import CompileError, ShapeError, format_error, user_frame
 from .ir.core import Builder, Var, current_builder
+from .ops.broadcast import broadcast_to, unbroadcast
 from .ops.core import OPS, Op, aval_of, bind
-from .ops.elementwise import add, broadcast_to, unbroadcast
+from .ops.elementwise import add
 from .ops.methods import ArrayMethods
 
 _ceiling = float("inf")  # the level being recorded: tapes at or above it do not see the op

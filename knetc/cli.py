@@ -17,6 +17,8 @@ import runpy
 import sys
 
 from . import compiler, inspection
+from .backend import cache
+from .report import stats
 
 
 class _Stop(BaseException):
@@ -63,7 +65,6 @@ def inspect_command(options):
 
 
 def build_command(options):
-    from .backend import cache
     if options.cache_dir:
         os.environ["KNETC_CACHE_DIR"] = os.path.abspath(options.cache_dir)
     directory = os.path.abspath(cache.cache_dir())
@@ -80,7 +81,6 @@ def build_command(options):
         if all(spec is not s for _, s in built):
             built.append((fn, spec))
     run_script(options.script, options.script_args, observe)
-    from .report import stats
     counts = stats()
     print(f"knetc build: {len(built)} specializations in {directory} "
           f"({counts['compilations']} compiled now, {counts['cache_hits']} already built)")
@@ -91,7 +91,6 @@ def build_command(options):
 
 
 def cache_command(options):
-    from .backend import cache
     directory = os.path.abspath(options.cache_dir) if options.cache_dir else cache.cache_dir()
     if options.action == "info":
         info = cache.info(directory)

@@ -5,6 +5,7 @@ import contextlib
 import functools
 
 import time
+import warnings
 
 import numpy as np
 
@@ -12,13 +13,16 @@ from . import context, pytree
 from .ad.reverse import adjoint_program, split
 from .autograd import Param, Tape, Tracked, active_tape_levels, grad, gradloss, record_call, recording, value_of
 from .frontend import is_array, trace
-from .ir.fuse import fuse
+from .ir.fuse import Call, fuse
+from .ir.memory import plan_memory
 from .ir.passes import optimize
 from .ir.core import Var
+from .backend import cpu, cuda
 from .backend.names import physical_shape
-from .backend.cache import directory_for, load_module, routines_key, seal
+from .backend.cache import directory_for, load_kernel, load_module, routines_key, seal
 from .errors import CompileError
 from .report import count, enabled, report
+from .runtime.device import real_gpu_available
 
 TARGETS = ("auto", "cpu", "cuda")
 _LOG_LAUNCHES = enabled("launch")  # read once: checked on every run
@@ -28,7 +32,6 @@ def resolve_target(target):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if target == "auto":
-        from .runtime.device import real_gpu_available
         return "cuda" if real_gpu_available() else "cpu"
     return target
 
@@ -43,9 +46,9 @@ def resolve_target(target):
 #   optimize       program -> optimised program                 (ir.passes.optimize)
 #   split          program -> {name: program} to compile        ("forward": forward + backward halves)
 #   fuse           program -> fusion schedule                   (ir.fuse)
-#                  (plan_memory would go here: buffer reuse over the schedule)
-#   generate       schedule -> kernel module source             (backend)
-#   load           source -> loaded module, as an Executable    (backend.cache)
+#   plan_memory    schedule -> schedule with buffer reuse and release points (ir.memory)
+#   generate       schedule -> driver and kernel sources         (backend: cpu, cuda, driver)
+#   load           sources -> loaded modules, as an Executable   (backend.cache)
 
 
 def trace_in_mode(mode, target, fn, args, kwargs):
@@ -83,12 +86,16 @@ def generate(schedule, target, cache=True):
     return backend_for(target).generate(schedule, cache=cache is not False)
 
 
-def load(name, schedule, source, target, cache=True, key=""):
-    routines = [step.eqn.op.lowering[target] for step in schedule.steps if type(step).__name__ == "Call"]
-    return load_module(f"{target}_{name}", source, directory_for(cache), key + routines_key(routines))
+def load(name, schedule, generated, target, cache=True, key=""):
+    """The driver module, after the kernel modules it binds (shared by content)."""
+    directory = directory_for(cache)
+    kernels = [load_kernel(source, directory) for source in generated.kernels.values()]
+    routines = [step.eqn.op.lowering[target] for step in schedule.steps if isinstance(step, Call)]
+    driver = load_module(f"{target}_{name}", generated.driver, directory, key + routines_key(routines))
+    return driver, kernels
 
 
-STAGES = (trace_in_mode, differentiate, optimize, split_joint, fuse, generate, load)
+STAGES = (trace_in_mode, differentiate, optimize, split_joint, fuse, plan_memory, generate, load)
 
 
 def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
@@ -105,11 +112,10 @@ def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
 def compile_optimized(program, input_program, target, cache=True, key=""):
     """fuse, generate and load an optimised program. input_program: the program before
     optimize (what `knetc inspect --stage adjoint` shows; its input checks run)."""
-    schedule = fuse(program)
-    # plan_memory(schedule) would go here
-    source = generate(schedule, target, cache)
-    module = load(input_program.name, schedule, source, target, cache, key)
-    return Executable(input_program, program, schedule, source, module, target)
+    schedule = plan_memory(fuse(program))
+    generated = generate(schedule, target, cache)
+    driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
+    return Executable(input_program, program, schedule, generated, driver, kernels, target)
 
 
 def compile_program(program, target, cache=True, key=""):
@@ -119,13 +125,16 @@ def compile_program(program, target, cache=True, key=""):
 
 class Executable:
     """A program compiled for one target: `run(arrays)` returns its outputs. Built by the
-    stages (`build`): it takes the optimised program, its schedule, source and module.
+    stages (`build`): it takes the optimised program, its schedule, the generated code, and
+    the loaded driver module and kernel modules.
 
     input_program: the program before optimize (its input checks are made before a run)."""
 
-    def __init__(self, input_program, program, schedule, source, module, target):
+    def __init__(self, input_program, program, schedule, generated, module, kernel_modules, target):
         self.name, self.target, self.input_program = input_program.name, target, input_program
-        self.program, self.schedule, self.source, self.module = program, schedule, source, module
+        self.program, self.schedule, self.generated = program, schedule, generated
+        self.module, self.kernel_modules = module, kernel_modules
+        self.source = generated.text()
         backend = backend_for(target)
         self.constants = [np.reshape(value, physical_shape(var)) for var, value in self.program.constants.items()
                           if var not in self.program.inputs]  # stored as the kernels index them (0-d as (1,))
@@ -168,21 +177,29 @@ class Executable:
         return [value if index is None else _logical(results[index], value) for index, value in self._slots]
 
     def _run_first(self, arrays):
-        """The first run is when Numba compiles or loads the kernels: report which, and seal
-        freshly compiled cache files."""
+        """The first run is when Numba compiles or loads the kernels that no earlier program
+        needed: report which, and seal freshly compiled cache files."""
+        before = [_numba_counts(m) for m in self.kernel_modules]
         started = time.perf_counter()
         outputs = self._outputs(self._runner(arrays))
         self._first_run = False
-        hits, misses = _numba_cache_counts(self.module)
         elapsed = time.perf_counter() - started
-        kernels = len(self.schedule.kernels())
-        if misses:
+        compiled = loaded = 0
+        for module, (hits, built) in zip(self.kernel_modules, before):
+            now_hits, now_built = _numba_counts(module)
+            loaded += now_hits - hits
+            compiled += now_built - built - (now_hits - hits)
+            if now_built - built > now_hits - hits:
+                seal(module)
+        kernels = len(self.kernel_modules)
+        if compiled:
             count("compilations")
-            report("compile", f"{self.name} [{self.target}]: {kernels} kernels compiled in {elapsed:.2f}s")
-            seal(self.module)
-        elif hits:
+            report("compile", f"{self.name} [{self.target}]: {compiled} of {kernels} kernels compiled in {elapsed:.2f}s")
+        elif loaded:
             count("cache_hits")
-            report("cache", f"hit {self.name} [{self.target}]: {kernels} kernels loaded in {elapsed:.3f}s")
+            report("cache", f"hit {self.name} [{self.target}]: {loaded} of {kernels} kernels loaded in {elapsed:.3f}s")
+        else:
+            report("cache", f"{self.name} [{self.target}]: nothing to compile, all {kernels} kernels already loaded")
         return outputs
 
 
@@ -221,16 +238,17 @@ class InputChecks:
             check(value.copy_to_host() if hasattr(value, "copy_to_host") else np.asarray(value), **params)
 
 
-def _numba_cache_counts(module):
-    """(cache hits, compilations) of the module's Numba dispatchers during its runs so far."""
-    hits = misses = 0
+def _numba_counts(module):
+    """(loaded from Numba's cache, loaded or compiled) so far, over the module's dispatchers:
+    their difference is what Numba compiled."""
+    hits = built = 0
     for value in vars(module).values():
         stats = getattr(value, "stats", None)
-        if stats is None or not getattr(value, "overloads", None):
+        if stats is None or not hasattr(value, "overloads"):
             continue
         hits += sum(stats.cache_hits.values())
-        misses += max(sum(stats.cache_misses.values()), len(value.overloads) - sum(stats.cache_hits.values()))
-    return hits, misses
+        built += len(value.overloads)
+    return hits, built
 
 
 def _state_constants(program):
@@ -245,11 +263,7 @@ def _logical(array, shape):
 
 
 def backend_for(target):
-    if target == "cpu":
-        from .backend import cpu
-        return cpu
-    from .backend import cuda
-    return cuda
+    return {"cpu": cpu, "cuda": cuda}[target]
 
 
 class Specialization:
@@ -273,6 +287,7 @@ class Specialization:
 @pytree.register_leaf_type  # a function, not a container of arrays
 class CompiledFunction:
     """The result of `@knetc.compile`: call it like the original function."""
+    _knetc_kind = "compiled"  # (knetc/context.py: compiled code calling it traces `fn` inline)
 
     def __init__(self, fn, target="auto", cache=True):
         functools.update_wrapper(self, fn)
@@ -319,6 +334,21 @@ class CompiledFunction:
     _KEEP_STALE = 4  # earlier specializations kept per signature (alternating models reuse them)
     _WARN_RETRACES = 8
 
+    def _why_traced(self, key, stale):
+        """Why a call traces again (KNETC_LOG=compile): which guard or which part of the
+        signature changed since the nearest earlier specialization."""
+        if stale is not None:
+            return f"{stale.translation.failed_guard()} (read from outside the function) changed"
+        same_mode = [k for k in self._specializations if k[0] == key[0]]
+        if not same_mode:
+            return f"first {key[0] if isinstance(key[0], str) else key[0][0]} specialization"
+        earlier = same_mode[-1]
+        if earlier[1] != key[1] or len(earlier[2]) != len(key[2]):
+            return "the arguments' structure changed"
+        changes = [f"argument leaf {i}: {_leaf_text(a)} -> {_leaf_text(b)}"
+                   for i, (a, b) in enumerate(zip(earlier[2], key[2])) if a != b]
+        return "new signature (" + "; ".join(changes) + ")"
+
     def _older_or_new(self, key, stale, mode, args, kwargs, leaves):
         """The specialization for `key` when there is none yet or its guards failed (a value
         it read from outside changed): an earlier one whose guards hold, or a new trace."""
@@ -331,12 +361,13 @@ class CompiledFunction:
         if stale is not None:
             self.retraces += 1
             if self.retraces == self._WARN_RETRACES:
-                import warnings
                 warnings.warn(f"{self.fn.__qualname__} was traced again {self.retraces} times because "
                               f"{stale.translation.failed_guard()} (read from outside it) changed between calls; "
                               "pass values that change as arguments", stacklevel=4)
             older.insert(0, stale)
             del older[self._KEEP_STALE:]
+        if enabled("compile") and self._specializations:
+            report("compile", f"{self.fn.__qualname__}: traced again: {self._why_traced(key, stale)}")
         program, translation, out_treedef = trace_in_mode(mode, self.target, self.fn, args, kwargs)
         spec = Specialization(program, translation, out_treedef, mode)
         self._build(spec, args, leaves)
@@ -377,12 +408,14 @@ class CompiledFunction:
         return list(self._specializations.values())
 
     def generated_modules(self):
-        """The kernel modules of every specialization (calls, gradients, diff forward/backward)."""
-        modules = {}
+        """The generated modules of every specialization (calls, gradients, diff forward and
+        backward): drivers first, then the kernel modules they bind."""
+        drivers, kernels = {}, {}
         for spec in self._specializations.values():
             for executable in spec.executables():
-                modules[executable.module.__knetc_path__] = executable.module
-        return list(modules.values())
+                drivers[executable.module.__knetc_path__] = executable.module
+                kernels.update((m.__knetc_path__, m) for m in executable.kernel_modules)
+        return list(drivers.values()) + list(kernels.values())
 
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
@@ -446,6 +479,14 @@ class CompiledFunction:
             return g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
+
+
+def _leaf_text(entry):
+    """A signature entry as text: f32[100,784] for an array, the value for a static leaf."""
+    if entry[0] == "static":
+        return repr(entry[2])
+    _, shape, dtype = entry
+    return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
 
 
 def _numbers_as_arrays(args, argnum):

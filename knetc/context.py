@@ -8,8 +8,9 @@ plain arrays are evaluated with the op's numpy reference. A trace processing an 
 the ops on its values' inner values, which lower traces then process.
 
 Values say what kind they are with a class attribute `_knetc_kind`: "symbolic" (an IR
-value), "boxed" (a Param or taped value: its value is in `.value`) or "device" (a
-KnetArray), so that ops can ask without importing the layers above them.
+value), "boxed" (a Param or taped value: its value is in `.value`), "device" (a
+KnetArray) or "compiled" (a @kn.compile function: its Python function is in `.fn`), so
+that lower layers can ask without importing the layers above them.
 
 This module imports nothing from knetc.
 """

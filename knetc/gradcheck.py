@@ -9,6 +9,7 @@ import numpy as np
 from . import pytree
 from .autograd import diff, grad, params, value_of
 from .ops.reduce import sum as _sum
+from .train.init import rng  # knetc's generator: kn.seed_ makes the choice reproducible
 
 
 def _verbosity(verbose):
@@ -23,11 +24,6 @@ def _close(a, n, atol, rtol):
 def _report(verbosity, ok, what, a, n):
     if verbosity >= 2 or (verbosity >= 1 and not ok):
         print(f"{'ok  ' if ok else 'FAIL'} {what}: gradient {a:.6g}, numerical {n:.6g}")
-
-
-def _rng():
-    from .train.init import rng  # knetc's generator: kn.seed_ makes the choice reproducible
-    return rng()
 
 
 def gcheck(f, *x, kw=(), nsample=10, atol=0.01, rtol=0.05, delta=0.0001, verbose=1):
@@ -68,7 +64,7 @@ def gcheck(f, *x, kw=(), nsample=10, atol=0.01, rtol=0.05, delta=0.0001, verbose
 def _sample(shape, n):
     """n random indices of an array of `shape` (all of them when it has no more)."""
     size = int(np.prod(shape))
-    flat = np.arange(size) if size <= n else _rng().choice(size, n, replace=False)
+    flat = np.arange(size) if size <= n else rng().choice(size, n, replace=False)
     return [np.unravel_index(int(i), shape) if shape else () for i in flat]
 
 
@@ -112,7 +108,7 @@ def gradcheck(f, w, *x, gcheck=10, verbose=False, kwargs=(), delta=None, atol=No
     tolerance = float(np.cbrt(np.finfo(min(dtypes, key=lambda d: d.itemsize) if dtypes else np.float64).eps))
     delta, atol, rtol = (tolerance if v is None else v for v in (delta, atol, rtol))
     y0 = value_of(f(w, *x, **kwargs))
-    projection = None if np.size(y0) == 1 else _rng().standard_normal(np.shape(y0))
+    projection = None if np.size(y0) == 1 else rng().standard_normal(np.shape(y0))
 
     def scalar(w, *x):
         y = f(w, *x, **kwargs)

@@ -4,7 +4,8 @@
     knetc inspect examples/mnist_mlp.py:loss --stage ptx  # command line (knetc.cli)
 
 Stages: source, ir (typed IR), adjoint (primal + adjoint IR), fused (the optimised IR with
-fusion groups marked), kernels (generated Numba source), driver (the host driver), ptx,
+fusion groups marked), memory (buffer reuse and release, peak bytes), kernels (the
+shape-generic Numba kernels), driver (the host driver), ptx,
 resources (registers, spills, shared and local memory per CUDA kernel, from ptxas), all.
 """
 import inspect as _pyinspect
@@ -14,12 +15,13 @@ import types
 import numpy as np
 
 from .ad.reverse import adjoint_program
-from .backend.cache import directory_for, load_module, read_text, write_atomically
-from .ir.core import format_program
+from .backend.cache import directory_for, load_kernel, read_text, write_atomically
+from .ir.core import format_program, var_numbers
+from .ir.memory import peak_bytes
 from . import compiler
 
 # What each compiler stage (compiler.STAGES) is shown as: the inspect stages, in pipeline order.
-VIEWS = {"trace_in_mode": ("source", "ir"), "differentiate": ("adjoint",), "fuse": ("fused",),
+VIEWS = {"trace_in_mode": ("source", "ir"), "differentiate": ("adjoint",), "fuse": ("fused",), "plan_memory": ("memory",),
          "generate": ("kernels", "driver"), "load": ("ptx", "resources")}
 STAGES = tuple(view for stage in compiler.STAGES for view in VIEWS.get(stage.__name__, ()))
 
@@ -30,11 +32,10 @@ def inspect(fn, *args, stage="all", target=None, mode="grad", argnum=0, cc=(9, 0
     mode: "grad" (the compiled gradient w.r.t. `argnum`, as kn.grad(fn) runs) or "call".
     target: "cpu" or "cuda" for the kernels/driver stages (default: fn's target).
     A plain Python function is compiled first (as `kn.compile(fn, target=target)` would)."""
-    from .compiler import CompiledFunction, compile
-    if not isinstance(fn, CompiledFunction):
+    if not isinstance(fn, compiler.CompiledFunction):
         if not isinstance(fn, types.FunctionType):
             raise TypeError(f"knetc.inspect expects a Python function or a @kn.compile function, got {fn!r}")
-        fn = compile(fn, target=target or "auto")
+        fn = compiler.compile(fn, target=target or "auto")
     spec = fn.specialize(("grad", argnum) if mode == "grad" else "call", *args, **kwargs)
     return describe(fn, spec, stages(stage), target or fn.target, cc)
 
@@ -93,66 +94,84 @@ def _fused(fn, spec, executables, target, cc):
     return "\n\n".join(out)
 
 
+def _memory(fn, spec, executables, target, cc):
+    """The memory plan: which step's output takes which dead buffer, what is freed after
+    each step, and the peak bytes with and without the plan (ir/memory.py)."""
+    out = []
+    for e in executables:
+        schedule = e.schedule
+        numbers = var_numbers(schedule.program)
+        before = peak_bytes(schedule, None, release=False)
+        after = peak_bytes(schedule, schedule.reuse, release=True)
+        lines = [f"# peak {before:,} bytes with every buffer held to the end; {after:,} with the plan"]
+        for i, step in enumerate(schedule.steps):
+            notes = []
+            if step.out in schedule.reuse:
+                notes.append(f"into the buffer of %{numbers[schedule.reuse[step.out]]}")
+            if schedule.release.get(i):
+                notes.append("then free " + ", ".join(f"%{numbers[v]}" for v in schedule.release[i]))
+            lines.append(f"{type(step).__name__.lower():8} %{numbers[step.out]}: {step.out.aval}"
+                         + ("  " + "; ".join(notes) if notes else ""))
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def _generated(e, target):
-    """The generated module source of an executable for `target` (generated anew if the
-    executable runs on the other target)."""
+    """The generated code (backend.driver.Generated) of an executable for `target` (generated
+    anew if the executable runs on the other target)."""
     if target == e.target:
-        return e.source
-    from .compiler import backend_for
-    return backend_for(target).generate(e.schedule, cache=True)
-
-
-def split_source(source):
-    """(kernels, driver) parts of a generated module."""
-    match = re.search(r"^(@njit\([^)]*\)\n)?def driver\(", source, re.M)
-    kernels, driver = source[:match.start()], source[match.start():]
-    return kernels, driver
+        return e.generated
+    return compiler.generate(e.schedule, target)
 
 
 def _kernels(fn, spec, executables, target, cc):
-    return "\n\n".join(split_source(_generated(e, target))[0] for e in executables)
+    seen = {}  # each kernel once: several executables (and steps) share kernels
+    for e in executables:
+        for source in _generated(e, target).kernels.values():
+            seen.setdefault(source.text, source)
+    return "\n\n".join(source.text for source in seen.values())
 
 
 def _driver(fn, spec, executables, target, cc):
-    return "\n\n".join(split_source(_generated(e, target))[1] for e in executables)
+    return "\n\n".join(_generated(e, target).driver for e in executables)
 
 
-def _cuda_modules(executables):
-    """The CUDA modules of the executables, imported (no GPU needed to compile to PTX)."""
-    return [load_module(f"cuda_{e.name}", _generated(e, "cuda"), directory_for(True)) for e in executables]
+def _cuda_kernels(executables):
+    """(name, KernelSource, module) of each distinct CUDA kernel of the executables, loaded
+    (no GPU needed to compile to PTX)."""
+    seen = {}
+    for e in executables:
+        for source in _generated(e, "cuda").kernels.values():
+            if source.text not in seen:
+                seen[source.text] = (source, load_kernel(source, directory_for(True)))
+    return list(seen.values())
 
 
-def _ptx_of(module, cc):
-    """(kernel name, PTX) for each kernel of a CUDA module; the PTX is kept in the kernel
-    cache beside the module (written atomically, checked before reuse)."""
+def _ptx_of(source, module, cc):
+    """The PTX of a CUDA kernel module's kernel, kept in the kernel cache beside the module
+    (written atomically, checked before reuse)."""
     from numba import cuda
-    stem = module.__knetc_path__[:-3]
-    for name, signature in module.PTX_SIGNATURES.items():
-        path = f"{stem}.{name}.sm_{cc[0]}{cc[1]}.ptx"
-        ptx = read_text(path)
-        if ptx is None or f".target sm_{cc[0]}{cc[1]}" not in ptx or not ptx.rstrip().endswith("}"):
-            kernel = getattr(module, name)
-            ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), signature, cc=cc)
-            write_atomically(path, ptx)
-        yield name, ptx
+    path = f"{module.__knetc_path__[:-3]}.sm_{cc[0]}{cc[1]}.ptx"
+    ptx = read_text(path)
+    if ptx is None or f".target sm_{cc[0]}{cc[1]}" not in ptx or not ptx.rstrip().endswith("}"):
+        kernel = getattr(module, source.name)
+        ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), source.signature, cc=cc)
+        write_atomically(path, ptx)
+    return ptx
 
 
 def _ptx(fn, spec, executables, target, cc):
-    out = []
-    for module in _cuda_modules(executables):
-        for name, ptx in _ptx_of(module, cc):
-            out.append(f"// ---- kernel {name} ----\n{ptx}")
-    return "\n".join(out)
+    return "\n".join(f"// ---- kernel {source.name} ----\n{_ptx_of(source, module, cc)}"
+                     for source, module in _cuda_kernels(executables))
 
 
 def _resources(fn, spec, executables, target, cc):
-    rows = [f"{'kernel':<10} {'registers':>9} {'spill st':>9} {'spill ld':>9} {'smem':>7} {'lmem/stack':>10}  ops"]
-    for e, module in zip(executables, _cuda_modules(executables)):
-        fused = {k.name: e.schedule.fused_ops(k) for k in e.schedule.kernels()}
-        for name, ptx in _ptx_of(module, cc):
-            r = ptxas_resources(ptx, cc)
-            rows.append(f"{name:<10} {r['registers']:>9} {r['spill_stores']:>9} {r['spill_loads']:>9} "
-                        f"{r['smem']:>7} {r['stack']:>10}  {fused.get(name, 'cast')}")
+    rows = [f"{'kernel':<24} {'registers':>9} {'spill st':>9} {'spill ld':>9} {'smem':>7} {'lmem/stack':>10}  ops"]
+    for source, module in _cuda_kernels(executables):
+        r = ptxas_resources(_ptx_of(source, module, cc), cc)
+        ops = source.text.split("\n", 1)[0].split(": ", 1)[-1]
+        rows.append(f"{source.name:<24} {r['registers']:>9} {r['spill_stores']:>9} {r['spill_loads']:>9} "
+                    f"{r['smem']:>7} {r['stack']:>10}  {ops}")
     return f"# sm_{cc[0]}{cc[1]}, from ptxas -v (through nvJitLink); bytes except registers\n" + "\n".join(rows)
 
 
@@ -180,5 +199,5 @@ def ptxas_resources(ptx, cc=(9, 0)):
             "stack": number(r"(\d+) bytes stack frame"), "log": text}
 
 
-_STAGE_TEXT = {"source": _source, "ir": _ir, "adjoint": _adjoint, "fused": _fused, "kernels": _kernels,
+_STAGE_TEXT = {"source": _source, "ir": _ir, "adjoint": _adjoint, "fused": _fused, "memory": _memory, "kernels": _kernels,
                "driver": _driver, "ptx": _ptx, "resources": _resources}

@@ -33,11 +33,10 @@ from .errors import ShapeError, user_frame
 from .compiler import CompiledFunction, compile_program
 from .ir.core import Builder, Program
 from .ops import indexing
-from .ops.core import Aval, Op, bind, evaluate
-from .ops.elementwise import astype
+from .ops.core import Aval, Op, astype, bind, evaluate
 from .ops.methods import ArrayMethods
 from .report import report
-from .runtime.device import is_device_array
+from .runtime.device import is_device_array, real_gpu_available, register_device_wrapper
 
 __all__ = ["KnetArray", "cpucopy", "gpucopy", "gpu", "gc", "dir"]
 
@@ -55,9 +54,14 @@ def _as_numba(x):
     return _cuda().as_cuda_array(x)  # e.g. CuPy or PyTorch memory, shared
 
 
+def _install_pool():
+    """knetc's pool becomes Numba's allocator, once, before this process's first CUDA call."""
+    from .runtime import pool  # (imports numba.cuda: only where a device is used)
+    pool.install_once()
+
+
 def _upload(host):
     """A new device array holding the host array's values (C order), from knetc's pool."""
-    from .backend.cuda import _install_pool
     _install_pool()  # the pool must become Numba's allocator before its first CUDA call
     host = np.asarray(host)
     return _cuda().to_device(host if host.flags.c_contiguous else np.ascontiguousarray(host))  # 0-d stays 0-d
@@ -75,6 +79,7 @@ def _device_copy(data):
 
 
 @pytree.register_leaf_type
+@register_device_wrapper  # compiled CUDA programs take and return KnetArrays (runtime/device.py)
 class KnetArray(ArrayMethods):
     """An array on the active CUDA device (Knet's KnetArray).
 
@@ -120,7 +125,6 @@ class KnetArray(ArrayMethods):
     @classmethod
     def empty(cls, shape, dtype=np.float32):
         """An uninitialised KnetArray (Knet's `KnetArray{T}(undef, dims)`): `KnetArray.empty((2, 3))`."""
-        from .backend.cuda import _install_pool
         from .runtime.pool import device_array
         _install_pool()
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
@@ -529,14 +533,12 @@ def gpu(device=None):
         kn.gpu()    # 0 on a machine with one GPU, -1 without
     """
     global _active
-    from .runtime.device import real_gpu_available
     if device is not None:
         if isinstance(device, bool):
             _active = device
         elif not isinstance(device, (int, np.integer)):
             raise TypeError(f"gpu: expected a device number or a bool, got {device!r}")
         elif 0 <= device and real_gpu_available() and device < len(_cuda().gpus):
-            from .backend.cuda import _install_pool
             _install_pool()
             _cuda().select_device(int(device))
             _active = True

@@ -1,8 +1,10 @@
 """What knetc reports: KNETC_LOG=compile,cache,launch,memory (or all) on stderr, and
 counters in the API (`kn.stats()`).
 
-  compile  a Numba compilation of a program's kernels, with its time
-  cache    kernel-cache hits, misses, and discarded corrupt entries
+  compile  a Numba compilation of a program's new kernels, with its time; why a call traced
+           again (the guard or the part of the signature that changed)
+  cache    kernel-cache hits, misses, discarded corrupt entries, and programs whose kernels
+           were all compiled already (by an earlier program, layer or batch size)
   launch   each run of a compiled program (its kernels and GEMMs)
   memory   the CUDA memory pool's allocations, reuses, collections
   cudnn    cuDNN use: library routines choosing cuDNN or Numba kernels, algorithms picked
@@ -29,6 +31,8 @@ def count(name, n=1):
 
 
 def stats():
-    """Counts since the process started: `compilations` (Numba compiled a program's kernels)
-    and `cache_hits` (it loaded them from the kernel cache instead)."""
+    """Counts since the process started: `compilations` (programs whose first run had Numba
+    compile at least one new kernel) and `cache_hits` (programs whose new kernels all came
+    from the kernel cache instead). A program whose kernels were all loaded already (a new
+    batch size, or layers like earlier ones) counts as neither."""
     return {"compilations": COUNTERS["compilations"], "cache_hits": COUNTERS["cache_hits"]}

@@ -23,6 +23,7 @@ import threading
 
 import numpy as np
 
+from ..report import report
 from .device import gpu_available, simulator_active
 
 __all__ = ["CudnnError", "available", "loadable", "lib", "version", "handle", "check",
@@ -429,7 +430,6 @@ def _conv_plan(direction, w, x, y, padding, stride, dilation, mode, group):
         raise CudnnError(find, -1, "no usable algorithm for %s" % (key[:4],))
     nbytes = ctypes.c_size_t(0)
     check(getattr(lib(), wsize)(h, *order, choice.algo, ctypes.byref(nbytes)), wsize)
-    from ..report import report
     report("cudnn", "conv %s w%s x%s y%s: algo %d (%s, %.3f ms, workspace %d bytes)"
            % (direction, tuple(w.shape), tuple(x.shape), tuple(y.shape), choice.algo, how,
               choice.time, nbytes.value))

@@ -24,6 +24,7 @@ import ctypes
 
 import numpy as np
 
+from ..report import report
 from . import cudnn, rnn_layout
 from .cudnn import available
 
@@ -162,7 +163,6 @@ def plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, dropout):
             and _layout_matches(h, rd, w, mode, x.shape[1], hidden, layers, dirs, skip):
         result = Plan(rnn=rd, dropout=drop, x=xd, y=yd, h=hd, weight_bytes=wsize.value, work_bytes=work.value,
                       reserve_bytes=reserve.value, lengths=cuda.to_device(seq_lengths(batch_sizes)))
-    from ..report import report
     report("cudnn", "rnn mode %d X%d H%d L%d D%d: %s" % (mode, x.shape[1], hidden, layers, dirs,
                                                          "cuDNN" if result else "Numba kernels (layout/reserve mismatch)"))
     _plans[key] = result

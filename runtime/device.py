@@ -47,3 +47,20 @@ def is_device_array(x):
     """True for CUDA arrays: anything with __cuda_array_interface__, or a simulator array.
     Example: ``is_device_array(numba.cuda.to_device(np.zeros(3)))  # True``"""
     return hasattr(x, "__cuda_array_interface__") or getattr(x, "__cuda_ndarray__", False)
+
+
+_WRAPPERS = []  # array types wrapping a device array (KnetArray registers itself: knetc/knetarray.py)
+
+
+def register_device_wrapper(cls):
+    """Make `cls` a wrapper of device arrays that compiled CUDA programs understand: an input
+    of that type is read through `.data` (its device array), and outputs come back as
+    `cls._wrap(device_array)` when an input was one. Returns cls (usable as a decorator)."""
+    if cls not in _WRAPPERS:
+        _WRAPPERS.append(cls)
+    return cls
+
+
+def device_wrapper(arrays):
+    """The registered wrapper type of the first of `arrays` that is one, or None."""
+    return next((type(a) for a in arrays if type(a) in _WRAPPERS), None)

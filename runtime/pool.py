@@ -37,6 +37,7 @@ import weakref
 
 import numpy as np
 
+from ..report import enabled, report
 from .device import simulator_active
 
 SMALL_STEP = 512          # size-class step for small requests, in bytes
@@ -471,6 +472,20 @@ def install():
     from numba import cuda
     cuda.set_memory_manager(PoolMemoryManager)
     return True
+
+
+_installed = False
+
+
+def install_once():
+    """install(), once per process (knetc calls it before its first CUDA allocation), with
+    KNETC_LOG=memory reporting the pool's events."""
+    global _installed
+    if not _installed:
+        install()  # False under the simulator, and (with a warning) after a context exists
+        if enabled("memory"):
+            get_pool().on_event = lambda kind, nbytes: report("memory", f"{kind} {nbytes} bytes")
+        _installed = True
 
 
 def device_array(shape, dtype=np.float32, stream=0):

@@ -251,6 +251,6 @@ def test_compiled_cat_is_one_fused_kernel_and_compiles_to_ptx():
     modules = {m.__knetc_path__: m for m in f.generated_modules()}
     sources = "".join(open(path).read() for path in modules)
     assert "pad_static pad_static add" in sources  # cat: each output entry reads its input
-    reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items()])
+    reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items() if hasattr(m, "PTX_SIGNATURES")])
     assert sum(len(r) for r in reports) >= 6
     assert all(e["target"] and e["entry"] for r in reports for e in r.values())

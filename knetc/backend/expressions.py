@@ -1,21 +1,28 @@
 """Scalar code for one fused kernel, shared by the CPU and CUDA generators.
 
-`KernelBody(schedule, kernel, names, loops)` walks the kernel's expression tree at an index
-(one index expression per axis: a loop variable or "0") and writes straight-line Python:
-loads from stored values, each op's scalar expression, and an inner loop per reduction.
-A value is emitted in the innermost loop whose variables it uses (loop-invariant code
-stays outside: `loops` names the kernel's own loop variables, outermost first, and
-reductions add theirs), and computed once per index. A computed value is named after its
-IR value (`v7` is the IR's `%7`), and a comment with the user's source line precedes the
-code generated from it.
+Kernels are shape-generic: a kernel's text depends on its fused expression, dtypes, ranks
+and which input axes broadcast (have size 1), never on sizes, so that one compiled kernel
+serves every layer, loop step, program and batch size that needs it (backend/cache.py
+keys kernels by a digest of their text). What varies comes in at run time: the output's
+sizes from `out.shape`, and as scalar arguments every number of the expression (`c0`,
+`c1`, ...: `x * 0.01` and `x * 0.5` share a kernel) and each reduction's extent (`m0`, ...).
+
+`KernelBody(schedule, kernel, loops)` walks the kernel's expression tree at an index (one
+index expression per axis: a loop variable or "0") and writes straight-line Python: loads
+from the input arrays (`x0`, `x1`, ... in `kernel.inputs` order), each op's scalar
+expression, and an inner loop per reduction. A value is emitted in the innermost loop
+whose variables it uses (loop-invariant code stays outside: `loops` names the kernel's own
+loop variables, outermost first, and reductions add theirs), and computed once per index.
 """
+import hashlib
+import importlib.util
 import math
 import re
 
 import numpy as np
 
 from ..ir.core import Var
-from .names import import_alias, source_comment
+from .names import import_alias
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
                "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
@@ -31,22 +38,25 @@ def numba_type(dtype):
 
 def const(value, dtype):
     """A constant in the kernel's dtype (a bare Python float would promote float32 math to float64)."""
-    if isinstance(value, float) and math.isinf(value):
-        text = "math.inf" if value > 0 else "-math.inf"
-    elif isinstance(value, float) and math.isnan(value):
-        text = "math.nan"
-    else:
-        text = repr(float(value)) if np.issubdtype(np.dtype(dtype), np.floating) else repr(int(value))
-    return f"{numba_type(dtype)}({text})"
+    return f"{numba_type(dtype)}({number_text(value, dtype)})"
+
+
+def number_text(value, dtype):
+    """A number as Python source, a float for a float dtype and an int otherwise (so that a
+    kernel's scalar argument has one Numba type whatever the literal was: 1 and 1.5 alike)."""
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        return repr(int(value))
+    if math.isinf(value):
+        return "math.inf" if value > 0 else "-math.inf"
+    return "math.nan" if math.isnan(value) else repr(float(value))
 
 
 class _Context:
     """What an op's scalar template may ask for: typed constants, casts, loop indices, and
     calls of scalar helper functions (`call`)."""
 
-    def __init__(self, dtype, index, helpers=None):
-        self.dtype, self._index = dtype, index
-        self.helpers = helpers  # a set collecting the helpers `call` names (see helper_imports)
+    def __init__(self, dtype, index, helpers):
+        self.dtype, self._index, self.helpers = dtype, index, helpers
 
     def const(self, value):
         return const(value, self.dtype)
@@ -60,29 +70,17 @@ class _Context:
     def call(self, path, *args):
         """A call of the scalar helper "package.module:function" on the argument names.
 
-        The generated module imports `function_cpu` or `function_cuda` from the module (an
+        The kernel module imports `function_cpu` or `function_cuda` from the module (an
         njit function or a CUDA device function; see kernels/special.py), e.g.
         k.call("knetc.kernels.special:digamma", x) -> "special_digamma(x)"."""
-        if self.helpers is not None:
-            self.helpers.add(path)
+        self.helpers.add(path)
         return f"{import_alias(path)}({', '.join(args)})"
 
 
-def helper_imports(schedule, target):
-    """Import lines for the scalar helpers that the schedule's kernels call (`_Context.call`).
-
-    The templates are rendered once more with a recording context to find them. Each line
-    carries a digest of the helper module's source, so editing it changes the generated
-    module (and so Numba's cache of it)."""
-    paths = set()
-    for eqn in schedule.groups():
-        if eqn.op.scalar is None or eqn.op.kind == "reduce" or eqn.op.index_map is not None:
-            continue
-        names = [f"x{i}" for i in range(len(eqn.inputs))]
-        try:
-            eqn.op.scalar(_Context(eqn.out.aval.dtype, ("0",) * len(eqn.out.aval.shape), paths), *names, **eqn.params)
-        except Exception:  # noqa: BLE001  a template that fails here fails (and reports) in KernelBody too
-            continue
+def helper_imports(paths, target):
+    """Import lines for scalar helpers ("module:function", recorded by `_Context.call` while
+    the kernel was written). Each carries a digest of the helper module's source, so that
+    editing it changes the kernel's text, and so its cache key."""
     lines = []
     for path in sorted(paths):
         module, function = path.split(":")
@@ -91,20 +89,25 @@ def helper_imports(schedule, target):
 
 
 def _source_digest(module):
-    import hashlib
-    import importlib.util
-    origin = importlib.util.find_spec(module).origin
-    with open(origin, "rb") as f:
+    with open(importlib.util.find_spec(module).origin, "rb") as f:
         return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 class KernelBody:
-    def __init__(self, schedule, kernel, names, loops=()):
-        self.schedule, self.kernel, self.names = schedule, kernel, names
+    def __init__(self, schedule, kernel, loops=()):
+        self.schedule, self.kernel = schedule, kernel
+        self.arrays = {x: f"x{i}" for i, x in enumerate(kernel.inputs)}
+        self.numbers = []  # (parameter, Numba type, Python text of the value the driver passes)
+        self.extents = []  # (parameter, size): reduction loop lengths
+        self.helpers = set()  # scalar helpers the templates call ("module:function")
         # One block per loop level: outside every loop, then inside each of `loops`.
         self.blocks = [_block(set())] + [_block({var}) for var in loops]
-        self.counter, self.reductions, self.used = 0, 0, {}
-        self.eqn = None  # the equation being generated (its result's name, its source line)
+        self.counter, self.reductions = 0, 0
+
+    @property
+    def parameters(self):
+        """The kernel's parameters after `out`: (name, Numba type, what the driver passes)."""
+        return self.numbers + [(name, "int64", repr(size)) for name, size in self.extents]
 
     # index helpers ---------------------------------------------------------------
     @staticmethod
@@ -114,9 +117,8 @@ class KernelBody:
         return tuple("0" if n == 1 else index[lead + i] for i, n in enumerate(shape))
 
     def load(self, var, index):
-        name = self.names.arg(var)
         subscript = ", ".join(index) if index else "0"  # 0-d values are stored as (1,)
-        return f"{name}[{subscript}]"
+        return f"{self.arrays[var]}[{subscript}]"
 
     # generation --------------------------------------------------------------------
     def _block_for(self, index):
@@ -131,27 +133,6 @@ class KernelBody:
         self.counter += 1
         return f"t{self.counter}"
 
-    def _named(self, var):
-        """The IR value's name (`v7`), or `v7_2`, ... when it is computed at several indices."""
-        base = self.names.arg(var)
-        self.used[base] = self.used.get(base, 0) + 1
-        return base if self.used[base] == 1 else f"{base}_{self.used[base]}"
-
-    def _append(self, depth, line):
-        """Append a line to a block, after a source comment when the source line changes."""
-        block, loc = self.blocks[depth], self.eqn.loc if self.eqn is not None else None
-        if loc is not None and loc != block["loc"]:
-            block["lines"].append(source_comment(loc))
-            block["loc"] = loc
-        block["lines"].append(line)
-
-    def _generating(self, eqn, index, key):
-        outer, self.eqn = self.eqn, eqn
-        try:
-            return self._compute(eqn, index, key)
-        finally:
-            self.eqn = outer
-
     def _lookup(self, key, depth):
         for d in range(depth, -1, -1):
             if key in self.blocks[d]["memo"]:
@@ -159,9 +140,7 @@ class KernelBody:
         return None
 
     def value(self, x, index):
-        """A name (or constant) holding x at `index` (a tuple with one entry per axis of x)."""
-        if not isinstance(x, Var):
-            return None  # numbers are rendered by the consumer in its dtype
+        """A name holding x at `index` (a tuple with one entry per axis of x)."""
         index = tuple(index)
         depth = self._block_for(index)
         key = (id(x), index)
@@ -171,17 +150,28 @@ class KernelBody:
         eqn = self.schedule.inlined.get(x)
         if eqn is None:  # a stored value: a kernel argument
             return self._emit(self.load(x, index), depth, key)
-        return self._generating(eqn, index, key)
+        return self._compute(eqn, index, key)
 
     def _emit(self, expression, depth, key):
-        computed = self.eqn is not None and key[0] == id(self.eqn.out)  # else a load
-        name = self._named(self.eqn.out) if computed else self._fresh()
-        self._append(depth, f"{name} = {expression}")
+        name = self._fresh()
+        self.blocks[depth]["lines"].append(f"{name} = {expression}")
         self.blocks[depth]["memo"][key] = name
         return name
 
+    def number(self, eqn, position, dtype):
+        """The number at input `position` of `eqn`: a scalar argument, converted to the
+        kernel's dtype once, outside every loop."""
+        key = ("number", id(eqn), position)
+        found = self._lookup(key, 0)
+        if found is None:
+            parameter = f"c{len(self.numbers)}"
+            kind = "float64" if np.issubdtype(np.dtype(dtype), np.floating) else "int64"
+            self.numbers.append((parameter, kind, number_text(eqn.inputs[position], dtype)))
+            found = self._emit(f"{numba_type(dtype)}({parameter})", 0, key)
+        return found
+
     def root(self, index):
-        return self._generating(self.kernel.eqn, tuple(index), (id(self.kernel.out), tuple(index)))
+        return self._compute(self.kernel.eqn, tuple(index), (id(self.kernel.out), tuple(index)))
 
     def _compute(self, eqn, index, key):
         op, out = eqn.op, eqn.out
@@ -199,18 +189,18 @@ class KernelBody:
             depth = max(self._depth_of(v), self._block_for(index))
             return self._emit(f"({v} if {condition} else {const(0, out.aval.dtype)})", depth, key)
         names = []
-        for x in eqn.inputs:
+        for position, x in enumerate(eqn.inputs):
             if op.input_gives_shape:
                 names.append(None)  # not read: the result depends on the index
             elif isinstance(x, Var):
                 names.append(self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)))
             else:
-                names.append(const(x, out.aval.dtype))
+                names.append(self.number(eqn, position, out.aval.dtype))
         depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.input_gives_shape else 0])
         if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
-        expression = op.scalar(_Context(out.aval.dtype, index), *names, **eqn.params)
+        expression = op.scalar(_Context(out.aval.dtype, index, self.helpers), *names, **eqn.params)
         return self._emit(expression, depth, key)
 
     def _depth_of(self, name):
@@ -222,14 +212,14 @@ class KernelBody:
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
         axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
-        accumulator = self._named(eqn.out)
+        accumulator = self._fresh()
         self.reductions += 1
-        loop_vars = {a: f"r{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
+        loop_vars = {a: f"j{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
         outer = len(self.blocks) - 1
         monoid = eqn.op.monoid
-        self._append(outer, f"{accumulator} = {const(monoid.start(dtype), dtype)}")
+        self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
         # Inner block: one nested loop per reduced axis.
-        block = _block(set(loop_vars.values()), loc=eqn.loc)
+        block = _block(set(loop_vars.values()))
         self.blocks.append(block)
         inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
         v = self.value(x, inner_index)
@@ -238,17 +228,18 @@ class KernelBody:
         step = monoid.step
         if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
             entry = self._fresh()  # the template reads the entry three times
-            self._append(len(self.blocks) - 1, f"{entry} = {v}")
+            block["lines"].append(f"{entry} = {v}")
             v, step = entry, monoid.float_step
-        self._append(len(self.blocks) - 1, step.format(acc=accumulator, v=v))
+        block["lines"].append(step.format(acc=accumulator, v=v))
         self.blocks.pop()
         lines, indent = [], ""
         for a, var in loop_vars.items():
-            lines.append(f"{indent}for {var} in range({x.aval.shape[a]}):")
+            extent = f"m{len(self.extents)}"
+            self.extents.append((extent, x.aval.shape[a]))
+            lines.append(f"{indent}for {var} in range({extent}):")
             indent += "    "
-        lines += [indent + line for line in block["lines"]] if loop_vars else block["lines"]
-        self._append(outer, lines[0])
-        self.blocks[outer]["lines"].extend(lines[1:])
+        lines += [indent + line for line in block["lines"]]
+        self.blocks[outer]["lines"].extend(lines)
         self.blocks[outer]["memo"][key] = accumulator
         return accumulator
 
@@ -260,8 +251,17 @@ class KernelBody:
         return [line for block in self.blocks for line in block["lines"]]
 
 
-def _block(loop_vars, loc=None):
-    """A loop level: its loop variables, its lines, the values computed in it (memo: (id of
-    Var, index) -> name), and the source line its last comment named."""
-    return {"vars": loop_vars, "lines": [], "memo": {}, "loc": loc}
+def _block(loop_vars):
+    """A loop level: its loop variables, its lines, and the values computed in it (memo:
+    (id of Var, index) -> name)."""
+    return {"vars": loop_vars, "lines": [], "memo": {}}
 
+
+def kernel_name(schedule, kernel):
+    """A name that says what a kernel computes, from its first ops ("k_add_relu"; the prefix
+    keeps it from shadowing a function its body calls, such as abs)."""
+    ops = []
+    for name in schedule.fused_ops(kernel).split():
+        if name not in ops:
+            ops.append(name)
+    return "_".join(["k"] + ops[:3] + (["etc"] if len(ops) > 3 else []))

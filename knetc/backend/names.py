@@ -3,6 +3,7 @@ import linecache
 import os
 
 from ..ir.core import Var, var_numbers
+from ..ir.fuse import Call
 
 
 def physical_shape(var):
@@ -46,7 +47,7 @@ def routine_imports(schedule, target):
     """Import lines for the library routines the schedule's Call steps use."""
     lines = set()
     for step in schedule.steps:
-        if type(step).__name__ == "Call":
+        if isinstance(step, Call):
             path = step.eqn.op.lowering[target]
             module, function = path.split(":")
             lines.add(f"from {module} import {function} as {import_alias(path)}")
@@ -70,25 +71,27 @@ def source_comment(loc):
 
 
 def commented_steps(schedule):
-    """The schedule's steps, each with the source comment to put before it in the driver
-    (None when the step comes from the same source line as the one before)."""
+    """The schedule's steps, each with the comments to put before it in the driver: the
+    user's source lines it computes (every line a fused kernel's ops come from), each
+    once where it differs from the line named last."""
     last = None
     for step in schedule.steps:
-        eqn = schedule.producers.get(step.out)
-        loc = eqn.loc if eqn is not None else None
-        yield (source_comment(loc) if loc is not None and loc != last else None), step
-        last = loc or last
+        comments = []
+        for loc in _source_lines(schedule, step):
+            if loc != last:
+                comments.append(source_comment(loc))
+                last = loc
+        yield comments, step
 
 
-def without_repeated_comments(lines):
-    """Drop a comment line that repeats the comment before it (at any indentation): a loop
-    level's first value names the source line its enclosing level named already."""
-    out, last = [], None
-    for line in lines:
-        text = line.strip()
-        if text.startswith("#"):
-            if text == last:
-                continue
-            last = text
-        out.append(line)
-    return out
+def _source_lines(schedule, step):
+    eqn = getattr(step, "eqn", None) or schedule.producers.get(step.out)
+    if eqn is None:
+        return []
+    group, stack = [], [eqn]
+    while stack:  # the equations a kernel computes, through the values fused into it
+        eqn = stack.pop()
+        group.append(eqn)
+        stack.extend(schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined)
+    order = {e: i for i, e in enumerate(schedule.program.eqns)}
+    return [e.loc for e in sorted(group, key=lambda e: order.get(e, 0)) if e.loc is not None]

@@ -17,10 +17,12 @@ import warnings
 
 import numpy as np
 
+from .. import context
 from ..autograd import Param, Tracked
 from ..errors import CompileError, ShapeError
 from ..ir.core import Var, current_builder
 from ..ops import elementwise as ew
+from ..ops.methods import FUNCTIONS, UFUNCS
 from .source import BUILTINS, closure_names, function_ast
 
 
@@ -803,10 +805,9 @@ class FunctionTranslator(ast.NodeVisitor):
 
     # ------------------------------------------------------------------ calls
     def call(self, fn, args, kwargs):
-        from ..compiler import CompiledFunction
         if isinstance(fn, InnerFunction):
             return fn(*args, **kwargs)
-        if isinstance(fn, CompiledFunction):
+        if context.kind(fn) == "compiled":  # a @kn.compile function called here is traced inline
             fn = fn.fn
         if fn is isinstance and len(args) == 2 and isinstance(args[0], Var):
             return self._isinstance(args[0], args[1])
@@ -847,7 +848,6 @@ class FunctionTranslator(ast.NodeVisitor):
             raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",
                                hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
                                     "the compiled function")
-        from ..ops.methods import FUNCTIONS, UFUNCS
         module = getattr(fn, "__module__", None) or ""
         if isinstance(fn, np.ufunc) or module.split(".")[0] == "numpy":
             if any(fn is f for f in _NUMPY_CONVERSIONS):

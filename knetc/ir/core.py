@@ -11,8 +11,7 @@ import numpy as np
 
 from .. import context, pytree
 from ..errors import CompileError, ShapeError
-from ..ops.core import Aval, aval_of
-from ..ops.elementwise import astype
+from ..ops.core import Aval, astype, aval_of
 from ..ops.methods import ArrayMethods
 
 

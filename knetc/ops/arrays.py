@@ -18,11 +18,11 @@ from ..errors import ShapeError
 from .core import aval_of
 from .elementwise import mul
 from .api import reshape, transpose
-from .indexing import getindex, setindex, setindex_
+from .indexing import concat, getindex, setindex, setindex_
 from .linalg import axpy_, bmm, lmul_, matmul, norm, rmul_
 from .reduce import (argmax, argmin, findmax, findmin, maximum, mean, minimum, prod, std, stdm, sum,
                      var, varm)
-from .shape import concat, reshape as reshape_op
+from .shape import reshape as reshape_op
 
 __all__ = [
     "sum", "prod", "maximum", "minimum", "mean", "std", "stdm", "var", "varm", "norm",

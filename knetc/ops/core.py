@@ -7,7 +7,8 @@ on the device, and plain arrays are evaluated with the op's numpy reference.
 Adjoint rules are written with ops, so the same rule runs on arrays, on taped values
 (higher-order gradients) and on IR values (compiled gradients).
 """
-from typing import NamedTuple
+import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class Op:
     index_map: an index remapping fused into its consumer (transpose, static slicing):
       `index_map(index, input_shape, **params)` gives the input's index expressions and a
       condition (None: always) outside which the result is 0.
-    monoid: a reduction's accumulator (ops/reduce.py `Monoid`: start value and step).
+    monoid: a reduction's accumulator (`Monoid` below: start value and step).
     state_inputs: positions of inputs the op updates in place (batchnorm's running
       statistics, the dropout counter); on CUDA the compiler refreshes their device copies.
     simplify: `simplify(eqn, constant, producer)` returns what the equation may be replaced
@@ -130,7 +131,6 @@ def _in_input_dtype(rule, i):
         have = aval_of(g).dtype if want is not None else None
         if want is not None and have is not None and want != have and np.issubdtype(want, np.floating) \
                 and np.issubdtype(have, np.floating):
-            from .elementwise import astype
             g = astype(g, dtype=want)
         return g
     gradient.rule = rule
@@ -166,7 +166,6 @@ def _promote_for_python_scalars(args):
     and integer arrays float64, an int makes bool arrays int64 (`b + 1` is 2 where b is
     True). Weak scalars otherwise take the array's dtype, and a kernel would truncate 2.5
     to 2."""
-    from .elementwise import astype
     target, lower = (np.float64, "biu") if any(type(a) is float for a in args) else (np.int64, "b")
 
     def promoted(a):
@@ -206,6 +205,18 @@ def unchanged(x, eqn):
     return hasattr(x, "aval") and x.aval == eqn.out.aval  # numbers have no aval
 
 
+def input_if_unchanged(eqn, constant, producer):
+    """Op.simplify of a cast, broadcast or sum that leaves its input as it is: the input."""
+    x = eqn.inputs[0]
+    return x if unchanged(x, eqn) else None
+
+
+def has_integer_dtype(x):
+    """x is an integer or bool array (not a float array, nor a weak Python number)."""
+    dtype = aval_of(x).dtype
+    return dtype is not None and not np.issubdtype(dtype, np.floating)
+
+
 def check_float(name, aval):
     if aval.dtype is not None and not np.issubdtype(aval.dtype, np.floating):
         raise ShapeError(f"{name}: expected a floating-point array, got {aval}")
@@ -222,3 +233,50 @@ def normalize_axes(name, dims, ndim):
             raise ShapeError(f"{name}: dims={d} is out of range for a {ndim}-d array")
         axes.append(d % ndim)
     return tuple(sorted(set(axes)))
+
+
+# ----------------------------------------------------------------------------- reductions
+
+class Monoid(NamedTuple):
+    """How a reduction's kernel accumulates: `start(dtype)` is the accumulator's first value,
+    `step` the statement adding entry {v} to it ({acc}), and `float_step` the statement for
+    floating dtypes where it differs (max/min propagate NaN as numpy's; it reads {v} thrice)."""
+    start: Callable
+    step: str
+    float_step: str = None
+
+
+def reduce_rule(name, accumulate=False, identity=True):
+    """The shape rule of a reduction over `axes`, kept as size 1. accumulate: bools and small
+    integers widen as numpy's sums do; identity False: empty axes have no value (max, min)."""
+    def rule(x, axes):
+        if any(not 0 <= a < x.ndim for a in axes):
+            raise ShapeError(f"{name}: axes {axes} out of range for {x}")
+        if not identity:
+            check_nonempty(name, x, axes)
+        dtype = x.dtype
+        if accumulate and dtype is not None and not np.issubdtype(dtype, np.floating):
+            dtype = np.add.reduce(np.ones(1, dtype)).dtype  # numpy sums bools and small integers in int64
+        return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), dtype)
+    return rule
+
+
+def check_nonempty(name, x, axes):
+    """maximum/minimum/argmax/argmin over no entries have no value: numpy raises, and so do
+    the shape rules (a kernel would return its start value, -inf or a sentinel index)."""
+    if x.shape and math.prod(x.shape[a] for a in axes) == 0:
+        raise ShapeError(f"{name}: zero-size array to a reduction with no identity: axes {axes} of {x} are empty")
+
+
+# ----------------------------------------------------------------------------- astype
+# The one op defined here: bind and every gradient rule (above) convert dtypes with it.
+
+def _astype_grad(dy, y, x, dtype):
+    # back to x's float dtype; an integer x (promoted by x * 1.5) keeps dy's: not truncated to 1
+    return dy if has_integer_dtype(x) else astype(dy, dtype=aval_of(x).dtype)
+
+
+astype = register(Op("astype", lambda x, dtype: Aval(x.shape, np.dtype(dtype)),
+                     lambda x, dtype: np.asarray(x).astype(dtype),
+                     (_astype_grad,), "elementwise", lambda k, x, dtype: k.cast(x, dtype),
+                     simplify=input_if_unchanged))

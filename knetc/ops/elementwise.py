@@ -5,7 +5,10 @@ import math
 
 import numpy as np
 
-from .core import Aval, Op, aval_of, broadcast_shapes, register, result_dtype, unchanged
+from ..errors import ShapeError
+from .broadcast import unbroadcast
+from .core import (Aval, Op, astype, aval_of, broadcast_shapes, has_integer_dtype, register, result_dtype,
+                   unchanged)
 
 
 def _rule(name, dtype_rule=None):
@@ -17,17 +20,6 @@ def _rule(name, dtype_rule=None):
 
 def elementwise(name, impl, scalar, grads, dtype_rule=None, **fields):
     return register(Op(name, _rule(name, dtype_rule), impl, grads, "elementwise", scalar, **fields))
-
-
-def unbroadcast(dy, shape):
-    """The adjoint of broadcasting: sum `dy` over the axes that were broadcast to reach it."""
-    dshape = aval_of(dy).shape
-    if dshape == tuple(shape):
-        return dy
-    lead = len(dshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and dshape[lead + i] != 1)
-    summed = reduce_sum(dy, axes=axes) if axes else dy
-    return reshape(summed, shape=tuple(shape))
 
 
 def _float_result(*avals):
@@ -58,11 +50,6 @@ def _unit(value, *positions):
     return rule
 
 
-def _same_shape_and_dtype(eqn, constant, producer):
-    """reshape, broadcast or cast to what the input already is: the input."""
-    return eqn.inputs[0] if unchanged(eqn.inputs[0], eqn) else None
-
-
 def _double_negation(eqn, constant, producer):
     inner = producer(eqn.inputs[0])
     return inner.inputs[0] if inner is not None and inner.op is neg else None
@@ -72,7 +59,6 @@ def _no_bool(name, what):
     # numpy refuses `-` on booleans (TypeError); knetc refuses it too, eagerly and compiled
     def dtype_rule(*avals):
         if all(a.dtype == np.bool_ for a in avals):  # a Python int with a bool array makes int64 (ops/core.py)
-            from ..errors import ShapeError
             raise ShapeError(f"{name}: numpy does not {what} booleans; use `^` or `~`, or convert "
                              f"with .astype(np.int64) first")
         return result_dtype(*avals)
@@ -106,7 +92,6 @@ def _power_rule(x, exponent):
     if x.dtype is None or np.issubdtype(x.dtype, np.floating):
         return _rule("power")(x)
     if isinstance(exponent, int) and exponent < 0:
-        from ..errors import ShapeError
         raise ShapeError(f"power: integers to negative integer powers are not allowed (numpy raises too): "
                          f"{x} ** {exponent}; use a float array or a float exponent")
     return Aval(x.shape, np.power(np.ones(1, x.dtype), exponent).dtype)
@@ -215,18 +200,13 @@ def _comparison(name, fn, symbol):
         # A fractional Python float against an integer array: compare in float64 (kernels
         # render constants in the result's dtype, which would truncate 2.5 to 2).
         for this, other in ((a, b), (b, a)):
-            if isinstance(this, float) and not this.is_integer() and _is_integer(other):
+            if isinstance(this, float) and not this.is_integer() and has_integer_dtype(other):
                 a, b = (a, astype(b, dtype=np.float64)) if this is a else (astype(a, dtype=np.float64), b)
         return op(a, b)
     compare.__name__ = compare.__qualname__ = name
     compare.__doc__ = f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' type, with broadcasting."
     compare.op = op
     return compare
-
-
-def _is_integer(x):
-    dtype = aval_of(x).dtype
-    return dtype is not None and not np.issubdtype(dtype, np.floating)
 
 
 lt = _comparison("lt", np.less, "<")
@@ -305,7 +285,6 @@ trigamma = unary("trigamma", lambda x: _numpy_polygamma(1, x), _special("trigamm
 
 def _polygamma_rule(x, n):
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        from ..errors import ShapeError
         raise ShapeError(f"polygamma: the order n must be an integer >= 1 (0 is digamma), got {n!r}")
     return Aval(x.shape, _float_result(x))
 
@@ -326,7 +305,7 @@ def _rounding(name, function, numpy_fn):
         return x if not np.issubdtype(np.dtype(k.dtype), np.floating) else special(k, x)
 
     def impl(x):
-        return np.array(x) if _is_integer(x) else numpy_fn(x)
+        return np.array(x) if has_integer_dtype(x) else numpy_fn(x)
     return elementwise(name, impl, scalar, (None,))
 
 
@@ -401,6 +380,23 @@ max = elementwise("max", np.maximum, _max_scalar(">"), _select_grads(gt))
 min = elementwise("min", np.minimum, _max_scalar("<"), _select_grads(lt))
 
 
+def _masked_rule(x, mask):
+    return Aval(broadcast_shapes("masked", x.shape, mask.shape), x.dtype if x.dtype is not None else mask.dtype)
+
+
+def _masked_impl(x, mask):
+    dtype = _masked_rule(aval_of(x), aval_of(mask)).dtype or np.float64
+    return np.where(np.asarray(mask) != 0, x, 0).astype(dtype)
+
+
+# x where mask != 0, else 0. Unlike x * mask it gives 0 (not NaN) for x = -inf outside the
+# mask: nll and accuracy pick the labelled scores with it, so masked -inf logits are harmless.
+masked = register(Op(
+    "masked", _masked_rule, _masked_impl,
+    (lambda dy, y, x, mask: unbroadcast(masked(dy, mask), aval_of(x).shape), None), "elementwise",
+    lambda k, x, mask: f"({x} if {mask} != {k.const(0)} else {k.const(0)})"))
+
+
 def _power_grad_base(dy, y, a, b):
     # b * a ** (b - 1); at a == b == 0 that is 0 * 0 ** -1 = NaN, but a ** 0 is constant: 0
     base = add(a, mul(eq(a, 0), eq(b, 0)))
@@ -424,33 +420,6 @@ def power_any(x, p):
     return power_array(x, p)
 
 
-def _astype_rule(x, dtype):
-    return Aval(x.shape, np.dtype(dtype))
-
-
-def _astype_grad(dy, y, x, dtype):
-    # back to x's float dtype; an integer x (promoted by x * 1.5) keeps dy's: not truncated to 1
-    return dy if _is_integer(x) else astype(dy, dtype=aval_of(x).dtype)
-
-
-astype = register(Op("astype", _astype_rule, lambda x, dtype: np.asarray(x).astype(dtype),
-                     (_astype_grad,), "elementwise", lambda k, x, dtype: k.cast(x, dtype),
-                     simplify=_same_shape_and_dtype))
-
-
-def _broadcast_to_rule(x, shape):
-    if broadcast_shapes("broadcast_to", x.shape, shape) != tuple(shape):
-        from ..errors import ShapeError
-        raise ShapeError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
-    return Aval(tuple(shape), x.dtype)
-
-
-broadcast_to = register(Op(
-    "broadcast_to", _broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(),
-    (lambda dy, y, x, shape: unbroadcast(dy, aval_of(x).shape),), "elementwise", lambda k, x, shape: x,
-    simplify=_same_shape_and_dtype, entries_of_input=True))
-
-
 def _iota_impl(x, axis, dtype):
     shape = np.shape(x)
     index = np.arange(shape[axis], dtype=dtype).reshape([-1 if i == axis else 1 for i in range(len(shape))])
@@ -467,6 +436,3 @@ full = register(Op("full", lambda shape, value, dtype: Aval(tuple(shape), np.dty
                    lambda shape, value, dtype: np.full(shape, value, dtype), (), "elementwise",
                    lambda k, shape, value, dtype: k.const(value),
                    constant=lambda shape, value, dtype: value if int(np.prod(shape)) == 1 else None))
-
-from .reduce import reduce_sum  # noqa: E402  (unbroadcast needs it; reduce needs us)
-from .shape import reshape  # noqa: E402

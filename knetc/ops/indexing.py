@@ -7,6 +7,7 @@ boolean masks, mixtures) known when the function runs or is compiled become a ga
 (`take`) from the flattened array; its adjoint is a scatter-add. In compiled code an
 integer-array *value* is supported as the one non-`:` index (`x[idx]`, `x[:, idx]`);
 a boolean mask that is a compiled value would give a data-dependent shape and is refused.
+Concatenation (`concat`, the op of kn.cat) is built from the same static slices.
 
     x[1:3, -1]      x[..., None]      x[np.array([0, 0, 2])]      x[x_np > 0]
 """
@@ -14,9 +15,168 @@ import numpy as np
 
 from ..context import is_boxed, is_symbolic, kind, training
 from ..errors import CompileError, ShapeError
-from .core import Aval, Op, aval_of, register
-from .elementwise import add, astype, broadcast_to, mul
-from .shape import _spec_numpy_index, _spec_shape, index_static, pad_static, reshape
+from .broadcast import broadcast_to
+from .core import Aval, Op, astype, aval_of, register
+from .elementwise import add, full, mul
+from .shape import reshape
+
+
+# ----------------------------------------------------------------------------- static indexing
+#
+# Basic indexing with indices known at compile time (ints, slices, None) is one op,
+# `index_static`, whose `spec` has one entry per input axis and per new axis:
+#   ("s", start, step, count)  a slice: output positions j read start + step * j
+#   ("i", k)                   an integer: the axis is dropped
+#   ("n",)                     None/newaxis: a new output axis of size 1
+# It lowers as an index remapping fused into its consumer's kernel (like transpose), and
+# its adjoint `pad_static` writes dy into those positions with zeros elsewhere, also fused.
+
+def _spec_shape(spec):
+    return tuple(1 if e[0] == "n" else e[3] for e in spec if e[0] != "i")
+
+
+def _spec_numpy_index(spec):
+    index = []
+    for e in spec:
+        if e[0] == "s":
+            _, start, step, count = e
+            stop = start + step * count
+            index.append(slice(start, None if stop < 0 else stop, step))
+        else:
+            index.append(e[1] if e[0] == "i" else None)
+    return tuple(index)
+
+
+def _index_static_rule(x, spec):
+    axes = [e for e in spec if e[0] != "n"]
+    if len(axes) != x.ndim:
+        raise ShapeError(f"index: {len(axes)} indexed axes for {x}")
+    for e, n in zip(axes, x.shape):
+        if e[0] == "i" and not 0 <= e[1] < n or e[0] == "s" and e[3] and not (
+                0 <= e[1] < n and 0 <= e[1] + e[2] * (e[3] - 1) < n):
+            raise ShapeError(f"index: {e} is out of bounds for {x}")
+    return Aval(_spec_shape(spec), x.dtype)
+
+
+def _affine(start, step, j):
+    if j == "0":
+        return str(start)
+    term = j if step == 1 else f"{step} * {j}"
+    return term if start == 0 else f"({start} + {term})"
+
+
+def _index_static_map(index, shape, spec):
+    source, j = [], 0
+    for e in spec:
+        if e[0] == "s":
+            source.append(_affine(e[1], e[2], index[j]))
+            j += 1
+        elif e[0] == "i":
+            source.append(str(e[1]))
+        else:
+            j += 1
+    return tuple(source), None
+
+
+def _index_static_grad(dy, y, x, spec):
+    if 0 in aval_of(dy).shape:
+        return full(shape=aval_of(x).shape, value=0.0, dtype=aval_of(x).dtype)
+    return pad_static(dy, spec=spec, shape=aval_of(x).shape)
+
+
+index_static = register(Op(
+    "index_static", _index_static_rule, lambda x, spec: np.array(np.asarray(x)[_spec_numpy_index(spec)]),
+    (_index_static_grad,), "elementwise", index_map=_index_static_map, entries_of_input=True, inline_input="always"))
+
+
+def _pad_static_rule(dy, spec, shape):
+    if dy.shape != _spec_shape(spec):
+        raise ShapeError(f"pad_static: {dy} does not fit the index {spec}")
+    return Aval(tuple(shape), dy.dtype)
+
+
+def _pad_static_impl(dy, spec, shape):
+    out = np.zeros(shape, np.asarray(dy).dtype)
+    kept = [n for e, n in zip([e for e in spec if e[0] != "i"], np.shape(dy)) if e[0] != "n"]
+    out[tuple(e for e, s in zip(_spec_numpy_index(spec), spec) if s[0] != "n")] = np.reshape(dy, kept)
+    return out
+
+
+def _pad_static_map(index, dy_shape, spec, shape):
+    """x's index -> dy's index (clamped) and the condition that x's entry was selected."""
+    source, conditions, p = [], [], 0  # p: the axis of x (the output)
+    for e in spec:
+        if e[0] == "n":
+            source.append("0")
+            continue
+        i, n = index[p], shape[p]
+        p += 1
+        if e[0] == "i":
+            conditions.append(f"{i} == {e[1]}")
+            continue
+        _, start, step, count = e
+        if step == 1 and start == 0 and count == n:
+            source.append(i)  # the whole axis
+            continue
+        lo, stride = min(start, start + step * (count - 1)), abs(step)
+        hi = lo + stride * (count - 1)
+        offset = i if lo == 0 else f"({i} - {lo})"
+        q = offset if stride == 1 else f"{offset} // {stride}"
+        source.append(f"min(max({q if step > 0 else f'{count - 1} - {q}'}, 0), {count - 1})")
+        conditions += ([f"{i} >= {lo}"] if lo > 0 else []) + ([f"{i} <= {hi}"] if hi < n - 1 else [])
+        if stride != 1:
+            conditions.append(f"{offset} % {stride} == 0")
+    return tuple(source), " and ".join(conditions) or None
+
+
+pad_static = register(Op(
+    "pad_static", _pad_static_rule, _pad_static_impl,
+    (lambda dz, z, dy, spec, shape: index_static(dz, spec=spec),), "elementwise", index_map=_pad_static_map,
+    inline_input="cheap"))
+
+# ----------------------------------------------------------------------------- concatenation
+
+def _concat_rule(*xs, axis):
+    first = xs[0]
+    if not 0 <= axis < first.ndim:
+        raise ShapeError(f"cat: dims={axis} is out of range for {first}")
+    for x in xs[1:]:
+        if x.ndim != first.ndim or any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+            raise ShapeError(f"cat: shapes {' and '.join(str(x.shape) for x in xs)} differ outside axis {axis}")
+    dtypes = [x.dtype for x in xs if x.dtype is not None]
+    return Aval(first.shape[:axis] + (sum(x.shape[axis] for x in xs),) + first.shape[axis + 1:],
+                np.result_type(*dtypes) if dtypes else None)
+
+
+def _concat_part(i, xs, axis):
+    """The index_static spec selecting input i's block of the concatenation."""
+    shapes = [aval_of(x).shape for x in xs]
+    start = sum(s[axis] for s in shapes[:i])
+    total = sum(s[axis] for s in shapes)
+    return tuple(("s", start, 1, shapes[i][axis]) if a == axis else ("s", 0, 1, n)
+                 for a, n in enumerate(shapes[0][:axis] + (total,) + shapes[0][axis + 1:]))
+
+
+def _concat_grad(i):
+    return lambda dy, y, *xs, axis: index_static(dy, spec=_concat_part(i, xs, axis))
+
+
+def _concat_decompose(*xs, axis):
+    # Each input padded with zeros to the result's shape, summed: one fused kernel that
+    # reads the right input per output index.
+    shape = _concat_rule(*map(aval_of, xs), axis=axis).shape
+    out = None
+    for i, x in enumerate(xs):
+        if aval_of(x).shape[axis] == 0:
+            continue
+        part = pad_static(x, spec=_concat_part(i, xs, axis), shape=shape)
+        out = part if out is None else add(out, part)
+    return out
+
+
+concat = register(Op(
+    "concat", _concat_rule, lambda *xs, axis: np.concatenate([np.asarray(x) for x in xs], axis=axis),
+    tuple(_concat_grad(i) for i in range(256)), "composite", decompose=_concat_decompose))
 
 
 # ----------------------------------------------------------------------------- gather / scatter

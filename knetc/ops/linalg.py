@@ -2,8 +2,11 @@
 import numpy as np
 
 from ..context import is_boxed, is_symbolic, training
-from ..errors import ShapeError
-from .core import Aval, Op, aval_of, register, result_dtype
+from ..errors import CompileError, ShapeError
+from .broadcast import reduce_sum, unbroadcast
+from .core import Aval, Op, aval_of, broadcast_shapes, register, result_dtype
+from .elementwise import abs as abs_, add, eq, mul, ne, power, sub
+from .reduce import maximum, minimum, sqrt0, sum
 from .shape import reshape, transpose
 
 
@@ -174,8 +177,3 @@ def rmul_(x, a):
     target *= np.asarray(a, target.dtype)
     return x
 
-
-from ..errors import CompileError  # noqa: E402
-from .core import broadcast_shapes  # noqa: E402
-from .elementwise import abs as abs_, add, eq, mul, ne, power, sub, unbroadcast  # noqa: E402
-from .reduce import maximum, minimum, reduce_sum, sqrt0, sum  # noqa: E402

@@ -129,9 +129,8 @@ FUNCTIONS.update({
 def _numpy_where(condition, x, y):
     """np.where(c, x, y) with broadcasting: x where c is nonzero, else y. The gradient goes to
     the chosen input only (as torch.where); an inf or NaN in the branch not taken stays out."""
-    from .nn import masked
     x, y = _with_dtype_of(x, y), _with_dtype_of(y, x)
-    return ew.add(masked(x, condition), masked(y, ew.eq(condition, 0)))
+    return ew.add(ew.masked(x, condition), ew.masked(y, ew.eq(condition, 0)))
 
 
 def _with_dtype_of(v, other):
@@ -146,12 +145,11 @@ def _with_dtype_of(v, other):
 def _numpy_clip(a, a_min=None, a_max=None):
     """np.clip: the gradient is dy inside [a_min, a_max], bounds included (torch.clamp's), and
     goes to an array bound where it is taken; NaN stays NaN."""
-    from .nn import masked
     out = a
     if a_min is not None:
-        out = ew.add(masked(out, ew.eq(ew.lt(out, a_min), 0)), masked(a_min, ew.lt(out, a_min)))
+        out = ew.add(ew.masked(out, ew.eq(ew.lt(out, a_min), 0)), ew.masked(a_min, ew.lt(out, a_min)))
     if a_max is not None:
-        out = ew.add(masked(out, ew.eq(ew.gt(out, a_max), 0)), masked(a_max, ew.gt(out, a_max)))
+        out = ew.add(ew.masked(out, ew.eq(ew.gt(out, a_max), 0)), ew.masked(a_max, ew.gt(out, a_max)))
     return out
 
 

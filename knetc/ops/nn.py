@@ -2,9 +2,9 @@
 
 logsumexp, logsoftmax and softmax are primitives (their gradients are short and stable);
 for code generation they decompose into max/sum reductions and elementwise ops, which then
-fuse. elu, selu, invx and the private softplus and `masked` are elementwise ops with scalar
-templates. nll, accuracy, bce and logistic are written with ops, so they run eagerly, on the
-tape and compiled.
+fuse. elu, selu, invx and the private softplus are elementwise ops with scalar templates.
+nll, accuracy, bce and logistic are written with ops, so they run eagerly, on the tape and
+compiled.
 
 Translation from Knet: classes lie on axis `dims` (default -1, the last axis: scores are
 (instances, classes)); labels are 0..C-1 and -1 skips an instance.
@@ -12,10 +12,10 @@ Translation from Knet: classes lie on axis `dims` (default -1, the last axis: sc
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Aval, Op, aval_of, broadcast_shapes, check_float, normalize_axes, register
-from .elementwise import (add, astype, div, eq, exp, iota, le, log, mul, ne, neg, sigm, sub,
-                          unbroadcast)
-from .reduce import reduce_max, reduce_sum, sum
+from .broadcast import reduce_sum
+from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
+from .elementwise import add, div, eq, exp, iota, le, log, masked, mul, ne, neg, sigm, sub
+from .reduce import reduce_max, sum
 from .shape import reshape
 
 
@@ -153,23 +153,6 @@ def _softplus_impl(x):
 softplus = _unary("softplus", _softplus_impl,
                   lambda k, x: f"(max({x}, {k.const(0)}) + math.log1p(math.exp(-abs({x}))))",
                   lambda dy, y, x: mul(dy, sigm(x)))
-
-
-def _masked_rule(x, mask):
-    return Aval(broadcast_shapes("masked", x.shape, mask.shape), x.dtype if x.dtype is not None else mask.dtype)
-
-
-def _masked_impl(x, mask):
-    dtype = _masked_rule(aval_of(x), aval_of(mask)).dtype or np.float64
-    return np.where(np.asarray(mask) != 0, x, 0).astype(dtype)
-
-
-# x where mask != 0, else 0. Unlike x * mask it gives 0 (not NaN) for x = -inf outside the
-# mask: nll and accuracy pick the labelled scores with it, so masked -inf logits are harmless.
-masked = register(Op(
-    "masked", _masked_rule, _masked_impl,
-    (lambda dy, y, x, mask: unbroadcast(masked(dy, mask), aval_of(x).shape), None), "elementwise",
-    lambda k, x, mask: f"({x} if {mask} != {k.const(0)} else {k.const(0)})"))
 
 
 # ----------------------------------------------------------------------------- losses

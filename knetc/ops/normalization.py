@@ -29,9 +29,10 @@ import numpy as np
 from .. import context
 from ..context import is_symbolic, training as _training, value_of
 from ..errors import ShapeError
+from ..runtime import cudnn_ops
+from .broadcast import broadcast_to, reduce_sum
 from .core import Aval, Op, aval_of, check_float, register
-from .elementwise import add, broadcast_to, div, iota, mul, sqrt, sub
-from .reduce import reduce_sum
+from .elementwise import add, div, iota, mul, sqrt, sub
 from .shape import reshape
 
 __all__ = ["batchnorm", "dropout"]
@@ -165,7 +166,6 @@ def _whole_layer(x, aval, moments, params, eps):
         return True
     if context.target() != "cuda":
         return False
-    from ..runtime import cudnn_ops
     return cudnn_ops.available() and cudnn_ops.batchnorm_supported(aval.dtype, eps)
 
 

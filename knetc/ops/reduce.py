@@ -1,41 +1,14 @@
 """Reductions. The primitives keep reduced axes (size 1); the public functions follow Knet:
 with `dims` the reduced axes stay, without it the result is a scalar."""
 import math
-from typing import Callable, NamedTuple
 
 import numpy as np
 
 from ..errors import ShapeError
-from .core import Aval, Op, aval_of, normalize_axes, register, unchanged
-
-
-def _reduce_rule(name, accumulate=False, identity=True):
-    def rule(x, axes):
-        if any(not 0 <= a < x.ndim for a in axes):
-            raise ShapeError(f"{name}: axes {axes} out of range for {x}")
-        if not identity:
-            _check_nonempty(name, x, axes)
-        dtype = x.dtype
-        if accumulate and dtype is not None and not np.issubdtype(dtype, np.floating):
-            dtype = np.add.reduce(np.ones(1, dtype)).dtype  # numpy sums bools and small integers in int64
-        return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), dtype)
-    return rule
-
-
-def _check_nonempty(name, x, axes):
-    """maximum/minimum/argmax/argmin over no entries have no value: numpy raises, and so do
-    the shape rules (a kernel would return its start value, -inf or a sentinel index)."""
-    if x.shape and math.prod(x.shape[a] for a in axes) == 0:
-        raise ShapeError(f"{name}: zero-size array to a reduction with no identity: axes {axes} of {x} are empty")
-
-
-class Monoid(NamedTuple):
-    """How a reduction's kernel accumulates: `start(dtype)` is the accumulator's first value,
-    `step` the statement adding entry {v} to it ({acc}), and `float_step` the statement for
-    floating dtypes where it differs (max/min propagate NaN as numpy's; it reads {v} thrice)."""
-    start: Callable
-    step: str
-    float_step: str = None
+from .broadcast import reduce_sum
+from .core import Aval, Monoid, Op, astype, aval_of, check_nonempty, normalize_axes, reduce_rule, register
+from .elementwise import add, div, eq, iota, masked, mul, ne, sqrt, sub
+from .shape import reshape
 
 
 def _extreme_start(sign):
@@ -48,22 +21,10 @@ def _extreme_start(sign):
     return start
 
 
-def _sum_of_unit_axes(eqn, constant, producer):
-    # keepdims: nothing to add, unless the sum widens the dtype (bools and small integers to int64)
-    x = eqn.inputs[0]
-    return x if unchanged(x, eqn) else None
-
-
-reduce_sum = register(Op(
-    "reduce_sum", _reduce_rule("sum", accumulate=True), lambda x, axes: np.sum(x, axis=axes, keepdims=True),
-    (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce",
-    monoid=Monoid(lambda dtype: 0, "{acc} += {v}"), simplify=_sum_of_unit_axes))
-
 def _extreme_grad(dy, y, x, axes):
     # Entries equal to the extreme share dy equally, so the gradient sums to dy (as
     # torch.amax/amin). A NaN extreme matches no entry: its whole block gets NaN, as
     # torch, jax and autograd give (0/0), without a division by zero in kernels.
-    from .nn import masked
     hit = eq(x, y)
     count = reduce_sum(hit, axes=axes)
     none = eq(count, 0)
@@ -71,13 +32,13 @@ def _extreme_grad(dy, y, x, axes):
 
 
 reduce_max = register(Op(
-    "reduce_max", _reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
+    "reduce_max", reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = max({acc}, {v})",
                                               "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}")))
 
 
 reduce_min = register(Op(
-    "reduce_min", _reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
+    "reduce_min", reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(1), "{acc} = min({acc}, {v})",
                                               "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}")))
 
@@ -94,7 +55,7 @@ def _prod_grad(dy, y, x, axes):
 
 
 reduce_prod = register(Op(
-    "reduce_prod", _reduce_rule("prod", accumulate=True), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
+    "reduce_prod", reduce_rule("prod", accumulate=True), lambda x, axes: np.prod(x, axis=axes, keepdims=True),
     (_prod_grad,), "reduce", monoid=Monoid(lambda dtype: 1, "{acc} *= {v}")))
 
 
@@ -196,7 +157,7 @@ def _arg_impl(pick):
 def _arg_rule(x, axes):
     if any(not 0 <= a < x.ndim for a in axes):
         raise ShapeError(f"argmax: axes {axes} out of range for {x}")
-    _check_nonempty("argmax/argmin", x, axes)
+    check_nonempty("argmax/argmin", x, axes)
     return Aval(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), np.dtype("int64"))
 
 
@@ -248,6 +209,3 @@ def findmin(x, dims=None):
     """findmin(x, dims=None) -> (minimum(x, dims), argmin(x, dims))."""
     return minimum(x, dims), argmin(x, dims)
 
-
-from .elementwise import add, astype, broadcast_to, div, eq, iota, mul, ne, sqrt, sub  # noqa: E402
-from .shape import reshape  # noqa: E402

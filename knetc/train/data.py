@@ -11,6 +11,8 @@ import zlib
 
 import numpy as np
 
+from .init import rng as knetc_rng
+
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MNIST_TRAIN = 8000  # the first 8,000 of the 10,000 images train, the last 2,000 test
 _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801  # IDX: ubyte, 3 dims / 1 dim
@@ -117,8 +119,7 @@ class Data:
     def __iter__(self):
         order = None
         if self.shuffle:  # a new order for every epoch, drawn when the epoch starts
-            from .init import rng
-            order = (self._rng or rng()).permutation(self.n)
+            order = (self._rng or knetc_rng()).permutation(self.n)
         for k in range(len(self)):
             start = k * self.batchsize
             stop = min(start + self.batchsize, self.n)

@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from .. import knetarray  # knetarray.gpu() read when called: tests stand in for a GPU with it
 from ..autograd import Param, value_of
 
 _RNG = np.random.default_rng()
@@ -58,7 +59,7 @@ class ArrayType:
 
 
 _ATYPE = ArrayType(np.ndarray, np.float32)
-_GPU_ATYPE = None  # ArrayType(KnetArray, np.float32), made on first use
+_GPU_ATYPE = ArrayType(knetarray.KnetArray, np.float32)
 
 
 def atype():
@@ -66,13 +67,7 @@ def atype():
     (`kn.gpu() >= 0`), else numpy float32 arrays (also under Numba's CUDA simulator, which
     does not count as a GPU). `atype()(x)` converts x (a copy); `atype().dtype` is the
     element type: `w = kn.atype()(np.zeros((3, 4)))`."""
-    global _GPU_ATYPE
-    from ..knetarray import KnetArray, gpu
-    if gpu() < 0:
-        return _ATYPE
-    if _GPU_ATYPE is None:
-        _GPU_ATYPE = ArrayType(KnetArray, np.float32)
-    return _GPU_ATYPE
+    return _ATYPE if knetarray.gpu() < 0 else _GPU_ATYPE
 
 
 def _converter(atype_):

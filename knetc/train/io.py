@@ -37,6 +37,7 @@ import zlib
 import numpy as np
 
 from ..autograd import Param
+from ..knetarray import from_saved
 
 SERIALIZABLE = {}  # "module.QualName" -> class
 
@@ -309,7 +310,6 @@ class _Decoder:
         if tag == "array":
             value = self.array(node)
             if node.get("device") is True:  # saved from the device: a KnetArray again when a GPU is active
-                from ..knetarray import from_saved
                 value = from_saved(value)
             return self.define(node, value)
         if tag == "param":

@@ -32,6 +32,7 @@ state, then runs the kernels; a bad pair raises before any weight or state has c
 import numpy as np
 
 from ..autograd import Param, value_of
+from ..knetarray import KnetArray
 from .io import serializable
 
 
@@ -160,9 +161,6 @@ def _describe(w):
 
 def _device_data(x):
     """A KnetArray's Numba device array (the same memory), anything else as it is."""
-    if isinstance(x, np.ndarray):  # the common case, without importing knetarray
-        return x
-    from ..knetarray import KnetArray
     return x.data if isinstance(x, KnetArray) else x
 
 

@@ -1,0 +1,119 @@
+"""Each distinct kernel is compiled once: kernels are shape-generic and keyed by their text,
+so batch sizes, layers, programs and the numbers in an expression share them, and a new
+size traces again without compiling (issue "compile each distinct kernel once")."""
+import numpy as np
+import pytest
+
+import knetc as kn
+from knetc import report
+
+RNG = np.random.default_rng(7)
+
+
+def mlp_loss(model, x, y):
+    for w, b in model[:-1]:
+        x = kn.relu(x @ w + b)
+    w, b = model[-1]
+    return kn.nll(x @ w + b, y)
+
+
+def _mlp(*sizes):
+    return [(RNG.standard_normal((i, o)).astype(np.float32) * 0.3, np.zeros(o, np.float32))
+            for i, o in zip(sizes[:-1], sizes[1:])]
+
+
+def _data(batch, features=12, classes=5):
+    return RNG.standard_normal((batch, features)).astype(np.float32), RNG.integers(0, classes, batch)
+
+
+def _kernel_paths(compiled):
+    return {m.__knetc_path__ for m in compiled.generated_modules() if "_kernel_" in m.__knetc_path__}
+
+
+def test_a_new_batch_size_traces_again_and_compiles_nothing():
+    loss = kn.compile(mlp_loss, target="cpu")
+    model = _mlp(12, 8, 5)
+    gradient = kn.grad(loss)
+    gradient(model, *_data(20))
+    kernels = _kernel_paths(loss)
+    compilations = kn.stats()["compilations"]
+    for batch in (7, 33, 20 + 1):
+        x, y = _data(batch)
+        got = gradient(model, x, y)
+        want = kn.grad(mlp_loss)(model, x, y)  # eager
+        for (gw, gb), (ww, wb) in zip(got, want):
+            np.testing.assert_allclose(gw, ww, rtol=2e-5, atol=1e-6)
+            np.testing.assert_allclose(gb, wb, rtol=2e-5, atol=1e-6)
+    assert kn.stats()["compilations"] == compilations
+    assert _kernel_paths(loss) == kernels  # the same compiled kernels serve every size
+    assert len(loss.specializations()) == 4  # each size is its own (cheap) trace and driver
+
+
+def test_layers_of_the_same_shape_share_their_kernels():
+    shallow, deep = kn.compile(mlp_loss, target="cpu"), kn.compile(mlp_loss, target="cpu")
+    x, y = _data(6)
+    kn.grad(shallow)(_mlp(12, 8, 8, 5), x, y)
+    model = _mlp(12, 8, 8, 8, 8, 8, 5)
+    for (gw, gb), (ww, wb) in zip(kn.grad(deep)(model, x, y), kn.grad(mlp_loss)(model, x, y)):
+        np.testing.assert_allclose(gw, ww, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(gb, wb, rtol=2e-5, atol=1e-6)
+    # Three hidden layers more add launches, not kernels: the deep gradient binds exactly
+    # the kernels of the shallow one.
+    assert _kernel_paths(deep) == _kernel_paths(shallow)
+    (executable,) = [e for s in deep.specializations() for e in s.executables()]
+    launches = sum(line.strip().startswith("k_") for line in executable.generated.driver.splitlines())
+    assert launches >= len(executable.kernel_modules) + 9
+
+
+def scale_half(x):
+    return kn.sum(kn.tanh(x) * 0.5)
+
+
+def scale_quarter(x):
+    return kn.sum(kn.tanh(x) * 0.25)
+
+
+def test_numbers_in_an_expression_are_kernel_arguments():
+    half, quarter = kn.compile(scale_half, target="cpu"), kn.compile(scale_quarter, target="cpu")
+    x = RNG.standard_normal((3, 4))
+    np.testing.assert_allclose(half(x), np.sum(np.tanh(x) * 0.5), rtol=1e-12)
+    np.testing.assert_allclose(quarter(x), np.sum(np.tanh(x) * 0.25), rtol=1e-12)
+    assert _kernel_paths(half) == _kernel_paths(quarter)
+
+
+def test_kernels_are_shared_across_targets_only_by_text():
+    cpu = kn.compile(scale_half, target="cpu")
+    text = kn.inspect(cpu, RNG.standard_normal((3, 4)), stage="kernels", target="cuda", mode="call")
+    assert "@cuda.jit" in text and "@njit" not in text
+
+
+def test_the_compile_log_says_why_a_call_traced_again(monkeypatch, capsys):
+    monkeypatch.setattr(report, "_TOPICS", {"compile", "cache"})
+    loss = kn.compile(mlp_loss, target="cpu")
+    model = _mlp(12, 8, 5)
+    kn.grad(loss)(model, *_data(10))
+    kn.grad(loss)(model, *_data(11))
+    log = capsys.readouterr().err
+    assert "mlp_loss: traced again: new signature (argument leaf 4: float32[10,12] -> float32[11,12]; " \
+           "argument leaf 5: int64[10] -> int64[11])" in log
+    assert "nothing to compile, all" in log
+
+
+def test_the_driver_frees_buffers_at_their_last_read_and_reuses_them():
+    loss = kn.compile(mlp_loss, target="cpu")
+    text = kn.inspect(loss, _mlp(12, 8, 8, 5), *_data(16), stage="memory,driver")
+    memory = text.split("--- memory ---")[1].split("--- driver ---")[0]
+    held, planned = [int(n.replace(",", "")) for n in
+                     memory.split("# peak ")[1].split(" with the plan")[0].split(" bytes with every buffer held to the end; ")]
+    assert planned < held
+    assert "\n    del v" in text.split("--- driver ---")[1]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_size_one_axes_change_the_kernels_but_not_the_answer(batch):
+    loss = kn.compile(mlp_loss, target="cpu")
+    model = _mlp(12, 8, 5)
+    x, y = _data(batch)
+    for (gw, gb), (ww, wb) in zip(kn.grad(loss)(model, x, y), kn.grad(mlp_loss)(model, x, y)):
+        np.testing.assert_allclose(gw, ww, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(gb, wb, rtol=2e-5, atol=1e-6)
