@@ -3,6 +3,7 @@ device array.
 
 Example: ``if gpu_available(): run_cuda_path() else: run_cpu_path()``
 """
+import ctypes
 import functools
 import os
 
@@ -31,11 +32,25 @@ def gpu_available():
     """
     if simulator_active():
         return True
+    if not _driver_library_present():
+        return False  # no CUDA driver: no need to import numba.cuda (most of a second) to say so
     try:
         from numba import cuda
         return bool(cuda.is_available())
     except Exception:  # no driver, broken install, ...: no GPU for us
         return False
+
+
+def _driver_library_present():
+    """Can the CUDA driver library (libcuda) be loaded? Every GPU machine has it."""
+    names = ("nvcuda.dll",) if os.name == "nt" else ("libcuda.so.1", "libcuda.so", "libcuda.dylib")
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def real_gpu_available():

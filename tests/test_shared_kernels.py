@@ -117,3 +117,56 @@ def test_size_one_axes_change_the_kernels_but_not_the_answer(batch):
     for (gw, gb), (ww, wb) in zip(kn.grad(loss)(model, x, y), kn.grad(mlp_loss)(model, x, y)):
         np.testing.assert_allclose(gw, ww, rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(gb, wb, rtol=2e-5, atol=1e-6)
+
+
+def tanh_rnn(w, xs, h):
+    W, R, b = w
+    for t in range(xs.shape[0]):
+        h = np.tanh(xs[t] @ W + h @ R + b)
+    return kn.mean(h * h)
+
+
+def _rnn(steps):
+    w = [RNG.standard_normal((4, 6)) * 0.5, RNG.standard_normal((6, 6)) * 0.5, RNG.standard_normal(6) * 0.1]
+    return w, RNG.standard_normal((steps, 3, 4)), RNG.standard_normal((3, 6))
+
+
+def test_an_unrolled_rnn_compiles_the_same_kernels_at_every_length():
+    kernels = {}
+    for steps in (9, 40):
+        f = kn.compile(tanh_rnn, target="cpu")
+        w, xs, h = _rnn(steps)
+        got = kn.grad(f)(w, xs, h)
+        for g, want in zip(got, kn.grad(tanh_rnn)(w, xs, h)):
+            np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+        (executable,) = f.specializations()[0].executables()
+        kernels[steps] = _kernel_paths(f)
+        driver = executable.generated.driver
+        assert "v3[0].reshape(" in driver  # xs[t] is a view of xs, not a kernel's copy
+        assert all(source.text.count("x8") == 0 for source in executable.generated.kernels.values())  # <= 8 inputs
+    # Longer loops launch more, compile nothing more: the gradient sums over the steps are
+    # split into kernels of at most 8 inputs, all alike.
+    assert kernels[40] - kernels[9] <= {p for p in kernels[40] if "add" in open(p).read().split("\n")[0]}
+    assert len(kernels[40]) <= len(kernels[9]) + 2
+
+
+def test_the_rnn_gradient_passes_gcheck():
+    f = kn.compile(tanh_rnn, target="cpu")
+    w, xs, h = _rnn(5)
+    params = [kn.Param(a) for a in w]
+    assert kn.gcheck(lambda p: f(p, xs, h), params)
+
+
+def test_target_auto_on_a_machine_without_a_driver_does_not_load_numba_cuda(tmp_path):
+    import subprocess
+    import sys
+    from knetc.runtime.device import _driver_library_present
+    if _driver_library_present():
+        pytest.skip("this machine has a CUDA driver")
+    script = tmp_path / "probe.py"
+    script.write_text("import sys, knetc as kn\n"
+                      "f = kn.compile(lambda x: x, target='auto')\n"
+                      "print(f.target, 'numba.cuda' in sys.modules)\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["cpu", "False"], out.stderr[-2000:]

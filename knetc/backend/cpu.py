@@ -24,7 +24,7 @@ def kernel_source(schedule, kernel, cache=True):
     body = KernelBody(schedule, kernel, [var for _, var in loops])  # a value is read in the loop it varies in
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
-    work = int(np.prod(logical)) * max(1, _inner_work(kernel))
+    work = int(np.prod(logical)) * int(np.prod([size for _, size in body.extents]))  # elements x reduction steps
     parallel = work >= PARALLEL_MIN_WORK and bool(loops)
     name = kernel_name(schedule, kernel)
     params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters]
@@ -42,10 +42,6 @@ def kernel_source(schedule, kernel, cache=True):
     header = KERNEL_HEADER.format(ops=schedule.fused_ops(kernel))
     header += "".join(line + "\n" for line in helper_imports(body.helpers, "cpu"))
     return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n"), body.parameters
-
-
-def _inner_work(kernel):
-    return max([int(np.prod(x.aval.shape)) // max(1, int(np.prod(kernel.out.aval.shape))) for x in kernel.inputs] + [1])
 
 
 class Driver(driver.Driver):

@@ -113,7 +113,8 @@ class Driver:
         self.launch(name, arguments, int(np.prod(step.out.aval.shape)))
 
     def reshape(self, step):
-        self.emit(f"{self.names.arg(step.out)} = {self.names.arg(step.src)}.reshape({physical_shape(step.out)})")
+        block = f"[{step.index}]" if step.index is not None else ""
+        self.emit(f"{self.names.arg(step.out)} = {self.names.arg(step.src)}{block}.reshape({physical_shape(step.out)})")
 
     def call(self, step):
         self.allocate(step.out)

@@ -74,17 +74,18 @@ def commented_steps(schedule):
     """The schedule's steps, each with the comments to put before it in the driver: the
     user's source lines it computes (every line a fused kernel's ops come from), each
     once where it differs from the line named last."""
+    order = {e: i for i, e in enumerate(schedule.program.eqns)}
     last = None
     for step in schedule.steps:
         comments = []
-        for loc in _source_lines(schedule, step):
+        for loc in _source_lines(schedule, step, order):
             if loc != last:
                 comments.append(source_comment(loc))
                 last = loc
         yield comments, step
 
 
-def _source_lines(schedule, step):
+def _source_lines(schedule, step, order):
     eqn = getattr(step, "eqn", None) or schedule.producers.get(step.out)
     if eqn is None:
         return []
@@ -93,5 +94,4 @@ def _source_lines(schedule, step):
         eqn = stack.pop()
         group.append(eqn)
         stack.extend(schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined)
-    order = {e: i for i, e in enumerate(schedule.program.eqns)}
     return [e.loc for e in sorted(group, key=lambda e: order.get(e, 0)) if e.loc is not None]

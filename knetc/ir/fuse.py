@@ -9,7 +9,7 @@ Transposes read only by matmuls become the GEMM's transpose flags.
 The schedule is a list of steps in program order:
   Kernel(out, eqn)          compute `out` (fused expression tree rooted at eqn)
   Matmul(out, a, b, ta, tb) out = op(a) @ op(b)
-  Reshape(out, src)         a view of a stored value
+  Reshape(out, src, index)  a view of a stored value (of its block `src[index]` if given)
   Call(out, eqn)            a library routine (op kind "call") writing `out`
 """
 from dataclasses import dataclass
@@ -18,13 +18,14 @@ import numpy as np
 
 from .core import Var
 
+MAX_KERNEL_INPUTS = 8
+
 
 @dataclass
 class Kernel:
     out: Var
     eqn: object
     inputs: list  # stored Vars the kernel reads, in first-use order
-    name: str = ""
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Matmul:
 class Reshape:
     out: Var
     src: Var
+    index: str = None  # numpy basic index (Op.view_index): the view is of that block
 
 
 @dataclass
@@ -122,7 +124,10 @@ def fuse(program):
             may_reduce.get(x, False) and len(consumers.get(x, [])) == 1 for x in eqn.inputs if isinstance(x, Var))
     # Decide backwards, so a consumer's fate is known: in_prologue[v] means v ends up inside
     # a reduction's loop, where another reduction would nest loops.
-    inlined, in_prologue = {}, {}
+    # A kernel reads at most MAX_KERNEL_INPUTS stored values: a long chain (the sum of a
+    # gradient over 128 loop steps) becomes kernels of one shape, compiled once, not one
+    # kernel whose size grows with the chain. width: a kernel's root -> its input count.
+    inlined, in_prologue, root, width = {}, {}, {}, {}
     for eqn in reversed(program.eqns):
         v, kind = eqn.out, _kind(eqn)
         users = consumers.get(v, [])
@@ -132,12 +137,19 @@ def fuse(program):
         user_kind = _kind(user)
         if user.out in absorbed:
             continue
+        kernel = root.get(user.out, user.out)
+        grown = width.get(kernel, _arity(user)) - 1 + _arity(eqn)
+        if grown > MAX_KERNEL_INPUTS:
+            continue
         if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 continue
             inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
         elif user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             inlined[v], in_prologue[v] = eqn, True
+        else:
+            continue
+        root[v], width[kernel] = kernel, grown
 
     steps = []
     for eqn in program.eqns:
@@ -150,11 +162,26 @@ def fuse(program):
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
         elif _kind(eqn) == "view":  # a reshape: the stored value, read with another shape
             steps.append(Reshape(v, eqn.inputs[0]))
+        elif _view_index(eqn, inlined):  # a block of a stored value (xs[t]): a view, no copy
+            steps.append(Reshape(v, eqn.inputs[0], _view_index(eqn, inlined)))
         elif eqn.op.kind == "call":
             steps.append(Call(v, eqn))
         else:
-            steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), f"k{len([s for s in steps if isinstance(s, Kernel)])}"))
+            steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined)))
     return Schedule(program, steps, inlined, producers)
+
+
+def _view_index(eqn, inlined):
+    """The numpy index under which eqn's result is a contiguous block of its stored input
+    (Op.view_index), or None."""
+    if eqn.op.view_index is None or eqn.inputs[0] in inlined:
+        return None
+    return eqn.op.view_index(eqn.inputs[0].aval.shape, **eqn.params)
+
+
+def _arity(eqn):
+    """The stored values an equation reads (an upper bound once others are fused into it)."""
+    return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
 
 
 def _remaps(user, may_reduce):

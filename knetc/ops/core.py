@@ -96,12 +96,15 @@ class Op:
       labels out of range). Kernels cannot raise, so a compiled program runs it on the input
       array the value comes from, before any kernel runs (compiler.InputChecks);
       `input_check.refusal(**params)` says why a value computed inside cannot be checked.
+    view_index: `view_index(input_shape, **params)` gives the numpy basic index (source text,
+      e.g. "3" or "2, 0:5") under which the result is a C-contiguous block of its input, or
+      None: a stored result is then a view the driver takes (xs[t]), not a kernel's copy.
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
-                 input_gives_shape=False, input_check=None):
+                 input_gives_shape=False, input_check=None, view_index=None):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
@@ -109,7 +112,7 @@ class Op:
         self.float_valued, self.index_map, self.monoid, self.state_inputs = float_valued, index_map, monoid, state_inputs
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
-        self.input_check = input_check
+        self.input_check, self.view_index = input_check, view_index
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):

@@ -78,6 +78,23 @@ def _index_static_map(index, shape, spec):
     return tuple(source), None
 
 
+def _index_static_view(shape, spec):
+    """Leading integers, then at most one step-1 slice, then whole axes: a contiguous block."""
+    entries, k = list(spec), 0
+    while k < len(entries) and entries[k][0] == "i":
+        k += 1
+    index = [str(e[1]) for e in entries[:k]]
+    if k < len(entries) and entries[k][0] == "s" and entries[k][2] == 1:
+        _, start, _, count = entries[k]
+        if (start, count) != (0, shape[k]):  # (a whole axis needs no slice)
+            index.append(f"{start}:{start + count}")
+        k += 1
+    whole = all(e[0] == "s" and e[1] == 0 and e[2] == 1 and e[3] == n for e, n in zip(entries[k:], shape[k:]))
+    if not index or not whole or len(entries) != len(shape) or all(e[0] == "i" for e in entries):
+        return None  # a strided, reordered or 0-d result: computed by a kernel
+    return ", ".join(index)
+
+
 def _index_static_grad(dy, y, x, spec):
     if 0 in aval_of(dy).shape:
         return full(shape=aval_of(x).shape, value=0.0, dtype=aval_of(x).dtype)
@@ -86,7 +103,8 @@ def _index_static_grad(dy, y, x, spec):
 
 index_static = register(Op(
     "index_static", _index_static_rule, lambda x, spec: np.array(np.asarray(x)[_spec_numpy_index(spec)]),
-    (_index_static_grad,), "elementwise", index_map=_index_static_map, entries_of_input=True, inline_input="always"))
+    (_index_static_grad,), "elementwise", index_map=_index_static_map, entries_of_input=True, inline_input="always",
+    view_index=_index_static_view))
 
 
 def _pad_static_rule(dy, spec, shape):
