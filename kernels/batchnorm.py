@@ -103,37 +103,46 @@ def _statistics(xv, c):
     return mu, square / count
 
 
+@njit(cache=True)
+def _normalize(xv, yv, params, c, mu, sigma2, eps):
+    """Channel c: yv = scale * (xv - mu) / sqrt(sigma2 + eps) + bias. mu is the caller's scalar
+    (float64 batch mean, or the running mean in its own dtype), so the arithmetic is typed as
+    when written inline."""
+    C = params.size // 2
+    a = params[c] / math.sqrt(sigma2 + eps)
+    for n in range(xv.shape[0]):
+        for k in range(xv.shape[2]):
+            yv[n, c, k] = (xv[n, c, k] - mu) * a + params[C + c]
+
+
 @njit(cache=True, parallel=True)
+def _forward_cpu(x, params, mean, var, out, eps, training, momentum, correction):
+    """batchnorm_train_cpu (training: batch statistics; the running ones are updated) or
+    batchnorm_infer_cpu (the running statistics)."""
+    C = params.size // 2
+    # one view per statement: Numba's parallel passes copy arrays packed in a tuple
+    xv = _channels(x, C)
+    yv = _channels(out, C)
+    m = mean.reshape(C)
+    v = var.reshape(C)
+    for c in prange(C):
+        if training:
+            mu, sigma2 = _statistics(xv, c)
+            _normalize(xv, yv, params, c, mu, sigma2, eps)
+            m[c] = momentum * mu + (1.0 - momentum) * m[c]
+            v[c] = momentum * correction * sigma2 + (1.0 - momentum) * v[c]
+        else:
+            _normalize(xv, yv, params, c, m[c], v[c], eps)
+
+
+@njit(cache=True)
 def batchnorm_train_cpu(x, params, mean, var, out, eps, momentum, correction):
-    C = params.size // 2
-    # one view per statement: Numba's parallel passes copy arrays packed in a tuple
-    xv = _channels(x, C)
-    yv = _channels(out, C)
-    m = mean.reshape(C)
-    v = var.reshape(C)
-    for c in prange(C):
-        mu, sigma2 = _statistics(xv, c)
-        a = params[c] / math.sqrt(sigma2 + eps)
-        for n in range(xv.shape[0]):
-            for k in range(xv.shape[2]):
-                yv[n, c, k] = (xv[n, c, k] - mu) * a + params[C + c]
-        m[c] = momentum * mu + (1.0 - momentum) * m[c]
-        v[c] = momentum * correction * sigma2 + (1.0 - momentum) * v[c]
+    _forward_cpu(x, params, mean, var, out, eps, True, momentum, correction)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def batchnorm_infer_cpu(x, params, mean, var, out, eps):
-    C = params.size // 2
-    # one view per statement: Numba's parallel passes copy arrays packed in a tuple
-    xv = _channels(x, C)
-    yv = _channels(out, C)
-    m = mean.reshape(C)
-    v = var.reshape(C)
-    for c in prange(C):
-        a = params[c] / math.sqrt(v[c] + eps)
-        for n in range(xv.shape[0]):
-            for k in range(xv.shape[2]):
-                yv[n, c, k] = (xv[n, c, k] - m[c]) * a + params[C + c]
+    _forward_cpu(x, params, mean, var, out, eps, False, 0.0, 0.0)
 
 
 @njit(cache=True, parallel=True)

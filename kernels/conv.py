@@ -305,30 +305,40 @@ def _filter_at(w, k, c, a, b, e, flip):
     return w[k, c, a, b, e]
 
 
+@cuda.jit(device=True, inline="always")
+def _window_dot(acc, f, f0, f1, flip, x, x0, x1, o0, o1, o2, s0, s1, s2, t0, t1, t2, p0, p1, p2):
+    """acc + the sum of _filter_at(f, f0, f1, u, v, z, flip) * x[x0, x1, o0*s0 + u*t0 - p0, ...]
+    over (u, v, z) < f.shape[2:] inside x (acc threaded through keeps the summation order). The
+    position is symmetric in (o, s) and (u, t): conv walks the taps (f = w, o = output, s = stride,
+    t = dilation), the filter gradient the outputs (f = dy, o = tap, s = dilation, t = stride).
+    `and` in the last test, not `continue`: LLVM then drops the inner loop's negative-index wrap."""
+    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    for u in range(f.shape[2]):
+        i_d = o0 * s0 + u * t0 - p0
+        if i_d < 0 or i_d >= D:
+            continue
+        for v in range(f.shape[3]):
+            i_h = o1 * s1 + v * t1 - p1
+            if i_h < 0 or i_h >= H:
+                continue
+            for z in range(f.shape[4]):
+                i_w = o2 * s2 + z * t2 - p2
+                if i_w >= 0 and i_w < W:
+                    acc += _filter_at(f, f0, f1, u, v, z, flip) * x[x0, x1, i_d, i_h, i_w]
+    return acc
+
+
 @cuda.jit
 def _conv_fwd_kernel(w, x, y, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, group):
     i = cuda.grid(1)
     if i >= y.size:
         return
     n, k, od, oh, ow = _unravel5(i, y.shape)
-    K, Cg, KD, KH, KW = w.shape
-    D, H, W = x.shape[2], x.shape[3], x.shape[4]
+    K, Cg = w.shape[0], w.shape[1]
     c0 = (k // (K // group)) * Cg
     acc = 0.0
     for c in range(Cg):
-        for a in range(KD):
-            i_d = od * sd + a * dd - pd
-            if i_d < 0 or i_d >= D:
-                continue
-            for b in range(KH):
-                i_h = oh * sh + b * dh - ph
-                if i_h < 0 or i_h >= H:
-                    continue
-                for e in range(KW):
-                    i_w = ow * sw + e * dw - pw
-                    if i_w < 0 or i_w >= W:
-                        continue
-                    acc += _filter_at(w, k, c, a, b, e, flip) * x[n, c0 + c, i_d, i_h, i_w]
+        acc = _window_dot(acc, w, k, c, flip, x, n, c0 + c, od, oh, ow, sd, sh, sw, dd, dh, dw, pd, ph, pw)
     y[n, k, od, oh, ow] = alpha * acc
 
 
@@ -368,23 +378,10 @@ def _conv_bwd_filter_kernel(x, dy, dwt, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip
         return
     k, c, a, b, e = _unravel5(i, dwt.shape)
     K, Cg, KD, KH, KW = dwt.shape
-    N, D, H, W = x.shape[0], x.shape[2], x.shape[3], x.shape[4]
-    OD, OH, OW = dy.shape[2], dy.shape[3], dy.shape[4]
     c0 = (k // (K // group)) * Cg
     acc = 0.0
-    for n in range(N):
-        for od in range(OD):
-            i_d = od * sd + a * dd - pd
-            if i_d < 0 or i_d >= D:
-                continue
-            for oh in range(OH):
-                i_h = oh * sh + b * dh - ph
-                if i_h < 0 or i_h >= H:
-                    continue
-                for ow in range(OW):
-                    i_w = ow * sw + e * dw - pw
-                    if i_w >= 0 and i_w < W:
-                        acc += dy[n, k, od, oh, ow] * x[n, c0 + c, i_d, i_h, i_w]
+    for n in range(x.shape[0]):  # dy is not flipped; (a, b, e) play the outputs' part
+        acc = _window_dot(acc, dy, n, k, False, x, n, c0 + c, a, b, e, dd, dh, dw, sd, sh, sw, pd, ph, pw)
     if flip:  # (a, b, e) indexed the flipped filter the forward pass used
         dwt[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e] = alpha * acc
     else:

@@ -27,6 +27,20 @@ PER_THREAD = TILE // ROWS  # outputs (and tile loads) per thread
 PADDED = TILE + 1
 
 
+@cuda.jit(device=True, inline="always")  # inlined in Numba IR: PTX builds without a GPU
+def _stage(M, T, trans, r0, c0, rows, cols, tx, s, zero):
+    """Load one tile entry per call: T[i, j] = op(M)[r0 + i, c0 + j] (zero outside the rows x
+    cols matrix op(M)) for (i, j) = (s, tx), or (tx, s) when op(M) = M.T. Consecutive tx
+    always read consecutive addresses of the row-major M (coalesced): the transposed case
+    swaps which tile index tx and s feed instead of reading down a column."""
+    if trans:  # op(M)[r, c] = M[c, r]: tx walks r
+        r, c = r0 + tx, c0 + s
+        T[tx, s] = M[c, r] if r < rows and c < cols else zero
+    else:      # tx walks c
+        r, c = r0 + s, c0 + tx
+        T[s, tx] = M[r, c] if r < rows and c < cols else zero
+
+
 def _make_gemm_kernel(dtype):
     """Build the kernel for one element type (shared/local arrays need a fixed dtype)."""
 
@@ -48,23 +62,11 @@ def _make_gemm_kernel(dtype):
             acc[r] = zero
 
         for k0 in range(0, k, TILE):
-            # Stage the tiles. Consecutive tx always read consecutive addresses of the
-            # row-major source (coalesced), so the transposed cases swap which tile
-            # index tx and ty feed instead of reading down a column.
+            # Stage the tiles: op(A) is m x k from (row0, k0), op(B) k x n from (k0, col0).
             for r in range(PER_THREAD):
                 s = ty + ROWS * r
-                if trans_a:  # op(A)[i, kk] = A[kk, i]: tx walks i
-                    i, kk = row0 + tx, k0 + s
-                    As[tx, s] = A[kk, i] if i < m and kk < k else zero
-                else:        # tx walks kk
-                    i, kk = row0 + s, k0 + tx
-                    As[s, tx] = A[i, kk] if i < m and kk < k else zero
-                if trans_b:  # op(B)[kk, j] = B[j, kk]: tx walks kk
-                    kk, j = k0 + tx, col0 + s
-                    Bs[tx, s] = B[j, kk] if kk < k and j < n else zero
-                else:        # tx walks j
-                    kk, j = k0 + s, col0 + tx
-                    Bs[s, tx] = B[kk, j] if kk < k and j < n else zero
+                _stage(A, As, trans_a, row0, k0, m, k, tx, s, zero)
+                _stage(B, Bs, trans_b, k0, col0, k, n, tx, s, zero)
             cuda.syncthreads()
 
             # A warp shares ty, so As[ty + ROWS*r, kk] is one broadcast read and

@@ -99,11 +99,13 @@ def geometry(xshape, yshape):
 
 @njit(cache=True)
 def _geometry_cpu(x, y):
+    """(x as (slices, D*H*W), y as (slices, OD*OH*OW), D, H, W, OD, OH, OW) of an input/output
+    pair, 4-D or 5-D: what every CPU routine hands its parallel loop."""
     slices = x.shape[0] * x.shape[1]
     H, W, OH, OW = x.shape[-2], x.shape[-1], y.shape[-2], y.shape[-1]
     D = x.size // max(1, slices * H * W)
     OD = y.size // max(1, slices * OH * OW)
-    return slices, D, H, W, OD, OH, OW
+    return x.reshape((slices, D * H * W)), y.reshape((slices, OD * OH * OW)), D, H, W, OD, OH, OW
 
 
 # ----------------------------------------------------------------------------- CPU
@@ -132,11 +134,9 @@ def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_o
 
 @njit(cache=True)
 def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
-    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
-    if out.size == 0:
-        return
-    _forward_cpu(x.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)), D, H, W, OD, OH, OW,
-                 window, padding, stride, mode, nan_opt, alpha)
+    xs, ys, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
+    if out.size:
+        _forward_cpu(xs, ys, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha)
 
 
 @njit(cache=True, parallel=True)
@@ -150,11 +150,9 @@ def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_o
 
 @njit(cache=True)
 def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
-    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, dy)
-    if out.size == 0:
-        return
-    _grad_max_cpu(x.reshape((slices, D * H * W)), dy.reshape((slices, OD * OH * OW)),
-                  out.reshape((slices, D * H * W)), D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
+    xs, dys, D, H, W, OD, OH, OW = _geometry_cpu(x, dy)
+    if out.size:
+        _grad_max_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
 
 
 @njit(cache=True, parallel=True)
@@ -180,11 +178,9 @@ def _grad_avg_cpu(dy, dx, D, H, W, OD, OH, OW, window, padding, stride, mode, al
 
 @njit(cache=True)
 def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
-    slices, D, H, W, OD, OH, OW = _geometry_cpu(out, dy)
-    if out.size == 0:
-        return
-    _grad_avg_cpu(dy.reshape((slices, OD * OH * OW)), out.reshape((slices, D * H * W)), D, H, W, OD, OH, OW,
-                  window, padding, stride, mode, alpha)
+    dxs, dys, D, H, W, OD, OH, OW = _geometry_cpu(out, dy)
+    if out.size:
+        _grad_avg_cpu(dys, dxs, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha)
 
 
 @njit(cache=True, parallel=True)
@@ -197,11 +193,9 @@ def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, 
 
 @njit(cache=True)
 def pool_gather_cpu(x, y, g, out, window, padding, stride, mode, nan_opt, alpha):
-    slices, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
-    if out.size == 0:
-        return
-    _gather_cpu(x.reshape((slices, D * H * W)), g.reshape((slices, D * H * W)), out.reshape((slices, OD * OH * OW)),
-                D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
+    xs, zs, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
+    if out.size:
+        _gather_cpu(xs, g.reshape(xs.shape), zs, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
 
 
 # ----------------------------------------------------------------------------- CUDA kernel

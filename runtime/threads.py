@@ -12,6 +12,7 @@ parallel loops (the CPU convolutions), where nested BLAS threads made them about
 slower. (Small GEMMs used to be kept on one thread too, when Numba's workers spun: with
 them passive, 2 threads are faster from about 1e6 flops up and no slower below, even with
 two busy processes on the 2 cores: the MLP step 0.25 -> 0.18 ms.)"""
+import concurrent.futures
 import ctypes
 import glob
 import os
@@ -80,3 +81,27 @@ def start_numba_pool():
         numba.get_num_threads()
     finally:
         del os.environ["OMP_WAIT_POLICY"]
+
+
+THREADS = numba.config.NUMBA_NUM_THREADS  # NUMBA_NUM_THREADS, else the number of CPUs
+_workers = None
+
+
+def in_parallel(kernel, rows, *args):
+    """kernel(*args, lo, hi) over the rows [0, rows), one block of rows per thread.
+
+    Generated CPU kernels take their outer loop's range and release the GIL (njit with
+    nogil=True), so plain threads run them in parallel: one compiled function serves small
+    and large sizes alike, and no Numba parallel=True version (seconds of compile time per
+    kernel) is built. The calling thread runs the first block."""
+    global _workers
+    n = min(rows, THREADS)
+    if n <= 1:
+        return kernel(*args, 0, rows)
+    if _workers is None:
+        _workers = concurrent.futures.ThreadPoolExecutor(THREADS - 1, thread_name_prefix="knetc-kernel")
+    bounds = [rows * k // n for k in range(n + 1)]
+    others = [_workers.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    kernel(*args, bounds[0], bounds[1])
+    for block in others:
+        block.result()

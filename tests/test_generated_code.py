@@ -84,9 +84,9 @@ def test_values_are_named_as_the_fused_ir_prints_them():
     fused = text.split("--- fused ---")[1].split("--- kernels ---")[0]
     driver = text.split("--- driver ---")[1]
     assert "%3: f32[4,5] = matmul %0 %1" in fused and "%5: f32[4,5] = relu %4" in fused
-    assert "v3 = np.dot(v0, v1)" in driver and "k_add_relu(v3, v2, v5)" in driver
+    assert "v3 = np.dot(v0, v1)" in driver and "k_add_relu(v3, v2, v5, 0, 4)" in driver  # rows 0..4
     kernel = text.split("--- kernels ---")[1].split("--- driver ---")[0]
-    assert "def k_add_relu(x0, x1, out):" in kernel  # kernels are shared: their names are their own
+    assert "def k_add_relu(x0, x1, out, lo, hi):" in kernel  # kernels are shared: their names are their own
 
 
 def test_each_step_follows_a_comment_with_its_source_line():
@@ -103,7 +103,7 @@ def test_kernels_read_sizes_and_numbers_at_run_time():
     kernels = text.split("--- kernels ---")[1].split("--- driver ---")[0]
     assert not re.search(r"range\(\d", kernels)  # loops run to n0 (out.shape[0]), m0 (an argument)...
     assert "float32(c0)" in kernels  # ...and numbers of the expression are arguments too
-    assert "k_reduce_sum(v5, v6, 4, 5)" in text
+    assert "k_reduce_sum(v5, v6, 4, 5)" in text  # (one element: no rows)
 
 
 def test_loads_invariant_in_an_inner_loop_are_read_outside_it():

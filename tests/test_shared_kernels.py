@@ -170,3 +170,30 @@ def test_target_auto_on_a_machine_without_a_driver_does_not_load_numba_cuda(tmp_
     env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["cpu", "False"], out.stderr[-2000:]
+
+
+def scaled_softplus(x):
+    return kn.log(1.0 + kn.exp(x)) * 3.0 - kn.sum(x, dims=1)
+
+
+def test_large_outputs_split_their_rows_across_threads():
+    f = kn.compile(scaled_softplus, target="cpu")
+    x = RNG.standard_normal((700, 300))
+    np.testing.assert_allclose(f(x), np.log(1.0 + np.exp(x)) * 3.0 - x.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-12)
+    (executable,) = f.specializations()[0].executables()
+    assert "in_parallel(k_" in executable.generated.driver
+    assert all("prange" not in k.text and "parallel=True" not in k.text for k in executable.generated.kernels.values())
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 3, 17])
+def test_in_parallel_covers_every_row_once(rows):
+    from numba import njit
+    from knetc.runtime.threads import in_parallel
+
+    @njit(nogil=True)
+    def count(out, lo, hi):
+        for i in range(lo, hi):
+            out[i] += 1
+    out = np.zeros(rows, np.int64)
+    in_parallel(count, rows, out)
+    assert out.tolist() == [1] * rows

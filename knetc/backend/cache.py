@@ -282,7 +282,8 @@ def _discard_unsealed(path):
         if expected is None:
             report("cache", f"discarding unsealed or corrupt {os.path.basename(f)}: never sealed")
         else:
-            _warn_discarded(f, "its hash does not match the seal")
+            _warn_discarded(f, "its hash does not match the seal: corrupt, altered, or rewritten by another "
+                               "process compiling the same kernel at the same time")
         try:
             os.remove(f)
         except OSError:

@@ -1,5 +1,6 @@
-"""CPU code generation: each kernel a shape-generic `numba.njit` loop nest (parallel over the
-outer loop when the work is large), and a Python driver that calls them and numpy's BLAS."""
+"""CPU code generation: each kernel a shape-generic `numba.njit` loop nest whose outer loop
+runs over a range of rows it is given (so that the driver can split large outputs across
+threads: runtime.threads.in_parallel), and a Python driver that calls them and numpy's BLAS."""
 import numpy as np
 
 from ..ir.fuse import Call
@@ -7,55 +8,62 @@ from ..runtime import threads
 from . import driver
 from .expressions import KernelBody, helper_imports, kernel_name
 
-PARALLEL_MIN_WORK = 1 << 16  # below this, threads cost more than they save
+PARALLEL_MIN_WORK = 1 << 17  # elements x reduction steps: below this, threads cost more than they save
 
 KERNEL_HEADER = """# knetc kernel (cpu): {ops}
 import math
 import numpy as np
-from numba import njit, prange, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, boolean
+from numba import njit, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, boolean
 """
 
 
 def kernel_source(schedule, kernel, cache=True):
-    """(KernelSource, its parameters after `out`) for one fused kernel. The loops run over
-    the output's axes of size other than 1, their lengths read from `out` at run time."""
+    """(KernelSource, KernelBody) for one fused kernel. The loops run over the output's axes
+    of size other than 1, the outermost over the rows lo..hi, the others to lengths read
+    from `out` at run time."""
     logical = kernel.out.aval.shape
     loops = [(axis, f"i{axis}") for axis, n in enumerate(logical) if n != 1]
     body = KernelBody(schedule, kernel, [var for _, var in loops])  # a value is read in the loop it varies in
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
-    work = int(np.prod(logical)) * int(np.prod([size for _, size in body.extents]))  # elements x reduction steps
-    parallel = work >= PARALLEL_MIN_WORK and bool(loops)
     name = kernel_name(schedule, kernel)
-    params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters]
-    lines = [f"@njit(cache={cache}, parallel={parallel}, error_model='numpy')",
-             f"def {name}({', '.join(params)}):"]
+    params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters] + (["lo", "hi"] if loops else [])
+    lines = [f"@njit(cache={cache}, nogil=True, error_model='numpy')", f"def {name}({', '.join(params)}):"]
     indent = "    "
-    lines += [f"{indent}n{axis} = out.shape[{axis}]" for axis, _ in loops]
+    lines += [f"{indent}n{axis} = out.shape[{axis}]" for axis, _ in loops[1:]]
     lines += [indent + line for line in body.lines(0)]
     for k, (axis, var) in enumerate(loops):
-        iterator = "prange" if parallel and k == 0 else "range"
-        lines.append(f"{indent}for {var} in {iterator}(n{axis}):")
+        lines.append(f"{indent}for {var} in range({'lo, hi' if k == 0 else f'n{axis}'}):")
         indent += "    "
         lines += [indent + line for line in body.lines(k + 1)]
     lines.append(f"{indent}out[{', '.join(index) if logical else '0'}] = {result}")
     header = KERNEL_HEADER.format(ops=schedule.fused_ops(kernel))
     header += "".join(line + "\n" for line in helper_imports(body.helpers, "cpu"))
-    return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n"), body.parameters
+    return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n"), body
 
 
 class Driver(driver.Driver):
     target = "cpu"
+    header = "from knetc.runtime.threads import in_parallel"
 
     def empty(self, shape, dtype):
         return f"np.empty({shape}, np.{dtype})"
 
-    def launch(self, name, arguments, size):
+    def kernel(self, step):
+        """A kernel call; with a large output, its rows split across threads."""
+        source, body = kernel_source(self.schedule, step, self.cache)
+        name = self.bind(source)
+        out = self.allocate(step.out)
+        arguments = ", ".join([self.names.arg(x) for x in step.inputs] + [out] + [v for _, _, v in body.parameters])
+        rows = next((n for n in step.out.aval.shape if n != 1), None)
+        work = int(np.prod(step.out.aval.shape)) * int(np.prod([size for _, size in body.extents]))
         self.launches += 1
-        self.emit(f"{name}({', '.join(arguments)})")
-
-    def kernel_source(self, kernel):
-        return kernel_source(self.schedule, kernel, self.cache)
+        if rows is None:  # one element: no loops
+            self.emit(f"{name}({arguments})")
+        elif work >= PARALLEL_MIN_WORK:
+            self.emit(f"in_parallel({name}, {rows}, {arguments})")
+        else:
+            self.emit(f"{name}({arguments}, 0, {rows})")
 
     def matmul(self, step):
         dtype = np.dtype(step.out.aval.dtype).name
@@ -84,7 +92,7 @@ class Runner:
         self.driver, self.constants = executable.module.driver, executable.constants
         nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for s in executable.schedule.steps)
         self.blas_threads = threads.threads_for(nested)
-        threads.start_numba_pool()
+        threads.start_numba_pool()  # (the library routines' parallel loops)
 
     def __call__(self, arrays):
         threads.use_threads(self.blas_threads)

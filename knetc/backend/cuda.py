@@ -76,7 +76,7 @@ def _module(name, ops, lines, signature, helpers, cache):
 
 
 def kernel_source(schedule, kernel, cache=True):
-    """(KernelSource, its parameters after `out`) for one fused kernel."""
+    """(KernelSource, KernelBody) for one fused kernel."""
     logical = kernel.out.aval.shape
     body = KernelBody(schedule, kernel)  # one thread per element: no loops of its own
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
@@ -87,7 +87,7 @@ def kernel_source(schedule, kernel, cache=True):
     types = [array_type(x) for x in kernel.inputs + [kernel.out]] + [kind for _, kind, _ in body.parameters]
     lines = _kernel(name, params, logical, body.lines(), store)
     return _module(name, schedule.fused_ops(kernel), lines, f"void({', '.join(types)})", body.helpers,
-                   cache), body.parameters
+                   cache), body
 
 
 def cast_source(var, dtype, cache=True):

@@ -106,10 +106,10 @@ class Driver:
 
     # ------------------------------------------------------------------ the steps
     def kernel(self, step):
-        source, parameters = self.kernel_source(step)
+        source, body = self.kernel_source(step)
         name = self.bind(source)
         out = self.allocate(step.out)
-        arguments = [self.names.arg(x) for x in step.inputs] + [out] + [value for _, _, value in parameters]
+        arguments = [self.names.arg(x) for x in step.inputs] + [out] + [value for _, _, value in body.parameters]
         self.launch(name, arguments, int(np.prod(step.out.aval.shape)))
 
     def reshape(self, step):

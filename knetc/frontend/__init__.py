@@ -19,30 +19,17 @@ def trace(fn, args, kwargs, mode=None):
     of (args, kwargs) in flattening order, then the Params captured from globals/closures
     (translation.captures); its outputs are the array leaves of the result."""
     leaves, treedef = pytree.flatten((args, kwargs))
-    translation = Translation()
-    translation.mode = mode
+    translation = Translation(mode)
     with Builder() as builder:
-        inputs, abstract = [], []
-        for leaf in leaves:
-            if is_array(leaf):
-                var = Var(aval_of(leaf))
-                translation.arguments[id(var)] = (var, leaf)
-                inputs.append(var)
-                abstract.append(var)
-            else:
-                abstract.append(leaf)
+        abstract = [Var(aval_of(leaf)) if is_array(leaf) else leaf for leaf in leaves]
+        translation.arguments = {var: leaf for var, leaf in zip(abstract, leaves) if isinstance(var, Var)}
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
         translation.mark_arguments((a_args, a_kwargs))
-        node, filename = function_ast(fn)
-        translation.functions[fn.__code__] = fn
-        scope = bind_arguments(fn, a_args, a_kwargs)
-        result = FunctionTranslator(translation, fn, node, filename, scope).run()
+        translation.functions.add(fn.__code__)
+        result = FunctionTranslator(translation, fn, function_ast(fn.__code__), bind_arguments(fn, a_args, a_kwargs)).run()
         out_leaves, out_treedef = pytree.flatten(result)
-        outputs = []
-        for leaf in out_leaves:
-            if hasattr(leaf, "shape") and not isinstance(leaf, Var):  # an array constant
-                leaf = builder.constant(leaf)
-            outputs.append(leaf)
-    program = Program(fn.__name__, inputs + [v for _, v in translation.captures], builder.eqns, outputs,
-                      builder.constants)
+        outputs = [builder.constant(leaf) if hasattr(leaf, "shape") and not isinstance(leaf, Var) else leaf
+                   for leaf in out_leaves]  # (array constants become the program's constants)
+    program = Program(fn.__name__, [*translation.arguments, *(v for _, v in translation.captures)], builder.eqns,
+                      outputs, builder.constants)
     return program, translation, out_treedef

@@ -1,4 +1,4 @@
-"""Getting a function's AST and the names it can see (globals, closure cells, builtins)."""
+"""Getting a function's AST from its source file."""
 import ast
 import builtins
 import functools
@@ -8,10 +8,16 @@ from ..errors import CompileError
 
 
 @functools.lru_cache(maxsize=None)
-def _parse(code):
+def function_ast(code):
+    """The ast.FunctionDef or ast.Lambda of a function's code object (from its file)."""
     filename = code.co_filename
-    tree = _file_tree(filename, code)
-    node = _find(tree, code)
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename)
+    if not lines:
+        raise CompileError(f"cannot read the source of {code.co_name!r} (defined in {filename})",
+                           hint="knetc compiles functions defined in .py files (or notebooks cells saved to files)")
+    # Line and column numbers as in the code object: a lambda is found wherever it starts.
+    node = _find(_parse_text("".join(lines), filename), code)
     if node is None and code.co_name == "<lambda>":
         raise CompileError(f"cannot find this lambda in the source of {filename}", filename, code.co_firstlineno,
                            hint="define the function with `def` and compile that")
@@ -19,18 +25,7 @@ def _parse(code):
         raise CompileError(f"the source of {code.co_name!r} in {filename} is not the code Python is running "
                            "(was the file edited after it was imported?)", filename, code.co_firstlineno,
                            hint="restart Python so that the running code and the file agree")
-    return node, filename
-
-
-def _file_tree(filename, code):
-    """The AST of the whole file holding `code` (line and column numbers as in the code
-    object: a lambda is found wherever it starts, even on a continuation line)."""
-    linecache.checkcache(filename)
-    lines = linecache.getlines(filename)
-    if not lines:
-        raise CompileError(f"cannot read the source of {code.co_name!r} (defined in {filename})",
-                           hint="knetc compiles functions defined in .py files (or notebooks cells saved to files)")
-    return _parse_text("".join(lines), filename)
+    return node
 
 
 @functools.lru_cache(maxsize=16)
@@ -44,24 +39,20 @@ def _parse_text(text, filename):
 
 def _find(tree, code):
     first = code.co_firstlineno
-    if code.co_name != "<lambda>":
-        for node in ast.walk(tree):  # decorated functions: co_firstlineno is the first decorator's line
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name and \
-                    first in (node.lineno, *(d.lineno for d in node.decorator_list[:1])):
-                return node
-        return None
+    if code.co_name != "<lambda>":  # (decorated functions: co_firstlineno is the first decorator's line)
+        return next((node for node in ast.walk(tree)
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == code.co_name
+                     and first in (node.lineno, *(d.lineno for d in node.decorator_list[:1]))), None)
     lambdas = [node for node in ast.walk(tree)
                if isinstance(node, ast.Lambda) and node.lineno == first and _same_arguments(node, code)]
     if len(lambdas) > 1:  # several on the line: the one whose span holds the code's instructions
         spots = [(line, col) for line, _, col, end in code.co_positions()
                  if line is not None and col is not None and (col, end) != (0, 0)]
-        lambdas = [node for node in lambdas if all(_within(node, spot) for spot in spots)]
+        lambdas = [node for node in lambdas
+                   if all((node.lineno, node.col_offset) <= spot <= (node.end_lineno, node.end_col_offset)
+                          for spot in spots)]
         lambdas.sort(key=lambda node: (node.end_lineno - node.lineno, node.end_col_offset - node.col_offset))
     return lambdas[0] if lambdas else None
-
-
-def _within(node, spot):
-    return (node.lineno, node.col_offset) <= spot <= (node.end_lineno, node.end_col_offset)
 
 
 def _same_arguments(node, code):
@@ -83,22 +74,3 @@ def _matches(node, code):
         {alias.asname or alias.name for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))
          for alias in n.names}
     return set(code.co_names) <= mentioned | set(dir(builtins))
-
-
-def function_ast(fn):
-    """(ast.FunctionDef or ast.Lambda, filename) of a Python function."""
-    return _parse(fn.__code__)
-
-
-def closure_names(fn):
-    """The names a function binds through closure cells (empty cells are left out)."""
-    names = {}
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
-        try:
-            names[name] = cell.cell_contents
-        except ValueError:
-            pass
-    return names
-
-
-BUILTINS = vars(builtins)
