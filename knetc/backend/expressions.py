@@ -84,11 +84,12 @@ def helper_imports(paths, target):
     lines = []
     for path in sorted(paths):
         module, function = path.split(":")
-        lines.append(f"from {module} import {function}_{target} as {import_alias(path)}  # {_source_digest(module)}")
+        lines.append(f"from {module} import {function}_{target} as {import_alias(path)}  # {source_digest(module)}")
     return lines
 
 
-def _source_digest(module):
+def source_digest(module):
+    """A digest of a module's source, for generated code whose cache must miss when it changes."""
     with open(importlib.util.find_spec(module).origin, "rb") as f:
         return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
 
