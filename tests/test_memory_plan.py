@@ -28,15 +28,6 @@ ALLOCATING = (Kernel, Matmul, Call)
 
 # ---------------------------------------------------------------- the checker
 
-def step_reads(step):
-    if isinstance(step, Kernel):
-        return list(step.inputs)
-    if isinstance(step, Matmul):
-        return [step.a, step.b]
-    if isinstance(step, Reshape):
-        return [step.src]
-    return list(step.inputs)
-
 
 def elements(var):
     return int(np.prod(var.aval.shape))
@@ -73,7 +64,7 @@ def check_plan(schedule, reuse, release=None):
 
     storage, holds = {}, {}  # value -> buffer; buffer -> values it holds now
     for t, step in enumerate(steps):
-        read = step_reads(step)
+        read = list(step.inputs)
         for x in read:
             if x in external:
                 assert x not in storage
@@ -117,7 +108,7 @@ def check_release(schedule, reuse, release):
     buffer_of = {x: reuse.get(value(x), value(x)) for x in position if value(x) in allocated}
     last_read, taken = {}, {}  # name -> last step reading it; buffer -> last step taking it
     for t, s in enumerate(steps):
-        for x in step_reads(s):
+        for x in s.inputs:
             last_read[x] = t
     for out, donor in reuse.items():
         taken[donor] = max(taken.get(donor, -1), position[out])
@@ -165,7 +156,7 @@ def last_reads(schedule):
     for t, s in enumerate(steps):
         if isinstance(s, ALLOCATING):
             last_read.setdefault(s.out, t)
-        for x in step_reads(s):
+        for x in s.inputs:
             if root(x) in last_read:
                 last_read[root(x)] = t
     return last_read

@@ -3,12 +3,10 @@ runs over a range of rows it is given (so that the driver can split large output
 threads: runtime.threads.in_parallel), and a Python driver that calls them and numpy's BLAS."""
 import numpy as np
 
-from ..ir.core import Var
 from ..ir.fuse import Call
 from ..runtime import threads
 from . import driver
-from .expressions import KernelBody, helper_imports, kernel_name, source_digest
-from .names import import_alias
+from .expressions import KernelBody, helper_imports, kernel_name
 
 PARALLEL_MIN_WORK = 1 << 17  # elements x reduction steps: below this, threads cost more than they save
 
@@ -44,38 +42,9 @@ def kernel_source(schedule, kernel, cache=True):
     return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n"), body
 
 
-def call_source(step, cache=True):
-    """A library routine's call (a Call step) inside a small njit function. Called from
-    compiled code, Numba specializes the routine on the step's constant parameters (strides,
-    padding, mode become literals its loops know), which a call from Python cannot do: the
-    CPU convolutions run about 1.4x faster so."""
-    path = step.eqn.op.lowering["cpu"]
-    module, function = path.split(":")
-    inputs = iter(f"x{i}" for i in range(len(step.inputs)))
-    arguments = [next(inputs) if isinstance(x, Var) else repr(x) for x in step.eqn.inputs] + ["out"]
-    arguments += [f"{key}={value!r}" for key, value in step.eqn.params.items()]
-    name = f"call_{function}"
-    text = "\n".join([f"# knetc kernel (cpu): {step.eqn.op.name} (library routine {path})",
-                      "from numba import njit",
-                      f"from {module} import {function} as {import_alias(path)}  # {source_digest(module)}", "", "",
-                      f"@njit(cache={cache}, nogil=True)",
-                      f"def {name}({', '.join([f'x{i}' for i in range(len(step.inputs))] + ['out'])}):",
-                      f"    {import_alias(path)}({', '.join(arguments)})", ""])
-    return driver.KernelSource(name, text)
-
-
 class Driver(driver.Driver):
     target = "cpu"
     header = "from knetc.kernels.matmul import matmul_cpu\nfrom knetc.runtime.threads import in_parallel"
-
-    def routine_imports(self):
-        return []  # the routines are called from njit wrappers (call_source)
-
-    def call(self, step):
-        name = self.bind(call_source(step, self.cache))
-        out = self.allocate(step.out)
-        self.launches += 1
-        self.emit(f"{name}({', '.join([self.names.arg(x) for x in step.inputs] + [out])})")
 
     def empty(self, shape, dtype):
         return f"np.empty({shape}, np.{dtype})"

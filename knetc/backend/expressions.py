@@ -89,7 +89,6 @@ def helper_imports(paths, target):
 
 
 def source_digest(module):
-    """A digest of a module's source, for generated code whose cache must miss when it changes."""
     with open(importlib.util.find_spec(module).origin, "rb") as f:
         return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
 

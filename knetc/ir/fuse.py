@@ -6,7 +6,8 @@ elementwise over as many elements (no recomputation) or a reduction (a prologue)
 reduction's result may in turn feed elementwise consumers of its own shape (an epilogue).
 Transposes read only by matmuls become the GEMM's transpose flags.
 
-The schedule is a list of steps in program order:
+The schedule is a list of steps in program order, each with the stored values it reads
+(`step.inputs`):
   Kernel(out, eqn)          compute `out` (fused expression tree rooted at eqn)
   Matmul(out, a, b, ta, tb) out = op(a) @ op(b)
   Reshape(out, src, index)  a view of a stored value (of its block `src[index]` if given)
@@ -36,12 +37,20 @@ class Matmul:
     trans_a: bool
     trans_b: bool
 
+    @property
+    def inputs(self):
+        return [self.a, self.b]
+
 
 @dataclass
 class Reshape:
     out: Var
     src: Var
     index: str = None  # numpy basic index (Op.view_index): the view is of that block
+
+    @property
+    def inputs(self):
+        return [self.src]
 
 
 @dataclass

@@ -47,17 +47,6 @@ from .fuse import Call, Kernel, Matmul, Reshape
 ALLOCATING = (Kernel, Matmul, Call)
 
 
-def reads(step):
-    """The stored values a step reads."""
-    if isinstance(step, Kernel):
-        return list(step.inputs)
-    if isinstance(step, Matmul):
-        return [step.a, step.b]
-    if isinstance(step, Reshape):
-        return [step.src]
-    return list(step.inputs)  # Call
-
-
 def storage_roots(schedule):
     """{step output: the allocated Var whose buffer holds it} (a Reshape's out: its src's
     root, transitively; a view of an input or constant: that input, which is not allocated)."""
@@ -76,7 +65,7 @@ def lifetimes(schedule):
     for t, step in enumerate(schedule.steps):
         if isinstance(step, ALLOCATING):
             end[step.out] = t
-        for x in reads(step):
+        for x in step.inputs:
             r = root.get(x)
             if r in end:
                 end[r] = t
