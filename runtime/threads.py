@@ -87,6 +87,14 @@ THREADS = numba.config.NUMBA_NUM_THREADS  # NUMBA_NUM_THREADS, else the number o
 _workers = None
 
 
+def _forget_workers():
+    global _workers
+    _workers = None  # a forked child has none of its parent's threads: it starts its own
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
 def in_parallel(kernel, rows, *args):
     """kernel(*args, lo, hi) over the rows [0, rows), one block of rows per thread.
 

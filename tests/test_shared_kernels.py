@@ -197,3 +197,27 @@ def test_in_parallel_covers_every_row_once(rows):
     out = np.zeros(rows, np.int64)
     in_parallel(count, rows, out)
     assert out.tolist() == [1] * rows
+
+
+def _count_rows_in_a_child(queue):
+    from numba import njit
+    from knetc.runtime.threads import in_parallel
+
+    @njit(nogil=True)
+    def count(out, lo, hi):
+        for i in range(lo, hi):
+            out[i] += 1
+    out = np.zeros(9, np.int64)
+    in_parallel(count, 9, out)
+    queue.put(out.tolist())
+
+
+def test_in_parallel_works_in_a_forked_child():
+    import multiprocessing
+    test_in_parallel_covers_every_row_once(5)  # the parent's worker threads exist now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_count_rows_in_a_child, args=(queue,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0 and queue.get(timeout=5) == [1] * 9
