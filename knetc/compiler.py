@@ -134,7 +134,6 @@ class Executable:
         self.name, self.target, self.input_program = input_program.name, target, input_program
         self.program, self.schedule, self.generated = program, schedule, generated
         self.module, self.kernel_modules = module, kernel_modules
-        self.source = generated.text()
         backend = backend_for(target)
         self.constants = [np.reshape(value, physical_shape(var)) for var, value in self.program.constants.items()
                           if var not in self.program.inputs]  # stored as the kernels index them (0-d as (1,))

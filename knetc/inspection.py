@@ -169,9 +169,8 @@ def _resources(fn, spec, executables, target, cc):
     rows = [f"{'kernel':<24} {'registers':>9} {'spill st':>9} {'spill ld':>9} {'smem':>7} {'lmem/stack':>10}  ops"]
     for source, module in _cuda_kernels(executables):
         r = ptxas_resources(_ptx_of(source, module, cc), cc)
-        ops = source.text.split("\n", 1)[0].split(": ", 1)[-1]
         rows.append(f"{source.name:<24} {r['registers']:>9} {r['spill_stores']:>9} {r['spill_loads']:>9} "
-                    f"{r['smem']:>7} {r['stack']:>10}  {ops}")
+                    f"{r['smem']:>7} {r['stack']:>10}  {source.ops}")
     return f"# sm_{cc[0]}{cc[1]}, from ptxas -v (through nvJitLink); bytes except registers\n" + "\n".join(rows)
 
 

@@ -39,7 +39,7 @@ def kernel_source(schedule, kernel, cache=True):
     lines.append(f"{indent}out[{', '.join(index) if logical else '0'}] = {result}")
     header = KERNEL_HEADER.format(ops=schedule.fused_ops(kernel))
     header += "".join(line + "\n" for line in helper_imports(body.helpers, "cpu"))
-    return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n"), body
+    return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n", schedule.fused_ops(kernel)), body
 
 
 class Driver(driver.Driver):
@@ -49,14 +49,14 @@ class Driver(driver.Driver):
     def empty(self, shape, dtype):
         return f"np.empty({shape}, np.{dtype})"
 
-    def kernel(self, step):
+    def kernel_source(self, kernel):
+        return kernel_source(self.schedule, kernel, self.cache)
+
+    def launch(self, name, arguments, out, body=None):
         """A kernel call; with a large output, its rows split across threads."""
-        source, body = kernel_source(self.schedule, step, self.cache)
-        name = self.bind(source)
-        out = self.allocate(step.out)
-        arguments = ", ".join([self.names.arg(x) for x in step.inputs] + [out] + [v for _, _, v in body.parameters])
-        rows = next((n for n in step.out.aval.shape if n != 1), None)
-        work = int(np.prod(step.out.aval.shape)) * int(np.prod([size for _, size in body.extents]))
+        arguments = ", ".join(arguments)
+        rows = next((n for n in out.aval.shape if n != 1), None)
+        work = int(np.prod(out.aval.shape)) * int(np.prod([size for _, size in body.extents]))
         self.launches += 1
         if rows is None:  # one element: no loops
             self.emit(f"{name}({arguments})")

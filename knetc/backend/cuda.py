@@ -69,10 +69,11 @@ def _kernel(name, params, logical, body_lines, store):
 
 
 def _module(name, ops, lines, signature, helpers, cache):
+    """A CUDA kernel module: the imports its body needs, the kernel, its signature."""
     header = KERNEL_HEADER.format(ops=ops) + "".join(line + "\n" for line in helper_imports(helpers, "cuda"))
     text = "\n".join([header, "", f"@cuda.jit(cache={cache})", *lines, "", "",
                       f"PTX_SIGNATURES = {{{name!r}: {signature!r}}}  # for compiling to PTX ahead of time (tests/ptx.py)"])
-    return driver.KernelSource(name, text + "\n", signature)
+    return driver.KernelSource(name, text + "\n", ops, signature)
 
 
 def kernel_source(schedule, kernel, cache=True):
@@ -117,7 +118,8 @@ class Driver(driver.Driver):
     def empty(self, shape, dtype):
         return f"device_array({shape}, np.{dtype})"
 
-    def launch(self, name, arguments, size):
+    def launch(self, name, arguments, out, body=None):
+        size = int(np.prod(out.aval.shape))
         if size:  # an empty grid is a launch error; an empty output needs no work
             self.launches += 1
             self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
@@ -143,7 +145,7 @@ class Driver(driver.Driver):
             return name
         kernel = self.bind(cast_source(var, dtype, self.cache))
         converted = self.allocate(var, f"{name}_{dtype.name}", dtype)
-        self.launch(kernel, [name, converted], int(np.prod(var.aval.shape)))
+        self.launch(kernel, [name, converted], var)
         return converted
 
 

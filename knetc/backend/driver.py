@@ -29,10 +29,12 @@ from .names import Names, call_expression, commented_steps, physical_shape, rout
 
 @dataclass
 class KernelSource:
-    """One kernel module: `name` is its function, `text` the module's source. signature:
-    the Numba signature (CUDA kernels; tests compile them to PTX without a GPU)."""
+    """One kernel module: `name` is its function, `text` the module's source, `ops` what it
+    computes ("add relu"). signature: the Numba signature (CUDA kernels; tests compile them
+    to PTX without a GPU)."""
     name: str
     text: str
+    ops: str
     signature: str = None
 
     @property
@@ -46,10 +48,6 @@ class Generated:
     (its name for each -> KernelSource)."""
     driver: str
     kernels: dict
-
-    def text(self):
-        """Everything generated, the kernels first (for reading and for tests)."""
-        return "\n\n".join([k.text for k in self.kernels.values()] + [self.driver])
 
 
 class Driver:
@@ -95,7 +93,8 @@ class Driver:
     def empty(self, shape, dtype):
         raise NotImplementedError
 
-    def launch(self, name, arguments, size):
+    def launch(self, name, arguments, out, body=None):
+        """Emit the launch of kernel `name` writing `out` (a Var; body: its KernelBody)."""
         raise NotImplementedError
 
     def kernel_source(self, kernel):
@@ -110,7 +109,7 @@ class Driver:
         name = self.bind(source)
         out = self.allocate(step.out)
         arguments = [self.names.arg(x) for x in step.inputs] + [out] + [value for _, _, value in body.parameters]
-        self.launch(name, arguments, int(np.prod(step.out.aval.shape)))
+        self.launch(name, arguments, step.out, body)
 
     def reshape(self, step):
         block = f"[{step.index}]" if step.index is not None else ""
@@ -138,14 +137,8 @@ class Driver:
                  f"of {len(self.kernels)} kernels, {counts[Matmul]} GEMMs, {counts[Call]} library calls.",
                  "import math", "import numpy as np", "from knetc.backend.cache import kernel",
                  *routine_imports(schedule, self.target), self.header.rstrip(), ""]
-        lines += [f"{name} = kernel({source.digest!r})  # {_first_line_comment(source.text)}"
-                  for name, source in self.kernels.items()]
+        lines += [f"{name} = kernel({source.digest!r})  # {source.ops}" for name, source in self.kernels.items()]
         args = ", ".join(names.arg(v) for v in names.driver_args(program))
         lines += ["", "", f"def driver({args}):"] + self.lines
         return Generated("\n".join(line for line in lines if line is not None) + "\n", dict(self.kernels))
 
-
-def _first_line_comment(text):
-    """What a kernel module's first line says it computes ("# knetc kernel (cpu): add relu")."""
-    first = text.split("\n", 1)[0]
-    return first.split(": ", 1)[-1] if first.startswith("#") else ""

@@ -171,8 +171,8 @@ def fuse(program):
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
         elif _kind(eqn) == "view":  # a reshape: the stored value, read with another shape
             steps.append(Reshape(v, eqn.inputs[0]))
-        elif _view_index(eqn, inlined):  # a block of a stored value (xs[t]): a view, no copy
-            steps.append(Reshape(v, eqn.inputs[0], _view_index(eqn, inlined)))
+        elif (block := _view_index(eqn, inlined)) is not None:  # a block of a stored value (xs[t]): a view
+            steps.append(Reshape(v, eqn.inputs[0], block))
         elif eqn.op.kind == "call":
             steps.append(Call(v, eqn))
         else:
