@@ -8,6 +8,10 @@ flattens to (N, 800) for the two dense layers. The loss is compiled with `@kn.co
 trained with Knet's Adam iterator (`kn.adam(loss, data)`: each step runs the compiled forward
 pass and adjoint and one fused update kernel per parameter). Data: the first 8,000 of the
 shipped MNIST digits to train on, the last 2,000 to test (examples/data/README.md).
+
+With a GPU (`--target cuda`, or `auto` on a machine with one) the parameters are
+`kn.atype()` arrays (KnetArrays) and Adam's state is made beside them: a step copies the
+batch up and the loss (one number) down, nothing else.
 """
 import argparse
 import sys
@@ -38,12 +42,13 @@ def predict(w, x):
     return layers(w, x)
 
 
-def lenet():
-    """LeNet's parameters: Xavier-initialised filters and weights, zero biases (Knet's init)."""
-    return [kn.param(20, 1, 5, 5), kn.param0(1, 20, 1, 1),
-            kn.param(50, 20, 5, 5), kn.param0(1, 50, 1, 1),
-            kn.param(800, 500), kn.param0(500),
-            kn.param(500, 10), kn.param0(10)]
+def lenet(atype=None):
+    """LeNet's parameters: Xavier-initialised filters and weights, zero biases (Knet's init);
+    atype: the array type (default kn.atype(): KnetArrays when a GPU is active)."""
+    return [kn.param(20, 1, 5, 5, atype=atype), kn.param0(1, 20, 1, 1, atype=atype),
+            kn.param(50, 20, 5, 5, atype=atype), kn.param0(1, 50, 1, 1, atype=atype),
+            kn.param(800, 500, atype=atype), kn.param0(500, atype=atype),
+            kn.param(500, 10, atype=atype), kn.param0(10, atype=atype)]
 
 
 def accuracy(predict, w, x, y, batchsize=500):
@@ -63,6 +68,10 @@ def main(argv=None):
     parser.add_argument("--batchsize", type=int, default=100)
     parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
     args = parser.parse_args(argv)
+    if args.target == "cuda":
+        from knetc.runtime.device import real_gpu_available
+        if not real_gpu_available():
+            parser.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
 
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # the same functions, compiled for another target
@@ -73,9 +82,10 @@ def main(argv=None):
     xtrn, ytrn, xtst, ytst = mnist()
     xtrn, ytrn = xtrn[:args.train].reshape(-1, 1, 28, 28), ytrn[:args.train]
     xtst = xtst.reshape(-1, 1, 28, 28)
-    w = lenet()
+    w = lenet(atype=kn.atype() if loss_fn.target == "cuda" else np.float32)  # on the GPU: KnetArrays
     print(f"knetc {kn.__version__}: LeNet, {len(ytrn)} train / {len(ytst)} test digits, batch "
-          f"{args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}", flush=True)
+          f"{args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}, parameters {type(w[0].value).__name__}",
+          flush=True)
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()

@@ -9,6 +9,11 @@ is plain minibatch SGD (batch 100, w -= lr * dw for every parameter), written ou
 numpy so that nothing but the loss and its gradient comes from knetc. Data: the 10,000
 official MNIST test digits shipped in examples/data/mnist, the first 8,000 to train on and
 the last 2,000 to test (see examples/data/README.md).
+
+With a GPU (`--target cuda`, or `auto` on a machine with one) the parameters are
+`kn.atype()` arrays, KnetArrays on the device, and stay there: each step copies the batch
+up, runs the compiled gradient and one fused SGD kernel per parameter (`kn.update_`) on the
+device, and copies the loss (one number) down to print the epoch's mean.
 """
 import argparse
 import math
@@ -40,9 +45,10 @@ def predict(model, x):
     return x @ w + b
 
 
-def mlp(*sizes):
-    """[(w, b), ...] for the layer sizes: w (in, out) Xavier-uniform, b zeros."""
-    return [(kn.param(i, o), kn.param0(o)) for i, o in zip(sizes[:-1], sizes[1:])]
+def mlp(*sizes, atype=None):
+    """[(w, b), ...] for the layer sizes: w (in, out) Xavier-uniform, b zeros; atype: the
+    array type (default kn.atype(): KnetArrays when a GPU is active, else numpy float32)."""
+    return [(kn.param(i, o, atype=atype), kn.param0(o, atype=atype)) for i, o in zip(sizes[:-1], sizes[1:])]
 
 
 def accuracy(predict, model, x, y, batchsize=1000):
@@ -53,10 +59,14 @@ def accuracy(predict, model, x, y, batchsize=1000):
 
 
 def sgd_(model, grads, lr):
-    """Plain SGD, in place: w -= lr * dw for every parameter."""
+    """Plain SGD, in place: w -= lr * dw for every parameter (on the device, for KnetArray
+    parameters, one fused update kernel each)."""
     for (w, b), (dw, db) in zip(model, grads):
-        w.value -= lr * dw
-        b.value -= lr * db
+        if isinstance(w.value, kn.KnetArray):
+            kn.update_([w.value, b.value], [dw, db], kn.SGD(lr=lr))
+        else:
+            w.value -= lr * dw
+            b.value -= lr * db
 
 
 def validation_loss(lr, hidden, epochs, xtrn, ytrn, xval, yval, seed=1):
@@ -94,10 +104,12 @@ def main(argv=None):
 
     kn.seed_(args.seed)
     xtrn, ytrn, xtst, ytst = mnist(DATA)
-    model = mlp(784, 64, 10)
+    # On the GPU the parameters live there (kn.atype(): KnetArray float32); else numpy float32.
+    model = mlp(784, 64, 10, atype=kn.atype() if loss_fn.target == "cuda" else np.float32)
     gradloss = kn.gradloss(loss_fn)  # the compiled gradient w.r.t. the model, and the loss
     print(f"knetc {kn.__version__}: MLP 784-64-10, {len(ytrn)} train / {len(ytst)} test digits, "
-          f"batch {args.batchsize}, SGD lr {args.lr}, target {loss_fn.target}", flush=True)
+          f"batch {args.batchsize}, SGD lr {args.lr}, target {loss_fn.target}, parameters "
+          f"{type(model[0][0].value).__name__}", flush=True)
 
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):

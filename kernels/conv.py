@@ -284,6 +284,10 @@ def conv4_dw_cpu(x, dy, out, padding, stride, dilation, mode, alpha, group, size
 
 
 # ------------------------------------------------------------------ CUDA kernels (fallback)
+# Each thread accumulates in the data's type (``x.dtype.type(0)``, alpha converted likewise):
+# float32 data runs float32 FMAs, not float64 ones (2-64x slower on GPUs); float64 stays
+# float64. The error of a float32 sum of Cg*KD*KH*KW (or N*OD*OH*OW) products is what
+# cuDNN's FMA math gives too.
 
 @cuda.jit(device=True, inline="always")  # inlined in Numba IR: PTX builds without a GPU
 def _unravel5(i, shape):
@@ -336,10 +340,10 @@ def _conv_fwd_kernel(w, x, y, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, alpha, g
     n, k, od, oh, ow = _unravel5(i, y.shape)
     K, Cg = w.shape[0], w.shape[1]
     c0 = (k // (K // group)) * Cg
-    acc = 0.0
+    acc = y.dtype.type(0)  # accumulate in the data's type (float32 stays float32)
     for c in range(Cg):
         acc = _window_dot(acc, w, k, c, flip, x, n, c0 + c, od, oh, ow, sd, sh, sw, dd, dh, dw, pd, ph, pw)
-    y[n, k, od, oh, ow] = alpha * acc
+    y[n, k, od, oh, ow] = y.dtype.type(alpha) * acc
 
 
 @cuda.jit
@@ -353,7 +357,7 @@ def _conv_bwd_data_kernel(w, dy, dx, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, a
     Kg = K // group
     g = c // Cg
     cc = c - g * Cg
-    acc = 0.0
+    acc = dx.dtype.type(0)
     for a in range(KD):
         td = i_d + pd - a * dd  # = od * sd for the outputs this input pixel feeds
         if td < 0 or td % sd != 0 or td // sd >= OD:
@@ -368,7 +372,7 @@ def _conv_bwd_data_kernel(w, dy, dx, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip, a
                     continue
                 for k in range(g * Kg, (g + 1) * Kg):
                     acc += _filter_at(w, k, cc, a, b, e, flip) * dy[n, k, td // sd, th // sh, tw // sw]
-    dx[n, c, i_d, ih, iw] = alpha * acc
+    dx[n, c, i_d, ih, iw] = dx.dtype.type(alpha) * acc
 
 
 @cuda.jit
@@ -379,13 +383,13 @@ def _conv_bwd_filter_kernel(x, dy, dwt, pd, ph, pw, sd, sh, sw, dd, dh, dw, flip
     k, c, a, b, e = _unravel5(i, dwt.shape)
     K, Cg, KD, KH, KW = dwt.shape
     c0 = (k // (K // group)) * Cg
-    acc = 0.0
+    acc = dwt.dtype.type(0)
     for n in range(x.shape[0]):  # dy is not flipped; (a, b, e) play the outputs' part
         acc = _window_dot(acc, dy, n, k, False, x, n, c0 + c, a, b, e, dd, dh, dw, sd, sh, sw, pd, ph, pw)
     if flip:  # (a, b, e) indexed the flipped filter the forward pass used
-        dwt[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e] = alpha * acc
+        dwt[k, c, KD - 1 - a, KH - 1 - b, KW - 1 - e] = dwt.dtype.type(alpha) * acc
     else:
-        dwt[k, c, a, b, e] = alpha * acc
+        dwt[k, c, a, b, e] = dwt.dtype.type(alpha) * acc
 
 
 KERNELS = {"_conv_fwd_kernel": _conv_fwd_kernel, "_conv_bwd_data_kernel": _conv_bwd_data_kernel,

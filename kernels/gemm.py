@@ -18,6 +18,8 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from knetc.runtime import cublas
+
 TILE = 32           # output tile edge and K step; a warp spans one tile row
 ROWS = 8            # thread rows per block: TILE x ROWS = 256 threads
 PER_THREAD = TILE // ROWS  # outputs (and tile loads) per thread
@@ -137,3 +139,15 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, stre
     _KERNELS[dtype][grid, (TILE, ROWS), stream](
         a, b, out, scalar(alpha), scalar(beta), bool(trans_a), bool(trans_b))
     return out
+
+
+def bmm_cuda(a, b, out, trans_a=False, trans_b=False):
+    """out[i] = op(a[i]) @ op(b[i]) over the batch axes of device arrays (bmm's library call;
+    kernels/bmm.py has the CPU one): one GEMM per batch index (cuBLAS when it is installed,
+    else the tiled GEMM above), all on the default stream."""
+    multiply = cublas.gemm if cublas.available() else gemm
+    a3, b3, out3 = (x.reshape((-1,) + x.shape[-2:]) for x in (a, b, out))  # (batch, rows, columns) views
+    if out3.shape[0] == 0 or out3.shape[1] == 0 or out3.shape[2] == 0:
+        return
+    for i in range(out3.shape[0]):
+        multiply(a3[i], b3[i], out3[i], trans_a=trans_a, trans_b=trans_b)

@@ -5,8 +5,11 @@ Each of Knet's optimizers has a CPU kernel (``numba.njit``, one loop) and a CUDA
 weight and every state array in the same pass. Arrays are 1-D and contiguous (callers pass
 flat views). Hyperparameters arrive as scalars in the weight's dtype, precomputed on the
 host (``1 - rho``, Adam's ``1 - beta1^t``), so changing ``lr`` or Adam's step count never
-recompiles. ``scale`` multiplies the gradient: the gradient-clipping factor, computed
-before the kernel (``device_norm`` below on the GPU), 1 when not clipping.
+recompiles. ``scale`` multiplies the gradient: the gradient-clipping factor on the host, 1
+when not clipping. On the device, clipping stays there too: ``device_clipped`` reduces the
+squared norm, computes the factor and scales a copy of the gradient in three small kernels,
+so no number comes down to decide it. New state arrays are zero-filled on the device
+(``device_zeros``). Every launch here counts in ``kn.stats()["launches"]``.
 
 The formulas are Knet's (knetc.train.optimizers documents them; tests/test_optimizers.py
 holds the numpy reference). Each kernel reads ``g[i]`` before writing ``w[i]``, so a
@@ -22,7 +25,9 @@ import math
 import numpy as np
 from numba import cuda, float64, njit
 
-from knetc.runtime.device import is_device_array
+from knetc.report import count
+from knetc.runtime.device import download, is_device_array
+from knetc.runtime.pool import device_array
 
 THREADS = 256  # threads per block for every kernel here
 
@@ -184,6 +189,31 @@ def sum_of_squares_cuda(x, out):
         cuda.atomic.add(out, 0, partial[0])
 
 
+@cuda.jit
+def fill_cuda(x, value):
+    """x[:] = value (new optimizer state: zeros made on the device, nothing copied up)."""
+    i = cuda.grid(1)
+    if i < x.size:
+        x[i] = value
+
+
+@cuda.jit
+def clip_scale_cuda(sumsq, gclip, scale):
+    """scale[0] = gclip / norm when norm = sqrt(sumsq[0]) > gclip, else 1 (one thread; Knet's
+    gclip), stored in the gradient's dtype."""
+    if cuda.grid(1) == 0:
+        norm = math.sqrt(sumsq[0])
+        scale[0] = gclip / norm if norm > gclip else 1.0
+
+
+@cuda.jit
+def scaled_cuda(g, scale, out):
+    """out = scale[0] * g (the clipped gradient, in g's dtype)."""
+    i = cuda.grid(1)
+    if i < g.size:
+        out[i] = scale[0] * g[i]
+
+
 # ---------------------------------------------------------------- the table and launchers
 
 # name: (CPU kernel, CUDA kernel, number of state arrays, number of scalars after `scale`)
@@ -207,21 +237,59 @@ def _signature(n_state, n_scalars, t):
 # dtype) here and float64 in PTX_SIGNATURES_FLOAT64.
 PTX_SIGNATURES = {f"{name}_cuda": _signature(s, n, "float32") for name, (_, _, s, n) in KERNELS.items()}
 PTX_SIGNATURES["sum_of_squares_cuda"] = "void(float32[::1], float64[::1])"
+PTX_SIGNATURES["fill_cuda"] = "void(float32[::1], float32)"
+PTX_SIGNATURES["clip_scale_cuda"] = "void(float64[::1], float64, float32[::1])"
+PTX_SIGNATURES["scaled_cuda"] = "void(float32[::1], float32[::1], float32[::1])"
 PTX_SIGNATURES_FLOAT64 = {f"{name}_cuda": _signature(s, n, "float64") for name, (_, _, s, n) in KERNELS.items()}
 PTX_SIGNATURES_FLOAT64["sum_of_squares_cuda"] = "void(float64[::1], float64[::1])"
+PTX_SIGNATURES_FLOAT64["fill_cuda"] = "void(float64[::1], float64)"
+PTX_SIGNATURES_FLOAT64["clip_scale_cuda"] = "void(float64[::1], float64, float64[::1])"
+PTX_SIGNATURES_FLOAT64["scaled_cuda"] = "void(float64[::1], float64[::1], float64[::1])"
 
 
 def _blocks(n):
     return (n + THREADS - 1) // THREADS
 
 
-def device_norm(g):
-    """The 2-norm of a device array (a float), reduced on the device: ``device_norm(g_dev)``."""
-    g = _flat_device(g)
-    out = cuda.to_device(np.zeros(1, dtype=np.float64))
+def _launch(kernel, n, *args, blocks=None):
+    """kernel[blocks, THREADS](*args) for n elements, counted in kn.stats()["launches"]."""
+    count("launches")
+    kernel[blocks or _blocks(n), THREADS](*args)
+
+
+def device_zeros(shape, dtype):
+    """A new device array of zeros (from knetc's pool), filled by a kernel: nothing is copied up.
+    Example: ``m = device_zeros((784, 64), np.float32)``"""
+    out = device_array(tuple(shape), np.dtype(dtype))
+    if out.size:
+        _launch(fill_cuda, out.size, _flat_device(out), np.dtype(dtype).type(0))
+    return out
+
+
+def _sum_of_squares(g):
+    """sum(g**2) as a one-element float64 device array (g: flat, on the device)."""
+    out = device_zeros((1,), np.float64)
     if g.size:
-        sum_of_squares_cuda[min(_blocks(g.size), 1024), THREADS](g, out)
-    return math.sqrt(float(out.copy_to_host()[0]))
+        _launch(sum_of_squares_cuda, g.size, g, out, blocks=min(_blocks(g.size), 1024))
+    return out
+
+
+def device_norm(g):
+    """The 2-norm of a device array (a float), reduced on the device (the one number comes
+    down): ``device_norm(g_dev)``."""
+    return math.sqrt(float(download(_sum_of_squares(_flat_device(g)))[0]))
+
+
+def device_clipped(g, gclip):
+    """A new device array: g scaled to norm gclip when its norm is larger (Knet's gclip), else
+    g's values; all on the device, nothing copied down. ``g2 = device_clipped(g_dev, 5.0)``"""
+    flat = _flat_device(g)
+    scale = device_array((1,), np.dtype(flat.dtype))
+    _launch(clip_scale_cuda, 1, _sum_of_squares(flat), np.float64(gclip), scale)
+    out = device_array(tuple(g.shape), np.dtype(flat.dtype))
+    if flat.size:
+        _launch(scaled_cuda, flat.size, flat, scale, _flat_device(out))
+    return out
 
 
 def _flat_device(x):
@@ -246,6 +314,6 @@ def update(name, w, g, states, scale, scalars):
     if is_device_array(w):
         arrays = [_flat_device(a) for a in (w, g, *states)]
         if arrays[0].size:
-            cuda_kernel[_blocks(arrays[0].size), THREADS](*arrays, *scalars)
+            _launch(cuda_kernel, arrays[0].size, *arrays, *scalars)
     else:
         cpu_kernel(*[a.reshape(-1) for a in (w, g, *states)], *scalars)

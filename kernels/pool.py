@@ -203,7 +203,8 @@ def pool_gather_cpu(x, y, g, out, window, padding, stride, mode, nan_opt, alpha)
 # GPU, so the window scan is written once, here). One thread per output element (kind 0:
 # forward, 2: gather) or per input element (kind 1: gradient; the thread gathers from the
 # outputs whose windows contain it, so no atomics are needed). x is read by the max modes
-# and the forward pass only.
+# and the forward pass only. Sums and scaling are in the data's type (float32 data: float32
+# arithmetic); the CPU routines above keep their float64 window sums (full speed on a CPU).
 FORWARD, GRADIENT, GATHER = 0, 1, 2
 
 
@@ -232,7 +233,7 @@ def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, 
         oh_hi = oh_lo + 1
         ow_hi = ow_lo + 1
     is_max = mode == 0 or mode == 3
-    total = 0.0
+    total = out.dtype.type(0)  # sums in the data's type: float32 stays float32
     for od in range(od_lo, od_hi):
         for oh in range(oh_lo, oh_hi):
             for ow in range(ow_lo, ow_hi):
@@ -242,7 +243,7 @@ def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, 
                 w0 = ow * sw - pw
                 best_i = -1
                 best = x[s, 0]
-                window_sum = 0.0
+                window_sum = out.dtype.type(0)
                 if is_max or kind == FORWARD:
                     for a in range(max(d0, 0), min(d0 + wd, D)):
                         for b in range(max(h0, 0), min(h0 + wh, H)):
@@ -276,10 +277,10 @@ def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, 
                         divisor = ((min(d0 + wd, D) - max(d0, 0)) * (min(h0 + wh, H) - max(h0, 0))
                                    * (min(w0 + ww, W) - max(w0, 0)))
                     if kind == FORWARD:
-                        total = window_sum / divisor
+                        total = window_sum / out.dtype.type(divisor)
                     else:
-                        total += g[s, o] / divisor
-    out[s, j] = alpha * total
+                        total += g[s, o] / out.dtype.type(divisor)
+    out[s, j] = out.dtype.type(alpha) * total
 
 
 def _launch(n, *args):

@@ -55,16 +55,19 @@ def _input_kernel(inp, bW, xw, H, skip):
 
 @cuda.jit
 def _cell_forward_kernel(xw, hr, bR, h, c, G, C, dst, off, n, H, d, mode):
-    # Sigmoids as 1 / (1 + exp(-a)): exp overflowing to inf gives 0, never NaN.
+    # Sigmoids as 1 / (1 + exp(-a)): exp overflowing to inf gives 0, never NaN. Constants in
+    # the data's type: float32 data computes in float32 (a 1.0 literal would make it float64).
     k = cuda.grid(1)
     if k < n * H:
+        one = G.dtype.type(1)
+        zero = G.dtype.type(0)
         i, j = k // H, k % H
         r = off + i
         if mode == 2:
-            ig = 1.0 / (1.0 + math.exp(-(xw[r, j] + hr[i, j] + bR[j])))
-            fg = 1.0 / (1.0 + math.exp(-(xw[r, H + j] + hr[i, H + j] + bR[H + j])))
+            ig = one / (one + math.exp(-(xw[r, j] + hr[i, j] + bR[j])))
+            fg = one / (one + math.exp(-(xw[r, H + j] + hr[i, H + j] + bR[H + j])))
             gg = math.tanh(xw[r, 2 * H + j] + hr[i, 2 * H + j] + bR[2 * H + j])
-            og = 1.0 / (1.0 + math.exp(-(xw[r, 3 * H + j] + hr[i, 3 * H + j] + bR[3 * H + j])))
+            og = one / (one + math.exp(-(xw[r, 3 * H + j] + hr[i, 3 * H + j] + bR[3 * H + j])))
             cv = fg * c[i, j] + ig * gg
             hv = og * math.tanh(cv)
             G[r, j] = ig
@@ -74,18 +77,18 @@ def _cell_forward_kernel(xw, hr, bR, h, c, G, C, dst, off, n, H, d, mode):
             C[r, j] = cv
             c[i, j] = cv
         elif mode == 3:
-            rg = 1.0 / (1.0 + math.exp(-(xw[r, j] + hr[i, j] + bR[j])))
-            zg = 1.0 / (1.0 + math.exp(-(xw[r, H + j] + hr[i, H + j] + bR[H + j])))
+            rg = one / (one + math.exp(-(xw[r, j] + hr[i, j] + bR[j])))
+            zg = one / (one + math.exp(-(xw[r, H + j] + hr[i, H + j] + bR[H + j])))
             hn = hr[i, 2 * H + j] + bR[2 * H + j]
             nn = math.tanh(xw[r, 2 * H + j] + rg * hn)
-            hv = (1.0 - zg) * nn + zg * h[i, j]
+            hv = (one - zg) * nn + zg * h[i, j]
             G[r, j] = rg
             G[r, H + j] = zg
             G[r, 2 * H + j] = nn
             C[r, j] = hn
         else:
             a = xw[r, j] + hr[i, j] + bR[j]
-            hv = math.tanh(a) if mode == 1 else max(a, 0.0)
+            hv = math.tanh(a) if mode == 1 else max(a, zero)
             G[r, j] = hv
         h[i, j] = hv
         dst[r, d * H + j] = hv
@@ -98,6 +101,8 @@ def _cell_backward_kernel(G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
     so that the GEMM dh[:n] += dHR @ R completes it."""
     k = cuda.grid(1)
     if k < n * H:
+        one = G.dtype.type(1)
+        zero = G.dtype.type(0)
         i, j = k // H, k % H
         r = off + i
         if i < prev_n:
@@ -106,7 +111,7 @@ def _cell_backward_kernel(G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
             hp = h0p[i, j]
         HP[r, j] = hp
         dhv = dh[i, j] + dout[r, d * H + j]
-        direct = 0.0
+        direct = zero
         if mode == 2:
             ig = G[r, j]
             fg = G[r, H + j]
@@ -117,20 +122,20 @@ def _cell_backward_kernel(G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
             else:
                 cp = c0p[i, j]
             tc = math.tanh(C[r, j])
-            dcv = dc[i, j] + dhv * og * (1.0 - tc * tc)
-            dXW[r, j] = dcv * gg * ig * (1.0 - ig)
-            dXW[r, H + j] = dcv * cp * fg * (1.0 - fg)
-            dXW[r, 2 * H + j] = dcv * ig * (1.0 - gg * gg)
-            dXW[r, 3 * H + j] = dhv * tc * og * (1.0 - og)
+            dcv = dc[i, j] + dhv * og * (one - tc * tc)
+            dXW[r, j] = dcv * gg * ig * (one - ig)
+            dXW[r, H + j] = dcv * cp * fg * (one - fg)
+            dXW[r, 2 * H + j] = dcv * ig * (one - gg * gg)
+            dXW[r, 3 * H + j] = dhv * tc * og * (one - og)
             dc[i, j] = dcv * fg
         elif mode == 3:
             rg = G[r, j]
             zg = G[r, H + j]
             nn = G[r, 2 * H + j]
             hn = C[r, j]
-            dan = dhv * (1.0 - zg) * (1.0 - nn * nn)
-            dar = dan * hn * rg * (1.0 - rg)
-            daz = dhv * (hp - nn) * zg * (1.0 - zg)
+            dan = dhv * (one - zg) * (one - nn * nn)
+            dar = dan * hn * rg * (one - rg)
+            daz = dhv * (hp - nn) * zg * (one - zg)
             dXW[r, j] = dar
             dXW[r, H + j] = daz
             dXW[r, 2 * H + j] = dan
@@ -141,9 +146,9 @@ def _cell_backward_kernel(G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
         else:
             hv = G[r, j]
             if mode == 1:
-                dXW[r, j] = dhv * (1.0 - hv * hv)
+                dXW[r, j] = dhv * (one - hv * hv)
             else:
-                dXW[r, j] = dhv if hv > 0 else 0.0
+                dXW[r, j] = dhv if hv > 0 else zero
         dh[i, j] = direct
 
 
@@ -152,7 +157,7 @@ def _colsum_kernel(a, out):
     """out[j] = sum over rows of a[:, j] (the bias gradients)."""
     j = cuda.grid(1)
     if j < a.shape[1]:
-        s = 0.0
+        s = a.dtype.type(0)  # accumulates in the data's type
         for k in range(a.shape[0]):
             s += a[k, j]
         out[j] = s
@@ -164,7 +169,7 @@ def _skip_adjoint_kernel(dXW, dinp, H):
     k = cuda.grid(1)
     if k < dinp.shape[0] * H:
         row, j = k // H, k % H
-        s = 0.0
+        s = dXW.dtype.type(0)
         for q in range(dXW.shape[1] // H):
             s += dXW[row, q * H + j]
         dinp[row, j] += s
@@ -213,7 +218,7 @@ def rnn_forward_cuda(w, x, h0, c0, out, mode, hidden, layers, dirs, skip, batch_
     _fill(out, 0.0)
     plan = cudnn_rnn.plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, dropout)
     if plan is not None:
-        cudnn_rnn.forward(plan, w, x, h0, c0, out, 0, hy_at, cy_at, gates_at, mode == LSTM)
+        cudnn_rnn.forward(plan, w, x, h0, c0, out, 0, hy_at, cy_at, mode == LSTM)  # reserve: its own memory
         return
     xw, hr = device_array((N, g), dt), device_array((B, g), dt)
     h, c = device_array((B, H), dt), device_array((B, H), dt)
@@ -262,7 +267,7 @@ def rnn_backward_cuda(w, x, h0, c0, packed, dpacked, out, mode, hidden, layers, 
     _fill(out, 0.0)
     plan = cudnn_rnn.plan(w, x, h0, mode, hidden, layers, dirs, skip, batch_sizes, dropout)
     if plan is not None:
-        cudnn_rnn.backward(plan, w, x, h0, c0, packed, dpacked, out, 0, hy_at, cy_at, gates_at, mode == LSTM)
+        cudnn_rnn.backward(plan, w, x, h0, c0, packed, dpacked, out, 0, hy_at, cy_at, mode == LSTM)
         return
     dw = out[0:nw]
     dx_at, dh0_at = nw, nw + N * X

@@ -27,6 +27,7 @@ from .autograd import primitive, zerograd  # noqa: F401
 from .gradcheck import gcheck, gradcheck  # noqa: F401
 from .compiler import compile, CompiledFunction  # noqa: F401,E402
 from .report import stats  # noqa: F401,E402
+from .runtime.handles import allow_tf32  # noqa: F401,E402  TF32 for cuDNN/cuBLAS float32 (off by default)
 from .inspection import inspect  # noqa: F401,E402
 from .train.init import gaussian, param, param0, seed_, xavier, xavier_normal, xavier_uniform  # noqa: F401,E402
 from .train.data import minibatch  # noqa: F401,E402

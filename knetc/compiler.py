@@ -22,7 +22,7 @@ from .backend.names import physical_shape
 from .backend.cache import directory_for, load_kernel, load_module, routines_key, seal
 from .errors import CompileError
 from .report import count, enabled, report
-from .runtime.device import real_gpu_available
+from .runtime.device import download, host_copy, is_device_array, real_gpu_available, upload
 
 TARGETS = ("auto", "cpu", "cuda")
 _LOG_LAUNCHES = enabled("launch")  # read once: checked on every run
@@ -90,7 +90,7 @@ def load(name, schedule, generated, target, cache=True, key=""):
     """The driver module, after the kernel modules it binds (shared by content)."""
     directory = directory_for(cache)
     kernels = [load_kernel(source, directory) for source in generated.kernels.values()]
-    routines = [step.eqn.op.lowering[target] for step in schedule.steps if isinstance(step, Call)]
+    routines = [step.eqn.op.lowering[target] for _, step in schedule.walk() if isinstance(step, Call)]
     driver = load_module(f"{target}_{name}", generated.driver, directory, key + routines_key(routines))
     return driver, kernels
 
@@ -166,10 +166,10 @@ class Executable:
         the run and copied back after it, so every caller sees one state."""
         devices = self._runner.constants
         for j in self._state:
-            devices[j].copy_to_device(np.ascontiguousarray(self.constants[j]).reshape(devices[j].shape))
+            upload(np.asarray(self.constants[j]).reshape(devices[j].shape), to=devices[j])  # (counted: kn.stats())
         outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
         for j in self._state:
-            self.constants[j].reshape(devices[j].shape)[...] = devices[j].copy_to_host()
+            self.constants[j].reshape(devices[j].shape)[...] = download(devices[j])
         return outputs
 
     def _outputs(self, results):
@@ -207,23 +207,36 @@ class InputChecks:
     made before a program's kernels run, since a kernel cannot raise: each on the program
     input the value comes from, through ops whose entries are their input's
     (Op.entries_of_input: reshape, transpose, static slices, broadcasts; a slice's whole
-    source is checked). Values fixed at compile time are checked now; values computed inside
+    source is checked, and so is the whole array a loop reads a row of). Values fixed at compile time are checked now; values computed inside
     the function cannot be checked before the run and are refused."""
 
     def __init__(self, program):
         self.checks = []  # (input position, check, params)
+        self._scan(program, program, lambda v: v)
+
+    def _scan(self, top, program, outside):
+        """Add the checks of `program`'s equations (a loop body's too: a row or invariant it
+        reads is followed to the array outside the loop; `outside` maps a value of `program`
+        that is not computed in it to the value of `top` it stands for, or None)."""
         producers = {eqn.out: eqn for eqn in program.eqns}
+
+        def source_of(v):
+            while v in producers and producers[v].op.entries_of_input:
+                v = producers[v].inputs[0]
+            return v if v in producers else outside(v)
         for eqn in program.eqns:
+            if eqn.op.kind == "loop":
+                spec = eqn.params["spec"]
+                entering = {v: x for i, (v, x) in enumerate(zip(spec.body.inputs, eqn.inputs)) if i >= spec.carried}
+                self._scan(top, spec.body, lambda v, entering=entering: source_of(entering[v]) if v in entering else None)
             check = eqn.op.input_check
             if check is None:
                 continue
-            source = eqn.inputs[0]
-            while source in producers and producers[source].op.entries_of_input:
-                source = producers[source].inputs[0]
-            if source in program.constants:
-                check(program.constants[source], **eqn.params)
-            elif source in program.inputs:
-                self.checks.append((program.inputs.index(source), check, eqn.params))
+            source = source_of(eqn.inputs[0])
+            if source in top.constants:
+                check(top.constants[source], **eqn.params)
+            elif source in top.inputs:
+                self.checks.append((top.inputs.index(source), check, eqn.params))
             else:
                 raise CompileError(check.refusal(**eqn.params), *(eqn.loc or (None, None)),
                                    hint="compute it outside and pass it in as an argument")
@@ -234,7 +247,7 @@ class InputChecks:
     def __call__(self, arrays):
         for position, check, params in self.checks:
             value = arrays[position]
-            check(value.copy_to_host() if hasattr(value, "copy_to_host") else np.asarray(value), **params)
+            check(host_copy(value), **params)  # (a device value is copied down, counted in kn.stats())
 
 
 def _numba_counts(module):
@@ -443,9 +456,15 @@ class CompiledFunction:
         arrays = [value_of(x) for x in inputs]
         outs = spec.forward.run(arrays)
         y, residuals = outs[0], outs[1:]
+        resident = getattr(spec.forward._runner, "resident", None)
+        if resident is not None:  # cuda: the backward reads the batch the forward copied up (it goes up once)
+            arrays = resident(arrays)
 
         def backward(dy):
-            grads = spec.backward.run(arrays + [np.asarray(value_of(dy), dtype=y.dtype).reshape(np.shape(y))] + residuals)
+            dy = value_of(dy)
+            if not (is_device_array(dy) and np.dtype(dy.dtype) == np.dtype(y.dtype)):  # a device dy stays there
+                dy = np.asarray(dy, dtype=y.dtype).reshape(np.shape(y))
+            grads = spec.backward.run(arrays + [dy] + residuals)
             per_input = [None] * len(inputs)
             for i, g in zip(spec.wrt, grads):
                 per_input[i] = g

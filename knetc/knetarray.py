@@ -14,8 +14,11 @@ CUDA simulator the same CUDA code runs on the host.
     np.asarray(y)                     # back to numpy (also kn.cpucopy(y))
     float(kn.sum(y))                  # full reductions return a numpy scalar, as Knet's sum
 
-0-d results (full reductions, losses) come back to the host as numpy scalars, as Knet
-returns a number for `sum(x)`. Python operators, `np.exp(x)`, `np.sum(x, axis=1)` and
+0-d results of single ops (full reductions, losses) come back to the host as numpy scalars,
+as Knet returns a number for `sum(x)`. A `kn.compile` function given KnetArrays returns its
+0-d results (a loss) as 0-d KnetArrays instead, kept on the device until read (`float(loss)`),
+so that a training step copies nothing down unless the loss is looked at. Every copy between
+host and device, and every launch, is counted in `kn.stats()`. Python operators, `np.exp(x)`, `np.sum(x, axis=1)` and
 `kn.grad` with `Param(KnetArray(...))` work as for numpy arrays; numpy functions outside
 the op table (`np.allclose`, `np.isfinite`, ...) run on a host copy and return numpy.
 """
@@ -35,8 +38,8 @@ from .ir.core import Builder, Program
 from .ops import indexing
 from .ops.core import Aval, Op, astype, bind, evaluate
 from .ops.methods import ArrayMethods
-from .report import report
-from .runtime.device import is_device_array, real_gpu_available, register_device_wrapper
+from .report import report, transfer
+from .runtime.device import download, is_device_array, real_gpu_available, register_device_wrapper, upload
 
 __all__ = ["KnetArray", "cpucopy", "gpucopy", "gpu", "gc", "dir"]
 
@@ -63,15 +66,14 @@ def _install_pool():
 def _upload(host):
     """A new device array holding the host array's values (C order), from knetc's pool."""
     _install_pool()  # the pool must become Numba's allocator before its first CUDA call
-    host = np.asarray(host)
-    return _cuda().to_device(host if host.flags.c_contiguous else np.ascontiguousarray(host))  # 0-d stays 0-d
+    return upload(host)  # 0-d stays 0-d; counted in kn.stats()["host_to_device"]
 
 
 def _device_copy(data):
     """A new device array with the same values (a device-to-device copy)."""
     from .runtime.pool import device_array
     if not data.is_c_contiguous():  # a strided array of another library: through the host
-        return _upload(data.copy_to_host())
+        return _upload(download(data))
     out = device_array(tuple(data.shape), np.dtype(data.dtype))
     if data.size:
         out.copy_to_device(data)
@@ -145,7 +147,7 @@ class KnetArray(ArrayMethods):
 
     def copy_to_host(self):
         """The values as a new numpy array (as Numba's device arrays): `k.copy_to_host()`."""
-        return np.asarray(self.data.copy_to_host()).reshape(self.shape)
+        return np.asarray(download(self.data)).reshape(self.shape)
 
     def __array__(self, dtype=None, copy=None):
         if copy is False:
@@ -244,7 +246,8 @@ class KnetArray(ArrayMethods):
                 return None
         view = self.data[tuple(int(i) % self.shape[axis] if isinstance(i, (int, np.integer)) else i
                                for axis, i in enumerate(items))]
-        if not is_device_array(view):  # one entry: a number, as numpy's
+        if not is_device_array(view):  # one entry: a number, as numpy's (Numba copied it down)
+            transfer("device_to_host", self.dtype.itemsize)
             return np.asarray(view)[()]
         return KnetArray._wrap(view) if view.is_c_contiguous() else None
 
@@ -253,7 +256,7 @@ class KnetArray(ArrayMethods):
         # assignments are rare next to the kernels that read the arrays.
         host = self.copy_to_host()
         host[_to_host(index)] = np.asarray(value)
-        self.data.copy_to_device(host)
+        upload(host, to=self.data)
 
     # ------------------------------------------------------------------ numpy functions
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -290,7 +293,7 @@ def _to_host(x):
 def _converted(data, dtype):
     """A new device array with data's values converted to dtype (by the astype op's kernel)."""
     if not data.shape:  # 0-d results of ops come back as host scalars: convert on the host
-        return _upload(np.asarray(data.copy_to_host(), dtype))
+        return _upload(np.asarray(download(data), dtype))
     return _apply(astype, (KnetArray._wrap(data),), {"dtype": dtype}).data
 
 
@@ -390,7 +393,7 @@ def _apply(op, args, params):
         _CACHE_INFO["hits"] += 1
     (result,) = executable.run(inputs)
     if not out.shape:  # a scalar: returned to the host, as Knet's sum(x) returns a number
-        return np.asarray(result.copy_to_host()).reshape(())[()]
+        return np.asarray(download(result)).reshape(())[()]
     if executable.program.outputs[0] in executable.program.inputs:
         result = _device_copy(result)  # an identity (e.g. a cast to the same dtype): a new array
     return KnetArray._wrap(result)
@@ -492,7 +495,7 @@ def _cpu_leaf(x):
     if isinstance(x, KnetArray):
         return x.copy_to_host()
     if is_device_array(x) and not isinstance(x, (Param, Tracked)):
-        return np.asarray(_as_numba(x).copy_to_host())
+        return np.asarray(download(_as_numba(x)))
     return None
 
 

@@ -9,22 +9,28 @@ transpose, so ``C = op(A) @ op(B)`` (row-major) is computed as the column-major
 ``C^T = op(B)^T @ op(A)^T``: swap the operands, swap m and n, keep each trans flag
 with its own operand, and use each buffer's row length as its leading dimension.
 
+Math mode: CUBLAS_DEFAULT_MATH (full float32, no TF32) unless ``knetc.allow_tf32(True)``
+(then CUBLAS_TF32_TENSOR_OP_MATH), set on a handle only when it changes. Handles are kept per
+(Numba context, thread) and destroyed with their context (see knetc.runtime.handles).
+
 Example: ``if available(): gemm(a_dev, b_dev, c_dev, trans_b=True)  # c = a @ b.T``
 """
 import ctypes
-import threading
 
 import numpy as np
 
 from .device import gpu_available, simulator_active
+from .handles import HandleCache, tf32_allowed
 
 CUBLAS_STATUS_SUCCESS = 0
 CUBLAS_OP_N = 0
 CUBLAS_OP_T = 1
+# cublasMath_t (cublas_api.h)
+CUBLAS_DEFAULT_MATH = 0
+CUBLAS_PEDANTIC_MATH = 2
+CUBLAS_TF32_TENSOR_OP_MATH = 3
 
 _lib = None          # the ctypes CDLL, once loaded
-_handles = {}        # (thread id, context handle) -> cublasHandle_t
-_lock = threading.Lock()
 
 
 class CublasError(RuntimeError):
@@ -44,11 +50,13 @@ def _load():
     lib.cublasCreate_v2.argtypes = [ctypes.POINTER(p)]
     lib.cublasDestroy_v2.argtypes = [p]
     lib.cublasSetStream_v2.argtypes = [p, p]
+    lib.cublasSetMathMode.argtypes = [p, i]
+    lib.cublasGetMathMode.argtypes = [p, ctypes.POINTER(i)]
     for name in ("cublasSgemm_v2", "cublasDgemm_v2"):
         # handle, transa, transb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc
         getattr(lib, name).argtypes = [p, i, i, i, i, i, p, p, i, p, i, p, p, i]
     for fn in (lib.cublasCreate_v2, lib.cublasDestroy_v2, lib.cublasSetStream_v2,
-               lib.cublasSgemm_v2, lib.cublasDgemm_v2):
+               lib.cublasSetMathMode, lib.cublasGetMathMode, lib.cublasSgemm_v2, lib.cublasDgemm_v2):
         fn.restype = i
     _lib = lib
     return lib
@@ -80,34 +88,69 @@ def available():
     return _available
 
 
-def handle():
-    """This thread's cuBLAS handle for the current CUDA context (created on first use).
-
-    cuBLAS handles are bound to the context current at creation and are best not
-    shared between threads, hence the key. Example: ``h = handle()``
-    """
-    from numba import cuda
-    ctx = cuda.current_context()  # also makes Numba's context current
-    key = (threading.get_ident(), int(ctx.handle))
-    with _lock:
-        h = _handles.get(key)
-        if h is None:
-            lib = _load()
-            h = ctypes.c_void_p()
-            _check(lib.cublasCreate_v2(ctypes.byref(h)), "cublasCreate")
-            _handles[key] = h
+def _create_handle():
+    h = ctypes.c_void_p()
+    _check(_load().cublasCreate_v2(ctypes.byref(h)), "cublasCreate")
     return h
+
+
+def _destroy_handle(h):
+    return _load().cublasDestroy_v2(h)
+
+
+_HANDLES = HandleCache("cuBLAS", _create_handle, _destroy_handle)
+
+
+def math_mode():
+    """The cublasMath_t for knetc's GEMMs: CUBLAS_DEFAULT_MATH (no TF32), or
+    CUBLAS_TF32_TENSOR_OP_MATH after ``knetc.allow_tf32(True)``."""
+    return CUBLAS_TF32_TENSOR_OP_MATH if tf32_allowed() else CUBLAS_DEFAULT_MATH
+
+
+def _entry(stream=0):
+    """This thread's handle entry for the current context, with its stream and math mode set
+    (each only when it differs from what was last set on that handle)."""
+    e = _HANDLES.entry()
+    lib = _load()
+    s = _stream_handle(stream)
+    if e.state.get("stream") != s:
+        _check(lib.cublasSetStream_v2(e.value, s), "cublasSetStream")
+        e.state["stream"] = s
+    mode = math_mode()
+    if e.state.get("math") != mode:
+        _check(lib.cublasSetMathMode(e.value, mode), "cublasSetMathMode")
+        e.state["math"] = mode
+    return e
+
+
+def handle():
+    """This thread's cuBLAS handle for the current CUDA context (created on first use), with
+    knetc's math mode set. cuBLAS handles are bound to the context current at creation and
+    are best not shared between threads, hence one per (context, thread); it is destroyed
+    when the context is reset (numba.cuda.close()), when the thread ends, and at exit.
+    Example: ``h = handle()``
+    """
+    return _entry().value
+
+
+def release_handles(context=None):
+    """Destroy the cuBLAS handles of ``context`` (default: Numba's current one) now."""
+    _HANDLES.release(context)
 
 
 def _stream_handle(stream):
     """The CUstream address of a Numba stream (0 / None: the legacy default stream)."""
     if stream is None or isinstance(stream, int):
         return stream or 0
-    return int(getattr(stream, "handle", stream) or 0)
+    h = getattr(stream, "handle", stream)
+    return int(getattr(h, "value", h) or 0)  # ctypes c_void_p or a cuda-python CUstream
 
 
 def _device_pointer(arr):
-    return arr.__cuda_array_interface__["data"][0]
+    iface = getattr(arr, "__cuda_array_interface__", None)
+    if iface is None and simulator_active():  # the simulator's host buffer (tests with a fake cuBLAS)
+        iface = arr.__array_interface__
+    return iface["data"][0]
 
 
 def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, stream=0):
@@ -135,8 +178,7 @@ def gemm(a, b, out, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, stream=0)
         return out  # k == 0 is fine: cuBLAS then computes out = beta * out, as BLAS does
 
     lib = _load()
-    h = handle()
-    _check(lib.cublasSetStream_v2(h, _stream_handle(stream)), "cublasSetStream")
+    h = _entry(stream).value
     scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
     fn = lib.cublasSgemm_v2 if dtype == np.float32 else lib.cublasDgemm_v2
     al, be = scalar(alpha), scalar(beta)  # host scalars: the default pointer mode

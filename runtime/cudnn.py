@@ -6,6 +6,11 @@ here (the library loads, a real GPU is present, the simulator is off); callers f
 to knetc's Numba kernels otherwise. Loading the library and creating descriptors works
 without a GPU; anything needing a handle needs one.
 
+Handles are kept per (Numba context, thread) and destroyed when the context is reset
+(``numba.cuda.close()``), when their thread ends and at exit (knetc.runtime.handles);
+``on_release`` lets other modules drop per-context caches with them. Math: convolutions and
+RNNs use ``math_type(dtype)``: CUDNN_FMA_MATH (no TF32) unless ``knetc.allow_tf32(True)``.
+
 Every function this module (or a user of ``lib()``) calls has its ctypes signature declared
 in ``_SIGNATURES``; add new ones there (cudnn_ops and cudnn_rnn declare theirs through
 ``lib_with``). Errors raise ``CudnnError`` with cuDNN's own message.
@@ -25,10 +30,12 @@ import numpy as np
 
 from ..report import report
 from .device import gpu_available, simulator_active
+from .handles import HandleCache, tf32_allowed
 
 __all__ = ["CudnnError", "available", "loadable", "lib", "version", "handle", "check",
-           "error_string", "data_type", "Descriptor", "tensor_descriptor",
-           "filter_descriptor", "convolution_descriptor", "device_pointer", "scalar_pointer"]
+           "error_string", "data_type", "math_type", "Descriptor", "tensor_descriptor",
+           "filter_descriptor", "convolution_descriptor", "device_pointer", "scalar_pointer",
+           "on_release", "release_handles"]
 
 # cudnnDataType_t
 CUDNN_DATA_FLOAT = 0
@@ -39,10 +46,11 @@ CUDNN_TENSOR_NCHW = 0
 # cudnnConvolutionMode_t: CUDNN_CONVOLUTION flips the filter (Knet's mode=0)
 CUDNN_CONVOLUTION = 0
 CUDNN_CROSS_CORRELATION = 1
-# cudnnMathType_t
-CUDNN_DEFAULT_MATH = 0
+# cudnnMathType_t (cudnn_graph.h)
+CUDNN_DEFAULT_MATH = 0                     # lets cuDNN use TF32 for float32 on Ampere and later
 CUDNN_TENSOR_OP_MATH = 1
-CUDNN_FMA_MATH = 3
+CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION = 2
+CUDNN_FMA_MATH = 3                         # FMA kernels only: float32 stays float32
 CUDNN_STATUS_SUCCESS = 0
 
 _DATA_TYPES = {np.dtype(np.float32): CUDNN_DATA_FLOAT, np.dtype(np.float64): CUDNN_DATA_DOUBLE,
@@ -73,6 +81,8 @@ _SIGNATURES = {
     "cudnnCreateTensorDescriptor": (_i, [_pp]),
     "cudnnDestroyTensorDescriptor": (_i, [_p]),
     "cudnnSetTensorNdDescriptor": (_i, [_p, _i, _i, _pi, _pi]),
+    # desc, nbDimsRequested, *dataType, *nbDims, dims[], strides[]
+    "cudnnGetTensorNdDescriptor": (_i, [_p, _i, _pi, _pi, _pi, _pi]),
     # filter descriptors: desc, dtype, format, nbDims, dims[]
     "cudnnCreateFilterDescriptor": (_i, [_pp]),
     "cudnnDestroyFilterDescriptor": (_i, [_p]),
@@ -83,6 +93,7 @@ _SIGNATURES = {
     "cudnnSetConvolutionNdDescriptor": (_i, [_p, _i, _pi, _pi, _pi, _i, _i]),
     "cudnnSetConvolutionGroupCount": (_i, [_p, _i]),
     "cudnnSetConvolutionMathType": (_i, [_p, _i]),
+    "cudnnGetConvolutionMathType": (_i, [_p, _pi]),
     "cudnnGetConvolutionNdForwardOutputDim": (_i, [_p, _p, _p, _i, _pi]),
     # algorithm choice: handle, descriptors..., requested, *returned, perf[]
     "cudnnFindConvolutionForwardAlgorithm": (_i, [_p, _p, _p, _p, _p, _i, _pi, _PERF]),
@@ -200,7 +211,32 @@ def check(status, call_name):
         raise CudnnError(call_name, int(status), error_string(status))
 
 
-_handles = {}  # (thread id, context handle) -> cudnnHandle_t
+def _create_handle():
+    h = ctypes.c_void_p()
+    check(lib().cudnnCreate(ctypes.byref(h)), "cudnnCreate")
+    return h
+
+
+def _destroy_handle(h):
+    return lib().cudnnDestroy(h)
+
+
+# one handle per (Numba context, thread), destroyed when the context is reset (numba.cuda.close()),
+# when its thread ends and at exit; plan caches holding per-context objects are cleared with them
+_HANDLES = HandleCache("cuDNN", _create_handle, _destroy_handle,
+                       on_release=[lambda: _plans.clear()])
+
+
+def on_release(callback):
+    """Call ``callback()`` whenever a context's cuDNN handles are released (its reset, exit):
+    how modules drop caches that hold descriptors or device arrays of that context."""
+    _HANDLES.on_release.append(callback)
+
+
+def release_handles(context=None):
+    """Destroy the cuDNN handles of ``context`` (default: Numba's current one) now; the next
+    handle() creates new ones. A context's reset does this by itself."""
+    _HANDLES.release(context)
 
 
 def _stream_handle(stream):
@@ -216,20 +252,16 @@ def handle(stream=0):
 
     knetc issues all work on one stream (Numba's default stream, 0), so the default
     binding keeps cuDNN calls ordered with the Numba kernels and cuBLAS GEMMs around them.
-    Needs a GPU. Example: ``h = handle(); check(lib().cudnnConvolutionForward(h, ...), ...)``
+    cudnnSetStream is called only when the handle's stream changes. The handle is destroyed
+    with its context (see knetc.runtime.handles). Needs a GPU.
+    Example: ``h = handle(); check(lib().cudnnConvolutionForward(h, ...), ...)``
     """
-    from numba import cuda
-    ctx = cuda.current_context()  # also makes Numba's context current
-    raw = getattr(ctx.handle, "value", ctx.handle)
-    key = (threading.get_ident(), int(raw or 0))
-    with _lock:
-        h = _handles.get(key)
-        if h is None:
-            h = ctypes.c_void_p()
-            check(lib().cudnnCreate(ctypes.byref(h)), "cudnnCreate")
-            _handles[key] = h
-    check(lib().cudnnSetStream(h, _stream_handle(stream)), "cudnnSetStream")
-    return h
+    entry = _HANDLES.entry()
+    s = _stream_handle(stream)
+    if entry.state.get("stream") != s:
+        check(lib().cudnnSetStream(entry.value, s), "cudnnSetStream")
+        entry.state["stream"] = s
+    return entry.value
 
 
 def data_type(dtype):
@@ -243,9 +275,31 @@ def data_type(dtype):
         raise ValueError("cuDNN supports float16, float32 and float64 arrays, not %s" % (dtype,)) from None
 
 
+def math_type(dtype):
+    """The cudnnMathType_t knetc asks for: CUDNN_FMA_MATH (no TF32: float32 results agree
+    with the Numba kernels to float32 rounding) unless ``knetc.allow_tf32(True)``, which gives
+    float32 CUDNN_DEFAULT_MATH (cuDNN may use TF32 tensor cores). float16 data computes in
+    float32 on tensor cores (CUDNN_TENSOR_OP_MATH: no precision lost); float64 always FMA.
+    Example: ``math_type(np.float32) == CUDNN_FMA_MATH``
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        return CUDNN_TENSOR_OP_MATH
+    if dtype == np.float32 and tf32_allowed():
+        return CUDNN_DEFAULT_MATH
+    return CUDNN_FMA_MATH
+
+
 def device_pointer(arr):
-    """The device address of a Numba device array (or anything with __cuda_array_interface__)."""
-    return arr.__cuda_array_interface__["data"][0]
+    """The device address of a Numba device array (or anything with __cuda_array_interface__);
+    under the CUDA simulator, the address of the host buffer that stands in for device memory
+    (what tests with a fake cuDNN see)."""
+    iface = getattr(arr, "__cuda_array_interface__", None)
+    if iface is None and simulator_active():
+        iface = arr.__array_interface__
+    if iface is None:
+        raise TypeError("device_pointer: %r is not a device array" % (type(arr).__name__,))
+    return iface["data"][0]
 
 
 def scalar_pointer(value, dtype):
@@ -315,13 +369,15 @@ def _c_strides(shape):
     return tuple(reversed(strides))
 
 
-def tensor_descriptor(shape, dtype, strides=None):
+def tensor_descriptor(shape, dtype, strides=None, pad=True):
     """A tensor descriptor for an array of ``shape`` (N, C, H, W[, ...]), C-contiguous by default.
 
-    strides are in elements. Shapes with fewer than 4 dims get trailing 1s, as cuDNN needs.
-    Example: ``xd = tensor_descriptor(x.shape, x.dtype)``
+    strides are in elements. With ``pad`` (the default), shapes with fewer than 4 dims get
+    trailing 1s, as cuDNN's legacy (convolution, pooling, batchnorm) API needs; ``pad=False``
+    keeps the dims as given, e.g. the 3-D (layers*dirs, batch, hidden) state descriptors of
+    the RNN v8 API. Example: ``xd = tensor_descriptor(x.shape, x.dtype)``
     """
-    dims = _padded(shape)
+    dims = _padded(shape) if pad else tuple(int(s) for s in shape)
     if strides is None:
         strides = _c_strides(dims)
     else:
@@ -346,13 +402,16 @@ def filter_descriptor(shape, dtype):
     return desc
 
 
-def convolution_descriptor(padding, stride, dilation, mode, dtype, group=1, math=CUDNN_DEFAULT_MATH):
+def convolution_descriptor(padding, stride, dilation, mode, dtype, group=1, math=None):
     """A convolution descriptor: per-spatial-dim tuples, ``mode`` 0 convolution, 1 cross-correlation.
 
-    The compute type is the data type (float16 data computes in float32). Tensor-op math is
-    off by default so float32 results match the Numba kernels (no TF32 rounding).
+    The compute type is the data type (float16 data computes in float32). ``math`` defaults
+    to ``math_type(dtype)``: FMA math, so float32 results match the Numba kernels (no TF32
+    rounding) unless ``knetc.allow_tf32(True)``.
     Example: ``cd = convolution_descriptor((1, 1), (1, 1), (1, 1), 0, np.float32)``
     """
+    if math is None:
+        math = math_type(dtype)
     padding, stride, dilation = tuple(padding), tuple(stride), tuple(dilation)
     if not len(padding) == len(stride) == len(dilation) >= 1:
         raise ValueError("convolution_descriptor: padding, stride, dilation need one entry per "
@@ -399,8 +458,9 @@ def _spatial(t, n):
 def _conv_plan(direction, w, x, y, padding, stride, dilation, mode, group):
     """Descriptors and algorithm for one convolution shape, chosen once and cached."""
     dtype = np.dtype(x.dtype)
+    math = math_type(dtype)  # part of the key: allow_tf32() changes the plan
     key = (direction, tuple(w.shape), tuple(x.shape), tuple(y.shape), tuple(padding), tuple(stride),
-           tuple(dilation), int(mode), int(group), dtype.str, handle().value)
+           tuple(dilation), int(mode), int(group), dtype.str, math, handle().value)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -408,7 +468,7 @@ def _conv_plan(direction, w, x, y, padding, stride, dilation, mode, group):
     wd, xd, yd = filter_descriptor(w.shape, dtype), tensor_descriptor(x.shape, dtype), \
         tensor_descriptor(y.shape, dtype)
     cd = convolution_descriptor(_spatial(padding, nsp), _spatial(stride, nsp),
-                                _spatial(dilation, nsp), mode, dtype, group)
+                                _spatial(dilation, nsp), mode, dtype, group, math)
     find, get, wsize, _ = _CONV_CALLS[direction]
     # descriptor order of the Find/Get calls: forward (x, w, conv, y); backward data
     # (w, dy, conv, dx); backward filter (x, dy, conv, dw)

@@ -7,6 +7,8 @@ import ctypes
 import functools
 import os
 
+from ..report import transfer
+
 
 def simulator_active():
     """True when Numba's CUDA simulator is (or will be) in use.
@@ -79,3 +81,41 @@ def register_device_wrapper(cls):
 def device_wrapper(arrays):
     """The registered wrapper type of the first of `arrays` that is one, or None."""
     return next((type(a) for a in arrays if type(a) in _WRAPPERS), None)
+
+
+# ---------------------------------------------------------------- counted copies
+# Every copy knetc makes between host and device goes through these two, so that
+# kn.stats() counts them (host_to_device, device_to_host and their bytes).
+
+def upload(host, to=None):
+    """A device copy of the host array `host` (C-contiguous as given; a new device array
+    from the pool, or written into the device array `to` of the same size), counted in
+    kn.stats()["host_to_device"]. Example: ``d = upload(np.ones(3, np.float32))``"""
+    import numpy as np
+    from numba import cuda
+    host = np.asarray(host)
+    if not host.flags.c_contiguous:
+        host = np.ascontiguousarray(host)
+    transfer("host_to_device", host.nbytes)
+    if to is not None:
+        to.copy_to_device(host)
+        return to
+    return cuda.to_device(host)
+
+
+def download(device):
+    """The values of the device array `device` as a new numpy array, counted in
+    kn.stats()["device_to_host"]. Example: ``download(d)  # array([1., 1., 1.], dtype=float32)``"""
+    transfer("device_to_host", int(device.size) * device.dtype.itemsize)
+    return device.copy_to_host()
+
+
+def host_copy(x):
+    """x as a numpy array: a KnetArray or Numba device array copied down (counted), anything
+    else through numpy.asarray. Example: ``labels = host_copy(labels)  # to check them``"""
+    import numpy as np
+    if hasattr(x, "copy_to_host"):
+        if getattr(type(x), "_knetc_kind", None) == "device":
+            return np.asarray(x.copy_to_host())  # a KnetArray: counted there
+        return download(x)
+    return np.asarray(x)

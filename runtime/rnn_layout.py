@@ -12,6 +12,9 @@ only numba and numpy, so that every layer may import it.
   dropout masks of layers 1..L-1 (N, D*H) each, when dropout > 0 |
   per pseudo-layer: activated gates (N, ng*H) and a cell vector (N, H) (lstm: c[t]; gru:
   Rn h[t-1] + bRn, what the reset gate multiplies), what backpropagation through time needs.
+  (The Numba kernels' saved values. When cuDNN runs the RNN, its reserve space is an aligned
+  allocation of its own, kept beside this vector by knetc.runtime.cudnn_rnn, and the gates
+  region is left as zeros.)
 
 Example: ``hy_at, cy_at, outs_at, masks_at, gates_at, total = packed_offsets(LSTM, N, B, H, 1, 1, 0.0)``
 """

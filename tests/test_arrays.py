@@ -195,6 +195,58 @@ def test_bmm_and_matmul_bad_shapes_raise():
         normal((2, 3)) @ kn.Param(normal((2, 3)))
 
 
+def bmm_loss(xs):
+    """Every trans flag, a broadcast batch axis (w has 1 where a has 2), a 3-d and a 4-d bmm."""
+    a, b, c, w = xs
+    s = kn.bmm(a, b, trans_b=True)                   # (2, 3, 4, 6)
+    t = kn.bmm(s, c, trans_a=True)                   # (2, 3, 6, 5)
+    u = kn.bmm(w, t, trans_a=True, trans_b=True)     # w (1, 3, 2, 5): (2, 3, 5, 6) @ ... -> (2, 3, 2, 6)
+    v = kn.bmm(kn.reshape(u, 6, 2, 6), kn.reshape(s, 6, 4, 6), trans_b=True)  # (6, 2, 4)
+    return kn.sum(u * u) + kn.sum(kn.tanh(v))
+
+
+def bmm_args():
+    return normal((2, 3, 4, 5)), normal((2, 3, 6, 5), seed=1), normal((2, 3, 4, 5), seed=2), normal((1, 3, 5, 2), seed=3)
+
+
+def small_bmm_loss(xs):
+    a, b, c = xs
+    return kn.sum(kn.bmm(a, b, trans_b=True) * c)   # b's batch axis broadcast
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_compiled_bmm_is_a_gemm_per_matrix_and_equals_eager(target):
+    """Compiled bmm lowers to kernels/bmm.py's batched GEMM call (not a broadcast product
+    reduced over k), for the product and both adjoints, with broadcast batch axes. (The
+    simulated CUDA GEMMs are slow: a smaller function there.)"""
+    loss, xs, calls = ((bmm_loss, bmm_args(), [4, 12]) if target == "cpu" else
+                       (small_bmm_loss, (normal((2, 3, 2)), normal((1, 4, 2), seed=1), normal((2, 3, 4), seed=2)),
+                        [1, 3]))
+    f = kn.compile(loss, target=target)
+    for got, want in zip(kn.grad(f)(xs), kn.grad(loss)(xs)):
+        assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert_close(f(xs), loss(xs), rtol=1e-12)
+    drivers = [open(m.__knetc_path__).read() for m in f.generated_modules()]
+    drivers = [d for d in drivers if f"import bmm_{target}" in d]
+    # the gradient's program: each product and its 2 adjoints; the call's: the products
+    assert sorted(d.count(f"bmm_{target}(") for d in drivers) == calls
+
+
+def mixed_bmm(a, b, i, j):
+    return kn.sum(kn.bmm(a, b)) + kn.sum(kn.bmm(i, j, trans_a=True))
+
+
+def test_compiled_bmm_of_mixed_floats_and_of_integers_equals_numpy():
+    """float32 @ float64 is a float64 GEMM (as numpy); integers, which BLAS does not
+    multiply, keep the product-and-sum kernel and stay exact."""
+    a, b = normal((2, 3, 4)).astype(np.float32), normal((2, 4, 5), seed=1)
+    i = np.arange(24, dtype=np.int64).reshape(2, 4, 3)
+    j = np.arange(40, dtype=np.int64).reshape(2, 4, 5) - 20
+    got = kn.compile(mixed_bmm, target="cpu")(a, b, i, j)
+    want = np.sum(np.matmul(a, b)) + np.sum(np.matmul(swap(i), j))
+    assert_close(got, want, rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- BLAS-1 in place
 
 def test_axpy_lmul_rmul_in_place():

@@ -107,13 +107,13 @@ def test_altered_numba_files_and_seals_are_discarded_and_rebuilt(work, tmp_path)
     assert "RuntimeWarning" in stderr and "discarded a corrupt or altered kernel cache entry" in stderr
     assert stats["compilations"] == 1  # rebuilt, not loaded
     stats, stderr = run_script(work, store)  # and sealed again: the next run loads it quietly
-    assert stats == {"compilations": 0, "cache_hits": 1} and "Warning" not in stderr
+    assert (stats["compilations"], stats["cache_hits"]) == (0, 1) and "Warning" not in stderr
     (manifest,) = store.glob("*.manifest.json")
     manifest.write_text("{not json")
     stats, stderr = run_script(work, store)
     assert "unreadable seal" in stderr and stats["compilations"] == 1
     stats, stderr = run_script(work, store)
-    assert stats == {"compilations": 0, "cache_hits": 1} and "Warning" not in stderr
+    assert (stats["compilations"], stats["cache_hits"]) == (0, 1) and "Warning" not in stderr
 
 
 # ---------------------------------------------------------------- unwritable cache directories (in process)

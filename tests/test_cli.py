@@ -51,7 +51,8 @@ def test_inspect_prints_every_stage_of_the_mnist_loss(tmp_path):
     ops, kernels = int(counts.group(1)), int(counts.group(2))
     assert kernels < ops and "# group 0" in s["fused"]
     distinct = s["kernels"].count("@cuda.jit(cache=True)")  # each kernel once, however often launched
-    assert 0 < distinct <= kernels and s["driver"].count("[launch(") == kernels
+    launches = re.findall(r"^\s+k_\w+\[", s["driver"], re.M)  # (a reduction over many blocks launches twice)
+    assert 0 < distinct <= kernels <= len(launches) <= 2 * kernels
     assert "def driver(" in s["driver"] and s["driver"].count("gemm(") == 5
     assert s["ptx"].count(".target sm_90") == distinct and s["ptx"].count(".entry") == distinct
     rows = [line.split() for line in s["resources"].splitlines() if re.match(r"k_\w+ ", line)]

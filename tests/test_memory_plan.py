@@ -18,7 +18,7 @@ import knetc as kn
 from knetc import pytree
 from knetc.compiler import differentiate, fuse, split_joint, trace_in_mode
 from knetc.ir.core import Program, Var
-from knetc.ir.fuse import Call, Kernel, Matmul, Reshape, Schedule
+from knetc.ir.fuse import Call, Kernel, Loop, Matmul, Reshape, Schedule
 from knetc.ir.memory import live_bytes, peak_bytes, plan_memory, release_after
 from knetc.ir.passes import optimize
 from knetc.ops.core import Aval
@@ -259,8 +259,9 @@ def reshaped_outputs(x, w):
 
 
 def centred_chain(x):
-    """Elementwise values kept apart by reductions: each x is stored (two readers)."""
-    for _ in range(5):
+    """Elementwise values kept apart by reductions: each x is stored (two readers). (Over a
+    list: unrolled, one straight-line schedule; loop regions are checked below.)"""
+    for _ in [0] * 5:
         x = kn.tanh(x - kn.sum(x, dims=1) / x.shape[1])
     return kn.sum(x * x)
 
@@ -504,3 +505,27 @@ def test_the_checker_catches_unsafe_or_leaking_releases():
         check_plan(sched, plan, {2: [va], 4: [a, c], 5: [b, d, x]})
     with pytest.raises(AssertionError, match="released twice"):
         check_plan(sched, plan, {2: [va], 4: [a, c], 5: [a, b, d]})
+
+
+def tanh_rnn(w, xs, h):
+    for t in range(xs.shape[0]):
+        h = kn.tanh(xs[t] @ w + h)
+    return kn.sum(h * h)
+
+
+@pytest.mark.parametrize("mode", ["call", "grad"])
+def test_loop_bodies_have_sound_plans_and_loop_results_are_never_shared(mode):
+    """A loop body is a straight-line schedule planned on its own (its values live for one
+    step); the loop's results are buffers of their own that the outer plan never hands on."""
+    args = (normal((4, 4), dtype=np.float64), normal((6, 3, 4), 1, np.float64), normal((3, 4), 2, np.float64))
+    checked = 0
+    for schedule in schedules_of(tanh_rnn, args, mode):
+        plan_memory(schedule)
+        loops = [s for s in schedule.steps if isinstance(s, Loop)]
+        assert loops, "range(T) stays a loop"
+        results = {out for loop in loops for out in loop.outs}
+        assert not results & (set(schedule.reuse) | set(schedule.reuse.values()))
+        for loop in loops:
+            check_plan(loop.body, loop.body.reuse, loop.body.release)
+            checked += 1
+    assert checked == (1 if mode == "call" else 2)  # the forward loop, and the adjoint loop running backwards

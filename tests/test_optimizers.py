@@ -308,5 +308,6 @@ def test_cuda_kernels_compile_to_ptx_for_sm_90():
     path = Path(kernels.__file__)
     reports = compile_ptx_many([(path, kernels.PTX_SIGNATURES), (path, kernels.PTX_SIGNATURES_FLOAT64)])
     for report, signatures in zip(reports, (kernels.PTX_SIGNATURES, kernels.PTX_SIGNATURES_FLOAT64)):
-        assert set(report) == set(signatures) == {f"{name}_cuda" for name in kernels.KERNELS} | {"sum_of_squares_cuda"}
+        assert set(report) == set(signatures) == {f"{name}_cuda" for name in kernels.KERNELS} | {"sum_of_squares_cuda", "fill_cuda",
+                                                                          "clip_scale_cuda", "scaled_cuda"}
         assert all(r["target"] and r["entry"] for r in report.values()), report

@@ -131,7 +131,14 @@ def _rnn(steps):
     return w, RNG.standard_normal((steps, 3, 4)), RNG.standard_normal((3, 6))
 
 
-def test_an_unrolled_rnn_compiles_the_same_kernels_at_every_length():
+def unrolled_tanh_rnn(w, xs, h):
+    W, R, b = w
+    for x in [xs[t] for t in range(xs.shape[0])]:  # (a loop over a list unrolls)
+        h = np.tanh(x @ W + h @ R + b)
+    return kn.mean(h * h)
+
+
+def test_an_rnn_loop_compiles_the_same_kernels_at_every_length():
     kernels = {}
     for steps in (9, 40):
         f = kn.compile(tanh_rnn, target="cpu")
@@ -142,6 +149,23 @@ def test_an_unrolled_rnn_compiles_the_same_kernels_at_every_length():
         (executable,) = f.specializations()[0].executables()
         kernels[steps] = _kernel_paths(f)
         driver = executable.generated.driver
+        assert f"in range({steps}):" in driver and f"in range({steps - 1}, -1, -1):" in driver  # forward, adjoint
+        assert "= v3[t" in driver  # xs[t] is a view of xs, not a kernel's copy
+    assert kernels[40] == kernels[9]
+
+
+def test_an_unrolled_rnn_compiles_the_same_kernels_at_every_length():
+    kernels = {}
+    for steps in (9, 40):
+        f = kn.compile(unrolled_tanh_rnn, target="cpu")
+        w, xs, h = _rnn(steps)
+        got = kn.grad(f)(w, xs, h)
+        for g, want in zip(got, kn.grad(unrolled_tanh_rnn)(w, xs, h)):
+            np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+        (executable,) = f.specializations()[0].executables()
+        kernels[steps] = _kernel_paths(f)
+        driver = executable.generated.driver
+        assert not any(line.lstrip().startswith("for ") for line in driver.splitlines())
         assert "v3[0].reshape(" in driver  # xs[t] is a view of xs, not a kernel's copy
         assert all(source.text.count("x8") == 0 for source in executable.generated.kernels.values())  # <= 8 inputs
     # Longer loops launch more, compile nothing more: the gradient sums over the steps are

@@ -2,10 +2,13 @@
 
 The adjoint equations are emitted by the same rules the eager tape runs (the op table's
 `grads`), applied to IR values, so the result is ordinary IR that the passes optimise and
-fuse with the primal equations."""
+fuse with the primal equations. The adjoint of a loop region (ir/loops.py) is a loop
+running the other way over the body's adjoint, fed with the values the forward loop
+stacks for it step by step (loop_adjoint)."""
 import numpy as np
 
-from ..ir.core import Builder, Var
+from ..ir.core import Builder, Eqn, Var
+from ..ir.loops import LOOP, emit_loop, float_typed, project
 from ..ops.elementwise import add, full
 
 
@@ -24,21 +27,127 @@ def adjoint_program(program, wrt, seed_input=False):
     active = _depends_on(program, {program.inputs[i] for i in wrt})
     with Builder() as b:
         b.eqns, b.constants = list(program.eqns), dict(program.constants)
-        cotangents = {y: seed if seed_input else b.emit(full, (), dict(shape=y.aval.shape, value=1.0, dtype=y.aval.dtype))}
-        for eqn in reversed(program.eqns):
-            dy = cotangents.pop(eqn.out, None)
-            if dy is None:
-                continue
-            b.loc = eqn.loc  # adjoint equations point at the primal line they differentiate
-            for i, x in enumerate(eqn.inputs):
-                rule = eqn.op.grads[i] if i < len(eqn.op.grads) else None
-                if rule is None or not isinstance(x, Var) or x not in active:
-                    continue
-                g = rule(dy, eqn.out, *eqn.inputs, **eqn.params)
-                cotangents[x] = g if x not in cotangents else add(cotangents[x], g)
+        start = seed if seed_input else b.emit(full, (), dict(shape=y.aval.shape, value=1.0, dtype=y.aval.dtype))
+        cotangents = backward_pass(b, program.eqns, {y: start}, active)
     gradients = [cotangents.get(program.inputs[i]) for i in wrt]
     inputs = program.inputs + ([seed] if seed_input else [])
     return program.replace(inputs=inputs, eqns=b.eqns, outputs=program.outputs + gradients, constants=b.constants)
+
+
+def backward_pass(b, eqns, cotangents, active):
+    """Emit into the builder `b` the adjoint of `eqns`, last equation first, from the
+    cotangents of some of their values ({Var: cotangent}); returns the cotangents of every
+    value reached, the inputs' included. `active`: the values depending on a differentiated
+    input (no adjoint is emitted for the others)."""
+    of_loop = {}  # a loop's value -> {output index: cotangent}
+    for eqn in reversed(eqns):
+        if eqn.op.kind == "loop_output":
+            dy = cotangents.pop(eqn.out, None)
+            if dy is not None:
+                of_loop.setdefault(eqn.inputs[0], {})[eqn.params["index"]] = dy
+            continue
+        b.loc = eqn.loc  # adjoint equations point at the primal line they differentiate
+        if eqn.op.kind == "loop":
+            dys = of_loop.pop(eqn.out, None)
+            contributions = loop_adjoint(b, eqn, dys, active) if dys else []
+        else:
+            dy = cotangents.pop(eqn.out, None)
+            if dy is None:
+                continue
+            contributions = [(x, rule(dy, eqn.out, *eqn.inputs, **eqn.params))
+                             for x, rule in zip(eqn.inputs, eqn.op.grads)
+                             if rule is not None and isinstance(x, Var) and x in active]
+        for x, g in contributions:
+            if g is not None:
+                cotangents[x] = g if x not in cotangents else add(cotangents[x], g)
+    return cotangents
+
+
+def loop_adjoint(b, eqn, dys, active):
+    """The adjoint of the loop equation `eqn`, given its outputs' cotangents ({index: dy}).
+
+    The body is differentiated once. Its equations the primal results need stay in the
+    forward loop, which now also stacks, step by step, the values the rest reads (it
+    replaces `eqn` in b.eqns); the rest becomes the body of a loop running the other way:
+    its carries are the carries' cotangents and the sums of the invariants' gradients, and
+    it stacks each sliced input's gradient at the row the forward step read.
+    Returns [(input of eqn, its gradient)]."""
+    spec = eqn.params["spec"]
+    body, k, p = spec.body, spec.carried, spec.invariant
+    inputs, outputs = body.inputs, body.outputs
+    wrt = {i for i, x in enumerate(eqn.inputs) if isinstance(x, Var) and x in active and float_typed(inputs[i])}
+    while True:  # a carry whose next value depends on a differentiated input is differentiated too
+        depends = _depends_on(body, {inputs[i] for i in wrt})
+        more = {j for j in range(k) if outputs[j] in depends and float_typed(inputs[j])} - wrt
+        if not more:
+            break
+        wrt |= more
+    seeded = sorted(i for i in dys if i >= k)
+    hot = {j for j in dys if j < k and j in wrt}  # carries whose cotangent flows back step by step
+    while True:
+        needed = _needed_by(body, [outputs[i] for i in sorted(hot) + seeded])
+        more = {j for j in wrt if j < k and inputs[j] in needed} - hot
+        if not more:
+            break
+        hot |= more
+    hot = sorted(hot)
+
+    with Builder() as joint:  # the body and its adjoint
+        joint.eqns, joint.loc = list(body.eqns), eqn.loc
+        seeds = {i: Var(outputs[i].aval) for i in hot + seeded}
+        cotangents = {}
+        for i, seed in seeds.items():
+            y = outputs[i]
+            cotangents[y] = seed if y not in cotangents else add(cotangents[y], seed)
+        cotangents = backward_pass(joint, body.eqns, cotangents, depends)
+        carry_grads = [cotangents.get(inputs[j]) for j in hot]
+        carry_grads = [g if g is not None else _zeros(joint, inputs[j].aval) for j, g in zip(hot, carry_grads)]
+        sums = [(i, cotangents[inputs[i]]) for i in range(k, k + p) if i in wrt and cotangents.get(inputs[i]) is not None]
+        partial = [Var(g.aval) for _, g in sums]
+        totals = [add(s, g) for s, (_, g) in zip(partial, sums)]
+        row_grads = [(i, cotangents[inputs[i]]) for i in range(k + p, len(inputs))
+                     if i in wrt and cotangents.get(inputs[i]) is not None]
+    b.constants.update(joint.constants)
+
+    forward = _forward_part(joint.eqns, outputs)
+    backward_eqns = [e for e in joint.eqns if e not in forward]
+    produced = {e.out for e in forward}
+    position = {v: i for i, v in enumerate(inputs)}
+    saved, invariants, rows = [], [], []
+    reads = [x for e in backward_eqns for x in e.inputs] + carry_grads + totals + [g for _, g in row_grads]
+    for v in dict.fromkeys(x for x in reads if isinstance(x, Var)):
+        i = position.get(v)
+        if v in produced or (i is not None and i < k):
+            saved.append(v)  # a value of the step: stacked by the forward loop
+        elif i is not None and i < k + p:
+            invariants.append((v, eqn.inputs[i]))
+        elif i is not None:
+            rows.append((v, eqn.inputs[i], *spec.rows[i - k - p]))
+
+    n_outputs = len(outputs)
+    forward_spec = spec.replace(body=body.replace(eqns=[e for e in joint.eqns if e in forward],
+                                                  outputs=list(outputs) + saved),
+                                stacked=spec.stacked + ((spec.length, 1, 0),) * len(saved),
+                                saved=spec.saved + len(saved))
+    b.eqns[next(i for i, e in enumerate(b.eqns) if e is eqn)] = Eqn(LOOP, eqn.inputs, {"spec": forward_spec},
+                                                                     eqn.out, eqn.loc)
+    stacks = project(b, eqn.out, forward_spec, range(n_outputs, n_outputs + len(saved)))
+
+    carries = [(seeds[j], dys[j] if j in dys else _zeros(b, inputs[j].aval)) for j in hot]
+    carries += [(s, _zeros(b, s.aval)) for s in partial]
+    rows = [(v, stack, 1, 0) for v, stack in zip(saved, stacks)] + rows
+    rows += [(seeds[i], dys[i], *spec.stacked[i - k][1:]) for i in seeded]
+    stacked = [(g, eqn.inputs[i].aval.shape[0], *spec.rows[i - k - p]) for i, g in row_grads]
+    finals, gradient_rows = emit_loop(b, spec.length, carries, invariants, rows, backward_eqns,
+                                      carry_grads + totals, stacked, reverse=not spec.reverse)
+    contributions = list(zip([eqn.inputs[j] for j in hot], finals[:len(hot)]))
+    contributions += [(eqn.inputs[i], total) for (i, _), total in zip(sums, finals[len(hot):])]
+    contributions += [(eqn.inputs[i], g) for (i, _), g in zip(row_grads, gradient_rows)]
+    return [(x, g) for x, g in contributions if isinstance(x, Var) and x in active]
+
+
+def _zeros(b, aval):
+    return b.emit(full, (), dict(shape=aval.shape, value=0.0, dtype=aval.dtype))
 
 
 def split(joint, n_primal, n_inputs):
@@ -46,17 +155,8 @@ def split(joint, n_primal, n_inputs):
 
     forward: the first n_inputs inputs -> primal outputs + residuals (values the backward
     pass needs). backward: all joint inputs + residuals -> the gradient outputs."""
-    primal = [v for v in joint.outputs[:n_primal] if isinstance(v, Var)]
-    forward_vars = set()
-    producers = {e.out: e for e in joint.eqns}
-    stack = list(primal)
-    while stack:
-        v = stack.pop()
-        if v in forward_vars or v not in producers:
-            continue
-        forward_vars.add(v)
-        stack.extend(x for x in producers[v].inputs if isinstance(x, Var))
-    forward_eqns = [e for e in joint.eqns if e.out in forward_vars]
+    forward_eqns = _forward_part(joint.eqns, joint.outputs[:n_primal])
+    forward_vars = {e.out for e in forward_eqns}
     backward_eqns = [e for e in joint.eqns if e.out not in forward_vars]
     residuals = []
     for v in [x for e in backward_eqns for x in e.inputs] + list(joint.outputs[n_primal:]):
@@ -67,6 +167,32 @@ def split(joint, n_primal, n_inputs):
     backward = joint.replace(name=joint.name + "_backward", inputs=joint.inputs + residuals, eqns=backward_eqns,
                              outputs=list(joint.outputs[n_primal:]))
     return forward, backward, len(residuals)
+
+
+def _forward_part(eqns, primal_outputs):
+    """The equations the primal outputs need, with the outputs of the loops among them (a
+    forward loop's stacked values, read by the adjoint loop), in program order."""
+    needed = _needed_by_eqns(eqns, primal_outputs)
+    loops = {e.out for e in eqns if e.op.kind == "loop" and e.out in needed}
+    return [e for e in eqns if e.out in needed or (e.op.kind == "loop_output" and e.inputs[0] in loops)]
+
+
+def _needed_by(program, values):
+    return _needed_by_eqns(program.eqns, values)
+
+
+def _needed_by_eqns(eqns, values):
+    """The values `values` are computed from (themselves included)."""
+    producers = {e.out: e for e in eqns}
+    needed, stack = set(), [v for v in values if isinstance(v, Var)]
+    while stack:
+        v = stack.pop()
+        if v in needed:
+            continue
+        needed.add(v)
+        if v in producers:
+            stack.extend(x for x in producers[v].inputs if isinstance(x, Var))
+    return needed
 
 
 def _depends_on(program, sources):

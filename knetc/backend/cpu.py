@@ -49,6 +49,15 @@ class Driver(driver.Driver):
     def empty(self, shape, dtype):
         return f"np.empty({shape}, np.{dtype})"
 
+    def zeros(self, shape, dtype):
+        return f"np.zeros({shape}, np.{dtype})"
+
+    def copy(self, name):
+        return f"{name}.copy()"
+
+    def store(self, destination, value):
+        return f"{destination} = {value}"
+
     def kernel_source(self, kernel):
         return kernel_source(self.schedule, kernel, self.cache)
 
@@ -90,7 +99,7 @@ class Runner:
 
     def __init__(self, executable):
         self.driver, self.constants = executable.module.driver, executable.constants
-        nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for s in executable.schedule.steps)
+        nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for _, s in executable.schedule.walk())
         self.blas_threads = threads.threads_for(nested)
         threads.start_numba_pool()  # (the library routines' parallel loops)
 

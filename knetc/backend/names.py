@@ -46,7 +46,7 @@ def import_alias(path):
 def routine_imports(schedule, target):
     """Import lines for the library routines the schedule's Call steps use."""
     lines = set()
-    for step in schedule.steps:
+    for _, step in schedule.walk():
         if isinstance(step, Call):
             path = step.eqn.op.lowering[target]
             module, function = path.split(":")

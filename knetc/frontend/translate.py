@@ -25,6 +25,7 @@ from ..errors import CompileError, ShapeError
 from ..ir.core import Var, current_builder
 from ..ops import elementwise as ew
 from ..ops.methods import FUNCTIONS, UFUNCS
+from .loops import LoopIndex, NotALoop, holds_loop_index, subscript, trace_region
 from .source import function_ast
 
 
@@ -182,6 +183,7 @@ class Translation:
         self.arguments = {}  # input Var -> the argument leaf it stands for
         self.inlining = []  # code objects of the functions being inlined, outermost first
         self.functions = set()  # code objects of everything translated (for the cache key)
+        self.regions = []  # the loop regions being traced, outermost first (loops.py)
 
     def source_key(self):
         """A digest of the source of every function translated into the program."""
@@ -433,6 +435,20 @@ class FunctionTranslator(ast.NodeVisitor):
         if isinstance(iterable, Var):
             raise CompileError("`for` over an array value is not supported", self.filename, node.lineno,
                                "loop over range(x.shape[0]) or over a list of arrays")
+        if isinstance(iterable, range) and isinstance(node.target, ast.Name):  # a loop region if it can be
+            verdict = trace_region(self, node, iterable)
+            if verdict == "peel":  # the first step changes a carried value's type: unroll it, loop the rest
+                self.assign(node.target, iterable[0])
+                try:
+                    self.block(node.body)
+                except _Break:
+                    return
+                except _Continue:
+                    pass
+                iterable = iterable[1:]
+                verdict = trace_region(self, node, iterable)
+            if verdict == "looped":
+                return self.block(node.orelse)
         for item in iterable:
             self.assign(node.target, item)
             try:
@@ -528,6 +544,8 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def visit_Subscript(self, node):
         obj, index = self.eval(node.value), self.eval(node.slice)
+        if isinstance(obj, Var) and holds_loop_index(index):
+            return subscript(obj, index)  # a row read in a loop region (loops.py)
         value = obj[index]  # on a Var: knetc.ops.indexing.getindex
         if type(obj) not in (list, tuple, dict) and not isinstance(obj, (np.ndarray, Var)):
             origin = self.translation.origin(obj)  # (items of lists, tuples and dicts are guarded already)
@@ -653,6 +671,8 @@ class FunctionTranslator(ast.NodeVisitor):
 
     # ------------------------------------------------------------------ calls
     def call(self, fn, args, kwargs):
+        if any(isinstance(a, LoopIndex) for a in (*args, *kwargs.values())):
+            raise NotALoop("the loop variable is passed to a function")  # (the loop unrolls: loops.py)
         if isinstance(fn, InnerFunction):
             return fn(*args, **kwargs)
         if context.kind(fn) == "compiled":  # a @kn.compile function called here is traced inline

@@ -62,20 +62,32 @@ class Program:
         return format_program(self)
 
 
-def var_numbers(program):
+def var_numbers(program, numbers=None):
     """Var -> its number in the printed program (`%n`): the order of first appearance, reading
-    the inputs, then each equation's result and inputs, then the outputs. The generated code
-    names values by the same numbers (`v8` is `%8`; backend/names.py)."""
-    numbers = {}
-    for v in [*program.inputs, *(x for e in program.eqns for x in (e.out, *e.inputs)), *program.outputs]:
+    the inputs, then each equation's result and inputs (and a loop's body, after the loop's
+    result), then the outputs. The generated code names values by the same numbers (`v8` is
+    `%8`; backend/names.py)."""
+    numbers = {} if numbers is None else numbers
+
+    def number(v):
         if isinstance(v, Var) and v not in numbers:
             numbers[v] = len(numbers)
+    for v in program.inputs:
+        number(v)
+    for eqn in program.eqns:
+        number(eqn.out)
+        for x in eqn.inputs:
+            number(x)
+        if eqn.op.kind == "loop":
+            var_numbers(eqn.params["spec"].body, numbers)
+    for v in program.outputs:
+        number(v)
     return numbers
 
 
-def format_program(program, groups=None):
+def format_program(program, groups=None, numbers=None):
     """The stable text form. `groups` (eqn -> group number) marks fusion groups."""
-    numbers = var_numbers(program)
+    numbers = var_numbers(program) if numbers is None else numbers
 
     def name(v):
         if isinstance(v, Var):
@@ -85,14 +97,18 @@ def format_program(program, groups=None):
     args = ", ".join(f"{name(v)}: {v.aval}" + (" (constant)" if v in program.constants else "") for v in program.inputs)
     lines = [f"def {program.name}({args}):"]
     for eqn in program.eqns:
-        params = "".join(f"[{k}={_fmt(v)}]" for k, v in eqn.params.items())
-        text = f"  {name(eqn.out)}: {eqn.out.aval} = {eqn.op.name}{params} {' '.join(name(x) for x in eqn.inputs)}"
+        params = "".join(f"[{k}={_fmt(v)}]" if k != "spec" else f"[{v!r}]" for k, v in eqn.params.items())
+        aval = "loop" if eqn.op.kind == "loop" else eqn.out.aval
+        text = f"  {name(eqn.out)}: {aval} = {eqn.op.name}{params} {' '.join(name(x) for x in eqn.inputs)}"
         notes = []
         if groups is not None and eqn in groups:
             notes.append(f"group {groups[eqn]}")
         if eqn.loc is not None:
             notes.append(f"{os.path.basename(eqn.loc[0])}:{eqn.loc[1]}")
         lines.append(text.ljust(64) + "  # " + ", ".join(notes) if notes else text)  # no trailing blanks
+        if eqn.op.kind == "loop":
+            body = format_program(eqn.params["spec"].body, groups, numbers)
+            lines += ["    " + line for line in body.splitlines()]
     lines.append(f"  return {', '.join(name(v) for v in program.outputs)}")
     return "\n".join(lines)
 

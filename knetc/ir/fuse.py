@@ -12,6 +12,7 @@ The schedule is a list of steps in program order, each with the stored values it
   Matmul(out, a, b, ta, tb) out = op(a) @ op(b)
   Reshape(out, src, index)  a view of a stored value (of its block `src[index]` if given)
   Call(out, eqn)            a library routine (op kind "call") writing `out`
+  Loop(outs, eqn, body)     a loop region (ir/loops.py): its body's schedule, run each step
 """
 from dataclasses import dataclass
 
@@ -64,20 +65,47 @@ class Call:
 
 
 @dataclass
+class Loop:
+    """A loop region (ir/loops.py): its body's own schedule, run `length` times. outs: the
+    loop's results in output order (a placeholder Var where nothing reads one)."""
+    outs: list
+    eqn: object
+    body: "Schedule"
+
+    @property
+    def out(self):  # the loop equation's own value (not an array)
+        return self.eqn.out
+
+    @property
+    def inputs(self):
+        return [x for x in self.eqn.inputs if isinstance(x, Var)]
+
+
+@dataclass
 class Schedule:
     program: object
     steps: list
     inlined: dict   # Var -> Eqn computed inside a consumer's kernel
     producers: dict  # Var -> Eqn
 
+    def walk(self):
+        """(schedule, step) for every step, the loop bodies' steps after their loop's."""
+        for step in self.steps:
+            yield self, step
+            if isinstance(step, Loop):
+                yield from step.body.walk()
+
     def kernels(self):
-        return [s for s in self.steps if isinstance(s, Kernel)]
+        return [s for _, s in self.walk() if isinstance(s, Kernel)]
 
     def summary(self):
-        """What runs: "12 ops -> 4 kernels + 2 GEMMs + 1 library calls" (views launch nothing)."""
-        count = {kind: sum(isinstance(s, kind) for s in self.steps) for kind in (Kernel, Matmul, Call)}
-        return (f"{len(self.program.eqns)} ops -> {count[Kernel]} kernels + {count[Matmul]} GEMMs"
-                f" + {count[Call]} library calls")
+        """What runs: "12 ops -> 4 kernels + 2 GEMMs + 1 library calls" (views launch nothing;
+        a loop's body counts once)."""
+        count = {kind: sum(isinstance(s, kind) for _, s in self.walk()) for kind in (Kernel, Matmul, Call, Loop)}
+        ops = len(self.program.eqns) + sum(len(s.body.program.eqns) for _, s in self.walk() if isinstance(s, Loop))
+        loops = f" in {count[Loop]} loops" if count[Loop] else ""
+        return (f"{ops} ops -> {count[Kernel]} kernels + {count[Matmul]} GEMMs"
+                f" + {count[Call]} library calls{loops}")
 
     def fused_ops(self, kernel):
         """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
@@ -91,12 +119,13 @@ class Schedule:
     def groups(self):
         """eqn -> kernel number, for printing the IR with its fusion groups."""
         marks = {}
-        for number, kernel in enumerate(self.kernels()):
+        kernels = [(schedule, s) for schedule, s in self.walk() if isinstance(s, Kernel)]
+        for number, (schedule, kernel) in enumerate(kernels):
             stack = [kernel.eqn]
             while stack:
                 eqn = stack.pop()
                 marks[eqn] = number
-                stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
+                stack.extend(schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined)
         return marks
 
 
@@ -175,6 +204,14 @@ def fuse(program):
             steps.append(Reshape(v, eqn.inputs[0], block))
         elif eqn.op.kind == "call":
             steps.append(Call(v, eqn))
+        elif eqn.op.kind == "loop":
+            spec = eqn.params["spec"]
+            outs = [Var(aval) for aval in spec.output_avals()]  # (placeholders where nothing reads one)
+            for user in consumers.get(v, []):
+                outs[user.params["index"]] = user.out
+            steps.append(Loop(outs, eqn, fuse(spec.body)))
+        elif eqn.op.kind == "loop_output":
+            continue  # a name for one of the loop's results (Loop.outs)
         else:
             steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined)))
     return Schedule(program, steps, inlined, producers)

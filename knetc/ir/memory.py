@@ -42,9 +42,14 @@ the memory that matters is `peak_bytes(schedule, reuse, release=True)`. plan_mem
 import numpy as np
 
 from .core import Var
-from .fuse import Call, Kernel, Matmul, Reshape
+from .fuse import Call, Kernel, Loop, Matmul, Reshape
 
-ALLOCATING = (Kernel, Matmul, Call)
+ALLOCATING = (Kernel, Matmul, Call)  # steps writing a buffer the plan may choose
+
+
+def outputs(step):
+    """The values a step defines (a loop: each of its results)."""
+    return step.outs if isinstance(step, Loop) else [step.out]
 
 
 def storage_roots(schedule):
@@ -52,19 +57,22 @@ def storage_roots(schedule):
     root, transitively; a view of an input or constant: that input, which is not allocated)."""
     root = {}
     for step in schedule.steps:
-        root[step.out] = root.get(step.src, step.src) if isinstance(step, Reshape) else step.out
+        for out in outputs(step):
+            root[out] = root.get(step.src, step.src) if isinstance(step, Reshape) else out
     return root
 
 
 def lifetimes(schedule):
     """(roots, end, pinned): roots as storage_roots; end[v]: for each allocated value v, the
     index of the last step that reads v or a view of it (its defining step if none does);
-    pinned: the allocated values a program output is (a view of)."""
+    pinned: the allocated values a program output is (a view of). A loop's results are
+    allocated values of their own, which the plan never hands on."""
     root = storage_roots(schedule)
     end = {}
     for t, step in enumerate(schedule.steps):
-        if isinstance(step, ALLOCATING):
-            end[step.out] = t
+        if isinstance(step, ALLOCATING + (Loop,)):
+            for out in outputs(step):
+                end[out] = t
         for x in step.inputs:
             r = root.get(x)
             if r in end:
@@ -113,6 +121,9 @@ def plan_memory(schedule, reuse=True):
         dying.setdefault(end[step.out], []).append(buffer)
     schedule.reuse = plan
     schedule.release = release_after(schedule, plan)
+    for step in schedule.steps:
+        if isinstance(step, Loop):
+            plan_memory(step.body, reuse)  # (a body's values live for one step of its loop)
     return schedule
 
 
@@ -122,15 +133,16 @@ def release_after(schedule, reuse=None):
     schedule.release (module docstring)."""
     reuse = reuse or {}
     root, end, pinned = lifetimes(schedule)
-    position = {step.out: t for t, step in enumerate(schedule.steps)}
+    position = {out: t for t, step in enumerate(schedule.steps) for out in outputs(step)}
     names = {}      # allocated value -> it and its views, in definition order
     occupants = {}  # buffer root -> the allocated values written into it, in step order
     for step in schedule.steps:
-        r = root[step.out]
-        if r in end:
-            names.setdefault(r, []).append(step.out)
-        if isinstance(step, ALLOCATING):
-            occupants.setdefault(reuse.get(step.out, step.out), []).append(step.out)
+        for out in outputs(step):
+            r = root[out]
+            if r in end:
+                names.setdefault(r, []).append(out)
+            if isinstance(step, ALLOCATING + (Loop,)):
+                occupants.setdefault(reuse.get(out, out), []).append(out)
     release = {}
     for buffer, values in occupants.items():
         if pinned.intersection(values):
@@ -150,12 +162,12 @@ def live_bytes(schedule, reuse=None, release=True):
     last = len(schedule.steps) - 1
     spans = {}  # buffer -> [first step, last step, bytes]
     for t, step in enumerate(schedule.steps):
-        if not isinstance(step, ALLOCATING):
+        if not isinstance(step, ALLOCATING + (Loop,)):
             continue
-        v = step.out
-        stop = last if (v in pinned or not release) else end[v]
-        span = spans.setdefault(reuse.get(v, v), [t, stop, _bytes(v)])
-        span[1], span[2] = max(span[1], stop), max(span[2], _bytes(v))
+        for v in outputs(step):
+            stop = last if (v in pinned or not release) else end[v]
+            span = spans.setdefault(reuse.get(v, v), [t, stop, _bytes(v)])
+            span[1], span[2] = max(span[1], stop), max(span[2], _bytes(v))
     delta = [0] * (len(schedule.steps) + 1)
     for first, stop, size in spans.values():
         delta[first] += size

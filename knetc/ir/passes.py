@@ -1,4 +1,5 @@
 """Small named passes over a Program: decompose composites, simplify, CSE, DCE."""
+from ..ops.elementwise import full
 from .core import Builder, Eqn, Var
 
 
@@ -86,7 +87,24 @@ def dce(program):
 
 
 def optimize(program):
-    """The standard pipeline before fusion."""
+    """The standard pipeline before fusion, on the program and on its loops' bodies."""
+    program = program.replace(eqns=[_with_optimized_body(e) if e.op.kind == "loop" else e for e in program.eqns])
     for step in (decompose, simplify, cse, simplify, dce):
         program = step(program)
     return program
+
+
+def _with_optimized_body(eqn):
+    """A loop equation with its body optimised. A body result the passes reduced to a number
+    is computed as an array again (the loop stores its results)."""
+    spec = eqn.params["spec"]
+    body = optimize(spec.body)
+    if any(not isinstance(y, Var) for y in body.outputs):
+        with Builder() as b:
+            b.eqns, b.loc = list(body.eqns), eqn.loc
+            avals = spec.output_avals()
+            outputs = [y if isinstance(y, Var) else b.emit(full, (), dict(
+                shape=avals[i].shape if i < spec.carried else avals[i].shape[1:], value=y, dtype=avals[i].dtype))
+                for i, y in enumerate(body.outputs)]
+        body = body.replace(eqns=b.eqns, outputs=outputs)
+    return Eqn(eqn.op, eqn.inputs, {"spec": spec.replace(body=body)}, eqn.out, eqn.loc)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..autograd import Param, value_of
 from ..knetarray import KnetArray
+from ..runtime.device import download, upload
 from .io import serializable
 
 
@@ -131,9 +132,9 @@ class Optimizer:
         created = pending.setdefault(id(self), {})
         for name in self.STATE:
             state = created.get(name, getattr(self, name))
-            if state is None:  # the first update: zeros shaped like w, on w's side
-                zeros = np.zeros(w.shape, dtype=w.dtype)
-                state = created[name] = kernels.cuda.to_device(zeros) if on_device else zeros
+            if state is None:  # the first update: zeros shaped like w, on w's side (made there)
+                state = created[name] = (kernels.device_zeros(w.shape, w.dtype) if on_device
+                                         else np.zeros(w.shape, dtype=w.dtype))
             if tuple(state.shape) != tuple(w.shape):
                 raise ValueError(f"update_: this {type(self).__name__} holds state for shape {tuple(state.shape)} "
                                  f"but the weight is {tuple(w.shape)}; each parameter needs its own optimizer "
@@ -141,15 +142,17 @@ class Optimizer:
             if kernels.is_device_array(_device_data(state)) != on_device and name not in created:
                 # e.g. state loaded on the host for a weight now on the device: a copy on w's side
                 data = _device_data(state)
-                state = created[name] = (kernels.cuda.to_device(np.ascontiguousarray(data)) if on_device
-                                         else np.array(data.copy_to_host()).reshape(data.shape))
+                state = created[name] = (upload(data) if on_device
+                                         else np.array(download(data)).reshape(data.shape))
             if not on_device and not state.flags.writeable:
                 raise ValueError(f"update_: this {type(self).__name__}'s {name} array is read-only")
             if name in created:
                 step.new_states.append((name, state))
         step.scale = 1.0
-        if self.gclip > 0:  # Knet's per-parameter clipping: norm(g) > gclip > 0 scales g to norm gclip
-            norm = kernels.device_norm(step.g) if on_device else float(np.linalg.norm(step.g))
+        if self.gclip > 0 and on_device:  # Knet's per-parameter clipping, decided on the device:
+            step.g = kernels.device_clipped(step.g, self.gclip)  # a scaled copy, nothing comes down
+        elif self.gclip > 0:  # norm(g) > gclip > 0 scales g to norm gclip
+            norm = float(np.linalg.norm(step.g))
             if norm > self.gclip:
                 step.scale = self.gclip / norm
         return step
@@ -185,11 +188,11 @@ def _gradient_like(g, w, on_device):
                         f"dtype {np.dtype(w.dtype)}")
     if on_device:
         if not kernels.is_device_array(g) or np.dtype(g.dtype) != np.dtype(w.dtype):
-            host = g.copy_to_host() if kernels.is_device_array(g) else g
-            g = kernels.cuda.to_device(np.ascontiguousarray(host, dtype=w.dtype))
+            host = download(g) if kernels.is_device_array(g) else g
+            g = upload(np.asarray(host, dtype=w.dtype).reshape(w.shape))
     else:
         if kernels.is_device_array(g):
-            g = g.copy_to_host()
+            g = download(g)
         g = np.ascontiguousarray(g, dtype=w.dtype)
     return g
 
