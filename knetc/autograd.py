@@ -10,6 +10,7 @@ resolves to the innermost tape below it.
 import functools
 import operator
 import types
+import weakref
 
 import numpy as np
 
@@ -109,6 +110,21 @@ class Tracked(_Recordable):
         return f"T({self.value!r})"
 
 
+class _Leaf(Tracked):
+    """A Param's entry on a tape. It refers to its tape weakly (the tape refers to it), so
+    that a finished tape and its gradients are freed when the result `diff` returned is,
+    not when Python's cycle collector next runs. `keep`: a strong reference, for the leaf
+    that `diff` returns itself (f returned the Param)."""
+    __slots__ = ("_tape", "keep")
+
+    def __init__(self, param, tape):
+        self.value, self.node, self._tape, self.keep = param, None, weakref.ref(tape), None
+
+    @property
+    def tape(self):
+        return self._tape()
+
+
 class Node:
     """One recorded call: `backward(dy)` gives a gradient (or None) for each input."""
     __slots__ = ("op", "params", "inputs", "output", "parents")
@@ -148,7 +164,7 @@ class Tape(context.Trace):
         """The Param as recorded on this tape (its value stays the Param: lower tapes see it)."""
         tracked = self.leaves.get(id(param))
         if tracked is None:
-            tracked = self.leaves[id(param)] = Tracked(param, self, None)
+            tracked = self.leaves[id(param)] = _Leaf(param, self)
             self.params.append(param)
         return tracked
 
@@ -236,7 +252,9 @@ def diff(f, *args, **kwargs):
     if isinstance(y, Tracked) and y.tape is tape:
         return y
     if isinstance(y, Param):  # f returned a Param itself: d y / d y is one
-        return tape.lift(y)
+        leaf = tape.lift(y)
+        leaf.keep = tape
+        return leaf
     return Tracked(y, tape, None)  # nothing depended on a Param: every gradient is None
 
 
@@ -245,6 +263,8 @@ def _backward(y):
     tape = y.tape
     if tape.gradients is None:
         tape.gradients = _at_level(tape.level, _run_backward, y)
+        tape.nodes = []  # the gradients are kept: free the values saved for them now (the
+        # tape and its recorded values refer to each other, so only the cycle collector would)
     return tape.gradients
 
 
