@@ -17,6 +17,7 @@ import numpy as np
 from .ad.reverse import adjoint_program
 from .backend.cache import directory_for, load_kernel, read_text, write_atomically
 from .ir.core import format_program, var_numbers
+from .ir.fuse import Loop
 from .ir.memory import peak_bytes
 from . import compiler
 
@@ -103,17 +104,28 @@ def _memory(fn, spec, executables, target, cc):
         numbers = var_numbers(schedule.program)
         before = peak_bytes(schedule, None, release=False)
         after = peak_bytes(schedule, schedule.reuse, release=True)
-        lines = [f"# peak {before:,} bytes with every buffer held to the end; {after:,} with the plan"]
-        for i, step in enumerate(schedule.steps):
-            notes = []
-            if step.out in schedule.reuse:
-                notes.append(f"into the buffer of %{numbers[schedule.reuse[step.out]]}")
-            if schedule.release.get(i):
-                notes.append("then free " + ", ".join(f"%{numbers[v]}" for v in schedule.release[i]))
-            lines.append(f"{type(step).__name__.lower():8} %{numbers[step.out]}: {step.out.aval}"
-                         + ("  " + "; ".join(notes) if notes else ""))
-        out.append("\n".join(lines))
+        lines = [f"# peak {before:,} bytes with every buffer held to the end; {after:,} with the plan"
+                 + (" (loop bodies apart: their values live for one step)" if len(schedule.steps) < sum(
+                     1 for _ in schedule.walk()) else "")]
+        out.append("\n".join(lines + _plan_lines(schedule, numbers, "")))
     return "\n\n".join(out)
+
+
+def _plan_lines(schedule, numbers, indent):
+    def name(v):
+        return f"%{numbers[v]}" if v in numbers else "(unused)"
+    lines = []
+    for i, step in enumerate(schedule.steps):
+        notes = []
+        if step.out in schedule.reuse:
+            notes.append(f"into the buffer of {name(schedule.reuse[step.out])}")
+        if schedule.release.get(i):
+            notes.append("then free " + ", ".join(name(v) for v in schedule.release[i]))
+        what = ", ".join(name(v) for v in step.outs) if isinstance(step, Loop) else f"{name(step.out)}: {step.out.aval}"
+        lines.append(f"{indent}{type(step).__name__.lower():8} {what}" + ("  " + "; ".join(notes) if notes else ""))
+        if isinstance(step, Loop):
+            lines += _plan_lines(step.body, numbers, indent + "    ")
+    return lines
 
 
 def _generated(e, target):

@@ -310,7 +310,9 @@ def test_labels_read_by_row_are_checked_before_anything_runs():
 
 
 def test_inspect_shows_the_loop_and_what_its_adjoint_stacks():
-    text = kn.inspect(kn.compile(tanh_rnn, target="cpu"), *arguments(), stage="fused,driver")
+    text = kn.inspect(kn.compile(tanh_rnn, target="cpu"), *arguments(), stage="fused,memory,driver")
+    memory = text.split("--- memory ---")[1].split("--- driver ---")[0]
+    assert memory.count("\nloop ") == 2 and "\n    matmul " in memory  # each loop, then its body's plan
     assert "loop[length=5, stacks 2 values per step for the adjoint]" in text  # h before and after each step
     assert "loop[length=5, reverse]" in text
     assert "for t" in text and "def loop" in text
