@@ -1,7 +1,8 @@
 """A character-level LSTM language model on Shakespeare (Knet's CharLM tutorial, in knetc).
 
     python examples/charlm.py                    # the ten-minute CPU configuration (defaults)
-    python examples/charlm.py --minutes 1        # stop training after a minute
+    python examples/charlm.py --minutes 1        # train for a minute (compiling and evaluation not counted)
+    python examples/charlm.py --plot charlm.png  # and write the training curves (needs matplotlib)
     python examples/charlm.py --hidden 32 --embed 16 --batch 16 --seqlen 32 --steps 300 --lr 0.01 --chars 200000
     python examples/charlm.py --target cuda      # on a GPU (auto, the default, picks it when present)
 
@@ -13,6 +14,12 @@ out. Training takes random windows of `seqlen + 1` characters (each sequence sta
 a zero state: truncated backpropagation through time). Printed: training perplexity (of the
 recent steps), held-out perplexity (exp of the mean NLL per character) and a sample
 generated from the model, one character at a time with the eager RNN carrying its state.
+
+`--minutes` counts training time only: not the first step (which compiles the loss and its
+gradient), nor the evaluation. The held-out perplexity is over at most `--eval-batches`
+batches (default 20, about 41,000 characters of the 111,540 held out). `--plot FILE.png`
+writes the training loss and perplexity per report (and the held-out ones at the end);
+on a terminal a `kn.progress` bar shows the steps.
 
 The last command is the tiny configuration tests/test_example_charlm.py runs (a few
 seconds once compiled; held-out perplexity about 10.5).
@@ -27,13 +34,16 @@ state; each step copies the one-hot batch and labels up and the loss down. Sampl
 eagerly on a host copy of the model (`kn.cpucopy`).
 """
 import argparse
+import itertools
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
 import knetc as kn
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
 
@@ -82,9 +92,12 @@ def batches(m, ids, V, batch, seqlen, rng):
         yield m, onehot(win[:-1], V), win[1:].reshape(-1)
 
 
-def heldout_perplexity(m, ids, V, batch, seqlen, loss=loss):
-    """exp(mean NLL) over consecutive windows of the held-out text (the compiled loss)."""
+def heldout_perplexity(m, ids, V, batch, seqlen, loss=loss, eval_batches=None):
+    """exp(mean NLL) over consecutive windows of the held-out text (the compiled loss), over
+    its first `eval_batches` batches (None: all of it)."""
     n = (len(ids) - 1) // (batch * seqlen)
+    if eval_batches is not None:
+        n = min(n, eval_batches)
     total = 0.0
     for k in range(n):
         chunk = ids[k * batch * seqlen: (k + 1) * batch * seqlen + 1]
@@ -120,14 +133,18 @@ def main(argv=None):
     ap.add_argument("--seqlen", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.003)
     ap.add_argument("--steps", type=int, default=3000, help="training steps (batches)")
-    ap.add_argument("--minutes", type=float, default=10.0, help="stop training after this long")
+    ap.add_argument("--minutes", type=float, default=10.0,
+                    help="stop after this much training time (compilation and evaluation not counted)")
     ap.add_argument("--chars", type=int, default=None, help="use only the first CHARS characters of the text")
     ap.add_argument("--report", type=int, default=250, help="print the training perplexity every REPORT steps")
+    ap.add_argument("--eval-batches", type=int, default=20, help="held-out batches to evaluate (bounded)")
     ap.add_argument("--sample", type=int, default=400, help="characters to generate at the end")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the compiled loss runs (auto: cuda when a GPU is present)")
+    add_example_arguments(ap)  # --plot FILE.png, --progress/--no-progress
     args = ap.parse_args(argv)
+    check_plot_argument(ap, args.plot)
     if args.target == "cuda":
         from knetc.runtime.device import real_gpu_available
         if not real_gpu_available():
@@ -142,25 +159,53 @@ def main(argv=None):
     print(f"{len(train)} training and {len(test)} held-out characters, vocabulary {V} "
           f"(uniform perplexity {V}); embed {args.embed}, LSTM {args.hidden}, batch {args.batch}x{args.seqlen}, "
           f"target {loss_fn.target}")
-    t0, recent, step = time.time(), [], 0
-    for value in kn.adam(loss_fn, batches(m, train, V, args.batch, args.seqlen, rng), lr=args.lr, gclip=5.0):
+    t_start = time.time()
+    train_time, recent, step, first_step = 0.0, [], 0, None
+    curves = Curves(f"CharLM: LSTM {args.hidden}, batch {args.batch}x{args.seqlen}", xlabel="step")
+    data = itertools.islice(batches(m, train, V, args.batch, args.seqlen, rng), args.steps)
+    steps = Sized(kn.adam(loss_fn, data, lr=args.lr, gclip=5.0), args.steps)  # --minutes may stop it sooner
+    show_progress = showing_progress(args)
+    if show_progress:
+        steps = kn.progress(lambda p: f"loss {p.currval:.3f}", steps)
+    t0 = time.time()
+    for value in steps:
+        t1 = time.time()
         step += 1
+        if step == 1:
+            first_step = t1 - t0  # compiles the loss and its gradient: not training time
+        else:
+            train_time += t1 - t0
         recent.append(float(value))
         if step % args.report == 0 or step == args.steps:
-            print(f"step {step:5d}  {time.time() - t0:6.1f}s  training perplexity {math.exp(np.mean(recent)):7.2f}",
+            curves.add("loss", "training", step, np.mean(recent))
+            curves.add("perplexity", "training", step, math.exp(np.mean(recent)))
+            if show_progress:
+                sys.stderr.write("\n")  # keep the bar's line; the report goes below it
+            print(f"step {step:5d}  {train_time:6.1f}s  training perplexity {math.exp(np.mean(recent)):7.2f}",
                   flush=True)
             recent = []
-        if step >= args.steps or time.time() - t0 > 60 * args.minutes:
+        if train_time > 60 * args.minutes:  # (--steps bounds the data)
             break
+        t0 = time.time()
+    if show_progress and step < args.steps:
+        sys.stderr.write("\n")  # stopped by --minutes: the bar did not finish its line
     train_ppl = math.exp(np.mean(recent)) if recent else float("nan")
-    elapsed = time.time() - t0
+    per_step = train_time / max(step - 1, 1)
     chars = step * args.batch * args.seqlen
-    test_ppl = heldout_perplexity(m, test, V, args.batch, args.seqlen, loss_fn)
-    print(f"trained {step} steps ({chars} characters) in {elapsed:.1f}s, {chars / elapsed:.0f} chars/s")
+    print(f"first step (compiling the loss and its gradient) {first_step:.1f}s; trained {step} steps "
+          f"({chars} characters) in {first_step + train_time:.1f}s, {1e3 * per_step:.1f} ms/step after the first, "
+          f"{args.batch * args.seqlen / per_step:.0f} chars/s")
     if recent:
         print(f"training perplexity {train_ppl:.2f} (last {len(recent)} steps)")
-    print(f"held-out perplexity {test_ppl:.2f}")
+    t_eval = time.time()
+    test_ppl = heldout_perplexity(m, test, V, args.batch, args.seqlen, loss_fn, args.eval_batches)
+    print(f"held-out perplexity {test_ppl:.2f} ({args.eval_batches} batches at most, {time.time() - t_eval:.1f}s)")
+    curves.add("loss", "held-out", step, math.log(test_ppl))
+    curves.add("perplexity", "held-out", step, test_ppl)
     print("sample:\n" + generate(m, vocab, args.sample, seed=args.seed))
+    print(f"total {time.time() - t_start:.1f}s")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return test_ppl
 
 

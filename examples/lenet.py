@@ -1,6 +1,7 @@
 """Train LeNet on MNIST with a loss compiled by knetc: conv(5x5,20)-pool-conv(5x5,50)-pool-fc500-fc10.
 
     python examples/lenet.py [--epochs 5] [--target cpu|cuda|auto] [--seed 1] [--lr 0.001]
+                             [--plot curves.png] [--progress | --no-progress]
 
 The model is Knet's LeNet translated to Python shapes: images are (N, 1, 28, 28), filters
 (Cout, Cin, 5, 5), `kn.conv4` + bias + ReLU, then `kn.pool` (2x2 max), twice; `kn.mat`
@@ -21,6 +22,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
+from knetc.train.plot import Curves, WithModel, add_example_arguments, check_plot_argument, showing_progress
 
 
 def layers(w, x):
@@ -67,7 +69,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
     parser.add_argument("--batchsize", type=int, default=100)
     parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
+    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args.plot)
     if args.target == "cuda":
         from knetc.runtime.device import real_gpu_available
         if not real_gpu_available():
@@ -86,15 +90,23 @@ def main(argv=None):
     print(f"knetc {kn.__version__}: LeNet, {len(ytrn)} train / {len(ytst)} test digits, batch "
           f"{args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}, parameters {type(w[0].value).__name__}",
           flush=True)
+    curves = Curves("LeNet on MNIST, Adam")
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        data = ((w, x, y) for x, y in kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True))
-        trn_loss = float(np.mean(list(kn.adam(loss_fn, data, lr=args.lr))))
+        data = WithModel(w, kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True))  # (w, x, y), sized
+        steps = kn.adam(loss_fn, data, lr=args.lr)  # one training step per item, yielding the loss
+        if showing_progress(args):
+            steps = kn.progress(lambda p, epoch=epoch: f"epoch {epoch} loss {p.currval:.4f}", steps)
+        trn_loss = float(np.mean(list(steps)))
         acc = accuracy(predict_fn, w, xtst, ytst)
+        curves.add("loss", "train", epoch, trn_loss)
+        curves.add("accuracy", "test", epoch, acc)
         print(f"epoch {epoch:3d}  train loss {trn_loss:.4f}  test accuracy {acc:.4f}  "
               f"({time.perf_counter() - t0:.2f}s)", flush=True)
     print(f"total {time.perf_counter() - started:.2f}s (the first epoch includes compiling)")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return acc
 
 

@@ -1,6 +1,7 @@
 """Train a 784-64-10 ReLU MLP on MNIST with a loss compiled by knetc.
 
     python examples/mnist_mlp.py [--epochs 10] [--target cpu|cuda|auto] [--seed 1] [--lr 0.2]
+                                 [--plot curves.png] [--progress | --no-progress]
 
 The loss is compiled with `@kn.compile` (parsed from this source, typed, differentiated
 symbolically, fused into Numba kernels); `kn.grad(loss)` is its compiled gradient
@@ -14,6 +15,9 @@ With a GPU (`--target cuda`, or `auto` on a machine with one) the parameters are
 `kn.atype()` arrays, KnetArrays on the device, and stay there: each step copies the batch
 up, runs the compiled gradient and one fused SGD kernel per parameter (`kn.update_`) on the
 device, and copies the loss (one number) down to print the epoch's mean.
+
+`--plot curves.png` writes the training loss and test accuracy per epoch (needs matplotlib:
+`pip install -e .[plot]`); a `kn.progress` bar shows each epoch's batches on a terminal.
 """
 import argparse
 import math
@@ -25,6 +29,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
 
@@ -83,6 +88,14 @@ def validation_loss(lr, hidden, epochs, xtrn, ytrn, xval, yval, seed=1):
     return value if math.isfinite(value) else math.inf  # a diverged run is a bad one, not out of range
 
 
+def train(model, gradloss, data, lr):
+    """One epoch of minibatch SGD: a step per batch (x, y), yielding the batch's loss."""
+    for x, y in data:
+        grads, batch_loss = gradloss(model, x, y)
+        sgd_(model, grads, lr)
+        yield float(batch_loss)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
@@ -91,7 +104,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.2, help="SGD learning rate")
     parser.add_argument("--batchsize", type=int, default=100)
+    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args.plot)
     if args.target == "cuda":
         from knetc.runtime.device import real_gpu_available
         if not real_gpu_available():
@@ -111,19 +126,24 @@ def main(argv=None):
           f"batch {args.batchsize}, SGD lr {args.lr}, target {loss_fn.target}, parameters "
           f"{type(model[0][0].value).__name__}", flush=True)
 
+    curves = Curves("MNIST MLP 784-64-10, SGD")
     started = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        losses = []
-        for x, y in kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True):
-            grads, batch_loss = gradloss(model, x, y)
-            sgd_(model, grads, args.lr)
-            losses.append(float(batch_loss))
+        data = kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True)
+        steps = Sized(train(model, gradloss, data, args.lr), len(data))  # yields each batch's loss
+        if showing_progress(args):
+            steps = kn.progress(lambda p, epoch=epoch: f"epoch {epoch} loss {p.currval:.4f}", steps)
+        losses = list(steps)
         trn_loss = float(np.mean(losses))  # the mean over the epoch's batches, as they were trained
         acc = accuracy(predict_fn, model, xtst, ytst)
+        curves.add("loss", "train", epoch, trn_loss)
+        curves.add("accuracy", "test", epoch, acc)
         print(f"epoch {epoch:3d}  train loss {trn_loss:.4f}  test accuracy {acc:.4f}  "
               f"({time.perf_counter() - t0:.2f}s)", flush=True)
     print(f"total {time.perf_counter() - started:.2f}s (the first epoch includes compiling)")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return acc
 
 

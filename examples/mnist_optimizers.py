@@ -1,6 +1,7 @@
 """Train the MNIST MLP with each of Knet's optimizers and print a table of test accuracies.
 
-    python examples/mnist_optimizers.py [--epochs 10] [--target cpu|cuda|auto] [--seed 1] [--progress]
+    python examples/mnist_optimizers.py [--epochs 10] [--target cpu|cuda|auto] [--seed 1]
+                                        [--progress | --no-progress] [--plot curves.png]
 
 The model and data are those of examples/mnist_mlp.py (784-64-10 ReLU MLP, batch 100, the
 8,000 / 2,000 split of the shipped MNIST digits, `knetc.train.data.mnist`). The loss is
@@ -8,6 +9,8 @@ compiled with `@kn.compile`; training uses Knet's iterators, e.g.
 `kn.adam(loss, data, lr=0.001)`: every step runs the compiled forward pass and adjoint
 (`kn.diff` on a compiled function) and one fused update kernel per parameter. Every
 optimizer starts from the same initial weights (`kn.seed_`) and sees the same batches.
+`--plot FILE.png` draws each optimizer's training loss and test accuracy per epoch (needs
+matplotlib); on a terminal `kn.progress` bars show the steps.
 """
 import argparse
 import sys
@@ -17,6 +20,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
 from mnist_mlp import accuracy, loss, mlp, predict  # the example beside this one
 
 # Knet's iterator functions and learning rates that suit this model (batch 100).
@@ -47,8 +51,9 @@ def main(argv=None):
                         help="where the compiled kernels run (auto: cuda when a GPU is present)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batchsize", type=int, default=100)
-    parser.add_argument("--progress", action="store_true", help="show Knet's progress bar while training")
+    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args.plot)
 
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # the same functions, compiled for another target
@@ -59,16 +64,25 @@ def main(argv=None):
     print(f"knetc {kn.__version__}: MLP 784-64-10, {len(ytrn)} train / {len(ytst)} test digits, "
           f"batch {args.batchsize}, {args.epochs} epochs, target {loss_fn.target}", flush=True)
     rows = []
+    curves = Curves(f"MNIST MLP 784-64-10, {len(OPTIMIZERS)} optimizers")
     started = time.perf_counter()
     for name, settings in OPTIMIZERS:
         kn.seed_(args.seed)
         model = mlp(784, 64, 10)
         t0 = time.perf_counter()
-        data = batches(model, xtrn, ytrn, args.epochs, args.batchsize, args.seed)
+        per_epoch = len(kn.minibatch(xtrn, ytrn, args.batchsize))
+        data = Sized(batches(model, xtrn, ytrn, args.epochs, args.batchsize, args.seed), args.epochs * per_epoch)
         steps = getattr(kn, name)(loss_fn, data, **settings)  # e.g. kn.adam(loss, data, lr=0.001)
-        if args.progress:
+        if showing_progress(args):
             steps = kn.progress(lambda p: f"{name} loss {p.currval:.4f}", steps)
-        losses = list(steps)
+        losses = []
+        for value in steps:
+            losses.append(value)
+            if len(losses) % per_epoch == 0:  # an epoch done: its mean loss and the test accuracy
+                epoch = len(losses) // per_epoch
+                curves.add("loss", name, epoch, np.mean(losses[-per_epoch:]))
+                if args.plot:  # (the accuracy per epoch costs an evaluation: only for the plot)
+                    curves.add("test accuracy", name, epoch, accuracy(predict_fn, model, xtst, ytst))
         last_epoch = len(losses) // args.epochs
         rows.append((name, settings, float(np.mean(losses[-last_epoch:])),
                      accuracy(predict_fn, model, xtst, ytst), time.perf_counter() - t0))
@@ -79,6 +93,8 @@ def main(argv=None):
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
         print(f"{name:10s} {shown:22s} {trn_loss:16.4f} {acc:14.4f} {seconds:6.2f}s")
     print(f"total {time.perf_counter() - started:.2f}s (the first optimizer's time includes compiling)")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return rows
 
 

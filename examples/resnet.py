@@ -1,6 +1,7 @@
 """Train a small residual CNN on MNIST with a loss compiled by knetc: conv-bn, 3 residual blocks, global pool, fc10.
 
     python examples/resnet.py [--epochs 6] [--target cpu|cuda|auto] [--seed 1] [--lr 0.002]
+                              [--plot curves.png] [--progress | --no-progress]
 
 The network (images (N, 1, 28, 28), filters (Cout, Cin, 3, 3), Knet's default convolution
 mode, every convolution followed by `kn.batchnorm` and none with a bias):
@@ -34,6 +35,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
+from knetc.train.plot import Curves, WithModel, add_example_arguments, check_plot_argument, showing_progress
 
 WIDTHS = (16, 32, 64)  # the channels of blocks 1-3 (block 1 keeps the stem's)
 
@@ -126,7 +128,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
     parser.add_argument("--batchsize", type=int, default=100)
     parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
+    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args.plot)
     if args.target == "cuda":
         from knetc.runtime.device import real_gpu_available
         if not real_gpu_available():
@@ -144,18 +148,26 @@ def main(argv=None):
     model = resnet(atype=kn.atype() if loss_fn.target == "cuda" else np.float32)
     print(f"knetc {kn.__version__}: ResNet {'-'.join(map(str, WIDTHS))}, {len(ytrn)} train / {len(ytst)} test "
           f"digits, batch {args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}", flush=True)
+    curves = Curves("ResNet on MNIST, Adam")
     started = time.perf_counter()
     acc = None
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
         lr = cosine(args.lr, epoch, args.epochs)
         set_lr(model, lr)
-        data = ((model, x, y) for x, y in kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True))
-        trn_loss = float(np.mean(list(kn.adam(loss_fn, data, lr=lr))))
+        data = WithModel(model, kn.minibatch(xtrn, ytrn, args.batchsize, shuffle=True))  # (model, x, y), sized
+        steps = kn.adam(loss_fn, data, lr=lr)  # one training step per item, yielding the loss
+        if showing_progress(args):
+            steps = kn.progress(lambda p, epoch=epoch: f"epoch {epoch} loss {p.currval:.4f}", steps)
+        trn_loss = float(np.mean(list(steps)))
         acc = accuracy(predict_fn, model, xtst, ytst)
+        curves.add("loss", "train", epoch, trn_loss)
+        curves.add("accuracy", "test", epoch, acc)
         print(f"epoch {epoch:3d}  lr {lr:.5f}  train loss {trn_loss:.4f}  test accuracy {acc:.4f}  "
               f"({time.perf_counter() - t0:.2f}s)", flush=True)
     print(f"total {time.perf_counter() - started:.2f}s (the first epoch includes compiling)")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return acc
 
 

@@ -34,15 +34,21 @@ then 224 ms a step; `--minutes 3` trains 807 steps and reaches a held-out loss o
 per character (perplexity 6.5; uniform: 4.17). benchmarks/transformer.py compares the step
 with PyTorch's. The third command above is the tiny configuration of
 tests/test_example_transformer.py (a few seconds once compiled).
+
+`--plot FILE.png` writes the training loss and perplexity per report, and the held-out ones
+at the end (needs matplotlib); on a terminal a `kn.progress` bar shows the steps.
 """
 import argparse
+import itertools
 import math
 import os
+import sys
 import time
 
 import numpy as np
 
 import knetc as kn
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
 EPS = 1e-5  # layer norm's epsilon (PyTorch's default)
@@ -191,7 +197,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where the compiled functions run (auto: cuda when a GPU is present)")
+    add_example_arguments(ap)  # --plot FILE.png, --progress/--no-progress
     args = ap.parse_args(argv)
+    check_plot_argument(ap, args.plot)
     if args.width % args.heads:
         ap.error(f"--width {args.width} is not a multiple of --heads {args.heads}")
     if args.target == "cuda":
@@ -213,8 +221,14 @@ def main(argv=None):
           f"context {args.context}, batch {args.batch}, {nparams} parameters, target {loss_fn.target}", flush=True)
     t_start = time.time()
     train_time, recent, step, first_step = 0.0, [], 0, None
+    curves = Curves(f"Transformer: {args.layers} layers, width {args.width}", xlabel="step")
+    data = itertools.islice(batches(m, train, args.batch, args.context, args.heads, rng), args.steps)
+    steps = Sized(kn.adam(loss_fn, data, lr=args.lr), args.steps)  # --minutes may stop it sooner
+    show_progress = showing_progress(args)
+    if show_progress:
+        steps = kn.progress(lambda p: f"loss {p.currval:.3f}", steps)
     t0 = time.time()
-    for value in kn.adam(loss_fn, batches(m, train, args.batch, args.context, args.heads, rng), lr=args.lr):
+    for value in steps:
         value = float(value)
         t1 = time.time()
         step += 1
@@ -224,11 +238,17 @@ def main(argv=None):
             train_time += t1 - t0
         recent.append(value)
         if step % args.report == 0 or step == args.steps:
+            curves.add("loss", "training", step, np.mean(recent))
+            curves.add("perplexity", "training", step, math.exp(np.mean(recent)))
+            if show_progress:
+                sys.stderr.write("\n")  # keep the bar's line; the report goes below it
             print(f"step {step:6d}  {train_time:7.1f}s  training loss {np.mean(recent):.3f}", flush=True)
             recent = []
-        if step >= args.steps or train_time > 60 * args.minutes:
+        if train_time > 60 * args.minutes:  # (--steps bounds the data)
             break
         t0 = time.time()
+    if show_progress and step < args.steps:
+        sys.stderr.write("\n")  # stopped by --minutes: the bar did not finish its line
     if recent:
         print(f"training loss {np.mean(recent):.3f} (last {len(recent)} steps)")
     per_step = train_time / max(step - 1, 1)
@@ -239,8 +259,12 @@ def main(argv=None):
     test_loss = heldout_loss(m, test, args.batch, args.context, args.heads, args.eval_batches, loss_fn)
     print(f"held-out loss {test_loss:.3f} (perplexity {math.exp(test_loss):.2f}; "
           f"{args.eval_batches} batches, {time.time() - t_eval:.1f}s)")
+    curves.add("loss", "held-out", step, test_loss)
+    curves.add("perplexity", "held-out", step, math.exp(test_loss))
     print("sample:\n" + generate(m, vocab, args.sample, args.context, args.heads, seed=args.seed, logits_fn=logits_fn))
     print(f"total {time.time() - t_start:.1f}s")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
     return test_loss
 
 

@@ -10,11 +10,18 @@ import pytest
 import knetc as kn
 from knetc.runtime import cudnn
 
-needs_library = pytest.mark.skipif(not cudnn.loadable(), reason="libcudnn.so.9 not installed")
+NOT_INSTALLED = "not checked: libcudnn.so.9 is not installed (the `cuda` extra: pip install -e .[test,cuda])"
+
+
+def needs_library(what):
+    """Skip without libcudnn.so.9 (the `cuda` extra), saying what went unchecked."""
+    return pytest.mark.skipif(not cudnn.loadable(), reason=f"{what} {NOT_INSTALLED}")
+
+
 needs_gpu = pytest.mark.skipif(os.environ.get("KNETC_TEST_GPU") != "1", reason="needs a real GPU")
 
 
-@needs_library
+@needs_library("loading cuDNN and its version (9.x)")
 def test_library_loads_and_reports_a_version_9():
     assert 90000 <= cudnn.version() < 100000
     assert cudnn.lib() is cudnn.lib()  # loaded once
@@ -26,7 +33,7 @@ def test_not_available_under_the_simulator():
         assert cudnn.available() is False
 
 
-@needs_library
+@needs_library("cuDNN's status strings and check()")
 def test_error_strings_and_check():
     assert cudnn.error_string(0) == "CUDNN_STATUS_SUCCESS"
     assert cudnn.error_string(2000) == "CUDNN_STATUS_BAD_PARAM"
@@ -53,7 +60,7 @@ def _forward_dims(x_shape, w_shape, padding, stride, dilation, group, dtype=np.f
         return tuple(dims)
 
 
-@needs_library
+@needs_library("cuDNN's tensor, filter and convolution descriptors against conv4's output shapes")
 @pytest.mark.parametrize("xs,ws,kw", [
     ((2, 3, 11, 9), (4, 3, 3, 2), dict(padding=(1, 2), stride=(2, 3), dilation=(2, 1), group=1)),
     ((1, 6, 8, 8), (6, 2, 3, 3), dict(padding=(0, 0), stride=(1, 1), dilation=(1, 1), group=3)),
@@ -65,7 +72,7 @@ def test_descriptors_give_conv4_output_shapes(xs, ws, kw):
     assert _forward_dims(xs, ws, kw["padding"], kw["stride"], kw["dilation"], kw["group"]) == expected
 
 
-@needs_library
+@needs_library("creating and destroying cuDNN descriptors, and cuDNN's errors for bad ones")
 def test_descriptors_are_destroyed_once_and_bad_ones_raise():
     d = cudnn.tensor_descriptor((2, 3, 4, 5), np.float64)
     assert d.value.value
@@ -83,7 +90,7 @@ def test_descriptors_are_destroyed_once_and_bad_ones_raise():
         assert d2.value.value
 
 
-@needs_library
+@needs_library("that every cuDNN function knetc calls exists with its declared ctypes signature")
 def test_every_called_function_has_a_declared_signature():
     """Every cudnn* symbol the sources call is in _SIGNATURES (ctypes would guess int args otherwise)
     and exists in the library."""
@@ -326,7 +333,7 @@ def test_rnn_descriptors_follow_the_v8_api(fake_cudnn):
     assert again is not plan and fake.called("cudnnSetRNNDescriptor_v8")[-1][8] == cudnn.CUDNN_DEFAULT_MATH
 
 
-@needs_library
+@needs_library("that the real cuDNN accepts the RNN state and RNN descriptors")
 def test_real_cudnn_accepts_the_3d_state_descriptor_and_fma_rnn_descriptors():
     """The real library (no GPU needed) takes the descriptors the fakes check."""
     with cudnn_rnn.state_descriptor(2, 2, 3, 4, np.float32) as d:

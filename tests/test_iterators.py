@@ -117,7 +117,7 @@ def test_converge_stops_training_on_cycled_data():
 # ---------------------------------------------------------------- progress
 
 BAR = re.compile(r"┣([█▏▎▍▌▋▊▉ ]{20})┫ "  # bar, percent, done/total, elapsed/estimate, speed, message
-                 r"\[(\d+\.\d\d)%, (\d+)/(\d+), (\d\d:\d\d)/(\d\d:\d\d), (\d+\.\d\d)(i/s|s/i)\] (.*)")
+                 r"\[(\d+\.\d\d)%, (\d+)/(\d+), (\d\d:\d\d)/(\d\d:\d\d|--:--), (\d+\.\d\d)(i/s|s/i)\] (.*)")
 UNSIZED = re.compile(r"\[(\d+), (\d\d:\d\d), (\d+\.\d\d)(i/s|s/i)\] (.*)")
 
 
@@ -152,6 +152,23 @@ def test_progress_updates_every_steps_and_reports_slow_speeds(monkeypatch):
     assert all(m.group(8) == "s/i" for m in lines)
     assert lines[0].group(7) == "10.00" and lines[1].group(7) == "5.00"  # 1 item in 10 s, then 2 in 10 s
     assert lines[-1].group(5, 6) == ("00:50", "00:50")  # elapsed / estimated total
+
+
+def test_progress_estimate_leaves_out_a_first_step_that_compiled(monkeypatch):
+    # The first step takes 100 s (compiling), every later one 1 s: the estimate and the final
+    # speed come from the later steps (issue 17: it showed "00:16/51:49, 15.55s/i").
+    # the clock is read at the start, then at each line: steps 1, 50, 100, 150, 200, the end
+    times = iter([0.0, 100.0, 149.0, 199.0, 249.0, 299.0, 299.0])
+    monkeypatch.setattr(iterators, "_clock", lambda: next(times))
+    out = io.StringIO()
+    kn.progress_(range(200), steps=50, io=out)
+    lines = [BAR.fullmatch(line.rstrip("\n")) for line in out.getvalue().split("\r")[1:]]
+    assert [m.group(3) for m in lines] == ["1", "50", "100", "150", "200", "200"]
+    assert lines[0].group(5, 6) == ("01:40", "--:--")  # one step so far: no estimate yet
+    # at step 50: 149 s elapsed, 49 steps in 1 s each after the first, 150 left: 299 s in all
+    assert lines[1].group(5, 6) == ("02:29", "04:59")
+    assert lines[3].group(6) == "04:59"
+    assert lines[-1].group(5, 6, 7, 8) == ("04:59", "04:59", "1.00", "i/s")  # 199 steps in 199 s
 
 
 def test_progress_pieces_match_knets_example():

@@ -411,7 +411,8 @@ def test_cudnn_rnn_binding_without_gpu():
     from knetc.runtime import cudnn, cudnn_rnn
     np.testing.assert_array_equal(cudnn_rnn.seq_lengths([3, 2, 2, 1]), [4, 3, 1])
     if not cudnn.loadable():
-        pytest.skip("libcudnn is not installed")
+        pytest.skip("cuDNN's v8 RNN function signatures not checked: libcudnn.so.9 is not installed "
+                    "(the `cuda` extra: pip install -e .[test,cuda])")
     library = cudnn_rnn.lib()  # every v8 RNN function exists in this cuDNN with its signature declared
     for name, (restype, argtypes) in cudnn_rnn.SIGNATURES.items():
         assert getattr(library, name).argtypes == argtypes

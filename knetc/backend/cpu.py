@@ -6,7 +6,7 @@ import numpy as np
 from ..ir.fuse import Call
 from ..runtime import threads
 from . import driver
-from .expressions import KernelBody, helper_imports, kernel_name
+from .expressions import STREAM_BLOCK, KernelBody, helper_imports, kernel_name
 
 PARALLEL_MIN_WORK = 1 << 17  # elements x reduction steps: below this, threads cost more than they save
 
@@ -20,10 +20,16 @@ from numba import njit, float32, float64, int8, int16, int32, int64, uint8, uint
 def kernel_source(schedule, kernel, cache=True):
     """(KernelSource, KernelBody) for one fused kernel. The loops run over the output's axes
     of size other than 1, the outermost over the rows lo..hi, the others to lengths read
-    from `out` at run time."""
+    from `out` at run time.
+
+    A reduction over leading axes (a column sum) streams its input row by row
+    (expressions.KernelBody._stream): the rows lo..hi are then taken in blocks blo..bhi of
+    about STREAM_BLOCK output entries, each block's reductions filled into local arrays
+    before its loops over the output read them. A thread's entries are its rows' only."""
     logical = kernel.out.aval.shape
     loops = [(axis, f"i{axis}") for axis, n in enumerate(logical) if n != 1]
-    body = KernelBody(schedule, kernel, [var for _, var in loops])  # a value is read in the loop it varies in
+    ranges = ["blo, bhi"] + [f"n{axis}" for axis, _ in loops[1:]]
+    body = KernelBody(schedule, kernel, [var for _, var in loops], ranges)  # a value is read in the loop it varies in
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
     name = kernel_name(schedule, kernel)
@@ -32,8 +38,18 @@ def kernel_source(schedule, kernel, cache=True):
     indent = "    "
     lines += [f"{indent}n{axis} = out.shape[{axis}]" for axis, _ in loops[1:]]
     lines += [indent + line for line in body.lines(0)]
+    if body.streams:
+        inner = " * ".join(ranges[1:])
+        rows = f"max(1, {STREAM_BLOCK} // max(1, {inner}))" if inner else f"{STREAM_BLOCK}"
+        lines.append(f"{indent}brows = {rows}")  # rows per block
+        lines += [indent + allocation for allocation, _ in body.streams]
+        lines += [f"{indent}for blo in range(lo, hi, brows):", f"{indent}    bhi = min(blo + brows, hi)"]
+        indent += "    "
+        for _, block in body.streams:
+            lines += [indent + line for line in block]
     for k, (axis, var) in enumerate(loops):
-        lines.append(f"{indent}for {var} in range({'lo, hi' if k == 0 else f'n{axis}'}):")
+        extent = ranges[k] if body.streams else "lo, hi" if k == 0 else f"n{axis}"
+        lines.append(f"{indent}for {var} in range({extent}):")
         indent += "    "
         lines += [indent + line for line in body.lines(k + 1)]
     lines.append(f"{indent}out[{', '.join(index) if logical else '0'}] = {result}")

@@ -13,6 +13,13 @@ from the input arrays (`x0`, `x1`, ... in `kernel.inputs` order), each op's scal
 expression, and an inner loop per reduction. A value is emitted in the innermost loop
 whose variables it uses (loop-invariant code stays outside: `loops` names the kernel's own
 loop variables, outermost first, and reductions add theirs), and computed once per index.
+
+On the CPU (`ranges` given), a reduction whose reduced axes all come before its kept axes
+in memory (a column sum: out[0, j] = sum_i f(x[i, j])) streams its input instead: its
+reduction loops run outside the kernel's own loops, accumulating a block of output rows
+at a time into a local array (`a1`, ...: the rows blo..bhi of lo..hi, see
+backend/cpu.py), which the kernel's loops then read. Each entry accumulates its terms in
+the same order as in the plain loop nest, so the results are the same, bit for bit.
 """
 import hashlib
 import importlib.util
@@ -93,9 +100,25 @@ def source_digest(module):
         return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
 
 
+STREAM_BLOCK = 4096  # accumulator entries per block of a streamed reduction (32 KiB of float64)
+STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside the kernel's
+
+
+def array_dtype(dtype):
+    """A dtype as the kernel's numpy names it (np.empty's argument)."""
+    name = np.dtype(dtype).name
+    return "np.bool_" if name == "bool" else f"np.{name}"
+
+
 class KernelBody:
-    def __init__(self, schedule, kernel, loops=()):
+    def __init__(self, schedule, kernel, loops=(), ranges=None):
+        """loops: the kernel's loop variables, outermost first. ranges (CPU only): each
+        loop's range text in a kernel with streamed reductions (the first loop runs over a
+        block `blo, bhi`); None: reductions never stream (CUDA)."""
         self.schedule, self.kernel = schedule, kernel
+        self.loops, self.ranges = list(loops), ranges
+        self.streams = []  # per streamed reduction: (its accumulator's allocation, its lines per block)
+        self.unsigned = {}  # loop variable -> its uint64 copy, which loads use (no negative-index wraparound)
         self.arrays = {x: f"x{i}" for i, x in enumerate(kernel.inputs)}
         self.numbers = []  # (parameter, Numba type, Python text of the value the driver passes)
         self.extents = []  # (parameter, size): reduction loop lengths
@@ -117,6 +140,7 @@ class KernelBody:
         return tuple("0" if n == 1 else index[lead + i] for i, n in enumerate(shape))
 
     def load(self, var, index):
+        index = [self.unsigned.get(i, i) for i in index]
         subscript = ", ".join(index) if index else "0"  # 0-d values are stored as (1,)
         return f"{self.arrays[var]}[{subscript}]"
 
@@ -212,6 +236,8 @@ class KernelBody:
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
         axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
+        if self._streams(x.aval.shape, axes, index):
+            return self._stream(eqn, index, key)
         accumulator = self._fresh()
         self.reductions += 1
         loop_vars = {a: f"j{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
@@ -243,12 +269,101 @@ class KernelBody:
         self.blocks[outer]["memo"][key] = accumulator
         return accumulator
 
+    def _streams(self, shape, axes, index):
+        """Does a reduction of a value of `shape` over `axes` at `index` stream its input?
+        Its reduced axes (of size other than 1) must all come before its kept ones, and its
+        kept axes be read at the kernel's own loop variables, all of them, in order (so
+        each output entry is one accumulator entry and the threads' rows lo..hi are the
+        accumulator's). Depends on ranks, size-1 axes and the expression only."""
+        if self.ranges is None or len(self.blocks) != len(self.loops) + 1:
+            return False
+        reduced = [a for a in axes if shape[a] != 1]
+        kept = [a for a, n in enumerate(shape) if a not in axes and n != 1]
+        return bool(reduced and kept) and max(reduced) < min(kept) and [index[a] for a in kept] == self.loops
+
+    def _stream(self, eqn, index, key):
+        """A streamed reduction (see the module's doc): the lines that fill its accumulator
+        array for the rows blo..bhi, kept in self.streams; returns the name of its entry at
+        `index`, read in the kernel's innermost loop. A block of fewer than STREAM_MIN
+        entries (a sum of a tall, narrow array) is filled in the plain order instead: there
+        each row would add to the same few entries, a chain of loads and stores."""
+        (x,) = eqn.inputs
+        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
+        self.reductions += 1
+        k = self.reductions
+        array = f"a{k}"
+        cell = f"{array}[{', '.join([f'uint64({self.loops[0]} - blo)'] + self.loops[1:])}]"
+        loop_vars = {a: f"j{k}_{a}" for a in axes if x.aval.shape[a] != 1}
+        loops = []  # the reduction's loops, outermost first
+        for a, var in loop_vars.items():
+            loops.append(f"for {var} in range(m{len(self.extents)}):")
+            self.extents.append((f"m{len(self.extents)}", x.aval.shape[a]))
+        inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
+        kernel_loops = [f"for {var} in range({extent}):" for var, extent in zip(self.loops, self.ranges)]
+        start = const(monoid.start(dtype), dtype)
+        # Streamed: the reduction's loops outside the kernel's, each step on the entry in the array.
+        reduction, *levels = self._entries(x, inner_index, dtype, monoid, set(loop_vars.values()), cell, True)
+        streamed = _nest(kernel_loops, [[]] * len(kernel_loops) + [[f"{cell} = {start}"]])
+        streamed += _nest(loops + kernel_loops, [[]] * len(loops) + [reduction] + levels)
+        # Plain: the kernel's loops outside, a scalar accumulator per entry.
+        accumulator = self._fresh()
+        *levels, reduction = self._entries(x, inner_index, dtype, monoid, set(loop_vars.values()), accumulator, False)
+        levels[-1] = levels[-1] + [f"{accumulator} = {start}"] + _nest(loops, [[]] * len(loops) + [reduction]) \
+            + [f"{cell} = {accumulator}"]
+        plain = _nest(kernel_loops, [[]] + levels)
+        width = " * ".join(["(bhi - blo)"] + self.ranges[1:])
+        lines = [f"if {width} >= {STREAM_MIN}:"] + ["    " + line for line in streamed]
+        lines += ["else:"] + ["    " + line for line in plain]
+        rows = ["min(brows, hi - lo)"] + self.ranges[1:]  # (the block's rows, the other loops' lengths)
+        shape = rows[0] if len(rows) == 1 else f"({', '.join(rows)})"
+        self.streams.append((f"{array} = np.empty({shape}, {array_dtype(dtype)})", lines))
+        return self._emit(cell, len(self.blocks) - 1, key)
+
+    def _entries(self, x, index, dtype, monoid, loop_vars, accumulator, streamed):
+        """The lines of a streamed reduction's levels, each step adding x at `index` to
+        `accumulator`: the reduction's level (its variables `loop_vars`) then the kernel's
+        (streamed), or the kernel's then the reduction's. Values of their own (block 0, the
+        numbers, is shared with the kernel's loops)."""
+        kernel_blocks = self.blocks
+        reduction, levels = _block(loop_vars), [_block({var}) for var in self.loops]
+        self.blocks = [kernel_blocks[0]] + ([reduction] + levels if streamed else levels + [reduction])
+        if streamed:  # the first loop's bounds (blo, bhi) have no sign Numba knows: its loads
+            first = self.loops[0]  # index with an unsigned copy (plain strided loads, which vectorise)
+            self.unsigned = {first: "u" + first[1:]}
+            levels[0]["lines"].append(f"{self.unsigned[first]} = uint64({first})")
+        v = self.value(x, index)
+        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
+            v = f"{numba_type(dtype)}({v})"
+        innermost, step = self.blocks[-1]["lines"], monoid.step
+        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
+            entry = self._fresh()  # the template reads the entry three times
+            innermost.append(f"{entry} = {v}")
+            v, step = entry, monoid.float_step
+        if streamed:
+            total = self._fresh()
+            innermost += [f"{total} = {accumulator}", step.format(acc=total, v=v), f"{accumulator} = {total}"]
+        else:
+            innermost.append(step.format(acc=accumulator, v=v))
+        blocks, self.blocks, self.unsigned = self.blocks[1:], kernel_blocks, {}
+        return [block["lines"] for block in blocks]
+
     def lines(self, depth=None):
         """The lines of one loop level (0: outside every loop), or of all levels in order
         (each level's lines use only values of the levels before it)."""
         if depth is not None:
             return self.blocks[depth]["lines"]
         return [line for block in self.blocks for line in block["lines"]]
+
+
+def _nest(headers, bodies):
+    """Nested loops: bodies[0], then each header with the lines after it (bodies[d + 1])
+    one level deeper."""
+    lines, indent = list(bodies[0]), ""
+    for header, body in zip(headers, bodies[1:]):
+        lines.append(indent + header)
+        indent += "    "
+        lines += [indent + line for line in body]
+    return lines
 
 
 def _block(loop_vars):

@@ -49,6 +49,11 @@ def cat(*xs, dims):
 
     Inputs with fewer dimensions get leading size-1 axes. Differentiable; in compiled code
     one fused kernel. `kn.cat(a, b, dims=0)` of (2,3) and (4,3) is (6,3).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.cat(np.zeros((2, 3)), np.ones((1, 3)), dims=0).shape
+        (3, 3)
     """
     if not xs:
         raise ValueError("cat: nothing to concatenate")
@@ -70,22 +75,47 @@ _MAX_INPUTS = len(concat.grads)
 
 
 def vcat(*xs):
-    """Julia's vcat (join along Julia dim 1): the LAST Python axis. vcat(a, b) of (3,2), (3,4) is (3,6)."""
+    """Julia's vcat (join along Julia dim 1): the LAST Python axis. vcat(a, b) of (3,2), (3,4) is (3,6).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.vcat(np.zeros((3, 2)), np.ones((3, 4))).shape
+        (3, 6)
+    """
     return cat(*xs, dims=-1)
 
 
 def hcat(*xs):
-    """Julia's hcat (Julia dim 2): Python axis -2; 1-D inputs are rows. hcat of two (3,) is (2,3)."""
+    """Julia's hcat (Julia dim 2): Python axis -2; 1-D inputs are rows. hcat of two (3,) is (2,3).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.hcat(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+        array([[1., 2.],
+               [3., 4.]])
+    """
     return cat(*[_with_ndim(_as_array(x), 2) for x in xs], dims=-2)
 
 
 def cat1d(*xs):
-    """vcat(vec.(xs)...): all entries of all arrays, flattened (C order) and joined: a vector."""
+    """vcat(vec.(xs)...): all entries of all arrays, flattened (C order) and joined: a vector.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.cat1d(np.array([[1.0, 2.0]]), np.array([3.0]))
+        array([1., 2., 3.])
+    """
     return cat(*[vec(_as_array(x)) for x in xs], dims=0)
 
 
 def vec(x):
-    """The entries as a 1-D array (C order: the same bytes as Julia's column-major vec)."""
+    """The entries as a 1-D array (C order: the same bytes as Julia's column-major vec).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.vec(np.array([[1.0, 2.0], [3.0, 4.0]]))
+        array([1., 2., 3., 4.])
+    """
     return reshape(x, -1)
 
 
@@ -94,6 +124,11 @@ def mat(x, dims=None):
 
     dims defaults to ndim-1: `mat(x)` of (N, C, H, W) is (N, C*H*W); `mat(x, dims=1)` of
     an RNN output (T, B, H) is (T*B, H); dims=0 gives a column (n, 1), dims=ndim a row (1, n).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.mat(np.zeros((2, 3, 4))).shape
+        (2, 12)
     """
     shape = aval_of(x).shape
     dims = len(shape) - 1 if dims is None else dims
@@ -109,6 +144,11 @@ def permutedims(x, perm=None):
     Translating Julia's `permutedims(x, p)` (1-based p on the reversed shape) gives
     `perm[a] = n - p[n - 1 - a]` (p as a 0-indexed Python list): Julia (2,1,3) on an
     (N, B, T) array is kn.permutedims(x, (0, 2, 1)).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.permutedims(np.zeros((2, 3, 4)), (2, 0, 1)).shape
+        (4, 2, 3)
     """
     ndim = len(aval_of(x).shape)
     perm = tuple(reversed(range(ndim))) if perm is None else tuple(int(p) % ndim if ndim else p for p in perm)
@@ -119,7 +159,13 @@ def permutedims(x, perm=None):
 
 def adjoint(x):
     """The (real) adjoint: a matrix's transpose. A vector's adjoint is Julia's 1xn row,
-    which is shape (n, 1) here (reversed shapes)."""
+    which is shape (n, 1) here (reversed shapes).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.adjoint(np.array([[1.0, 2.0, 3.0]])).shape
+        (3, 1)
+    """
     shape = aval_of(x).shape
     if len(shape) == 1:
         return reshape_op(x, shape=(shape[0], 1))
@@ -130,7 +176,15 @@ def adjoint(x):
 
 def copy(x):
     """A copy of x (numpy arrays and KnetArrays copied; on Params and taped values a
-    recorded identity, so gradients flow through it)."""
+    recorded identity, so gradients flow through it).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x = np.array([1.0, 2.0])
+        >>> y = kn.copy(x)
+        >>> y is x, y
+        (False, array([1., 2.]))
+    """
     if is_symbolic(x):
         return x
     if is_boxed(x):
@@ -139,7 +193,14 @@ def copy(x):
 
 
 def fill_(x, value):
-    """Set every entry of x (a numpy array or a Param, outside diff) to value, in place."""
+    """Set every entry of x (a numpy array or a Param, outside diff) to value, in place.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x = np.zeros(3)
+        >>> kn.fill_(x, 7.0)
+        array([7., 7., 7.])
+    """
     setindex_(x, Ellipsis, value)
     return x
 
@@ -151,16 +212,39 @@ def _shape_args(dims):
 
 
 def zeros(*dims, dtype=np.float64):
-    """zeros(2, 3) or zeros((2, 3), dtype=np.float32): Knet's zeros (numpy shape order)."""
+    """zeros(2, 3) or zeros((2, 3), dtype=np.float32): Knet's zeros (numpy shape order).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.zeros(2, 3).shape
+        (2, 3)
+        >>> kn.zeros((2,), dtype=np.float32)
+        array([0., 0.], dtype=float32)
+    """
     return np.zeros(_shape_args(dims), dtype)
 
 
 def ones(*dims, dtype=np.float64):
-    """ones(2, 3) or ones((2, 3), dtype=np.float32)."""
+    """ones(2, 3) or ones((2, 3), dtype=np.float32).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.ones(2, 3).shape
+        (2, 3)
+        >>> kn.ones((2,), dtype=np.float32)
+        array([1., 1.], dtype=float32)
+    """
     return np.ones(_shape_args(dims), dtype)
 
 
 def similar(x, *dims, dtype=None):
-    """An uninitialised numpy array like x (its shape and dtype unless given): Julia's similar."""
+    """An uninitialised numpy array like x (its shape and dtype unless given): Julia's similar.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> y = kn.similar(np.zeros((2, 3), np.float32))
+        >>> y.shape, y.dtype
+        ((2, 3), dtype('float32'))
+    """
     aval = aval_of(x)
     return np.empty(_shape_args(dims) if dims else aval.shape, dtype or aval.dtype or np.float64)

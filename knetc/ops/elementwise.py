@@ -204,7 +204,10 @@ def _comparison(name, fn, symbol):
                 a, b = (a, astype(b, dtype=np.float64)) if this is a else (astype(a, dtype=np.float64), b)
         return op(a, b)
     compare.__name__ = compare.__qualname__ = name
-    compare.__doc__ = f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' type, with broadcasting."
+    compare.__doc__ = (f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' type, with broadcasting.\n\n"
+                       f"Example:\n    >>> import numpy as np, knetc as kn\n"
+                       f"    >>> kn.{name}(np.array([1.0, 2.0, 3.0]), 2.0)\n"
+                       f"    {fn(np.array([1.0, 2.0, 3.0]), 2.0).astype(np.float64)!r}\n")
     compare.op = op
     return compare
 
@@ -414,7 +417,13 @@ power_array = elementwise("power_array", np.power, lambda k, a, b: f"{a} ** {b}"
 
 
 def power_any(x, p):
-    """x ** p with broadcasting: a Python number p is a constant exponent, an array p an operand."""
+    """x ** p with broadcasting: a Python number p is a constant exponent, an array p an operand.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.power(np.array([2.0, 3.0]), 2)
+        array([4., 9.])
+    """
     if isinstance(p, (int, float)) and not isinstance(p, bool):
         return power(x, exponent=p)  # an int stays an int: numpy's x ** 2 of integers is an integer
     return power_array(x, p)

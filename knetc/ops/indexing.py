@@ -453,7 +453,16 @@ def _numpy_index(spec):
 
 
 def setindex_(x, index, v):
-    """In place: x[index] = v on a numpy array or a Param's value (outside `diff`)."""
+    """In place: x[index] = v on a numpy array or a Param's value (outside `diff`).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x = np.zeros(4)
+        >>> kn.setindex_(x, slice(1, 3), 1.0)
+        array([0., 1., 1., 0.])
+        >>> x
+        array([0., 1., 1., 0.])
+    """
     if is_symbolic(x):
         raise CompileError("assigning into an array is not supported in compiled code",
                            hint="use y = kn.setindex(x, index, v), which returns a new array")

@@ -26,7 +26,13 @@ matmul2d = register(Op(
 
 
 def matmul(a, b):
-    """`a @ b` with numpy semantics for 1-D operands and an N-D `a` against a 2-D `b`."""
+    """`a @ b` with numpy semantics for 1-D operands and an N-D `a` against a 2-D `b`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.matmul(np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]))
+        array([[11.]])
+    """
     sa, sb = aval_of(a).shape, aval_of(b).shape
     if len(sa) == 0 or len(sb) == 0:
         raise ShapeError(f"matmul: {sa} @ {sb}: operands must have at least one dimension")
@@ -140,6 +146,11 @@ def bmm(a, b, trans_a=False, trans_b=False):
     (Knet's transA/transB). `kn.bmm(a, b)` of (5,2,3) and (5,3,4) is (5,2,4). Memory
     layouts: Knet's bmm(A, B) of (m,n,b) and (n,k,b) arrays is, on the same bytes read
     as (b,n,m) and (b,k,n) here, `kn.bmm(b, a)` (reversed shapes transpose each matrix).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.bmm(np.ones((4, 2, 3)), np.ones((4, 3, 5))).shape
+        (4, 2, 5)
     """
     return bmm_(a, b, trans_a=bool(trans_a), trans_b=bool(trans_b))
 
@@ -188,21 +199,42 @@ def _mutable(name, y):
 
 
 def axpy_(a, x, y):
-    """y += a * x in place (BLAS axpy, Knet's axpy!); returns y. y: a numpy array or Param."""
+    """y += a * x in place (BLAS axpy, Knet's axpy!); returns y. y: a numpy array or Param.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> y = np.ones(3)
+        >>> kn.axpy_(2.0, np.array([1.0, 2.0, 3.0]), y)
+        array([3., 5., 7.])
+    """
     target = _mutable("axpy_", y)
     target += np.asarray(a, target.dtype) * np.asarray(x)
     return y
 
 
 def lmul_(a, x):
-    """x = a * x in place (Knet's lmul!, a a scalar); returns x."""
+    """x = a * x in place (Knet's lmul!, a a scalar); returns x.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x = np.array([1.0, 2.0])
+        >>> kn.lmul_(3.0, x)
+        array([3., 6.])
+    """
     target = _mutable("lmul_", x)
     target *= np.asarray(a, target.dtype)
     return x
 
 
 def rmul_(x, a):
-    """x = x * a in place (Knet's rmul!, a a scalar); returns x."""
+    """x = x * a in place (Knet's rmul!, a a scalar); returns x.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x = np.array([1.0, 2.0])
+        >>> kn.rmul_(x, 0.5)
+        array([0.5, 1. ])
+    """
     target = _mutable("rmul_", x)
     target *= np.asarray(a, target.dtype)
     return x

@@ -72,14 +72,62 @@ sum = _public("sum", reduce_sum)
 maximum = _public("maximum", reduce_max)
 minimum = _public("minimum", reduce_min)
 prod = _public("prod", reduce_prod)
-minimum.__doc__ = """minimum(x, dims=None): the smallest entry (over `dims`, kept as size 1); ties share the gradient."""
-prod.__doc__ = """prod(x, dims=None): the product of the entries; `kn.prod(x, dims=0)` of (3,4) is (1,4)."""
-sum.__doc__ = """sum(x, dims=None): Knet's sum. `kn.sum(x, dims=1)` of a (4,5) array is (4,1); no dims: a scalar."""
-maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept as size 1), as Knet's maximum."""
+minimum.__doc__ = """minimum(x, dims=None): the smallest entry (over `dims`, kept as size 1); ties share the gradient.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.minimum(a)
+        array(1.)
+        >>> kn.minimum(a, dims=1)
+        array([[1.],
+               [2.]])
+"""
+prod.__doc__ = """prod(x, dims=None): the product of the entries; `kn.prod(x, dims=0)` of (3,4) is (1,4).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.prod(a)
+        array(30.)
+        >>> kn.prod(a, dims=0)
+        array([[ 3., 10.]])
+"""
+sum.__doc__ = """sum(x, dims=None): Knet's sum. `kn.sum(x, dims=1)` of a (4,5) array is (4,1); no dims: a scalar.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.sum(a)
+        array(11.)
+        >>> kn.sum(a, dims=1)
+        array([[6.],
+               [5.]])
+"""
+maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept as size 1), as Knet's maximum.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.maximum(a)
+        array(5.)
+        >>> kn.maximum(a, dims=0)
+        array([[3., 5.]])
+"""
 
 
 def mean(x, dims=None):
-    """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given."""
+    """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> float(kn.mean(a))
+        2.75
+        >>> kn.mean(a, dims=1)
+        array([[3. ],
+               [2.5]])
+    """
     aval = aval_of(x)
     count = int(np.prod([aval.shape[a] for a in normalize_axes("mean", dims, aval.ndim)]))
     return divide_by_count(sum(x, dims), count)  # the mean of no entries is NaN, as numpy and Julia
@@ -117,17 +165,35 @@ def sqrt0(v):
 
 
 def varm(x, m, dims=None, corrected=True):
-    """varm(x, m, dims=None, corrected=True): the variance about a given mean m."""
+    """varm(x, m, dims=None, corrected=True): the variance about a given mean m.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> round(float(kn.varm(np.array([1.0, 2.0, 3.0, 4.0]), 2.5)), 4)
+        1.6667
+    """
     return var(x, dims, corrected, mean=m)
 
 
 def std(x, dims=None, corrected=True, mean=None):
-    """std(x, dims=None, corrected=True, mean=None): sqrt(var(...)), as Julia's `std`."""
+    """std(x, dims=None, corrected=True, mean=None): sqrt(var(...)), as Julia's `std`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> round(float(kn.std(np.array([1.0, 2.0, 3.0, 4.0]))), 4)
+        1.291
+    """
     return sqrt0(var(x, dims, corrected, mean))
 
 
 def stdm(x, m, dims=None, corrected=True):
-    """stdm(x, m, dims=None, corrected=True): the standard deviation about a given mean m."""
+    """stdm(x, m, dims=None, corrected=True): the standard deviation about a given mean m.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> round(float(kn.stdm(np.array([1.0, 2.0, 3.0, 4.0]), 2.5)), 4)
+        1.291
+    """
     return sqrt0(var(x, dims, corrected, mean=m))
 
 
@@ -189,23 +255,53 @@ def argmax(x, dims=None):
 
     No dims: the flat C-order index (a scalar). With dims: the position within each
     reduced block, reduced axes kept as size 1 (`kn.argmax(x, dims=1)` of (4,5) is (4,1)).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.argmax(a)
+        array(1)
+        >>> kn.argmax(a, dims=1)
+        array([[1],
+               [0]])
     """
     out = argmax_(x, axes=normalize_axes("argmax", dims, aval_of(x).ndim))
     return reshape(out, shape=()) if dims is None else out
 
 
 def argmin(x, dims=None):
-    """argmin(x, dims=None): as argmax, for the smallest entry."""
+    """argmin(x, dims=None): as argmax, for the smallest entry.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.argmin(a)
+        array(0)
+    """
     out = argmin_(x, axes=normalize_axes("argmin", dims, aval_of(x).ndim))
     return reshape(out, shape=()) if dims is None else out
 
 
 def findmax(x, dims=None):
-    """findmax(x, dims=None) -> (maximum(x, dims), argmax(x, dims)); indices as in argmax."""
+    """findmax(x, dims=None) -> (maximum(x, dims), argmax(x, dims)); indices as in argmax.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.findmax(a)
+        (array(5.), array(1))
+    """
     return maximum(x, dims), argmax(x, dims)
 
 
 def findmin(x, dims=None):
-    """findmin(x, dims=None) -> (minimum(x, dims), argmin(x, dims))."""
+    """findmin(x, dims=None) -> (minimum(x, dims), argmin(x, dims)).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = np.array([[1.0, 5.0], [3.0, 2.0]])
+        >>> kn.findmin(a)
+        (array(1.), array(0))
+    """
     return minimum(x, dims), argmin(x, dims)
 

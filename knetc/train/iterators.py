@@ -175,7 +175,7 @@ class Progress:
             self.seconds = 1  # Knet's default: update every second
         self.io = io
         self.curriter, self.currval = 0, None
-        self.starttime = self.lasttime = None
+        self.starttime = self.lasttime = self.firsttime = None
         self.lastiter = 0
 
     def __len__(self):
@@ -201,9 +201,14 @@ class Progress:
         io = sys.stderr if self.io is None else self.io
         message = str(self.func(self))
         now = _clock()
+        if self.curriter == 1:
+            self.firsttime = now  # the first step often compiled: the rate leaves it out
         seconds = now - self.starttime
+        # Iterations per second after the first step (None until there is a second step).
+        after = now - self.firsttime
+        rate = (self.curriter - 1) / after if self.curriter > 1 and after > 0 else None
         if last:
-            speed = self.curriter / seconds if seconds > 0 else math.inf
+            speed = rate if rate is not None else (self.curriter / seconds if seconds > 0 else math.inf)
         else:
             elapsed = now - self.lasttime
             speed = (self.curriter - self.lastiter) / elapsed if elapsed > 0 else math.inf
@@ -212,9 +217,17 @@ class Progress:
         if total is None:
             line = f"[{self.curriter}, {_format_time(seconds)}, {_format_speed(speed)}] "
         else:
-            eta = (total - self.curriter) / (self.curriter / seconds) if seconds > 0 else 0.0
+            left = max(0, total - self.curriter)
+            if left == 0:
+                estimate = _format_time(seconds)
+            elif rate is not None:
+                estimate = _format_time(seconds + left / rate)
+            elif self.curriter > 1:  # no time has passed after the first step
+                estimate = _format_time(seconds)
+            else:
+                estimate = "--:--"  # one step so far, and it may have compiled: no estimate yet
             line = (_bar(self.curriter, total) + f"[{self.curriter / max(1, total) * 100:.2f}%, "
-                    f"{self.curriter}/{total}, {_format_time(seconds)}/{_format_time(seconds + eta)}, "
+                    f"{self.curriter}/{total}, {_format_time(seconds)}/{estimate}, "
                     f"{_format_speed(speed)}] ")
         io.write("\r" + line + message + ("\n" if last else ""))
         io.flush()
@@ -252,7 +265,8 @@ def progress(msg, itr=None, steps=None, seconds=None, io=None):
 
     (percent done, iterations done/total, elapsed/estimated total time, speed (s/i when
     slower than 1 i/s), then `msg(p)`); the bar, percent, total and estimate are left out
-    when `itr` has no length. `progress(itr)` prints no message; `progress(msg, itr)` calls
+    when `itr` has no length. The first step is left out of the estimate and of the final
+    speed, since it usually includes compiling (`--:--` until a second step is done). `progress(itr)` prints no message; `progress(msg, itr)` calls
     `msg` with the Progress object (`p.currval`, `p.curriter`). The line is redrawn every
     `steps` iterations or `seconds` seconds (default: every second), at the first item and
     at the end.

@@ -1,0 +1,73 @@
+"""help() of every public op shows its own doc, with an example that runs (issue 17, item 7)."""
+import doctest
+import inspect
+import pydoc
+
+import pytest
+
+import knetc as kn
+from knetc.ops.core import Op
+
+PUBLIC = sorted(n for n in dir(kn) if not n.startswith("_"))
+OP_NAMES = [n for n in PUBLIC if isinstance(getattr(kn, n), Op)]
+FUNCTION_NAMES = [n for n in PUBLIC if inspect.isfunction(getattr(kn, n))]
+
+
+def test_the_public_ops_are_found():
+    assert {"relu", "exp", "tanh", "add", "sigm"} <= set(OP_NAMES)
+    assert len(OP_NAMES) >= 50
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_op_help_is_its_own_with_an_example(name):
+    op = getattr(kn, name)
+    doc = inspect.getdoc(op)
+    assert doc and doc != inspect.getdoc(Op), name
+    assert doc.startswith(name + "("), doc[:60]
+    assert ">>>" in doc and "Example" in doc, name
+    text = pydoc.render_doc(op, renderer=pydoc.plaintext)
+    assert doc.splitlines()[0] in text and "One primitive: shape rule" not in text
+
+
+@pytest.mark.parametrize("name", OP_NAMES)
+def test_op_example_runs(name):
+    """The example in each op's doc is a doctest, and it passes."""
+    op = getattr(kn, name)
+    test = doctest.DocTestParser().get_doctest(op.__doc__, {}, "kn." + name, None, 0)
+    assert test.examples
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: None)
+    assert runner.summarize(verbose=False).failed == 0, op.__doc__
+
+
+@pytest.mark.parametrize("name", FUNCTION_NAMES)
+def test_public_functions_have_their_own_doc(name):
+    doc = inspect.getdoc(getattr(kn, name))
+    assert doc and doc != inspect.getdoc(Op), name
+
+
+OPS_FUNCTIONS = [n for n in FUNCTION_NAMES if getattr(kn, n).__module__.startswith("knetc.ops")]
+
+
+def test_the_op_functions_are_found():
+    assert {"sum", "mean", "matmul", "reshape", "eq", "cat", "softmax", "conv4"} <= set(OPS_FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", OPS_FUNCTIONS)
+def test_op_function_doc_has_an_example(name):
+    """The public functions of knetc.ops (sum, matmul, conv4, ...) show an example too."""
+    doc = inspect.getdoc(getattr(kn, name))
+    assert ">>>" in doc or "Example" in doc, name
+
+
+RUNNABLE = "Example:\n    >>> import numpy as np, knetc as kn\n"
+
+
+@pytest.mark.parametrize("name", [n for n in OPS_FUNCTIONS if RUNNABLE in inspect.getdoc(getattr(kn, n))])
+def test_op_function_example_runs(name):
+    """Examples written as doctests (they start by importing numpy and knetc) pass."""
+    doc = inspect.getdoc(getattr(kn, name))
+    test = doctest.DocTestParser().get_doctest(doc, {}, "kn." + name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: None)
+    assert runner.summarize(verbose=False).failed == 0, doc
