@@ -22,7 +22,7 @@ from .backend.names import physical_shape
 from .backend.cache import directory_for, load_kernel, load_module, routines_key, seal
 from .errors import CompileError
 from .report import count, enabled, report
-from .runtime.device import download, host_copy, is_device_array, real_gpu_available, upload
+from .runtime.device import cuda_compiler_available, download, host_copy, is_device_array, real_gpu_available, upload
 
 TARGETS = ("auto", "cpu", "cuda")
 _LOG_LAUNCHES = enabled("launch")  # read once: checked on every run
@@ -32,7 +32,14 @@ def resolve_target(target):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if target == "auto":
-        return "cuda" if real_gpu_available() else "cpu"
+        if not real_gpu_available():
+            return "cpu"
+        if not cuda_compiler_available():
+            warnings.warn("knetc: a GPU is present but the CUDA compiler libraries are not installed, so "
+                          "target='auto' compiles for the CPU; install them with `pip install -e .[cuda]` "
+                          "(in a clone of knetc) to use the GPU", RuntimeWarning, stacklevel=3)
+            return "cpu"
+        return "cuda"
     return target
 
 

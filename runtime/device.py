@@ -60,6 +60,17 @@ def real_gpu_available():
     return gpu_available() and not simulator_active()
 
 
+@functools.lru_cache(maxsize=None)
+def cuda_compiler_available():
+    """Can Numba compile CUDA kernels here (NVVM found: the `cuda` extra's toolkit wheels or a
+    CUDA toolkit)? Example: ``cuda_compiler_available()  # False after a plain pip install -e .``"""
+    try:
+        from numba.cuda.cudadrv import nvvm
+        return bool(nvvm.is_available())
+    except Exception:  # (no numba-cuda, or a toolkit it cannot load)
+        return False
+
+
 def is_device_array(x):
     """True for CUDA arrays: anything with __cuda_array_interface__, or a simulator array.
     Example: ``is_device_array(numba.cuda.to_device(np.zeros(3)))  # True``"""

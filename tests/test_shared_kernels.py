@@ -245,3 +245,14 @@ def test_in_parallel_works_in_a_forked_child():
     child.start()
     child.join(120)
     assert child.exitcode == 0 and queue.get(timeout=5) == [1] * 9
+
+
+def test_target_auto_with_a_gpu_but_no_cuda_libraries_compiles_for_the_cpu_and_says_why(monkeypatch):
+    from knetc import compiler
+    monkeypatch.setattr(compiler, "real_gpu_available", lambda: True)
+    monkeypatch.setattr(compiler, "cuda_compiler_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"pip install -e \.\[cuda\]"):
+        assert compiler.resolve_target("auto") == "cpu"
+    monkeypatch.setattr(compiler, "cuda_compiler_available", lambda: True)
+    assert compiler.resolve_target("auto") == "cuda"
+    assert compiler.resolve_target("cpu") == "cpu"
