@@ -59,9 +59,9 @@ class Op:
     A "call" op names its routine per target in `lowering`, e.g.
     {"cpu": "knetc.kernels.conv:conv4_cpu", "cuda": "knetc.kernels.conv:conv4_cuda"}; the
     generated driver calls it as `routine(*inputs, out, **params)` with `out` preallocated
-    (C-contiguous, 0-d values stored as shape (1,)). The CPU routine must be Numba-njit
-    compiled (the CPU driver is njit); the CUDA routine is a Python function that launches
-    kernels or calls cuDNN on device arrays.
+    (C-contiguous, 0-d values stored as shape (1,)). Both drivers are Python: the CPU routine
+    is a Numba-njit function or a Python function calling them (kernels/bmm.py); the CUDA
+    routine is a Python function that launches kernels or calls cuBLAS/cuDNN on device arrays.
     A call op whose CPU routine calls BLAS from inside its own `prange` loops says
     `blas_in_prange=True`: programs with it, and its eager calls, keep BLAS on one thread
     (runtime/threads.py).
