@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 import knetc as kn
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
 
@@ -140,15 +140,9 @@ def main(argv=None):
     ap.add_argument("--eval-batches", type=int, default=20, help="held-out batches to evaluate (bounded)")
     ap.add_argument("--sample", type=int, default=400, help="characters to generate at the end")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="where the compiled loss runs (auto: cuda when a GPU is present)")
-    add_example_arguments(ap)  # --plot FILE.png, --progress/--no-progress
+    add_example_arguments(ap)  # --target, --plot FILE.png, --progress/--no-progress
     args = ap.parse_args(argv)
-    check_plot_argument(ap, args.plot)
-    if args.target == "cuda":
-        from knetc.runtime.device import real_gpu_available
-        if not real_gpu_available():
-            ap.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
+    check_example_arguments(ap, args)  # (--target cuda only with a GPU)
     loss_fn = loss if args.target == loss.requested_target else kn.compile(loss.fn, target=args.target)
 
     vocab, train, test = load_text(args.chars)

@@ -29,7 +29,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
 
@@ -99,18 +99,12 @@ def train(model, gradloss, data, lr):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the compiled kernels run (auto: cuda when a GPU is present)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.2, help="SGD learning rate")
     parser.add_argument("--batchsize", type=int, default=100)
-    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
+    add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
-    check_plot_argument(parser, args.plot)
-    if args.target == "cuda":
-        from knetc.runtime.device import real_gpu_available
-        if not real_gpu_available():
-            parser.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
+    check_example_arguments(parser, args)  # (--target cuda only with a GPU)
 
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # same functions, compiled for another target

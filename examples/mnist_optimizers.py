@@ -20,7 +20,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_plot_argument, showing_progress
+from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
 from mnist_mlp import accuracy, loss, mlp, predict  # the example beside this one
 
 # Knet's iterator functions and learning rates that suit this model (batch 100).
@@ -47,13 +47,11 @@ def batches(model, x, y, epochs, batchsize, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the compiled kernels run (auto: cuda when a GPU is present)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batchsize", type=int, default=100)
-    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
+    add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
-    check_plot_argument(parser, args.plot)
+    check_example_arguments(parser, args)  # (--target cuda only with a GPU)
 
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # the same functions, compiled for another target

@@ -35,7 +35,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, WithModel, add_example_arguments, check_plot_argument, showing_progress
+from knetc.train.plot import Curves, WithModel, add_example_arguments, check_example_arguments, showing_progress
 
 WIDTHS = (16, 32, 64)  # the channels of blocks 1-3 (block 1 keeps the stem's)
 
@@ -122,19 +122,13 @@ def accuracy(predict, model, x, y, batchsize=500):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the compiled kernels run (auto: cuda when a GPU is present)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
     parser.add_argument("--batchsize", type=int, default=100)
     parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
-    add_example_arguments(parser)  # --plot FILE.png, --progress/--no-progress
+    add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
-    check_plot_argument(parser, args.plot)
-    if args.target == "cuda":
-        from knetc.runtime.device import real_gpu_available
-        if not real_gpu_available():
-            parser.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
+    check_example_arguments(parser, args)  # (--target cuda only with a GPU)
 
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # the same functions, compiled for another target

@@ -57,6 +57,7 @@ from numba import cuda, float32, float64, int8, int16, int32, int64, uint8, uint
 
 DRIVER_HEADER = f"""from knetc.kernels.gemm import gemm as tiled_gemm
 from knetc.runtime import cublas
+from knetc.runtime.device import upload
 from knetc.runtime.pool import device_array
 
 BLOCK = {BLOCK}  # threads per block
@@ -349,10 +350,8 @@ def array_type(var, dtype=None):
 ARRAY_HELPERS = """
 
 def zeros(shape, dtype):
-    \"\"\"A zero-filled device array.\"\"\"
-    out = device_array(shape, dtype)
-    out.copy_to_device(np.zeros(shape, dtype))
-    return out
+    \"\"\"A zero-filled device array (copied up: counted in kn.stats()).\"\"\"
+    return upload(np.zeros(shape, dtype))
 
 
 def copy(a):

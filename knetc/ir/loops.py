@@ -50,7 +50,7 @@ class LoopSpec:
 
     def output_avals(self):
         carries = [v.aval for v in self.body.inputs[:self.carried]]
-        stacks = [Aval((rows,) + _aval(y).shape, _aval(y).dtype)
+        stacks = [Aval((rows,) + y.aval.shape, y.aval.dtype)
                   for y, (rows, _, _) in zip(self.body.outputs[self.carried:], self.stacked)]
         return carries + stacks
 
@@ -59,10 +59,6 @@ class LoopSpec:
         if self.saved:
             text += f", stacks {self.saved} value{'s' if self.saved > 1 else ''} per step for the adjoint"
         return text
-
-
-def _aval(v):
-    return v.aval
 
 
 def covers(rows, length, scale, offset):

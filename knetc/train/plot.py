@@ -15,6 +15,8 @@ Example:
 """
 import os
 
+from ..runtime.device import real_gpu_available
+
 INSTALL_HINT = "pip install matplotlib (or, in a clone of knetc, pip install -e .[plot])"
 
 
@@ -47,6 +49,14 @@ def check_plot_argument(parser, path):
         require_matplotlib()
     except PlotUnavailable as error:
         parser.error(str(error))
+
+
+def check_example_arguments(parser, args):
+    """After parsing: --plot as check_plot_argument, and --target cuda only with a GPU (an
+    argparse usage error, status 2, otherwise)."""
+    check_plot_argument(parser, args.plot)
+    if args.target == "cuda" and not real_gpu_available():
+        parser.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
 
 
 class Curves:
@@ -90,8 +100,11 @@ class Curves:
 
 
 def add_example_arguments(parser):
-    """The examples' `--plot FILE.png` and `--progress/--no-progress` options."""
+    """The examples' `--target`, `--plot FILE.png` and `--progress/--no-progress` options
+    (check them with check_example_arguments after parsing)."""
     import argparse
+    parser.add_argument("--target", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the compiled kernels run (auto: cuda when a GPU is present)")
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="write the training curves to FILE.png (needs matplotlib: " + INSTALL_HINT + ")")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
