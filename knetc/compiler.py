@@ -119,10 +119,16 @@ def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
 def compile_optimized(program, input_program, target, cache=True, key=""):
     """fuse, generate and load an optimised program. input_program: the program before
     optimize (what `knetc inspect --stage adjoint` shows; its input checks run)."""
-    schedule = plan_memory(fuse(program))
+    schedule = schedule_for(program, target)
     generated = generate(schedule, target, cache)
     driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
     return Executable(input_program, program, schedule, generated, driver, kernels, target)
+
+
+def schedule_for(program, target):
+    """fuse and plan_memory for `target`: its kernels' structure says what may fuse (a value
+    per row goes into the loop nest that reads it on the CPU, not on CUDA)."""
+    return plan_memory(fuse(program, rows=backend_for(target).FUSES_ROWS))
 
 
 def compile_program(program, target, cache=True, key=""):

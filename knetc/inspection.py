@@ -91,7 +91,8 @@ def _adjoint(fn, spec, executables, target, cc):
 def _fused(fn, spec, executables, target, cc):
     out = []
     for e in executables:
-        out.append(f"# {e.schedule.summary()}\n" + format_program(e.program, groups=e.schedule.groups()))
+        schedule = _schedule(e, target)
+        out.append(f"# {schedule.summary()}\n" + format_program(e.program, groups=schedule.groups()))
     return "\n\n".join(out)
 
 
@@ -100,7 +101,7 @@ def _memory(fn, spec, executables, target, cc):
     each step, and the peak bytes with and without the plan (ir/memory.py)."""
     out = []
     for e in executables:
-        schedule = e.schedule
+        schedule = _schedule(e, target)
         numbers = var_numbers(schedule.program)
         before = peak_bytes(schedule, None, release=False)
         after = peak_bytes(schedule, schedule.reuse, release=True)
@@ -128,12 +129,15 @@ def _plan_lines(schedule, numbers, indent):
     return lines
 
 
+def _schedule(e, target):
+    """An executable's fusion schedule for `target` (made anew if it runs on the other one:
+    what fuses depends on the target)."""
+    return e.schedule if target == e.target else compiler.schedule_for(e.program, target)
+
+
 def _generated(e, target):
-    """The generated code (backend.driver.Generated) of an executable for `target` (generated
-    anew if the executable runs on the other target)."""
-    if target == e.target:
-        return e.generated
-    return compiler.generate(e.schedule, target)
+    """The generated code (backend.driver.Generated) of an executable for `target`."""
+    return e.generated if target == e.target else compiler.generate(_schedule(e, target), target)
 
 
 def _kernels(fn, spec, executables, target, cc):

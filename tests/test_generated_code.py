@@ -29,6 +29,10 @@ def row_softmax(x):
     return e / kn.sum(e, dims=1)
 
 
+def row_scale(x, s):
+    return x * s
+
+
 def total(x):
     return kn.sum(x * x)
 
@@ -45,6 +49,7 @@ def _f32(*shape):
 PROGRAMS = {
     "dense": (dense, (_f32(4, 3), _f32(3, 5), _f32(5)), "call"),
     "row_softmax": (row_softmax, (_f32(4, 6),), "call"),
+    "row_scale": (row_scale, (_f32(4, 6), _f32(4, 1)), "call"),
     "total": (total, (_f32(8),), "call"),
     "dense_gradient": (dense_loss, (_f32(4, 3), _f32(3, 5), _f32(5)), "grad"),
 }
@@ -107,9 +112,25 @@ def test_kernels_read_sizes_and_numbers_at_run_time():
 
 
 def test_loads_invariant_in_an_inner_loop_are_read_outside_it():
-    # The row maximum varies with the row (i0) only: it is read before the column loop.
-    text = generated("row_softmax", "cpu")
+    # The row's scale varies with the row (i0) only: it is read before the column loop.
+    text = generated("row_scale", "cpu")
     kernel = next(k for k in text.split("# knetc kernel") if "x1[i0, 0]" in k)
     lines = [line.strip() for line in kernel.splitlines()]
     hoisted = next(i for i, line in enumerate(lines) if re.fullmatch(r"t\d+ = x1\[i0, 0\]", line))
     assert hoisted < lines.index("for i1 in range(n1):")
+
+
+def test_a_value_per_row_is_computed_once_per_row_in_the_kernel_that_reads_it():
+    # CPU: softmax's row maximum and row sum are loops inside the loop over rows, each before
+    # the loop along the row that reads it: two kernels, no stored (4, 1) values.
+    text = generated("row_softmax", "cpu")
+    kernels = [k for k in text.split("--- driver ---")[0].split("# knetc kernel")[1:]]
+    assert len(kernels) == 2
+    for kernel in kernels:
+        lines = [line.strip() for line in kernel.splitlines()]
+        rows, row, along = (lines.index(header) for header in
+                            ("for i0 in range(lo, hi):", "for j1_1 in range(m0):", "for i1 in range(n1):"))
+        assert rows < row < along
+    assert "np.empty((4, 1)" not in text
+    # CUDA (one thread per output) keeps the reductions in kernels of their own.
+    assert generated("row_softmax", "cuda").count("# knetc kernel") == 4

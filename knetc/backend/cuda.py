@@ -41,6 +41,9 @@ from .expressions import KernelBody, _block, const, helper_imports, kernel_name,
 from .names import physical_shape
 
 BLOCK = 256  # threads per block
+# One thread per output: a value per row fused into its reader would be computed once per
+# output, so fusion keeps it in a kernel of its own (ir/fuse.py's `rows`).
+FUSES_ROWS = False
 # Reductions (ReductionBody). The launch choices are the driver's (written in with the
 # sizes); the kernel text depends only on SHARED.
 SHARED = 256  # shared-memory slots per reduction in a block: the most threads a reduction block has

@@ -238,10 +238,13 @@ class KernelBody:
         axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
         if self._streams(x.aval.shape, axes, index):
             return self._stream(eqn, index, key)
+        # The reduction runs in the innermost loop its result varies in (once per row for a
+        # value per row: ir/fuse.py's `rows`); the loops inside that one are not open yet.
+        outer = self._block_for(index)
+        inside, self.blocks = self.blocks[outer + 1:], self.blocks[:outer + 1]
         accumulator = self._fresh()
         self.reductions += 1
         loop_vars = {a: f"j{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
-        outer = len(self.blocks) - 1
         monoid = eqn.op.monoid
         self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
         # Inner block: one nested loop per reduced axis.
@@ -267,6 +270,7 @@ class KernelBody:
         lines += [indent + line for line in block["lines"]]
         self.blocks[outer]["lines"].extend(lines)
         self.blocks[outer]["memo"][key] = accumulator
+        self.blocks += inside
         return accumulator
 
     def _streams(self, shape, axes, index):

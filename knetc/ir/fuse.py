@@ -139,7 +139,7 @@ def _kind(eqn):
     return "elementwise" if eqn.op.index_map is not None else eqn.op.kind
 
 
-def fuse(program):
+def fuse(program, rows=False):
     producers = {e.out: e for e in program.eqns}
     consumers = {}
     for eqn in program.eqns:
@@ -165,7 +165,9 @@ def fuse(program):
     # A kernel reads at most MAX_KERNEL_INPUTS stored values: a long chain (the sum of a
     # gradient over 128 loop steps) becomes kernels of one shape, compiled once, not one
     # kernel whose size grows with the chain. width: a kernel's root -> its input count.
-    inlined, in_prologue, root, width = {}, {}, {}, {}
+    # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
+    # all the way to the kernel's root), where a per-row value may be fused into it.
+    inlined, in_prologue, root, width, aligned = {}, {}, {}, {}, {}
     for eqn in reversed(program.eqns):
         v, kind = eqn.out, _kind(eqn)
         users = consumers.get(v, [])
@@ -179,14 +181,18 @@ def fuse(program):
         grown = width.get(kernel, _arity(user)) - 1 + _arity(eqn)
         if grown > MAX_KERNEL_INPUTS:
             continue
+        user_aligned = aligned.get(user.out, user.out not in inlined) and user.op.index_map is None
         if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 continue
             inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
         elif user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             inlined[v], in_prologue[v] = eqn, True
+        elif rows and user_kind == "elementwise" and user_aligned and _per_row(v.aval.shape, user.out.aval.shape):
+            inlined[v], in_prologue[v] = eqn, False
         else:
             continue
+        aligned[v] = user_aligned and user_kind == "elementwise" and v.aval.shape == user.out.aval.shape
         root[v], width[kernel] = kernel, grown
 
     steps = []
@@ -209,7 +215,7 @@ def fuse(program):
             outs = [Var(aval) for aval in spec.output_avals()]  # (placeholders where nothing reads one)
             for user in consumers.get(v, []):
                 outs[user.params["index"]] = user.out
-            steps.append(Loop(outs, eqn, fuse(spec.body)))
+            steps.append(Loop(outs, eqn, fuse(spec.body, rows)))
         elif eqn.op.kind == "loop_output":
             continue  # a name for one of the loop's results (Loop.outs)
         else:
@@ -228,6 +234,16 @@ def _view_index(eqn, inlined):
 def _arity(eqn):
     """The stored values an equation reads (an upper bound once others are fused into it)."""
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
+
+
+def _per_row(shape, domain):
+    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it
+    that include a loop (size other than 1), and not along all of them? Then a kernel's loop
+    nest over `domain` computes it once per index of those axes, outside the inner loops."""
+    shape = (1,) * (len(domain) - len(shape)) + tuple(shape)
+    k = next((a for a, (n, m) in enumerate(zip(shape, domain)) if n != m), len(domain))
+    return any(m != 1 for m in domain[:k]) and all(n == 1 for n in shape[k:]) \
+        and any(m != 1 for m in domain[k:])
 
 
 def _remaps(user, may_reduce):
