@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from ..ir.core import Var
+from ..ir.fuse import squeezed_index, squeezes
 from .names import import_alias
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
@@ -201,6 +202,8 @@ class KernelBody:
         op, out = eqn.op, eqn.out
         if op.kind == "reduce":
             return self._reduce(eqn, index, key)
+        if squeezes(eqn):  # a reshape that adds or drops size-1 axes: the same entry of its input
+            return self.value(eqn.inputs[0], squeezed_index(index, out.aval.shape, eqn.inputs[0].aval.shape))
         if op.index_map is not None:
             # An index remapping (transpose, static slicing, its zero-padding adjoint):
             # `index_map(index, input_shape, **params)` gives the input's index expressions

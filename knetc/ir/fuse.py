@@ -135,8 +135,24 @@ def _size(var):
 
 def _kind(eqn):
     """How fusion treats an equation: an index remapping (transpose, static slicing) is
-    elementwise, computed where its consumer reads it."""
-    return "elementwise" if eqn.op.index_map is not None else eqn.op.kind
+    elementwise, computed where its consumer reads it, and so is a reshape that only adds
+    or drops axes of size 1 (a reduction's (1, 1) read as a number)."""
+    return "elementwise" if eqn.op.index_map is not None or squeezes(eqn) else eqn.op.kind
+
+
+def squeezes(eqn):
+    """Is eqn a view that only adds or drops axes of size 1? Its entries keep their indices
+    along the other axes (squeezed_index)."""
+    if eqn.op.kind != "view" or eqn.op.index_map is not None:
+        return False
+    return [n for n in eqn.inputs[0].aval.shape if n != 1] == [n for n in eqn.out.aval.shape if n != 1]
+
+
+def squeezed_index(index, shape, source_shape):
+    """The index into a value of `source_shape` of the entry at `index` of its reshape to
+    `shape`, which adds or drops axes of size 1 only."""
+    kept = iter([i for i, n in zip(index, shape) if n != 1])
+    return tuple("0" if n == 1 else next(kept) for n in source_shape)
 
 
 def fuse(program, rows=False):
@@ -175,8 +191,8 @@ def fuse(program, rows=False):
             continue
         user = users[0]
         user_kind = _kind(user)
-        if user.out in absorbed:
-            continue
+        if user.out in absorbed or user.op.kind == "view" and user.op.index_map is None and user.out not in inlined:
+            continue  # (a stored view's input is stored)
         kernel = root.get(user.out, user.out)
         grown = width.get(kernel, _arity(user)) - 1 + _arity(eqn)
         if grown > MAX_KERNEL_INPUTS:
@@ -188,7 +204,8 @@ def fuse(program, rows=False):
             inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
         elif user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             inlined[v], in_prologue[v] = eqn, True
-        elif rows and user_kind == "elementwise" and user_aligned and _per_row(v.aval.shape, user.out.aval.shape):
+        elif rows and user_kind == "elementwise" and user_aligned \
+                and _per_row(v.aval.shape, user.out.aval.shape, scalars=not may_reduce[v]):
             inlined[v], in_prologue[v] = eqn, False
         else:
             continue
@@ -204,7 +221,7 @@ def fuse(program, rows=False):
             a, b = eqn.inputs
             ta, tb = a in absorbed, b in absorbed
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
-        elif _kind(eqn) == "view":  # a reshape: the stored value, read with another shape
+        elif eqn.op.kind == "view" and eqn.op.index_map is None:  # a reshape: the stored value, read with another shape
             steps.append(Reshape(v, eqn.inputs[0]))
         elif (block := _view_index(eqn, inlined)) is not None:  # a block of a stored value (xs[t]): a view
             steps.append(Reshape(v, eqn.inputs[0], block))
@@ -236,13 +253,15 @@ def _arity(eqn):
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
 
 
-def _per_row(shape, domain):
-    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it
-    that include a loop (size other than 1), and not along all of them? Then a kernel's loop
-    nest over `domain` computes it once per index of those axes, outside the inner loops."""
+def _per_row(shape, domain, scalars):
+    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it,
+    and not along all of them? Then a kernel's loop nest over `domain` computes it once per
+    index of those axes, outside the inner loops. A value that varies along none (a number)
+    is computed once per call of the kernel, by each thread that shares its rows: only if it
+    is cheap (`scalars`: no reduction in it)."""
     shape = (1,) * (len(domain) - len(shape)) + tuple(shape)
     k = next((a for a, (n, m) in enumerate(zip(shape, domain)) if n != m), len(domain))
-    return any(m != 1 for m in domain[:k]) and all(n == 1 for n in shape[k:]) \
+    return (scalars or any(m != 1 for m in domain[:k])) and all(n == 1 for n in shape[k:]) \
         and any(m != 1 for m in domain[k:])
 
 
