@@ -21,6 +21,7 @@ import numpy as np
 from .core import Var
 
 MAX_KERNEL_INPUTS = 8
+MAX_READS = 3  # a cheap value read at more places in one kernel than this is stored
 
 
 @dataclass
@@ -109,11 +110,13 @@ class Schedule:
 
     def fused_ops(self, kernel):
         """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
-        ops, stack = [], [kernel.eqn]
+        ops, stack, seen = [], [kernel.eqn], set()
         while stack:
             eqn = stack.pop()
-            ops.append(eqn.op.name)
-            stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
+            if id(eqn) not in seen:  # (a value read at several places is named once)
+                seen.add(id(eqn))
+                ops.append(eqn.op.name)
+                stack.extend(self._inlined_inputs(self, eqn))
         return " ".join(reversed(ops))
 
     def groups(self):
@@ -125,8 +128,15 @@ class Schedule:
             while stack:
                 eqn = stack.pop()
                 marks[eqn] = number
-                stack.extend(schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined)
+                stack.extend(self._inlined_inputs(schedule, eqn))
         return marks
+
+    @staticmethod
+    def _inlined_inputs(schedule, eqn):
+        """The equations computed inside eqn's kernel as its inputs (not iota's: it reads a shape only)."""
+        if eqn.op.input_gives_shape:
+            return []
+        return [schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined]
 
 
 def _size(var):
@@ -184,32 +194,45 @@ def fuse(program, rows=False):
     # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
     # all the way to the kernel's root), where a per-row value may be fused into it.
     inlined, in_prologue, root, width, aligned = {}, {}, {}, {}, {}
-    for eqn in reversed(program.eqns):
-        v, kind = eqn.out, _kind(eqn)
-        users = consumers.get(v, [])
-        if v in outputs or len(users) != 1 or v in absorbed or kind not in ("elementwise", "reduce"):
-            continue
-        user = users[0]
+
+    def placement(v, kind, user):
+        """(in_prologue, aligned) of v computed inside its user's kernel, or None if it may not be."""
         user_kind = _kind(user)
         if user.out in absorbed or user.op.kind == "view" and user.op.index_map is None and user.out not in inlined:
-            continue  # (a stored view's input is stored)
-        kernel = root.get(user.out, user.out)
-        grown = width.get(kernel, _arity(user)) - 1 + _arity(eqn)
-        if grown > MAX_KERNEL_INPUTS:
-            continue
+            return None  # (a stored view's input is stored)
         user_aligned = aligned.get(user.out, user.out not in inlined) and user.op.index_map is None
+        same = user_aligned and user_kind == "elementwise" and v.aval.shape == user.out.aval.shape
         if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
-                continue
-            inlined[v], in_prologue[v] = eqn, in_prologue.get(user.out, False)
-        elif user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
-            inlined[v], in_prologue[v] = eqn, True
-        elif rows and user_kind == "elementwise" and user_aligned \
-                and _per_row(v.aval.shape, user.out.aval.shape, scalars=not may_reduce[v]):
-            inlined[v], in_prologue[v] = eqn, False
-        else:
+                return None
+            return in_prologue.get(user.out, False), same
+        if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
+            return True, False
+        if rows and user_kind == "elementwise" and _size(v) == 1 and not may_reduce[v]:
+            return False, False  # a cheap number: computed once, before the kernel's loops
+        if rows and user_kind == "elementwise" and user_aligned and _per_row(v.aval.shape, user.out.aval.shape):
+            return False, False
+        return None
+
+    for eqn in reversed(program.eqns):
+        v, kind = eqn.out, _kind(eqn)
+        users = [u for u in consumers.get(v, []) if not u.op.input_gives_shape]  # (iota reads a shape only)
+        if v in outputs or not users or v in absorbed or kind not in ("elementwise", "reduce"):
             continue
-        aligned[v] = user_aligned and user_kind == "elementwise" and v.aval.shape == user.out.aval.shape
+        kernels = {root.get(u.out, u.out) for u in users}
+        # Several readers: only a cheap value (no reduction in it) that they all read in one
+        # kernel (softmax's exp(x - max) in the row sum and in the quotient) is computed at
+        # each read instead of stored.
+        if len(users) > 1 and not (rows and len(kernels) == 1 and len(users) <= MAX_READS and not may_reduce[v]):
+            continue
+        (kernel,) = kernels
+        grown = width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn)
+        places = [placement(v, kind, user) for user in users]
+        if grown > MAX_KERNEL_INPUTS or None in places:
+            continue
+        inlined[v] = eqn
+        in_prologue[v] = any(prologue for prologue, _ in places)
+        aligned[v] = all(same for _, same in places)
         root[v], width[kernel] = kernel, grown
 
     steps = []
@@ -253,16 +276,14 @@ def _arity(eqn):
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
 
 
-def _per_row(shape, domain, scalars):
-    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it,
+def _per_row(shape, domain):
+    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it
+    (at least one loop: a number would be computed by each thread that shares the rows),
     and not along all of them? Then a kernel's loop nest over `domain` computes it once per
-    index of those axes, outside the inner loops. A value that varies along none (a number)
-    is computed once per call of the kernel, by each thread that shares its rows: only if it
-    is cheap (`scalars`: no reduction in it)."""
+    index of those axes, outside the inner loops."""
     shape = (1,) * (len(domain) - len(shape)) + tuple(shape)
     k = next((a for a, (n, m) in enumerate(zip(shape, domain)) if n != m), len(domain))
-    return (scalars or any(m != 1 for m in domain[:k])) and all(n == 1 for n in shape[k:]) \
-        and any(m != 1 for m in domain[k:])
+    return any(m != 1 for m in domain[:k]) and all(n == 1 for n in shape[k:]) and any(m != 1 for m in domain[k:])
 
 
 def _remaps(user, may_reduce):
