@@ -180,8 +180,10 @@ def test_fused_prologues_and_epilogues():
     _check(epilogues(x, y), np.sum(rows * rows) + x.max() - np.mean(y * y), np.float64)
     kernels = _kernel_texts(sum_of_squares, x)
     assert any("t3 = t2 * t2" in text and "tree" not in text.split("def ")[0] for text in kernels)
-    (text,) = [t for t in _kernel_texts(epilogues, x, y) if "reduce_max" in t and "sh2" in t]
-    assert "(r a power of two" in text  # one kernel: both row reductions, then the epilogue
+    texts = _kernel_texts(epilogues, x, y)
+    (text,) = [t for t in texts if "(r a power of two" in t]
+    assert "reduce_max" in text and "sh2" in text  # one kernel: both row reductions, then the epilogue
+    assert len(texts) == 2  # and one for the three full reductions, read as numbers
 
 
 @kn.compile(target="cuda")
@@ -234,9 +236,12 @@ def test_defaults_for_a_gpu(monkeypatch):
 def test_inspect_shows_the_block_structure():
     x = np.ones((13, 300), np.float32)
     text = kn.inspect(row_softmax, x, stage="kernels,driver", target="cuda", mode="call")
+    assert "# Rows: a group of r threads per row" in text and "then strides along the row" in text
+    assert "cuda.shared.array(256, float32)" in text and "cuda.syncthreads()" in text
+    assert "# 13 rows of 300: 1 per block, 32 threads each, sharing the row's reductions" in text
+    text = kn.inspect(epilogues, x, x, stage="kernels,driver", target="cuda", mode="call")
     assert "# Row reduction: a group of r threads per output element" in text
     assert "then a tree reduction in shared memory" in text
-    assert "cuda.shared.array(256, float32)" in text and "cuda.syncthreads()" in text
     assert "# 13 outputs of 300 entries: 1 per block, 32 threads each, tree reduction in shared memory" in text
     total = kn.inspect(sum_of_squares, np.ones(70_001), stage="kernels,driver", target="cuda", mode="call")
     assert "# Full reduction, two passes" in total

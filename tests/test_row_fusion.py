@@ -1,4 +1,4 @@
-"""A value per row fused into the kernel that reads it (ir/fuse.py's `rows`, on the CPU).
+"""A value per row fused into the kernel that reads it (ir/fuse.py's `rows`).
 
 A row's maximum, sum or mean read back along the row (softmax, log-softmax, layer
 normalisation, nll) is computed in the consumer's loop over the rows, before its loop
@@ -6,12 +6,18 @@ along the row, instead of in a kernel of its own and a stored (n, 1) array. Thes
 compare values and gradients with float64 numpy and the eager path, at shapes that take
 the size-1, 3-D and threaded (rows split across threads) paths, and check that values
 that vary along an inner axis (a column mean) are still stored, not recomputed per element.
+On CUDA (under the simulator, and compiled to PTX for sm_90) a group of threads shares a
+row's reductions and then strides along the row.
 """
+import sys
+
 import numpy as np
 import pytest
 
 import knetc as kn
 from knetc.backend import cpu
+
+from ptx import assert_modules_compile_to_ptx, kernel_modules
 
 RNG = np.random.default_rng(11)
 
@@ -110,3 +116,60 @@ def test_nll_gradient_matches_eager(dtype, rtol):
     assert grad.dtype == dtype
     np.testing.assert_allclose(grad, want_grad, rtol=rtol, atol=rtol * 1e-2)
     assert float(loss) == pytest.approx(float(want_loss), rel=rtol)
+
+
+# ------------------------------------------------------------------ CUDA: a group of threads per row
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 32 threads (as tests/test_cuda_reductions.py): small rows then take the
+    several-rows-per-block, several-blocks and rows-longer-than-the-group paths."""
+    from knetc.backend import cuda as cuda_backend
+    monkeypatch.setattr(cuda_backend, "THREADS", 32)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # the simulator's barriers wait on Python threads
+    yield
+    sys.setswitchinterval(interval)
+
+
+CUDA_SOFTMAX = kn.compile(softmax_last, target="cuda")
+CUDA_LAYERNORM = kn.compile(layernorm, target="cuda")
+CUDA_NLL = kn.compile(nll_loss, target="cuda")
+
+
+@pytest.mark.parametrize("shape", [(37, 70), (50, 5), (3, 4, 9), (1, 40)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_softmax_in_two_row_kernels(small_blocks, shape, dtype):
+    # (37, 70): rows longer than the group (32 threads stride); (50, 5): 4 rows per block,
+    # 13 blocks, the last one part empty; (3, 4, 9): rows of a 3-d array; (1, 40): one row.
+    x = (RNG.standard_normal(shape) * 3).astype(dtype)
+    got = np.asarray(CUDA_SOFTMAX(x))
+    np.testing.assert_allclose(got, _softmax(x.astype(np.float64), -1), rtol=2e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-7 if dtype == np.float32 else 1e-15)
+    spec = CUDA_SOFTMAX.specializations()[-1]
+    kernels = spec.executables()[0].schedule.kernels()
+    assert len(kernels) == 2 and all(k.per_row for k in kernels)
+
+
+def test_cuda_layernorm_and_nll_gradients_match_eager(small_blocks):
+    x = RNG.standard_normal((4, 3, 9))
+    g, b = RNG.standard_normal(9), RNG.standard_normal(9)
+    for argnum in (0, 1):
+        got = np.asarray(kn.grad(CUDA_LAYERNORM, argnum)(x, g, b))
+        np.testing.assert_allclose(got, kn.grad(layernorm, argnum)(x, g, b), rtol=1e-10, atol=1e-12)
+    w, x2, y = RNG.standard_normal((12, 6)), RNG.standard_normal((40, 12)), RNG.integers(0, 6, 40)
+    got = np.asarray(kn.grad(CUDA_NLL)(w, x2, y))
+    np.testing.assert_allclose(got, kn.grad(nll_loss)(w, x2, y), rtol=1e-10, atol=1e-13)
+
+
+def test_cuda_row_kernels_compile_to_ptx(small_blocks):
+    CUDA_SOFTMAX(np.ones((2, 3), np.float32))
+    CUDA_SOFTMAX(np.ones((2, 3)))
+    kn.grad(CUDA_LAYERNORM)(np.ones((2, 2, 3)), np.ones(3), np.ones(3))
+    kn.grad(CUDA_NLL)(np.ones((3, 2)), np.ones((4, 3)), np.zeros(4, np.int64))
+    modules = {m.__knetc_path__: m for f in (CUDA_SOFTMAX, CUDA_LAYERNORM, CUDA_NLL)
+               for m in kernel_modules(f.generated_modules())}
+    rows = [m for m in modules.values() if "for i" in open(m.__knetc_path__).read()
+            and "in range(lane, n" in open(m.__knetc_path__).read()]
+    assert len(rows) >= 4  # softmax f32/f64, layernorm, nll
+    assert_modules_compile_to_ptx(list(modules.values()))

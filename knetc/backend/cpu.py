@@ -8,9 +8,10 @@ from ..runtime import threads
 from . import driver
 from .expressions import STREAM_BLOCK, KernelBody, helper_imports, kernel_name
 
-# A kernel is a loop nest: a value per row (a row's max) is computed once per row, in the
-# loop over the rows, so fusion may put it in the kernel that reads it (ir/fuse.py).
-FUSES_ROWS = True
+# A kernel is a loop nest: a value per row (a row's max) of any leading axes is computed
+# once per row, in the loop over the rows, so fusion may put it in the kernel that reads it
+# (ir/fuse.py's `rows`).
+FUSES_ROWS = "nest"
 PARALLEL_MIN_WORK = 1 << 17  # elements x reduction steps: below this, threads cost more than they save
 
 KERNEL_HEADER = """# knetc kernel (cpu): {ops}

@@ -41,9 +41,10 @@ from .expressions import KernelBody, _block, const, helper_imports, kernel_name,
 from .names import physical_shape
 
 BLOCK = 256  # threads per block
-# One thread per output: a value per row fused into its reader would be computed once per
-# output, so fusion keeps it in a kernel of its own (ir/fuse.py's `rows`).
-FUSES_ROWS = False
+# A value per row of the last axis is fused into the kernel that reads it: a group of threads
+# shares the row, computes its reductions together, then strides along it (row_kernel;
+# ir/fuse.py's `rows`).
+FUSES_ROWS = "last"
 # Reductions (ReductionBody). The launch choices are the driver's (written in with the
 # sizes); the kernel text depends only on SHARED.
 SHARED = 256  # shared-memory slots per reduction in a block: the most threads a reduction block has
@@ -112,14 +113,19 @@ def kernel_source(schedule, kernel, cache=True):
     """(KernelSource, KernelBody) for one fused kernel."""
     logical = kernel.out.aval.shape
     full = all(n == 1 for n in logical)
-    body = ReductionBody(schedule, kernel, full)  # no loops of its own: threads cover the output
+    # Threads cover the output; a kernel with values per row loops along the row (row_kernel).
+    row = max(a for a, n in enumerate(logical) if n != 1) if kernel.per_row else None
+    body = ReductionBody(schedule, kernel, full, row)
     index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     result = body.root(index)
     name = kernel_name(schedule, kernel)
     params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters]
     store = f"out[{', '.join(index) if logical else '0'}] = {result}"
     types = [array_type(x) for x in kernel.inputs + [kernel.out]] + [kind for _, kind, _ in body.parameters]
-    if not body.trees:  # elementwise (or reductions over size-1 axes only): one thread per element
+    if row is not None:
+        params, types = params + ["r"], types + ["int64"]
+        lines = _row_kernel(name, params, logical, row, body, store)
+    elif not body.trees:  # elementwise (or reductions over size-1 axes only): one thread per element
         lines = _kernel(name, params, logical, body.lines(), store)
     elif full:
         parts = [f"p{k}" for k in range(1, len(body.trees) + 1)]
@@ -160,17 +166,20 @@ class ReductionBody(KernelBody):
     Afterwards lane 0's accumulator holds the reduction. A reduction over size-1 axes only
     is one entry, computed as on the CPU."""
 
-    def __init__(self, schedule, kernel, full):
-        super().__init__(schedule, kernel)
-        self.full, self.trees = full, []
+    def __init__(self, schedule, kernel, full, row=None):
+        """row: in a kernel with values per row (row_kernel), the axis its threads stride
+        along (the loop variable `i<row>`; the body's second block)."""
+        super().__init__(schedule, kernel, [f"i{row}"] if row is not None else ())
+        self.full, self.row, self.trees = full, row, []
 
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
         axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
         shape = x.aval.shape
         reduced = [a for a in axes if shape[a] != 1]
-        if not reduced:
-            return super()._reduce(eqn, index, key)
+        if not reduced or self._block_for(index) > 0:  # (in a row kernel, one per entry of the row:
+            return super()._reduce(eqn, index, key)  # each thread reduces its own, alone)
+        inside, self.blocks = self.blocks[1:], self.blocks[:1]  # (the loop along the row is not open)
         accumulator = self._fresh()
         self.reductions += 1
         k, monoid = self.reductions, eqn.op.monoid
@@ -203,7 +212,10 @@ class ReductionBody(KernelBody):
             entries = ["    " + line for line in entries]
         out.extend(entries)
         out.extend(self._tree(tree, len(self.trees)))
+        if self.row is not None:  # every thread of the group reads the row's result (lane 0's)
+            out.append(f"{accumulator} = sh{len(self.trees)}[tid - lane * q]")
         self.blocks[0]["memo"][key] = accumulator
+        self.blocks += inside
         return accumulator
 
     def _step(self, tree, v, block):
@@ -276,6 +288,32 @@ def _row_reduction(name, params, logical, body, store):
     lines += [f"    valid = t < {count}", f"    t = min(t, {count} - 1)  # a thread past the end reads in bounds, stores nothing"]
     lines += ["    " + line for line in indices + body.lines()]
     lines += ["    if valid and lane == 0:", "        " + store]
+    return lines
+
+
+def _row_kernel(name, params, logical, row, body, store):
+    """A kernel with values per row (ir/fuse.py's `rows`, softmax's max and sum): a group of
+    r threads per row computes the row's reductions together, then its threads stride along
+    the row, each computing and storing its entries."""
+    groups = tuple(1 if axis == row else n for axis, n in enumerate(logical))
+    sizes, indices, count = thread_indices(groups)
+    lines = [f"def {name}({', '.join(params)}):",
+             f"    # Rows: a group of r threads per row (r a power of two up to {SHARED}, from the driver;",
+             "    # blockDim // r rows per block) strides over each of the row's reductions (adjacent threads,",
+             "    # adjacent entries), combines it by a tree in shared memory, then strides along the row.",
+             "    tid = int64(cuda.threadIdx.x)",
+             "    per = int64(cuda.blockDim.x) // r  # rows per block",
+             "    group = r",
+             "    lane = tid % r",
+             "    q = 1",
+             "    t = int64(cuda.blockIdx.x) * per + tid // r",
+             "    start = lane",
+             "    stride = r"]
+    lines += ["    " + line for line in sizes + [f"n{row} = out.shape[{row}]"]]
+    lines += [f"    valid = t < {count}", f"    t = min(t, {count} - 1)  # a group past the end reads in bounds, stores nothing"]
+    lines += ["    " + line for line in indices + body.lines(0)]
+    lines += ["    if valid:", f"        for i{row} in range(lane, n{row}, r):"]
+    lines += ["            " + line for line in body.lines(1) + [store]]
     return lines
 
 
@@ -386,6 +424,15 @@ class Driver(driver.Driver):
         if not size:  # an empty grid is a launch error; an empty output needs no work
             return
         trees = getattr(body, "trees", None)
+        if getattr(body, "row", None) is not None:
+            length = out.aval.shape[body.row]
+            rows, entries = size // length, max([length] + [tree.extent for tree in trees])
+            blocks, threads, r = row_launch(rows, entries, True)
+            self.launches += 1
+            self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, "
+                      f"sharing the row's reductions (trees in shared memory)")
+            self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
+            return
         if not trees:
             self.launches += 1
             self.emit(f"{name}[launch({size})]({', '.join(arguments)})")

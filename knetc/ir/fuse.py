@@ -6,6 +6,13 @@ elementwise over as many elements (no recomputation) or a reduction (a prologue)
 reduction's result may in turn feed elementwise consumers of its own shape (an epilogue).
 Transposes read only by matmuls become the GEMM's transpose flags.
 
+With `rows`, a value that varies only along the leading axes of its elementwise consumer
+(a row's max in `x - max(x, axis=-1)`, a row's log-sum in log-softmax) is fused too: the
+kernel computes it once per row, before its loop along the row ("nest", the CPU's loop
+nests: rows of any leading axes; "last", CUDA: rows of the last axis, one group of threads
+per row, which shares the row's reductions). Then a cheap value (no reduction in it) that
+several places of one kernel read is computed at each, and a cheap number anywhere.
+
 The schedule is a list of steps in program order, each with the stored values it reads
 (`step.inputs`):
   Kernel(out, eqn)          compute `out` (fused expression tree rooted at eqn)
@@ -29,6 +36,7 @@ class Kernel:
     out: Var
     eqn: object
     inputs: list  # stored Vars the kernel reads, in first-use order
+    per_row: bool = False  # computes a value per row of its output (fuse's `rows`)
 
 
 @dataclass
@@ -165,7 +173,7 @@ def squeezed_index(index, shape, source_shape):
     return tuple("0" if n == 1 else next(kept) for n in source_shape)
 
 
-def fuse(program, rows=False):
+def fuse(program, rows=None):
     producers = {e.out: e for e in program.eqns}
     consumers = {}
     for eqn in program.eqns:
@@ -193,7 +201,7 @@ def fuse(program, rows=False):
     # kernel whose size grows with the chain. width: a kernel's root -> its input count.
     # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
     # all the way to the kernel's root), where a per-row value may be fused into it.
-    inlined, in_prologue, root, width, aligned = {}, {}, {}, {}, {}
+    inlined, in_prologue, root, width, aligned, per_row = {}, {}, {}, {}, {}, set()
 
     def placement(v, kind, user):
         """(in_prologue, aligned) of v computed inside its user's kernel, or None if it may not be."""
@@ -205,13 +213,14 @@ def fuse(program, rows=False):
         if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 return None
-            return in_prologue.get(user.out, False), same
+            return in_prologue.get(user.out, False), same, False
         if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
-            return True, False
+            return True, False, False
         if rows and user_kind == "elementwise" and _size(v) == 1 and not may_reduce[v]:
-            return False, False  # a cheap number: computed once, before the kernel's loops
-        if rows and user_kind == "elementwise" and user_aligned and _per_row(v.aval.shape, user.out.aval.shape):
-            return False, False
+            return False, False, False  # a cheap number: computed once, before the kernel's loops
+        if rows and user_kind == "elementwise" and user_aligned \
+                and _per_row(v.aval.shape, user.out.aval.shape, last=rows == "last"):
+            return False, False, True
         return None
 
     for eqn in reversed(program.eqns):
@@ -231,9 +240,11 @@ def fuse(program, rows=False):
         if grown > MAX_KERNEL_INPUTS or None in places:
             continue
         inlined[v] = eqn
-        in_prologue[v] = any(prologue for prologue, _ in places)
-        aligned[v] = all(same for _, same in places)
+        in_prologue[v] = any(prologue for prologue, _, _ in places)
+        aligned[v] = all(same for _, same, _ in places)
         root[v], width[kernel] = kernel, grown
+        if any(row for _, _, row in places):
+            per_row.add(kernel)
 
     steps = []
     for eqn in program.eqns:
@@ -259,7 +270,7 @@ def fuse(program, rows=False):
         elif eqn.op.kind == "loop_output":
             continue  # a name for one of the loop's results (Loop.outs)
         else:
-            steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined)))
+            steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), v in per_row))
     return Schedule(program, steps, inlined, producers)
 
 
@@ -276,13 +287,17 @@ def _arity(eqn):
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
 
 
-def _per_row(shape, domain):
-    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it
-    (at least one loop: a number would be computed by each thread that shares the rows),
+def _per_row(shape, domain, last):
+    """Does a value of `shape`, broadcast over `domain`, vary only along leading axes of it,
     and not along all of them? Then a kernel's loop nest over `domain` computes it once per
-    index of those axes, outside the inner loops."""
+    index of those axes, outside the inner loops (at least one loop: a number would be
+    computed by each thread that shares the rows). `last`: the rows must be the whole
+    domain but its last axis of size other than 1 (a group of CUDA threads shares one)."""
     shape = (1,) * (len(domain) - len(shape)) + tuple(shape)
     k = next((a for a, (n, m) in enumerate(zip(shape, domain)) if n != m), len(domain))
+    varying = [a for a, m in enumerate(domain) if m != 1]
+    if last:
+        return bool(varying) and k == varying[-1] and all(n == 1 for n in shape[k:])
     return any(m != 1 for m in domain[:k]) and all(n == 1 for n in shape[k:]) and any(m != 1 for m in domain[k:])
 
 
