@@ -40,3 +40,4 @@ from .train.optimizers import SGD, Momentum, Nesterov, Adagrad, Rmsprop, Adadelt
 from .train.iterators import (minimize, minimize_, sgd, sgd_, momentum, momentum_, nesterov, nesterov_,  # noqa: F401,E402
                               adagrad, adagrad_, rmsprop, rmsprop_, adadelta, adadelta_, adam, adam_,
                               converge, converge_, progress, progress_)
+from .train import parallel  # noqa: F401,E402  kn.parallel: data-parallel training on MPI and NCCL

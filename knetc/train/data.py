@@ -88,9 +88,10 @@ class Data:
     new order); `len()` is the number of batches."""
 
     def __init__(self, x, y=None, batchsize=100, shuffle=False, partial=False,
-                 xtype=None, ytype=None, xsize=None, ysize=None, rng=None):
+                 xtype=None, ytype=None, xsize=None, ysize=None, rng=None, shard=None):
         if not isinstance(batchsize, numbers.Integral) or isinstance(batchsize, bool) or batchsize < 1:
             raise ValueError(f"minibatch: batchsize must be a positive integer, got {batchsize!r}")
+        self.shard = _shard(shard, batchsize)
         x = _as_data("x", x)
         n = x.shape[0]
         if y is not None:
@@ -114,15 +115,20 @@ class Data:
 
     def __len__(self):
         full, rest = divmod(self.n, self.batchsize)
+        rest -= rest % self.shard[1]  # a sharded partial batch keeps a multiple of the ranks
         return full + (1 if self.partial and rest else 0)
 
     def __iter__(self):
         order = None
         if self.shuffle:  # a new order for every epoch, drawn when the epoch starts
             order = (self._rng or knetc_rng()).permutation(self.n)
+        rank, ranks = self.shard
         for k in range(len(self)):
             start = k * self.batchsize
             stop = min(start + self.batchsize, self.n)
+            if ranks > 1:  # this rank's contiguous part of the batch, all parts of one size
+                part = (stop - start) // ranks
+                start, stop = start + rank * part, start + (rank + 1) * part
             index = slice(start, stop) if order is None else order[start:stop]
             xb = _batch(self.x[index], self.xsize, self.xtype)
             if self.y is None:
@@ -132,8 +138,27 @@ class Data:
 
     def __repr__(self):
         what = "x" if self.y is None else "(x, y)"
+        shard = "" if self.shard == (0, 1) else f", shard={self.shard}"
         return (f"<minibatch: {len(self)} batches of {what}, batchsize={self.batchsize}, "
-                f"{self.n} instances, shuffle={self.shuffle}, partial={self.partial}>")
+                f"{self.n} instances, shuffle={self.shuffle}, partial={self.partial}{shard}>")
+
+
+def _shard(shard, batchsize):
+    """shard=(rank, size) checked: 0 <= rank < size, and batchsize a multiple of size (so
+    every rank's part, and so its weight in the averaged gradient, is the same)."""
+    if shard is None:
+        return 0, 1
+    try:
+        rank, size = shard
+    except (TypeError, ValueError):
+        raise TypeError(f"minibatch: shard must be (rank, size), e.g. kn.parallel.shard(), got {shard!r}") from None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (rank, size)) \
+            or size < 1 or not 0 <= rank < size:
+        raise ValueError(f"minibatch: shard=(rank, size) needs integers 0 <= rank < size, got {shard!r}")
+    if batchsize % size:
+        raise ValueError(f"minibatch: batchsize {batchsize} does not split into {size} equal parts "
+                         f"(shard={tuple(shard)!r}); use a multiple of {size}")
+    return int(rank), int(size)
 
 
 def _as_data(name, a):
@@ -188,7 +213,7 @@ def _batch(a, inner, convert):
 
 
 def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False,
-              xtype=None, ytype=None, xsize=None, ysize=None, rng=None):
+              xtype=None, ytype=None, xsize=None, ysize=None, rng=None, shard=None):
     """Minibatches of instances along the first axis (Knet's `minibatch`, whose instances
     are on the last axis):
 
@@ -204,6 +229,12 @@ def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False,
     - `xsize`/`ysize`: reshape each batch to this shape with the first dimension adjusted to
       the batch size: `minibatch(x, y, 100, xsize=(-1, 1, 28, 28))` for x of shape (N, 784).
     - x and y must agree on the number of instances (ValueError).
+    - `shard=(rank, size)` (data-parallel training, `shard=kn.parallel.shard()`): every
+      batch is split into `size` contiguous parts of `batchsize // size` instances and this
+      rank gets part `rank`, so `size` ranks together see the batches one process would
+      (the same order on every rank when they shuffle with the same seed). `batchsize` must
+      be a multiple of `size`; a partial last batch (`partial=True`) loses its last
+      `len % size` instances, so every rank has as many batches, of one size.
 
     The result has `len()` (the number of batches) and is re-iterable: Knet's
     `repeat(d, n)` is `itertools.chain.from_iterable(itertools.repeat(d, n))` (reshuffled
@@ -217,4 +248,4 @@ def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False,
                             f"batchsize={batchsize!r} is given too")
         y, batchsize = None, y  # minibatch(x, batchsize)
     return Data(x, y, 100 if batchsize is None else batchsize, shuffle=shuffle, partial=partial,
-                xtype=xtype, ytype=ytype, xsize=xsize, ysize=ysize, rng=rng)
+                xtype=xtype, ytype=ytype, xsize=xsize, ysize=ysize, rng=rng, shard=shard)

@@ -12,12 +12,18 @@ how long training runs:
 When `f` is a `@kn.compile` function, `kn.diff` runs its compiled forward pass and records
 one tape node whose backward pass is the compiled adjoint, so a step is generated kernels
 from loss to gradients, then one fused update kernel per parameter.
+
+Inside a `kn.parallel` context (data-parallel training on MPI), each step first broadcasts
+from rank 0 the Params it has not met before (values and optimizer state), averages the
+gradients across the ranks before updating, and yields the loss averaged across the ranks;
+`progress` draws on rank 0 only.
 """
 import math
 import sys
 import time
 
 from ..autograd import diff, grad, params as params_of, value
+from . import parallel
 from .optimizers import DEFAULTS, SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop, update_
 
 
@@ -55,12 +61,21 @@ class Minimize:
             args = args if isinstance(args, tuple) else (args,)  # tuples are splatted, as Knet's f(args...)
             y = diff(self.f, *args)
             params = params_of(y) if self.params is None else self.params
+            context = parallel.current()
+            if context is not None and context.synchronize_(params):
+                # Params met for the first time now hold rank 0's values: the forward pass
+                # ran on this rank's own, so run it again.
+                y = diff(self.f, *args)
+                params = params_of(y) if self.params is None else self.params
             grads = [grad(y, p) for p in params]
+            if context is not None:  # every rank applies the same, averaged gradients
+                grads = context.allreduce_grads(grads)
             # A Param keeps its optimizer (and state) across iterators; one without gets a clone,
             # stored in p.opt by update_ only when the step succeeds. The step is all or nothing.
             opts = [self.optimizer.clone() if p.opt is None else p.opt for p in params]
             update_(list(params), grads, opts)
-            yield _scalar(value(y))
+            loss = _scalar(value(y))
+            yield loss if context is None else context.average(loss)
 
 
 def minimize(f, data, optimizer=None, params=None):
@@ -187,14 +202,15 @@ class Progress:
     def __iter__(self):
         self.starttime = self.lasttime = _clock()
         self.curriter, self.lastiter = 0, 0
+        quiet = parallel.rank() != 0  # in data-parallel training, rank 0 alone draws
         for item in self.iter:
             self.curriter += 1
             self.currval = item
-            if (self.curriter in (1, self.steps) or (self.steps and self.curriter == self.lastiter + self.steps)
+            if not quiet and (self.curriter in (1, self.steps) or (self.steps and self.curriter == self.lastiter + self.steps)
                     or (self.seconds and _clock() > self.lasttime + self.seconds)):
                 self._print(last=False)
             yield item
-        if self.curriter > 0:
+        if self.curriter > 0 and not quiet:
             self._print(last=True)
 
     def _print(self, last):
