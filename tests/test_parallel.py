@@ -90,7 +90,9 @@ def _mpirun_command(n):
         import mpi4py  # noqa: F401
     except ImportError:
         return None, "mpi4py is not installed (pip install -e .[mpi]): the 2-rank MPI checks did not run"
-    launcher = shutil.which("mpirun") or shutil.which("mpiexec")
+    scripts = os.path.dirname(sys.executable)  # (where pip put the Open MPI wheel's mpirun, if not on PATH)
+    launcher = next(filter(None, (shutil.which(name) or shutil.which(name, path=scripts)
+                                  for name in ("mpirun", "mpiexec"))), None)
     if launcher is None:
         return None, "no mpirun/mpiexec on PATH (pip install -e .[mpi] brings Open MPI): the 2-rank checks did not run"
     version = subprocess.run([launcher, "--version"], capture_output=True, text=True, timeout=60)
