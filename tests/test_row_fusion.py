@@ -173,3 +173,60 @@ def test_cuda_row_kernels_compile_to_ptx(small_blocks):
             and "in range(lane, n" in open(m.__knetc_path__).read()]
     assert len(rows) >= 4  # softmax f32/f64, layernorm, nll
     assert_modules_compile_to_ptx(list(modules.values()))
+
+
+# ------------------------------------------------------------------ many shapes and axes
+
+def centred(x, d):
+    return x - kn.mean(x, dims=d)
+
+
+def normalised(x, d):
+    c = x - kn.mean(x, dims=d)
+    return c / kn.sqrt(kn.mean(c * c, dims=d) + 1e-3)
+
+
+def softmax_dims(x, d):
+    e = kn.exp(x - kn.maximum(x, dims=d))
+    return e / kn.sum(e, dims=d)
+
+
+def scaled_by_total(x, d):
+    return x * kn.sum(x, dims=d) + kn.mean(x) * x
+
+
+def nested(x, d):
+    return kn.sum(x * kn.maximum(x, dims=d), dims=0) - kn.sum(x)
+
+
+def _numpy(name, x, d):
+    mean = lambda a: a.mean(axis=d, keepdims=True)  # noqa: E731
+    if name == "centred":
+        return x - mean(x)
+    if name == "normalised":
+        c = x - mean(x)
+        return c / np.sqrt(mean(c * c) + 1e-3)
+    if name == "softmax_dims":
+        return _softmax(x, d)
+    if name == "scaled_by_total":
+        return x * x.sum(axis=d, keepdims=True) + x.mean() * x
+    return (x * x.max(axis=d, keepdims=True)).sum(axis=0, keepdims=True) - x.sum()
+
+
+FUNCTIONS = {f.__name__: f for f in (centred, normalised, softmax_dims, scaled_by_total, nested)}
+SHAPES = [((6, 5), 0), ((6, 5), 1), ((1, 7), 1), ((6, 1), 0), ((4, 3, 5), 2), ((4, 3, 5), 1), ((4, 3, 5), 0),
+          ((4, 1, 5), 2), ((2, 3, 1), 1)]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_values_per_row_at_many_shapes_and_axes(name, target, small_blocks):
+    f = kn.compile(lambda x, d: FUNCTIONS[name](x, d), target=target)
+    for shape, d in SHAPES:
+        x = RNG.standard_normal(shape) + 0.5
+        got = np.asarray(f(x, d))
+        np.testing.assert_allclose(got, _numpy(name, x, d), rtol=1e-11, atol=1e-12, err_msg=f"{shape} dims={d}")
+        loss = kn.compile(lambda x, d: kn.sum(FUNCTIONS[name](x, d) ** 2), target=target)
+        want = kn.grad(lambda x, d: kn.sum(FUNCTIONS[name](x, d) ** 2))(x, d)  # eager
+        np.testing.assert_allclose(np.asarray(kn.grad(loss)(x, d)), want, rtol=1e-9, atol=1e-11,
+                                   err_msg=f"gradient at {shape} dims={d}")
