@@ -132,11 +132,187 @@ def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_o
                         o += 1
 
 
+# Max pooling without padding (LeNet's 2x2 pools): every window lies inside the input, so
+# each output scans its window directly, one output at a time (no clipping, no per-slice
+# buffers); the same scan order, tie and NaN rules as _row_argmax_cpu. About 10x faster
+# than the row scan above at LeNet's sizes.
+
+@njit(cache=True)
+def _window_argmax_nan_cpu(xs, i0, H, W, wd, wh, ww, nan_opt):
+    """_window_argmax_cpu's rules in full, for windows holding a NaN."""
+    best_i = i0
+    best = xs[i0]
+    for a in range(wd):
+        for b in range(wh):
+            row = i0 + (a * H + b) * W
+            for e in range(ww):
+                v = xs[row + e]
+                if nan_opt != 0:
+                    take = (v > best) | ((v != v) & (best == best))
+                else:
+                    take = (v > best) | ((best != best) & (v == v))
+                if take:
+                    best_i = row + e
+                    best = v
+    return best_i
+
+
+@njit(cache=True, inline="always")
+def _window_argmax_cpu(xs, i0, H, W, wd, wh, ww, nan_opt):
+    """The position in the slice xs (1-D) of the maximum of the window whose first position
+    is i0 (uint64): the first maximum; with a NaN in the window, _row_argmax_cpu's NaN rule.
+    The common case (no NaN) is one strict comparison per position, as selects; uint64
+    indices, so that Numba adds no negative-index wraparound to the loads."""
+    best_i = i0
+    best = xs[i0]
+    nan = best != best
+    for a in range(wd):
+        for b in range(wh):
+            row = i0 + np.uint64((a * H + b) * W)
+            for e in range(np.uint64(ww)):
+                v = xs[row + e]
+                nan |= v != v
+                take = v > best
+                best_i = row + e if take else best_i
+                best = v if take else best
+    if nan:
+        return np.uint64(_window_argmax_nan_cpu(xs, np.int64(i0), H, W, wd, wh, ww, nan_opt))
+    return best_i
+
+
+@njit(cache=True, parallel=True)
+def _forward_max_unpadded_cpu(x, y, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha):
+    wd, wh, ww = window
+    sd, sh, sw = stride
+    for s in prange(x.shape[0]):
+        xs, ys = x[s], y[s]
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                base = (od * sd * H + oh * sh) * W
+                for ow in range(OW):
+                    i = _window_argmax_cpu(xs, np.uint64(base + ow * sw), H, W, wd, wh, ww, nan_opt)
+                    ys[o] = alpha * xs[i]
+                    o += 1
+
+
+@njit(cache=True, parallel=True)
+def _grad_max_unpadded_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha):
+    """Non-overlapping windows (stride >= window, no padding): each input gets at most one
+    output's gradient, so it is written, not accumulated."""
+    wd, wh, ww = window
+    sd, sh, sw = stride
+    for s in prange(x.shape[0]):
+        xs, dys, dxs = x[s], dy[s], dx[s]
+        dxs[:] = 0
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                base = (od * sd * H + oh * sh) * W
+                for ow in range(OW):
+                    i = _window_argmax_cpu(xs, np.uint64(base + ow * sw), H, W, wd, wh, ww, nan_opt)
+                    dxs[i] = alpha * dys[o]
+                    o += 1
+
+
+# 2x2 windows, stride 2 (LeNet's pools, and most CNNs'): an output row from two input rows,
+# straight-line selects over the window's 4 values whose loads LLVM vectorizes (stride-2
+# interleaved groups). A row holding a NaN is redone by the general scan (its NaN rules).
+
+@njit(cache=True, parallel=True)
+def _forward_max_2x2_cpu(x, y, D, H, W, OD, OH, OW, nan_opt, alpha):
+    for s in prange(x.shape[0]):
+        xs, ys = x[s], y[s]
+        for od in range(OD):
+            for oh in range(OH):
+                r0 = xs[(od * H + 2 * oh) * W:(od * H + 2 * oh + 1) * W]
+                r1 = xs[(od * H + 2 * oh + 1) * W:(od * H + 2 * oh + 2) * W]
+                yr = ys[(od * OH + oh) * OW:(od * OH + oh + 1) * OW]
+                nan = False
+                for ow in range(np.uint64(OW)):
+                    a, b = r0[2 * ow], r0[2 * ow + 1]
+                    c, d = r1[2 * ow], r1[2 * ow + 1]
+                    nan |= (a != a) | (b != b) | (c != c) | (d != d)
+                    m = a
+                    m = b if b > m else m
+                    m = c if c > m else m
+                    m = d if d > m else m
+                    yr[ow] = alpha * m
+                if nan:
+                    base = (od * H + 2 * oh) * W
+                    for ow in range(OW):
+                        i = _window_argmax_cpu(xs, np.uint64(base + 2 * ow), H, W, 1, 2, 2, nan_opt)
+                        yr[ow] = alpha * xs[i]
+
+
+@njit(cache=True, parallel=True)
+def _grad_max_2x2_cpu(x, dy, dx, D, H, W, OD, OH, OW, nan_opt, alpha):
+    for s in prange(x.shape[0]):
+        xs, dys, dxs = x[s], dy[s], dx[s]
+        win = np.empty(OW, np.int32)
+        zero = dxs.dtype.type(0)
+        if 2 * OW != W or 2 * OH != H:
+            dxs[:] = 0  # inputs no window covers
+        for od in range(OD):
+            for oh in range(OH):
+                r0 = xs[(od * H + 2 * oh) * W:(od * H + 2 * oh + 1) * W]
+                r1 = xs[(od * H + 2 * oh + 1) * W:(od * H + 2 * oh + 2) * W]
+                g0 = dxs[(od * H + 2 * oh) * W:(od * H + 2 * oh + 1) * W]
+                g1 = dxs[(od * H + 2 * oh + 1) * W:(od * H + 2 * oh + 2) * W]
+                dyr = dys[(od * OH + oh) * OW:(od * OH + oh + 1) * OW]
+                nan = False
+                for ow in range(np.uint64(OW)):  # which of the 4 wins (loads only: vectorizes)
+                    a, b = r0[2 * ow], r0[2 * ow + 1]
+                    c, d = r1[2 * ow], r1[2 * ow + 1]
+                    nan |= (a != a) | (b != b) | (c != c) | (d != d)
+                    m, k = a, 0
+                    k = 1 if b > m else k
+                    m = b if b > m else m
+                    k = 2 if c > m else k
+                    m = c if c > m else m
+                    k = 3 if d > m else k
+                    win[ow] = k
+                for ow in range(np.uint64(OW)):  # the window's 4 gradients
+                    g = alpha * dyr[ow]
+                    k = win[ow]
+                    g0[2 * ow] = g if k == 0 else zero
+                    g0[2 * ow + 1] = g if k == 1 else zero
+                    g1[2 * ow] = g if k == 2 else zero
+                    g1[2 * ow + 1] = g if k == 3 else zero
+                if nan:
+                    base = (od * H + 2 * oh) * W
+                    for ow in range(OW):
+                        i0 = np.uint64(base + 2 * ow)
+                        i = _window_argmax_cpu(xs, i0, H, W, 1, 2, 2, nan_opt)
+                        i1 = i0 + np.uint64(W)
+                        dxs[i0] = 0
+                        dxs[i0 + np.uint64(1)] = 0
+                        dxs[i1] = 0
+                        dxs[i1 + np.uint64(1)] = 0
+                        dxs[i] = alpha * dyr[ow]
+
+
+@njit(cache=True)
+def _is_2x2(window, stride):
+    return (window[0] == 1 and window[1] == 2 and window[2] == 2 and stride[0] == 1 and stride[1] == 2
+            and stride[2] == 2)
+
+
+@njit(cache=True)
+def _unpadded(padding):
+    return padding[0] == 0 and padding[1] == 0 and padding[2] == 0
+
+
 @njit(cache=True)
 def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
     xs, ys, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
     if out.size:
-        _forward_cpu(xs, ys, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha)
+        if (mode == 0 or mode == 3) and _unpadded(padding) and _is_2x2(window, stride):
+            _forward_max_2x2_cpu(xs, ys, D, H, W, OD, OH, OW, nan_opt, alpha)
+        elif (mode == 0 or mode == 3) and _unpadded(padding):
+            _forward_max_unpadded_cpu(xs, ys, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha)
+        else:
+            _forward_cpu(xs, ys, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha)
 
 
 @njit(cache=True, parallel=True)
@@ -152,7 +328,15 @@ def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_o
 def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
     xs, dys, D, H, W, OD, OH, OW = _geometry_cpu(x, dy)
     if out.size:
-        _grad_max_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
+        if _unpadded(padding) and _is_2x2(window, stride):
+            _grad_max_2x2_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, nan_opt, alpha)
+        elif (_unpadded(padding) and stride[0] >= window[0] and stride[1] >= window[1]
+                and stride[2] >= window[2]):
+            _grad_max_unpadded_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, stride, nan_opt,
+                                   alpha)
+        else:
+            _grad_max_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, padding, stride, nan_opt,
+                          alpha)
 
 
 @njit(cache=True, parallel=True)
