@@ -8,6 +8,7 @@ sees its arguments at one tape level: `_ceiling` is the level being recorded, an
 resolves to the innermost tape below it.
 """
 import functools
+import math
 import operator
 import types
 import weakref
@@ -19,7 +20,7 @@ from .context import training, value_of  # noqa: F401  (kn.training; value_of fo
 from .errors import CompileError, ShapeError, format_error, user_frame
 from .ir.core import Builder, Var, current_builder
 from .ops.broadcast import broadcast_to, unbroadcast
-from .ops.core import OPS, Op, aval_of, bind
+from .ops.core import OPS, Op, aval_of, bind, evaluate
 from .ops.elementwise import add
 from .ops.methods import ArrayMethods
 
@@ -133,9 +134,29 @@ class Node:
         self.op, self.params, self.inputs, self.output, self.parents = op, params, inputs, output, parents
 
     def backward(self, dy):
+        fused = _FUSED_GRADS.get(self.op.name)
+        if fused is not None and not context._STACK:  # (nothing records the backward pass)
+            g = fused(dy, self.output, *self.inputs) if self.parents[0] is not None else None
+            if g is not None:
+                return [g]
         rules = self.op.grads
         return [None if parent is None or rules[i] is None else rules[i](dy, self.output, *self.inputs, **self.params)
                 for i, parent in enumerate(self.parents)]
+
+
+def _relu_grad(dy, y, x):
+    """relu's rule, mul(dy, sub(1, le(y, 0))), in one pass where dy and y are float arrays of
+    one dtype: dy times the 0/1 mask, as the rule's float mask gives it (dy * 1.0 is dy,
+    dy * 0.0 is +-0 or NaN), without its two float temporaries. None elsewhere."""
+    if type(dy) is not np.ndarray or type(y) is not np.ndarray or dy.dtype is not y.dtype \
+            or dy.dtype.kind != "f" or dy.shape != y.shape:
+        return None
+    return np.multiply(dy, np.logical_not(np.less_equal(y, 0)))
+
+
+# Eager-only gradients of single-input ops, equal to their rules' results, used when no tape
+# records the backward pass (a tape on the stack needs the rules' ops: higher orders).
+_FUSED_GRADS = {"relu": _relu_grad}
 
 
 class CallNode(Node):
@@ -177,11 +198,15 @@ class Tape(context.Trace):
 
 def _tape_of(x):
     """The tape on which x is to be recorded now, or None."""
-    if isinstance(x, Tracked):
-        return x.tape if x.tape.active and x.tape.level < _ceiling else None
-    if isinstance(x, Param):
-        below = [t for t in context.stack_of(Tape) if t.level < _ceiling]
-        return below[-1] if below else None
+    t = type(x)
+    if t is Tracked or t is _Leaf or isinstance(x, Tracked):
+        tape = x.tape
+        return tape if tape.active and tape.level < _ceiling else None
+    if t is Param or isinstance(x, Param):
+        for trace in reversed(context._STACK):  # the innermost tape below the ceiling
+            if trace.level < _ceiling and isinstance(trace, Tape):
+                return trace
+        return None
     return None
 
 
@@ -190,21 +215,91 @@ def recording():
     return bool(context.stack_of(Tape))
 
 
-def _record(tape, op, args, params):
-    """Record op on the tape; its inner values are bound below the tape's level."""
-    inputs, parents = [], []
-    for a in args:
-        if _tape_of(a) is tape:
+_PLAIN = (np.ndarray, float, int, bool)  # inner values evaluated with no trace below the tape
+
+
+def _record(tape, op, args, params, owners=None):
+    """Record op on the tape; its inner values are bound below the tape's level.
+    owners: each argument's _tape_of, where the caller knows them."""
+    global _ceiling
+    if owners is None:
+        owners = [_tape_of(a) for a in args]
+    inputs, parents, values = [], [], []
+    # plain: the values are numpy arrays and numbers (Params' values among them) and no trace
+    # lies below this tape, so binding them below the tape's level evaluates them: do so directly.
+    plain = context._STACK[0] is tape
+    for a, owner in zip(args, owners):
+        if owner is tape:
             tracked = tape.lift(a) if isinstance(a, Param) else a
-            inputs.append(tracked.value)
+            inner = tracked.value
+            inputs.append(inner)
             parents.append(tracked)
         else:
+            inner = a
             inputs.append(a)
             parents.append(None)
-    output = _at_level(tape.level, bind, op, *inputs, **params)
+        if plain:
+            if type(inner) is Param:  # a leaf's value is its Param: not recorded below this tape
+                inner = inner.value
+            if type(inner) in _PLAIN or isinstance(inner, np.generic):
+                values.append(inner)
+            else:
+                plain = False
+    saved, _ceiling = _ceiling, tape.level
+    try:
+        output = evaluate(op, values, params) if plain else bind(op, *inputs, **params)
+    finally:
+        _ceiling = saved
     node = Node(op, params, inputs, output, parents)
     tape.nodes.append(node)
     return Tracked(output, tape, node)
+
+
+def _dispatch(op, args, params):
+    """context.boxed_dispatch: bind's path while only tapes are pushed and the arguments are
+    Params, taped values, numpy arrays and numbers. The same as asking the stack: a boxed
+    value that no pushed tape records now is its value; the innermost tape recording an
+    argument records the op (none: it is evaluated)."""
+    stack = context._STACK
+    for trace in stack:
+        if type(trace) is not Tape:
+            return NotImplemented
+    kind = context.kind
+    top, stripped, owners = None, None, []
+    for i, a in enumerate(args):
+        k = kind(a)
+        if k is None:
+            owners.append(None)
+            continue
+        if k != "boxed":
+            return NotImplemented
+        x = a
+        while True:
+            tape = _tape_of(x)
+            if tape is not None and tape in stack:
+                break
+            x = x.value
+            k = kind(x)
+            if k != "boxed":
+                if k is not None:
+                    return NotImplemented  # a device value: the stack's evaluation trace
+                tape = None
+                break
+        owners.append(tape)
+        if x is not a:
+            if stripped is None:
+                stripped = list(args)
+            stripped[i] = x
+        if tape is not None and (top is None or tape.level > top.level):
+            top = tape
+    if stripped is not None:
+        args = tuple(stripped)
+    if top is None:
+        return evaluate(op, args, params)
+    return _record(top, op, args, params, owners)
+
+
+context.boxed_dispatch = _dispatch
 
 
 def _at_level(level, fn, *args, **kw):
@@ -245,8 +340,15 @@ def diff(f, *args, **kwargs):
     """
     tape = Tape()
     try:
-        with context.pushed(tape), context.mode(training=True):
-            y = f(*args, **kwargs)
+        context.push(tape)  # (context.pushed and context.mode(training=True), without their generators)
+        try:
+            saved, context._training = context._training, True
+            try:
+                y = f(*args, **kwargs)
+            finally:
+                context._training = saved
+        finally:
+            context.pop(tape)
     finally:
         tape.active = False
     if isinstance(y, Tracked) and y.tape is tape:
@@ -270,7 +372,7 @@ def _backward(y):
 
 def _run_backward(y):
     aval = aval_of(y.value)
-    if int(np.prod(aval.shape)) != 1:
+    if math.prod(aval.shape) != 1:
         raise ValueError(f"grad: the differentiated result must be a scalar, got shape {aval.shape}")
     seed = np.ones(aval.shape, dtype=aval.dtype or np.float64)
     if y.node is None:  # a Param's own leaf (the result is the Param), or a constant

@@ -33,6 +33,10 @@ class Trace:
 
 _BASE = []   # permanent traces below every pushed one (KnetArray evaluation)
 _STACK = []  # pushed traces, outermost first
+# bind's shortcut for ops on Params and taped values while traces are pushed (installed by
+# knetc/autograd.py): boxed_dispatch(op, args, params) applies the op as the stack would,
+# or returns NotImplemented where it cannot tell cheaply (then the stack is asked).
+boxed_dispatch = None
 _training = False
 _target = None
 
@@ -114,23 +118,31 @@ def symbolic_trace():
 
 # ----------------------------------------------------------------------------- values
 
+_KINDS = {}  # type -> its _knetc_kind (bind asks for every argument of every op)
+
+
 def kind(x):
-    return getattr(type(x), "_knetc_kind", None)
+    t = type(x)
+    try:
+        return _KINDS[t]
+    except KeyError:
+        k = _KINDS[t] = getattr(t, "_knetc_kind", None)
+        return k
 
 
 def is_symbolic(x):
     """An IR value (compiled code)."""
-    return getattr(type(x), "_knetc_kind", None) == "symbolic"
+    return kind(x) == "symbolic"
 
 
 def is_boxed(x):
     """A Param or a taped value (its value is `x.value`)."""
-    return getattr(type(x), "_knetc_kind", None) == "boxed"
+    return kind(x) == "boxed"
 
 
 def value_of(x):
     """The plain value inside any nesting of Params and taped values."""
-    while getattr(type(x), "_knetc_kind", None) == "boxed":
+    while kind(x) == "boxed":
         x = x.value
     return x
 
@@ -138,7 +150,7 @@ def value_of(x):
 def unowned_stripped(x):
     """A Param or taped value that no trace records now (no tape, a finished tape) is its
     value, down to a value some trace owns."""
-    while getattr(type(x), "_knetc_kind", None) == "boxed" and not owned(x):
+    while kind(x) == "boxed" and not owned(x):
         x = x.value
     return x
 

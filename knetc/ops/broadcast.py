@@ -17,15 +17,29 @@ def _broadcast_to_rule(x, shape):
     return Aval(tuple(shape), x.dtype)
 
 
+def _broadcast_to_impl(x, shape):
+    if type(x) is np.ndarray:
+        out = np.empty(shape, x.dtype)
+        out[...] = x
+        return out
+    return np.broadcast_to(x, shape).copy()
+
+
+def _sum_impl(x, axes):
+    if type(x) is np.ndarray:  # what np.sum does for an array, without its Python wrapper
+        return np.add.reduce(x, axis=axes, keepdims=True)
+    return np.sum(x, axis=axes, keepdims=True)
+
+
 broadcast_to = register(Op(
-    "broadcast_to", _broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(),
+    "broadcast_to", _broadcast_to_rule, _broadcast_to_impl,
     (lambda dy, y, x, shape: unbroadcast(dy, aval_of(x).shape),), "elementwise", lambda k, x, shape: x,
     simplify=input_if_unchanged, entries_of_input=True))
 
 # Simplified away where the summed axes have size 1, unless the sum widens the dtype
 # (bools and small integers to int64).
 reduce_sum = register(Op(
-    "reduce_sum", reduce_rule("sum", accumulate=True), lambda x, axes: np.sum(x, axis=axes, keepdims=True),
+    "reduce_sum", reduce_rule("sum", accumulate=True), _sum_impl,
     (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce",
     monoid=Monoid(lambda dtype: 0, "{acc} += {v}"), simplify=input_if_unchanged))
 

@@ -40,6 +40,10 @@ def dtype_name(dtype):
 
 def aval_of(x):
     """The Aval of any value knetc handles (IR value, Param, taped value, array, scalar)."""
+    if type(x) is np.ndarray:  # the eager path's common case (a plain array has no .aval)
+        return Aval(x.shape, x.dtype)
+    if isinstance(x, np.generic):  # a numpy scalar (np.float64 is a float: weak)
+        return Aval((), None) if isinstance(x, (bool, int, float)) else Aval((), x.dtype)
     aval = getattr(x, "aval", None)
     if aval is not None:
         return aval
@@ -113,13 +117,13 @@ class Op:
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
         self.input_check, self.view_index = input_check, view_index
+        self.checked = set()  # rule_key()s whose shape rule passed (evaluate)
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")
         if kind == "call" and not {"cpu", "cuda"} <= set(self.lowering):
             raise ValueError(f"call op {name!r} needs a 'cpu' and a 'cuda' routine in lowering")
 
-    def __call__(self, *args, **params):
-        return bind(self, *args, **params)
+    # op(*args, **params) is bind(op, *args, **params): Op.__call__ is set to bind below.
 
     def __repr__(self):
         return f"<op {self.name}>"
@@ -130,7 +134,12 @@ def _in_input_dtype(rule, i):
     input promoted by numpy's rules (x32 * x64) gets a float32 gradient, not a float64 one."""
     def gradient(dy, y, *xs, **params):
         g = rule(dy, y, *xs, **params)
-        want = aval_of(xs[i]).dtype if i < len(xs) and g is not None else None
+        if g is None or i >= len(xs):
+            return g
+        x = xs[i]
+        if type(x) is np.ndarray and type(g) is np.ndarray and x.dtype == g.dtype:
+            return g  # the eager common case: nothing to convert
+        want = aval_of(x).dtype
         have = aval_of(g).dtype if want is not None else None
         if want is not None and have is not None and want != have and np.issubdtype(want, np.floating) \
                 and np.issubdtype(have, np.floating):
@@ -150,18 +159,41 @@ def register(op):
     return op
 
 
+_PYTHON_SCALARS = (float, int)
+
+
 def bind(op, *args, **params):
     """Apply op: the highest trace on the context's stack owning an argument processes it
     (knetc/context.py); plain arrays and numbers are evaluated with the numpy reference."""
-    if op.kind == "elementwise" and any(type(a) in (float, int) for a in args):
-        args = _promote_for_python_scalars(args)
-    if not any(context.kind(a) for a in args):
+    if op.kind == "elementwise":
+        for a in args:
+            if type(a) in _PYTHON_SCALARS:
+                args = _promote_for_python_scalars(args)
+                break
+    kind = context.kind
+    for a in args:
+        if kind(a) is not None:
+            break
+    else:  # plain arrays and numbers
         return evaluate(op, args, params)
-    args = tuple(map(context.unowned_stripped, args))  # Params with no tape are their values
+    if not context._STACK:
+        # No tape or builder: every Param and taped value is its value (none is owned).
+        args = tuple(map(context.value_of, args))
+        if not any(kind(a) for a in args):
+            return evaluate(op, args, params)
+    else:
+        if context.boxed_dispatch is not None:
+            out = context.boxed_dispatch(op, args, params)
+            if out is not NotImplemented:
+                return out
+        args = tuple(map(context.unowned_stripped, args))  # Params with no tape are their values
     trace = context.top_trace(args)
     if trace is None:
         return evaluate(op, args, params)
     return trace.process(op, args, params)
+
+
+Op.__call__ = bind  # op(*args, **params) is bind(op, *args, **params), without a frame between
 
 
 def _promote_for_python_scalars(args):
@@ -172,20 +204,79 @@ def _promote_for_python_scalars(args):
     target, lower = (np.float64, "biu") if any(type(a) is float for a in args) else (np.int64, "b")
 
     def promoted(a):
-        dtype = aval_of(a).dtype
+        dtype = a.dtype if type(a) is np.ndarray else aval_of(a).dtype
         return astype(a, dtype=np.dtype(target)) if dtype is not None and dtype.kind in lower else a
     return tuple(a if type(a) in (float, int) else promoted(a) for a in args)
 
 
 def evaluate(op, args, params):
-    """Run the numpy reference after checking the shape rule (errors name the user's line)."""
-    try:
-        op.rule(*map(aval_of, args), **params)
-    except ShapeError as error:
-        raise error.located(*user_frame()) from None
+    """Run the numpy reference after checking the shape rule (errors name the user's line).
+    A rule is a function of the avals and params only, so a check that passed is remembered
+    per (shapes, dtypes, params) and not run again (`rule_key`; failures are not kept)."""
+    key = rule_key(args, params)
+    if key is None or key not in op.checked:
+        try:
+            op.rule(*map(aval_of, args), **params)
+        except ShapeError as error:
+            raise error.located(*user_frame()) from None
+        if key is not None:
+            if len(op.checked) >= _CHECKED_MAX:
+                op.checked.clear()
+            op.checked.add(key)
     if op.kind == "call":  # the library routine may call BLAS: the thread count compiled code would use
         threads.use_threads(threads.threads_for(op.blas_in_prange))
     return op.impl(*args, **params)
+
+
+_CHECKED_MAX = 4096  # remembered rule checks per op (cleared when full: varying shapes)
+_WEAK = ((), None)   # a Python number's part of a rule key (Aval((), None))
+_SCALAR_PARAMS = frozenset((int, float, bool, str, type(None)))
+_NUMBERS = frozenset((int, float, bool))
+
+
+def rule_key(args, params):
+    """A hashable key fixing what a shape rule sees (each argument's shape and dtype, the
+    params with their types), or None where that is not cheap to know for sure: arguments
+    other than numpy arrays, numpy scalars and Python numbers, and params other than
+    numbers, strings, None, dtypes, types and tuples of them (mutable or unhashable values)."""
+    parts = []
+    for a in args:
+        t = type(a)
+        if t is np.ndarray:
+            parts.append((a.shape, a.dtype))
+        elif isinstance(a, np.generic):  # (np.float64 is a float: weak, unlike a 0-d array)
+            parts.append((t, a.dtype))
+        elif t in _NUMBERS:
+            parts.append(_WEAK)
+        else:
+            return None
+    if not params:
+        return tuple(parts)
+    frozen = []
+    for name, value in params.items():
+        value = _frozen(value)
+        if value is None:
+            return None
+        frozen.append((name, value))
+    return tuple(parts), tuple(frozen)
+
+
+def _frozen(value):
+    """value tagged with its type (1, 1.0 and True are equal as dict keys), or None."""
+    t = type(value)
+    if t in _SCALAR_PARAMS:
+        return (t, value)
+    if t is tuple:
+        for v in value:
+            if type(v) is not int:
+                break
+        else:
+            return value  # a tuple of ints (axes, a shape) stands for itself
+        items = tuple(map(_frozen, value))
+        return None if None in items else (tuple, items)
+    if isinstance(value, (np.dtype, type)):
+        return (t, value)
+    return None
 
 
 # ----------------------------------------------------------------------------- rules
@@ -193,7 +284,12 @@ def evaluate(op, args, params):
 def result_dtype(*avals):
     """numpy promotion where Python scalars are weak (they take the array's dtype)."""
     strong = [a.dtype for a in avals if a.dtype is not None]
-    return np.result_type(*strong) if strong else None
+    if not strong:
+        return None
+    first = strong[0]
+    if first.isnative and all(d is first for d in strong):  # one native dtype: itself
+        return first
+    return np.result_type(*strong)
 
 
 def broadcast_shapes(name, *shapes):
@@ -229,6 +325,10 @@ def normalize_axes(name, dims, ndim):
     """Knet's `dims` as a sorted tuple of non-negative axes; None means all axes."""
     if dims is None:
         return tuple(range(ndim))
+    if type(dims) is int and 0 <= dims < ndim:
+        return (dims,)
+    if type(dims) is int and -ndim <= dims < 0:
+        return (dims % ndim,)
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     axes = []
     for d in dims:

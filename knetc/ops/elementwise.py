@@ -119,6 +119,10 @@ power = register(Op(
 # CUDA simulator runs kernels as Python, whose math module raises instead.
 def _float_impl(fn):
     def impl(x):
+        if type(x) is np.ndarray and x.dtype.kind == "f":  # float arrays keep their dtype
+            out = fn(x)
+            if type(out) is np.ndarray and out.dtype == x.dtype:
+                return out
         dtype = _float_result(aval_of(x))
         x = np.asarray(x)
         out = np.asarray(fn(x if x.dtype == dtype else x.astype(dtype)))  # in numpy's dtype, as np.exp does
@@ -183,6 +187,9 @@ sigm = unary("sigm", _sigm,
              lambda dy, y, x: mul(dy, mul(y, sub(1, y))))
 
 
+_NUMBERS = (int, float)
+
+
 def _comparison_dtype(*avals):
     # Knet: comparisons return 1 or 0 in the inputs' type (float32 stays float32, integers
     # stay integers), not booleans; two Python numbers give float64.
@@ -192,6 +199,9 @@ def _comparison_dtype(*avals):
 
 def _comparison(name, fn, symbol):
     def impl(a, b):
+        if type(a) is np.ndarray:  # the result's dtype without building avals
+            if type(b) in _NUMBERS or type(b) is np.ndarray and b.dtype is a.dtype:
+                return fn(a, b).astype(a.dtype)  # (a Python number is weak: a's dtype)
         return fn(a, b).astype(_comparison_dtype(aval_of(a), aval_of(b)))
     op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
                      (None, None), _comparison_dtype)
@@ -388,6 +398,10 @@ def _masked_rule(x, mask):
 
 
 def _masked_impl(x, mask):
+    if type(x) is np.ndarray and type(mask) is np.ndarray and x.dtype.kind == "f":
+        out = np.where(mask != 0, x, 0)  # a new array in x's dtype (0 is weak)
+        if out.dtype == x.dtype:
+            return out
     dtype = _masked_rule(aval_of(x), aval_of(mask)).dtype or np.float64
     return np.where(np.asarray(mask) != 0, x, 0).astype(dtype)
 
@@ -432,7 +446,9 @@ def power_any(x, p):
 def _iota_impl(x, axis, dtype):
     shape = np.shape(x)
     index = np.arange(shape[axis], dtype=dtype).reshape([-1 if i == axis else 1 for i in range(len(shape))])
-    return np.broadcast_to(index, shape).copy()
+    out = np.empty(shape, index.dtype)
+    out[...] = index
+    return out
 
 
 # The position along `axis` of each entry of x (x only gives the shape): with `eq` it

@@ -11,6 +11,8 @@ Translation from Knet: classes lie on axis `dims` (default -1, the last axis: sc
 """
 import numpy as np
 
+from .. import context
+from ..context import value_of
 from ..errors import ShapeError
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
@@ -32,11 +34,14 @@ def _shifted(x, axes):
     formed as (x - max) - log(sum) keeps float32 precision at large scores, where
     x - logsumexp(x) loses the bits of logsumexp's large magnitude (spacing 1e-3 at 1e4)."""
     x = np.asarray(x)
-    m = np.max(x, axis=axes, keepdims=True)
+    m = np.maximum.reduce(x, axis=axes, keepdims=True)  # (np.max and np.sum on an array)
     m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
     shifted = x - m
+    total = np.add.reduce(np.exp(shifted), axis=axes, keepdims=True)
+    if total.all():
+        return shifted, m, np.log(total)
     with np.errstate(divide="ignore"):  # log(0) of such rows is -inf, as it should be
-        return shifted, m, np.log(np.sum(np.exp(shifted), axis=axes, keepdims=True))
+        return shifted, m, np.log(total)
 
 
 def _lse_impl(x, axes):
@@ -159,6 +164,31 @@ softplus = _unary("softplus", _softplus_impl,
 
 def _class_labels(name, scores, labels, dims):
     """Check scores/labels; return (axis, labels as scores' dtype shaped with the class axis kept)."""
+    axis, kept, sa = _checked_shapes(name, scores, labels, dims)
+    labels = checked_labels(labels, name=name, classes=sa.shape[axis], axis=axis)
+    return axis, reshape(astype(labels, dtype=sa.dtype), shape=kept)
+
+
+def _plain_labels(name, scores, labels, dims):
+    """nll's label side computed with numpy where the labels are a numpy array and the scores
+    hold one (eagerly, recorded or not): (axis, onehot, count), what the ops in nll give,
+    without an op per step on constants; None elsewhere (compiled code keeps the ops)."""
+    if type(labels) is not np.ndarray or type(value_of(scores)) is not np.ndarray:
+        return None
+    if context.compiling():
+        return None
+    axis, kept, sa = _checked_shapes(name, scores, labels, dims)
+    check_label_values(labels, name, sa.shape[axis], axis)  # checked_labels
+    dtype = sa.dtype
+    labels = labels.astype(dtype).reshape(kept)  # astype, reshape
+    index = np.arange(sa.shape[axis], dtype=dtype).reshape([-1 if i == axis else 1 for i in range(len(kept))])
+    onehot = np.equal(index, labels).astype(dtype)  # eq(iota(scores), labels): scores' shape
+    count = np.add.reduce(np.not_equal(labels, -1).astype(dtype), axis=tuple(range(len(kept))), keepdims=True)
+    return axis, onehot, int(count.reshape(()))  # _count: sum(ne(labels, -1))
+
+
+def _checked_shapes(name, scores, labels, dims):
+    """_class_labels' checks: (axis, the labels' shape with the class axis kept, scores' aval)."""
     sa, la = aval_of(scores), aval_of(labels)
     check_float(name, sa)
     axes = normalize_axes(name, dims, sa.ndim)
@@ -170,14 +200,15 @@ def _class_labels(name, scores, labels, dims):
         raise ShapeError(f"{name}: labels of shape {la.shape} do not match scores {sa.shape} with classes on axis {axis}")
     if la.dtype is None or not np.issubdtype(la.dtype, np.integer):
         raise ShapeError(f"{name}: labels must be an integer array (0..C-1, -1 to skip), got {la}")
-    labels = checked_labels(labels, name=name, classes=sa.shape[axis], axis=axis)
-    return axis, reshape(astype(labels, dtype=sa.dtype), shape=kept)
+    return axis, kept, sa
 
 
 def check_label_values(values, name, classes, axis):
     """Raise ValueError unless every label is in -1..classes-1 (eagerly, and in compiled code
     on the labels input before any kernel runs: Op.input_check)."""
     values = np.asarray(values)
+    if values.dtype.kind in "iu" and (not values.size or (values.min() >= -1 and values.max() < classes)):
+        return  # integers in range (two reductions instead of masks)
     bad = values[(values < -1) | (values >= classes)]
     if bad.size:
         raise ValueError(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in 0..{classes - 1} "
@@ -252,10 +283,14 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
         return _model_form(nll, scores, labels, more, dims, average, data, kwargs)
     if kwargs or more:
         raise TypeError(f"nll(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
-    axis, labels = _class_labels("nll", scores, labels, dims)
-    onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)  # label -1 matches no class
+    plain = _plain_labels("nll", scores, labels, dims)
+    if plain is not None:
+        axis, onehot, count = plain
+    else:
+        axis, labels = _class_labels("nll", scores, labels, dims)
+        onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)  # label -1 matches no class
+        count = _count(labels)
     total = neg(sum(masked(logsoftmax_(scores, axes=(axis,)), onehot)))
-    count = _count(labels)
     return div(total, count) if average else (total, count)
 
 

@@ -1,10 +1,11 @@
 """Pooling: Knet's `pool` and `unpool` on (N,C,H,W) and (N,C,D,H,W) arrays.
 
 The ops are library routines ("call" kind): knetc.kernels.pool has the CPU (njit, parallel
-over N*C) and CUDA (Numba kernels, or cuDNN when present) versions; the numpy references
-below are the eager path. Their adjoints are ops too: average pooling and its gradient are
-each other's transposes, and max pooling's gradient (sending dy to each window's argmax)
-has the gather `pool_gather` as its own transpose, so every order of gradient works.
+over N*C) and CUDA (Numba kernels, or cuDNN when present) versions; eagerly, float32 and
+float64 arrays run the same CPU routines, other dtypes the numpy references below. Their
+adjoints are ops too: average pooling and its gradient are each other's transposes, and
+max pooling's gradient (sending dy to each window's argmax) has the gather `pool_gather` as
+its own transpose, so every order of gradient works.
 
     >>> kn.pool(np.arange(16.0).reshape(1, 1, 4, 4))          # 2x2 max pooling
     array([[[[ 5.,  7.], [13., 15.]]]])
@@ -182,6 +183,52 @@ def _gather_impl(x, y, g, window, padding, stride, mode, nan_opt, alpha):
     return (alpha * z).astype(g.dtype).reshape(y_shape)
 
 
+# ----------------------------------------------------------------------------- eager: the CPU routines
+# Eagerly, float32 and float64 arrays run the CPU routines that compiled code calls
+# (knetc.kernels.pool, parallel over N*C; the numpy references above take several passes over
+# the data per window position, 5-10x longer at LeNet's sizes); other dtypes, and inputs of
+# mixed dtypes, run the references.
+
+_ROUTINE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _routine(name, shape, arrays, params):
+    """The CPU routine knetc.kernels.pool.<name>_cpu(*arrays, out, **params), or None where
+    the reference is to run."""
+    dtype = np.result_type(*arrays)
+    if dtype not in _ROUTINE_DTYPES or any(np.asarray(a).dtype != dtype for a in arrays):
+        return None
+    from knetc.kernels import pool as kernels  # (imports Numba: on first use)
+    out = np.empty(shape, dtype)
+    getattr(kernels, f"{name}_cpu")(*[np.ascontiguousarray(a) for a in arrays], out, **params)
+    return out
+
+
+def _pool_eager(x, window, padding, stride, mode, nan_opt, alpha):
+    shape = pooled_shape("pool", np.shape(x), window, padding, stride)
+    out = _routine("pool", shape, (x,), dict(window=window, padding=padding, stride=stride, mode=mode,
+                                                         nan_opt=nan_opt, alpha=alpha))
+    return _pool_impl(x, window, padding, stride, mode, nan_opt, alpha) if out is None else out
+
+
+def _grad_max_eager(x, y, dy, window, padding, stride, mode, nan_opt, alpha):
+    params = dict(window=window, padding=padding, stride=stride, mode=mode, nan_opt=nan_opt, alpha=alpha)
+    out = _routine("pool_grad_max", np.shape(x), (x, y, dy), params)
+    return _grad_max_impl(x, y, dy, **params) if out is None else out
+
+
+def _gather_eager(x, y, g, window, padding, stride, mode, nan_opt, alpha):
+    params = dict(window=window, padding=padding, stride=stride, mode=mode, nan_opt=nan_opt, alpha=alpha)
+    out = _routine("pool_gather", np.shape(y), (x, y, g), params)
+    return _gather_impl(x, y, g, **params) if out is None else out
+
+
+def _grad_avg_eager(dy, shape, window, padding, stride, mode, alpha):
+    params = dict(shape=shape, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
+    out = _routine("pool_grad_avg", tuple(shape), (dy,), params)
+    return _grad_avg_impl(dy, **params) if out is None else out
+
+
 # ----------------------------------------------------------------------------- ops
 
 def _pool_rule(x, window, padding, stride, mode, nan_opt, alpha):
@@ -198,7 +245,7 @@ def _pool_grad(dy, y, x, window, padding, stride, mode, nan_opt, alpha):
                          mode=mode, alpha=alpha)
 
 
-pool_op = register(Op("pool", _pool_rule, _pool_impl, (_pool_grad,), "call", lowering=_lowering("pool")))
+pool_op = register(Op("pool", _pool_rule, _pool_eager, (_pool_grad,), "call", lowering=_lowering("pool")))
 
 
 def _same_as_first(x, *rest, **params):
@@ -206,12 +253,12 @@ def _same_as_first(x, *rest, **params):
 
 
 pool_grad_max = register(Op(
-    "pool_grad_max", _same_as_first, _grad_max_impl,
+    "pool_grad_max", _same_as_first, _grad_max_eager,
     (None, None, lambda g, dx, x, y, dy, **p: pool_gather(x, y, g, **p)),  # linear in dy; piecewise constant in x
     "call", lowering=_lowering("pool_grad_max")))
 
 pool_gather = register(Op(
-    "pool_gather", lambda x, y, g, **p: y, _gather_impl,
+    "pool_gather", lambda x, y, g, **p: y, _gather_eager,
     (None, None, lambda dz, z, x, y, g, **p: pool_grad_max(x, y, dz, **p)),
     "call", lowering=_lowering("pool_gather")))
 
@@ -221,7 +268,7 @@ def _grad_avg_rule(dy, shape, window, padding, stride, mode, alpha):
 
 
 pool_grad_avg = register(Op(
-    "pool_grad_avg", _grad_avg_rule, _grad_avg_impl,
+    "pool_grad_avg", _grad_avg_rule, _grad_avg_eager,
     (lambda g, dx, dy, shape, **p: pool_op(g, nan_opt=1, **p),),  # the transpose of a linear map
     "call", lowering=_lowering("pool_grad_avg")))
 

@@ -20,7 +20,7 @@ def _simplify_reshape(eqn, constant, producer):
 
 
 reshape = register(Op(
-    "reshape", _reshape_rule, lambda x, shape: np.reshape(x, shape),
+    "reshape", _reshape_rule, lambda x, shape: x.reshape(shape) if type(x) is np.ndarray else np.reshape(x, shape),
     (lambda dy, y, x, shape: reshape(dy, shape=aval_of(x).shape),), "view",
     simplify=_simplify_reshape, entries_of_input=True))
 
@@ -49,7 +49,8 @@ def _transpose_map(index, shape, perm):
 
 # Fused into kernels as an index permutation; a matmul reads a 2-d one through a GEMM flag.
 transpose = register(Op(
-    "transpose", _transpose_rule, lambda x, perm: np.transpose(x, perm),
+    "transpose", _transpose_rule,
+    lambda x, perm: x.transpose(perm) if type(x) is np.ndarray else np.transpose(x, perm),
     (lambda dy, y, x, perm: transpose(dy, perm=tuple(int(i) for i in np.argsort(perm))),), "view",
     index_map=_transpose_map, simplify=_simplify_transpose, entries_of_input=True, matrix_transpose=True))
 
