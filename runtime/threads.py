@@ -52,7 +52,21 @@ def threads_for(blas_in_prange=False):
         return None
     if os.environ.get("KNETC_BLAS_THREADS"):
         return int(os.environ["KNETC_BLAS_THREADS"])
-    return 1 if blas_in_prange else _default
+    return 1 if blas_in_prange else min(_default, _share or _default)
+
+
+_share = None  # the threads this process may use (share_cores), None: all
+
+
+def share_cores(n):
+    """Use at most n threads (several processes share the machine's cores: data-parallel
+    ranks) for BLAS, Numba's parallel loops and the kernels' row blocks, where the user set
+    no thread count (KNETC_BLAS_THREADS, NUMBA_NUM_THREADS)."""
+    global _share, THREADS
+    _share = max(1, int(n))
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        THREADS = min(THREADS, _share)
+        numba.set_num_threads(min(numba.get_num_threads(), _share))
 
 
 def use_threads(n):

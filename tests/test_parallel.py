@@ -111,7 +111,7 @@ def run_ranks(mode, n=RANKS, timeout=240, program=None):
     if command is None:
         pytest.skip(reason)
     # One thread per rank, and waiting ranks yield the core: ranks sharing the cores
-    # otherwise fight over them (kn.parallel.init warns).
+    # otherwise fight over them (kn.parallel.init splits the cores where these are unset).
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                PYTHONUNBUFFERED="1", NUMBA_NUM_THREADS="1", KNETC_BLAS_THREADS="1",
                OMPI_MCA_mpi_yield_when_idle="1")

@@ -77,3 +77,22 @@ def test_eager_library_calls_set_blas_threads_per_op(monkeypatch):
     kn.conv4(np.ones((2, 1, 3, 3)), np.ones((1, 1, 5, 5)))
     kn.RNN(3, 4)(np.ones((2, 1, 3), np.float32))
     assert seen[0] == 1 and seen[-1] == threads._default
+
+
+def test_share_cores_limits_every_pool_unless_the_user_set_one():
+    # (in a fresh process: the pools are process-wide)
+    script = (
+        "import numba, knetc\n"
+        "from knetc.runtime import threads\n"
+        "threads.share_cores(1)\n"
+        "print(threads.threads_for(), threads.THREADS, numba.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "KNETC_BLAS_THREADS")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    blas, rows, numba_threads = out.stdout.split()
+    assert rows == numba_threads == "1" and blas in ("1", "None")  # (None: no SciPy OpenBLAS found)
+    env.update(NUMBA_NUM_THREADS="2", KNETC_BLAS_THREADS="2")  # the user's choice stands
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    blas, rows, numba_threads = out.stdout.split()
+    assert rows == numba_threads == "2" and blas in ("2", "None")
