@@ -134,29 +134,14 @@ class Node:
         self.op, self.params, self.inputs, self.output, self.parents = op, params, inputs, output, parents
 
     def backward(self, dy):
-        fused = _FUSED_GRADS.get(self.op.name)
-        if fused is not None and not context._STACK:  # (nothing records the backward pass)
-            g = fused(dy, self.output, *self.inputs) if self.parents[0] is not None else None
+        fused = self.op.eager_grad
+        if fused is not None and not context._STACK and self.parents[0] is not None:  # (nothing records)
+            g = fused(dy, self.output, *self.inputs)
             if g is not None:
                 return [g]
         rules = self.op.grads
         return [None if parent is None or rules[i] is None else rules[i](dy, self.output, *self.inputs, **self.params)
                 for i, parent in enumerate(self.parents)]
-
-
-def _relu_grad(dy, y, x):
-    """relu's rule, mul(dy, sub(1, le(y, 0))), in one pass where dy and y are float arrays of
-    one dtype: dy times the 0/1 mask, as the rule's float mask gives it (dy * 1.0 is dy,
-    dy * 0.0 is +-0 or NaN), without its two float temporaries. None elsewhere."""
-    if type(dy) is not np.ndarray or type(y) is not np.ndarray or dy.dtype is not y.dtype \
-            or dy.dtype.kind != "f" or dy.shape != y.shape:
-        return None
-    return np.multiply(dy, np.logical_not(np.less_equal(y, 0)))
-
-
-# Eager-only gradients of single-input ops, equal to their rules' results, used when no tape
-# records the backward pass (a tape on the stack needs the rules' ops: higher orders).
-_FUSED_GRADS = {"relu": _relu_grad}
 
 
 class CallNode(Node):

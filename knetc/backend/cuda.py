@@ -265,9 +265,24 @@ class ReductionBody(KernelBody):
                 "    s //= 2"]
 
 
+def _group_head(logical, contiguous, what):
+    """The head of a kernel whose groups of r threads each take one element of `logical` (an
+    output element, or a row): the thread's lane, its group's element t and that element's
+    indices. A group past the end computes with t clamped (in bounds) and stores nothing
+    (`valid`): every thread of a block reaches the trees' barriers."""
+    sizes, indices, count = thread_indices(logical)
+    lines = ["tid = int64(cuda.threadIdx.x)", f"per = int64(cuda.blockDim.x) // r  # {what} per block", "group = r"]
+    if contiguous:
+        lines += ["lane = tid % r", "q = 1", "t = int64(cuda.blockIdx.x) * per + tid // r"]
+    else:
+        lines += ["lane = tid // per", "q = per", "t = int64(cuda.blockIdx.x) * per + tid % per"]
+    lines += ["start = lane", "stride = r", *sizes, f"valid = t < {count}",
+              f"t = min(t, {count} - 1)  # a group past the end reads in bounds, stores nothing", *indices]
+    return ["    " + line for line in lines]
+
+
 def _row_reduction(name, params, logical, body, store):
     """A kernel for an output of many elements: groups of r threads, one per output element."""
-    sizes, indices, count = thread_indices(logical)
     contiguous = body.trees[0].contiguous
     layout = ("the group's threads are adjacent and read adjacent entries (the reduced axis is the last)"
               if contiguous else "adjacent threads take adjacent outputs, adjacent in memory (coalesced reads)")
@@ -275,18 +290,9 @@ def _row_reduction(name, params, logical, body, store):
              f"    # Row reduction: a group of r threads per output element (r a power of two up to {SHARED},",
              "    # from the driver; blockDim // r outputs per block) strides over the reduced entries;",
              f"    # {layout};",
-             "    # then a tree reduction in shared memory, and the group's first thread stores.",
-             "    tid = int64(cuda.threadIdx.x)",
-             "    per = int64(cuda.blockDim.x) // r  # outputs per block",
-             "    group = r"]
-    if contiguous:
-        lines += ["    lane = tid % r", "    q = 1", "    t = int64(cuda.blockIdx.x) * per + tid // r"]
-    else:
-        lines += ["    lane = tid // per", "    q = per", "    t = int64(cuda.blockIdx.x) * per + tid % per"]
-    lines += ["    start = lane", "    stride = r"]
-    lines += ["    " + line for line in sizes]
-    lines += [f"    valid = t < {count}", f"    t = min(t, {count} - 1)  # a thread past the end reads in bounds, stores nothing"]
-    lines += ["    " + line for line in indices + body.lines()]
+             "    # then a tree reduction in shared memory, and the group's first thread stores."]
+    lines += _group_head(logical, contiguous, "outputs")
+    lines += ["    " + line for line in body.lines()]
     lines += ["    if valid and lane == 0:", "        " + store]
     return lines
 
@@ -295,23 +301,12 @@ def _row_kernel(name, params, logical, row, body, store):
     """A kernel with values per row (ir/fuse.py's `rows`, softmax's max and sum): a group of
     r threads per row computes the row's reductions together, then its threads stride along
     the row, each computing and storing its entries."""
-    groups = tuple(1 if axis == row else n for axis, n in enumerate(logical))
-    sizes, indices, count = thread_indices(groups)
     lines = [f"def {name}({', '.join(params)}):",
              f"    # Rows: a group of r threads per row (r a power of two up to {SHARED}, from the driver;",
              "    # blockDim // r rows per block) strides over each of the row's reductions (adjacent threads,",
-             "    # adjacent entries), combines it by a tree in shared memory, then strides along the row.",
-             "    tid = int64(cuda.threadIdx.x)",
-             "    per = int64(cuda.blockDim.x) // r  # rows per block",
-             "    group = r",
-             "    lane = tid % r",
-             "    q = 1",
-             "    t = int64(cuda.blockIdx.x) * per + tid // r",
-             "    start = lane",
-             "    stride = r"]
-    lines += ["    " + line for line in sizes + [f"n{row} = out.shape[{row}]"]]
-    lines += [f"    valid = t < {count}", f"    t = min(t, {count} - 1)  # a group past the end reads in bounds, stores nothing"]
-    lines += ["    " + line for line in indices + body.lines(0)]
+             "    # adjacent entries), combines it by a tree in shared memory, then strides along the row."]
+    lines += _group_head(tuple(1 if axis == row else n for axis, n in enumerate(logical)), True, "rows")
+    lines += ["    " + line for line in [f"n{row} = out.shape[{row}]"] + body.lines(0)]
     lines += ["    if valid:", f"        for i{row} in range(lane, n{row}, r):"]
     lines += ["            " + line for line in body.lines(1) + [store]]
     return lines

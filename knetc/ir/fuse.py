@@ -204,7 +204,8 @@ def fuse(program, rows=None):
     inlined, in_prologue, root, width, aligned, per_row = {}, {}, {}, {}, {}, set()
 
     def placement(v, kind, user):
-        """(in_prologue, aligned) of v computed inside its user's kernel, or None if it may not be."""
+        """(in a prologue, at the kernel's own index, per row) for v computed inside its user's
+        kernel, or None if it may not be."""
         user_kind = _kind(user)
         if user.out in absorbed or user.op.kind == "view" and user.op.index_map is None and user.out not in inlined:
             return None  # (a stored view's input is stored)

@@ -103,12 +103,15 @@ class Op:
     view_index: `view_index(input_shape, **params)` gives the numpy basic index (source text,
       e.g. "3" or "2, 0:5") under which the result is a C-contiguous block of its input, or
       None: a stored result is then a view the driver takes (xs[t]), not a kernel's copy.
+    eager_grad: `eager_grad(dy, y, x)` for a one-input op: its rule's gradient computed in
+      numpy in one pass, or None where it does not apply; the eager tape uses it when nothing
+      records the backward pass (higher orders need the rule's ops).
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
-                 input_gives_shape=False, input_check=None, view_index=None):
+                 input_gives_shape=False, input_check=None, view_index=None, eager_grad=None):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
@@ -116,7 +119,7 @@ class Op:
         self.float_valued, self.index_map, self.monoid, self.state_inputs = float_valued, index_map, monoid, state_inputs
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
-        self.input_check, self.view_index = input_check, view_index
+        self.input_check, self.view_index, self.eager_grad = input_check, view_index, eager_grad
         self.checked = set()  # rule_key()s whose shape rule passed (evaluate)
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")

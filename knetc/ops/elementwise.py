@@ -173,8 +173,19 @@ sqrt = unary("sqrt", np.sqrt, _domain("sqrt", "{x} >= {zero}"), lambda dy, y, x:
 sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else ({k.const(-1)} if {x} < 0 else {x}))",
                    (None,))
 abs = elementwise("abs", np.abs, lambda k, x: f"abs({x})", (lambda dy, y, x: mul(dy, sign(x)),))
+def _relu_eager_grad(dy, y, x):
+    """relu's rule, mul(dy, sub(1, le(y, 0))), in one pass where dy and y are float arrays of
+    one dtype: dy times the 0/1 mask, as the rule's float mask gives it (dy * 1.0 is dy,
+    dy * 0.0 is +-0 or NaN), without its two float temporaries. None elsewhere."""
+    if type(dy) is not np.ndarray or type(y) is not np.ndarray or dy.dtype is not y.dtype \
+            or dy.dtype.kind != "f" or dy.shape != y.shape:
+        return None
+    return np.multiply(dy, np.logical_not(np.less_equal(y, 0)))
+
+
 relu = elementwise("relu", lambda x: np.maximum(x, 0), lambda k, x: f"max({x}, {k.const(0)})",
-                   (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),))  # 0 where y <= 0; dy at NaN, as torch
+                   (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),),  # 0 where y <= 0; dy at NaN, as torch
+                   eager_grad=_relu_eager_grad)
 
 
 def _sigm(x):
