@@ -33,7 +33,7 @@ from .train.init import gaussian, param, param0, seed_, xavier, xavier_normal, x
 from .train.data import minibatch  # noqa: F401,E402
 from .train.init import atype, bilinear  # noqa: F401,E402
 from .layers import *  # noqa: F401,F403,E402  RNN, rnnparam(s), BNMoments, bnmoments, bnparams
-from .train.io import load, save  # noqa: F401,E402
+from .train.io import load, save, serializable  # noqa: F401,E402
 from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402
 from .autograd import training  # noqa: F401,E402
 from .train.optimizers import SGD, Momentum, Nesterov, Adagrad, Rmsprop, Adadelta, Adam, update_  # noqa: F401,E402

@@ -20,8 +20,8 @@ from .context import training, value_of  # noqa: F401  (kn.training; value_of fo
 from .errors import CompileError, ShapeError, format_error, user_frame
 from .ir.core import Builder, Var, current_builder
 from .ops.broadcast import broadcast_to, unbroadcast
-from .ops.core import OPS, Op, aval_of, bind, evaluate
-from .ops.elementwise import add
+from .ops.core import OPS, Op, astype, aval_of, bind, evaluate
+from .ops.elementwise import add, eq, mul, ne
 from .ops.methods import ArrayMethods
 
 _ceiling = float("inf")  # the level being recorded: tapes at or above it do not see the op
@@ -34,6 +34,12 @@ class _Recordable(ArrayMethods):
     def __bool__(self):
         return bool(value_of(self))  # size 1: its value; larger: numpy's ValueError (ambiguous)
 
+    # Elementwise, as every other comparison (a Param acts like its value). Hashing stays by
+    # identity: Params are dict keys, and dicts compare keys by identity before ==.
+    def __eq__(self, other): return eq(self, other)
+    def __ne__(self, other): return ne(self, other)
+    __hash__ = object.__hash__
+
     def __float__(self):
         return float(value_of(self))
 
@@ -45,6 +51,8 @@ class _Recordable(ArrayMethods):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         result = super().__array_ufunc__(ufunc, method, *inputs, **kwargs)
+        if result is NotImplemented and not _recorded(inputs, kwargs):  # plain values: numpy's
+            return getattr(ufunc, method)(*_plain(inputs), **_plain(kwargs))
         if result is NotImplemented:
             what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
             raise TypeError(f"{what} is not supported on knetc values ({type(self).__name__}): knetc differentiates "
@@ -54,12 +62,26 @@ class _Recordable(ArrayMethods):
 
     def __array_function__(self, func, types, args, kwargs):
         result = super().__array_function__(func, types, args, kwargs)
+        if result is NotImplemented and not _recorded(args, kwargs):  # plain values: numpy's
+            return func(*_plain(args), **_plain(kwargs))
         if result is NotImplemented:
             raise TypeError(f"np.{getattr(func, '__name__', func)} is not supported on knetc values "
                             f"({type(self).__name__}): knetc differentiates only the numpy functions in its op "
                             "table; write it with kn. functions or supported numpy calls, or use kn.value(x) "
                             "for a constant")
         return result
+
+    # What knetc does not differentiate works on the value while nothing records it.
+    def __mod__(self, other): return _unrecorded("%", operator.mod, self, other)
+    def __rmod__(self, other): return _unrecorded("%", operator.mod, other, self)
+    def __floordiv__(self, other): return _unrecorded("//", operator.floordiv, self, other)
+    def __rfloordiv__(self, other): return _unrecorded("//", operator.floordiv, other, self)
+
+    def astype(self, dtype):
+        return astype(self, dtype=np.dtype(dtype))
+
+    def copy(self):
+        return mul(self, 1) if _recorded((self,), {}) else np.array(value_of(self), copy=True)
 
     def __array__(self, dtype=None, copy=None):
         # numpy builds a plain array from a list of recorded values (np.sum([a, b]),
@@ -71,6 +93,25 @@ class _Recordable(ArrayMethods):
                 "np.sum(np.stack([a, b])) instead of np.sum([a, b])), or use kn.value(x) for a constant",
                 *user_frame()))
         return np.asarray(value_of(self), dtype=dtype)
+
+
+def _recorded(args, kwargs):
+    """Does a tape record any of the values in args/kwargs now?"""
+    leaves, _ = pytree.flatten((args, kwargs))
+    return any(_tape_of(x) is not None for x in leaves if isinstance(x, _Recordable))
+
+
+def _plain(tree):
+    """tree with Params and taped values replaced by their values."""
+    leaves, treedef = pytree.flatten(tree)
+    return pytree.unflatten(treedef, [value_of(x) if isinstance(x, _Recordable) else x for x in leaves])
+
+
+def _unrecorded(symbol, function, a, b):
+    if _recorded((a, b), {}):
+        raise TypeError(format_error(f"`{symbol}` is not differentiable: knetc cannot record it on a kn.diff "
+                                     "tape; use kn.value(x) for a constant", *user_frame()))
+    return function(*_plain((a, b)))
 
 
 @pytree.register_leaf_type
@@ -92,6 +133,24 @@ class Param(_Recordable):
 
     def __repr__(self):
         return f"P({self.value!r})"
+
+    # `w -= lr * g` updates the value in place, as on the array a Param acts like (and as
+    # Knet's `w .-= ...`); without these Python would rebind the name to a new plain array.
+    def __iadd__(self, other): return self._update(operator.iadd, other)
+    def __isub__(self, other): return self._update(operator.isub, other)
+    def __imul__(self, other): return self._update(operator.imul, other)
+    def __itruediv__(self, other): return self._update(operator.itruediv, other)
+
+    def _update(self, update, other):
+        if _tape_of(self) is not None:
+            raise TypeError(format_error(
+                "a Param cannot be updated in place while kn.diff records it: its gradient would be "
+                "wrong. Update it after the diff (e.g. with kn.update_), or compute a new value", *user_frame()))
+        value = self.value
+        self.value = update(value, value_of(other))
+        if isinstance(value, np.ndarray) and self.value is not value:  # (a 0-d array or scalar: numpy made a new one)
+            self.value = np.asarray(self.value, dtype=value.dtype)
+        return self
 
 
 @pytree.register_leaf_type
@@ -416,6 +475,7 @@ def _gradient_function(f, argnum, with_loss):
         return compiled_gradient(argnum, with_loss)
 
     def gradient(*args, **kwargs):
+        check_argnum(argnum, args)
         leaves, treedef = pytree.flatten(args[argnum])
         # Arrays and numbers are differentiated; other leaves (names, functions) pass through.
         ps = [Param(leaf) if _differentiable(leaf) else leaf for leaf in leaves]
@@ -428,6 +488,14 @@ def _gradient_function(f, argnum, with_loss):
         return (g, loss) if with_loss else g
     gradient.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
     return gradient
+
+
+def check_argnum(argnum, args):
+    """grad(f, argnum)(*args): argnum must pick one of the positional arguments."""
+    if not isinstance(argnum, int) or isinstance(argnum, bool) or not -len(args) <= argnum < len(args):
+        raise TypeError(format_error(
+            f"grad: argnum={argnum!r}, but the function was called with {len(args)} positional "
+            f"argument{'s' * (len(args) != 1)}: pass the argument to differentiate positionally", *user_frame()))
 
 
 def _differentiable(leaf):
@@ -445,6 +513,15 @@ getval = value
 
 
 _NOT_CONTAINERS = (type, types.FunctionType, types.ModuleType, types.MethodType, types.BuiltinFunctionType)
+
+
+@functools.lru_cache(maxsize=None)
+def _slots(cls):
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
+    return tuple(dict.fromkeys(names))
 
 
 def params(x):
@@ -465,8 +542,11 @@ def params(x):
         elif isinstance(obj, (list, tuple)):
             for v in obj:
                 search(v, depth + 1)
-        elif hasattr(obj, "__dict__") and not isinstance(obj, _NOT_CONTAINERS):
-            search(vars(obj), depth + 1)
+        elif not isinstance(obj, _NOT_CONTAINERS + (Tracked,)):
+            if hasattr(obj, "__dict__"):
+                search(vars(obj), depth + 1)
+            for name in _slots(type(obj)):  # fields of classes with __slots__
+                search(getattr(obj, name, None), depth + 1)
     search(x)
     return found
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import context, pytree
 from .ad.reverse import adjoint_program, split
-from .autograd import Param, Tape, Tracked, active_tape_levels, grad, gradloss, record_call, recording, value_of
+from .autograd import Param, Tape, Tracked, active_tape_levels, check_argnum, grad, gradloss, record_call, recording, value_of
 from .frontend import is_array, trace
 from .ir.fuse import Call, fuse
 from .ir.memory import plan_memory
@@ -493,6 +493,7 @@ class CompiledFunction:
         integer Param fails in `update_` ("weights must be floating point") instead of
         silently leaving it untrained."""
         def gradient(*args, **kwargs):
+            check_argnum(argnum, args)
             leaves, treedef = pytree.flatten((args, kwargs))
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)

@@ -16,6 +16,7 @@ The RNN's weights are one Param vector `rnn.w` laid out as cuDNN lays out its we
     y = kn.batchnorm(x, moments, w)          # x (N, 16, H, W); moments updated while training
 """
 import numbers
+import sys
 
 import numpy as np
 
@@ -27,13 +28,18 @@ from .ops.core import aval_of
 from .ops.rnn import rnn_forward, rnn_slice
 from .ops.shape import reshape
 from .runtime.rnn_layout import MODES, ngates, packed_offsets, param_location, weight_size
+from .train import init
 from .train.init import _converter, xavier
+from .train.io import serializable
 
 __all__ = ["RNN", "rnnparam", "rnnparams", "BNMoments", "bnmoments", "bnparams"]
 
 
 def _rnn_kernels():
+    first = "knetc.kernels.rnn_cpu" not in sys.modules
     from knetc.kernels import rnn_cpu  # imported lazily: numba compiles on first use
+    if first and init.SEED[0] is not None:  # kn.seed_ came first: its dropout masks follow it
+        rnn_cpu.seed(init.SEED[0] % 2 ** 32)
     return rnn_cpu
 
 
@@ -46,6 +52,7 @@ def _ones(*a):
     return np.ones(a[1:], a[0])
 
 
+@serializable
 class _Config:
     """An RNN's fixed settings (hashable, compared by value)."""
     __slots__ = ("input_size", "hidden_size", "rnn_type", "num_layers", "bidirectional", "dropout",
@@ -68,6 +75,7 @@ class _Config:
         return f"RNNConfig{self._key()}"
 
 
+@serializable
 class RNN:
     """A recurrent network (Knet's RNN): `rnn = RNN(input_size, hidden_size, **opts)`, then
     `y = rnn(x)` or `rnn(x, batch_sizes=[...])`.
@@ -226,6 +234,7 @@ def rnnparams(r):
 
 
 # ----------------------------------------------------------------------------- batchnorm's state
+@serializable
 @pytree.register_leaf_type  # state, not a container of inputs: compiled code updates its arrays
 class BNMoments:
     """Running mean and variance for batchnorm (Knet's BNMoments): `bnmoments()` makes one.

@@ -243,6 +243,15 @@ def nll_of_shifted(w, x, y):
     return kn.nll(x @ w, y - 1)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_accuracy_predicts_the_first_of_tied_scores_as_eagerly(target):
+    w = np.ones((4, 3))  # every class scores the same: the prediction is class 0 (Knet's findmax)
+    x = np.random.default_rng(2).standard_normal((5, 4))
+    labels = np.array([0, 1, 2, 0, -1])
+    assert compiled(accuracy_of, target)(w, x, labels) == pytest.approx(2 / 4)
+    assert accuracy_of(w, x, labels) == pytest.approx(2 / 4)
+
+
 def _problem():
     rng = np.random.default_rng(1)
     return rng.standard_normal((4, 3)), rng.standard_normal((5, 4))

@@ -179,3 +179,13 @@ def test_repeat_epochs_reshuffle():
 
 def test_repr_mentions_batches():
     assert "2 batches" in repr(kn.minibatch(np.zeros((250, 2)), np.zeros(250), 100))
+
+
+def test_batches_are_copies_so_editing_one_leaves_the_data():
+    x, y = np.arange(12.0).reshape(6, 2), np.arange(6)
+    for shuffle in (False, True):
+        for xb, yb in kn.minibatch(x, y, 3, shuffle=shuffle):
+            xb -= 100.0  # e.g. normalising a batch in place
+            yb[:] = -1
+        np.testing.assert_array_equal(x, np.arange(12.0).reshape(6, 2))
+        np.testing.assert_array_equal(y, np.arange(6))

@@ -534,5 +534,121 @@ def test_more_numpy_functions_and_methods_on_params_follow_torch():
     (lambda p: np.add.reduce(p), "np.add.reduce"), (lambda p: np.exp(p, where=True), "np.exp"),
 ])
 def test_unsupported_numpy_calls_name_the_function(call, name):
+    p = kn.Param(np.ones(3))
     with pytest.raises(TypeError, match=name.replace(".", r"\.") + ".* not supported on knetc values"):
-        call(kn.Param(np.ones(3)))
+        kn.diff(lambda: kn.sum(call(p)))
+    np.testing.assert_array_equal(call(p), call(np.ones(3)))  # nothing records: numpy's, on the value
+
+
+def test_numpy_functions_methods_and_operators_act_on_a_param_outside_diff():
+    a = np.arange(6.0).reshape(2, 3)
+    p = kn.Param(a.copy())
+    np.testing.assert_array_equal(np.vstack([p, p]), np.vstack([a, a]))
+    np.testing.assert_array_equal(np.pad(p, 1), np.pad(a, 1))
+    np.testing.assert_array_equal(np.round(p / 4), np.round(a / 4))
+    assert p.astype(np.float32).dtype == np.float32
+    c = p.copy()
+    c[0, 0] = 99
+    assert p.value[0, 0] == 0
+    np.testing.assert_array_equal(p % 4, a % 4)
+    np.testing.assert_array_equal(7 // (p + 1), 7 // (a + 1))
+    with pytest.raises(TypeError, match="`%` is not differentiable"):
+        kn.diff(lambda: kn.sum(p % 2))
+    g = kn.grad(lambda x: kn.sum(x.astype(np.float32) * 2.0))(np.ones(2))  # astype is recorded
+    np.testing.assert_array_equal(g, [2.0, 2.0])
+
+
+# ----------------------------------------------------------------------------- == and in-place on Params
+
+def test_equality_on_params_and_recorded_values_is_elementwise():
+    w = kn.Param(np.array([0.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(w == 0, [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(w != 0, [0.0, 1.0, 0.0])
+    assert kn.sum(w == 0) == 2
+    assert {w: 1}[w] == 1 and w in {w}  # still hashed by identity: Params stay dict keys
+
+    def f(x):
+        return kn.sum((x * 1.0 == 0) * 5.0 + x * x)
+
+    x = np.array([0.0, 1.0, 0.0])
+    g, loss = kn.gradloss(f)(x)
+    assert float(loss) == 11.0  # numpy's value of the same expression
+    np.testing.assert_array_equal(g, 2 * x)
+    c = kn.compile(f, target="cpu")
+    assert float(c(x)) == 11.0
+
+
+def test_in_place_updates_of_a_param_change_its_value():
+    w = kn.Param(np.ones(3, np.float32))
+    same = w
+    w -= 0.5 * np.ones(3)
+    assert w is same and w.value.dtype == np.float32
+    np.testing.assert_array_equal(w.value, [0.5, 0.5, 0.5])
+    w += 1
+    w *= 2
+    w /= 3
+    np.testing.assert_allclose(w.value, [1.0, 1.0, 1.0])
+    s = kn.Param(np.array(2.0))  # 0-d
+    s -= 1
+    assert isinstance(s, kn.Param) and float(s.value) == 1.0
+
+
+def test_in_place_update_of_a_recorded_param_is_refused():
+    w = kn.Param(np.ones(3))
+
+    def f():
+        nonlocal w
+        y = kn.sum(w * w)
+        w -= 1  # would make the recorded gradient wrong
+        return y
+
+    with pytest.raises(TypeError, match="in place while kn.diff records it"):
+        kn.diff(f)
+    np.testing.assert_array_equal(w.value, np.ones(3))
+
+
+def test_seed_makes_dropout_masks_reproducible():
+    x = np.ones(64)
+    kn.seed_(3)
+    a = kn.dropout(x, 0.5, drop=True)
+    kn.seed_(3)
+    b = kn.dropout(x, 0.5, drop=True)
+    kn.seed_(4)
+    c = kn.dropout(x, 0.5, drop=True)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_lists_and_none_given_for_arrays_are_clear_type_errors():
+    for call in (lambda: kn.sum([1.0, 2.0]), lambda: kn.relu((1.0, -1.0)),
+                 lambda: kn.nll(np.zeros((2, 3)), [0, 1]), lambda: kn.sum(None)):
+        with pytest.raises(TypeError, match="expected an array") as error:
+            call()
+        assert "test_eager_correctness.py" in str(error.value)  # points at the user's line
+
+
+def test_grad_argnum_past_the_positional_arguments_is_a_clear_error():
+    for gradient in (kn.grad(lambda a, b: kn.sum(a * b), argnum=2),
+                     kn.grad(kn.compile(lambda_free_product, target="cpu"), argnum=2)):
+        with pytest.raises(TypeError, match="argnum=2, but the function was called with 2 positional"):
+            gradient(np.ones(2), np.ones(2))
+
+
+def lambda_free_product(a, b):
+    return kn.sum(a * b)
+
+
+def test_params_are_found_in_slots():
+    class Dense:
+        __slots__ = ("w", "b", "name")
+
+        def __init__(self):
+            self.w, self.b, self.name = kn.param(2, 3), kn.param0(3), "dense"
+
+    class Deeper(Dense):
+        __slots__ = ("extra",)
+
+    layer = Deeper()
+    layer.extra = [kn.Param(np.ones(1))]
+    found = kn.params(layer)
+    assert len(found) == 3 and {id(p) for p in found} == {id(layer.w), id(layer.b), id(layer.extra[0])}

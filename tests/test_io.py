@@ -480,3 +480,32 @@ def test_temporary_name_names_the_writer(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     kn.save(tmp_path / "w.knetc", a=1)
     assert len(seen) == 1 and seen[0].startswith(f".w.knetc.{kio._HOST}-{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+@kn.serializable
+class SlottedDense:
+    __slots__ = ("w", "b")
+
+    def __init__(self, i, o):
+        self.w, self.b = kn.param(i, o), kn.param0(o)
+
+    def __call__(self, x):
+        return x @ self.w + self.b
+
+
+def test_layers_and_user_classes_round_trip(tmp_path):
+    rnn, moments, dense = kn.RNN(2, 3, rnn_type="gru"), kn.bnmoments(momentum=0.2), SlottedDense(4, 2)
+    x = np.random.default_rng(0).random((5, 3, 2)).astype(np.float32)
+    kn.batchnorm(np.random.default_rng(1).random((6, 4)), moments, training=True)  # fills the running statistics
+    kn.save(tmp_path / "m.knetc", rnn=rnn, moments=moments, dense=dense)
+    loaded = kn.load(tmp_path / "m.knetc")
+    r, m, d = loaded["rnn"], loaded["moments"], loaded["dense"]
+    assert isinstance(r, kn.RNN) and r.config == rnn.config and r.rnn_type == "gru"
+    rnn.h = rnn.c = r.h = r.c = None
+    np.testing.assert_array_equal(r(x), rnn(x))
+    assert m.momentum == 0.2
+    np.testing.assert_array_equal(m.mean, moments.mean)
+    np.testing.assert_array_equal(m.var, moments.var)
+    xs = np.ones((1, 4))
+    np.testing.assert_array_equal(d(xs), dense(xs))
+    assert isinstance(d.w, kn.Param) and len(kn.params(d)) == 2

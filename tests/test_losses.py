@@ -183,6 +183,14 @@ def test_accuracy_skips_minus_one_labels():
     assert kn.accuracy(scores.T, np.array([1, 0, 1, 0]), dims=0) == 1.0
 
 
+def test_accuracy_predicts_the_first_of_tied_scores():
+    assert kn.accuracy(np.zeros((3, 3)), np.array([0, 1, 2])) == pytest.approx(1 / 3)  # Knet: findmax's index
+    correct, count = kn.accuracy(np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]), np.array([1, 2]), average=False)
+    assert (float(correct), count) == (0.0, 2)
+    scores = np.array([[3.0, 3.0], [1.0, 1.0]], np.float32)
+    assert kn.accuracy(scores.T, np.array([0, 1]), dims=0) == 0.5
+
+
 def test_nll_and_accuracy_over_a_dataset_with_a_model():
     w = normal((3, 4), 4)
     data = [(normal((5, 3), 5), np.array([0, 3, -1, 2, 1])), (normal((2, 3), 6), np.array([1, -1]))]

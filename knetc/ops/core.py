@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .. import context, pytree
-from ..errors import ShapeError, user_frame
+from ..errors import ShapeError, format_error, user_frame
 from ..runtime import threads
 
 
@@ -49,7 +49,12 @@ def aval_of(x):
         return aval
     if isinstance(x, (bool, int, float)):
         return Aval((), None)
-    return Aval(tuple(x.shape), np.dtype(x.dtype))
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        hint = "convert it first with np.asarray(...)" if isinstance(x, (list, tuple)) else None
+        raise TypeError(format_error(f"expected an array (numpy, Param, KnetArray) or a number, got a "
+                                     f"{type(x).__name__}", *user_frame(), hint))
+    return Aval(tuple(shape), np.dtype(dtype))
 
 
 @pytree.register_leaf_type  # a function, not a container of arrays

@@ -17,7 +17,7 @@ from ..errors import ShapeError
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
 from .elementwise import add, div, eq, exp, iota, le, log, masked, mul, ne, neg, sigm, sub
-from .reduce import reduce_max, sum
+from .reduce import argmax_, reduce_max, sum
 from .shape import reshape
 
 
@@ -296,8 +296,9 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
 
 def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
     """The fraction of instances whose labelled class has the highest score (labels 0-based,
-    -1 = skip); (ncorrect, count) with average=False. A label whose score ties the maximum
-    counts as correct. With a model, as nll: `accuracy(model, data=batches)` sums over the
+    -1 = skip); (ncorrect, count) with average=False. Among tied scores the first class is
+    the prediction (Knet's findmax), so constant scores are right only for label 0. With a
+    model, as nll: `accuracy(model, data=batches)` sums over the
     (x, y) in data, `accuracy(model, x, y)` is `accuracy(model(x), y)`.
 
     >>> kn.accuracy(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, -1]))  # 0.5
@@ -307,10 +308,8 @@ def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwa
     if kwargs or more:
         raise TypeError(f"accuracy(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
     axis, labels = _class_labels("accuracy", scores, labels, dims)
-    onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)
-    picked = reduce_sum(masked(scores, onehot), axes=(axis,))
-    keep = ne(labels, -1)
-    correct = sum(mul(eq(picked, reduce_max(scores, axes=(axis,))), keep))
+    predicted = astype(argmax_(scores, axes=(axis,)), dtype=aval_of(scores).dtype)  # (labels are in that type)
+    correct = sum(mul(eq(predicted, labels), ne(labels, -1)))
     count = _count(labels)
     return div(correct, count) if average else (correct, count)
 

@@ -277,6 +277,12 @@ _U64 = np.uint64
 _GOLDEN, _MIX1, _MIX2 = _U64(0x9E3779B97F4A7C15), _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
 
 
+def reseed_dropout(n):
+    """Restart the unseeded masks' counter from the integer n (kn.seed_): the same calls
+    then draw the same masks."""
+    _COUNTER[0] = int(_mix(np.array([n], dtype=np.int64).astype(_U64) * _GOLDEN)[0] >> _U64(1))
+
+
 def _mix(z):
     """SplitMix64's finaliser on uint64 arrays (numpy wraps on overflow, as C does)."""
     z = (z ^ (z >> _U64(30))) * _MIX1

@@ -130,11 +130,11 @@ class Data:
                 part = (stop - start) // ranks
                 start, stop = start + rank * part, start + (rank + 1) * part
             index = slice(start, stop) if order is None else order[start:stop]
-            xb = _batch(self.x[index], self.xsize, self.xtype)
+            xb = _batch(_take(self.x, index), self.xsize, self.xtype)
             if self.y is None:
                 yield xb
             else:
-                yield xb, _batch(self.y[index], self.ysize, self.ytype)
+                yield xb, _batch(_take(self.y, index), self.ysize, self.ytype)
 
     def __repr__(self):
         what = "x" if self.y is None else "(x, y)"
@@ -204,6 +204,13 @@ def _batch_shape(name, size, a):
                          f"({name} is the whole data's shape, the first dimension replaced by "
                          f"the batch size)") from None
     return inner
+
+
+def _take(a, index):
+    """The instances `index` of the data, a copy (as Knet's getindex): editing a batch in place
+    must not edit the data set. (A numpy slice is a view; a gather already copies.)"""
+    batch = a[index]
+    return batch.copy() if isinstance(index, slice) and isinstance(batch, np.ndarray) else batch
 
 
 def _batch(a, inner, convert):

@@ -11,13 +11,16 @@ a dense weight used as `x @ w` is `(in, out)` here where Knet's `w * x` has `(ou
 a conv weight is `(Cout, Cin, KH, KW)` here where Knet has `(KW, KH, Cin, Cout)`.
 """
 import numbers
+import sys
 
 import numpy as np
 
 from .. import knetarray  # knetarray.gpu() read when called: tests stand in for a GPU with it
 from ..autograd import Param, value_of
+from ..ops.normalization import reseed_dropout
 
 _RNG = np.random.default_rng()
+SEED = [None]  # the last seed_(n), for generators loaded later (the RNN kernels')
 
 
 def rng():
@@ -27,11 +30,17 @@ def rng():
 
 def seed_(n):
     """Seed knetc's random number generator (Knet's `seed!`): after `seed_(n)` the same calls
-    give the same numbers. Returns the generator."""
+    give the same numbers: initialisers, shuffled minibatches, and dropout masks (kn.dropout
+    and an RNN's dropout between layers). Returns the generator."""
     if not isinstance(n, numbers.Integral) or isinstance(n, bool):
         raise TypeError(f"seed_: the seed must be an integer, got {n!r}")
     # Reseed in place, so that code holding `rng()` sees the new stream too.
     _RNG.bit_generator.state = np.random.PCG64(int(n)).state
+    reseed_dropout(int(n))
+    SEED[0] = int(n)
+    rnn_kernels = sys.modules.get("knetc.kernels.rnn_cpu")  # (once loaded: layers._rnn_kernels seeds it then)
+    if rnn_kernels is not None:
+        rnn_kernels.seed(int(n) % 2 ** 32)
     return _RNG
 
 

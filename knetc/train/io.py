@@ -48,10 +48,25 @@ _ZIP64_LIMIT = 1 << 31  # arrays larger than this need a zip64 entry, decided be
 
 
 def serializable(cls):
-    """Class decorator: instances may be saved with kn.save (their attributes are stored)
-    and rebuilt by kn.load. `@serializable class Adam: ...`"""
+    """Class decorator: instances may be saved with kn.save (their attributes, __slots__
+    included, are stored) and rebuilt by kn.load without calling the constructor:
+
+        @kn.serializable
+        class Dense:
+            def __init__(self, i, o): self.w, self.b = kn.param(i, o), kn.param0(o)
+
+    The class must be defined (its module imported) before kn.load rebuilds it."""
     SERIALIZABLE[_class_name(cls)] = cls
     return cls
+
+
+def _slots(cls):
+    """The __slots__ fields of cls and its bases."""
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
+    return list(dict.fromkeys(names))
 
 
 def _class_name(cls):
@@ -136,9 +151,8 @@ class _Encoder:
                         f"lists/tuples/dicts of them, or instances of @serializable classes)")
 
     def obj(self, name, x):
-        attrs = getattr(x, "__dict__", None)
-        if attrs is None:
-            raise TypeError(f"kn.save: {name} instances have no __dict__ to save")
+        attrs = dict(getattr(x, "__dict__", {}))
+        attrs.update((slot, getattr(x, slot)) for slot in _slots(type(x)) if hasattr(x, slot))
         for key in attrs:
             _check_attribute(name, key, TypeError)
         return {"$": "object", "class": name, "attrs": {k: self(v) for k, v in attrs.items()}}
