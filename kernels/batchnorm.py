@@ -11,8 +11,9 @@ such "state" constants before a run and copies them back after, see compiler.Exe
 
 The whole-layer routines below are what CUDA-compiled batchnorm runs when cuDNN is present
 (cuDNN's fused batchnorm kernels, see knetc.runtime.cudnn_ops); their CPU versions are the
-same computation as njit loops, parallel over channels (used by tests, and by any program
-that forces this design). params is Knet's [scale; bias] vector of 2C entries.
+same computation as njit loops over a range of channels, split across threads when the
+layer is large (kernels/rows.py); used by tests, and by any program that forces this design.
+params is Knet's [scale; bias] vector of 2C entries.
 
   batchnorm_train_*(x, params, mean, var, out, eps, momentum, correction)  batch statistics
   batchnorm_infer_*(x, params, mean, var, out, eps)                         running statistics
@@ -20,8 +21,10 @@ that forces this design). params is Knet's [scale; bias] vector of 2C entries.
 """
 import math
 
-from numba import cuda, njit, prange
+import numpy as np
+from numba import cuda, njit
 
+from knetc.kernels.rows import kernel, run
 from knetc.report import report
 from knetc.runtime import cudnn_ops
 from knetc.runtime.pool import device_array
@@ -81,10 +84,17 @@ def read_state_cuda(running, out, shape):
 
 # ----------------------------------------------------------------------------- whole layer
 
-@njit(cache=True)
-def _channels(x, channels):
-    """x as (N, C, rest)."""
-    return x.reshape((x.shape[0], channels, x.size // max(1, x.shape[0] * channels)))
+def _view(a, shape):
+    """a reshaped without a copy (the kernels write into outputs and running statistics)."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"knetc.kernels.batchnorm: expected a C-contiguous array, got strides {a.strides}")
+    return a.reshape(shape)
+
+
+def _channels(x, channels, write=False):
+    """x as (N, C, rest); write: a view of it, so that the kernel writes into x."""
+    shape = (x.shape[0], channels, x.size // max(1, x.shape[0] * channels))
+    return _view(x, shape) if write else x.reshape(shape)
 
 
 @njit(cache=True)
@@ -115,17 +125,11 @@ def _normalize(xv, yv, params, c, mu, sigma2, eps):
             yv[n, c, k] = (xv[n, c, k] - mu) * a + params[C + c]
 
 
-@njit(cache=True, parallel=True)
-def _forward_cpu(x, params, mean, var, out, eps, training, momentum, correction):
-    """batchnorm_train_cpu (training: batch statistics; the running ones are updated) or
-    batchnorm_infer_cpu (the running statistics)."""
-    C = params.size // 2
-    # one view per statement: Numba's parallel passes copy arrays packed in a tuple
-    xv = _channels(x, C)
-    yv = _channels(out, C)
-    m = mean.reshape(C)
-    v = var.reshape(C)
-    for c in prange(C):
+@kernel()
+def _forward_cpu(xv, params, m, v, yv, eps, training, momentum, correction, lo, hi):
+    """Channels lo..hi of batchnorm_train_cpu (training: batch statistics; the running ones
+    are updated) or batchnorm_infer_cpu (the running statistics)."""
+    for c in range(lo, hi):
         if training:
             mu, sigma2 = _statistics(xv, c)
             _normalize(xv, yv, params, c, mu, sigma2, eps)
@@ -135,23 +139,26 @@ def _forward_cpu(x, params, mean, var, out, eps, training, momentum, correction)
             _normalize(xv, yv, params, c, m[c], v[c], eps)
 
 
-@njit(cache=True)
-def batchnorm_train_cpu(x, params, mean, var, out, eps, momentum, correction):
-    _forward_cpu(x, params, mean, var, out, eps, True, momentum, correction)
-
-
-@njit(cache=True)
-def batchnorm_infer_cpu(x, params, mean, var, out, eps):
-    _forward_cpu(x, params, mean, var, out, eps, False, 0.0, 0.0)
-
-
-@njit(cache=True, parallel=True)
-def batchnorm_grad_cpu(x, params, dy, out, eps, part):
+def _forward(x, params, mean, var, out, eps, training, momentum, correction):
     C = params.size // 2
-    xv = _channels(x, C)
-    dv = _channels(dy, C)
+    run(_forward_cpu, C, 3 * x.size, _channels(x, C), params, _view(mean, C), _view(var, C),
+        _channels(out, C, True), float(eps), training, float(momentum), float(correction))
+
+
+def batchnorm_train_cpu(x, params, mean, var, out, eps, momentum, correction):
+    _forward(x, params, mean, var, out, eps, True, momentum, correction)
+
+
+def batchnorm_infer_cpu(x, params, mean, var, out, eps):
+    _forward(x, params, mean, var, out, eps, False, 0.0, 0.0)
+
+
+@kernel()
+def _grad_cpu(xv, params, dv, out, ov, eps, part, lo, hi):
+    """Channels lo..hi of batchnorm_grad_cpu."""
+    C = params.size // 2
     count = xv.shape[0] * xv.shape[2]
-    for c in prange(C):
+    for c in range(lo, hi):
         mu, sigma2 = _statistics(xv, c)
         inv = 1.0 / math.sqrt(sigma2 + eps)
         dbias = 0.0
@@ -164,11 +171,19 @@ def batchnorm_grad_cpu(x, params, dy, out, eps, part):
             out[c] = dscale
             out[C + c] = dbias
         else:
-            ov = _channels(out, C)
             a = params[c] * inv / count
             for n in range(xv.shape[0]):
                 for k in range(xv.shape[2]):
                     ov[n, c, k] = a * (count * dv[n, c, k] - dbias - (xv[n, c, k] - mu) * inv * dscale)
+
+
+def batchnorm_grad_cpu(x, params, dy, out, eps, part):
+    C = params.size // 2
+    # part 0: out is dx, written as (N, C, S); part 1: out is [dscale; dbias] (2C entries),
+    # and the (N, C, S) view is an empty one of the same type (one compiled kernel for both)
+    ov = _channels(out, C, True) if part != 1 else np.empty((0, 0, 0), out.dtype)
+    run(_grad_cpu, C, 4 * x.size, _channels(x, C), params, _channels(dy, C), _view(out, out.size), ov, float(eps),
+        int(part))
 
 
 def _cudnn_ops():

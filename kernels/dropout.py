@@ -12,8 +12,9 @@ Routines: dropout_mask_cpu / dropout_mask_cuda(state, out, shape, dtype, p, seed
 import warnings
 
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, njit
 
+from knetc.kernels.rows import kernel, run
 from knetc.report import report
 
 BLOCK = 256
@@ -51,18 +52,21 @@ def key_of(state0, seed, salt):
     return int(_key_cpu(state0, seed, salt))
 
 
-@njit(cache=True, parallel=True)
-def _fill(out, key, p, scale):
-    for i in prange(out.size):
+@kernel()
+def _fill(out, key, p, scale, lo, hi):
+    for i in range(lo, hi):
         out[i] = scale if _uniform_cpu(key, i) >= p else 0.0
 
 
-@njit(cache=True)
 def dropout_mask_cpu(state, out, shape, dtype, p, seed, salt):
-    key = _key_cpu(state[0], seed, salt)
+    if not out.flags.c_contiguous:
+        raise ValueError(f"knetc.kernels.dropout: the mask must be C-contiguous, got strides {out.strides}")
+    key = np.uint64(_key_cpu(state[0], seed, salt))  # (a uint64 scalar: a Python int may type as int64)
     if seed == 0:
         state[0] += 1
-    _fill(out.reshape(out.size), key, p, 1.0 / (1.0 - p) if p < 1 else 0.0)
+    p = float(p)
+    flat = out.reshape(out.size)  # a view
+    run(_fill, flat.size, flat.size * 8, flat, key, p, 1.0 / (1.0 - p) if p < 1 else 0.0)  # (a hash: ~8 steps)
 
 
 @cuda.jit

@@ -14,10 +14,16 @@ Routines, called by the generated drivers as routine(*inputs, out, **params):
   pool_gather_*(x, y, g, out, window, padding, stride, mode, nan_opt, alpha)  alpha*g[argmax]
 
 Example (CPU): ``pool_cpu(x, y, (1, 2, 2), (0, 0, 0), (1, 2, 2), 0, 1, 1.0)``
+
+The CPU routines are Python: each picks the one kernel its arguments need (2x2 windows,
+unpadded max, the general scan, averages) and runs it over the slices, split across
+threads when the work is large (kernels/rows.py), so only the kernels a program uses are
+compiled, each in a fraction of a second.
 """
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda
 
+from knetc.kernels.rows import kernel, run
 from knetc.report import report
 from knetc.runtime import cudnn_ops
 
@@ -28,7 +34,7 @@ BLOCK = 256
 # A window is given by its origin (d0, h0, w0) in the input (negative inside the padding);
 # the loops run over its positions clipped to the input, so no test per position.
 
-@njit(cache=True)
+@kernel()
 def _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, best_i):
     """best_i[ow] = the position (d*H + h)*W + w in slice s of the maximum of the window at
     (d0, h0, ow*sw - pw), for a whole output row at once: the inner loop runs along the row
@@ -54,14 +60,14 @@ def _row_argmax_cpu(x, s, d0, h0, D, H, W, wd, wh, ww, pw, sw, nan_opt, best, be
                     best[ow] = v if take else b
 
 
-@njit(cache=True)
-def _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt):
-    """The argmax position in slice s of every output's window, in output order: what max
-    pooling, its gradient and the gather of its gradient's gradient all need."""
+@kernel()
+def _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, best, argmax):
+    """argmax[o] = the argmax position in slice s of output o's window, in output order: what
+    max pooling, its gradient and the gather of its gradient's gradient all need. best (OW
+    entries of x's dtype) and argmax (OD*OH*OW int64) are the caller's, reused per slice."""
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
-    best, argmax = np.empty(OW, x.dtype), np.empty(OD * OH * OW, np.int64)
     for od in range(OD):
         for oh in range(OH):
             o = (od * OH + oh) * OW
@@ -70,7 +76,7 @@ def _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_op
     return argmax
 
 
-@njit(cache=True)
+@kernel()
 def _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode):
     if mode == 1:
         return wd * wh * ww
@@ -78,7 +84,7 @@ def _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode):
     return ((min(d0 + wd, D) - max(d0, 0)) * (min(h0 + wh, H) - max(h0, 0)) * (min(w0 + ww, W) - max(w0, 0)))
 
 
-@njit(cache=True)
+@kernel()
 def _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww):
     total = 0.0
     for d in range(max(d0, 0), min(d0 + wd, D)):
@@ -97,49 +103,64 @@ def geometry(xshape, yshape):
     return slices, xshape[2], xshape[3], xshape[4], yshape[2], yshape[3], yshape[4]
 
 
-@njit(cache=True)
-def _geometry_cpu(x, y):
-    """(x as (slices, D*H*W), y as (slices, OD*OH*OW), D, H, W, OD, OH, OW) of an input/output
-    pair, 4-D or 5-D: what every CPU routine hands its parallel loop."""
-    slices = x.shape[0] * x.shape[1]
-    H, W, OH, OW = x.shape[-2], x.shape[-1], y.shape[-2], y.shape[-1]
-    D = x.size // max(1, slices * H * W)
-    OD = y.size // max(1, slices * OH * OW)
-    return x.reshape((slices, D * H * W)), y.reshape((slices, OD * OH * OW)), D, H, W, OD, OH, OW
+def _flat(a, slices):
+    """a (4-D or 5-D, NumPy or device array) as (slices, positions per slice): a view."""
+    return a.reshape((slices, a.size // max(1, slices)))
 
 
-# ----------------------------------------------------------------------------- CPU
-# Parallel over slices (n, c); within a slice, the outputs in order o = (od*OH + oh)*OW + ow.
+def _out(out, slices):
+    """The output as (slices, positions): a view, so that the kernels write into `out`."""
+    if not out.flags.c_contiguous:
+        raise ValueError(f"knetc.kernels.pool: the output must be C-contiguous, got strides {out.strides}")
+    return _flat(out, slices)
 
-@njit(cache=True, parallel=True)
-def _forward_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha):
+
+def _triple(values):
+    """window/padding/stride as a tuple of 3 Python ints (one compiled kernel for all callers)."""
+    d, h, w = values
+    return int(d), int(h), int(w)
+
+
+# ----------------------------------------------------------------------------- CPU kernels
+# Each over the slices (n, c) lo..hi; within a slice, the outputs in order
+# o = (od*OH + oh)*OW + ow.
+
+@kernel()
+def _forward_max_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha, lo, hi):
+    best, argmax = np.empty(OW, x.dtype), np.empty(OD * OH * OW, np.int64)
+    for s in range(lo, hi):
+        _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, best, argmax)
+        for o in range(y.shape[1]):
+            y[s, o] = alpha * x[s, argmax[o]]
+
+
+@kernel()
+def _forward_avg_cpu(x, y, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha, lo, hi):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
-    for s in prange(x.shape[0]):
-        if mode == 0 or mode == 3:
-            argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
-            for o in range(y.shape[1]):
-                y[s, o] = alpha * x[s, argmax[o]]
-        else:
-            o = 0
-            for od in range(OD):
-                for oh in range(OH):
-                    for ow in range(OW):
-                        d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
-                        total = _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww)
-                        y[s, o] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
-                        o += 1
+    for s in range(lo, hi):
+        o = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    d0, h0, w0 = od * sd - pd, oh * sh - ph, ow * sw - pw
+                    total = _sum_cpu(x, s, d0, h0, w0, D, H, W, wd, wh, ww)
+                    y[s, o] = alpha * total / _divisor_cpu(d0, h0, w0, D, H, W, wd, wh, ww, mode)
+                    o += 1
 
 
-# Max pooling without padding (LeNet's 2x2 pools): every window lies inside the input, so
-# each output scans its window directly, one output at a time (no clipping, no per-slice
-# buffers); the same scan order, tie and NaN rules as _row_argmax_cpu. About 10x faster
-# than the row scan above at LeNet's sizes.
+# Max pooling without padding: every window lies inside the input, so each output scans
+# its window directly, one output at a time (no clipping, no per-slice buffers); the same
+# scan order, tie and NaN rules as _row_argmax_cpu. About 10x faster than the row scan
+# above at LeNet's sizes.
 
-@njit(cache=True)
+@kernel()
 def _window_argmax_nan_cpu(xs, i0, H, W, wd, wh, ww, nan_opt):
-    """_window_argmax_cpu's rules in full, for windows holding a NaN."""
+    """The position in the slice xs (1-D) of the maximum of the window whose first position
+    is i0, with _row_argmax_cpu's rules in full: the first maximum; a NaN wins when nan_opt
+    is 1 and loses to any number when it is 0. For windows holding a NaN (the fast scans
+    below find the others)."""
     best_i = i0
     best = xs[i0]
     for a in range(wd):
@@ -157,71 +178,68 @@ def _window_argmax_nan_cpu(xs, i0, H, W, wd, wh, ww, nan_opt):
     return best_i
 
 
-@njit(cache=True, inline="always")
-def _window_argmax_cpu(xs, i0, H, W, wd, wh, ww, nan_opt):
-    """The position in the slice xs (1-D) of the maximum of the window whose first position
-    is i0 (uint64): the first maximum; with a NaN in the window, _row_argmax_cpu's NaN rule.
-    The common case (no NaN) is one strict comparison per position, as selects; uint64
-    indices, so that Numba adds no negative-index wraparound to the loads."""
-    best_i = i0
-    best = xs[i0]
-    nan = best != best
-    for a in range(wd):
-        for b in range(wh):
-            row = i0 + np.uint64((a * H + b) * W)
-            for e in range(np.uint64(ww)):
-                v = xs[row + e]
-                nan |= v != v
-                take = v > best
-                best_i = row + e if take else best_i
-                best = v if take else best
-    if nan:
-        return np.uint64(_window_argmax_nan_cpu(xs, np.int64(i0), H, W, wd, wh, ww, nan_opt))
-    return best_i
+@kernel()
+def _max_unpadded_cpu(x, src, dst, D, H, W, OD, OH, OW, window, stride, gradient, nan_opt, alpha, lo, hi):
+    """Max pooling (gradient False: dst = y, src unused) or its gradient for non-overlapping
+    windows (gradient True, stride >= window: src = dy, dst = dx; each input gets at most
+    one output's gradient, so it is written, not accumulated).
 
-
-@njit(cache=True, parallel=True)
-def _forward_max_unpadded_cpu(x, y, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha):
+    The common case (no NaN) is one strict comparison per position, as selects, with uint64
+    indices, so that Numba adds no negative-index wraparound to the loads. An output row
+    with a NaN in a window is redone by _window_argmax_nan_cpu (its rules in full). The scan
+    is written here, not in a helper inlined into the loop: an array handed to an inlined
+    function is reference-counted per call (two atomic operations per window: 2x slower),
+    and a call inside the loop costs registers (10%)."""
     wd, wh, ww = window
     sd, sh, sw = stride
-    for s in prange(x.shape[0]):
-        xs, ys = x[s], y[s]
-        o = 0
+    for s in range(lo, hi):
+        xs, srcs, dsts = x[s], src[s], dst[s]
+        if gradient:
+            dsts[:] = 0
         for od in range(OD):
             for oh in range(OH):
                 base = (od * sd * H + oh * sh) * W
+                o = (od * OH + oh) * OW
+                nan = False
                 for ow in range(OW):
-                    i = _window_argmax_cpu(xs, np.uint64(base + ow * sw), H, W, wd, wh, ww, nan_opt)
-                    ys[o] = alpha * xs[i]
-                    o += 1
-
-
-@njit(cache=True, parallel=True)
-def _grad_max_unpadded_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha):
-    """Non-overlapping windows (stride >= window, no padding): each input gets at most one
-    output's gradient, so it is written, not accumulated."""
-    wd, wh, ww = window
-    sd, sh, sw = stride
-    for s in prange(x.shape[0]):
-        xs, dys, dxs = x[s], dy[s], dx[s]
-        dxs[:] = 0
-        o = 0
-        for od in range(OD):
-            for oh in range(OH):
-                base = (od * sd * H + oh * sh) * W
-                for ow in range(OW):
-                    i = _window_argmax_cpu(xs, np.uint64(base + ow * sw), H, W, wd, wh, ww, nan_opt)
-                    dxs[i] = alpha * dys[o]
-                    o += 1
+                    i0 = np.uint64(base + ow * sw)
+                    best_i = i0
+                    best = xs[i0]
+                    nan |= best != best
+                    for a in range(wd):
+                        for b in range(wh):
+                            row = i0 + np.uint64((a * H + b) * W)
+                            for e in range(np.uint64(ww)):
+                                v = xs[row + e]
+                                nan |= v != v
+                                take = v > best
+                                best_i = row + e if take else best_i
+                                best = v if take else best
+                    if gradient:
+                        dsts[best_i] = alpha * srcs[o + ow]
+                    else:
+                        dsts[o + ow] = alpha * xs[best_i]
+                if nan:
+                    for ow in range(OW):
+                        i0 = base + ow * sw
+                        i = _window_argmax_nan_cpu(xs, i0, H, W, wd, wh, ww, nan_opt)
+                        if gradient:
+                            for a in range(wd):
+                                for b in range(wh):
+                                    for e in range(ww):
+                                        dsts[i0 + (a * H + b) * W + e] = 0
+                            dsts[i] = alpha * srcs[o + ow]
+                        else:
+                            dsts[o + ow] = alpha * xs[i]
 
 
 # 2x2 windows, stride 2 (LeNet's pools, and most CNNs'): an output row from two input rows,
 # straight-line selects over the window's 4 values whose loads LLVM vectorizes (stride-2
-# interleaved groups). A row holding a NaN is redone by the general scan (its NaN rules).
+# interleaved groups). A row holding a NaN is redone by _window_argmax_nan_cpu (its NaN rules).
 
-@njit(cache=True, parallel=True)
-def _forward_max_2x2_cpu(x, y, D, H, W, OD, OH, OW, nan_opt, alpha):
-    for s in prange(x.shape[0]):
+@kernel()
+def _forward_max_2x2_cpu(x, y, D, H, W, OD, OH, OW, nan_opt, alpha, lo, hi):
+    for s in range(lo, hi):
         xs, ys = x[s], y[s]
         for od in range(OD):
             for oh in range(OH):
@@ -241,16 +259,16 @@ def _forward_max_2x2_cpu(x, y, D, H, W, OD, OH, OW, nan_opt, alpha):
                 if nan:
                     base = (od * H + 2 * oh) * W
                     for ow in range(OW):
-                        i = _window_argmax_cpu(xs, np.uint64(base + 2 * ow), H, W, 1, 2, 2, nan_opt)
+                        i = _window_argmax_nan_cpu(xs, base + 2 * ow, H, W, 1, 2, 2, nan_opt)
                         yr[ow] = alpha * xs[i]
 
 
-@njit(cache=True, parallel=True)
-def _grad_max_2x2_cpu(x, dy, dx, D, H, W, OD, OH, OW, nan_opt, alpha):
-    for s in prange(x.shape[0]):
+@kernel()
+def _grad_max_2x2_cpu(x, dy, dx, D, H, W, OD, OH, OW, nan_opt, alpha, lo, hi):
+    win = np.empty(OW, np.int32)
+    zero = dx.dtype.type(0)
+    for s in range(lo, hi):
         xs, dys, dxs = x[s], dy[s], dx[s]
-        win = np.empty(OW, np.int32)
-        zero = dxs.dtype.type(0)
         if 2 * OW != W or 2 * OH != H:
             dxs[:] = 0  # inputs no window covers
         for od in range(OD):
@@ -282,69 +300,31 @@ def _grad_max_2x2_cpu(x, dy, dx, D, H, W, OD, OH, OW, nan_opt, alpha):
                 if nan:
                     base = (od * H + 2 * oh) * W
                     for ow in range(OW):
-                        i0 = np.uint64(base + 2 * ow)
-                        i = _window_argmax_cpu(xs, i0, H, W, 1, 2, 2, nan_opt)
-                        i1 = i0 + np.uint64(W)
+                        i0 = base + 2 * ow
+                        i = _window_argmax_nan_cpu(xs, i0, H, W, 1, 2, 2, nan_opt)
                         dxs[i0] = 0
-                        dxs[i0 + np.uint64(1)] = 0
-                        dxs[i1] = 0
-                        dxs[i1 + np.uint64(1)] = 0
+                        dxs[i0 + 1] = 0
+                        dxs[i0 + W] = 0
+                        dxs[i0 + W + 1] = 0
                         dxs[i] = alpha * dyr[ow]
 
 
-@njit(cache=True)
-def _is_2x2(window, stride):
-    return (window[0] == 1 and window[1] == 2 and window[2] == 2 and stride[0] == 1 and stride[1] == 2
-            and stride[2] == 2)
-
-
-@njit(cache=True)
-def _unpadded(padding):
-    return padding[0] == 0 and padding[1] == 0 and padding[2] == 0
-
-
-@njit(cache=True)
-def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
-    xs, ys, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
-    if out.size:
-        if (mode == 0 or mode == 3) and _unpadded(padding) and _is_2x2(window, stride):
-            _forward_max_2x2_cpu(xs, ys, D, H, W, OD, OH, OW, nan_opt, alpha)
-        elif (mode == 0 or mode == 3) and _unpadded(padding):
-            _forward_max_unpadded_cpu(xs, ys, D, H, W, OD, OH, OW, window, stride, nan_opt, alpha)
-        else:
-            _forward_cpu(xs, ys, D, H, W, OD, OH, OW, window, padding, stride, mode, nan_opt, alpha)
-
-
-@njit(cache=True, parallel=True)
-def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
-    for s in prange(x.shape[0]):  # each slice scatters into its own row: no races
+@kernel()
+def _grad_max_cpu(x, dy, dx, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha, lo, hi):
+    best, argmax = np.empty(OW, x.dtype), np.empty(OD * OH * OW, np.int64)
+    for s in range(lo, hi):  # each slice scatters into its own row: no races
         dx[s] = 0
-        argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
+        _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, best, argmax)
         for o in range(dy.shape[1]):
             dx[s, argmax[o]] += alpha * dy[s, o]
 
 
-@njit(cache=True)
-def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
-    xs, dys, D, H, W, OD, OH, OW = _geometry_cpu(x, dy)
-    if out.size:
-        if _unpadded(padding) and _is_2x2(window, stride):
-            _grad_max_2x2_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, nan_opt, alpha)
-        elif (_unpadded(padding) and stride[0] >= window[0] and stride[1] >= window[1]
-                and stride[2] >= window[2]):
-            _grad_max_unpadded_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, stride, nan_opt,
-                                   alpha)
-        else:
-            _grad_max_cpu(xs, dys, out.reshape(xs.shape), D, H, W, OD, OH, OW, window, padding, stride, nan_opt,
-                          alpha)
-
-
-@njit(cache=True, parallel=True)
-def _grad_avg_cpu(dy, dx, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha):
+@kernel()
+def _grad_avg_cpu(dy, dx, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha, lo, hi):
     wd, wh, ww = window
     pd, ph, pw = padding
     sd, sh, sw = stride
-    for s in prange(dx.shape[0]):
+    for s in range(lo, hi):
         dx[s] = 0
         o = 0
         for od in range(OD):
@@ -360,26 +340,75 @@ def _grad_avg_cpu(dy, dx, D, H, W, OD, OH, OW, window, padding, stride, mode, al
                     o += 1
 
 
-@njit(cache=True)
-def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
-    dxs, dys, D, H, W, OD, OH, OW = _geometry_cpu(out, dy)
-    if out.size:
-        _grad_avg_cpu(dys, dxs, D, H, W, OD, OH, OW, window, padding, stride, mode, alpha)
-
-
-@njit(cache=True, parallel=True)
-def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha):
-    for s in prange(x.shape[0]):
-        argmax = _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt)
+@kernel()
+def _gather_cpu(x, g, z, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha, lo, hi):
+    best, argmax = np.empty(OW, x.dtype), np.empty(OD * OH * OW, np.int64)
+    for s in range(lo, hi):
+        _slice_argmax_cpu(x, s, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, best, argmax)
         for o in range(z.shape[1]):
             z[s, o] = alpha * g[s, argmax[o]]
 
 
-@njit(cache=True)
+# ----------------------------------------------------------------------------- CPU routines
+
+def _is_2x2(window, stride):
+    return window == (1, 2, 2) and stride == (1, 2, 2)
+
+
+def pool_cpu(x, out, window, padding, stride, mode, nan_opt, alpha):
+    if not out.size:
+        return
+    slices, D, H, W, OD, OH, OW = geometry(x.shape, out.shape)
+    window, padding, stride = _triple(window), _triple(padding), _triple(stride)
+    xs, ys, nan_opt, alpha = _flat(x, slices), _out(out, slices), int(nan_opt), float(alpha)
+    work = out.size * window[0] * window[1] * window[2]
+    if mode == 0 or mode == 3:
+        if padding == (0, 0, 0) and _is_2x2(window, stride):
+            run(_forward_max_2x2_cpu, slices, work, xs, ys, D, H, W, OD, OH, OW, nan_opt, alpha)
+        elif padding == (0, 0, 0):
+            run(_max_unpadded_cpu, slices, work, xs, xs, ys, D, H, W, OD, OH, OW, window, stride, False, nan_opt,
+                alpha)
+        else:
+            run(_forward_max_cpu, slices, work, xs, ys, D, H, W, OD, OH, OW, window, padding, stride, nan_opt,
+                alpha)
+    else:
+        run(_forward_avg_cpu, slices, work, xs, ys, D, H, W, OD, OH, OW, window, padding, stride, int(mode), alpha)
+
+
+def pool_grad_max_cpu(x, y, dy, out, window, padding, stride, mode, nan_opt, alpha):
+    if not out.size:
+        return
+    slices, D, H, W, OD, OH, OW = geometry(x.shape, dy.shape)
+    window, padding, stride = _triple(window), _triple(padding), _triple(stride)
+    xs, dys, dxs, nan_opt, alpha = _flat(x, slices), _flat(dy, slices), _out(out, slices), int(nan_opt), float(alpha)
+    work = max(out.size, dy.size * window[0] * window[1] * window[2])
+    if padding == (0, 0, 0) and _is_2x2(window, stride):
+        run(_grad_max_2x2_cpu, slices, work, xs, dys, dxs, D, H, W, OD, OH, OW, nan_opt, alpha)
+    elif padding == (0, 0, 0) and all(s >= w for s, w in zip(stride, window)):
+        run(_max_unpadded_cpu, slices, work, xs, dys, dxs, D, H, W, OD, OH, OW, window, stride, True, nan_opt, alpha)
+    else:
+        run(_grad_max_cpu, slices, work, xs, dys, dxs, D, H, W, OD, OH, OW, window, padding, stride, nan_opt,
+            alpha)
+
+
+def pool_grad_avg_cpu(dy, out, shape, window, padding, stride, mode, alpha):
+    if not out.size:
+        return
+    slices, D, H, W, OD, OH, OW = geometry(out.shape, dy.shape)
+    window, padding, stride = _triple(window), _triple(padding), _triple(stride)
+    work = max(out.size, dy.size * window[0] * window[1] * window[2])
+    run(_grad_avg_cpu, slices, work, _flat(dy, slices), _out(out, slices), D, H, W, OD, OH, OW, window, padding,
+        stride, int(mode), float(alpha))
+
+
 def pool_gather_cpu(x, y, g, out, window, padding, stride, mode, nan_opt, alpha):
-    xs, zs, D, H, W, OD, OH, OW = _geometry_cpu(x, out)
-    if out.size:
-        _gather_cpu(xs, g.reshape(xs.shape), zs, D, H, W, OD, OH, OW, window, padding, stride, nan_opt, alpha)
+    if not out.size:
+        return
+    slices, D, H, W, OD, OH, OW = geometry(x.shape, out.shape)
+    window, padding, stride = _triple(window), _triple(padding), _triple(stride)
+    work = out.size * window[0] * window[1] * window[2]
+    run(_gather_cpu, slices, work, _flat(x, slices), _flat(g, slices), _out(out, slices), D, H, W, OD, OH, OW,
+        window, padding, stride, int(nan_opt), float(alpha))
 
 
 # ----------------------------------------------------------------------------- CUDA kernel
@@ -470,10 +499,6 @@ def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, 
 def _launch(n, *args):
     if n:
         pool_kernel[(n + BLOCK - 1) // BLOCK, BLOCK](*args[:-1], float(args[-1]))
-
-
-def _flat(a, slices):
-    return a.reshape((slices, a.size // max(1, slices)))
 
 
 def _geo(xshape, yshape, window, padding, stride):

@@ -1,21 +1,18 @@
-"""The CPU's two thread pools: Numba's (parallel loops of the generated and library
-kernels) and the BLAS that Numba's np.dot calls (SciPy's OpenBLAS).
+"""The CPU's thread pools: knetc's own (the threads that split a generated kernel's or a
+library routine's rows, in_parallel, and other work cut into calls, run_calls: the CPU
+convolutions' batch) and the BLAS that Numba's np.dot calls (SciPy's OpenBLAS: the drivers'
+and the convolutions' GEMMs, kernels/matmul.py). No kernel uses Numba's parallel=True loops
+(their parfor passes cost seconds of compile time each), so Numba's own pool never starts.
 
-Numba's pool is started with passive waiting (OMP_WAIT_POLICY=PASSIVE for its OpenMP
-runtime, unless the user set the variable): a compiled step alternates parallel kernels
-with BLAS calls on the same cores, and OpenMP workers spinning after each kernel took the
-cores from the BLAS threads (CharLM step 50 -> 38 ms on 2 cores; LeNet unchanged). PyTorch
-loaded later in the same process shares that OpenMP runtime, and with it the policy.
-
-BLAS thread count: BLAS's default, except in programs that call BLAS from their own
-parallel loops (the CPU convolutions), where nested BLAS threads made them about 2x
-slower. (Small GEMMs used to be kept on one thread too, when Numba's workers spun: with
-them passive, 2 threads are faster from about 1e6 flops up and no slower below, even with
-two busy processes on the 2 cores: the MLP step 0.25 -> 0.18 ms.)"""
+BLAS thread count: BLAS's default, except in programs that call BLAS from several threads
+at once (the CPU convolutions, which split the batch across threads), where nested BLAS
+threads made them about 2x slower. (2 BLAS threads are faster than one from about 1e6 flops
+up and no slower below, even with two busy processes on the 2 cores.)"""
 import concurrent.futures
 import ctypes
 import glob
 import os
+import threading
 
 import numba
 
@@ -46,8 +43,8 @@ _load()
 
 
 def threads_for(blas_in_prange=False):
-    """The BLAS thread count for a program; blas_in_prange: it calls BLAS from inside its
-    parallel loops. KNETC_BLAS_THREADS overrides."""
+    """The BLAS thread count for a program; blas_in_prange: it calls BLAS from several
+    threads at once (an op's flag, knetc/ops/core.py). KNETC_BLAS_THREADS overrides."""
     if _default is None:
         return None
     if os.environ.get("KNETC_BLAS_THREADS"):
@@ -60,13 +57,12 @@ _share = None  # the threads this process may use (share_cores), None: all
 
 def share_cores(n):
     """Use at most n threads (several processes share the machine's cores: data-parallel
-    ranks) for BLAS, Numba's parallel loops and the kernels' row blocks, where the user set
-    no thread count (KNETC_BLAS_THREADS, NUMBA_NUM_THREADS)."""
+    ranks) for BLAS and the kernels' row blocks, where the user set no thread count
+    (KNETC_BLAS_THREADS, NUMBA_NUM_THREADS)."""
     global _share, THREADS
     _share = max(1, int(n))
     if "NUMBA_NUM_THREADS" not in os.environ:
         THREADS = min(THREADS, _share)
-        numba.set_num_threads(min(numba.get_num_threads(), _share))
 
 
 def use_threads(n):
@@ -77,27 +73,8 @@ def use_threads(n):
         _current = n
 
 
-_pool_started = False
-
-
-def start_numba_pool():
-    """Start Numba's thread pool (once, before its first parallel loop) with passive waiting."""
-    global _pool_started
-    if _pool_started:
-        return
-    _pool_started = True
-    if "OMP_WAIT_POLICY" in os.environ:
-        numba.get_num_threads()
-        return
-    # The OpenMP runtime reads the variable once, when it is loaded by the pool's start.
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        numba.get_num_threads()
-    finally:
-        del os.environ["OMP_WAIT_POLICY"]
-
-
 THREADS = numba.config.NUMBA_NUM_THREADS  # NUMBA_NUM_THREADS, else the number of CPUs
+PARALLEL_MIN_WORK = 1 << 17  # elements x steps per element: below this, threads cost more than they save
 _workers = None
 
 
@@ -109,6 +86,13 @@ def _forget_workers():
 os.register_at_fork(after_in_child=_forget_workers)
 
 
+def _pool():
+    global _workers
+    if _workers is None:
+        _workers = concurrent.futures.ThreadPoolExecutor(max(1, THREADS - 1), thread_name_prefix="knetc-kernel")
+    return _workers
+
+
 def in_parallel(kernel, rows, *args):
     """kernel(*args, lo, hi) over the rows [0, rows), one block of rows per thread.
 
@@ -116,14 +100,32 @@ def in_parallel(kernel, rows, *args):
     nogil=True), so plain threads run them in parallel: one compiled function serves small
     and large sizes alike, and no Numba parallel=True version (seconds of compile time per
     kernel) is built. The calling thread runs the first block."""
-    global _workers
     n = min(rows, THREADS)
     if n <= 1:
         return kernel(*args, 0, rows)
-    if _workers is None:
-        _workers = concurrent.futures.ThreadPoolExecutor(THREADS - 1, thread_name_prefix="knetc-kernel")
     bounds = [rows * k // n for k in range(n + 1)]
-    others = [_workers.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    others = [_pool().submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     kernel(*args, bounds[0], bounds[1])
     for block in others:
         block.result()
+
+
+def run_calls(calls):
+    """Run each (function, args) of calls once, at the same time: the calling thread runs
+    the first, the pool's threads the others (functions that release the GIL for most of
+    their time: nogil Numba functions, BLAS), and returns when all have finished; an error
+    in any of them is raised. A call from one of the pool's own threads runs them all on
+    that thread, one after the other (the pool may be busy with its caller).
+
+        run_calls([(piece, (a, b))] * 2)      # piece(a, b) on two threads"""
+    if len(calls) == 1 or threading.current_thread().name.startswith("knetc-kernel"):
+        for function, args in calls:
+            function(*args)
+        return
+    others = [_pool().submit(function, *args) for function, args in calls[1:]]
+    try:
+        function, args = calls[0]
+        function(*args)
+    finally:
+        for call in others:
+            call.result()

@@ -1,14 +1,13 @@
 """CPU reductions over leading axes (column sums: bias and layer-norm gradients) stream their
 input row by row (backend/expressions.py KernelBody._stream): every monoid over axis 0 and
 axes (0, 1), with NaNs and infinities for max/min, integer sums and products, fused
-prologues and epilogues, sizes on the threaded path (cpu.PARALLEL_MIN_WORK) and small
+prologues and epilogues, sizes on the threaded path (threads.PARALLEL_MIN_WORK) and small
 ones, several blocks of rows per thread (STREAM_BLOCK) and narrow blocks (STREAM_MIN),
 against float64 (or exact integer) numpy; bias gradients compiled against eager."""
 import numpy as np
 import pytest
 
 import knetc as kn
-from knetc.backend import cpu
 from knetc.backend.expressions import STREAM_BLOCK, STREAM_MIN
 from knetc.runtime import threads
 
@@ -106,7 +105,7 @@ def test_threads_write_their_own_entries(monkeypatch, workers, shape):
     monkeypatch.setattr(threads, "THREADS", workers)
     f = kn.compile(lambda x: kn.sum(x * x, dims=0) * 0.5 - kn.maximum(x, dims=0), target="cpu")
     x = np.random.default_rng(1).standard_normal(shape)
-    assert x.size >= cpu.PARALLEL_MIN_WORK
+    assert x.size >= threads.PARALLEL_MIN_WORK
     expected = (x * x).sum(0, keepdims=True) * 0.5 - x.max(0, keepdims=True)
     np.testing.assert_allclose(f(x), expected, rtol=1e-12, atol=1e-12)
 

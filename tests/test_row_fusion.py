@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import knetc as kn
-from knetc.backend import cpu
+from knetc.runtime import threads
 
 from ptx import assert_modules_compile_to_ptx, kernel_modules
 
@@ -66,7 +66,7 @@ def test_softmax_over_rows_matches_numpy_in_two_kernels(shape):
     f = kn.compile(softmax_rows, target="cpu")
     np.testing.assert_allclose(f(x), _softmax(x, 1), rtol=1e-12, atol=1e-15)
     if shape == (5000, 64):  # rows split across threads by the driver
-        assert 5000 * 64 * 64 >= cpu.PARALLEL_MIN_WORK
+        assert 5000 * 64 * 64 >= threads.PARALLEL_MIN_WORK
     if 1 not in shape:
         assert _kernels(f) == 2  # max+sub+exp, sum+div
 

@@ -1,5 +1,5 @@
-"""The CPU thread pools (runtime/threads.py): Numba's OpenMP pool waits passively unless
-the user chose a policy, and the choice leaves the process environment as it was."""
+"""The CPU thread pools (runtime/threads.py): BLAS's thread count per program and per eager
+call, and the cores a data-parallel rank may use."""
 import os
 import subprocess
 import sys
@@ -7,47 +7,6 @@ import sys
 import pytest
 
 from knetc.runtime import threads
-
-# Start the pool the way knetc does, then report what the OpenMP runtime read
-# (OMP_DISPLAY_ENV makes libgomp print its settings when it loads) and the environment after.
-CHILD = """
-import os, numba
-import knetc.kernels
-numba.get_num_threads()  # what a first parallel loop does: start the pool if it is not started
-assert numba.threading_layer() == "omp", numba.threading_layer()
-print("AFTER", os.environ.get("OMP_WAIT_POLICY"))
-"""
-
-
-def _child(policy):
-    env = dict(os.environ, OMP_DISPLAY_ENV="VERBOSE", NUMBA_THREADING_LAYER="omp")
-    env.pop("OMP_WAIT_POLICY", None)
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
-    run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
-    if run.returncode and "threading layer" in run.stderr.lower():
-        pytest.skip("Numba's OpenMP threading layer is not available here")
-    assert run.returncode == 0, run.stderr
-    return run.stdout + run.stderr
-
-
-def _spin_count(output):
-    """How long an idle worker spins before it sleeps (libgomp: 0 when passive)."""
-    lines = [line for line in output.splitlines() if "GOMP_SPINCOUNT" in line and "=" in line]
-    assert lines, output
-    return int(lines[0].split("=", 1)[1].strip().strip("'\""))
-
-
-def test_numba_pool_waits_passively_and_environment_is_restored():
-    output = _child(None)
-    assert _spin_count(output) == 0
-    assert "AFTER None" in output
-
-
-def test_user_wait_policy_is_kept():
-    output = _child("ACTIVE")
-    assert _spin_count(output) > 0
-    assert "AFTER ACTIVE" in output
 
 
 def test_blas_thread_choice():
@@ -82,17 +41,17 @@ def test_eager_library_calls_set_blas_threads_per_op(monkeypatch):
 def test_share_cores_limits_every_pool_unless_the_user_set_one():
     # (in a fresh process: the pools are process-wide)
     script = (
-        "import numba, knetc\n"
+        "import knetc\n"
         "from knetc.runtime import threads\n"
         "threads.share_cores(1)\n"
-        "print(threads.threads_for(), threads.THREADS, numba.get_num_threads())\n")
+        "print(threads.threads_for(), threads.THREADS)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "KNETC_BLAS_THREADS")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    blas, rows, numba_threads = out.stdout.split()
-    assert rows == numba_threads == "1" and blas in ("1", "None")  # (None: no SciPy OpenBLAS found)
+    blas, rows = out.stdout.split()
+    assert rows == "1" and blas in ("1", "None")  # (None: no SciPy OpenBLAS found)
     env.update(NUMBA_NUM_THREADS="2", KNETC_BLAS_THREADS="2")  # the user's choice stands
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    blas, rows, numba_threads = out.stdout.split()
-    assert rows == numba_threads == "2" and blas in ("2", "None")
+    blas, rows = out.stdout.split()
+    assert rows == "2" and blas in ("2", "None")

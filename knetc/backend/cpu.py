@@ -12,7 +12,6 @@ from .expressions import STREAM_BLOCK, KernelBody, helper_imports, kernel_name
 # once per row, in the loop over the rows, so fusion may put it in the kernel that reads it
 # (ir/fuse.py's `rows`).
 FUSES_ROWS = "nest"
-PARALLEL_MIN_WORK = 1 << 17  # elements x reduction steps: below this, threads cost more than they save
 
 KERNEL_HEADER = """# knetc kernel (cpu): {ops}
 import math
@@ -92,7 +91,7 @@ class Driver(driver.Driver):
         self.launches += 1
         if rows is None:  # one element: no loops
             self.emit(f"{name}({arguments})")
-        elif work >= PARALLEL_MIN_WORK:
+        elif work >= threads.PARALLEL_MIN_WORK:
             self.emit(f"in_parallel({name}, {rows}, {arguments})")
         else:
             self.emit(f"{name}({arguments}, 0, {rows})")
@@ -124,7 +123,6 @@ class Runner:
         self.driver, self.constants = executable.module.driver, executable.constants
         nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for _, s in executable.schedule.walk())
         self.blas_threads = threads.threads_for(nested)
-        threads.start_numba_pool()  # (the library routines' parallel loops)
 
     def __call__(self, arrays):
         threads.use_threads(self.blas_threads)

@@ -9,9 +9,10 @@ conv2d). Output sizes follow the seeds:
     conv4:   Y = 1 + (X + 2*padding - ((K-1)*dilation + 1)) // stride
     deconv4: Y = (X-1)*stride + ((K-1)*dilation + 1) - 2*padding
 
-Three call ops (library routines in knetc/kernels/conv.py: im2col + BLAS on the CPU, cuDNN or
-Numba kernels on CUDA) close under differentiation: conv4's input gradient is a deconv4,
-its filter gradient the conv4_dw op, and the gradients of those are again these three.
+Three call ops (library routines in knetc/kernels/conv.py: im2col + BLAS on the CPU, the
+batch split across threads; cuDNN or Numba kernels on CUDA) close under differentiation:
+conv4's input gradient is a deconv4, its filter gradient the conv4_dw op, and the gradients
+of those are again these three.
 """
 import numpy as np
 
@@ -112,7 +113,7 @@ def _conv4_dw_rule(x, dy, padding, stride, dilation, mode, alpha, group, size):
 # ------------------------------------------------------------------ numpy-level (eager) impls
 
 def _run(routine, shape, a, b, params):
-    """Eager evaluation with the same njit routines the compiled CPU code calls."""
+    """Eager evaluation with the same routines the compiled CPU code calls."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     dtype = np.result_type(a.dtype, b.dtype)
     out = np.empty(shape, dtype)
@@ -173,6 +174,7 @@ def _conv4_dw_grads():
     return dx, ddy
 
 
+# blas_in_prange: the CPU routines split the batch across threads, each calling BLAS (kernels/conv.py)
 conv4_ = register(Op("conv4", _conv4_rule, _conv4_impl, _conv4_grads(), "call",
                      lowering=_LOWER["conv4"], blas_in_prange=True))
 deconv4_ = register(Op("deconv4", _deconv4_rule, _deconv4_impl, _deconv4_grads(), "call",

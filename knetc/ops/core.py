@@ -71,9 +71,10 @@ class Op:
     (C-contiguous, 0-d values stored as shape (1,)). Both drivers are Python: the CPU routine
     is a Numba-njit function or a Python function calling them (kernels/bmm.py); the CUDA
     routine is a Python function that launches kernels or calls cuBLAS/cuDNN on device arrays.
-    A call op whose CPU routine calls BLAS from inside its own `prange` loops says
+    A call op whose CPU routine calls BLAS from several threads at once (its own `prange`
+    loops, or work split across knetc's threads: the convolutions) says
     `blas_in_prange=True`: programs with it, and its eager calls, keep BLAS on one thread
-    (runtime/threads.py).
+    per call (runtime/threads.py).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
 
