@@ -25,6 +25,7 @@ from .report import count, enabled, report
 from .runtime.device import cuda_compiler_available, download, host_copy, is_device_array, real_gpu_available, upload
 
 TARGETS = ("auto", "cpu", "cuda")
+BACKENDS = {"cpu": cpu, "cuda": cuda}
 _LOG_LAUNCHES = enabled("launch")  # read once: checked on every run
 
 
@@ -65,10 +66,8 @@ def trace_in_mode(mode, target, fn, args, kwargs):
     on where it was first called: gradient programs train (as inside diff, where "forward"
     specializations are traced), plain calls do not, and no tape around a plain call records.
     Dropout and batchnorm read the mode, and batchnorm the target (context.target())."""
-    with contextlib.ExitStack() as stack:
-        if mode == "call":
-            stack.enter_context(context.without(Tape))
-        stack.enter_context(context.mode(training=mode != "call", target=target))
+    without_tape = context.without(Tape) if mode == "call" else contextlib.nullcontext()
+    with without_tape, context.mode(training=mode != "call", target=target):
         return trace(fn, args, kwargs, mode)
 
 
@@ -76,9 +75,7 @@ def differentiate(program, mode, wrt=()):
     """The program `mode` runs: the primal ("call"), the value and its gradients w.r.t. the
     inputs `wrt` ("grad"), or the joint program seeded by its last input ("forward": split
     into the forward and backward halves after optimize)."""
-    if mode == "call":
-        return program
-    return adjoint_program(program, wrt, seed_input=mode == "forward")
+    return program if mode == "call" else adjoint_program(program, wrt, seed_input=mode == "forward")
 
 
 def split_joint(program, mode, n_inputs):
@@ -90,7 +87,7 @@ def split_joint(program, mode, n_inputs):
 
 
 def generate(schedule, target, cache=True):
-    return backend_for(target).generate(schedule, cache=cache is not False)
+    return BACKENDS[target].generate(schedule, cache=cache is not False)
 
 
 def load(name, schedule, generated, target, cache=True, key=""):
@@ -106,29 +103,24 @@ STAGES = (trace_in_mode, differentiate, optimize, split_joint, fuse, plan_memory
 
 
 def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
-    """Run the stages after trace on a traced `program`: {attribute: Executable}."""
+    """Run the stages after trace on a traced `program`: {attribute: Executable}. Each
+    Executable keeps its program before optimize (what `knetc inspect --stage adjoint`
+    shows; its input checks run): a forward or backward half is split after optimize."""
     differentiated = differentiate(program, mode, wrt)
-    optimized = optimize(differentiated)
     executables = {}
-    for name, part in split_joint(optimized, mode, n_inputs).items():
-        executables[name] = compile_optimized(part, differentiated if mode != "forward" else part,
-                                              target, cache, key)
+    for name, part in split_joint(optimize(differentiated), mode, n_inputs).items():
+        input_program = differentiated if mode != "forward" else part
+        schedule = schedule_for(part, target)
+        generated = generate(schedule, target, cache)
+        driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
+        executables[name] = Executable(input_program, part, schedule, generated, driver, kernels, target)
     return executables
-
-
-def compile_optimized(program, input_program, target, cache=True, key=""):
-    """fuse, generate and load an optimised program. input_program: the program before
-    optimize (what `knetc inspect --stage adjoint` shows; its input checks run)."""
-    schedule = schedule_for(program, target)
-    generated = generate(schedule, target, cache)
-    driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
-    return Executable(input_program, program, schedule, generated, driver, kernels, target)
 
 
 def schedule_for(program, target):
     """fuse and plan_memory for `target`: its kernels' structure says what may fuse (a value
     per row goes into the loop nest that reads it on the CPU, not on CUDA)."""
-    return plan_memory(fuse(program, rows=backend_for(target).FUSES_ROWS))
+    return plan_memory(fuse(program, rows=BACKENDS[target].FUSES_ROWS))
 
 
 def compile_program(program, target, cache=True, key=""):
@@ -147,42 +139,32 @@ class Executable:
         self.name, self.target, self.input_program = input_program.name, target, input_program
         self.program, self.schedule, self.generated = program, schedule, generated
         self.module, self.kernel_modules = module, kernel_modules
-        backend = backend_for(target)
-        self.constants = [np.reshape(value, physical_shape(var)) for var, value in self.program.constants.items()
-                          if var not in self.program.inputs]  # stored as the kernels index them (0-d as (1,))
-        distinct = []
-        for v in self.program.outputs:
-            if isinstance(v, Var) and v not in distinct:
-                distinct.append(v)
-        self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v)
-                       for v in self.program.outputs]
+        constants = {var: value for var, value in program.constants.items() if var not in program.inputs}
+        self.constants = [np.reshape(value, physical_shape(var))  # stored as the kernels index them (0-d as (1,))
+                          for var, value in constants.items()]
+        distinct = list(dict.fromkeys(v for v in program.outputs if isinstance(v, Var)))
+        self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
         self._input_checks = InputChecks(input_program)
-        self._runner = backend.Runner(self)
-        self._state = _state_constants(self.program) if target == "cuda" else []
+        self._runner = BACKENDS[target].Runner(self)
+        # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
+        # dropout's counter) live on the host; on CUDA their device copies are refreshed
+        # before each run and copied back after it, so every caller sees one state.
+        state = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
+        self._state = [(self.constants[j], self._runner.constants[j]) for j, var in enumerate(constants)
+                       if var in state and target == "cuda"]  # (host array, device array)
         self._first_run = True
         self._launch_text = f"{self.name} [{target}]: {self.schedule.summary()}"
 
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
-        if self._input_checks:
+        if self._input_checks.checks:
             self._input_checks(arrays)  # before anything runs: a bad label leaves no state changed
-        if self._state:
-            return self._run_with_state(arrays)
-        if self._first_run:
-            return self._run_first(arrays)
-        return self._outputs(self._runner(arrays))
-
-    def _run_with_state(self, arrays):
-        """Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
-        dropout's counter) live on the host; on CUDA their device copies are refreshed before
-        the run and copied back after it, so every caller sees one state."""
-        devices = self._runner.constants
-        for j in self._state:
-            upload(np.asarray(self.constants[j]).reshape(devices[j].shape), to=devices[j])  # (counted: kn.stats())
+        for host, device in self._state:
+            upload(np.asarray(host).reshape(device.shape), to=device)  # (counted: kn.stats())
         outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
-        for j in self._state:
-            self.constants[j].reshape(devices[j].shape)[...] = download(devices[j])
+        for host, device in self._state:
+            host.reshape(device.shape)[...] = download(device)
         return outputs
 
     def _outputs(self, results):
@@ -240,7 +222,7 @@ class InputChecks:
         for eqn in program.eqns:
             if eqn.op.kind == "loop":
                 spec = eqn.params["spec"]
-                entering = {v: x for i, (v, x) in enumerate(zip(spec.body.inputs, eqn.inputs)) if i >= spec.carried}
+                entering = dict(zip(spec.body.inputs[spec.carried:], eqn.inputs[spec.carried:]))
                 self._scan(top, spec.body, lambda v, entering=entering: source_of(entering[v]) if v in entering else None)
             check = eqn.op.input_check
             if check is None:
@@ -254,41 +236,21 @@ class InputChecks:
                 raise CompileError(check.refusal(**eqn.params), *(eqn.loc or (None, None)),
                                    hint="compute it outside and pass it in as an argument")
 
-    def __bool__(self):
-        return bool(self.checks)
-
     def __call__(self, arrays):
         for position, check, params in self.checks:
-            value = arrays[position]
-            check(host_copy(value), **params)  # (a device value is copied down, counted in kn.stats())
+            check(host_copy(arrays[position]), **params)  # (a device value is copied down, counted in kn.stats())
 
 
 def _numba_counts(module):
     """(loaded from Numba's cache, loaded or compiled) so far, over the module's dispatchers:
     their difference is what Numba compiled."""
-    hits = built = 0
-    for value in vars(module).values():
-        stats = getattr(value, "stats", None)
-        if stats is None or not hasattr(value, "overloads"):
-            continue
-        hits += sum(stats.cache_hits.values())
-        built += len(value.overloads)
-    return hits, built
-
-
-def _state_constants(program):
-    """Positions, among the executable's constants, of the arrays ops update in place."""
-    state = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
-    constants = [var for var in program.constants if var not in program.inputs]
-    return [j for j, var in enumerate(constants) if var in state]
+    dispatchers = [value for value in vars(module).values()
+                   if getattr(value, "stats", None) is not None and hasattr(value, "overloads")]
+    return sum(sum(d.stats.cache_hits.values()) for d in dispatchers), sum(len(d.overloads) for d in dispatchers)
 
 
 def _logical(array, shape):
     return array.reshape(shape) if array.shape != shape else array
-
-
-def backend_for(target):
-    return {"cpu": cpu, "cuda": cuda}[target]
 
 
 class Specialization:
@@ -364,10 +326,9 @@ class CompiledFunction:
         signature changed since the nearest earlier specialization."""
         if stale is not None:
             return f"{stale.translation.failed_guard()} (read from outside the function) changed"
-        same_mode = [k for k in self._specializations if k[0] == key[0]]
-        if not same_mode:
+        earlier = next((k for k in reversed(self._specializations) if k[0] == key[0]), None)
+        if earlier is None:
             return f"first {key[0] if isinstance(key[0], str) else key[0][0]} specialization"
-        earlier = same_mode[-1]
         if earlier[1] != key[1] or len(earlier[2]) != len(key[2]):
             return "the arguments' structure changed"
         changes = [f"argument leaf {i}: {_leaf_text(a)} -> {_leaf_text(b)}"
@@ -393,8 +354,7 @@ class CompiledFunction:
             del older[self._KEEP_STALE:]
         if enabled("compile") and self._specializations:
             report("compile", f"{self.fn.__qualname__}: traced again: {self._why_traced(key, stale)}")
-        program, translation, out_treedef = trace_in_mode(mode, self.target, self.fn, args, kwargs)
-        spec = Specialization(program, translation, out_treedef, mode)
+        spec = Specialization(*trace_in_mode(mode, self.target, self.fn, args, kwargs), mode)
         self._build(spec, args, leaves)
         self.compilations += 1
         self._specializations[key] = spec
@@ -406,28 +366,21 @@ class CompiledFunction:
         # Every array input may be differentiated, integer ones too: the gradient is what the
         # eager tape gives (the adjoint rules decide its dtype), so that an integer Param gets
         # a gradient (and update_ refuses it) instead of silently none.
-        differentiable = list(range(len(program.inputs)))
         wrt = []
         if kind == "grad":  # value and gradient in one program
             target_leaves, spec.target_treedef = pytree.flatten(args[detail])
             start = len(pytree.flatten(tuple(args[:detail]))[0])
-            input_of_leaf = {}
-            for i, leaf in enumerate(leaves):
-                if is_array(leaf):
-                    input_of_leaf[i] = len(input_of_leaf)
+            input_of_leaf = {i: n for n, i in enumerate(i for i, leaf in enumerate(leaves) if is_array(leaf))}
             positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
-            wrt = [p for p in positions if p in differentiable]
-            n_out = len(program.outputs)
-            spec.grad_slots = [None if p not in wrt else n_out + wrt.index(p) for p in positions]
+            wrt = [p for p in positions if p is not None]
+            spec.grad_slots = [None if p is None else len(program.outputs) + wrt.index(p) for p in positions]
         elif kind == "forward":  # the primal now, the adjoint when the tape asks (split after AD)
-            spec.wrt = wrt = [i for i in differentiable if i >= len(detail) or detail[i]]
+            spec.wrt = wrt = [i for i in range(len(program.inputs)) if i >= len(detail) or detail[i]]
             spec.single = len(program.outputs) == 1 and isinstance(program.outputs[0], Var)
             if not spec.single:
                 return  # run eagerly (the tape records each op)
-        executables = build(program, kind, self.target, wrt, len(program.inputs), self.cache,
-                            spec.translation.source_key())
-        for name, executable in executables.items():
-            setattr(spec, name, executable)
+        vars(spec).update(build(program, kind, self.target, wrt, len(program.inputs), self.cache,
+                                spec.translation.source_key()))  # spec.executable, or spec.forward and .backward
 
     def specializations(self):
         return list(self._specializations.values())
@@ -445,7 +398,7 @@ class CompiledFunction:
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
         leaves, treedef = pytree.flatten((args, kwargs))
-        if active_tape_levels(leaves) or _diff_recording():  # (Params it reads from globals are on the tape too)
+        if active_tape_levels(leaves) or recording():  # inside kn.diff: Params read from globals are recorded too
             return self._call_recorded(args, kwargs, leaves, treedef)
         spec = self._specialize("call", args, kwargs, leaves, treedef)
         arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
@@ -455,10 +408,8 @@ class CompiledFunction:
         """Inside `diff`: run the compiled forward and record one node whose backward pass is
         the compiled adjoint. Nested tapes (higher-order gradients) run the Python function
         eagerly instead, so every op is recorded."""
-        levels = active_tape_levels(leaves)
-        nested = len(levels) > 1 or any(isinstance(x, (Param, Tracked)) and isinstance(x.value, (Param, Tracked))
-                                         for x in leaves)
-        if nested:
+        if len(active_tape_levels(leaves)) > 1 or any(isinstance(x, (Param, Tracked))
+                                                      and isinstance(x.value, (Param, Tracked)) for x in leaves):
             return self.fn(*args, **kwargs)
         array_leaves = [x for x in leaves if is_array(x)]
         tracked = tuple(bool(active_tape_levels([x])) for x in array_leaves)
@@ -467,8 +418,7 @@ class CompiledFunction:
             return self.fn(*args, **kwargs)
         inputs = array_leaves + [p for p, _ in spec.translation.captures]
         arrays = [value_of(x) for x in inputs]
-        outs = spec.forward.run(arrays)
-        y, residuals = outs[0], outs[1:]
+        y, *residuals = spec.forward.run(arrays)
         resident = getattr(spec.forward._runner, "resident", None)
         if resident is not None:  # cuda: the backward reads the batch the forward copied up (it goes up once)
             arrays = resident(arrays)
@@ -478,10 +428,8 @@ class CompiledFunction:
             if not (is_device_array(dy) and np.dtype(dy.dtype) == np.dtype(y.dtype)):  # a device dy stays there
                 dy = np.asarray(dy, dtype=y.dtype).reshape(np.shape(y))
             grads = spec.backward.run(arrays + [dy] + residuals)
-            per_input = [None] * len(inputs)
-            for i, g in zip(spec.wrt, grads):
-                per_input[i] = g
-            return per_input
+            by_input = dict(zip(spec.wrt, grads))
+            return [by_input.get(i) for i in range(len(inputs))]
         return record_call(y, inputs, backward)
 
     def gradient_function(self, argnum=0, with_loss=False):
@@ -506,9 +454,7 @@ class CompiledFunction:
             g = [None if s is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]
             g = pytree.unflatten(spec.target_treedef, g)
-            if with_loss:
-                return g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])
-            return g
+            return (g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])) if with_loss else g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
 
@@ -534,11 +480,6 @@ def _numbers_as_arrays(args, argnum):
     args = list(args)
     args[argnum] = pytree.unflatten(treedef, leaves)
     return tuple(args), numbers
-
-
-def _diff_recording():
-    """Inside `kn.diff`: Params a compiled function reads from outside are recorded too."""
-    return recording()
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

@@ -123,7 +123,6 @@ def fresh_fallback(monkeypatch):
     """Forget this process's view of which directories are usable, and the warning given."""
     monkeypatch.setattr(cache, "_UNUSABLE", {})
     monkeypatch.setattr(cache, "_FALLBACK", [])
-    monkeypatch.setattr(cache._fall_back, "warned", False)
 
 
 def _square_sum(x):

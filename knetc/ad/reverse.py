@@ -5,9 +5,7 @@ The adjoint equations are emitted by the same rules the eager tape runs (the op 
 fuse with the primal equations. The adjoint of a loop region (ir/loops.py) is a loop
 running the other way over the body's adjoint, fed with the values the forward loop
 stacks for it step by step (loop_adjoint)."""
-import numpy as np
-
-from ..ir.core import Builder, Eqn, Var
+from ..ir.core import Builder, Eqn, Var, needed_by
 from ..ir.loops import LOOP, emit_loop, float_typed, project
 from ..ops.elementwise import add, full
 
@@ -21,7 +19,7 @@ def adjoint_program(program, wrt, seed_input=False):
     y = program.outputs[0]
     if not isinstance(y, Var):
         return program.replace(outputs=program.outputs + [None] * len(wrt))
-    if int(np.prod(y.aval.shape)) != 1 and not seed_input:
+    if y.size != 1 and not seed_input:
         raise ValueError(f"grad: the function must return a scalar, got shape {y.aval.shape}")
     seed = Var(y.aval) if seed_input else None
     active = _depends_on(program, {program.inputs[i] for i in wrt})
@@ -57,9 +55,15 @@ def backward_pass(b, eqns, cotangents, active):
             contributions = [(x, rule(dy, eqn.out, *eqn.inputs, **eqn.params))
                              for x, rule in zip(eqn.inputs, eqn.op.grads)
                              if rule is not None and isinstance(x, Var) and x in active]
-        for x, g in contributions:
-            if g is not None:
-                cotangents[x] = g if x not in cotangents else add(cotangents[x], g)
+        _accumulate(cotangents, contributions)
+    return cotangents
+
+
+def _accumulate(cotangents, contributions):
+    """Add each (value, gradient) to the value's cotangent (a None gradient is zero)."""
+    for x, g in contributions:
+        if g is not None:
+            cotangents[x] = g if x not in cotangents else add(cotangents[x], g)
     return cotangents
 
 
@@ -85,7 +89,7 @@ def loop_adjoint(b, eqn, dys, active):
     seeded = sorted(i for i in dys if i >= k)
     hot = {j for j in dys if j < k and j in wrt}  # carries whose cotangent flows back step by step
     while True:
-        needed = _needed_by(body, [outputs[i] for i in sorted(hot) + seeded])
+        needed = needed_by(body.eqns, [outputs[i] for i in sorted(hot) + seeded])
         more = {j for j in wrt if j < k and inputs[j] in needed} - hot
         if not more:
             break
@@ -95,18 +99,14 @@ def loop_adjoint(b, eqn, dys, active):
     with Builder() as joint:  # the body and its adjoint
         joint.eqns, joint.loc = list(body.eqns), eqn.loc
         seeds = {i: Var(outputs[i].aval) for i in hot + seeded}
-        cotangents = {}
-        for i, seed in seeds.items():
-            y = outputs[i]
-            cotangents[y] = seed if y not in cotangents else add(cotangents[y], seed)
+        cotangents = _accumulate({}, [(outputs[i], seed) for i, seed in seeds.items()])
         cotangents = backward_pass(joint, body.eqns, cotangents, depends)
-        carry_grads = [cotangents.get(inputs[j]) for j in hot]
-        carry_grads = [g if g is not None else _zeros(joint, inputs[j].aval) for j, g in zip(hot, carry_grads)]
-        sums = [(i, cotangents[inputs[i]]) for i in range(k, k + p) if i in wrt and cotangents.get(inputs[i]) is not None]
+        carry_grads = [cotangents[inputs[j]] if inputs[j] in cotangents else _zeros(joint, inputs[j].aval) for j in hot]
+        sums = [(i, cotangents[inputs[i]]) for i in range(k, k + p) if i in wrt and inputs[i] in cotangents]
         partial = [Var(g.aval) for _, g in sums]
         totals = [add(s, g) for s, (_, g) in zip(partial, sums)]
         row_grads = [(i, cotangents[inputs[i]]) for i in range(k + p, len(inputs))
-                     if i in wrt and cotangents.get(inputs[i]) is not None]
+                     if i in wrt and inputs[i] in cotangents]
     b.constants.update(joint.constants)
 
     forward = _forward_part(joint.eqns, outputs)
@@ -124,14 +124,12 @@ def loop_adjoint(b, eqn, dys, active):
         elif i is not None:
             rows.append((v, eqn.inputs[i], *spec.rows[i - k - p]))
 
-    n_outputs = len(outputs)
-    forward_spec = spec.replace(body=body.replace(eqns=[e for e in joint.eqns if e in forward],
-                                                  outputs=list(outputs) + saved),
+    forward_spec = spec.replace(body=body.replace(eqns=forward, outputs=list(outputs) + saved),
                                 stacked=spec.stacked + ((spec.length, 1, 0),) * len(saved),
                                 saved=spec.saved + len(saved))
     b.eqns[next(i for i, e in enumerate(b.eqns) if e is eqn)] = Eqn(LOOP, eqn.inputs, {"spec": forward_spec},
                                                                      eqn.out, eqn.loc)
-    stacks = project(b, eqn.out, forward_spec, range(n_outputs, n_outputs + len(saved)))
+    stacks = project(b, eqn.out, forward_spec, range(len(outputs), len(outputs) + len(saved)))
 
     carries = [(seeds[j], dys[j] if j in dys else _zeros(b, inputs[j].aval)) for j in hot]
     carries += [(s, _zeros(b, s.aval)) for s in partial]
@@ -140,10 +138,8 @@ def loop_adjoint(b, eqn, dys, active):
     stacked = [(g, eqn.inputs[i].aval.shape[0], *spec.rows[i - k - p]) for i, g in row_grads]
     finals, gradient_rows = emit_loop(b, spec.length, carries, invariants, rows, backward_eqns,
                                       carry_grads + totals, stacked, reverse=not spec.reverse)
-    contributions = list(zip([eqn.inputs[j] for j in hot], finals[:len(hot)]))
-    contributions += [(eqn.inputs[i], total) for (i, _), total in zip(sums, finals[len(hot):])]
-    contributions += [(eqn.inputs[i], g) for (i, _), g in zip(row_grads, gradient_rows)]
-    return [(x, g) for x, g in contributions if isinstance(x, Var) and x in active]
+    positions = hot + [i for i, _ in sums + row_grads]  # (finals: the carries' cotangents, then the sums)
+    return [(eqn.inputs[i], g) for i, g in zip(positions, finals + gradient_rows) if eqn.inputs[i] in active]
 
 
 def _zeros(b, aval):
@@ -158,10 +154,8 @@ def split(joint, n_primal, n_inputs):
     forward_eqns = _forward_part(joint.eqns, joint.outputs[:n_primal])
     forward_vars = {e.out for e in forward_eqns}
     backward_eqns = [e for e in joint.eqns if e.out not in forward_vars]
-    residuals = []
-    for v in [x for e in backward_eqns for x in e.inputs] + list(joint.outputs[n_primal:]):
-        if isinstance(v, Var) and v in forward_vars and v not in residuals:
-            residuals.append(v)
+    reads = [x for e in backward_eqns for x in e.inputs] + list(joint.outputs[n_primal:])
+    residuals = [v for v in dict.fromkeys(reads) if isinstance(v, Var) and v in forward_vars]
     forward = joint.replace(name=joint.name + "_forward", inputs=joint.inputs[:n_inputs], eqns=forward_eqns,
                             outputs=list(joint.outputs[:n_primal]) + residuals)
     backward = joint.replace(name=joint.name + "_backward", inputs=joint.inputs + residuals, eqns=backward_eqns,
@@ -172,27 +166,9 @@ def split(joint, n_primal, n_inputs):
 def _forward_part(eqns, primal_outputs):
     """The equations the primal outputs need, with the outputs of the loops among them (a
     forward loop's stacked values, read by the adjoint loop), in program order."""
-    needed = _needed_by_eqns(eqns, primal_outputs)
+    needed = needed_by(eqns, primal_outputs)
     loops = {e.out for e in eqns if e.op.kind == "loop" and e.out in needed}
     return [e for e in eqns if e.out in needed or (e.op.kind == "loop_output" and e.inputs[0] in loops)]
-
-
-def _needed_by(program, values):
-    return _needed_by_eqns(program.eqns, values)
-
-
-def _needed_by_eqns(eqns, values):
-    """The values `values` are computed from (themselves included)."""
-    producers = {e.out: e for e in eqns}
-    needed, stack = set(), [v for v in values if isinstance(v, Var)]
-    while stack:
-        v = stack.pop()
-        if v in needed:
-            continue
-        needed.add(v)
-        if v in producers:
-            stack.extend(x for x in producers[v].inputs if isinstance(x, Var))
-    return needed
 
 
 def _depends_on(program, sources):

@@ -24,6 +24,7 @@ not an error: kernels go to a private temporary directory for the rest of the pr
 (removed at exit), with one warning, so later runs compile again until it is fixed.
 """
 import atexit
+import contextlib
 import functools
 import glob
 import hashlib
@@ -47,10 +48,8 @@ def cache_dir():
     `directory_for(True)` is where kernels really go)."""
     path = os.environ.get("KNETC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "knetc")
-    try:
+    with contextlib.suppress(OSError):  # (directory_for reports it and falls back)
         os.makedirs(path, exist_ok=True)
-    except OSError:
-        pass  # directory_for reports it and falls back
     return path
 
 
@@ -71,13 +70,11 @@ _UNUSABLE = {}  # absolute directory -> why it cannot be written (checked once p
 def why_unwritable(directory):
     """None when kernels can be cached in `directory` (and Numba in its __pycache__), else why not."""
     if directory not in _UNUSABLE:
-        why = None
         try:
             os.makedirs(directory, exist_ok=True)
-            for d in (directory, os.path.join(directory, "__pycache__")):
-                if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
-                    why = f"{d} is not writable"
-                    break
+            locked = [d for d in (directory, os.path.join(directory, "__pycache__"))
+                      if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK)]
+            why = f"{locked[0]} is not writable" if locked else None
         except OSError as e:
             why = f"{type(e).__name__}: {e.strerror or e}"
         _UNUSABLE[directory] = why
@@ -92,17 +89,11 @@ def _fall_back(directory, why):
     _UNUSABLE[directory] = why
     if not _FALLBACK:
         _FALLBACK.append(_temporary_dir("knetc-cache-"))
-    fallback = _FALLBACK[0]
-    if not _fall_back.warned:
-        _fall_back.warned = True
         warnings.warn(f"knetc: the kernel cache directory {directory} cannot be used ({why}); compiled "
-                      f"kernels go to a temporary directory for this process ({fallback}), so later runs "
+                      f"kernels go to a temporary directory for this process ({_FALLBACK[0]}), so later runs "
                       f"compile again. Set KNETC_CACHE_DIR to a writable directory.", RuntimeWarning, stacklevel=3)
-    report("cache", f"{directory} unusable ({why}): using {fallback}")
-    return fallback
-
-
-_fall_back.warned = False
+    report("cache", f"{directory} unusable ({why}): using {_FALLBACK[0]}")
+    return _FALLBACK[0]
 
 
 def directory_for(cache):
@@ -121,8 +112,7 @@ def routines_key(paths):
     cache of a caller does not notice when a callee changes, so the caller's key must."""
     sha = hashlib.sha256()
     for module in sorted({path.split(":")[0] for path in paths}):
-        origin = importlib.util.find_spec(module).origin
-        sha.update(module.encode() + (read_text(origin) or "").encode())
+        sha.update(module.encode() + (read_text(importlib.util.find_spec(module).origin) or "").encode())
     return sha.hexdigest()[:16] if paths else ""
 
 
@@ -179,11 +169,10 @@ def load_module(name, source, directory=None, key=""):
     module = types.ModuleType(module_name)
     module.__file__ = path  # Numba finds its cache files from here (functions' co_filename)
     module.__knetc_path__ = path
-    code = compile(source, path, "exec", dont_inherit=True)
     previous = sys.modules.get(module_name)
     sys.modules[module_name] = module  # Numba's cached environments look the module up by name
     try:
-        exec(code, module.__dict__)
+        exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         if previous is None:
             sys.modules.pop(module_name, None)
@@ -284,10 +273,8 @@ def _discard_unsealed(path):
         else:
             _warn_discarded(f, "its hash does not match the seal: corrupt, altered, or rewritten by another "
                                "process compiling the same kernel at the same time")
-        try:
+        with contextlib.suppress(OSError):
             os.remove(f)
-        except OSError:
-            pass
 
 
 # ----------------------------------------------------------------- knetc cache info|clear
@@ -307,9 +294,8 @@ def info(directory=None):
 def clear(directory=None):
     """Delete every knetc module, manifest and Numba cache file in the cache directory."""
     directory = directory or cache_dir()
-    removed = 0
-    for pattern in (PREFIX + "*", os.path.join("__pycache__", PREFIX + "*")):
-        for f in glob.glob(os.path.join(directory, pattern)):
-            os.remove(f)
-            removed += 1
-    return removed
+    files = [f for pattern in (PREFIX + "*", os.path.join("__pycache__", PREFIX + "*"))
+             for f in glob.glob(os.path.join(directory, pattern))]
+    for f in files:
+        os.remove(f)
+    return len(files)

@@ -6,18 +6,12 @@ import numpy as np
 from ..ir.fuse import Call
 from ..runtime import threads
 from . import driver
-from .expressions import STREAM_BLOCK, KernelBody, helper_imports, kernel_name
+from .expressions import STREAM_BLOCK, KernelBody, indent, kernel_module, kernel_name, nest
 
 # A kernel is a loop nest: a value per row (a row's max) of any leading axes is computed
 # once per row, in the loop over the rows, so fusion may put it in the kernel that reads it
 # (ir/fuse.py's `rows`).
 FUSES_ROWS = "nest"
-
-KERNEL_HEADER = """# knetc kernel (cpu): {ops}
-import math
-import numpy as np
-from numba import njit, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, boolean
-"""
 
 
 def kernel_source(schedule, kernel, cache=True):
@@ -29,59 +23,40 @@ def kernel_source(schedule, kernel, cache=True):
     (expressions.KernelBody._stream): the rows lo..hi are then taken in blocks blo..bhi of
     about STREAM_BLOCK output entries, each block's reductions filled into local arrays
     before its loops over the output read them. A thread's entries are its rows' only."""
-    logical = kernel.out.aval.shape
-    loops = [(axis, f"i{axis}") for axis, n in enumerate(logical) if n != 1]
-    ranges = ["blo, bhi"] + [f"n{axis}" for axis, _ in loops[1:]]
-    body = KernelBody(schedule, kernel, [var for _, var in loops], ranges)  # a value is read in the loop it varies in
-    index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
-    result = body.root(index)
+    axes = [axis for axis, n in enumerate(kernel.out.aval.shape) if n != 1]
+    loops = [f"i{axis}" for axis in axes]
+    ranges = ["blo, bhi"] + [f"n{axis}" for axis in axes[1:]]
+    body = KernelBody(schedule, kernel, loops, ranges)  # a value is read in the loop it varies in
+    store = body.store()
     name = kernel_name(schedule, kernel)
     params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters] + (["lo", "hi"] if loops else [])
-    # no_cfunc_wrapper: drivers call a kernel through its Python wrapper only; the C-callable
-    # one Numba also builds by default costs about 10 ms of compile time per kernel.
-    decorator = f"@njit(cache={cache}, nogil=True, error_model='numpy', no_cfunc_wrapper=True)"
-    lines = [decorator, f"def {name}({', '.join(params)}):"]
-    indent = "    "
-    lines += [f"{indent}n{axis} = out.shape[{axis}]" for axis, _ in loops[1:]]
-    lines += [indent + line for line in body.lines(0)]
+    lines = [f"n{axis} = out.shape[{axis}]" for axis in axes[1:]] + body.lines(0)
     if body.streams:
         inner = " * ".join(ranges[1:])
         rows = f"max(1, {STREAM_BLOCK} // max(1, {inner}))" if inner else f"{STREAM_BLOCK}"
-        lines.append(f"{indent}brows = {rows}")  # rows per block
-        lines += [indent + allocation for allocation, _ in body.streams]
-        lines += [f"{indent}for blo in range(lo, hi, brows):", f"{indent}    bhi = min(blo + brows, hi)"]
-        indent += "    "
-        for _, block in body.streams:
-            lines += [indent + line for line in block]
-    for k, (axis, var) in enumerate(loops):
-        extent = ranges[k] if body.streams else "lo, hi" if k == 0 else f"n{axis}"
-        lines.append(f"{indent}for {var} in range({extent}):")
-        indent += "    "
-        lines += [indent + line for line in body.lines(k + 1)]
-    lines.append(f"{indent}out[{', '.join(index) if logical else '0'}] = {result}")
-    header = KERNEL_HEADER.format(ops=schedule.fused_ops(kernel))
-    header += "".join(line + "\n" for line in helper_imports(body.helpers, "cpu"))
-    return driver.KernelSource(name, header + "\n\n" + "\n".join(lines) + "\n", schedule.fused_ops(kernel)), body
+        lines += [f"brows = {rows}"] + [allocation for allocation, _ in body.streams]  # rows per block
+        lines += ["for blo in range(lo, hi, brows):", "    bhi = min(blo + brows, hi)"]
+    extents = ranges if body.streams else ["lo, hi"] + ranges[1:]
+    loop_nest = nest([f"for {var} in range({extent}):" for var, extent in zip(loops, extents)],
+                     [body.lines(k) for k in range(1, len(loops) + 1)]) + indent([store], len(loops))
+    lines += indent([line for _, block in body.streams for line in block] + loop_nest, 1 if body.streams else 0)
+    # no_cfunc_wrapper: drivers call a kernel through its Python wrapper only; the C-callable
+    # one Numba also builds by default costs about 10 ms of compile time per kernel.
+    lines = [f"@njit(cache={cache}, nogil=True, error_model='numpy', no_cfunc_wrapper=True)",
+             f"def {name}({', '.join(params)}):", *indent(lines)]
+    ops = schedule.fused_ops(kernel)
+    return driver.KernelSource(name, kernel_module("cpu", ops, body.helpers, lines), ops), body
 
 
 class Driver(driver.Driver):
     target = "cpu"
     header = "from knetc.kernels.matmul import matmul_cpu\nfrom knetc.runtime.threads import in_parallel"
 
-    def empty(self, shape, dtype):
-        return f"np.empty({shape}, np.{dtype})"
-
-    def zeros(self, shape, dtype):
-        return f"np.zeros({shape}, np.{dtype})"
-
-    def copy(self, name):
-        return f"{name}.copy()"
-
-    def store(self, destination, value):
-        return f"{destination} = {value}"
-
-    def kernel_source(self, kernel):
-        return kernel_source(self.schedule, kernel, self.cache)
+    empty = "np.empty({shape}, np.{dtype})"
+    zeros = "np.zeros({shape}, np.{dtype})"
+    copy = "{name}.copy()"
+    store = "{destination} = {value}"
+    kernel_source = staticmethod(kernel_source)
 
     def launch(self, name, arguments, out, body=None):
         """A kernel call; with a large output, its rows split across threads."""

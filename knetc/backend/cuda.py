@@ -37,8 +37,8 @@ from ..ir.memory import storage_roots
 from ..report import count
 from ..runtime.device import device_wrapper, download, gpu_available, is_device_array, upload
 from . import driver
-from .expressions import KernelBody, _block, const, helper_imports, kernel_name, numba_type
-from .names import physical_shape
+from .expressions import KernelBody, const, indent, kernel_module, kernel_name, numba_type
+from .names import driver_outputs, physical_shape
 
 BLOCK = 256  # threads per block
 # A value per row of the last axis is fused into the kernel that reads it: a group of threads
@@ -53,12 +53,6 @@ PARTIALS = 1024  # the most blocks a full reduction's first pass takes (partial 
 PER_THREAD = 16  # entries per thread, at least, before a full reduction takes another block
 WARP = 32
 
-KERNEL_HEADER = """# knetc kernel (cuda): {ops}
-import math
-import numpy as np
-from numba import cuda, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, boolean
-"""
-
 DRIVER_HEADER = f"""from knetc.kernels.gemm import gemm as tiled_gemm
 from knetc.runtime import cublas
 from knetc.runtime.device import upload
@@ -72,6 +66,18 @@ def launch(n):
     \"\"\"(blocks, threads per block) for one thread per element of an n-element output.\"\"\"
     threads = min(n, BLOCK)
     return (n + threads - 1) // threads, threads
+
+
+def zeros(shape, dtype):
+    \"\"\"A zero-filled device array (copied up: counted in kn.stats()).\"\"\"
+    return upload(np.zeros(shape, dtype))
+
+
+def copy(a):
+    \"\"\"A device copy of a device array.\"\"\"
+    out = device_array(a.shape, a.dtype)
+    out.copy_to_device(a)
+    return out
 """
 
 
@@ -85,28 +91,32 @@ def thread_indices(logical):
     sizes = [f"n{axis} = out.shape[{axis}]" for axis in axes]
     if len(axes) <= 1:
         return sizes, [f"i{axis} = t" for axis in axes], f"n{axes[0]}" if axes else "1"
-    indices = ["rest = t"]
-    for axis in reversed(axes[1:]):
-        indices += [f"i{axis} = rest % n{axis}", f"rest //= n{axis}"]
-    indices.append(f"i{axes[0]} = rest")
+    indices = ["rest = t", *unravel("rest", [f"i{axis}" for axis in axes], [f"n{axis}" for axis in axes])]
     return sizes, indices, " * ".join(f"n{axis}" for axis in axes)
 
 
-def _kernel(name, params, logical, body_lines, store):
+def unravel(flat, names, extents):
+    """Lines setting `names` to the row-major indices, over axes of lengths `extents`, of the
+    position the variable `flat` holds (which they use up)."""
+    lines = []
+    for name, extent in zip(reversed(names[1:]), reversed(extents[1:])):
+        lines += [f"{name} = {flat} % {extent}", f"{flat} //= {extent}"]
+    return lines + [f"{names[0]} = {flat}"]
+
+
+def _kernel(logical, body_lines, store):
+    """The body of a kernel with one thread per output element."""
     sizes, indices, count = thread_indices(logical)
-    lines = [f"def {name}({', '.join(params)}):", "    t = cuda.grid(1)"]
-    lines += ["    " + line for line in sizes]
-    lines.append(f"    if t < {count}:")
-    lines += ["        " + line for line in indices + body_lines + [store]]
-    return lines
+    return ["t = cuda.grid(1)", *sizes, f"if t < {count}:", *indent(indices + body_lines + [store])]
 
 
-def _module(name, ops, lines, signature, helpers, cache):
-    """A CUDA kernel module: the imports its body needs, the kernel, its signature."""
-    header = KERNEL_HEADER.format(ops=ops) + "".join(line + "\n" for line in helper_imports(helpers, "cuda"))
-    text = "\n".join([header, "", f"@cuda.jit(cache={cache})", *lines, "", "",
-                      f"PTX_SIGNATURES = {{{name!r}: {signature!r}}}  # for compiling to PTX ahead of time (tests/ptx.py)"])
-    return driver.KernelSource(name, text + "\n", ops, signature)
+def _module(name, params, ops, lines, helpers, cache):
+    """A CUDA kernel module: the imports its body needs, the kernel (`params`: (name, Numba type)
+    pairs; `lines`: its body), its signature."""
+    signature = f"void({', '.join(kind for _, kind in params)})"
+    lines = [f"@cuda.jit(cache={cache})", f"def {name}({', '.join(p for p, _ in params)}):", *indent(lines), "", "",
+             f"PTX_SIGNATURES = {{{name!r}: {signature!r}}}  # for compiling to PTX ahead of time (tests/ptx.py)"]
+    return driver.KernelSource(name, kernel_module("cuda", ops, helpers, lines), ops, signature)
 
 
 def kernel_source(schedule, kernel, cache=True):
@@ -116,32 +126,27 @@ def kernel_source(schedule, kernel, cache=True):
     # Threads cover the output; a kernel with values per row loops along the row (row_kernel).
     row = max(a for a, n in enumerate(logical) if n != 1) if kernel.per_row else None
     body = ReductionBody(schedule, kernel, full, row)
-    index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
-    result = body.root(index)
-    name = kernel_name(schedule, kernel)
-    params = list(body.arrays.values()) + ["out"] + [p for p, _, _ in body.parameters]
-    store = f"out[{', '.join(index) if logical else '0'}] = {result}"
-    types = [array_type(x) for x in kernel.inputs + [kernel.out]] + [kind for _, kind, _ in body.parameters]
+    store = body.store()
+    params = [(p, array_type(x)) for x, p in body.arrays.items()] + [("out", array_type(kernel.out))]
+    params += [(p, kind) for p, kind, _ in body.parameters]
+    group = [("r", "int64")]  # the threads per output element or row (the driver's choice)
     if row is not None:
-        params, types = params + ["r"], types + ["int64"]
-        lines = _row_kernel(name, params, logical, row, body, store)
+        lines, params = _row_kernel(logical, row, body, store), params + group
     elif not body.trees:  # elementwise (or reductions over size-1 axes only): one thread per element
-        lines = _kernel(name, params, logical, body.lines(), store)
+        lines = _kernel(logical, body.lines(), store)
     elif full:
-        parts = [f"p{k}" for k in range(1, len(body.trees) + 1)]
-        params, types = params + parts + ["phase"], types + [f"{tree.type}[::1]" for tree in body.trees] + ["int64"]
-        lines = _full_reduction(name, params, body, store, parts)
+        params += [(f"p{k}", f"{numba_type(tree.dtype)}[::1]") for k, tree in enumerate(body.trees, 1)]
+        params.append(("phase", "int64"))
+        lines = _full_reduction(body, store)
     else:
-        params, types = params + ["r"], types + ["int64"]
-        lines = _row_reduction(name, params, logical, body, store)
-    return _module(name, schedule.fused_ops(kernel), lines, f"void({', '.join(types)})", body.helpers,
-                   cache), body
+        lines, params = _row_reduction(logical, body, store), params + group
+    return _module(kernel_name(schedule, kernel), params, schedule.fused_ops(kernel), lines, body.helpers, cache), body
 
 
 # ----------------------------------------------------------------------------- reductions
 
 class Tree:
-    """One reduction of a ReductionBody that threads share: its accumulator's name and type,
+    """One reduction of a ReductionBody that threads share: its accumulator's name and dtype,
     its monoid, its extent (the product of the sizes of its reduced axes) and whether
     adjacent entries of its reduced axes are adjacent in memory (the input's last axis is
     reduced)."""
@@ -149,10 +154,6 @@ class Tree:
     def __init__(self, accumulator, dtype, monoid, extent, contiguous):
         self.accumulator, self.dtype, self.monoid = accumulator, dtype, monoid
         self.extent, self.contiguous = extent, contiguous
-
-    @property
-    def type(self):
-        return numba_type(self.dtype)
 
 
 class ReductionBody(KernelBody):
@@ -174,74 +175,44 @@ class ReductionBody(KernelBody):
 
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
-        axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
+        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
         shape = x.aval.shape
-        reduced = [a for a in axes if shape[a] != 1]
-        if not reduced or self._block_for(index) > 0:  # (in a row kernel, one per entry of the row:
-            return super()._reduce(eqn, index, key)  # each thread reduces its own, alone)
+        if all(shape[a] == 1 for a in axes) or self._block_for(index) > 0:  # (in a row kernel, one per
+            return super()._reduce(eqn, index, key)  # entry of the row: each thread reduces its own, alone)
         inside, self.blocks = self.blocks[1:], self.blocks[:1]  # (the loop along the row is not open)
         accumulator = self._fresh()
-        self.reductions += 1
-        k, monoid = self.reductions, eqn.op.monoid
-        loop_vars = {a: f"j{k}_{a}" for a in reduced}
-        extents = []
-        for a in reduced:
-            extents.append(f"m{len(self.extents)}")
-            self.extents.append((extents[-1], shape[a]))
+        loop_vars, inner_index = self._reduction_loops(x, axes, index)
+        k, number = self.reductions, len(self.trees) + 1
+        extents = [self._extent(shape[a]) for a in loop_vars]
         last = max((a for a, n in enumerate(shape) if n != 1), default=None)
-        tree = Tree(accumulator, dtype, monoid, math.prod(shape[a] for a in reduced), last in reduced)
+        tree = Tree(accumulator, dtype, monoid, math.prod(shape[a] for a in loop_vars), last in loop_vars)
         self.trees.append(tree)
         out = self.blocks[0]["lines"]
         out.append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
         # The entries: one nested block whose values are computed per entry.
-        block = _block(set(loop_vars.values()))
-        self.blocks.append(block)
-        inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
-        v = self.value(x, inner_index)
-        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
-            v = f"{numba_type(dtype)}({v})"
-        block["lines"].extend(self._step(tree, v, block))
-        self.blocks.pop()
-        entries = self._entries(k, list(loop_vars.values()), extents, block["lines"])
+        entry = self._accumulate(x, inner_index, loop_vars.values(), dtype, monoid, accumulator)
+        entries = self._entries(k, list(loop_vars.values()), extents, entry)
         if self.full:  # phase 1 reduces the partial results of phase 0
-            out.append("if phase == 1:")
-            out.append(f"    for j{k} in range(tid, p{len(self.trees)}.shape[0], nt):")
-            scratch = {"lines": []}
-            out.extend("        " + line for line in self._step(tree, f"p{len(self.trees)}[j{k}]", scratch))
-            out.append("else:")
-            entries = ["    " + line for line in entries]
-        out.extend(entries)
-        out.extend(self._tree(tree, len(self.trees)))
+            out += ["if phase == 1:", f"    for j{k} in range(tid, p{number}.shape[0], nt):",
+                    *indent(self._step(f"p{number}[j{k}]", dtype, monoid, accumulator), 2), "else:"]
+            entries = indent(entries)
+        out += entries + self._tree(tree, number)
         if self.row is not None:  # every thread of the group reads the row's result (lane 0's)
-            out.append(f"{accumulator} = sh{len(self.trees)}[tid - lane * q]")
+            out.append(f"{accumulator} = sh{number}[tid - lane * q]")
         self.blocks[0]["memo"][key] = accumulator
         self.blocks += inside
         return accumulator
-
-    def _step(self, tree, v, block):
-        """The lines adding entry `v` to the tree's accumulator."""
-        step, lines = tree.monoid.step, []
-        if tree.monoid.float_step is not None and np.issubdtype(np.dtype(tree.dtype), np.floating):
-            entry = self._fresh()  # the template reads the entry three times
-            lines.append(f"{entry} = {v}")
-            v, step = entry, tree.monoid.float_step
-        return lines + [step.format(acc=tree.accumulator, v=v)]
 
     def _entries(self, k, names, extents, body):
         """The strided loop over a reduction's entries: one axis directly; several by a flat
         position whose per-axis indices advance by the stride's digits with a carry (no
         division per entry)."""
         if len(names) == 1:
-            return [f"for {names[0]} in range(start, {extents[0]}, stride):"] + ["    " + line for line in body]
-        lines = [f"e{k} = {' * '.join(extents)}", f"w{k} = start"]
-        for name, extent in zip(reversed(names[1:]), reversed(extents[1:])):
-            lines += [f"{name} = w{k} % {extent}", f"w{k} //= {extent}"]
-        lines += [f"{names[0]} = w{k}", f"w{k} = stride"]
+            return [f"for {names[0]} in range(start, {extents[0]}, stride):", *indent(body)]
         digits = [f"d{name[1:]}" for name in names]
-        for digit, extent in zip(reversed(digits[1:]), reversed(extents[1:])):
-            lines += [f"{digit} = w{k} % {extent}", f"w{k} //= {extent}"]
-        lines += [f"{digits[0]} = w{k}", f"for jj{k} in range(start, e{k}, stride):"]
-        lines += ["    " + line for line in body]
+        lines = [f"e{k} = {' * '.join(extents)}", f"w{k} = start", *unravel(f"w{k}", names, extents),
+                 f"w{k} = stride", *unravel(f"w{k}", digits, extents), f"for jj{k} in range(start, e{k}, stride):",
+                 *indent(body)]
         for a in range(len(names) - 1, 0, -1):
             lines += [f"    {names[a]} += {digits[a]}", f"    if {names[a]} >= {extents[a]}:",
                       f"        {names[a]} -= {extents[a]}", f"        {names[a - 1]} += 1"]
@@ -251,9 +222,8 @@ class ReductionBody(KernelBody):
         """Combining the group's accumulators: halving steps in shared memory, each ended by
         a barrier every thread of the block reaches (the group size is the block's own)."""
         shared, acc = f"sh{number}", tree.accumulator
-        scratch = {"lines": []}
-        step = self._step(tree, f"{shared}[tid + s * q]", scratch)
-        return [f"{shared} = cuda.shared.array({SHARED}, {tree.type})",
+        step = self._step(f"{shared}[tid + s * q]", tree.dtype, tree.monoid, acc)
+        return [f"{shared} = cuda.shared.array({SHARED}, {numba_type(tree.dtype)})",
                 f"{shared}[tid] = {acc}",
                 "cuda.syncthreads()",
                 "s = group // 2",
@@ -276,63 +246,57 @@ def _group_head(logical, contiguous, what):
         lines += ["lane = tid % r", "q = 1", "t = int64(cuda.blockIdx.x) * per + tid // r"]
     else:
         lines += ["lane = tid // per", "q = per", "t = int64(cuda.blockIdx.x) * per + tid % per"]
-    lines += ["start = lane", "stride = r", *sizes, f"valid = t < {count}",
-              f"t = min(t, {count} - 1)  # a group past the end reads in bounds, stores nothing", *indices]
-    return ["    " + line for line in lines]
+    return lines + ["start = lane", "stride = r", *sizes, f"valid = t < {count}",
+                    f"t = min(t, {count} - 1)  # a group past the end reads in bounds, stores nothing", *indices]
 
 
-def _row_reduction(name, params, logical, body, store):
+def _row_reduction(logical, body, store):
     """A kernel for an output of many elements: groups of r threads, one per output element."""
     contiguous = body.trees[0].contiguous
     layout = ("the group's threads are adjacent and read adjacent entries (the reduced axis is the last)"
               if contiguous else "adjacent threads take adjacent outputs, adjacent in memory (coalesced reads)")
-    lines = [f"def {name}({', '.join(params)}):",
-             f"    # Row reduction: a group of r threads per output element (r a power of two up to {SHARED},",
-             "    # from the driver; blockDim // r outputs per block) strides over the reduced entries;",
-             f"    # {layout};",
-             "    # then a tree reduction in shared memory, and the group's first thread stores."]
-    lines += _group_head(logical, contiguous, "outputs")
-    lines += ["    " + line for line in body.lines()]
-    lines += ["    if valid and lane == 0:", "        " + store]
-    return lines
+    return [f"# Row reduction: a group of r threads per output element (r a power of two up to {SHARED},",
+            "# from the driver; blockDim // r outputs per block) strides over the reduced entries;",
+            f"# {layout};",
+            "# then a tree reduction in shared memory, and the group's first thread stores.",
+            *_group_head(logical, contiguous, "outputs"), *body.lines(), "if valid and lane == 0:", "    " + store]
 
 
-def _row_kernel(name, params, logical, row, body, store):
+def _row_kernel(logical, row, body, store):
     """A kernel with values per row (ir/fuse.py's `rows`, softmax's max and sum): a group of
     r threads per row computes the row's reductions together, then its threads stride along
     the row, each computing and storing its entries."""
-    lines = [f"def {name}({', '.join(params)}):",
-             f"    # Rows: a group of r threads per row (r a power of two up to {SHARED}, from the driver;",
-             "    # blockDim // r rows per block) strides over each of the row's reductions (adjacent threads,",
-             "    # adjacent entries), combines it by a tree in shared memory, then strides along the row."]
-    lines += _group_head(tuple(1 if axis == row else n for axis, n in enumerate(logical)), True, "rows")
-    lines += ["    " + line for line in [f"n{row} = out.shape[{row}]"] + body.lines(0)]
-    lines += ["    if valid:", f"        for i{row} in range(lane, n{row}, r):"]
-    lines += ["            " + line for line in body.lines(1) + [store]]
-    return lines
+    return [f"# Rows: a group of r threads per row (r a power of two up to {SHARED}, from the driver;",
+            "# blockDim // r rows per block) strides over each of the row's reductions (adjacent threads,",
+            "# adjacent entries), combines it by a tree in shared memory, then strides along the row.",
+            *_group_head(tuple(1 if axis == row else n for axis, n in enumerate(logical)), True, "rows"),
+            f"n{row} = out.shape[{row}]", *body.lines(0),
+            "if valid:", f"    for i{row} in range(lane, n{row}, r):", *indent(body.lines(1) + [store], 2)]
 
 
-def _full_reduction(name, params, body, store, parts):
-    """A kernel for an output of one element: phase 0 writes a partial result per block,
-    phase 1 (one block) reduces them, phase 2 (one block) reduces the inputs directly."""
-    lines = [f"def {name}({', '.join(params)}):",
-             "    # Full reduction, two passes when the driver gives several blocks: phase 0: each block's",
-             "    # threads stride over all entries (grid-stride), a tree reduction in shared memory, and",
-             f"    # the block's partial result to {', '.join(parts)}[block]; phase 1: one block reduces the partials",
-             "    # and stores; phase 2: one block reduces the entries and stores.",
-             "    tid = int64(cuda.threadIdx.x)",
-             "    nt = int64(cuda.blockDim.x)",
-             "    bid = int64(cuda.blockIdx.x)",
-             "    lane = tid",
-             "    q = 1",
-             "    group = nt",
-             "    start = bid * nt + tid",
-             "    stride = int64(cuda.gridDim.x) * nt"]
-    lines += ["    " + line for line in body.lines()]
-    lines += ["    if phase == 0:", "        if tid == 0:"]
-    lines += [f"            {part}[bid] = {tree.accumulator}" for part, tree in zip(parts, body.trees)]
-    lines += ["    elif tid == 0:", "        " + store]
-    return lines
+def _full_reduction(body, store):
+    """A kernel for an output of one element: phase 0 writes a partial result per block (to
+    p1, p2, ...: one per tree), phase 1 (one block) reduces them, phase 2 (one block)
+    reduces the inputs directly."""
+    parts = [f"p{k}" for k in range(1, len(body.trees) + 1)]
+    return ["# Full reduction, two passes when the driver gives several blocks: phase 0: each block's",
+            "# threads stride over all entries (grid-stride), a tree reduction in shared memory, and",
+            f"# the block's partial result to {', '.join(parts)}[block]; phase 1: one block reduces the partials",
+            "# and stores; phase 2: one block reduces the entries and stores.",
+            "tid = int64(cuda.threadIdx.x)",
+            "nt = int64(cuda.blockDim.x)",
+            "bid = int64(cuda.blockIdx.x)",
+            "lane = tid",
+            "q = 1",
+            "group = nt",
+            "start = bid * nt + tid",
+            "stride = int64(cuda.gridDim.x) * nt",
+            *body.lines(),
+            "if phase == 0:",
+            "    if tid == 0:",
+            *[f"        {part}[bid] = {tree.accumulator}" for part, tree in zip(parts, body.trees)],
+            "elif tid == 0:",
+            "    " + store]
 
 
 def cast_source(var, dtype, cache=True):
@@ -341,10 +305,9 @@ def cast_source(var, dtype, cache=True):
     logical = physical_shape(var)
     index = ", ".join(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
     name = f"cast_{np.dtype(var.aval.dtype).name}_to_{np.dtype(dtype).name}"
-    lines = _kernel(name, ["x0", "out"], logical, [], f"out[{index}] = {numba_type(dtype)}(x0[{index}])")
-    signature = f"void({array_type(var)}, {array_type(var, dtype)})"
-    return _module(name, f"{np.dtype(var.aval.dtype).name} -> {np.dtype(dtype).name} for a matmul", lines,
-                   signature, (), cache)
+    lines = _kernel(logical, [], f"out[{index}] = {numba_type(dtype)}(x0[{index}])")
+    return _module(name, [("x0", array_type(var)), ("out", array_type(var, dtype))],
+                   f"{np.dtype(var.aval.dtype).name} -> {np.dtype(dtype).name} for a matmul", lines, (), cache)
 
 
 def pow2(n):
@@ -383,81 +346,59 @@ def array_type(var, dtype=None):
 
 # ----------------------------------------------------------------------------- driver
 
-ARRAY_HELPERS = """
-
-def zeros(shape, dtype):
-    \"\"\"A zero-filled device array (copied up: counted in kn.stats()).\"\"\"
-    return upload(np.zeros(shape, dtype))
-
-
-def copy(a):
-    \"\"\"A device copy of a device array.\"\"\"
-    out = device_array(a.shape, a.dtype)
-    out.copy_to_device(a)
-    return out
-"""
-
-
 class Driver(driver.Driver):
     target = "cuda"
-    header = DRIVER_HEADER + ARRAY_HELPERS
+    header = DRIVER_HEADER
 
-    def zeros(self, shape, dtype):
-        return f"zeros({shape}, np.{dtype})"
-
-    def copy(self, name):
-        return f"copy({name})"
-
-    def store(self, destination, value):
-        return f"{destination}.copy_to_device({value})"
-
-    def empty(self, shape, dtype):
-        return f"device_array({shape}, np.{dtype})"
+    empty = "device_array({shape}, np.{dtype})"
+    zeros = "zeros({shape}, np.{dtype})"
+    copy = "copy({name})"
+    store = "{destination}.copy_to_device({value})"
+    kernel_source = staticmethod(kernel_source)
 
     def launch(self, name, arguments, out, body=None):
         size = int(np.prod(out.aval.shape))
         if not size:  # an empty grid is a launch error; an empty output needs no work
             return
-        trees = getattr(body, "trees", None)
+        trees = getattr(body, "trees", ())
+        self.launches += 1
         if getattr(body, "row", None) is not None:
             length = out.aval.shape[body.row]
             rows, entries = size // length, max([length] + [tree.extent for tree in trees])
             blocks, threads, r = row_launch(rows, entries, True)
-            self.launches += 1
             self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, "
                       f"sharing the row's reductions (trees in shared memory)")
-            self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
-            return
-        if not trees:
-            self.launches += 1
+        elif not trees:
             self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
             return
-        extent = max(tree.extent for tree in trees)
-        if not body.full:
+        elif not body.full:
+            extent = max(tree.extent for tree in trees)
             blocks, threads, r = row_launch(size, extent, trees[0].contiguous)
-            self.launches += 1
             self.emit(f"# {size} outputs of {extent} entries: {threads // r} per block, {r} threads each, "
                       f"tree reduction in shared memory")
-            self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
+        else:
+            self.full_reduction(name, arguments, trees)
             return
+        self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
+
+    def full_reduction(self, name, arguments, trees):
+        """The launches of a full reduction: one block, or blocks writing partial results and
+        one block reducing them (phases 2, or 0 and 1: _full_reduction)."""
+        extent = max(tree.extent for tree in trees)
         (blocks, threads), finish = full_launch(extent)
         parts = [f"part{k}" for k in range(1, len(trees) + 1)]
         for part, tree in zip(parts, trees):
-            self.emit(f"{part} = {self.empty((max(blocks, 1) if finish else 1,), np.dtype(tree.dtype).name)}")
+            self.emit(f"{part} = {self.empty.format(shape=(blocks,), dtype=np.dtype(tree.dtype).name)}")
         if finish is None:
-            self.launches += 1
             self.emit(f"# {extent} entries: one block of {threads} threads, tree reduction in shared memory")
             self.emit(f"{name}[1, {threads}]({', '.join(arguments + parts + ['2'])})")
         else:
-            self.launches += 2
+            self.launches += 1  # (a second launch)
             self.emit(f"# {extent} entries: {blocks} blocks of {threads} threads write partial results "
                       f"(tree reductions in shared memory), then one block of {finish} reduces them")
             self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + parts + ['0'])})")
             self.emit(f"{name}[1, {finish}]({', '.join(arguments + parts + ['1'])})")
         self.emit(f"del {', '.join(parts)}")
-
-    def kernel_source(self, kernel):
-        return kernel_source(self.schedule, kernel, self.cache)
 
     def matmul(self, step):
         dtype = np.dtype(step.out.aval.dtype)
@@ -506,17 +447,6 @@ def to_device(a, shape):
 _LAUNCH_COUNTS = re.compile(r"(\d+) kernel launches of \d+ kernels, (\d+) GEMMs, (\d+) library calls")
 
 
-def launches_of(executable):
-    """The CUDA work one run of the executable's driver issues: its kernel launches, GEMMs and
-    library calls (the driver module's LAUNCHES when it states it, else its header's counts)."""
-    module = getattr(executable, "module", None)
-    stated = getattr(module, "LAUNCHES", None)
-    if isinstance(stated, int):
-        return stated
-    match = _LAUNCH_COUNTS.search(getattr(getattr(executable, "generated", None), "driver", "") or "")
-    return sum(int(n) for n in match.groups()) if match else 0
-
-
 class Runner:
     """Calls the generated driver on device arrays: numpy inputs are copied to the device and,
     when every input was a numpy array, the outputs are copied back (so the CPU and CUDA
@@ -542,12 +472,10 @@ class Runner:
         program = executable.program
         self.driver = executable.module.driver
         self.shapes = [physical_shape(v) for v in program.inputs]
-        outputs = []
-        for v in program.outputs:  # the driver returns the distinct Var outputs, in order
-            if hasattr(v, "aval") and not any(v is w for w in outputs):
-                outputs.append(v)
+        outputs = driver_outputs(program)
         self.logical = [tuple(v.aval.shape) for v in outputs]
-        self.launches = launches_of(executable)
+        # The CUDA work one run issues: its driver's kernel launches, GEMMs and library calls (its header's counts).
+        self.launches = sum(int(n) for n in _LAUNCH_COUNTS.search(executable.generated.driver).groups())
         self.small = _kept_inputs(executable, outputs)  # input position -> (key, device array) or None
         self._last = ()  # (host array, its device copy) of the last run that kept its outputs on the device
         constants = [v for v in program.constants if v not in program.inputs]  # Executable.constants' order
@@ -583,10 +511,7 @@ class Runner:
         """`arrays` with each host array the last run copied up (the same object) replaced by
         that device copy, when that run kept its outputs on the device; the rest as given.
         For the backward run of a diff on device parameters: the batch goes up once a step."""
-        copies = self._last
-        if not copies:
-            return list(arrays)
-        return [next((d for h, d in copies if h is a), a) for a in arrays]
+        return [next((d for h, d in self._last if h is a), a) for a in arrays]
 
 
 def _kept_inputs(executable, outputs):
@@ -595,8 +520,7 @@ def _kept_inputs(executable, outputs):
     (an output that is the input or a view of it)."""
     program = executable.program
     written = {id(eqn.inputs[i]) for eqn in program.eqns for i in getattr(eqn.op, "state_inputs", ())}
-    schedule = getattr(executable, "schedule", None)
-    roots = storage_roots(schedule) if schedule is not None else {}
+    roots = storage_roots(executable.schedule)
     returned = {id(roots.get(v, v)) for v in outputs}
     return {i: None for i, v in enumerate(program.inputs)
             if int(np.prod(physical_shape(v))) == 1 and id(v) not in written and id(v) not in returned}

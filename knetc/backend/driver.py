@@ -26,7 +26,8 @@ from ..ir.fuse import Call, Kernel, Loop, Matmul, Reshape
 from ..ir.loops import covers, row_index
 from ..ir.memory import outputs, storage_roots
 from .cache import digest
-from .names import Names, call_expression, commented_steps, physical_shape, routine_imports
+from .expressions import indent
+from .names import Names, call_expression, commented_steps, driver_args, driver_outputs, physical_shape, routine_imports
 
 
 @dataclass
@@ -54,9 +55,17 @@ class Generated:
 
 class Driver:
     """Writes the driver of a schedule; a target subclasses it (cpu.Driver, cuda.Driver)
-    with its header, allocation, kernel launches, matmuls and kernel sources."""
+    with its header, array expressions, kernel sources, kernel launches and matmuls:
+
+    launch(name, arguments, out, body): emit the launch of kernel `name` writing `out` (a
+    Var; body: its KernelBody); matmul(step): emit a Matmul step."""
     target = None
     header = ""  # the target's imports and helpers, after the common ones
+    # The target's array expressions: a new array and a zero-filled one (of a shape and a dtype's
+    # name), a copy of the array `name` (a new buffer), and the statement copying the array
+    # `value` into the array view `destination`.
+    empty = zeros = copy = store = None
+    kernel_source = None  # (schedule, kernel, cache) -> (KernelSource, KernelBody)
 
     def __init__(self, schedule, cache=True):
         self.schedule, self.cache = schedule, cache
@@ -83,44 +92,21 @@ class Driver:
         """Storage for `var` (in `dtype` when given): a dead buffer of the same size when the
         memory plan gives one, else a new one. Returns its name."""
         name = name or self.names.arg(var)
-        donor = self.reuse.get(var) if dtype is None else None
+        reuse = getattr(self.schedule, "reuse", None) or {}  # out Var -> donor Var (ir/memory.py)
+        donor = reuse.get(var) if dtype is None else None
         if donor is not None:
             self.emit(f"{name} = {self.names.arg(donor)}.reshape({physical_shape(var)})")
         else:
-            self.emit(f"{name} = {self.empty(physical_shape(var), np.dtype(dtype or var.aval.dtype).name)}")
+            array = self.empty.format(shape=physical_shape(var), dtype=np.dtype(dtype or var.aval.dtype).name)
+            self.emit(f"{name} = {array}")
         return name
-
-    def empty(self, shape, dtype):
-        raise NotImplementedError
-
-    def zeros(self, shape, dtype):
-        raise NotImplementedError
-
-    def copy(self, name):
-        """An expression for a copy of the array `name` (a new buffer)."""
-        raise NotImplementedError
-
-    def store(self, destination, value):
-        """A statement copying the array `value` into the array view `destination`."""
-        raise NotImplementedError
-
-    def launch(self, name, arguments, out, body=None):
-        """Emit the launch of kernel `name` writing `out` (a Var; body: its KernelBody)."""
-        raise NotImplementedError
-
-    def kernel_source(self, kernel):
-        raise NotImplementedError
-
-    def matmul(self, step):
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ the steps
     def kernel(self, step):
-        source, body = self.kernel_source(step)
-        name = self.bind(source)
+        source, body = self.kernel_source(self.schedule, step, self.cache)
         out = self.allocate(step.out)
         arguments = [self.names.arg(x) for x in step.inputs] + [out] + [value for _, _, value in body.parameters]
-        self.launch(name, arguments, step.out, body)
+        self.launch(self.bind(source), arguments, step.out, body)
 
     def reshape(self, step):
         block = f"[{step.index}]" if step.index is not None else ""
@@ -142,11 +128,12 @@ class Driver:
         spec, names = step.eqn.params["spec"], self.names
         number = names.arg(step.eqn.out)[1:]
         function, counter = f"loop{number}", f"t{number}"
-        k, p, q = spec.carried, spec.invariant, len(spec.rows)
+        k, p = spec.carried, spec.invariant
         carries, stacks = step.outs[:k], step.outs[k:]
         for stack, (rows, scale, offset) in zip(stacks, spec.stacked):
             fill = self.empty if covers(rows, spec.length, scale, offset) else self.zeros
-            self.emit(f"{names.arg(stack)} = {fill(physical_shape(stack), np.dtype(stack.aval.dtype).name)}")
+            array = fill.format(shape=physical_shape(stack), dtype=np.dtype(stack.aval.dtype).name)
+            self.emit(f"{names.arg(stack)} = {array}")
         sources = [names.arg(x) for x in step.eqn.inputs[k + p:]]
         params = [counter] + [names.arg(v) for v in step.body.program.inputs[:k + p]]
         params += list(dict.fromkeys(s for s in sources if s not in params))  # (one parameter per array)
@@ -154,67 +141,56 @@ class Driver:
         before = self.launches
         self.functions.append(self.body_function(function, counter, step, params, sources))
         self.launches += (self.launches - before) * (spec.length - 1)  # (the header counts a run's launches)
-        arguments = [counter] + [names.arg(x) for x in step.eqn.inputs[k:k + p]] + params[1 + k + p:]
+        carried = [names.arg(c) for c in carries]
+        arguments = [counter, *carried, *(names.arg(x) for x in step.eqn.inputs[k:k + p]), *params[1 + k + p:]]
         if k:
-            self.emit(f"{', '.join(names.arg(c) for c in carries)} = "
-                      f"{', '.join(names.arg(x) for x in step.eqn.inputs[:k])}")
+            self.emit(f"{', '.join(carried)} = {', '.join(names.arg(x) for x in step.eqn.inputs[:k])}")
         order = f"{spec.length - 1}, -1, -1" if spec.reverse else f"{spec.length}"
         self.emit(f"for {counter} in range({order}):")
-        call = f"{function}({', '.join(arguments[:1] + [names.arg(c) for c in carries] + arguments[1:])})"
-        self.emit(f"    {', '.join(names.arg(c) for c in carries)} = {call}" if k else f"    {call}")
+        call = f"{function}({', '.join(arguments)})"
+        self.emit(f"    {', '.join(carried)} = {call}" if k else f"    {call}")
 
     def body_function(self, function, counter, step, params, sources):
         """The lines of a loop body's function (see loop)."""
         spec, body, names = step.eqn.params["spec"], step.body, self.names
         k, p = spec.carried, spec.invariant
-        prologue = []
-        for v, source, (scale, offset) in zip(body.program.inputs[k + p:], sources, spec.rows):
-            row = row_index(counter, scale, offset)
-            block = f"{row}" if v.aval.shape else f"{row}:{row} + 1"  # (a 0-d row is stored as (1,))
-            prologue.append(f"{names.arg(v)} = {source}[{block}]")
+        prologue = [f"{names.arg(v)} = {_row(source, row_index(counter, scale, offset), not v.aval.shape)}"
+                    for v, source, (scale, offset) in zip(body.program.inputs[k + p:], sources, spec.rows)]
         allocated = {out for _, s in body.walk() for out in outputs(s) if not isinstance(s, Reshape)}
+        roots = storage_roots(body)  # (the value whose buffer holds a value, through views)
         epilogue, results = [], []
         for i, y in enumerate(body.program.outputs):
             text = names.arg(y)
             if i < k:  # a carry: a buffer of its own (the next step reads it while writing others)
-                results.append(text if _storage(body, y) in allocated else self.copy(text))
+                results.append(text if roots.get(y, y) in allocated else self.copy.format(name=text))
             else:
-                stack = names.arg(step.outs[i])
-                rows, scale, offset = spec.stacked[i - k]
-                row = row_index(counter, scale, offset)
-                destination = f"{stack}[{row}]" if step.outs[i].aval.ndim > 1 else f"{stack}[{row}:{row} + 1]"
-                epilogue.append(self.store(destination, text))
+                _, scale, offset = spec.stacked[i - k]
+                row = _row(names.arg(step.outs[i]), row_index(counter, scale, offset), step.outs[i].aval.ndim <= 1)
+                epilogue.append(self.store.format(destination=row, value=text))
         returns = [f"return {', '.join(results)}"] if results else []
-        lines = self.function(body, prologue, epilogue + returns)
-        return [f"def {function}({', '.join(params)}):"] + lines
+        return [f"def {function}({', '.join(params)}):"] + self.function(body, prologue, epilogue + returns)
 
     # ------------------------------------------------------------------ functions
     def function(self, schedule, prologue, epilogue):
         """The body lines of the function running `schedule`'s steps (indented)."""
-        saved = self.schedule, getattr(self, "lines", None), getattr(self, "reuse", None), getattr(self, "release", None)
+        saved = self.schedule, getattr(self, "lines", None)
         self.schedule, self.lines = schedule, []
-        self.reuse = getattr(schedule, "reuse", None) or {}  # out Var -> donor Var (ir/memory.py)
-        self.release = getattr(schedule, "release", None) or {}  # step index -> Vars dead after it
-        for line in prologue:
-            self.emit(line)
+        release = getattr(schedule, "release", None) or {}  # step index -> Vars dead after it
         write = {Kernel: self.kernel, Matmul: self.matmul, Reshape: self.reshape, Call: self.call, Loop: self.loop}
         for i, (comments, step) in enumerate(commented_steps(schedule)):
-            for comment in comments:
-                self.emit(comment)
+            self.lines += indent(comments)
             write[type(step)](step)
-            if self.release.get(i):  # free buffers at their last read (the pool or malloc takes them back)
-                self.emit(f"del {', '.join(self.names.arg(v) for v in self.release[i])}")
-        for line in epilogue:
-            self.emit(line)
-        lines = self.lines
-        self.schedule, self.lines, self.reuse, self.release = saved
+            if release.get(i):  # free buffers at their last read (the pool or malloc takes them back)
+                self.emit(f"del {', '.join(self.names.arg(v) for v in release[i])}")
+        lines = indent(prologue) + self.lines + indent(epilogue)
+        self.schedule, self.lines = saved
         return lines
 
     def generate(self):
         """The Generated driver and kernels."""
         schedule, names = self.schedule, self.names
         program = schedule.program
-        results = [names.arg(v) for v in names.driver_outputs(program)]
+        results = [names.arg(v) for v in driver_outputs(program)]
         body = self.function(schedule, [], [f"return ({', '.join(results)}{',' if len(results) == 1 else ''})"])
         counts = {kind: _per_run(schedule, kind) for kind in (Matmul, Call)}
         lines = [f"# Generated by knetc from {program.name} ({self.target}): {self.launches} kernel launches "
@@ -224,14 +200,14 @@ class Driver:
         lines += [f"{name} = kernel({source.digest!r})  # {source.ops}" for name, source in self.kernels.items()]
         for function in self.functions:
             lines += ["", ""] + function
-        args = ", ".join(names.arg(v) for v in names.driver_args(program))
+        args = ", ".join(names.arg(v) for v in driver_args(program))
         lines += ["", "", f"def driver({args}):"] + body
         return Generated("\n".join(line for line in lines if line is not None) + "\n", dict(self.kernels))
 
 
-def _storage(schedule, var):
-    """The value whose buffer holds `var` (through views)."""
-    return storage_roots(schedule).get(var, var)
+def _row(array, row, scalar):
+    """The row `row` of an array of rows; scalar: the rows are 0-d, stored as (1,) (a slice)."""
+    return f"{array}[{row}:{row} + 1]" if scalar else f"{array}[{row}]"
 
 
 def _per_run(schedule, kind):

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..ir.core import Var
 from ..ir.fuse import squeezed_index, squeezes
-from .names import import_alias
+from .names import import_alias, import_line
 
 NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
                "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
@@ -85,15 +85,22 @@ class _Context:
         return f"{import_alias(path)}({', '.join(args)})"
 
 
-def helper_imports(paths, target):
-    """Import lines for scalar helpers ("module:function", recorded by `_Context.call` while
-    the kernel was written). Each carries a digest of the helper module's source, so that
-    editing it changes the kernel's text, and so its cache key."""
-    lines = []
-    for path in sorted(paths):
-        module, function = path.split(":")
-        lines.append(f"from {module} import {function}_{target} as {import_alias(path)}  # {source_digest(module)}")
-    return lines
+KERNEL_HEADER = """# knetc kernel ({target}): {ops}
+import math
+import numpy as np
+from numba import {jit}, float32, float64, int8, int16, int32, int64, uint8, uint16, uint32, uint64, boolean
+"""
+
+
+def kernel_module(target, ops, helpers, lines):
+    """A kernel module's text: what it computes (`ops`), its imports, then `lines`. Each scalar
+    helper ("module:function", recorded by `_Context.call` while the kernel was written) is
+    imported with a digest of its module's source, so that editing it changes the kernel's
+    text, and so its cache key."""
+    text = KERNEL_HEADER.format(target=target, ops=ops, jit={"cpu": "njit", "cuda": "cuda"}[target])
+    for path in sorted(helpers):
+        text += f"{import_line(path, '_' + target)}  # {source_digest(path.split(':')[0])}\n"
+    return text + "\n\n" + "\n".join(lines) + "\n"
 
 
 def source_digest(module):
@@ -103,12 +110,6 @@ def source_digest(module):
 
 STREAM_BLOCK = 4096  # accumulator entries per block of a streamed reduction (32 KiB of float64)
 STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside the kernel's
-
-
-def array_dtype(dtype):
-    """A dtype as the kernel's numpy names it (np.empty's argument)."""
-    name = np.dtype(dtype).name
-    return "np.bool_" if name == "bool" else f"np.{name}"
 
 
 class KernelBody:
@@ -142,39 +143,31 @@ class KernelBody:
 
     def load(self, var, index):
         index = [self.unsigned.get(i, i) for i in index]
-        subscript = ", ".join(index) if index else "0"  # 0-d values are stored as (1,)
-        return f"{self.arrays[var]}[{subscript}]"
+        return f"{self.arrays[var]}[{', '.join(index) if index else '0'}]"  # (0-d values are stored as (1,))
 
     # generation --------------------------------------------------------------------
     def _block_for(self, index):
         # Index entries are loop variables or expressions of them (index-remapping ops).
         used = {name for i in index for name in re.findall(r"[A-Za-z_]\w*", i)}
-        for depth in range(len(self.blocks) - 1, 0, -1):
-            if self.blocks[depth]["vars"] & used:
-                return depth
-        return 0
+        return next((depth for depth in range(len(self.blocks) - 1, 0, -1) if self.blocks[depth]["vars"] & used), 0)
 
     def _fresh(self):
         self.counter += 1
         return f"t{self.counter}"
 
     def _lookup(self, key, depth):
-        for d in range(depth, -1, -1):
-            if key in self.blocks[d]["memo"]:
-                return self.blocks[d]["memo"][key]
-        return None
+        return next((block["memo"][key] for block in reversed(self.blocks[:depth + 1]) if key in block["memo"]), None)
 
     def value(self, x, index):
         """A name holding x at `index` (a tuple with one entry per axis of x)."""
         index = tuple(index)
-        depth = self._block_for(index)
         key = (id(x), index)
         found = self._lookup(key, len(self.blocks) - 1)
         if found is not None:
             return found
         eqn = self.schedule.inlined.get(x)
         if eqn is None:  # a stored value: a kernel argument
-            return self._emit(self.load(x, index), depth, key)
+            return self._emit(self.load(x, index), self._block_for(index), key)
         return self._compute(eqn, index, key)
 
     def _emit(self, expression, depth, key):
@@ -195,8 +188,13 @@ class KernelBody:
             found = self._emit(f"{numba_type(dtype)}({parameter})", 0, key)
         return found
 
-    def root(self, index):
-        return self._compute(self.kernel.eqn, tuple(index), (id(self.kernel.out), tuple(index)))
+    def store(self):
+        """The statement storing the kernel's result in `out`, at the loop variables i<axis> of its
+        axes of size other than 1."""
+        shape = self.kernel.out.aval.shape
+        index = tuple(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(shape))
+        result = self._compute(self.kernel.eqn, index, (id(self.kernel.out), index))
+        return f"out[{', '.join(index) if shape else '0'}] = {result}"
 
     def _compute(self, eqn, index, key):
         op, out = eqn.op, eqn.out
@@ -231,50 +229,70 @@ class KernelBody:
         return self._emit(expression, depth, key)
 
     def _depth_of(self, name):
-        for depth in range(len(self.blocks) - 1, 0, -1):
-            if any(n == name for n in self.blocks[depth]["memo"].values()):
-                return depth
-        return 0
+        """The loop level where the value `name` is computed (0 also for a number or None)."""
+        depths = range(len(self.blocks) - 1, 0, -1)
+        return next((depth for depth in depths if name in self.blocks[depth]["memo"].values()), 0)
 
     def _reduce(self, eqn, index, key):
         (x,) = eqn.inputs
-        axes, dtype = eqn.params["axes"], eqn.out.aval.dtype
+        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
         if self._streams(x.aval.shape, axes, index):
-            return self._stream(eqn, index, key)
+            return self._stream(x, axes, dtype, monoid, index, key)
         # The reduction runs in the innermost loop its result varies in (once per row for a
         # value per row: ir/fuse.py's `rows`); the loops inside that one are not open yet.
         outer = self._block_for(index)
         inside, self.blocks = self.blocks[outer + 1:], self.blocks[:outer + 1]
         accumulator = self._fresh()
-        self.reductions += 1
-        loop_vars = {a: f"j{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
-        monoid = eqn.op.monoid
+        loop_vars, inner_index = self._reduction_loops(x, axes, index)
         self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
-        # Inner block: one nested loop per reduced axis.
-        block = _block(set(loop_vars.values()))
-        self.blocks.append(block)
-        inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
-        v = self.value(x, inner_index)
-        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
-            v = f"{numba_type(dtype)}({v})"
-        step = monoid.step
-        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
-            entry = self._fresh()  # the template reads the entry three times
-            block["lines"].append(f"{entry} = {v}")
-            v, step = entry, monoid.float_step
-        block["lines"].append(step.format(acc=accumulator, v=v))
-        self.blocks.pop()
-        lines, indent = [], ""
-        for a, var in loop_vars.items():
-            extent = f"m{len(self.extents)}"
-            self.extents.append((extent, x.aval.shape[a]))
-            lines.append(f"{indent}for {var} in range({extent}):")
-            indent += "    "
-        lines += [indent + line for line in block["lines"]]
-        self.blocks[outer]["lines"].extend(lines)
+        entry = self._accumulate(x, inner_index, loop_vars.values(), dtype, monoid, accumulator)
+        loops = [f"for {var} in range({self._extent(x.aval.shape[a])}):" for a, var in loop_vars.items()]
+        self.blocks[outer]["lines"].extend(nest(loops, [entry]))
         self.blocks[outer]["memo"][key] = accumulator
         self.blocks += inside
         return accumulator
+
+    def _reduction_loops(self, x, axes, index):
+        """A new reduction's loop variables (reduced axis of size other than 1 -> name) and the
+        index of its entries in x (`index` on the kept axes)."""
+        self.reductions += 1
+        loop_vars = {a: f"j{self.reductions}_{a}" for a in axes if x.aval.shape[a] != 1}
+        return loop_vars, tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
+
+    def _extent(self, size):
+        """A new scalar parameter (m0, m1, ...) holding a reduction loop's length."""
+        name = f"m{len(self.extents)}"
+        self.extents.append((name, size))
+        return name
+
+    def _accumulate(self, x, index, loop_vars, dtype, monoid, accumulator):
+        """The lines adding x at `index` to `accumulator`: a block of their own, whose loop
+        variables are the reduction's (`loop_vars`)."""
+        block = _block(set(loop_vars))
+        self.blocks.append(block)
+        block["lines"].extend(self._step(self._entry(x, index, dtype), dtype, monoid, accumulator))
+        self.blocks.pop()
+        return block["lines"]
+
+    def _entry(self, x, index, dtype):
+        """x at `index` as an entry of a reduction accumulating in `dtype`."""
+        v = self.value(x, index)
+        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
+            v = f"{numba_type(dtype)}({v})"
+        return v
+
+    def _step(self, v, dtype, monoid, accumulator, local=False):
+        """The lines adding the entry `v` to `accumulator`; local: through a local variable
+        (the accumulator is an array's entry)."""
+        lines, step = [], monoid.step
+        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
+            entry = self._fresh()  # the template reads the entry three times
+            lines.append(f"{entry} = {v}")
+            v, step = entry, monoid.float_step
+        if not local:
+            return lines + [step.format(acc=accumulator, v=v)]
+        total = self._fresh()
+        return lines + [f"{total} = {accumulator}", step.format(acc=total, v=v), f"{accumulator} = {total}"]
 
     def _streams(self, shape, axes, index):
         """Does a reduction of a value of `shape` over `axes` at `index` stream its input?
@@ -288,69 +306,48 @@ class KernelBody:
         kept = [a for a, n in enumerate(shape) if a not in axes and n != 1]
         return bool(reduced and kept) and max(reduced) < min(kept) and [index[a] for a in kept] == self.loops
 
-    def _stream(self, eqn, index, key):
+    def _stream(self, x, axes, dtype, monoid, index, key):
         """A streamed reduction (see the module's doc): the lines that fill its accumulator
         array for the rows blo..bhi, kept in self.streams; returns the name of its entry at
         `index`, read in the kernel's innermost loop. A block of fewer than STREAM_MIN
         entries (a sum of a tall, narrow array) is filled in the plain order instead: there
         each row would add to the same few entries, a chain of loads and stores."""
-        (x,) = eqn.inputs
-        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
-        self.reductions += 1
-        k = self.reductions
-        array = f"a{k}"
+        loop_vars, inner_index = self._reduction_loops(x, axes, index)
+        array = f"a{self.reductions}"
         cell = f"{array}[{', '.join([f'uint64({self.loops[0]} - blo)'] + self.loops[1:])}]"
-        loop_vars = {a: f"j{k}_{a}" for a in axes if x.aval.shape[a] != 1}
-        loops = []  # the reduction's loops, outermost first
-        for a, var in loop_vars.items():
-            loops.append(f"for {var} in range(m{len(self.extents)}):")
-            self.extents.append((f"m{len(self.extents)}", x.aval.shape[a]))
-        inner_index = tuple(loop_vars.get(a, "0" if a in axes else index[a]) for a in range(x.aval.ndim))
+        loops = [f"for {var} in range({self._extent(x.aval.shape[a])}):" for a, var in loop_vars.items()]
         kernel_loops = [f"for {var} in range({extent}):" for var, extent in zip(self.loops, self.ranges)]
         start = const(monoid.start(dtype), dtype)
         # Streamed: the reduction's loops outside the kernel's, each step on the entry in the array.
-        reduction, *levels = self._entries(x, inner_index, dtype, monoid, set(loop_vars.values()), cell, True)
-        streamed = _nest(kernel_loops, [[]] * len(kernel_loops) + [[f"{cell} = {start}"]])
-        streamed += _nest(loops + kernel_loops, [[]] * len(loops) + [reduction] + levels)
+        reduction, *levels = self._levels(x, inner_index, dtype, monoid, loop_vars.values(), cell, True)
+        streamed = nest(kernel_loops, [[f"{cell} = {start}"]])
+        streamed += nest(loops + kernel_loops, [reduction] + levels)
         # Plain: the kernel's loops outside, a scalar accumulator per entry.
         accumulator = self._fresh()
-        *levels, reduction = self._entries(x, inner_index, dtype, monoid, set(loop_vars.values()), accumulator, False)
-        levels[-1] = levels[-1] + [f"{accumulator} = {start}"] + _nest(loops, [[]] * len(loops) + [reduction]) \
-            + [f"{cell} = {accumulator}"]
-        plain = _nest(kernel_loops, [[]] + levels)
+        *levels, reduction = self._levels(x, inner_index, dtype, monoid, loop_vars.values(), accumulator, False)
+        levels[-1] = levels[-1] + [f"{accumulator} = {start}"] + nest(loops, [reduction]) + [f"{cell} = {accumulator}"]
+        plain = nest(kernel_loops, levels)
         width = " * ".join(["(bhi - blo)"] + self.ranges[1:])
-        lines = [f"if {width} >= {STREAM_MIN}:"] + ["    " + line for line in streamed]
-        lines += ["else:"] + ["    " + line for line in plain]
+        lines = [f"if {width} >= {STREAM_MIN}:", *indent(streamed), "else:", *indent(plain)]
         rows = ["min(brows, hi - lo)"] + self.ranges[1:]  # (the block's rows, the other loops' lengths)
         shape = rows[0] if len(rows) == 1 else f"({', '.join(rows)})"
-        self.streams.append((f"{array} = np.empty({shape}, {array_dtype(dtype)})", lines))
+        numpy_dtype = "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"
+        self.streams.append((f"{array} = np.empty({shape}, {numpy_dtype})", lines))
         return self._emit(cell, len(self.blocks) - 1, key)
 
-    def _entries(self, x, index, dtype, monoid, loop_vars, accumulator, streamed):
+    def _levels(self, x, index, dtype, monoid, loop_vars, accumulator, streamed):
         """The lines of a streamed reduction's levels, each step adding x at `index` to
         `accumulator`: the reduction's level (its variables `loop_vars`) then the kernel's
         (streamed), or the kernel's then the reduction's. Values of their own (block 0, the
         numbers, is shared with the kernel's loops)."""
         kernel_blocks = self.blocks
-        reduction, levels = _block(loop_vars), [_block({var}) for var in self.loops]
+        reduction, levels = _block(set(loop_vars)), [_block({var}) for var in self.loops]
         self.blocks = [kernel_blocks[0]] + ([reduction] + levels if streamed else levels + [reduction])
         if streamed:  # the first loop's bounds (blo, bhi) have no sign Numba knows: its loads
             first = self.loops[0]  # index with an unsigned copy (plain strided loads, which vectorise)
             self.unsigned = {first: "u" + first[1:]}
             levels[0]["lines"].append(f"{self.unsigned[first]} = uint64({first})")
-        v = self.value(x, index)
-        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
-            v = f"{numba_type(dtype)}({v})"
-        innermost, step = self.blocks[-1]["lines"], monoid.step
-        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
-            entry = self._fresh()  # the template reads the entry three times
-            innermost.append(f"{entry} = {v}")
-            v, step = entry, monoid.float_step
-        if streamed:
-            total = self._fresh()
-            innermost += [f"{total} = {accumulator}", step.format(acc=total, v=v), f"{accumulator} = {total}"]
-        else:
-            innermost.append(step.format(acc=accumulator, v=v))
+        self.blocks[-1]["lines"].extend(self._step(self._entry(x, index, dtype), dtype, monoid, accumulator, streamed))
         blocks, self.blocks, self.unsigned = self.blocks[1:], kernel_blocks, {}
         return [block["lines"] for block in blocks]
 
@@ -362,14 +359,19 @@ class KernelBody:
         return [line for block in self.blocks for line in block["lines"]]
 
 
-def _nest(headers, bodies):
-    """Nested loops: bodies[0], then each header with the lines after it (bodies[d + 1])
-    one level deeper."""
-    lines, indent = list(bodies[0]), ""
-    for header, body in zip(headers, bodies[1:]):
-        lines.append(indent + header)
-        indent += "    "
-        lines += [indent + line for line in body]
+def indent(lines, levels=1):
+    """The lines, each `levels` levels (four spaces each) deeper."""
+    return ["    " * levels + line for line in lines]
+
+
+def nest(headers, levels):
+    """Nested loops, `headers` outermost first: the lines of each level, the level's header (if
+    any) indented as deep as the level outside it. `levels`: the lines of the innermost levels,
+    innermost last (the ones outside them have none; level 0 is outside every loop)."""
+    bodies = [[]] * (len(headers) + 1 - len(levels)) + list(levels)
+    lines = list(bodies[0])
+    for depth, (header, body) in enumerate(zip(headers, bodies[1:])):
+        lines += indent([header], depth) + indent(body, depth + 1)
     return lines
 
 
@@ -382,8 +384,5 @@ def _block(loop_vars):
 def kernel_name(schedule, kernel):
     """A name that says what a kernel computes, from its first ops ("k_add_relu"; the prefix
     keeps it from shadowing a function its body calls, such as abs)."""
-    ops = []
-    for name in schedule.fused_ops(kernel).split():
-        if name not in ops:
-            ops.append(name)
+    ops = list(dict.fromkeys(schedule.fused_ops(kernel).split()))
     return "_".join(["k"] + ops[:3] + (["etc"] if len(ops) > 3 else []))

@@ -16,24 +16,22 @@ class Names:
     --stage fused` prints the same (optimised) program (ir.core.var_numbers)."""
 
     def __init__(self, program):
-        self.program = program
         self._names = {v: f"v{n}" for v, n in var_numbers(program).items()}
 
     def arg(self, var):
-        if var not in self._names:  # not in the program (no generator makes one today)
-            self._names[var] = f"u{len(self._names)}"
-        return self._names[var]
+        # (u<n>: a value not in the program; no generator makes one today)
+        return self._names.setdefault(var, f"u{len(self._names)}")
 
-    def driver_args(self, program):
-        return list(program.inputs) + [v for v in program.constants if v not in program.inputs]
 
-    def driver_outputs(self, program):
-        """Distinct Var outputs, in order (numbers and None are filled in by the caller)."""
-        seen = []
-        for v in program.outputs:
-            if isinstance(v, Var) and v not in seen:
-                seen.append(v)
-        return seen
+def driver_args(program):
+    """The driver's parameters: the program's inputs, then its other constants."""
+    return list(program.inputs) + [v for v in program.constants if v not in program.inputs]
+
+
+def driver_outputs(program):
+    """What the driver returns: the program's distinct Var outputs, in order (numbers and None
+    are filled in by the caller)."""
+    return list(dict.fromkeys(v for v in program.outputs if isinstance(v, Var)))
 
 
 def import_alias(path):
@@ -43,15 +41,15 @@ def import_alias(path):
     return f"{module.rsplit('.', 1)[-1]}_{function}"
 
 
+def import_line(path, suffix=""):
+    """The line importing "package.module:function" (function<suffix>, when given) as its import_alias."""
+    module, function = path.split(":")
+    return f"from {module} import {function}{suffix} as {import_alias(path)}"
+
+
 def routine_imports(schedule, target):
     """Import lines for the library routines the schedule's Call steps use."""
-    lines = set()
-    for _, step in schedule.walk():
-        if isinstance(step, Call):
-            path = step.eqn.op.lowering[target]
-            module, function = path.split(":")
-            lines.add(f"from {module} import {function} as {import_alias(path)}")
-    return sorted(lines)
+    return sorted({import_line(step.eqn.op.lowering[target]) for _, step in schedule.walk() if isinstance(step, Call)})
 
 
 def call_expression(step, names, target):
@@ -87,9 +85,7 @@ def commented_steps(schedule):
 
 def _source_lines(schedule, step, order):
     eqn = getattr(step, "eqn", None) or schedule.producers.get(step.out)
-    if eqn is None:
-        return []
-    group, stack = [], [eqn]
+    group, stack = [], [eqn] if eqn is not None else []
     while stack:  # the equations a kernel computes, through the values fused into it
         eqn = stack.pop()
         group.append(eqn)

@@ -131,12 +131,9 @@ def trace_region(translator, node, steps):
     before = dict(scope)
     containers = _containers(before.values())
     assigned = _assigned_names(node.body)
-    carries = []  # (name, start, body Var)
-    for name in assigned:
-        if isinstance(before.get(name), Var):
-            v = Var(before[name].aval)
-            carries.append((name, before[name], v))
-            scope[name] = v
+    carries = [(name, before[name], Var(before[name].aval))  # (name, start, body Var)
+               for name in assigned if isinstance(before.get(name), Var)]
+    scope.update((name, v) for name, _, v in carries)
     regions = translator.translation.regions
     region = Region(regions, len(steps))
     region.inputs.update(v for *_, v in carries)
@@ -155,28 +152,22 @@ def trace_region(translator, node, steps):
     finally:
         regions.pop()
     if verdict != "looped":
-        scope.clear()
-        scope.update(before)
-        for container, contents in containers:
+        for container, contents in [(scope, before), *containers]:
             _restore(container, contents)
         return verdict
 
     outer.constants.update(body.constants)
     kept = [(name, start, v, scope[name]) for name, start, v in carries if scope[name] is not v]
-    for name, start, v in carries:
-        if scope[name] is v:
-            scope[name] = start  # (assigned its own value)
+    scope.update((name, start) for name, start, v in carries if scope[name] is v)  # (assigned its own value)
     for name in assigned:  # the body's own values, as Python leaves them after the loop
         value = scope.get(name)
         if name not in before and isinstance(value, Var):
             kept.append((name, _zeros(outer, value.aval), Var(value.aval), value))
         elif isinstance(value, LoopIndex):
             scope[name] = value.at(len(steps) - 1)
-    rows = list(region.rows.values())
-    finals, _ = emit_loop(outer, len(steps), [(v, start) for _, start, v, _ in kept], [], rows, body.eqns,
-                          [new for *_, new in kept], [])
-    for (name, *_), final in zip(kept, finals):
-        scope[name] = final
+    finals, _ = emit_loop(outer, len(steps), [(v, start) for _, start, v, _ in kept], [], list(region.rows.values()),
+                          body.eqns, [new for *_, new in kept], [])
+    scope.update((name, final) for (name, *_), final in zip(kept, finals))
     scope[node.target.id] = steps[-1]
     return "looped"
 
@@ -220,13 +211,11 @@ def _same(a, b):
 
 
 def _holds_var(x):
-    if isinstance(x, Var):
-        return True
-    if isinstance(x, (list, tuple, set)):
-        return any(_holds_var(i) for i in x)
     if isinstance(x, dict):
-        return any(_holds_var(i) for i in x.values())
-    return False
+        x = x.values()
+    elif not isinstance(x, (list, tuple, set)):
+        return isinstance(x, Var)
+    return any(_holds_var(i) for i in x)
 
 
 def _containers(values, found=None):

@@ -31,16 +31,16 @@ from .source import function_ast
 
 # `return`, `break` and `continue` unwind the translator's own stack. They are no Exception,
 # so that the handlers that place the user's errors at a line let them through.
-class _Return(BaseException):  # args[0]: the value
-    pass
+class _Return(BaseException):
+    """`return`: args[0] is the value."""
 
 
 class _Break(BaseException):
-    pass
+    """`break`: leaves the innermost loop."""
 
 
 class _Continue(BaseException):
-    pass
+    """`continue`: ends the innermost loop's step."""
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -129,7 +129,9 @@ class Guard:
     items, compared by identity), the specialization is stale and is traced again."""
     __slots__ = ("root", "name", "path", "kind", "check")
 
-    def __init__(self, root, name, path, kind, value):
+    def __init__(self, root, name, path, value):
+        kind = "value" if _is_static(value) else "array" if isinstance(value, np.ndarray) \
+            else _CONTAINER_KINDS.get(type(value), "is")
         self.root, self.name, self.path, self.kind = root, name, path, kind
         # check() runs before every compiled call, so it is made for speed (a global name, the common
         # case, is read without a walk); it raises when the chain is gone. Snapshots are taken now.
@@ -224,27 +226,28 @@ class Translation:
     def depend(self, value, root, name, path=()):
         """Guard the program's read of `value` through root -> name -> path, and remember where it (and a
         container's items) came from, so that reads of their attributes and items are guarded too."""
+        if self._guard(value, root, name, path):
+            self._observe(value, root, name, path)
+
+    def _guard(self, value, root, name, path):
+        """Guard root -> name -> path once. False for a property that computes a new object from
+        its (guarded) owner on each read: that object is neither guarded nor observed."""
         key = (id(root), name, path)
         if key not in self._guarded:
             self._guarded.add(key)
-            kind = "value" if _is_static(value) else "array" if isinstance(value, np.ndarray) \
-                else _CONTAINER_KINDS.get(type(value), "is")
-            guard = Guard(root, name, path, kind, value)
-            if kind != "value" and path and guard.read() is not value:
-                return  # a property computing a new object from its (guarded) owner on each read
+            guard = Guard(root, name, path, value)
+            if guard.kind != "value" and path and guard.read() is not value:
+                return False
             self.guards.append(guard)
-        self._observe(value, root, name, path)
+        return True
 
     def _observe(self, value, root, name, path):
         if _is_static(value) or (callable(value) or isinstance(value, types.ModuleType)) and _is_library(value) \
                 or id(value) in self.origins:
             return
         self.origins[id(value)] = (value, root, name, path)
-        if type(value) in (list, dict, set):
-            key = (id(root), name, path)
-            if key not in self._guarded:  # an item of a container: its own items may change
-                self._guarded.add(key)
-                self.guards.append(Guard(root, name, path, _CONTAINER_KINDS[type(value)], value))
+        if type(value) in _CONTAINER_KINDS:  # an item of a container: its own items may change
+            self._guard(value, root, name, path)
         items = value.items() if type(value) is dict else enumerate(value) if type(value) in (list, tuple) else ()
         for key, item in items:
             self._observe(item, root, name, path + ((False, key),))
@@ -422,60 +425,57 @@ class FunctionTranslator(ast.NodeVisitor):
         self.block(node.body if self.truth(node.test) else node.orelse)
 
     def truth(self, test_node):
-        test = self.eval(test_node)
-        if isinstance(test, Var):
-            raise CompileError("`if` on an array value: its data is only known when the kernels run",
-                               self.filename, test_node.lineno,
-                               "branch on shapes or Python values; for data, blend with comparisons "
-                               "(m = x > 0; m * a + (1 - m) * b)")
-        return bool(test)
+        return bool(self.static(test_node, "`if` on an array value: its data is only known when the kernels run",
+                                "branch on shapes or Python values; for data, blend with comparisons "
+                                "(m = x > 0; m * a + (1 - m) * b)"))
+
+    def static(self, node, message, hint=None, at=None):
+        """The value of an expression that must be known at compile time: an array value is
+        refused with `message` at the line of `at` (by default, of the expression)."""
+        value = self.eval(node)
+        if isinstance(value, Var):
+            raise CompileError(message, self.filename, (at or node).lineno, hint)
+        return value
 
     def visit_For(self, node):
-        iterable = self.eval(node.iter)
-        if isinstance(iterable, Var):
-            raise CompileError("`for` over an array value is not supported", self.filename, node.lineno,
-                               "loop over range(x.shape[0]) or over a list of arrays")
+        iterable = self.static(node.iter, "`for` over an array value is not supported",
+                               "loop over range(x.shape[0]) or over a list of arrays", node)
         if isinstance(iterable, range) and isinstance(node.target, ast.Name):  # a loop region if it can be
             verdict = trace_region(self, node, iterable)
             if verdict == "peel":  # the first step changes a carried value's type: unroll it, loop the rest
                 self.assign(node.target, iterable[0])
-                try:
-                    self.block(node.body)
-                except _Break:
+                if not self.loop_step(node.body):
                     return
-                except _Continue:
-                    pass
                 iterable = iterable[1:]
                 verdict = trace_region(self, node, iterable)
             if verdict == "looped":
                 return self.block(node.orelse)
         for item in iterable:
             self.assign(node.target, item)
-            try:
-                self.block(node.body)
-            except _Break:
+            if not self.loop_step(node.body):
                 break
-            except _Continue:
-                continue
         else:
             self.block(node.orelse)
 
     def visit_While(self, node):
         for steps in itertools.count(1):
-            test = self.eval(node.test)
-            if isinstance(test, Var):
-                raise CompileError("`while` on an array value: its data is only known when the kernels run",
-                                   self.filename, node.lineno, "loop a fixed number of times with range(n)")
-            if not test:
+            if not self.static(node.test, "`while` on an array value: its data is only known when the kernels run",
+                               "loop a fixed number of times with range(n)", node):
                 return self.block(node.orelse)
             if steps > _MAX_WHILE_STEPS:
                 raise CompileError(f"`while` ran {_MAX_WHILE_STEPS} steps at compile time", self.filename, node.lineno)
-            try:
-                self.block(node.body)
-            except _Break:
+            if not self.loop_step(node.body):
                 return
-            except _Continue:
-                continue
+
+    def loop_step(self, body):
+        """Run one step of a loop's body: False when it breaks."""
+        try:
+            self.block(body)
+        except _Break:
+            return False
+        except _Continue:
+            pass
+        return True
 
     def visit_Assert(self, node):
         if not self.truth(node.test):
@@ -592,10 +592,8 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_BoolOp(self, node):
         is_and = isinstance(node.op, ast.And)
         for operand in node.values:
-            value = self.eval(operand)
-            if isinstance(value, Var):
-                raise CompileError("`and`/`or` on an array value is not supported", self.filename, node.lineno,
-                                   "multiply 0/1 masks for `and`, use kn.max/kn.min for `or`")
+            value = self.static(operand, "`and`/`or` on an array value is not supported",
+                                "multiply 0/1 masks for `and`, use kn.max/kn.min for `or`", node)
             if bool(value) != is_and:
                 return value
         return value
@@ -627,33 +625,27 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_Lambda(self, node):
         return InnerFunction(self, node)
 
-    def _comprehend(self, node, each):
-        """Run each() for every binding of the comprehension's targets; its names stay local."""
-        def loop(generators):
-            if not generators:
-                return each()
-            iterable = self.eval(generators[0].iter)
-            if isinstance(iterable, Var):
-                raise CompileError("a comprehension over an array value is not supported", self.filename,
-                                   generators[0].iter.lineno)
-            for item in iterable:
-                self.assign(generators[0].target, item)
-                if all(self.truth(cond) for cond in generators[0].ifs):
-                    loop(generators[1:])
+    def _bindings(self, generators):
+        """Bind a comprehension's targets to each of its items in turn, yielding after each binding."""
+        if not generators:
+            yield
+            return
+        first = generators[0]
+        for item in self.static(first.iter, "a comprehension over an array value is not supported"):
+            self.assign(first.target, item)
+            if all(self.truth(cond) for cond in first.ifs):
+                yield from self._bindings(generators[1:])
+
+    def visit_ListComp(self, node):  # (and the other comprehensions; a generator expression gives a list)
         saved = dict(self.scope)
-        try:
-            loop(node.generators)
+        try:  # (the comprehension's names stay local)
+            if isinstance(node, ast.DictComp):
+                return dict([(self.eval(node.key), self.eval(node.value)) for _ in self._bindings(node.generators)])
+            items = [self.eval(node.elt) for _ in self._bindings(node.generators)]
+            return set(items) if isinstance(node, ast.SetComp) else items
         finally:
             self.scope.clear()
             self.scope.update(saved)
-
-    def visit_ListComp(self, node):  # (and the other comprehensions; a generator expression gives a list)
-        out = []
-        if isinstance(node, ast.DictComp):
-            self._comprehend(node, lambda: out.append((self.eval(node.key), self.eval(node.value))))
-            return dict(out)
-        self._comprehend(node, lambda: out.append(self.eval(node.elt)))
-        return set(out) if isinstance(node, ast.SetComp) else out
 
     visit_GeneratorExp = visit_SetComp = visit_DictComp = visit_ListComp
 

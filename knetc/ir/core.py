@@ -53,10 +53,7 @@ class Program:
         self.constants = dict(constants or {})
 
     def replace(self, **changes):
-        fields = dict(name=self.name, inputs=self.inputs, eqns=self.eqns, outputs=self.outputs,
-                      constants=self.constants)
-        fields.update(changes)
-        return Program(**fields)
+        return Program(**{**vars(self), **changes})
 
     def __str__(self):
         return format_program(self)
@@ -69,20 +66,31 @@ def var_numbers(program, numbers=None):
     `%8`; backend/names.py)."""
     numbers = {} if numbers is None else numbers
 
-    def number(v):
-        if isinstance(v, Var) and v not in numbers:
-            numbers[v] = len(numbers)
-    for v in program.inputs:
-        number(v)
+    def number(values):
+        for v in values:
+            if isinstance(v, Var):
+                numbers.setdefault(v, len(numbers))
+    number(program.inputs)
     for eqn in program.eqns:
-        number(eqn.out)
-        for x in eqn.inputs:
-            number(x)
+        number((eqn.out, *eqn.inputs))
         if eqn.op.kind == "loop":
             var_numbers(eqn.params["spec"].body, numbers)
-    for v in program.outputs:
-        number(v)
+    number(program.outputs)
     return numbers
+
+
+def needed_by(eqns, values):
+    """The values `values` are computed from by `eqns` (themselves included)."""
+    producers = {e.out: e for e in eqns}
+    needed, stack = set(), [v for v in values if isinstance(v, Var)]
+    while stack:
+        v = stack.pop()
+        if v in needed:
+            continue
+        needed.add(v)
+        if v in producers:
+            stack.extend(x for x in producers[v].inputs if isinstance(x, Var))
+    return needed
 
 
 def format_program(program, groups=None, numbers=None):
@@ -90,9 +98,7 @@ def format_program(program, groups=None, numbers=None):
     numbers = var_numbers(program) if numbers is None else numbers
 
     def name(v):
-        if isinstance(v, Var):
-            return f"%{numbers[v]}"
-        return "None" if v is None else repr(v)
+        return f"%{numbers[v]}" if isinstance(v, Var) else repr(v)
 
     args = ", ".join(f"{name(v)}: {v.aval}" + (" (constant)" if v in program.constants else "") for v in program.inputs)
     lines = [f"def {program.name}({args}):"]
@@ -100,9 +106,7 @@ def format_program(program, groups=None, numbers=None):
         params = "".join(f"[{k}={_fmt(v)}]" if k != "spec" else f"[{v!r}]" for k, v in eqn.params.items())
         aval = "loop" if eqn.op.kind == "loop" else eqn.out.aval
         text = f"  {name(eqn.out)}: {aval} = {eqn.op.name}{params} {' '.join(name(x) for x in eqn.inputs)}"
-        notes = []
-        if groups is not None and eqn in groups:
-            notes.append(f"group {groups[eqn]}")
+        notes = [f"group {groups[eqn]}"] if groups and eqn in groups else []
         if eqn.loc is not None:
             notes.append(f"{os.path.basename(eqn.loc[0])}:{eqn.loc[1]}")
         lines.append(text.ljust(64) + "  # " + ", ".join(notes) if notes else text)  # no trailing blanks
@@ -114,9 +118,7 @@ def format_program(program, groups=None, numbers=None):
 
 
 def _fmt(v):
-    if isinstance(v, np.dtype) or isinstance(v, type):
-        return np.dtype(v).name
-    return repr(v)
+    return np.dtype(v).name if isinstance(v, (np.dtype, type)) else repr(v)
 
 
 class Builder(context.Trace):

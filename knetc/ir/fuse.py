@@ -23,8 +23,6 @@ The schedule is a list of steps in program order, each with the stored values it
 """
 from dataclasses import dataclass
 
-import numpy as np
-
 from .core import Var
 
 MAX_KERNEL_INPUTS = 8
@@ -63,18 +61,20 @@ class Reshape:
         return [self.src]
 
 
-@dataclass
-class Call:
-    out: Var
-    eqn: object
-
+class _ReadsEquationInputs:
     @property
-    def inputs(self):
+    def inputs(self):  # the stored values among its equation's inputs
         return [x for x in self.eqn.inputs if isinstance(x, Var)]
 
 
 @dataclass
-class Loop:
+class Call(_ReadsEquationInputs):
+    out: Var
+    eqn: object
+
+
+@dataclass
+class Loop(_ReadsEquationInputs):
     """A loop region (ir/loops.py): its body's own schedule, run `length` times. outs: the
     loop's results in output order (a placeholder Var where nothing reads one)."""
     outs: list
@@ -84,10 +84,6 @@ class Loop:
     @property
     def out(self):  # the loop equation's own value (not an array)
         return self.eqn.out
-
-    @property
-    def inputs(self):
-        return [x for x in self.eqn.inputs if isinstance(x, Var)]
 
 
 @dataclass
@@ -118,37 +114,25 @@ class Schedule:
 
     def fused_ops(self, kernel):
         """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
-        ops, stack, seen = [], [kernel.eqn], set()
-        while stack:
-            eqn = stack.pop()
-            if id(eqn) not in seen:  # (a value read at several places is named once)
-                seen.add(id(eqn))
-                ops.append(eqn.op.name)
-                stack.extend(self._inlined_inputs(self, eqn))
-        return " ".join(reversed(ops))
+        return " ".join(reversed([eqn.op.name for eqn in self.computed_by(kernel)]))
 
     def groups(self):
         """eqn -> kernel number, for printing the IR with its fusion groups."""
-        marks = {}
         kernels = [(schedule, s) for schedule, s in self.walk() if isinstance(s, Kernel)]
-        for number, (schedule, kernel) in enumerate(kernels):
-            stack = [kernel.eqn]
-            while stack:
-                eqn = stack.pop()
-                marks[eqn] = number
-                stack.extend(self._inlined_inputs(schedule, eqn))
-        return marks
+        return {eqn: number for number, (schedule, kernel) in enumerate(kernels)
+                for eqn in schedule.computed_by(kernel)}
 
-    @staticmethod
-    def _inlined_inputs(schedule, eqn):
-        """The equations computed inside eqn's kernel as its inputs (not iota's: it reads a shape only)."""
-        if eqn.op.input_gives_shape:
-            return []
-        return [schedule.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in schedule.inlined]
-
-
-def _size(var):
-    return int(np.prod(var.aval.shape))
+    def computed_by(self, kernel):
+        """The equations a kernel computes, its root first, then depth first the ones inlined
+        into it, each once (a value read at several places is named once)."""
+        stack, seen = [kernel.eqn], set()
+        while stack:
+            eqn = stack.pop()
+            if eqn not in seen:
+                seen.add(eqn)
+                yield eqn
+                if not eqn.op.input_gives_shape:  # (iota reads a shape only)
+                    stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
 
 
 def _kind(eqn):
@@ -161,9 +145,8 @@ def _kind(eqn):
 def squeezes(eqn):
     """Is eqn a view that only adds or drops axes of size 1? Its entries keep their indices
     along the other axes (squeezed_index)."""
-    if eqn.op.kind != "view" or eqn.op.index_map is not None:
-        return False
-    return [n for n in eqn.inputs[0].aval.shape if n != 1] == [n for n in eqn.out.aval.shape if n != 1]
+    return (eqn.op.kind == "view" and eqn.op.index_map is None
+            and [n for n in eqn.inputs[0].aval.shape if n != 1] == [n for n in eqn.out.aval.shape if n != 1])
 
 
 def squeezed_index(index, shape, source_shape):
@@ -182,12 +165,9 @@ def fuse(program, rows=None):
                 consumers.setdefault(x, []).append(eqn)
     outputs = {v for v in program.outputs if isinstance(v, Var)}
 
-    absorbed = set()  # transposes that matmuls read through their flags
-    for eqn in program.eqns:
-        users = consumers.get(eqn.out, [])
-        if eqn.op.matrix_transpose and eqn.out.aval.ndim == 2 and users and eqn.out not in outputs \
-                and all(u.op.kind == "matmul" for u in users):
-            absorbed.add(eqn.out)
+    absorbed = {eqn.out for eqn in program.eqns  # transposes that matmuls read through their flags
+                if eqn.op.matrix_transpose and eqn.out.aval.ndim == 2 and eqn.out not in outputs
+                and eqn.out in consumers and all(u.op.kind == "matmul" for u in consumers[eqn.out])}
 
     # may_reduce: v could contain a reduction once inlined (conservative, decided forwards).
     may_reduce = {}
@@ -211,13 +191,13 @@ def fuse(program, rows=None):
             return None  # (a stored view's input is stored)
         user_aligned = aligned.get(user.out, user.out not in inlined) and user.op.index_map is None
         same = user_aligned and user_kind == "elementwise" and v.aval.shape == user.out.aval.shape
-        if user_kind == "elementwise" and (_size(user.out) == _size(v) or _remaps(user, may_reduce[v])):
+        if user_kind == "elementwise" and (user.out.size == v.size or _remaps(user, may_reduce[v])):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 return None
             return in_prologue.get(user.out, False), same, False
         if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             return True, False, False
-        if rows and user_kind == "elementwise" and _size(v) == 1 and not may_reduce[v]:
+        if rows and user_kind == "elementwise" and v.size == 1 and not may_reduce[v]:
             return False, False, False  # a cheap number: computed once, before the kernel's loops
         if rows and user_kind == "elementwise" and user_aligned \
                 and _per_row(v.aval.shape, user.out.aval.shape, last=rows == "last"):
@@ -250,7 +230,7 @@ def fuse(program, rows=None):
     steps = []
     for eqn in program.eqns:
         v = eqn.out
-        if v in inlined or v in absorbed:
+        if v in inlined or v in absorbed or eqn.op.kind == "loop_output":  # (a loop_output names one of Loop.outs)
             continue
         if eqn.op.kind == "matmul":
             a, b = eqn.inputs
@@ -268,8 +248,6 @@ def fuse(program, rows=None):
             for user in consumers.get(v, []):
                 outs[user.params["index"]] = user.out
             steps.append(Loop(outs, eqn, fuse(spec.body, rows)))
-        elif eqn.op.kind == "loop_output":
-            continue  # a name for one of the loop's results (Loop.outs)
         else:
             steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), v in per_row))
     return Schedule(program, steps, inlined, producers)
@@ -310,7 +288,7 @@ def _remaps(user, may_reduce):
 
 
 def _kernel_inputs(root, inlined):
-    seen, order = set(), []
+    order = {}  # (a dict: each once, in first-use order)
 
     def walk(eqn):
         if eqn.op.input_gives_shape:
@@ -320,8 +298,7 @@ def _kernel_inputs(root, inlined):
                 continue
             if x in inlined:
                 walk(inlined[x])
-            elif x not in seen:
-                seen.add(x)
-                order.append(x)
+            else:
+                order.setdefault(x)
     walk(root)
-    return order
+    return list(order)

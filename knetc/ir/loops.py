@@ -86,30 +86,25 @@ def emit_loop(builder, length, carries, invariants, rows, eqns, carry_outputs, s
     carries' next values; stacked: [(body value, rows, scale, offset)]. Values the body reads
     from outside that are not listed become invariants of their own.
     Returns (the carries' final values, the stacked arrays)."""
-    bound = {v for v, _ in carries} | {v for v, _ in invariants} | {v for v, *_ in rows}
-    varying = {v for v, _ in carries} | {v for v, *_ in rows}
+    varying = {v for v, *_ in [*carries, *rows]}
     outer = {v: x for v, x in invariants if v is not x}
     kept = []  # (a transpose stays with the matmul that reads it: ir/fuse.py makes it a GEMM flag)
     for eqn in eqns:
-        if eqn.op.state_inputs or eqn.op.matrix_transpose or any(isinstance(x, Var) and x in varying
-                                                                 for x in eqn.inputs):
+        if eqn.op.state_inputs or eqn.op.matrix_transpose or any(x in varying for x in eqn.inputs):
             kept.append(eqn)
             varying.add(eqn.out)
         else:  # loop-invariant: computed once, before the loop
-            inputs = [outer.get(x, x) if isinstance(x, Var) else x for x in eqn.inputs]
+            inputs = [outer.get(x, x) for x in eqn.inputs]
             builder.eqns.append(Eqn(eqn.op, inputs, eqn.params, eqn.out, eqn.loc))
-    invariants = list(invariants)
     outputs = list(carry_outputs) + [y for y, *_ in stacked]
-    for v in [x for e in kept for x in e.inputs] + outputs:
-        if isinstance(v, Var) and v not in bound and v not in varying:
-            invariants.append((v, v))
-            bound.add(v)
-    body = Program("loop_body", [v for v, _ in carries] + [v for v, _ in invariants] + [v for v, *_ in rows],
-                   kept, outputs)
+    bound = varying | {v for v, _ in invariants}
+    reads = [x for e in kept for x in e.inputs] + outputs
+    invariants = list(invariants) + [(v, v) for v in dict.fromkeys(reads) if isinstance(v, Var) and v not in bound]
+    body = Program("loop_body", [v for v, *_ in [*carries, *invariants, *rows]], kept, outputs)
     spec = LoopSpec(body, length, len(carries), len(invariants), tuple((s, o) for *_, s, o in rows),
                     tuple((n, s, o) for _, n, s, o in stacked), reverse, saved)
     loop = Var(LOOP_AVAL)
-    inputs = [x for _, x in carries] + [x for _, x in invariants] + [x for _, x, *_ in rows]
+    inputs = [x for _, x, *_ in [*carries, *invariants, *rows]]
     builder.eqns.append(Eqn(LOOP, inputs, {"spec": spec}, loop, builder.loc))
     results = project(builder, loop, spec, range(len(outputs)))
     return results[:len(carries)], results[len(carries):]
@@ -118,12 +113,9 @@ def emit_loop(builder, length, carries, invariants, rows, eqns, carry_outputs, s
 def project(builder, loop, spec, indices):
     """`loop_output` equations naming the loop's outputs at `indices`."""
     avals = spec.output_avals()
-    results = []
-    for i in indices:
-        out = Var(avals[i])
-        builder.eqns.append(Eqn(LOOP_OUTPUT, (loop,), {"index": i}, out, builder.loc))
-        results.append(out)
-    return results
+    results = {i: Var(avals[i]) for i in indices}
+    builder.eqns.extend(Eqn(LOOP_OUTPUT, (loop,), {"index": i}, out, builder.loc) for i, out in results.items())
+    return list(results.values())
 
 
 def bodies(eqns):

@@ -39,6 +39,8 @@ the memory that matters is `peak_bytes(schedule, reuse, release=True)`. plan_mem
     release_after(schedule, reuse)      the release map for any reuse plan
     peak_bytes(schedule, reuse, release)   bytes held by allocated buffers at the worst step
 """
+import itertools
+
 import numpy as np
 
 from .core import Var
@@ -71,8 +73,7 @@ def lifetimes(schedule):
     end = {}
     for t, step in enumerate(schedule.steps):
         if isinstance(step, ALLOCATING + (Loop,)):
-            for out in outputs(step):
-                end[out] = t
+            end.update(dict.fromkeys(outputs(step), t))
         for x in step.inputs:
             r = root.get(x)
             if r in end:
@@ -82,15 +83,11 @@ def lifetimes(schedule):
 
 
 def _key(var):
-    return np.dtype(var.aval.dtype), _elements(var)
-
-
-def _elements(var):
-    return int(np.prod(var.aval.shape))  # 0-d: 1, as stored
+    return np.dtype(var.aval.dtype), var.size  # (0-d: 1 element, as stored)
 
 
 def _bytes(var):
-    return _elements(var) * np.dtype(var.aval.dtype).itemsize
+    return var.size * np.dtype(var.aval.dtype).itemsize
 
 
 def plan_memory(schedule, reuse=True):
@@ -106,6 +103,8 @@ def plan_memory(schedule, reuse=True):
     for t, step in enumerate(schedule.steps):
         for buffer in dying.pop(t - 1, ()):
             free.setdefault(_key(buffer), []).append((t - 1, buffer))
+        if isinstance(step, Loop):
+            plan_memory(step.body, reuse)  # (a body's values live for one step of its loop)
         if not isinstance(step, ALLOCATING) or step.out in pinned:
             continue
         buffer, pool, size = step.out, free.get(_key(step.out), []) if reuse else [], _bytes(step.out)
@@ -121,9 +120,6 @@ def plan_memory(schedule, reuse=True):
         dying.setdefault(end[step.out], []).append(buffer)
     schedule.reuse = plan
     schedule.release = release_after(schedule, plan)
-    for step in schedule.steps:
-        if isinstance(step, Loop):
-            plan_memory(step.body, reuse)  # (a body's values live for one step of its loop)
     return schedule
 
 
@@ -131,20 +127,15 @@ def release_after(schedule, reuse=None):
     """{step index: [Vars whose names the driver may drop after that step]} for the plan
     `reuse` ({out: donor}; None: every output in a fresh buffer), as plan_memory's
     schedule.release (module docstring)."""
-    reuse = reuse or {}
     root, end, pinned = lifetimes(schedule)
     position = {out: t for t, step in enumerate(schedule.steps) for out in outputs(step)}
     names = {}      # allocated value -> it and its views, in definition order
-    occupants = {}  # buffer root -> the allocated values written into it, in step order
-    for step in schedule.steps:
-        for out in outputs(step):
-            r = root[out]
-            if r in end:
-                names.setdefault(r, []).append(out)
-            if isinstance(step, ALLOCATING + (Loop,)):
-                occupants.setdefault(reuse.get(out, out), []).append(out)
+    for out in position:
+        if root[out] in end:
+            names.setdefault(root[out], []).append(out)
     release = {}
-    for buffer, values in occupants.items():
+    for buffer, occupants in _occupants(schedule, reuse).items():
+        values = [v for _, v in occupants]
         if pinned.intersection(values):
             continue
         for v in values[:-1]:  # the buffer is taken again: keep its root bound
@@ -157,26 +148,25 @@ def release_after(schedule, reuse=None):
 def live_bytes(schedule, reuse=None, release=True):
     """The bytes held at each step (a list, one entry per step) by the buffers the schedule
     allocates; see peak_bytes."""
-    reuse = reuse or {}
     _, end, pinned = lifetimes(schedule)
     last = len(schedule.steps) - 1
-    spans = {}  # buffer -> [first step, last step, bytes]
+    delta = [0] * (len(schedule.steps) + 1)  # bytes allocated (freed) at each step
+    for occupants in _occupants(schedule, reuse).values():  # a buffer: from its first value to its last read
+        size = max(_bytes(v) for _, v in occupants)
+        delta[occupants[0][0]] += size
+        delta[max(last if v in pinned or not release else end[v] for _, v in occupants) + 1] -= size
+    return list(itertools.accumulate(delta[:-1]))
+
+
+def _occupants(schedule, reuse):
+    """{buffer root: [(step index, allocated value written into it)], in step order} for the
+    plan `reuse` ({out: donor}; None: every output in a fresh buffer)."""
+    reuse, occupants = reuse or {}, {}
     for t, step in enumerate(schedule.steps):
-        if not isinstance(step, ALLOCATING + (Loop,)):
-            continue
-        for v in outputs(step):
-            stop = last if (v in pinned or not release) else end[v]
-            span = spans.setdefault(reuse.get(v, v), [t, stop, _bytes(v)])
-            span[1], span[2] = max(span[1], stop), max(span[2], _bytes(v))
-    delta = [0] * (len(schedule.steps) + 1)
-    for first, stop, size in spans.values():
-        delta[first] += size
-        delta[stop + 1] -= size
-    held, live = 0, []
-    for change in delta[:-1]:
-        held += change
-        live.append(held)
-    return live
+        if isinstance(step, ALLOCATING + (Loop,)):
+            for out in outputs(step):
+                occupants.setdefault(reuse.get(out, out), []).append((t, out))
+    return occupants
 
 
 def peak_bytes(schedule, reuse=None, release=True):

@@ -1,6 +1,6 @@
 """Small named passes over a Program: decompose composites, simplify, CSE, DCE."""
 from ..ops.elementwise import full
-from .core import Builder, Eqn, Var
+from .core import Builder, Eqn, Var, needed_by
 
 
 def _rewrite(program, visit):
@@ -25,9 +25,7 @@ def _rewrite(program, visit):
 def decompose(program):
     """Rewrite composite ops (logsumexp, softmax, ...) with the ops they are made of."""
     def visit(eqn, b):
-        if eqn.op.kind != "composite":
-            return None
-        return eqn.op.decompose(*eqn.inputs, **eqn.params)
+        return eqn.op.decompose(*eqn.inputs, **eqn.params) if eqn.op.kind == "composite" else None
     while any(e.op.kind == "composite" for e in program.eqns):
         program = _rewrite(program, visit)
     return program
@@ -38,9 +36,7 @@ def simplify(program):
     same shape, double transposes and negations, casts to the same dtype): each op's own
     rules (`Op.simplify`, declared with the op)."""
     producers = {}
-
-    def producer(x):
-        return producers.get(x) if isinstance(x, Var) else None
+    producer = producers.get  # (None for a number)
 
     def constant(x):
         """The number x stands for: a Python number, or a constant-valued op (a 1-element `full`); else None."""
@@ -65,25 +61,17 @@ def cse(program):
         key = (eqn.op.name, tuple(x if isinstance(x, Var) else (type(x), x) for x in eqn.inputs),
                tuple(sorted(eqn.params.items(), key=lambda kv: kv[0])))
         try:
-            hash(key)
-        except TypeError:
+            first = seen.setdefault(key, eqn.out)
+        except TypeError:  # (an unhashable parameter: not merged)
             return None
-        if key in seen:
-            return seen[key]
-        seen[key] = eqn.out
-        return None
+        return None if first is eqn.out else first
     return _rewrite(program, visit)
 
 
 def dce(program):
     """Dead code elimination: drop equations no output depends on."""
-    live = {v for v in program.outputs if isinstance(v, Var)}
-    kept = []
-    for eqn in reversed(program.eqns):
-        if eqn.out in live:
-            kept.append(eqn)
-            live.update(x for x in eqn.inputs if isinstance(x, Var))
-    return program.replace(eqns=kept[::-1])
+    live = needed_by(program.eqns, program.outputs)
+    return program.replace(eqns=[eqn for eqn in program.eqns if eqn.out in live])
 
 
 def optimize(program):
