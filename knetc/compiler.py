@@ -3,8 +3,9 @@ then translate (front end), differentiate (ad), optimise and fuse (ir), generate
 kernels (backend). A specialization is reused for arguments of the same signature."""
 import contextlib
 import functools
-
+import inspect
 import time
+import types
 import warnings
 
 import numpy as np
@@ -128,6 +129,11 @@ def compile_program(program, target, cache=True, key=""):
     return build(program, "call", target, cache=cache, key=key)["executable"]
 
 
+def _own(array):
+    """A copy of a host array the program holds (a constant it returns); device arrays as they are."""
+    return array.copy() if isinstance(array, np.ndarray) else array
+
+
 class Executable:
     """A program compiled for one target: `run(arrays)` returns its outputs. Built by the
     stages (`build`): it takes the optimised program, its schedule, the generated code, and
@@ -144,6 +150,8 @@ class Executable:
                           for var, value in constants.items()]
         distinct = list(dict.fromkeys(v for v in program.outputs if isinstance(v, Var)))
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
+        # results that are the program's constants: each call returns a copy (the caller may write into it)
+        self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
         self._input_checks = InputChecks(input_program)
         self._runner = BACKENDS[target].Runner(self)
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
@@ -168,7 +176,8 @@ class Executable:
         return outputs
 
     def _outputs(self, results):
-        return [value if index is None else _logical(results[index], value) for index, value in self._slots]
+        return [value if index is None else _own(_logical(results[index], value)) if index in self._constant_outputs
+                else _logical(results[index], value) for index, value in self._slots]
 
     def _run_first(self, arrays):
         """The first run is when Numba compiles or loads the kernels that no earlier program
@@ -284,9 +293,30 @@ class CompiledFunction:
         self._stale = {}  # key -> earlier specializations whose guards failed
         self.compilations = 0
         self.retraces = 0  # traces because something read from outside changed
+        self._numbers_as_values = set()  # argnums whose Python numbers the function uses as Python values
+        signature = inspect.signature(fn)
+        self._signature_with_defaults = signature if any(
+            p.default is not p.empty for p in signature.parameters.values()) else None
 
     def __repr__(self):
         return f"<knetc.compile {self.fn.__qualname__} target={self.target}>"
+
+    def __get__(self, obj, objtype=None):
+        """A compiled method: `obj.f(x)` calls it with obj as its first argument."""
+        return self if obj is None else types.MethodType(self, obj)
+
+    def _with_defaults(self, args, kwargs):
+        """The arguments with the defaults of those not given filled in, so that default
+        values are arguments like the others (flattened, keyed and read live), not values
+        the trace reads once."""
+        if self._signature_with_defaults is None:
+            return args, kwargs
+        try:
+            bound = self._signature_with_defaults.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{self.fn.__name__}: {error}") from None
+        bound.apply_defaults()
+        return bound.args, bound.kwargs
 
     # -------------------------------------------------------------- specializations
     def _signature(self, leaves):
@@ -306,6 +336,7 @@ class CompiledFunction:
     def specialize(self, mode, *args, **kwargs):
         """The Specialization for these arguments, built on first use. mode: "call",
         ("grad", argnum) or ("forward", tracked-leaf flags) (a call recorded inside diff)."""
+        args, kwargs = self._with_defaults(args, kwargs)
         leaves, treedef = pytree.flatten((args, kwargs))
         return self._specialize(mode, args, kwargs, leaves, treedef)
 
@@ -397,6 +428,7 @@ class CompiledFunction:
 
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
+        args, kwargs = self._with_defaults(args, kwargs)
         leaves, treedef = pytree.flatten((args, kwargs))
         if active_tape_levels(leaves) or recording():  # inside kn.diff: Params read from globals are recorded too
             return self._call_recorded(args, kwargs, leaves, treedef)
@@ -442,18 +474,35 @@ class CompiledFunction:
         silently leaving it untrained."""
         def gradient(*args, **kwargs):
             check_argnum(argnum, args)
+            args, kwargs = self._with_defaults(args, kwargs)
             leaves, treedef = pytree.flatten((args, kwargs))
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
-            args, numbers = _numbers_as_arrays(args, argnum)
-            if any(numbers):
-                leaves, treedef = pytree.flatten((args, kwargs))
-            spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
+            spec = None
+            if argnum not in self._numbers_as_values:
+                with_arrays, numbers = _numbers_as_arrays(args, argnum)
+                if not any(numbers):
+                    spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
+                else:
+                    try:
+                        spec = self._specialize(("grad", argnum), with_arrays, kwargs, *pytree.flatten((with_arrays, kwargs)))
+                        args, leaves = with_arrays, pytree.flatten((with_arrays, kwargs))[0]
+                    except CompileError:
+                        # a number the function uses as a Python value (`if self.pdrop > 0`,
+                        # `range(self.depth)`): the argument's numbers stay constants with no
+                        # gradient (None), from now on
+                        self._numbers_as_values.add(argnum)
+            if spec is None:
+                numbers = [False] * len(pytree.flatten(args[argnum])[0])
+                spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
+            if spec.out_treedef is not None:
+                raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss) to be "
+                                f"differentiated, not a {type(pytree.unflatten(spec.out_treedef, spec.program.outputs)).__name__}")
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
             g = [None if s is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]
-            g = pytree.unflatten(spec.target_treedef, g)
+            g = pytree.unflatten(spec.target_treedef, _shared_totals(pytree.flatten(args[argnum])[0], g))
             return (g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])) if with_loss else g
         gradient.__name__ = f"grad_{self.fn.__name__}"
         return gradient
@@ -465,6 +514,21 @@ def _leaf_text(entry):
         return repr(entry[2])
     _, shape, dtype = entry
     return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+
+
+def _shared_totals(leaves, grads):
+    """A Param that appears at several places of the differentiated argument (tied weights)
+    gets its total gradient at each, as eagerly."""
+    places = {}
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, Param) and grads[i] is not None:
+            places.setdefault(id(leaf), []).append(i)
+    for shared in places.values():
+        if len(shared) > 1:
+            total = functools.reduce(np.add, (grads[i] for i in shared))
+            for i in shared:
+                grads[i] = total
+    return grads
 
 
 def _numbers_as_arrays(args, argnum):

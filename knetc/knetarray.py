@@ -35,7 +35,7 @@ from .autograd import Param, Tracked
 from .errors import ShapeError, user_frame
 from .compiler import CompiledFunction, compile_program
 from .ir.core import Builder, Program
-from .ops import indexing
+from .ops import elementwise, indexing
 from .ops.core import Aval, Op, astype, bind, evaluate
 from .ops.methods import ArrayMethods
 from .report import report, transfer
@@ -207,12 +207,22 @@ class KnetArray(ArrayMethods):
         if tuple(np.shape(result)) != self.shape:
             raise ShapeError(f"in-place update: a result of shape {tuple(np.shape(result))} does not fit "
                              f"a KnetArray of shape {self.shape}")
+        dtype = result.dtype if isinstance(result, KnetArray) else np.result_type(result)
+        if not np.can_cast(dtype, self.dtype, "same_kind"):
+            raise TypeError(f"in-place update: cannot cast a {dtype} result to the "
+                            f"KnetArray's {self.dtype} (numpy's same_kind rule)")
         if not isinstance(result, KnetArray):  # 0-d results arrive as host scalars
             result = KnetArray(np.asarray(result, self.dtype))
         elif result.dtype != self.dtype:
             result = result.astype(self.dtype)
         self.data.copy_to_device(result.data)
         return self
+
+    # Elementwise, as on Params and numpy arrays (the seed lists == and != among KnetArray's
+    # broadcasting functions); hashing stays by identity.
+    def __eq__(self, other): return elementwise.eq(self, other)
+    def __ne__(self, other): return elementwise.ne(self, other)
+    __hash__ = object.__hash__
 
     def __iadd__(self, other): return self._update(self + other)
     def __isub__(self, other): return self._update(self - other)

@@ -120,13 +120,20 @@ def _is_static(value):
     return isinstance(value, _SCALARS) or type(value) is tuple and all(_is_static(v) for v in value)
 
 
+# Arrays read from outside with at most this many entries are guarded by their contents (a
+# compare per call: a few microseconds); larger ones (weights, data sets) only by identity,
+# shape and dtype: their entries are read live where the program uses them as operands.
+CONTENT_GUARD_MAX = 1 << 16
+
+
 class Guard:
     """A read from outside the function that the compiled program depends on: root (a module's
     globals dict or a closure cell) -> name -> path of attributes (True, name) and items (False,
     key). check() reads the chain again; when it no longer yields what it did (kind "is": the
     same object; "value": an equal immutable value of the same type; "array": the same array
-    with the same shape and dtype; "list"/"dict"/"set": the same container holding the same
-    items, compared by identity), the specialization is stale and is traced again."""
+    with the same shape and dtype, and up to CONTENT_GUARD_MAX entries the same contents;
+    "list"/"dict"/"set": the same container holding the same items, compared by identity),
+    the specialization is stale and is traced again."""
     __slots__ = ("root", "name", "path", "kind", "check")
 
     def __init__(self, root, name, path, value):
@@ -139,6 +146,13 @@ class Guard:
         if kind == "value":
             kind_of = type(value)
             self.check = lambda: (now := read()) is value or (type(now) is kind_of and now == value)
+        elif kind == "array" and value.size <= CONTENT_GUARD_MAX:
+            # Its contents too: the trace may have used them as numbers (labels, an index, a
+            # mask, numpy code), which the program then holds; an in-place change retraces.
+            shape, dtype, contents = value.shape, value.dtype, value.copy()
+            nan = dtype.kind in "fc"
+            self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype \
+                and np.array_equal(value, contents, equal_nan=nan)
         elif kind == "array":
             shape, dtype = value.shape, value.dtype
             self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype

@@ -151,6 +151,9 @@ def permutedims(x, perm=None):
         (4, 2, 3)
     """
     ndim = len(aval_of(x).shape)
+    if perm is not None and any(not -ndim <= int(p) < ndim for p in perm):
+        raise ShapeError(f"permutedims: {tuple(perm)} names an axis out of bounds for a {ndim}-d array "
+                         f"(axes are 0-based, as numpy's)")
     perm = tuple(reversed(range(ndim))) if perm is None else tuple(int(p) % ndim if ndim else p for p in perm)
     if sorted(perm) != list(range(ndim)):
         raise ShapeError(f"permutedims: {perm} is not a permutation of the axes of a {ndim}-d array")

@@ -13,7 +13,7 @@ Concatenation (`concat`, the op of kn.cat) is built from the same static slices.
 """
 import numpy as np
 
-from ..context import is_boxed, is_symbolic, kind, training
+from ..context import is_boxed, is_symbolic, kind, training, value_of
 from ..errors import CompileError, ShapeError
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
@@ -256,7 +256,9 @@ def _concrete(i):
     """Index arrays as numpy: lists, ranges, Params/taped values (their values)."""
     if isinstance(i, (list, range)):
         return np.asarray(list(i) if isinstance(i, range) else i)
-    if kind(i) in ("boxed", "device"):  # Params, taped values, KnetArrays: their values
+    if kind(i) == "boxed":  # Params, taped values: their values (an index carries no gradient)
+        i = np.asarray(value_of(i))
+    elif kind(i) == "device":  # KnetArrays: copied to the host
         i = np.asarray(i)
     if isinstance(i, np.ndarray) and np.issubdtype(i.dtype, np.floating):
         # Knet's comparisons give 0/1 floats; as an index such an array is a boolean mask.

@@ -164,7 +164,11 @@ def norm(x, p=2):
 
     p=2 (default), 1, inf (largest magnitude), -inf, 0 (count of nonzeros), or any real p.
     >>> kn.norm(np.array([3.0, -4.0]))    # 5.0
+
+    Integer and bool arrays are measured in float64 (as Julia's norm: no wraparound in x*x).
     """
+    if np.dtype(aval_of(x).dtype).kind in "biu":
+        x = astype(x, dtype=np.float64)
     x_abs = abs_(x)
     if p == 2:
         return sqrt0(sum(mul(x, x)))  # at x == 0 the gradient is 0 (torch's), not 0 * inf = NaN

@@ -20,7 +20,7 @@ def _numpy_reduction(knet_reduction):
     # numpy drops the reduced axes unless keepdims; Knet's functions keep them.
     def reduction(x, axis=None, keepdims=False):
         aval = aval_of(x)
-        axes = tuple(range(aval.ndim)) if axis is None else tuple(a % aval.ndim for a in np.atleast_1d(axis))
+        axes = tuple(range(aval.ndim)) if axis is None else _reduction_axes(axis, aval.ndim)
         out = knet_reduction(x, axes)
         return out if keepdims else reshape(out, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
     return reduction
@@ -92,7 +92,7 @@ def _numpy_var(x, axis=None, ddof=0, keepdims=False, root=False):
     # numpy's var/std: divide by n - ddof (nan or inf when that is <= 0, as numpy), drop the
     # axes unless keepdims. std's gradient is 0 where the variance is 0 (one entry, or all equal).
     aval = aval_of(x)
-    axes = tuple(range(aval.ndim)) if axis is None else tuple(a % aval.ndim for a in np.atleast_1d(axis))
+    axes = tuple(range(aval.ndim)) if axis is None else _reduction_axes(axis, aval.ndim)
     d = ew.sub(x, mean(x, axes))
     n = int(np.prod([aval.shape[a] for a in axes]))
     out = divide_by_count(sum(ew.mul(d, d), axes), n - ddof)
@@ -151,6 +151,15 @@ def _numpy_clip(a, a_min=None, a_max=None):
     if a_max is not None:
         out = ew.add(ew.masked(out, ew.eq(ew.gt(out, a_max), 0)), ew.masked(a_max, ew.gt(out, a_max)))
     return out
+
+
+def _reduction_axes(axis, ndim):
+    """numpy's axis argument of a reduction as axes in 0..ndim-1: out of bounds or repeated
+    axes raise as numpy does (not wrapped around)."""
+    axes = _axes_arg(axis, ndim)
+    if len(set(axes)) != len(axes):
+        raise ShapeError(f"axis {axis}: duplicate value in axis")
+    return axes
 
 
 def _axes_arg(axis, ndim):

@@ -9,6 +9,8 @@ compiled.
 Translation from Knet: classes lie on axis `dims` (default -1, the last axis: scores are
 (instances, classes)); labels are 0..C-1 and -1 skips an instance.
 """
+import math
+
 import numpy as np
 
 from .. import context
@@ -16,7 +18,7 @@ from ..context import value_of
 from ..errors import ShapeError
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
-from .elementwise import add, div, eq, exp, iota, le, log, masked, mul, ne, neg, sigm, sub
+from .elementwise import abs as abs_, add, div, eq, exp, iota, le, log, lt, masked, mul, ne, neg, sigm, sub
 from .reduce import argmax_, reduce_max, sum
 from .shape import reshape
 
@@ -56,6 +58,7 @@ def _logsoftmax_impl(x, axes):
 
 def _lse_decompose(x, axes):
     m = reduce_max(x, axes=axes)
+    m = masked(m, lt(abs_(m), math.inf))  # an infinite maximum shifts by 0: rows of -inf give -inf, +inf gives inf
     return add(log(reduce_sum(exp(sub(x, m)), axes=axes)), m)
 
 

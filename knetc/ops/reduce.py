@@ -12,8 +12,10 @@ from .shape import reshape
 
 
 def _extreme_start(sign):
-    # -inf for max, inf for min; integers start at the dtype's limits
+    # -inf for max, inf for min; integers start at the dtype's limits, bools at False / True
     def start(dtype):
+        if np.dtype(dtype) == np.bool_:
+            return sign > 0
         if np.issubdtype(np.dtype(dtype), np.integer):
             info = np.iinfo(dtype)
             return info.min if sign < 0 else info.max

@@ -208,9 +208,10 @@ def _batch_shape(name, size, a):
 
 def _take(a, index):
     """The instances `index` of the data, a copy (as Knet's getindex): editing a batch in place
-    must not edit the data set. (A numpy slice is a view; a gather already copies.)"""
+    must not edit the data set. (A slice of a numpy array or a KnetArray may be a view; a
+    gather already copies.)"""
     batch = a[index]
-    return batch.copy() if isinstance(index, slice) and isinstance(batch, np.ndarray) else batch
+    return batch.copy() if isinstance(index, slice) and hasattr(batch, "copy") else batch
 
 
 def _batch(a, inner, convert):

@@ -1,0 +1,164 @@
+"""Compiled functions give what the Python function gives when the values they read change:
+small arrays read from outside changed in place, default arguments, methods; and the
+gradient's contract: one scalar result, tied Params, numbers used as Python values; results
+that are the program's constants are the caller's own."""
+import numpy as np
+import pytest
+
+import knetc as kn
+
+X = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]])
+
+LABELS = np.array([2, 0])
+INDEX = np.array([1, 1, 0])
+SCALE = np.array([3.0])
+
+
+def nll_with_global_labels(x):
+    return kn.nll(x, LABELS)
+
+
+def sum_at_global_index(x):
+    return kn.sum(x[:, INDEX])
+
+
+def times_numpy_of_global(x):
+    return kn.sum(x * (SCALE * 2))
+
+
+@pytest.mark.parametrize("fn", [nll_with_global_labels, sum_at_global_index, times_numpy_of_global])
+def test_a_small_global_array_changed_in_place_is_read_again(fn):
+    saved = LABELS.copy(), INDEX.copy(), SCALE.copy()
+    compiled = kn.compile(fn, target="cpu", cache=False)
+    try:
+        np.testing.assert_allclose(compiled(X), fn(X), rtol=1e-12)
+        LABELS[:] = [1, 2]
+        INDEX[:] = [2, 0, 0]
+        SCALE[:] = [5.0]
+        np.testing.assert_allclose(compiled(X), fn(X), rtol=1e-12)
+        np.testing.assert_allclose(kn.grad(compiled)(X), kn.grad(fn)(X), rtol=1e-12)
+        assert compiled.retraces >= 1
+    finally:
+        LABELS[:], INDEX[:], SCALE[:] = saved
+
+
+class Scaled:
+    def __init__(self, w, scale):
+        self.w, self.scale = w, scale
+
+
+MODEL = Scaled(kn.Param(np.ones(3)), 2.0)
+
+
+def predict_with_default_model(x, model=MODEL):
+    return kn.sum(x @ model.w) * model.scale
+
+
+def append_to_default(x, seen=[]):  # noqa: B006 (the point of the test)
+    seen.append(1)
+    return kn.sum(x)
+
+
+def test_default_arguments_are_arguments_read_on_every_call():
+    compiled = kn.compile(predict_with_default_model, target="cpu", cache=False)
+    assert compiled(X) == pytest.approx(predict_with_default_model(X))
+    old_w, old_scale = MODEL.w, MODEL.scale
+    try:
+        MODEL.w, MODEL.scale = kn.Param(np.arange(3.0)), 5.0
+        assert compiled(X) == pytest.approx(predict_with_default_model(X))
+        grads = kn.grad(compiled, argnum=1)(X, MODEL)
+        np.testing.assert_allclose(grads.w, kn.grad(predict_with_default_model, argnum=1)(X, MODEL).w)
+    finally:
+        MODEL.w, MODEL.scale = old_w, old_scale
+
+
+def test_a_mutable_default_changed_inside_is_refused():
+    with pytest.raises(kn.CompileError, match="append"):
+        kn.compile(append_to_default, target="cpu", cache=False)(X)
+
+
+class Layer:
+    def __init__(self):
+        self.w = kn.Param(np.array([1.0, -2.0, 0.5]))
+
+    @kn.compile(target="cpu", cache=False)
+    def __call__(self, x):
+        return kn.sum(kn.relu(x * self.w))
+
+    @kn.compile(target="cpu", cache=False)
+    def scaled(self, x, by):
+        return kn.sum(x * self.w) * by
+
+
+def test_compiled_methods_take_the_instance_as_first_argument():
+    layer = Layer()
+    assert layer(X) == pytest.approx(Layer.__call__.fn(layer, X))
+    assert layer.scaled(X, 3.0) == pytest.approx(3.0 * np.sum(X * layer.w.value))
+    assert Layer.scaled(layer, X, by=2.0) == pytest.approx(2.0 * np.sum(X * layer.w.value))
+
+
+def loss_and_metric(w):
+    return {"metric": kn.sum(w), "loss": kn.sum(w * w)}
+
+
+def test_grad_of_a_function_with_several_results_is_refused_as_eagerly():
+    w = np.array([1.0, 2.0])
+    with pytest.raises(TypeError):
+        kn.grad(loss_and_metric)(w)
+    compiled = kn.compile(loss_and_metric, target="cpu", cache=False)
+    with pytest.raises(TypeError, match="one scalar"):
+        kn.grad(compiled)(w)
+    with pytest.raises(TypeError, match="one scalar"):
+        kn.gradloss(compiled)(w)
+
+
+def tied_loss(model, x):
+    return kn.sum((x @ model["embed"]) * 2.0) + kn.sum(x @ model["out"] * x @ model["out"])
+
+
+def test_a_param_at_two_places_gets_its_total_gradient_at_both():
+    p = kn.Param(np.array([[1.0], [0.5], [-1.0]]))
+    model = {"embed": p, "out": p}
+    eager = kn.grad(tied_loss)(model, X)
+    got = kn.grad(kn.compile(tied_loss, target="cpu", cache=False))(model, X)
+    np.testing.assert_allclose(eager["embed"], eager["out"])
+    for key in model:
+        np.testing.assert_allclose(got[key], eager[key], rtol=1e-12)
+
+
+class Hyper:
+    def __init__(self):
+        self.w = kn.Param(np.full((3, 3), 0.5))
+        self.pdrop = 0.0
+        self.depth = 2
+
+
+def deep_loss(model, x):
+    if model.pdrop > 0:
+        x = kn.dropout(x, model.pdrop)
+    for _ in range(model.depth):
+        x = kn.tanh(x @ model.w)
+    return kn.sum(x)
+
+
+def test_grad_with_numbers_the_function_uses_as_python_values():
+    model = Hyper()
+    compiled = kn.compile(deep_loss, target="cpu", cache=False)
+    expected = kn.grad(deep_loss)(model, X).w
+    for _ in range(2):
+        got = kn.grad(compiled)(model, X)
+        np.testing.assert_allclose(got.w, expected, rtol=1e-12)
+        assert got.pdrop is None and got.depth is None
+    assert compiled.compilations == 1  # the second call traces nothing
+
+
+def zeros_and_double(x):
+    return x * 2, kn.zeros(3)
+
+
+def test_a_constant_result_is_a_new_array_each_call():
+    compiled = kn.compile(zeros_and_double, target="cpu", cache=False)
+    _, first = compiled(X)
+    first[:] = 7
+    _, second = compiled(X)
+    np.testing.assert_array_equal(second, np.zeros(3))
