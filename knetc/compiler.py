@@ -464,6 +464,26 @@ class CompiledFunction:
             return [by_input.get(i) for i in range(len(inputs))]
         return record_call(y, inputs, backward)
 
+    def _grad_specialization(self, argnum, args, kwargs, leaves, treedef):
+        """The gradient's specialization, the arguments and leaves it runs on, and which leaves
+        of argument `argnum` are Python numbers differentiated as 0-d arrays. A number the
+        function uses as a Python value (`if model.pdrop > 0`, `range(model.depth)`) cannot be
+        an array: then that argument's numbers stay constants with no gradient (None)."""
+        if argnum not in self._numbers_as_values:
+            with_arrays, numbers = _numbers_as_arrays(args, argnum)
+            if any(numbers):
+                leaves, treedef = pytree.flatten((with_arrays, kwargs))
+            try:
+                spec = self._specialize(("grad", argnum), with_arrays, kwargs, leaves, treedef)
+                return spec, with_arrays, leaves, numbers
+            except CompileError:
+                if not any(numbers):
+                    raise
+                self._numbers_as_values.add(argnum)  # (from now on)
+                leaves, treedef = pytree.flatten((args, kwargs))
+        numbers = [False] * len(pytree.flatten(args[argnum])[0])
+        return self._specialize(("grad", argnum), args, kwargs, leaves, treedef), args, leaves, numbers
+
     def gradient_function(self, argnum=0, with_loss=False):
         """The compiled gradient of this (scalar) function w.r.t. argument `argnum`.
 
@@ -478,26 +498,9 @@ class CompiledFunction:
             leaves, treedef = pytree.flatten((args, kwargs))
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
-            spec = None
-            if argnum not in self._numbers_as_values:
-                with_arrays, numbers = _numbers_as_arrays(args, argnum)
-                if not any(numbers):
-                    spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
-                else:
-                    try:
-                        spec = self._specialize(("grad", argnum), with_arrays, kwargs, *pytree.flatten((with_arrays, kwargs)))
-                        args, leaves = with_arrays, pytree.flatten((with_arrays, kwargs))[0]
-                    except CompileError:
-                        # a number the function uses as a Python value (`if self.pdrop > 0`,
-                        # `range(self.depth)`): the argument's numbers stay constants with no
-                        # gradient (None), from now on
-                        self._numbers_as_values.add(argnum)
-            if spec is None:
-                numbers = [False] * len(pytree.flatten(args[argnum])[0])
-                spec = self._specialize(("grad", argnum), args, kwargs, leaves, treedef)
+            spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
             if spec.out_treedef is not None:
-                raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss) to be "
-                                f"differentiated, not a {type(pytree.unflatten(spec.out_treedef, spec.program.outputs)).__name__}")
+                raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
             arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
             outs = spec.executable.run(arrays)
             g = [None if s is None else outs[s][()] if number else outs[s]

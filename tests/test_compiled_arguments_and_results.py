@@ -162,3 +162,94 @@ def test_a_constant_result_is_a_new_array_each_call():
     first[:] = 7
     _, second = compiled(X)
     np.testing.assert_array_equal(second, np.zeros(3))
+
+
+def lambdas_with_bound_defaults(x):
+    scales = []
+    for i in range(3):
+        scales.append(lambda y, i=i: y * i)
+    comprehended = [lambda y, i=i: y + i for i in range(2)]
+    return kn.sum(scales[0](x) + scales[1](x) + scales[2](x)) + kn.sum(comprehended[1](x))
+
+
+def inner_default_from_before(x):
+    k = 2.0
+
+    def times(y, by=k):
+        return y * by
+    k = 5.0
+    return kn.sum(times(x)) + k
+
+
+@pytest.mark.parametrize("fn", [lambdas_with_bound_defaults, inner_default_from_before])
+def test_inner_functions_take_their_defaults_where_they_are_defined(fn):
+    assert kn.compile(fn, target="cpu", cache=False)(X) == pytest.approx(fn(X), rel=1e-12)
+
+
+def add_into_row(x):
+    y = x * 2
+    row = y[0]
+    row += 100.0
+    return kn.sum(y)
+
+
+def add_into_transpose(x):
+    y = x * 2
+    t = y.T
+    t += 1.0
+    return kn.sum(y)
+
+
+@pytest.mark.parametrize("fn", [add_into_row, add_into_transpose])
+def test_augmented_assignment_on_a_view_is_refused(fn):
+    fn(X)  # numpy changes y through the view
+    with pytest.raises(kn.CompileError, match="view"):
+        kn.compile(fn, target="cpu", cache=False)(X)
+
+
+def add_into_own_result(x):
+    y = x * 2
+    y += 1.0
+    z = y[0] * 1.0
+    z += 3.0
+    return kn.sum(y) + kn.sum(z)
+
+
+def test_augmented_assignment_on_a_new_array_still_compiles():
+    assert kn.compile(add_into_own_result, target="cpu", cache=False)(X) == pytest.approx(add_into_own_result(X))
+
+
+def add_into_view_of_a_temporary(x):
+    t = (x * 2).T
+    t += 1.0
+    return kn.sum(t * t)
+
+
+def test_augmented_assignment_on_a_view_nobody_else_sees_compiles():
+    fn = add_into_view_of_a_temporary
+    assert kn.compile(fn, target="cpu", cache=False)(X) == pytest.approx(fn(X))
+
+
+class Net:
+    def __init__(self):
+        self.layer0 = kn.Param(np.ones(3))
+        self.k = 2.0
+
+
+NET = Net()
+
+
+def through_getattr(x):
+    return kn.sum(x * getattr(NET, "layer0")) * getattr(NET, "k")
+
+
+def test_getattr_of_an_outside_object_is_guarded_as_an_attribute():
+    compiled = kn.compile(through_getattr, target="cpu", cache=False)
+    assert compiled(X) == pytest.approx(through_getattr(X))
+    old = NET.layer0, NET.k
+    try:
+        setattr(NET, "layer0", kn.Param(np.array([1.0, 2.0, 3.0])))
+        NET.k = 5.0
+        assert compiled(X) == pytest.approx(through_getattr(X))
+    finally:
+        NET.layer0, NET.k = old

@@ -80,20 +80,16 @@ def loop_adjoint(b, eqn, dys, active):
     body, k, p = spec.body, spec.carried, spec.invariant
     inputs, outputs = body.inputs, body.outputs
     wrt = {i for i, x in enumerate(eqn.inputs) if isinstance(x, Var) and x in active and float_typed(inputs[i])}
-    while True:  # a carry whose next value depends on a differentiated input is differentiated too
+    depends = _depends_on(body, {inputs[i] for i in wrt})
+    while more := {j for j in range(k) if outputs[j] in depends and float_typed(inputs[j])} - wrt:
+        wrt |= more  # a carry whose next value depends on a differentiated input is differentiated too
         depends = _depends_on(body, {inputs[i] for i in wrt})
-        more = {j for j in range(k) if outputs[j] in depends and float_typed(inputs[j])} - wrt
-        if not more:
-            break
-        wrt |= more
     seeded = sorted(i for i in dys if i >= k)
     hot = {j for j in dys if j < k and j in wrt}  # carries whose cotangent flows back step by step
-    while True:
+    needed = needed_by(body.eqns, [outputs[i] for i in sorted(hot) + seeded])
+    while more := {j for j in wrt if j < k and inputs[j] in needed} - hot:
+        hot |= more  # (a differentiated carry that those outputs read flows back too)
         needed = needed_by(body.eqns, [outputs[i] for i in sorted(hot) + seeded])
-        more = {j for j in wrt if j < k and inputs[j] in needed} - hot
-        if not more:
-            break
-        hot |= more
     hot = sorted(hot)
 
     with Builder() as joint:  # the body and its adjoint
@@ -109,13 +105,11 @@ def loop_adjoint(b, eqn, dys, active):
                      if i in wrt and inputs[i] in cotangents]
     b.constants.update(joint.constants)
 
-    forward = _forward_part(joint.eqns, outputs)
-    backward_eqns = [e for e in joint.eqns if e not in forward]
-    produced = {e.out for e in forward}
+    gradients = carry_grads + totals + [g for _, g in row_grads]
+    forward, backward_eqns, produced, reads = _partition(joint.eqns, outputs, gradients)
     position = {v: i for i, v in enumerate(inputs)}
     saved, invariants, rows = [], [], []
-    reads = [x for e in backward_eqns for x in e.inputs] + carry_grads + totals + [g for _, g in row_grads]
-    for v in dict.fromkeys(x for x in reads if isinstance(x, Var)):
+    for v in reads:
         i = position.get(v)
         if v in produced or (i is not None and i < k):
             saved.append(v)  # a value of the step: stacked by the forward loop
@@ -151,11 +145,9 @@ def split(joint, n_primal, n_inputs):
 
     forward: the first n_inputs inputs -> primal outputs + residuals (values the backward
     pass needs). backward: all joint inputs + residuals -> the gradient outputs."""
-    forward_eqns = _forward_part(joint.eqns, joint.outputs[:n_primal])
-    forward_vars = {e.out for e in forward_eqns}
-    backward_eqns = [e for e in joint.eqns if e.out not in forward_vars]
-    reads = [x for e in backward_eqns for x in e.inputs] + list(joint.outputs[n_primal:])
-    residuals = [v for v in dict.fromkeys(reads) if isinstance(v, Var) and v in forward_vars]
+    forward_eqns, backward_eqns, forward_vars, reads = _partition(joint.eqns, joint.outputs[:n_primal],
+                                                                  joint.outputs[n_primal:])
+    residuals = [v for v in reads if v in forward_vars]
     forward = joint.replace(name=joint.name + "_forward", inputs=joint.inputs[:n_inputs], eqns=forward_eqns,
                             outputs=list(joint.outputs[:n_primal]) + residuals)
     backward = joint.replace(name=joint.name + "_backward", inputs=joint.inputs + residuals, eqns=backward_eqns,
@@ -163,12 +155,18 @@ def split(joint, n_primal, n_inputs):
     return forward, backward, len(residuals)
 
 
-def _forward_part(eqns, primal_outputs):
-    """The equations the primal outputs need, with the outputs of the loops among them (a
-    forward loop's stacked values, read by the adjoint loop), in program order."""
+def _partition(eqns, primal_outputs, gradients):
+    """(forward, backward, the values forward computes, the Vars backward and `gradients`
+    read in first-read order). forward: the equations the primal outputs need, with the
+    outputs of the loops among them (a forward loop's stacked values, read by the adjoint
+    loop); backward: the rest; both in program order."""
     needed = needed_by(eqns, primal_outputs)
     loops = {e.out for e in eqns if e.op.kind == "loop" and e.out in needed}
-    return [e for e in eqns if e.out in needed or (e.op.kind == "loop_output" and e.inputs[0] in loops)]
+    forward = [e for e in eqns if e.out in needed or (e.op.kind == "loop_output" and e.inputs[0] in loops)]
+    produced = {e.out for e in forward}
+    backward = [e for e in eqns if e.out not in produced]
+    reads = [x for e in backward for x in e.inputs] + list(gradients)
+    return forward, backward, produced, list(dict.fromkeys(x for x in reads if isinstance(x, Var)))
 
 
 def _depends_on(program, sources):

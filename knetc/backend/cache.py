@@ -53,15 +53,12 @@ def cache_dir():
     return path
 
 
+@functools.lru_cache(maxsize=None)
 def _temporary_dir(prefix):
+    """A directory private to this process (one per prefix), removed at exit."""
     path = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-
-@functools.lru_cache(maxsize=None)
-def _private_dir():
-    return _temporary_dir("knetc-nocache-")
 
 
 _UNUSABLE = {}  # absolute directory -> why it cannot be written (checked once per process)
@@ -101,7 +98,7 @@ def directory_for(cache):
     directory private to this process (removed at exit); a path, that directory. A
     directory that cannot be written is replaced by a private temporary one (one warning)."""
     if cache is False:
-        return _private_dir()
+        return _temporary_dir("knetc-nocache-")
     directory = os.path.abspath(cache_dir() if cache is True else os.fspath(cache))
     why = why_unwritable(directory)
     return directory if why is None else _fall_back(directory, why)
@@ -207,26 +204,23 @@ def write_atomically(path, text):
 
 # ----------------------------------------------------------------- Numba's files: seal/check
 
-def _numba_cache_path(path):
-    """Where Numba keeps the cache files of functions defined in the file `path`: beside it
-    in __pycache__, or below NUMBA_CACHE_DIR when that is set (Numba's own rule)."""
-    from numba.core import caching, config
-    if config.CACHE_DIR:
-        return os.path.join(config.CACHE_DIR, caching._CacheLocator.get_suitable_cache_subpath(path))
-    return os.path.join(os.path.dirname(path), "__pycache__")
-
-
 def numba_files(path):
-    """Numba's cache files (.nbi index, .nbc data) for the module at `path`."""
+    """Numba's cache files (.nbi index, .nbc data) for the module at `path`: beside it in
+    __pycache__, or below NUMBA_CACHE_DIR when that is set (Numba's own rule)."""
+    from numba.core import caching, config
+    directory = os.path.join(os.path.dirname(path), "__pycache__")
+    if config.CACHE_DIR:
+        directory = os.path.join(config.CACHE_DIR, caching._CacheLocator.get_suitable_cache_subpath(path))
     stem = os.path.splitext(os.path.basename(path))[0]
-    return sorted(glob.glob(os.path.join(_numba_cache_path(path), glob.escape(stem) + ".*.nb[ic]")))
+    return sorted(glob.glob(os.path.join(directory, glob.escape(stem) + ".*.nb[ic]")))
 
 
 def _manifest_path(path):
     return path[:-3] + ".manifest.json"
 
 
-def _sha256(path):
+def file_sha256(path):
+    """The SHA-256 (hex) of a file's bytes."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -236,7 +230,7 @@ def seal(module):
     Best effort: an unwritable manifest only means the files are rebuilt next time."""
     path = module.__knetc_path__
     try:
-        hashes = {os.path.basename(f): _sha256(f) for f in numba_files(path)}
+        hashes = {os.path.basename(f): file_sha256(f) for f in numba_files(path)}
         write_atomically(_manifest_path(path), json.dumps(hashes, indent=0, sort_keys=True))
     except OSError as e:
         report("cache", f"could not seal {os.path.basename(path)}: {e}")
@@ -262,7 +256,7 @@ def _discard_unsealed(path):
             _warn_discarded(_manifest_path(path), f"unreadable seal: {e}")
     for f in numba_files(path):
         try:
-            digest = _sha256(f)
+            digest = file_sha256(f)
         except OSError:
             continue  # removed meanwhile by another process
         expected = sealed.get(os.path.basename(f))
@@ -286,9 +280,8 @@ def info(directory=None):
     compiled = [f for m in modules for f in numba_files(m)]
     ptx = glob.glob(os.path.join(directory, PREFIX + "*.ptx"))
     manifests = glob.glob(os.path.join(directory, PREFIX + "*.json"))
-    size = sum(os.path.getsize(f) for f in modules + compiled + ptx + manifests)
     return {"directory": directory, "modules": len(modules), "numba_files": len(compiled), "ptx_files": len(ptx),
-            "bytes": size}
+            "bytes": sum(os.path.getsize(f) for f in modules + compiled + ptx + manifests)}
 
 
 def clear(directory=None):

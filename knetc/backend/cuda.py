@@ -28,6 +28,7 @@ Matmul operands of a dtype other than the product's (numpy promotion, e.g. float
 float64) are converted first by a generated cast kernel: GEMM takes one dtype. Integer
 products have no GEMM and are refused at generation time.
 """
+import collections
 import math
 import re
 
@@ -135,9 +136,8 @@ def kernel_source(schedule, kernel, cache=True):
     elif not body.trees:  # elementwise (or reductions over size-1 axes only): one thread per element
         lines = _kernel(logical, body.lines(), store)
     elif full:
-        params += [(f"p{k}", f"{numba_type(tree.dtype)}[::1]") for k, tree in enumerate(body.trees, 1)]
-        params.append(("phase", "int64"))
-        lines = _full_reduction(body, store)
+        partials = [(f"p{k}", f"{numba_type(tree.dtype)}[::1]") for k, tree in enumerate(body.trees, 1)]
+        lines, params = _full_reduction(body, store), params + partials + [("phase", "int64")]
     else:
         lines, params = _row_reduction(logical, body, store), params + group
     return _module(kernel_name(schedule, kernel), params, schedule.fused_ops(kernel), lines, body.helpers, cache), body
@@ -145,15 +145,11 @@ def kernel_source(schedule, kernel, cache=True):
 
 # ----------------------------------------------------------------------------- reductions
 
-class Tree:
+class Tree(collections.namedtuple("Tree", "accumulator dtype monoid extent contiguous")):
     """One reduction of a ReductionBody that threads share: its accumulator's name and dtype,
     its monoid, its extent (the product of the sizes of its reduced axes) and whether
     adjacent entries of its reduced axes are adjacent in memory (the input's last axis is
     reduced)."""
-
-    def __init__(self, accumulator, dtype, monoid, extent, contiguous):
-        self.accumulator, self.dtype, self.monoid = accumulator, dtype, monoid
-        self.extent, self.contiguous = extent, contiguous
 
 
 class ReductionBody(KernelBody):
@@ -173,12 +169,10 @@ class ReductionBody(KernelBody):
         super().__init__(schedule, kernel, [f"i{row}"] if row is not None else ())
         self.full, self.row, self.trees = full, row, []
 
-    def _reduce(self, eqn, index, key):
-        (x,) = eqn.inputs
-        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
+    def _reduce(self, x, axes, dtype, monoid, index, key):
         shape = x.aval.shape
         if all(shape[a] == 1 for a in axes) or self._block_for(index) > 0:  # (in a row kernel, one per
-            return super()._reduce(eqn, index, key)  # entry of the row: each thread reduces its own, alone)
+            return super()._reduce(x, axes, dtype, monoid, index, key)  # entry of the row: each thread reduces its own)
         inside, self.blocks = self.blocks[1:], self.blocks[:1]  # (the loop along the row is not open)
         accumulator = self._fresh()
         loop_vars, inner_index = self._reduction_loops(x, axes, index)
@@ -483,9 +477,8 @@ class Runner:
 
     def __call__(self, arrays):
         on_host = not any(is_device_array(a) for a in arrays)
-        wrapper = device_wrapper(arrays)  # KnetArray (runtime/device.py)
-        if wrapper is not None:
-            arrays = [a.data if type(a) is wrapper else a for a in arrays]  # their Numba arrays
+        wrapper = device_wrapper(arrays)  # KnetArray (runtime/device.py), or None
+        arrays = [a.data if type(a) is wrapper else a for a in arrays]  # (a KnetArray's Numba array)
         inputs = [self._input(i, a, shape) for i, (a, shape) in enumerate(zip(arrays, self.shapes))]
         outputs = self.driver(*inputs, *self.constants)
         count("launches", self.launches)
@@ -497,15 +490,13 @@ class Runner:
         return tuple(wrapper._wrap(out) for out in outputs) if wrapper is not None else tuple(outputs)
 
     def _input(self, i, a, shape):
-        if i in self.small and not is_device_array(a):
-            host = np.asarray(a)
-            if host.size == 1:
-                key = (host.dtype.str, host.tobytes())
-                kept = self.small[i]
-                if kept is None or kept[0] != key:
-                    kept = self.small[i] = (key, to_device(host, shape))
-                return kept[1]
-        return to_device(a, shape)
+        if i not in self.small or is_device_array(a) or np.size(a) != 1:
+            return to_device(a, shape)
+        host = np.asarray(a)
+        key = (host.dtype.str, host.tobytes())
+        if self.small[i] is None or self.small[i][0] != key:
+            self.small[i] = (key, to_device(host, shape))
+        return self.small[i][1]
 
     def resident(self, arrays):
         """`arrays` with each host array the last run copied up (the same object) replaced by

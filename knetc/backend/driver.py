@@ -125,7 +125,7 @@ class Driver:
             for t9 in range(128):
                 v11 = loop9(t9, v11, v7, v8, v5, v20)
         """
-        spec, names = step.eqn.params["spec"], self.names
+        spec, body, names = step.eqn.params["spec"], step.body, self.names
         number = names.arg(step.eqn.out)[1:]
         function, counter = f"loop{number}", f"t{number}"
         k, p = spec.carried, spec.invariant
@@ -135,11 +135,23 @@ class Driver:
             array = fill.format(shape=physical_shape(stack), dtype=np.dtype(stack.aval.dtype).name)
             self.emit(f"{names.arg(stack)} = {array}")
         sources = [names.arg(x) for x in step.eqn.inputs[k + p:]]
-        params = [counter] + [names.arg(v) for v in step.body.program.inputs[:k + p]]
+        params = [counter] + [names.arg(v) for v in body.program.inputs[:k + p]]
         params += list(dict.fromkeys(s for s in sources if s not in params))  # (one parameter per array)
         params += [names.arg(s) for s in stacks]
+        # The body's function: the sliced arrays' rows first, the stacked outputs' rows stored last.
+        prologue = [f"{names.arg(v)} = {_row(source, row_index(counter, scale, offset), not v.aval.shape)}"
+                    for v, source, (scale, offset) in zip(body.program.inputs[k + p:], sources, spec.rows)]
+        allocated = {out for _, s in body.walk() for out in outputs(s) if not isinstance(s, Reshape)}
+        roots = storage_roots(body)  # (the value whose buffer holds a value, through views)
+        # A carry needs a buffer of its own (the next step reads it while writing others).
+        results = [names.arg(y) if roots.get(y, y) in allocated else self.copy.format(name=names.arg(y))
+                   for y in body.program.outputs[:k]]
+        epilogue = [self.store.format(destination=_row(names.arg(stack), row_index(counter, scale, offset),
+                                                       stack.aval.ndim <= 1), value=names.arg(y))
+                    for y, stack, (_, scale, offset) in zip(body.program.outputs[k:], stacks, spec.stacked)]
+        epilogue += [f"return {', '.join(results)}"] if results else []
         before = self.launches
-        self.functions.append(self.body_function(function, counter, step, params, sources))
+        self.functions.append([f"def {function}({', '.join(params)}):"] + self.function(body, prologue, epilogue))
         self.launches += (self.launches - before) * (spec.length - 1)  # (the header counts a run's launches)
         carried = [names.arg(c) for c in carries]
         arguments = [counter, *carried, *(names.arg(x) for x in step.eqn.inputs[k:k + p]), *params[1 + k + p:]]
@@ -149,26 +161,6 @@ class Driver:
         self.emit(f"for {counter} in range({order}):")
         call = f"{function}({', '.join(arguments)})"
         self.emit(f"    {', '.join(carried)} = {call}" if k else f"    {call}")
-
-    def body_function(self, function, counter, step, params, sources):
-        """The lines of a loop body's function (see loop)."""
-        spec, body, names = step.eqn.params["spec"], step.body, self.names
-        k, p = spec.carried, spec.invariant
-        prologue = [f"{names.arg(v)} = {_row(source, row_index(counter, scale, offset), not v.aval.shape)}"
-                    for v, source, (scale, offset) in zip(body.program.inputs[k + p:], sources, spec.rows)]
-        allocated = {out for _, s in body.walk() for out in outputs(s) if not isinstance(s, Reshape)}
-        roots = storage_roots(body)  # (the value whose buffer holds a value, through views)
-        epilogue, results = [], []
-        for i, y in enumerate(body.program.outputs):
-            text = names.arg(y)
-            if i < k:  # a carry: a buffer of its own (the next step reads it while writing others)
-                results.append(text if roots.get(y, y) in allocated else self.copy.format(name=text))
-            else:
-                _, scale, offset = spec.stacked[i - k]
-                row = _row(names.arg(step.outs[i]), row_index(counter, scale, offset), step.outs[i].aval.ndim <= 1)
-                epilogue.append(self.store.format(destination=row, value=text))
-        returns = [f"return {', '.join(results)}"] if results else []
-        return [f"def {function}({', '.join(params)}):"] + self.function(body, prologue, epilogue + returns)
 
     # ------------------------------------------------------------------ functions
     def function(self, schedule, prologue, epilogue):
@@ -188,21 +180,19 @@ class Driver:
 
     def generate(self):
         """The Generated driver and kernels."""
-        schedule, names = self.schedule, self.names
-        program = schedule.program
+        program, names = self.schedule.program, self.names
         results = [names.arg(v) for v in driver_outputs(program)]
-        body = self.function(schedule, [], [f"return ({', '.join(results)}{',' if len(results) == 1 else ''})"])
-        counts = {kind: _per_run(schedule, kind) for kind in (Matmul, Call)}
+        body = self.function(self.schedule, [], [f"return ({', '.join(results)}{',' if len(results) == 1 else ''})"])
+        counts = {kind: _per_run(self.schedule, kind) for kind in (Matmul, Call)}
         lines = [f"# Generated by knetc from {program.name} ({self.target}): {self.launches} kernel launches "
                  f"of {len(self.kernels)} kernels, {counts[Matmul]} GEMMs, {counts[Call]} library calls.",
                  "import math", "import numpy as np", "from knetc.backend.cache import kernel",
-                 *routine_imports(schedule, self.target), self.header.rstrip(), ""]
+                 *routine_imports(self.schedule, self.target), self.header.rstrip(), ""]
         lines += [f"{name} = kernel({source.digest!r})  # {source.ops}" for name, source in self.kernels.items()]
         for function in self.functions:
             lines += ["", ""] + function
-        args = ", ".join(names.arg(v) for v in driver_args(program))
-        lines += ["", "", f"def driver({args}):"] + body
-        return Generated("\n".join(line for line in lines if line is not None) + "\n", dict(self.kernels))
+        lines += ["", "", f"def driver({', '.join(names.arg(v) for v in driver_args(program))}):"] + body
+        return Generated("\n".join(lines) + "\n", dict(self.kernels))
 
 
 def _row(array, row, scalar):

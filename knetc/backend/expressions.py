@@ -21,7 +21,6 @@ at a time into a local array (`a1`, ...: the rows blo..bhi of lo..hi, see
 backend/cpu.py), which the kernel's loops then read. Each entry accumulates its terms in
 the same order as in the plain loop nest, so the results are the same, bit for bit.
 """
-import hashlib
 import importlib.util
 import math
 import re
@@ -30,11 +29,11 @@ import numpy as np
 
 from ..ir.core import Var
 from ..ir.fuse import squeezed_index, squeezes
+from .cache import file_sha256
 from .names import import_alias, import_line
 
-NUMBA_TYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "int16": "int16",
-               "int8": "int8", "uint64": "uint64", "uint32": "uint32", "uint16": "uint16", "uint8": "uint8",
-               "bool": "boolean"}
+NUMBA_TYPES = {name: name for name in ("float32", "float64", "int64", "int32", "int16", "int8", "uint64", "uint32",
+                                       "uint16", "uint8")} | {"bool": "boolean"}
 
 
 def numba_type(dtype):
@@ -104,8 +103,7 @@ def kernel_module(target, ops, helpers, lines):
 
 
 def source_digest(module):
-    with open(importlib.util.find_spec(module).origin, "rb") as f:
-        return "source sha256 " + hashlib.sha256(f.read()).hexdigest()[:16]
+    return "source sha256 " + file_sha256(importlib.util.find_spec(module).origin)[:16]
 
 
 STREAM_BLOCK = 4096  # accumulator entries per block of a streamed reduction (32 KiB of float64)
@@ -199,7 +197,7 @@ class KernelBody:
     def _compute(self, eqn, index, key):
         op, out = eqn.op, eqn.out
         if op.kind == "reduce":
-            return self._reduce(eqn, index, key)
+            return self._reduce(eqn.inputs[0], eqn.params["axes"], out.aval.dtype, op.monoid, index, key)
         if squeezes(eqn):  # a reshape that adds or drops size-1 axes: the same entry of its input
             return self.value(eqn.inputs[0], squeezed_index(index, out.aval.shape, eqn.inputs[0].aval.shape))
         if op.index_map is not None:
@@ -213,14 +211,11 @@ class KernelBody:
                 return v
             depth = max(self._depth_of(v), self._block_for(index))
             return self._emit(f"({v} if {condition} else {const(0, out.aval.dtype)})", depth, key)
-        names = []
-        for position, x in enumerate(eqn.inputs):
-            if op.input_gives_shape:
-                names.append(None)  # not read: the result depends on the index
-            elif isinstance(x, Var):
-                names.append(self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)))
-            else:
-                names.append(self.number(eqn, position, out.aval.dtype))
+        if op.input_gives_shape:  # the inputs are not read: the result depends on the index
+            names = [None] * len(eqn.inputs)
+        else:
+            names = [self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)) if isinstance(x, Var)
+                     else self.number(eqn, position, out.aval.dtype) for position, x in enumerate(eqn.inputs)]
         depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.input_gives_shape else 0])
         if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
@@ -233,9 +228,8 @@ class KernelBody:
         depths = range(len(self.blocks) - 1, 0, -1)
         return next((depth for depth in depths if name in self.blocks[depth]["memo"].values()), 0)
 
-    def _reduce(self, eqn, index, key):
-        (x,) = eqn.inputs
-        axes, dtype, monoid = eqn.params["axes"], eqn.out.aval.dtype, eqn.op.monoid
+    def _reduce(self, x, axes, dtype, monoid, index, key):
+        """x reduced over `axes` by `monoid` in `dtype`, at `index` (of the kept axes)."""
         if self._streams(x.aval.shape, axes, index):
             return self._stream(x, axes, dtype, monoid, index, key)
         # The reduction runs in the innermost loop its result varies in (once per row for a
@@ -268,18 +262,14 @@ class KernelBody:
     def _accumulate(self, x, index, loop_vars, dtype, monoid, accumulator):
         """The lines adding x at `index` to `accumulator`: a block of their own, whose loop
         variables are the reduction's (`loop_vars`)."""
-        block = _block(set(loop_vars))
-        self.blocks.append(block)
-        block["lines"].extend(self._step(self._entry(x, index, dtype), dtype, monoid, accumulator))
-        self.blocks.pop()
-        return block["lines"]
+        self.blocks.append(_block(set(loop_vars)))
+        self.blocks[-1]["lines"].extend(self._step(self._entry(x, index, dtype), dtype, monoid, accumulator))
+        return self.blocks.pop()["lines"]
 
     def _entry(self, x, index, dtype):
         """x at `index` as an entry of a reduction accumulating in `dtype`."""
-        v = self.value(x, index)
-        if x.aval.dtype != dtype:  # a sum of bools or int32s accumulates in int64, as numpy's
-            v = f"{numba_type(dtype)}({v})"
-        return v
+        v = self.value(x, index)  # (a sum of bools or int32s accumulates in int64, as numpy's)
+        return v if x.aval.dtype == dtype else f"{numba_type(dtype)}({v})"
 
     def _step(self, v, dtype, monoid, accumulator, local=False):
         """The lines adding the entry `v` to `accumulator`; local: through a local variable
@@ -320,15 +310,13 @@ class KernelBody:
         start = const(monoid.start(dtype), dtype)
         # Streamed: the reduction's loops outside the kernel's, each step on the entry in the array.
         reduction, *levels = self._levels(x, inner_index, dtype, monoid, loop_vars.values(), cell, True)
-        streamed = nest(kernel_loops, [[f"{cell} = {start}"]])
-        streamed += nest(loops + kernel_loops, [reduction] + levels)
+        streamed = nest(kernel_loops, [[f"{cell} = {start}"]]) + nest(loops + kernel_loops, [reduction] + levels)
         # Plain: the kernel's loops outside, a scalar accumulator per entry.
         accumulator = self._fresh()
         *levels, reduction = self._levels(x, inner_index, dtype, monoid, loop_vars.values(), accumulator, False)
         levels[-1] = levels[-1] + [f"{accumulator} = {start}"] + nest(loops, [reduction]) + [f"{cell} = {accumulator}"]
-        plain = nest(kernel_loops, levels)
         width = " * ".join(["(bhi - blo)"] + self.ranges[1:])
-        lines = [f"if {width} >= {STREAM_MIN}:", *indent(streamed), "else:", *indent(plain)]
+        lines = [f"if {width} >= {STREAM_MIN}:", *indent(streamed), "else:", *indent(nest(kernel_loops, levels))]
         rows = ["min(brows, hi - lo)"] + self.ranges[1:]  # (the block's rows, the other loops' lengths)
         shape = rows[0] if len(rows) == 1 else f"({', '.join(rows)})"
         numpy_dtype = "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"

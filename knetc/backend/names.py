@@ -19,7 +19,7 @@ class Names:
         self._names = {v: f"v{n}" for v, n in var_numbers(program).items()}
 
     def arg(self, var):
-        # (u<n>: a value not in the program; no generator makes one today)
+        # (u<n>: a value not in the program, such as a loop's carry that nothing reads)
         return self._names.setdefault(var, f"u{len(self._names)}")
 
 
@@ -54,8 +54,7 @@ def routine_imports(schedule, target):
 
 def call_expression(step, names, target):
     """`routine(inputs..., out, param=value, ...)` for a Call step (params as Python literals)."""
-    args = [names.arg(x) if isinstance(x, Var) else repr(x) for x in step.eqn.inputs]
-    args.append(names.arg(step.out))
+    args = [names.arg(x) if isinstance(x, Var) else repr(x) for x in step.eqn.inputs] + [names.arg(step.out)]
     args += [f"{key}={value!r}" for key, value in step.eqn.params.items()]
     return f"{import_alias(step.eqn.op.lowering[target])}({', '.join(args)})"
 

@@ -84,21 +84,19 @@ class Region:
 
     def __init__(self, regions, length):
         self.regions, self.length = regions, length  # (regions: the stack of regions being traced)
-        self.inputs = set()
-        self.rows = {}  # (id(source), scale, offset) -> (row Var, source, scale, offset)
-        self.builder = None
+        # rows: (id(source), scale, offset) -> (row Var, source, scale, offset)
+        self.inputs, self.rows, self.builder = set(), {}, None
 
     def row(self, source, index):
         """source[index] for a loop index of this region: a row of `source`, which must come
         from outside the loop."""
         if not source.aval.shape or self._inside(source):
             raise NotALoop("a row of a value computed inside the loop")
-        n = source.aval.shape[0]
-        first, last = index.at(0), index.at(self.length - 1)
-        offset = index.offset
-        if -n <= min(first, last) and max(first, last) < 0:
+        n, offset = source.aval.shape[0], index.offset
+        low, high = sorted((index.at(0), index.at(self.length - 1)))
+        if -n <= low and high < 0:
             offset += n  # (xs[-1 - t])
-        elif not (0 <= min(first, last) and max(first, last) < n):
+        elif not (0 <= low and high < n):
             raise NotALoop("the index leaves the array in some step")  # (Python raises there: unrolling says where)
         key = (id(source), index.scale, offset)
         if key not in self.rows:
@@ -152,8 +150,12 @@ def trace_region(translator, node, steps):
     finally:
         regions.pop()
     if verdict != "looped":
-        for container, contents in [(scope, before), *containers]:
-            _restore(container, contents)
+        for container, contents in [(scope, before), *containers]:  # (as if the body was never traced)
+            if isinstance(container, list):
+                container[:] = contents
+            else:
+                container.clear()
+                container.update(contents)
         return verdict
 
     outer.constants.update(body.constants)
@@ -195,9 +197,7 @@ def _verdict(scope, before, assigned, carries, body, containers):
     if any(_changed(container, contents) for container, contents in containers):
         return "unroll"  # (ys.append(h): Python keeps every step's value)
     eqns = body.eqns + [e for b in bodies(body.eqns) for e in b.eqns]
-    if any(e.op.state_inputs for e in eqns):
-        return "unroll"
-    return verdict
+    return "unroll" if any(e.op.state_inputs for e in eqns) else verdict  # (state updated in place: dropout's counter)
 
 
 _MISSING = object()
@@ -235,14 +235,6 @@ def _changed(container, contents):
         return container.keys() != contents.keys() or any(container[k] is not v for k, v in contents.items())
     now = list(container)
     return len(now) != len(contents) or any(a is not b for a, b in zip(now, contents))
-
-
-def _restore(container, contents):
-    if isinstance(container, list):
-        container[:] = contents
-    else:
-        container.clear()
-        container.update(contents)
 
 
 def _assigned_names(statements):

@@ -146,16 +146,13 @@ class Guard:
         if kind == "value":
             kind_of = type(value)
             self.check = lambda: (now := read()) is value or (type(now) is kind_of and now == value)
-        elif kind == "array" and value.size <= CONTENT_GUARD_MAX:
-            # Its contents too: the trace may have used them as numbers (labels, an index, a
-            # mask, numpy code), which the program then holds; an in-place change retraces.
-            shape, dtype, contents = value.shape, value.dtype, value.copy()
-            nan = dtype.kind in "fc"
-            self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype \
-                and np.array_equal(value, contents, equal_nan=nan)
         elif kind == "array":
-            shape, dtype = value.shape, value.dtype
-            self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype
+            # Small arrays by their contents too: the trace may have used them as numbers (labels,
+            # an index, a mask, numpy code), which the program then holds; an in-place change retraces.
+            shape, dtype, nan = value.shape, value.dtype, value.dtype.kind in "fc"
+            contents = value.copy() if value.size <= CONTENT_GUARD_MAX else None
+            self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype and (
+                contents is None or np.array_equal(value, contents, equal_nan=nan))
         elif kind == "list":
             items = tuple(value)
             self.check = lambda: read() is value and len(value) == len(items) and all(map(operator.is_, value, items))
@@ -392,6 +389,10 @@ class FunctionTranslator(ast.NodeVisitor):
                     (leaf is not _MISSING and not isinstance(leaf, (Param, Tracked))):
                 raise CompileError("augmented assignment on an array argument: Python changes the caller's "
                                    "array in place, compiled code cannot", hint="write `x = x + ...` (a new array)")
+            if self._views_a_held_array(current):
+                raise CompileError("augmented assignment on a view of another array (a slice, reshape or "
+                                   "transpose): Python would change that array too, compiled code cannot",
+                                   hint="write `x = x + ...` (a new array)")
             name = node.target.id if isinstance(node.target, ast.Name) else None
             for other, value in self.scope.items():
                 held = value is current or (type(value) in (list, tuple) and any(v is current for v in value))
@@ -404,6 +405,19 @@ class FunctionTranslator(ast.NodeVisitor):
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
         self.assign(node.target, self.operate(node.op, (current, self.eval(node.value)), node))
+
+    def _views_a_held_array(self, var):
+        """Whether var is a view (basic index, reshape, transpose) of an array that a name or
+        the caller holds, directly or through other views: numpy's `+=` on it changes that one."""
+        eqns = current_builder().eqns
+        while (producer := next((e for e in reversed(eqns) if e.out is var), None)) is not None \
+                and (producer.op.kind == "view" or producer.op.view_index is not None):
+            var = producer.inputs[0]
+            if var in self.translation.arguments or any(
+                    value is var or (type(value) in (list, tuple) and any(v is var for v in value))
+                    for value in self.scope.values()):
+                return True
+        return False
 
     def assign(self, target, value):
         if isinstance(target, ast.Name):
@@ -549,11 +563,15 @@ class FunctionTranslator(ast.NodeVisitor):
                                    "use the kn. functions and the numpy functions knetc compiles (np.sum, "
                                    "np.reshape, ...), or do this outside the compiled function") from None
             raise CompileError(str(error), self.filename, node.lineno) from None
+        return self._guarded_attribute(obj, node.attr, value)
+
+    def _guarded_attribute(self, obj, attr, value):
+        """value = obj.attr; when obj comes from outside, the attribute is guarded too."""
         origin = self.translation.origin(obj)
         if origin is not None and not (isinstance(value, (types.MethodType, types.BuiltinMethodType))
                                        and getattr(value, "__self__", None) is obj):
-            root, name, path = origin  # an attribute of an object from outside: guard it too
-            self.translation.depend(value, root, name, path + ((True, node.attr),))
+            root, name, path = origin
+            self.translation.depend(value, root, name, path + ((True, attr),))
         return value
 
     def visit_Subscript(self, node):
@@ -685,6 +703,8 @@ class FunctionTranslator(ast.NodeVisitor):
             fn = fn.fn
         if fn is isinstance and len(args) == 2 and isinstance(args[0], Var):
             return self._isinstance(args[0], args[1])
+        if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str) and hasattr(args[0], args[1]):
+            return self._guarded_attribute(args[0], args[1], getattr(args[0], args[1]))  # as obj.name
         if fn is type and len(args) == 1 and isinstance(args[0], Var):
             raise CompileError("`type()` of an array value: compiled code sees an IR value, not the array the "
                                "Python function would see", hint="test shapes and dtypes (x.ndim, x.dtype) instead")
@@ -834,13 +854,16 @@ class InnerFunction:
 
     def __init__(self, parent, node):
         self.parent, self.node = parent, node
+        # Default values are evaluated where the def or lambda is, as Python does (`lambda y, i=i: ...`).
+        a = node.args
+        self.defaults = [parent.eval(d) for d in a.defaults]
+        self.kw_defaults = {kw.arg: parent.eval(d) for kw, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
 
     def __call__(self, *args, **kwargs):
         parent, a = self.parent, self.node.args
         names = [x.arg for x in a.posonlyargs + a.args]
-        defaults = [parent.eval(d) for d in a.defaults]
-        scope = dict(zip(names[len(names) - len(defaults):], defaults))
-        scope.update({kw.arg: parent.eval(d) for kw, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
+        scope = dict(zip(names[len(names) - len(self.defaults):], self.defaults))
+        scope.update(self.kw_defaults)
         if len(args) > len(names) and a.vararg is None:
             raise CompileError(f"too many arguments: {len(args)} given, {len(names)} expected")
         scope.update(zip(names, args))

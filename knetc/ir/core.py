@@ -80,16 +80,12 @@ def var_numbers(program, numbers=None):
 
 
 def needed_by(eqns, values):
-    """The values `values` are computed from by `eqns` (themselves included)."""
-    producers = {e.out: e for e in eqns}
-    needed, stack = set(), [v for v in values if isinstance(v, Var)]
-    while stack:
-        v = stack.pop()
-        if v in needed:
-            continue
-        needed.add(v)
-        if v in producers:
-            stack.extend(x for x in producers[v].inputs if isinstance(x, Var))
+    """The values `values` are computed from by `eqns` (themselves included). `eqns` are in
+    program order, so one backward sweep reaches them all."""
+    needed = {v for v in values if isinstance(v, Var)}
+    for eqn in reversed(eqns):
+        if eqn.out in needed:
+            needed.update(x for x in eqn.inputs if isinstance(x, Var))
     return needed
 
 
@@ -138,9 +134,6 @@ class Builder(context.Trace):
     def owns(self, x):
         return isinstance(x, Var)
 
-    def process(self, op, args, params):
-        return self.emit(op, args, params)
-
     def input(self, aval):
         return Var(aval)
 
@@ -178,6 +171,7 @@ class Builder(context.Trace):
         self.eqns.append(Eqn(op, args, params, out, self.loc))
         return out
 
+    process = emit  # (the trace protocol's name: ops bound to Vars are emitted)
 
     def _numpy_scalars(self, op, args, params):
         """A numpy scalar (np.float64(2.5), np.prod(x.shape)) is typed as numpy types it, like
@@ -190,9 +184,8 @@ class Builder(context.Trace):
             weak = op.rule(*(aval_of(a.item()) if isinstance(a, np.generic) else aval_of(a) for a in args), **params)
         except Exception:  # the rule refuses one of them: keep the literal, emit reports the error
             return args
-        if strong.dtype == weak.dtype:
-            return args
-        return tuple(np.asarray(a) if isinstance(a, np.generic) else a for a in args)
+        return args if strong.dtype == weak.dtype else tuple(
+            np.asarray(a) if isinstance(a, np.generic) else a for a in args)
 
     def _out_of_range_ints(self, op, args, params):
         """numpy refuses a Python int that the integer array's dtype cannot hold (`int8 + 300`:

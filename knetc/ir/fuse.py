@@ -108,9 +108,8 @@ class Schedule:
         a loop's body counts once)."""
         count = {kind: sum(isinstance(s, kind) for _, s in self.walk()) for kind in (Kernel, Matmul, Call, Loop)}
         ops = len(self.program.eqns) + sum(len(s.body.program.eqns) for _, s in self.walk() if isinstance(s, Loop))
-        loops = f" in {count[Loop]} loops" if count[Loop] else ""
-        return (f"{ops} ops -> {count[Kernel]} kernels + {count[Matmul]} GEMMs"
-                f" + {count[Call]} library calls{loops}")
+        return (f"{ops} ops -> {count[Kernel]} kernels + {count[Matmul]} GEMMs + {count[Call]} library calls"
+                + (f" in {count[Loop]} loops" if count[Loop] else ""))
 
     def fused_ops(self, kernel):
         """The op names computed by a kernel, in evaluation order (for comments and inspect)."""
@@ -238,8 +237,9 @@ def fuse(program, rows=None):
             steps.append(Matmul(v, producers[a].inputs[0] if ta else a, producers[b].inputs[0] if tb else b, ta, tb))
         elif eqn.op.kind == "view" and eqn.op.index_map is None:  # a reshape: the stored value, read with another shape
             steps.append(Reshape(v, eqn.inputs[0]))
-        elif (block := _view_index(eqn, inlined)) is not None:  # a block of a stored value (xs[t]): a view
-            steps.append(Reshape(v, eqn.inputs[0], block))
+        elif eqn.op.view_index is not None and eqn.inputs[0] not in inlined and (
+                block := eqn.op.view_index(eqn.inputs[0].aval.shape, **eqn.params)) is not None:
+            steps.append(Reshape(v, eqn.inputs[0], block))  # a contiguous block of a stored value (xs[t]): a view
         elif eqn.op.kind == "call":
             steps.append(Call(v, eqn))
         elif eqn.op.kind == "loop":
@@ -251,14 +251,6 @@ def fuse(program, rows=None):
         else:
             steps.append(Kernel(v, eqn, _kernel_inputs(eqn, inlined), v in per_row))
     return Schedule(program, steps, inlined, producers)
-
-
-def _view_index(eqn, inlined):
-    """The numpy index under which eqn's result is a contiguous block of its stored input
-    (Op.view_index), or None."""
-    if eqn.op.view_index is None or eqn.inputs[0] in inlined:
-        return None
-    return eqn.op.view_index(eqn.inputs[0].aval.shape, **eqn.params)
 
 
 def _arity(eqn):
@@ -294,11 +286,9 @@ def _kernel_inputs(root, inlined):
         if eqn.op.input_gives_shape:
             return  # not read by the kernel
         for x in eqn.inputs:
-            if not isinstance(x, Var):
-                continue
-            if x in inlined:
+            if isinstance(x, Var) and x in inlined:
                 walk(inlined[x])
-            else:
+            elif isinstance(x, Var):
                 order.setdefault(x)
     walk(root)
     return list(order)

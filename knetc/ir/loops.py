@@ -94,8 +94,7 @@ def emit_loop(builder, length, carries, invariants, rows, eqns, carry_outputs, s
             kept.append(eqn)
             varying.add(eqn.out)
         else:  # loop-invariant: computed once, before the loop
-            inputs = [outer.get(x, x) for x in eqn.inputs]
-            builder.eqns.append(Eqn(eqn.op, inputs, eqn.params, eqn.out, eqn.loc))
+            builder.eqns.append(Eqn(eqn.op, [outer.get(x, x) for x in eqn.inputs], eqn.params, eqn.out, eqn.loc))
     outputs = list(carry_outputs) + [y for y, *_ in stacked]
     bound = varying | {v for v, _ in invariants}
     reads = [x for e in kept for x in e.inputs] + outputs

@@ -64,22 +64,22 @@ def storage_roots(schedule):
     return root
 
 
-def lifetimes(schedule):
-    """(roots, end, pinned): roots as storage_roots; end[v]: for each allocated value v, the
-    index of the last step that reads v or a view of it (its defining step if none does);
-    pinned: the allocated values a program output is (a view of). A loop's results are
+def lifetimes(schedule, reuse=None):
+    """(roots, end, pinned, occupants): roots as storage_roots; end[v]: for each allocated
+    value v, the index of the last step that reads v or a view of it (its defining step if
+    none does); pinned: the allocated values a program output is (a view of); occupants:
+    {buffer root: [(step index, allocated value written into it)], in step order} for the
+    plan `reuse` ({out: donor}; None: every output in a fresh buffer). A loop's results are
     allocated values of their own, which the plan never hands on."""
-    root = storage_roots(schedule)
-    end = {}
+    root, end, occupants = storage_roots(schedule), {}, {}
     for t, step in enumerate(schedule.steps):
         if isinstance(step, ALLOCATING + (Loop,)):
-            end.update(dict.fromkeys(outputs(step), t))
-        for x in step.inputs:
-            r = root.get(x)
-            if r in end:
-                end[r] = t
+            for out in outputs(step):
+                end[out] = t
+                occupants.setdefault(reuse.get(out, out) if reuse else out, []).append((t, out))
+        end.update((root[x], t) for x in step.inputs if root.get(x) in end)
     pinned = {root[v] for v in schedule.program.outputs if isinstance(v, Var) and root.get(v) in end}
-    return root, end, pinned
+    return root, end, pinned, occupants
 
 
 def _key(var):
@@ -94,7 +94,7 @@ def plan_memory(schedule, reuse=True):
     """Choose, for each allocating step, a dead buffer to write its output into (none when
     reuse is False), and the names to drop after each step: sets schedule.reuse and
     schedule.release (see the module docstring) and returns `schedule`."""
-    _, end, pinned = lifetimes(schedule)
+    _, end, pinned, _ = lifetimes(schedule)
     live = live_bytes(schedule)         # bytes held at each step, updated as buffers wait
     limit = max(live, default=0)        # the peak without reuse: never exceeded
     free = {}       # (dtype, elements) -> [(death step, buffer root)], the most recently freed last
@@ -127,14 +127,14 @@ def release_after(schedule, reuse=None):
     """{step index: [Vars whose names the driver may drop after that step]} for the plan
     `reuse` ({out: donor}; None: every output in a fresh buffer), as plan_memory's
     schedule.release (module docstring)."""
-    root, end, pinned = lifetimes(schedule)
+    root, end, pinned, buffers = lifetimes(schedule, reuse)
     position = {out: t for t, step in enumerate(schedule.steps) for out in outputs(step)}
     names = {}      # allocated value -> it and its views, in definition order
     for out in position:
         if root[out] in end:
             names.setdefault(root[out], []).append(out)
     release = {}
-    for buffer, occupants in _occupants(schedule, reuse).items():
+    for buffer, occupants in buffers.items():
         values = [v for _, v in occupants]
         if pinned.intersection(values):
             continue
@@ -148,25 +148,14 @@ def release_after(schedule, reuse=None):
 def live_bytes(schedule, reuse=None, release=True):
     """The bytes held at each step (a list, one entry per step) by the buffers the schedule
     allocates; see peak_bytes."""
-    _, end, pinned = lifetimes(schedule)
+    _, end, pinned, buffers = lifetimes(schedule, reuse)
     last = len(schedule.steps) - 1
     delta = [0] * (len(schedule.steps) + 1)  # bytes allocated (freed) at each step
-    for occupants in _occupants(schedule, reuse).values():  # a buffer: from its first value to its last read
+    for occupants in buffers.values():  # a buffer: from its first value to its last read
         size = max(_bytes(v) for _, v in occupants)
         delta[occupants[0][0]] += size
         delta[max(last if v in pinned or not release else end[v] for _, v in occupants) + 1] -= size
     return list(itertools.accumulate(delta[:-1]))
-
-
-def _occupants(schedule, reuse):
-    """{buffer root: [(step index, allocated value written into it)], in step order} for the
-    plan `reuse` ({out: donor}; None: every output in a fresh buffer)."""
-    reuse, occupants = reuse or {}, {}
-    for t, step in enumerate(schedule.steps):
-        if isinstance(step, ALLOCATING + (Loop,)):
-            for out in outputs(step):
-                occupants.setdefault(reuse.get(out, out), []).append((t, out))
-    return occupants
 
 
 def peak_bytes(schedule, reuse=None, release=True):
