@@ -276,8 +276,9 @@ class Specialization:
         scalars of the same value, captured arrays of the same shape and dtype)?"""
         return self.translation.holds()
 
-    def captured_values(self):
-        return [value_of(p) for p, _ in self.translation.captures]
+    def arrays(self, leaves):
+        """The program's input arrays: the arguments' array leaves, then the captured Params' values."""
+        return [value_of(x) for x in leaves if is_array(x)] + [value_of(p) for p, _ in self.translation.captures]
 
 
 @pytree.register_leaf_type  # a function, not a container of arrays
@@ -305,18 +306,18 @@ class CompiledFunction:
         """A compiled method: `obj.f(x)` calls it with obj as its first argument."""
         return self if obj is None else types.MethodType(self, obj)
 
-    def _with_defaults(self, args, kwargs):
+    def _arguments(self, args, kwargs):
         """The arguments with the defaults of those not given filled in, so that default
         values are arguments like the others (flattened, keyed and read live), not values
-        the trace reads once."""
-        if self._signature_with_defaults is None:
-            return args, kwargs
-        try:
-            bound = self._signature_with_defaults.bind(*args, **kwargs)
-        except TypeError as error:
-            raise TypeError(f"{self.fn.__name__}: {error}") from None
-        bound.apply_defaults()
-        return bound.args, bound.kwargs
+        the trace reads once; and their leaves and treedef."""
+        if self._signature_with_defaults is not None:
+            try:
+                bound = self._signature_with_defaults.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{self.fn.__name__}: {error}") from None
+            bound.apply_defaults()
+            args, kwargs = bound.args, bound.kwargs
+        return (args, kwargs, *pytree.flatten((args, kwargs)))
 
     # -------------------------------------------------------------- specializations
     def _signature(self, leaves):
@@ -336,9 +337,7 @@ class CompiledFunction:
     def specialize(self, mode, *args, **kwargs):
         """The Specialization for these arguments, built on first use. mode: "call",
         ("grad", argnum) or ("forward", tracked-leaf flags) (a call recorded inside diff)."""
-        args, kwargs = self._with_defaults(args, kwargs)
-        leaves, treedef = pytree.flatten((args, kwargs))
-        return self._specialize(mode, args, kwargs, leaves, treedef)
+        return self._specialize(mode, *self._arguments(args, kwargs))
 
     def _specialize(self, mode, args, kwargs, leaves, treedef):
         key = (mode, treedef, self._signature(leaves))
@@ -428,13 +427,11 @@ class CompiledFunction:
 
     # -------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):
-        args, kwargs = self._with_defaults(args, kwargs)
-        leaves, treedef = pytree.flatten((args, kwargs))
+        args, kwargs, leaves, treedef = self._arguments(args, kwargs)
         if active_tape_levels(leaves) or recording():  # inside kn.diff: Params read from globals are recorded too
             return self._call_recorded(args, kwargs, leaves, treedef)
         spec = self._specialize("call", args, kwargs, leaves, treedef)
-        arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
-        return pytree.unflatten(spec.out_treedef, spec.executable.run(arrays))
+        return pytree.unflatten(spec.out_treedef, spec.executable.run(spec.arrays(leaves)))
 
     def _call_recorded(self, args, kwargs, leaves, treedef):
         """Inside `diff`: run the compiled forward and record one node whose backward pass is
@@ -471,16 +468,14 @@ class CompiledFunction:
         an array: then that argument's numbers stay constants with no gradient (None)."""
         if argnum not in self._numbers_as_values:
             with_arrays, numbers = _numbers_as_arrays(args, argnum)
-            if any(numbers):
-                leaves, treedef = pytree.flatten((with_arrays, kwargs))
+            new_leaves, new_treedef = pytree.flatten((with_arrays, kwargs)) if any(numbers) else (leaves, treedef)
             try:
-                spec = self._specialize(("grad", argnum), with_arrays, kwargs, leaves, treedef)
-                return spec, with_arrays, leaves, numbers
+                spec = self._specialize(("grad", argnum), with_arrays, kwargs, new_leaves, new_treedef)
+                return spec, with_arrays, new_leaves, numbers
             except CompileError:
                 if not any(numbers):
                     raise
                 self._numbers_as_values.add(argnum)  # (from now on)
-                leaves, treedef = pytree.flatten((args, kwargs))
         numbers = [False] * len(pytree.flatten(args[argnum])[0])
         return self._specialize(("grad", argnum), args, kwargs, leaves, treedef), args, leaves, numbers
 
@@ -494,15 +489,13 @@ class CompiledFunction:
         silently leaving it untrained."""
         def gradient(*args, **kwargs):
             check_argnum(argnum, args)
-            args, kwargs = self._with_defaults(args, kwargs)
-            leaves, treedef = pytree.flatten((args, kwargs))
+            args, kwargs, leaves, treedef = self._arguments(args, kwargs)
             if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
             spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
-            arrays = [value_of(x) for x in leaves if is_array(x)] + spec.captured_values()
-            outs = spec.executable.run(arrays)
+            outs = spec.executable.run(spec.arrays(leaves))
             g = [None if s is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]
             g = pytree.unflatten(spec.target_treedef, _shared_totals(pytree.flatten(args[argnum])[0], g))

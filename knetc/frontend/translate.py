@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from .. import context
-from ..autograd import Param, Tracked
+from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
 from ..ir.core import Var, current_builder
 from ..ops import elementwise as ew
@@ -212,9 +212,7 @@ class Translation:
             if not guard.holds():
                 return guard.describe()
         for param, var in self.captures:
-            value = param.value
-            while isinstance(value, (Param, Tracked)):  # (rare) a Param holding a Param
-                value = value.value
+            value = value_of(param)  # (rare: a Param holding a Param)
             if getattr(value, "shape", _MISSING) != var.aval.shape or getattr(value, "dtype", _MISSING) != var.aval.dtype:
                 return f"the value of a captured Param (traced as {var.aval})"
         return None
@@ -266,10 +264,7 @@ class Translation:
     def lowered(self, value):
         """A Param (or taped value) read from outside: the program's input for it. A Param
         holding an IR value (a gradient taken inside compiled code) stays as it is."""
-        inner = value
-        while isinstance(inner, (Param, Tracked)):
-            inner = inner.value
-        if isinstance(inner, Var):
+        if isinstance(value_of(value), Var):
             return value
         var = next((v for p, v in self.captures if p is value), None)
         if var is None:
@@ -563,15 +558,17 @@ class FunctionTranslator(ast.NodeVisitor):
                                    "use the kn. functions and the numpy functions knetc compiles (np.sum, "
                                    "np.reshape, ...), or do this outside the compiled function") from None
             raise CompileError(str(error), self.filename, node.lineno) from None
-        return self._guarded_attribute(obj, node.attr, value)
+        return self._guarded(obj, (True, node.attr), value)
 
-    def _guarded_attribute(self, obj, attr, value):
-        """value = obj.attr; when obj comes from outside, the attribute is guarded too."""
+    def _guarded(self, obj, step, value):
+        """value = obj.attr or obj[key] (step: (True, attr) or (False, key)); when obj comes from
+        outside, the attribute or item is guarded too (a method bound to obj is not)."""
         origin = self.translation.origin(obj)
-        if origin is not None and not (isinstance(value, (types.MethodType, types.BuiltinMethodType))
-                                       and getattr(value, "__self__", None) is obj):
+        is_method = step[0] and isinstance(value, (types.MethodType, types.BuiltinMethodType)) \
+            and getattr(value, "__self__", None) is obj
+        if origin is not None and not is_method:
             root, name, path = origin
-            self.translation.depend(value, root, name, path + ((True, attr),))
+            self.translation.depend(value, root, name, path + (step,))
         return value
 
     def visit_Subscript(self, node):
@@ -579,16 +576,14 @@ class FunctionTranslator(ast.NodeVisitor):
         if isinstance(obj, Var) and holds_loop_index(index):
             return subscript(obj, index)  # a row read in a loop region (loops.py)
         value = obj[index]  # on a Var: knetc.ops.indexing.getindex
-        if type(obj) not in (list, tuple, dict) and not isinstance(obj, (np.ndarray, Var)):
-            origin = self.translation.origin(obj)  # (items of lists, tuples and dicts are guarded already)
-            if origin is not None:
-                try:
-                    hash(index)
-                except TypeError:  # an unhashable index: no guard can key it
-                    return value
-                root, name, path = origin
-                self.translation.depend(value, root, name, path + ((False, index),))
-        return value
+        if type(obj) in (list, tuple, dict) or isinstance(obj, (np.ndarray, Var)) \
+                or self.translation.origin(obj) is None:
+            return value  # (items of lists, tuples and dicts are guarded already; obj is not from outside)
+        try:
+            hash(index)
+        except TypeError:  # an unhashable index: no guard can key it
+            return value
+        return self._guarded(obj, (False, index), value)
 
     def visit_Slice(self, node):
         return slice(*(None if n is None else self.eval(n) for n in (node.lower, node.upper, node.step)))
@@ -704,7 +699,7 @@ class FunctionTranslator(ast.NodeVisitor):
         if fn is isinstance and len(args) == 2 and isinstance(args[0], Var):
             return self._isinstance(args[0], args[1])
         if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str) and hasattr(args[0], args[1]):
-            return self._guarded_attribute(args[0], args[1], getattr(args[0], args[1]))  # as obj.name
+            return self._guarded(args[0], (True, args[1]), getattr(args[0], args[1]))  # as obj.name
         if fn is type and len(args) == 1 and isinstance(args[0], Var):
             raise CompileError("`type()` of an array value: compiled code sees an IR value, not the array the "
                                "Python function would see", hint="test shapes and dtypes (x.ndim, x.dtype) instead")
