@@ -108,3 +108,14 @@ def test_minibatches_of_a_knetarray_are_copies():
         batches += 1
     assert batches == 2
     np.testing.assert_array_equal(np.asarray(data), np.arange(8.0).reshape(4, 2))
+
+
+def test_save_to_a_missing_folder_or_onto_a_folder_names_the_users_path(tmp_path):
+    target = tmp_path / "nodir" / "model.knetc"
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        kn.save(target, w=np.ones(2))
+    assert info.value.filename == str(target)
+    with pytest.raises(IsADirectoryError) as info:
+        kn.save(tmp_path, w=np.ones(2))
+    assert info.value.filename == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

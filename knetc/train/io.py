@@ -180,6 +180,10 @@ def save(path, **named):
     text = json.dumps(manifest, allow_nan=True).encode("utf-8")  # before touching the disk: errors leave it alone
 
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # (said of the user's path, not of the temporary file written first)
+        raise FileNotFoundError(errno.ENOENT, f"kn.save: the folder {folder!r} does not exist", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "kn.save: the path is a folder; give a file name in it", path)
     _remove_stale_temporaries(folder, os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{_HOST}-{os.getpid()}.",
                                suffix=".tmp")
