@@ -40,9 +40,10 @@ strided copies did not run in parallel.
 import threading
 
 import numpy as np
-from numba import cuda, njit
+from numba import cuda
 
 from knetc.kernels.matmul import matmul_cpu
+from knetc.kernels.rows import kernel
 from knetc.report import report
 from knetc.runtime import cudnn, threads
 
@@ -57,16 +58,26 @@ from knetc.runtime import cudnn, threads
 # the short row copies (LeNet's 5x5x20 im2col: 49 -> 9 us a sample). uint64 and int64 must
 # not meet in one expression (Numba would make it a float).
 
-@njit(cache=True, nogil=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
+@kernel(inline="always")
+def _unpacked(geometry):
+    """_Conv.geometry as (C, D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw)."""
+    g = geometry
+    return (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9],
+            g[10], g[11], g[12], g[13], g[14], g[15], g[16], g[17], g[18])
+
+
+@kernel(inline="always")
+def _inside(off, sw, W, OW):
+    """The output columns ow in [lo, hi) that read inside the row: 0 <= ow*sw + off < W."""
+    lo = max(0, -(off // sw))
+    return lo, max(lo, min(OW, -((off - W) // sw)))
+
+
+@kernel(inline="always")
 def _im2col(xf, n0, b, cols, geometry):
     """cols[(c, kd, kh, kw), j*npix + (od, oh, ow)] = x[n0 + j, c, od*sd + kd*dd - pd, ...]
     (0 outside) for the b samples n0 + j, side by side; xf is x as (N, C*D*H*W)."""
-    C, D, H, W = geometry[0], geometry[1], geometry[2], geometry[3]
-    KD, KH, KW = geometry[4], geometry[5], geometry[6]
-    OD, OH, OW = geometry[7], geometry[8], geometry[9]
-    sd, sh, sw = geometry[10], geometry[11], geometry[12]
-    pd, ph, pw = geometry[13], geometry[14], geometry[15]
-    dd, dh, dw = geometry[16], geometry[17], geometry[18]
+    C, D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw = _unpacked(geometry)
     swu = np.uint64(sw)
     npix = OD * OH * OW
     for j in range(b):
@@ -79,8 +90,7 @@ def _im2col(xf, n0, b, cols, geometry):
                     for kw in range(KW):
                         crow = cols[row]
                         off = kw * dw - pw
-                        lo = max(0, -(off // sw))  # the output columns with 0 <= ow*sw + off < W: [lo, hi)
-                        hi = max(lo, min(OW, -((off - W) // sw)))
+                        lo, hi = _inside(off, sw, W, OW)
                         for od in range(OD):
                             i_d = od * sd + kd * dd - pd
                             for oh in range(OH):
@@ -106,17 +116,12 @@ def _im2col(xf, n0, b, cols, geometry):
                         row += 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
+@kernel(inline="always")
 def _col2im(cols, dxf, n0, b, geometry):
     """The adjoint of _im2col: dx[n0 + j] = the sum of cols[(c, kd, kh, kw), j*npix + (od, oh,
     ow)] over the windows that read each input pixel, for the b samples n0 + j (written, the
     rest of each sample zeroed); dxf is dx as (N, C*D*H*W)."""
-    C, D, H, W = geometry[0], geometry[1], geometry[2], geometry[3]
-    KD, KH, KW = geometry[4], geometry[5], geometry[6]
-    OD, OH, OW = geometry[7], geometry[8], geometry[9]
-    sd, sh, sw = geometry[10], geometry[11], geometry[12]
-    pd, ph, pw = geometry[13], geometry[14], geometry[15]
-    dd, dh, dw = geometry[16], geometry[17], geometry[18]
+    C, D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, dd, dh, dw = _unpacked(geometry)
     swu = np.uint64(sw)
     npix = OD * OH * OW
     for j in range(b):
@@ -131,8 +136,7 @@ def _col2im(cols, dxf, n0, b, geometry):
                     for kw in range(KW):
                         crow = cols[row]
                         off = kw * dw - pw
-                        lo = max(0, -(off // sw))
-                        hi = max(lo, min(OW, -((off - W) // sw)))
+                        lo, hi = _inside(off, sw, W, OW)
                         if hi > lo:
                             for od in range(OD):
                                 i_d = od * sd + kd * dd - pd
@@ -153,7 +157,7 @@ def _col2im(cols, dxf, n0, b, geometry):
                         row += 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy", no_cfunc_wrapper=True, inline="always")
+@kernel(inline="always")
 def _columns(y, n0, k0, mat, into_mat):
     """Between the samples' blocks y[n0 + j, k0:k0 + R] (y: (N, K, npix)) and a matrix with
     them side by side, mat[r, j*npix + p] (R, b * npix): into mat, or out of it into y."""
@@ -272,7 +276,7 @@ def _written(out, compute):
 FWD, BWD_DATA, BWD_FILTER = 0, 1, 2  # what _chunk computes
 
 
-@njit(cache=True, nogil=True, error_model="numpy", no_cfunc_wrapper=True)
+@kernel()
 def _chunk(kind, w, x, y, geometry, group, lo, hi, B, colbuf, ybuf, prod):
     """For samples lo..hi, in steps of b <= B samples side by side (K filters, Kg = K/group
     per group, `rows` im2col rows per group, x and y one sample a row: (N, C*D*H*W) and

@@ -13,7 +13,8 @@ from knetc.runtime.threads import PARALLEL_MIN_WORK, in_parallel
 
 
 def kernel(**options):
-    """njit as the generated CPU kernels are compiled: cached, without the GIL, NumPy's error
+    """njit as the generated CPU kernels are compiled (also the convolutions' pieces,
+    kernels/conv.py): cached, without the GIL, NumPy's error
     model (no exception paths for divisions) and no C-callable wrapper (called from Python
     or from other njit code only; the wrapper costs about 10 ms of compile time each)."""
     return njit(cache=True, nogil=True, error_model="numpy", no_cfunc_wrapper=True, **options)

@@ -389,9 +389,8 @@ class FunctionTranslator(ast.NodeVisitor):
                                    "transpose): Python would change that array too, compiled code cannot",
                                    hint="write `x = x + ...` (a new array)")
             name = node.target.id if isinstance(node.target, ast.Name) else None
-            for other, value in self.scope.items():
-                held = value is current or (type(value) in (list, tuple) and any(v is current for v in value))
-                if held and other != name:
+            for other in self._holders(current):
+                if other != name:
                     raise CompileError(f"augmented assignment on an array that {other!r} also holds: Python "
                                        f"would change both in place, compiled code cannot",
                                        hint="write `x = x + ...` (a new array)")
@@ -408,11 +407,14 @@ class FunctionTranslator(ast.NodeVisitor):
         while (producer := next((e for e in reversed(eqns) if e.out is var), None)) is not None \
                 and (producer.op.kind == "view" or producer.op.view_index is not None):
             var = producer.inputs[0]
-            if var in self.translation.arguments or any(
-                    value is var or (type(value) in (list, tuple) and any(v is var for v in value))
-                    for value in self.scope.values()):
+            if var in self.translation.arguments or self._holders(var):
                 return True
         return False
+
+    def _holders(self, var):
+        """The names whose value is var, or a list or tuple holding it."""
+        return [name for name, value in self.scope.items()
+                if value is var or (type(value) in (list, tuple) and any(v is var for v in value))]
 
     def assign(self, target, value):
         if isinstance(target, ast.Name):
