@@ -118,6 +118,45 @@ def test_nll_gradient_matches_eager(dtype, rtol):
     assert float(loss) == pytest.approx(float(want_loss), rel=rtol)
 
 
+def _stored_ops(compiled):
+    """The op names of the values a compiled function's kernels store."""
+    return [k.eqn.op.name for spec in compiled.specializations() for k in spec.executables()[0].schedule.kernels()]
+
+
+def test_nll_recomputes_its_one_hot_labels_in_each_reader():
+    # The one-hot (iota == label) is read by the loss's sum and by the gradient: each
+    # computes it from the labels (a comparison per entry) instead of a kernel storing it.
+    w, x, y = RNG.standard_normal((12, 6)), RNG.standard_normal((40, 12)), RNG.integers(0, 6, 40)
+    compiled = kn.compile(nll_loss, target="cpu")
+    grad, loss = kn.gradloss(compiled)(w, x, y)
+    want_grad, want_loss = kn.gradloss(nll_loss)(w, x, y)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-11, atol=1e-13)
+    assert float(loss) == pytest.approx(float(want_loss), rel=1e-12)
+    assert "eq" not in _stored_ops(compiled)
+
+
+def positive_minus_column_mean(x):
+    m = kn.gt(x, 0.0)  # cheap: a comparison reading as many entries as it has
+    return m - kn.mean(m, dims=0)
+
+
+def exp_minus_column_mean(x):
+    e = kn.exp(x)  # not cheap: stored once, not recomputed by both readers
+    return e - kn.mean(e, dims=0)
+
+
+def test_only_cheap_values_are_recomputed_in_several_kernels():
+    x = RNG.standard_normal((9, 7))
+    cheap = kn.compile(positive_minus_column_mean, target="cpu")
+    m = (x > 0).astype(np.float64)
+    np.testing.assert_allclose(cheap(x), m - m.mean(axis=0, keepdims=True), rtol=1e-13, atol=1e-14)
+    assert _kernels(cheap) == 2 and "gt" not in _stored_ops(cheap)  # the column mean, then the difference
+    costly = kn.compile(exp_minus_column_mean, target="cpu")
+    e = np.exp(x)
+    np.testing.assert_allclose(costly(x), e - e.mean(axis=0, keepdims=True), rtol=1e-13, atol=1e-14)
+    assert _kernels(costly) == 3 and "exp" in _stored_ops(costly)
+
+
 # ------------------------------------------------------------------ CUDA: a group of threads per row
 
 @pytest.fixture

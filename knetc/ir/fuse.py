@@ -177,10 +177,11 @@ def fuse(program, rows=None):
     # a reduction's loop, where another reduction would nest loops.
     # A kernel reads at most MAX_KERNEL_INPUTS stored values: a long chain (the sum of a
     # gradient over 128 loop steps) becomes kernels of one shape, compiled once, not one
-    # kernel whose size grows with the chain. width: a kernel's root -> its input count.
+    # kernel whose size grows with the chain. width: a kernel's root -> its input count;
+    # roots: an inlined value -> the roots of the kernels that compute it.
     # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
     # all the way to the kernel's root), where a per-row value may be fused into it.
-    inlined, in_prologue, root, width, aligned, per_row = {}, {}, {}, {}, {}, set()
+    inlined, in_prologue, roots, width, aligned, per_row = {}, {}, {}, {}, {}, set()
 
     def placement(v, kind, user):
         """(in a prologue, at the kernel's own index, per row) for v computed inside its user's
@@ -208,23 +209,26 @@ def fuse(program, rows=None):
         users = [u for u in consumers.get(v, []) if not u.op.input_gives_shape]  # (iota reads a shape only)
         if v in outputs or not users or v in absorbed or kind not in ("elementwise", "reduce"):
             continue
-        kernels = {root.get(u.out, u.out) for u in users}
-        # Several readers: only a cheap value (no reduction in it) that they all read in one
-        # kernel (softmax's exp(x - max) in the row sum and in the quotient) is computed at
-        # each read instead of stored.
-        if len(users) > 1 and not (rows and len(kernels) == 1 and len(users) <= MAX_READS and not may_reduce[v]):
+        kernels = {kernel for u in users for kernel in roots.get(u.out, (u.out,))}
+        # Several readers: a cheap value (no reduction in it) is computed at each read instead
+        # of stored when they all read it in one kernel (softmax's exp(x - max) in the row sum
+        # and in the quotient), or in a few kernels when that costs what loading it would
+        # (nll's one-hot labels: _recomputable).
+        if (len(users) > 1 or len(kernels) > 1) and not (
+                rows and not may_reduce[v] and len(users) <= MAX_READS
+                and (len(kernels) == 1 or len(kernels) <= MAX_READS and _recomputable(eqn, producers))):
             continue
-        (kernel,) = kernels
-        grown = width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn)
+        grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
         places = [placement(v, kind, user) for user in users]
-        if grown > MAX_KERNEL_INPUTS or None in places:
+        if max(grown.values()) > MAX_KERNEL_INPUTS or None in places:
             continue
         inlined[v] = eqn
         in_prologue[v] = any(prologue for prologue, _, _ in places)
         aligned[v] = all(same for _, same, _ in places)
-        root[v], width[kernel] = kernel, grown
-        if any(row for _, _, row in places):
-            per_row.add(kernel)
+        roots[v] = kernels
+        width.update(grown)
+        per_row.update(kernel for user, (_, _, row) in zip(users, places) if row
+                       for kernel in roots.get(user.out, (user.out,)))
 
     steps = []
     for eqn in program.eqns:
@@ -256,6 +260,16 @@ def fuse(program, rows=None):
 def _arity(eqn):
     """The stored values an equation reads (an upper bound once others are fused into it)."""
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
+
+
+def _recomputable(eqn, producers):
+    """Does computing eqn's value in each kernel that reads it cost about what loading it
+    would? A cheap op (Op.cheap) or a free one (an index remapping, a size-1 reshape) that
+    reads no more entries than it has (an iota's are not read: it is its index)."""
+    free = eqn.op.cheap or eqn.op.index_map is not None or squeezes(eqn)
+    reads = 0 if eqn.op.input_gives_shape else sum(
+        x.size for x in eqn.inputs if isinstance(x, Var) and not (x in producers and producers[x].op.input_gives_shape))
+    return free and reads <= eqn.out.size
 
 
 def _per_row(shape, domain, last):

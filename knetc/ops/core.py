@@ -112,12 +112,15 @@ class Op:
     eager_grad: `eager_grad(dy, y, x)` for a one-input op: its rule's gradient computed in
       numpy in one pass, or None where it does not apply; the eager tape uses it when nothing
       records the backward pass (higher orders need the rule's ops).
+    cheap: an elementwise op whose scalar costs about what a load does (a cast, a comparison,
+      an index): fusion may compute it in each of several kernels that read it instead of
+      storing it (nll's one-hot labels), where that reads no more entries than storing would.
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
-                 input_gives_shape=False, input_check=None, view_index=None, eager_grad=None):
+                 input_gives_shape=False, input_check=None, view_index=None, eager_grad=None, cheap=False):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
@@ -126,6 +129,7 @@ class Op:
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
         self.input_check, self.view_index, self.eager_grad = input_check, view_index, eager_grad
+        self.cheap = cheap
         self.checked = set()  # rule_key()s whose shape rule passed (evaluate)
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")
@@ -391,4 +395,4 @@ def _astype_grad(dy, y, x, dtype):
 astype = register(Op("astype", lambda x, dtype: Aval(x.shape, np.dtype(dtype)),
                      lambda x, dtype: np.asarray(x).astype(dtype),
                      (_astype_grad,), "elementwise", lambda k, x, dtype: k.cast(x, dtype),
-                     simplify=input_if_unchanged))
+                     simplify=input_if_unchanged, cheap=True))

@@ -215,7 +215,7 @@ def _comparison(name, fn, symbol):
                 return fn(a, b).astype(a.dtype)  # (a Python number is weak: a's dtype)
         return fn(a, b).astype(_comparison_dtype(aval_of(a), aval_of(b)))
     op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
-                     (None, None), _comparison_dtype)
+                     (None, None), _comparison_dtype, cheap=True)
 
     def compare(a, b):
         # A fractional Python float against an integer array: compare in float64 (kernels
@@ -465,7 +465,8 @@ def _iota_impl(x, axis, dtype):
 # The position along `axis` of each entry of x (x only gives the shape): with `eq` it
 # builds the one-hot masks with which nll picks the labelled scores.
 iota = register(Op("iota", lambda x, axis, dtype: Aval(x.shape, np.dtype(dtype)), _iota_impl, (None,),
-                   "elementwise", lambda k, x, axis, dtype: k.cast(k.index(axis), dtype), input_gives_shape=True))
+                   "elementwise", lambda k, x, axis, dtype: k.cast(k.index(axis), dtype), input_gives_shape=True,
+                   cheap=True))
 
 # A constant array (the seed of reverse mode, zeros): no inputs, so it is emitted directly.
 full = register(Op("full", lambda shape, value, dtype: Aval(tuple(shape), np.dtype(dtype)),
