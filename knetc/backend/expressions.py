@@ -60,10 +60,12 @@ def number_text(value, dtype):
 
 class _Context:
     """What an op's scalar template may ask for: typed constants, casts, loop indices, and
-    calls of scalar helper functions (`call`)."""
+    calls of scalar helper functions (`call`). vectorizes: the value is computed in a CPU
+    loop that LLVM may run in vector lanes (not a reduction's in-order accumulation, not
+    CUDA), where arithmetic beats a C library call per element (kernels/fastmath.py)."""
 
-    def __init__(self, dtype, index, helpers):
-        self.dtype, self._index, self.helpers = dtype, index, helpers
+    def __init__(self, dtype, index, helpers, vectorizes=False):
+        self.dtype, self._index, self.helpers, self.vectorizes = dtype, index, helpers, vectorizes
 
     def const(self, value):
         return const(value, self.dtype)
@@ -111,6 +113,8 @@ STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside th
 
 
 class KernelBody:
+    VECTOR_LOOPS = True  # its elementwise loops may vectorize (CPU; CUDA's threads are its lanes)
+
     def __init__(self, schedule, kernel, loops=(), ranges=None):
         """loops: the kernel's loop variables, outermost first. ranges (CPU only): each
         loop's range text in a kernel with streamed reductions (the first loop runs over a
@@ -126,6 +130,7 @@ class KernelBody:
         # One block per loop level: outside every loop, then inside each of `loops`.
         self.blocks = [_block(set())] + [_block({var}) for var in loops]
         self.counter, self.reductions = 0, 0
+        self.accumulating = 0  # > 0 while a reduction's in-order accumulation is written (it does not vectorize)
 
     @property
     def parameters(self):
@@ -220,7 +225,8 @@ class KernelBody:
         if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
-        expression = op.scalar(_Context(out.aval.dtype, index, self.helpers), *names, **eqn.params)
+        vectorizes = self.VECTOR_LOOPS and not self.accumulating
+        expression = op.scalar(_Context(out.aval.dtype, index, self.helpers, vectorizes), *names, **eqn.params)
         return self._emit(expression, depth, key)
 
     def _depth_of(self, name):
@@ -239,7 +245,9 @@ class KernelBody:
         accumulator = self._fresh()
         loop_vars, inner_index = self._reduction_loops(x, axes, index)
         self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
+        self.accumulating += 1
         entry = self._accumulate(x, inner_index, loop_vars.values(), dtype, monoid, accumulator)
+        self.accumulating -= 1
         loops = [f"for {var} in range({self._extent(x.aval.shape[a])}):" for a, var in loop_vars.items()]
         self.blocks[outer]["lines"].extend(nest(loops, [entry]))
         self.blocks[outer]["memo"][key] = accumulator

@@ -1,0 +1,95 @@
+"""kernels/fastmath.py: float32 exp, sigm, tanh and erf as arithmetic that vectorizes.
+
+Each function against float64 references (numpy, scipy.special) over dense grids that
+cover every branch (the polynomial ranges, overflow to inf, underflow through the
+subnormals to 0) and the special values; then compiled float32 programs that use them
+(elementwise loops call them, reductions' accumulations keep the C library's functions)
+against numpy, and the generated text that says which is which.
+"""
+import numpy as np
+import pytest
+import scipy.special as sp
+from numba import njit
+
+import knetc as kn
+from knetc.kernels import fastmath
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
+
+
+def _over(function):
+    @njit(error_model="numpy")
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = function(x[i])
+    return apply
+
+
+def _evaluate(name, x):
+    out = np.empty_like(x)
+    _over(getattr(fastmath, f"{name}32_cpu"))(x, out)
+    return out
+
+
+REFERENCES = {"exp": np.exp, "sigm": sp.expit, "tanh": np.tanh, "erf": sp.erf}
+GRID = np.concatenate([np.linspace(-110, 95, 400_001), np.linspace(-6, 6, 400_001),
+                       np.linspace(-1e-3, 1e-3, 20_001), np.geomspace(1e-30, 1e-3, 2_001)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name,max_ulp", [("exp", 1.5), ("sigm", 3.5), ("tanh", 2), ("erf", 3)])
+def test_within_a_few_ulp_of_float64(name, max_ulp):
+    got = _evaluate(name, GRID).astype(np.float64)
+    with np.errstate(over="ignore"):
+        want = REFERENCES[name](GRID.astype(np.float64))
+    normal = (np.abs(want) >= TINY) & (np.abs(want) <= FLOAT32_MAX)
+    ulp = np.spacing(np.abs(want[normal]).astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got[normal] - want[normal]) / ulp) <= max_ulp
+    # results that are subnormal (exp, sigm far left) or round to 0: within one subnormal step
+    tiny = np.abs(want) < TINY
+    assert np.max(np.abs(got[tiny] - want[tiny]), initial=0) <= 1.5 * 2.0 ** -149
+    # beyond float32's range: inf as the C library's expf
+    assert np.all(np.isinf(got[np.abs(want) > FLOAT32_MAX]))
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_special_values_as_numpy(name):
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 88.72, 88.73, -87.0, -103.0, -104.0, -1e30, 1e30],
+                 np.float32)
+    got = _evaluate(name, x)
+    with np.errstate(over="ignore"):
+        want = REFERENCES[name](x.astype(np.float64)).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=3e-7, atol=2.0 ** -148)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # -0.0 stays -0.0 (tanh, erf)
+
+
+def gelu_and_softmax(x):
+    g = 0.5 * x * (1 + kn.erf(x * 0.7071067811865476)) + kn.tanh(x) + kn.sigm(x)
+    return g, kn.softmax(x, dims=1)
+
+
+def test_compiled_float32_programs_use_them_where_loops_vectorize():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((300, 40)) * 4).astype(np.float32)
+    x[0, :4] = [np.inf, -np.inf, np.nan, -0.0]
+    compiled = kn.compile(gelu_and_softmax, target="cpu")
+    g, s = compiled(x)
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # (inf * 0 at -inf: NaN, as compiled)
+        want_g = 0.5 * x64 * (1 + sp.erf(x64 * 0.7071067811865476)) + np.tanh(x64) + sp.expit(x64)
+    np.testing.assert_allclose(g, want_g, rtol=2e-6, atol=1e-6)
+    e = np.exp(x64[1:] - x64[1:].max(axis=1, keepdims=True))
+    np.testing.assert_allclose(s[1:], e / e.sum(axis=1, keepdims=True), rtol=2e-6, atol=1e-9)
+    texts = [open(m.__file__).read() for m in compiled.generated_modules()]
+    kernels = "\n".join(t for t in texts if t.startswith("# knetc kernel"))
+    for name in ("erf32", "tanh32", "sigm32", "exp32"):  # softmax's quotient loop: exp32
+        assert f"fastmath_{name}(" in kernels
+    # the row sum accumulates in order (it does not vectorize): the C library's exp there
+    assert "math.exp(" in kernels
+
+
+def test_float64_programs_keep_the_c_library():
+    compiled = kn.compile(lambda x: kn.exp(x) + kn.tanh(x), target="cpu")
+    x = np.linspace(-5, 5, 101)
+    np.testing.assert_allclose(compiled(x), np.exp(x) + np.tanh(x), rtol=1e-14, atol=1e-15)
+    assert all("kernels.fastmath" not in open(m.__file__).read() for m in compiled.generated_modules())
