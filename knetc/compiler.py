@@ -96,8 +96,7 @@ def load(name, schedule, generated, target, cache=True, key=""):
     directory = directory_for(cache)
     kernels = [load_kernel(source, directory) for source in generated.kernels.values()]
     routines = [step.eqn.op.lowering[target] for _, step in schedule.walk() if isinstance(step, Call)]
-    driver = load_module(f"{target}_{name}", generated.driver, directory, key + routines_key(routines))
-    return driver, kernels
+    return load_module(f"{target}_{name}", generated.driver, directory, key + routines_key(routines)), kernels
 
 
 STAGES = (trace_in_mode, differentiate, optimize, split_joint, fuse, plan_memory, generate, load)
@@ -129,11 +128,6 @@ def compile_program(program, target, cache=True, key=""):
     return build(program, "call", target, cache=cache, key=key)["executable"]
 
 
-def _own(array):
-    """A copy of a host array the program holds (a constant it returns); device arrays as they are."""
-    return array.copy() if isinstance(array, np.ndarray) else array
-
-
 class Executable:
     """A program compiled for one target: `run(arrays)` returns its outputs. Built by the
     stages (`build`): it takes the optimised program, its schedule, the generated code, and
@@ -152,7 +146,7 @@ class Executable:
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
         # results that are the program's constants: each call returns a copy (the caller may write into it)
         self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
-        self._input_checks = InputChecks(input_program)
+        self._input_checks = InputChecks(input_program).checks
         self._runner = BACKENDS[target].Runner(self)
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
         # dropout's counter) live on the host; on CUDA their device copies are refreshed
@@ -166,8 +160,8 @@ class Executable:
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
-        if self._input_checks.checks:
-            self._input_checks(arrays)  # before anything runs: a bad label leaves no state changed
+        for position, check, params in self._input_checks:  # before anything runs: a bad label leaves no state changed
+            check(host_copy(arrays[position]), **params)  # (a device value is copied down, counted in kn.stats())
         for host, device in self._state:
             upload(np.asarray(host).reshape(device.shape), to=device)  # (counted: kn.stats())
         outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
@@ -176,8 +170,8 @@ class Executable:
         return outputs
 
     def _outputs(self, results):
-        return [value if index is None else _own(_logical(results[index], value)) if index in self._constant_outputs
-                else _logical(results[index], value) for index, value in self._slots]
+        return [value if index is None else _logical(results[index], value, index in self._constant_outputs)
+                for index, value in self._slots]
 
     def _run_first(self, arrays):
         """The first run is when Numba compiles or loads the kernels that no earlier program
@@ -233,8 +227,7 @@ class InputChecks:
                 spec = eqn.params["spec"]
                 entering = dict(zip(spec.body.inputs[spec.carried:], eqn.inputs[spec.carried:]))
                 self._scan(top, spec.body, lambda v, entering=entering: source_of(entering[v]) if v in entering else None)
-            check = eqn.op.input_check
-            if check is None:
+            if (check := eqn.op.input_check) is None:
                 continue
             source = source_of(eqn.inputs[0])
             if source in top.constants:
@@ -245,10 +238,6 @@ class InputChecks:
                 raise CompileError(check.refusal(**eqn.params), *(eqn.loc or (None, None)),
                                    hint="compute it outside and pass it in as an argument")
 
-    def __call__(self, arrays):
-        for position, check, params in self.checks:
-            check(host_copy(arrays[position]), **params)  # (a device value is copied down, counted in kn.stats())
-
 
 def _numba_counts(module):
     """(loaded from Numba's cache, loaded or compiled) so far, over the module's dispatchers:
@@ -258,8 +247,11 @@ def _numba_counts(module):
     return sum(sum(d.stats.cache_hits.values()) for d in dispatchers), sum(len(d.overloads) for d in dispatchers)
 
 
-def _logical(array, shape):
-    return array.reshape(shape) if array.shape != shape else array
+def _logical(array, shape, own):
+    """The result `array` with its logical shape; with `own`, a copy of a host array the
+    program holds (a constant it returns; device arrays as they are)."""
+    array = array.reshape(shape) if array.shape != shape else array
+    return array.copy() if own and isinstance(array, np.ndarray) else array
 
 
 class Specialization:
@@ -270,11 +262,6 @@ class Specialization:
 
     def executables(self):
         return [e for e in (getattr(self, n, None) for n in ("executable", "forward", "backward")) if e is not None]
-
-    def guards_hold(self):
-        """Does every value the program read from outside still hold (the same objects,
-        scalars of the same value, captured arrays of the same shape and dtype)?"""
-        return self.translation.holds()
 
     def arrays(self, leaves):
         """The program's input arrays: the arguments' array leaves, then the captured Params' values."""
@@ -342,7 +329,7 @@ class CompiledFunction:
     def _specialize(self, mode, args, kwargs, leaves, treedef):
         key = (mode, treedef, self._signature(leaves))
         spec = self._specializations.get(key)
-        if spec is None or not spec.guards_hold():
+        if spec is None or not spec.translation.holds():
             spec = self._older_or_new(key, spec, mode, args, kwargs, leaves)
         for observe in OBSERVERS:
             observe(self, spec)
@@ -370,7 +357,7 @@ class CompiledFunction:
         it read from outside changed): an earlier one whose guards hold, or a new trace."""
         older = self._stale.setdefault(key, [])
         for i, spec in enumerate(older):
-            if spec.guards_hold():
+            if spec.translation.holds():
                 older[i] = stale
                 self._specializations[key] = spec
                 return spec
@@ -418,11 +405,9 @@ class CompiledFunction:
     def generated_modules(self):
         """The generated modules of every specialization (calls, gradients, diff forward and
         backward): drivers first, then the kernel modules they bind."""
-        drivers, kernels = {}, {}
-        for spec in self._specializations.values():
-            for executable in spec.executables():
-                drivers[executable.module.__knetc_path__] = executable.module
-                kernels.update((m.__knetc_path__, m) for m in executable.kernel_modules)
+        executables = [e for spec in self._specializations.values() for e in spec.executables()]
+        drivers = {e.module.__knetc_path__: e.module for e in executables}
+        kernels = {m.__knetc_path__: m for e in executables for m in e.kernel_modules}
         return list(drivers.values()) + list(kernels.values())
 
     # -------------------------------------------------------------- calling
@@ -456,8 +441,7 @@ class CompiledFunction:
             dy = value_of(dy)
             if not (is_device_array(dy) and np.dtype(dy.dtype) == np.dtype(y.dtype)):  # a device dy stays there
                 dy = np.asarray(dy, dtype=y.dtype).reshape(np.shape(y))
-            grads = spec.backward.run(arrays + [dy] + residuals)
-            by_input = dict(zip(spec.wrt, grads))
+            by_input = dict(zip(spec.wrt, spec.backward.run(arrays + [dy] + residuals)))
             return [by_input.get(i) for i in range(len(inputs))]
         return record_call(y, inputs, backward)
 
@@ -519,11 +503,10 @@ def _shared_totals(leaves, grads):
     for i, leaf in enumerate(leaves):
         if isinstance(leaf, Param) and grads[i] is not None:
             places.setdefault(id(leaf), []).append(i)
-    for shared in places.values():
-        if len(shared) > 1:
-            total = functools.reduce(np.add, (grads[i] for i in shared))
-            for i in shared:
-                grads[i] = total
+    for shared in places.values():  # (a Param at one place: its own gradient)
+        total = functools.reduce(np.add, (grads[i] for i in shared))
+        for i in shared:
+            grads[i] = total
     return grads
 
 
@@ -537,9 +520,7 @@ def _numbers_as_arrays(args, argnum):
     if not any(numbers):
         return args, numbers
     leaves = [np.asarray(leaf) if number else leaf for leaf, number in zip(leaves, numbers)]
-    args = list(args)
-    args[argnum] = pytree.unflatten(treedef, leaves)
-    return tuple(args), numbers
+    return (*args[:argnum], pytree.unflatten(treedef, leaves), *args[argnum + 1:]), numbers
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

@@ -261,13 +261,13 @@ def test_guards_name_what_was_read():
     spec = [s for s in mlp_global.specializations() if s.mode == "call"][0]
     kinds = {guard.describe(): guard.kind for guard in spec.translation.guards}
     assert kinds["MODEL"] == "list" and kinds["SCALE"] == "value", kinds
-    assert spec.guards_hold()
+    assert spec.translation.holds()
     try:
         SCALE = 4.0
-        assert not spec.guards_hold() and "SCALE" in spec.translation.failed_guard()
+        assert not spec.translation.holds() and "SCALE" in spec.translation.failed_guard()
     finally:
         SCALE = 2.0
-    assert spec.guards_hold()
+    assert spec.translation.holds()
 
 
 # ---------------------------------------------------------------- side effects

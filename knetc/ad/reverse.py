@@ -7,7 +7,7 @@ running the other way over the body's adjoint, fed with the values the forward l
 stacks for it step by step (loop_adjoint)."""
 from ..ir.core import Builder, Eqn, Var, needed_by
 from ..ir.loops import LOOP, emit_loop, float_typed, project
-from ..ops.elementwise import add, full
+from ..ops.elementwise import add
 
 
 def adjoint_program(program, wrt, seed_input=False):
@@ -25,8 +25,7 @@ def adjoint_program(program, wrt, seed_input=False):
     active = _depends_on(program, {program.inputs[i] for i in wrt})
     with Builder() as b:
         b.eqns, b.constants = list(program.eqns), dict(program.constants)
-        start = seed if seed_input else b.emit(full, (), dict(shape=y.aval.shape, value=1.0, dtype=y.aval.dtype))
-        cotangents = backward_pass(b, program.eqns, {y: start}, active)
+        cotangents = backward_pass(b, program.eqns, {y: seed if seed_input else b.filled(y.aval, 1.0)}, active)
     gradients = [cotangents.get(program.inputs[i]) for i in wrt]
     inputs = program.inputs + ([seed] if seed_input else [])
     return program.replace(inputs=inputs, eqns=b.eqns, outputs=program.outputs + gradients, constants=b.constants)
@@ -40,8 +39,7 @@ def backward_pass(b, eqns, cotangents, active):
     of_loop = {}  # a loop's value -> {output index: cotangent}
     for eqn in reversed(eqns):
         if eqn.op.kind == "loop_output":
-            dy = cotangents.pop(eqn.out, None)
-            if dy is not None:
+            if (dy := cotangents.pop(eqn.out, None)) is not None:
                 of_loop.setdefault(eqn.inputs[0], {})[eqn.params["index"]] = dy
             continue
         b.loc = eqn.loc  # adjoint equations point at the primal line they differentiate
@@ -49,8 +47,7 @@ def backward_pass(b, eqns, cotangents, active):
             dys = of_loop.pop(eqn.out, None)
             contributions = loop_adjoint(b, eqn, dys, active) if dys else []
         else:
-            dy = cotangents.pop(eqn.out, None)
-            if dy is None:
+            if (dy := cotangents.pop(eqn.out, None)) is None:
                 continue
             contributions = [(x, rule(dy, eqn.out, *eqn.inputs, **eqn.params))
                              for x, rule in zip(eqn.inputs, eqn.op.grads)
@@ -97,7 +94,8 @@ def loop_adjoint(b, eqn, dys, active):
         seeds = {i: Var(outputs[i].aval) for i in hot + seeded}
         cotangents = _accumulate({}, [(outputs[i], seed) for i, seed in seeds.items()])
         cotangents = backward_pass(joint, body.eqns, cotangents, depends)
-        carry_grads = [cotangents[inputs[j]] if inputs[j] in cotangents else _zeros(joint, inputs[j].aval) for j in hot]
+        carry_grads = [cotangents[inputs[j]] if inputs[j] in cotangents else joint.filled(inputs[j].aval, 0.0)
+                       for j in hot]
         sums = [(i, cotangents[inputs[i]]) for i in range(k, k + p) if i in wrt and inputs[i] in cotangents]
         partial = [Var(g.aval) for _, g in sums]
         totals = [add(s, g) for s, (_, g) in zip(partial, sums)]
@@ -125,8 +123,8 @@ def loop_adjoint(b, eqn, dys, active):
                                                                      eqn.out, eqn.loc)
     stacks = project(b, eqn.out, forward_spec, range(len(outputs), len(outputs) + len(saved)))
 
-    carries = [(seeds[j], dys[j] if j in dys else _zeros(b, inputs[j].aval)) for j in hot]
-    carries += [(s, _zeros(b, s.aval)) for s in partial]
+    carries = [(seeds[j], dys[j] if j in dys else b.filled(inputs[j].aval, 0.0)) for j in hot]
+    carries += [(s, b.filled(s.aval, 0.0)) for s in partial]
     rows = [(v, stack, 1, 0) for v, stack in zip(saved, stacks)] + rows
     rows += [(seeds[i], dys[i], *spec.stacked[i - k][1:]) for i in seeded]
     stacked = [(g, eqn.inputs[i].aval.shape[0], *spec.rows[i - k - p]) for i, g in row_grads]
@@ -134,10 +132,6 @@ def loop_adjoint(b, eqn, dys, active):
                                       carry_grads + totals, stacked, reverse=not spec.reverse)
     positions = hot + [i for i, _ in sums + row_grads]  # (finals: the carries' cotangents, then the sums)
     return [(eqn.inputs[i], g) for i, g in zip(positions, finals + gradient_rows) if eqn.inputs[i] in active]
-
-
-def _zeros(b, aval):
-    return b.emit(full, (), dict(shape=aval.shape, value=0.0, dtype=aval.dtype))
 
 
 def split(joint, n_primal, n_inputs):

@@ -3,8 +3,7 @@ from .. import pytree
 from ..autograd import Param, Tracked
 from ..ir.core import Builder, Program, Var
 from ..ops.core import aval_of
-from .source import function_ast
-from .translate import FunctionTranslator, Translation, bind_arguments
+from .translate import Translation
 
 
 def is_array(x):
@@ -25,11 +24,8 @@ def trace(fn, args, kwargs, mode=None):
         translation.arguments = {var: leaf for var, leaf in zip(abstract, leaves) if isinstance(var, Var)}
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
         translation.mark_arguments((a_args, a_kwargs))
-        translation.functions.add(fn.__code__)
-        result = FunctionTranslator(translation, fn, function_ast(fn.__code__), bind_arguments(fn, a_args, a_kwargs)).run()
-        out_leaves, out_treedef = pytree.flatten(result)
+        out_leaves, out_treedef = pytree.flatten(translation.inline(fn, a_args, a_kwargs))
         outputs = [builder.constant(leaf) if hasattr(leaf, "shape") and not isinstance(leaf, Var) else leaf
                    for leaf in out_leaves]  # (array constants become the program's constants)
-    program = Program(fn.__name__, [*translation.arguments, *(v for _, v in translation.captures)], builder.eqns,
-                      outputs, builder.constants)
-    return program, translation, out_treedef
+    inputs = [*translation.arguments, *(v for _, v in translation.captures)]
+    return Program(fn.__name__, inputs, builder.eqns, outputs, builder.constants), translation, out_treedef

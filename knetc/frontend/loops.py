@@ -17,7 +17,6 @@ import ast
 from ..ir.core import Builder, Var, current_builder
 from ..ir.loops import bodies, emit_loop
 from ..ops.core import Aval
-from ..ops.elementwise import full
 
 MIN_STEPS = 2
 
@@ -82,10 +81,10 @@ def holds_loop_index(x):
 class Region:
     """A loop being traced: its body's builder, inputs and the rows it reads."""
 
-    def __init__(self, regions, length):
+    def __init__(self, regions, length, inputs):
         self.regions, self.length = regions, length  # (regions: the stack of regions being traced)
         # rows: (id(source), scale, offset) -> (row Var, source, scale, offset)
-        self.inputs, self.rows, self.builder = set(), {}, None
+        self.inputs, self.rows, self.builder = set(inputs), {}, None
 
     def row(self, source, index):
         """source[index] for a loop index of this region: a row of `source`, which must come
@@ -132,12 +131,10 @@ def trace_region(translator, node, steps):
     carries = [(name, before[name], Var(before[name].aval))  # (name, start, body Var)
                for name in assigned if isinstance(before.get(name), Var)]
     scope.update((name, v) for name, _, v in carries)
-    regions = translator.translation.regions
-    region = Region(regions, len(steps))
-    region.inputs.update(v for *_, v in carries)
+    region = Region(translator.translation.regions, len(steps), [v for *_, v in carries])
     scope[node.target.id] = LoopIndex(region, steps.step, steps.start)
     outer = current_builder()
-    regions.append(region)
+    region.regions.append(region)
     try:
         with Builder() as body:
             body.loc, region.builder = outer.loc, body
@@ -148,7 +145,7 @@ def trace_region(translator, node, steps):
     except BaseException:  # (NotALoop, or anything the unrolled loop will report at its step)
         verdict = "unroll"
     finally:
-        regions.pop()
+        region.regions.pop()
     if verdict != "looped":
         for container, contents in [(scope, before), *containers]:  # (as if the body was never traced)
             if isinstance(container, list):
@@ -164,7 +161,7 @@ def trace_region(translator, node, steps):
     for name in assigned:  # the body's own values, as Python leaves them after the loop
         value = scope.get(name)
         if name not in before and isinstance(value, Var):
-            kept.append((name, _zeros(outer, value.aval), Var(value.aval), value))
+            kept.append((name, outer.filled(value.aval, 0), Var(value.aval), value))
         elif isinstance(value, LoopIndex):
             scope[name] = value.at(len(steps) - 1)
     finals, _ = emit_loop(outer, len(steps), [(v, start) for _, start, v, _ in kept], [], list(region.rows.values()),
@@ -190,10 +187,9 @@ def _verdict(scope, before, assigned, carries, body, containers):
             continue
         if old is not _MISSING and isinstance(new, Var):
             verdict = "peel"  # (total = 0, then total = total + loss)
-        elif old is not _MISSING and not _same(old, new) or new is _MISSING:
-            return "unroll"  # (a Python value changes from step to step)
-        elif not isinstance(new, (Var, LoopIndex)) and _holds_var(new):
-            return "unroll"  # (a list of the step's arrays)
+        elif old is not _MISSING and not _same(old, new) or new is _MISSING \
+                or not isinstance(new, (Var, LoopIndex)) and holds_var(new):
+            return "unroll"  # (a Python value changes from step to step, or a list of the step's arrays)
     if any(_changed(container, contents) for container, contents in containers):
         return "unroll"  # (ys.append(h): Python keeps every step's value)
     eqns = body.eqns + [e for b in bodies(body.eqns) for e in b.eqns]
@@ -210,12 +206,13 @@ def _same(a, b):
         return False
 
 
-def _holds_var(x):
+def holds_var(x):
+    """Does x hold an IR value, itself or in nested lists, tuples, sets and dicts?"""
     if isinstance(x, dict):
         x = x.values()
     elif not isinstance(x, (list, tuple, set)):
         return isinstance(x, Var)
-    return any(_holds_var(i) for i in x)
+    return any(holds_var(i) for i in x)
 
 
 def _containers(values, found=None):
@@ -233,21 +230,12 @@ def _containers(values, found=None):
 def _changed(container, contents):
     if isinstance(container, dict):
         return container.keys() != contents.keys() or any(container[k] is not v for k, v in contents.items())
-    now = list(container)
-    return len(now) != len(contents) or any(a is not b for a, b in zip(now, contents))
+    return len(container) != len(contents) or any(a is not b for a, b in zip(container, contents))
 
 
 def _assigned_names(statements):
     """The names a block of statements may assign (in any branch), in order."""
-    names = {}
-    for stmt in statements:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-                names[node.id] = True
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                names[node.name] = True
-    return list(names)
-
-
-def _zeros(builder, aval):
-    return builder.emit(full, (), dict(shape=aval.shape, value=0, dtype=aval.dtype))
+    nodes = (node for stmt in statements for node in ast.walk(stmt))
+    return list(dict.fromkeys(node.id if isinstance(node, ast.Name) else node.name for node in nodes
+                              if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del))
+                              or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))))

@@ -10,7 +10,6 @@ import builtins
 import functools
 import hashlib
 import inspect
-import itertools
 import operator
 import random
 import sys
@@ -25,7 +24,7 @@ from ..errors import CompileError, ShapeError
 from ..ir.core import Var, current_builder
 from ..ops import elementwise as ew
 from ..ops.methods import FUNCTIONS, UFUNCS
-from .loops import LoopIndex, NotALoop, holds_loop_index, subscript, trace_region
+from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
 from .source import function_ast
 
 
@@ -200,10 +199,9 @@ class Translation:
 
     def source_key(self):
         """A digest of the source of every function translated into the program."""
-        digest = hashlib.sha256()
-        for code in sorted(self.functions, key=lambda c: (c.co_name, c.co_firstlineno)):
-            digest.update(f"{code.co_name}\n{ast.dump(function_ast(code))}\n".encode())
-        return digest.hexdigest()
+        text = "".join(f"{code.co_name}\n{ast.dump(function_ast(code))}\n"
+                       for code in sorted(self.functions, key=lambda c: (c.co_name, c.co_firstlineno)))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def failed_guard(self):
         """What no longer holds of the values the program was traced with (a guarded chain, or
@@ -215,7 +213,6 @@ class Translation:
             value = value_of(param)  # (rare: a Param holding a Param)
             if getattr(value, "shape", _MISSING) != var.aval.shape or getattr(value, "dtype", _MISSING) != var.aval.dtype:
                 return f"the value of a captured Param (traced as {var.aval})"
-        return None
 
     def holds(self):
         """Do the values the program was traced with still hold? It runs before every compiled
@@ -290,9 +287,8 @@ class Translation:
 
     def is_external(self, obj):
         """Was `obj`, or the array it is a view of, read from outside (a global, closure or argument container)?"""
-        if self.origin(obj) is not None or self.external.get(id(obj)) is obj:
-            return True
-        return isinstance(obj, np.ndarray) and obj.base is not None and self.is_external(obj.base)
+        return self.origin(obj) is not None or self.external.get(id(obj)) is obj or (
+            isinstance(obj, np.ndarray) and obj.base is not None and self.is_external(obj.base))
 
     def mark_arguments(self, tree):
         """The containers of the (abstract) arguments: the caller owns their originals."""
@@ -308,15 +304,42 @@ class Translation:
         for item in items:
             self.mark_arguments(item)
 
+    def inline(self, fn, args, kwargs):
+        """Run a Python function's body in a new scope, at compile time."""
+        if len(self.inlining) > _MAX_INLINE_DEPTH:  # (the traced function is the first)
+            if fn.__code__ in self.inlining:
+                raise CompileError(f"`{fn.__name__}` calls itself more than {_MAX_INLINE_DEPTH} times deep: compiled "
+                                   "code inlines every call, so recursion must end at compile time",
+                                   hint="end the recursion on a Python value or a shape (not on array data), "
+                                        "or loop with `for` over range(n)")
+            raise CompileError(f"helper calls nested more than {_MAX_INLINE_DEPTH} deep (inlining "
+                               f"`{fn.__name__}`): compiled code inlines every call",
+                               hint="call fewer helpers inside each other, e.g. loop over a list of layers")
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as error:
+            raise CompileError(f"calling {fn.__name__}: {error}") from None
+        bound.apply_defaults()
+        self.functions.add(fn.__code__)
+        # Room for the translator's frames: about a dozen per inlined call (Python's own call costs one).
+        limit, saved = sys.getrecursionlimit(), current_builder().loc
+        sys.setrecursionlimit(limit + _FRAMES_PER_INLINE)
+        self.inlining.append(fn.__code__)
+        try:
+            return FunctionTranslator(self, fn, function_ast(fn.__code__), dict(bound.arguments)).run()
+        finally:
+            self.inlining.pop()
+            current_builder().loc = saved
+            sys.setrecursionlimit(limit)
+
 
 class FunctionTranslator(ast.NodeVisitor):
     """Runs one (inlined) function's body at compile time."""
 
     def __init__(self, translation, fn, node, scope, closure=None):
-        self.translation, self.fn, self.node, self.filename = translation, fn, node, fn.__code__.co_filename
-        self.scope = scope
+        self.translation, self.fn, self.node, self.scope = translation, fn, node, scope
+        self.filename, self.globals = fn.__code__.co_filename, fn.__globals__
         self.parameters = [v for v in scope.values() if isinstance(v, Var)]  # the arrays passed in
-        self.globals = fn.__globals__
         self._cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
         self.closure = closure if closure is not None else {  # (empty cells are left out)
             name: value for name, cell in self._cells.items() if (value := _cell_contents(cell)) is not _MISSING}
@@ -403,8 +426,7 @@ class FunctionTranslator(ast.NodeVisitor):
     def _views_a_held_array(self, var):
         """Whether var is a view (basic index, reshape, transpose) of an array that a name or
         the caller holds, directly or through other views: numpy's `+=` on it changes that one."""
-        eqns = current_builder().eqns
-        while (producer := next((e for e in reversed(eqns) if e.out is var), None)) is not None \
+        while (producer := next((e for e in reversed(current_builder().eqns) if e.out is var), None)) is not None \
                 and (producer.op.kind == "view" or producer.op.view_index is not None):
             var = producer.inputs[0]
             if var in self.translation.arguments or self._holders(var):
@@ -483,11 +505,11 @@ class FunctionTranslator(ast.NodeVisitor):
             self.block(node.orelse)
 
     def visit_While(self, node):
-        for steps in itertools.count(1):
+        for steps in range(_MAX_WHILE_STEPS + 1):
             if not self.static(node.test, "`while` on an array value: its data is only known when the kernels run",
                                "loop a fixed number of times with range(n)", node):
                 return self.block(node.orelse)
-            if steps > _MAX_WHILE_STEPS:
+            if steps == _MAX_WHILE_STEPS:  # (its test still holds after that many steps)
                 raise CompileError(f"`while` ran {_MAX_WHILE_STEPS} steps at compile time", self.filename, node.lineno)
             if not self.loop_step(node.body):
                 return
@@ -666,15 +688,14 @@ class FunctionTranslator(ast.NodeVisitor):
                 yield from self._bindings(generators[1:])
 
     def visit_ListComp(self, node):  # (and the other comprehensions; a generator expression gives a list)
-        saved = dict(self.scope)
-        try:  # (the comprehension's names stay local)
+        saved, self.scope = self.scope, dict(self.scope)
+        try:  # (the comprehension's names stay local: it binds them in a copy of the scope)
             if isinstance(node, ast.DictComp):
                 return dict([(self.eval(node.key), self.eval(node.value)) for _ in self._bindings(node.generators)])
             items = [self.eval(node.elt) for _ in self._bindings(node.generators)]
             return set(items) if isinstance(node, ast.SetComp) else items
         finally:
-            self.scope.clear()
-            self.scope.update(saved)
+            self.scope = saved
 
     visit_GeneratorExp = visit_SetComp = visit_DictComp = visit_ListComp
 
@@ -711,45 +732,42 @@ class FunctionTranslator(ast.NodeVisitor):
                                    "shows IR values (shapes, dtypes), not data; compiled calls print nothing. "
                                    "hint: print results outside the compiled function, or call its .fn (the plain "
                                    "Python function) to debug", UserWarning, where[0] or "<unknown>", where[1] or 0)
-        self._refuse_side_effects(fn, args, kwargs)
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)  # (for messages)
+        self._refuse_side_effects(fn, name, args, kwargs)
         func, bound = (fn.__func__, (fn.__self__,)) if isinstance(fn, types.MethodType) else (fn, ())
         if isinstance(func, types.FunctionType) and not _is_library(func):  # a Python function or method
-            return self.inline(func, (*bound, *args), kwargs)
-        if isinstance(fn, type) and issubclass(fn, (np.generic, np.dtype)) and not _holds_var((args, kwargs)):
-            return fn(*args, **kwargs)  # np.float32(0.5), np.dtype("float32"): a value known now
-        if isinstance(fn, type) and issubclass(fn, np.generic):
-            self._refuse_data_access(fn)
-        if isinstance(fn, type) and not (fn.__module__ == "builtins" or issubclass(fn, (tuple, list, dict))):
-            raise CompileError(f"creating a {fn.__name__} object in compiled code is not supported",
-                               hint="create objects outside and pass them in as arguments")
+            return self.translation.inline(func, (*bound, *args), kwargs)
+        if isinstance(fn, type):  # (a numpy scalar type called on an array value is refused below, as a library call)
+            if issubclass(fn, (np.generic, np.dtype)) and not holds_var((args, kwargs)):
+                return fn(*args, **kwargs)  # np.float32(0.5), np.dtype("float32"): a value known now
+            if not (fn.__module__ == "builtins" or issubclass(fn, (tuple, list, dict, np.generic))):
+                raise CompileError(f"creating a {fn.__name__} object in compiled code is not supported",
+                                   hint="create objects outside and pass them in as arguments")
         call = getattr(type(fn), "__call__", None)
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
-            return self.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
+            return self.translation.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
         # A library function: Params from outside in its arguments become the program's inputs.
         args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
-        if _holds_var((args, kwargs)):
-            self._refuse_data_access(fn)
+        if holds_var((args, kwargs)):
+            self._refuse_data_access(fn, name)
         return fn(*args, **kwargs)
 
-    def _refuse_data_access(self, fn):
+    def _refuse_data_access(self, fn, name):
         """Calls that need an array value's data (float(x), np.asarray(x), x.item()) or a numpy
         function knetc has no op for: refused by name, not with Python's message about a `Var`."""
-        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
         if any(fn is f for f in (float, int, complex, bool)) \
                 or isinstance(fn, type) and issubclass(fn, np.generic) \
                 or getattr(fn, "__name__", None) in _DATA_METHODS and isinstance(getattr(fn, "__self__", None), Var):
             raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",
                                hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
                                     "the compiled function")
-        module = getattr(fn, "__module__", None) or ""
-        if not (isinstance(fn, np.ufunc) or module.split(".")[0] == "numpy"):
-            return
-        if any(fn is f for f in _NUMPY_CONVERSIONS):
+        numpy = isinstance(fn, np.ufunc) or (getattr(fn, "__module__", None) or "").split(".")[0] == "numpy"
+        if numpy and any(fn is f for f in _NUMPY_CONVERSIONS):
             raise CompileError(f"`np.{name}` of an array value inside compiled code: numpy would need its data, "
                                "which is only known when the kernels run",
                                hint="use the value itself (numpy functions on it are compiled), or call "
                                     "numpy outside the compiled function")
-        if not any(fn is f for f in (*UFUNCS, *FUNCTIONS)):
+        if numpy and not any(fn is f for f in (*UFUNCS, *FUNCTIONS)):
             raise CompileError(f"`np.{name}` is not supported on array values in compiled code (knetc compiles "
                                "only the numpy functions in its op table)",
                                hint="use the kn. functions (kn.sum, kn.reshape, kn.max(x, lo), ...), or call "
@@ -773,12 +791,11 @@ class FunctionTranslator(ast.NodeVisitor):
                            "array, numpy scalar, taped value) is only known when the function runs eagerly",
                            hint="test the arguments' types before calling, or shapes and dtypes (x.ndim, x.dtype)")
 
-    def _refuse_side_effects(self, fn, args, kwargs):
+    def _refuse_side_effects(self, fn, name, args, kwargs):
         """Calls whose effect or result would happen once, at trace time, and then never
         again: compiled code refuses them rather than differ from Python on later calls."""
         owner = getattr(fn, "__self__", None)
         module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
-        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
         top = module.split(".")[0]
         if isinstance(owner, _RANDOM_OWNERS) or module.startswith("numpy.random") or top in ("random", "secrets") \
                 or (module == "knetc.train.init" and getattr(fn, "__name__", "") in _RANDOM_INIT):
@@ -814,37 +831,6 @@ class FunctionTranslator(ast.NodeVisitor):
             raise CompileError(f"`{name}(..., out=...)` writes into an existing array: compiled code would do it "
                                "once, while tracing", hint="use the returned array instead of out=")
 
-    def inline(self, fn, args, kwargs):
-        """Run a Python function's body in a new scope, at compile time."""
-        translation = self.translation
-        if len(translation.inlining) >= _MAX_INLINE_DEPTH:
-            if fn.__code__ in translation.inlining:
-                raise CompileError(f"`{fn.__name__}` calls itself more than {_MAX_INLINE_DEPTH} times deep: compiled "
-                                   "code inlines every call, so recursion must end at compile time",
-                                   hint="end the recursion on a Python value or a shape (not on array data), "
-                                        "or loop with `for` over range(n)")
-            raise CompileError(f"helper calls nested more than {_MAX_INLINE_DEPTH} deep (inlining "
-                               f"`{fn.__name__}`): compiled code inlines every call",
-                               hint="call fewer helpers inside each other, e.g. loop over a list of layers")
-        scope = bind_arguments(fn, args, kwargs)
-        translation.functions.add(fn.__code__)
-        # Room for the translator's frames: about a dozen per inlined call (Python's own call costs one).
-        limit, saved = sys.getrecursionlimit(), current_builder().loc
-        sys.setrecursionlimit(limit + _FRAMES_PER_INLINE)
-        translation.inlining.append(fn.__code__)
-        try:
-            return FunctionTranslator(translation, fn, function_ast(fn.__code__), scope).run()
-        finally:
-            translation.inlining.pop()
-            current_builder().loc = saved
-            sys.setrecursionlimit(limit)
-
-
-def _holds_var(tree):
-    if type(tree) in (list, tuple, dict):
-        return any(_holds_var(v) for v in (tree.values() if type(tree) is dict else tree))
-    return isinstance(tree, Var)
-
 
 class InnerFunction:
     """A `def` or `lambda` inside compiled code: inlined with the enclosing scope as closure."""
@@ -859,8 +845,7 @@ class InnerFunction:
     def __call__(self, *args, **kwargs):
         parent, a = self.parent, self.node.args
         names = [x.arg for x in a.posonlyargs + a.args]
-        scope = dict(zip(names[len(names) - len(self.defaults):], self.defaults))
-        scope.update(self.kw_defaults)
+        scope = dict(zip(names[len(names) - len(self.defaults):], self.defaults), **self.kw_defaults)
         if len(args) > len(names) and a.vararg is None:
             raise CompileError(f"too many arguments: {len(args)} given, {len(names)} expected")
         scope.update(zip(names, args))
@@ -884,11 +869,3 @@ def _cell_contents(cell):
     except ValueError:  # an empty cell
         return _MISSING
 
-
-def bind_arguments(fn, args, kwargs):
-    try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as error:
-        raise CompileError(f"calling {fn.__name__}: {error}") from None
-    bound.apply_defaults()
-    return dict(bound.arguments)

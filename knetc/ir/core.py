@@ -12,6 +12,7 @@ import numpy as np
 from .. import context, pytree
 from ..errors import CompileError, ShapeError
 from ..ops.core import Aval, astype, aval_of
+from ..ops.elementwise import full
 from ..ops.methods import ArrayMethods
 
 
@@ -107,8 +108,7 @@ def format_program(program, groups=None, numbers=None):
             notes.append(f"{os.path.basename(eqn.loc[0])}:{eqn.loc[1]}")
         lines.append(text.ljust(64) + "  # " + ", ".join(notes) if notes else text)  # no trailing blanks
         if eqn.op.kind == "loop":
-            body = format_program(eqn.params["spec"].body, groups, numbers)
-            lines += ["    " + line for line in body.splitlines()]
+            lines += ["    " + line for line in format_program(eqn.params["spec"].body, groups, numbers).splitlines()]
     lines.append(f"  return {', '.join(name(v) for v in program.outputs)}")
     return "\n".join(lines)
 
@@ -139,20 +139,17 @@ class Builder(context.Trace):
 
     def constant(self, array):
         """A Var holding an array known at compile time (passed to the kernels as an input)."""
-        for var, value in self.constants.items():
-            if value is array:
-                return var
-        var = Var(Aval(tuple(array.shape), np.dtype(array.dtype)))
-        self.constants[var] = array
+        var = next((var for var, value in self.constants.items() if value is array), None)
+        if var is None:
+            var = Var(Aval(tuple(array.shape), np.dtype(array.dtype)))
+            self.constants[var] = array
         return var
 
     def emit(self, op, args, params):
         if op.kind == "elementwise":
             args = self._numpy_scalars(op, args, params)
-            if any(type(a) is int for a in args):
-                wider = self._out_of_range_ints(op, args, params)
-                if wider is not None:
-                    return wider
+            if any(type(a) is int for a in args) and (wider := self._out_of_range_ints(op, args, params)) is not None:
+                return wider
         args = tuple(self.constant(a) if isinstance(a, np.ndarray) else a.item() if isinstance(a, np.generic) else a
                      for a in args)
         for a in args:
@@ -172,6 +169,10 @@ class Builder(context.Trace):
         return out
 
     process = emit  # (the trace protocol's name: ops bound to Vars are emitted)
+
+    def filled(self, aval, value):
+        """A Var of `aval` holding `value` everywhere (a `full` equation)."""
+        return self.emit(full, (), dict(shape=aval.shape, value=value, dtype=aval.dtype))
 
     def _numpy_scalars(self, op, args, params):
         """A numpy scalar (np.float64(2.5), np.prod(x.shape)) is typed as numpy types it, like

@@ -1,5 +1,5 @@
 """Small named passes over a Program: decompose composites, simplify, CSE, DCE."""
-from ..ops.elementwise import full
+from ..ops.core import Aval
 from .core import Builder, Eqn, Var, needed_by
 
 
@@ -90,9 +90,8 @@ def _with_optimized_body(eqn):
     if any(not isinstance(y, Var) for y in body.outputs):
         with Builder() as b:
             b.eqns, b.loc = list(body.eqns), eqn.loc
-            avals = spec.output_avals()
-            outputs = [y if isinstance(y, Var) else b.emit(full, (), dict(
-                shape=avals[i].shape if i < spec.carried else avals[i].shape[1:], value=y, dtype=avals[i].dtype))
-                for i, y in enumerate(body.outputs)]
+            avals = [aval if i < spec.carried else Aval(aval.shape[1:], aval.dtype)  # (a stacked array's: its row's)
+                     for i, aval in enumerate(spec.output_avals())]
+            outputs = [y if isinstance(y, Var) else b.filled(aval, y) for y, aval in zip(body.outputs, avals)]
         body = body.replace(eqns=b.eqns, outputs=outputs)
     return Eqn(eqn.op, eqn.inputs, {"spec": spec.replace(body=body)}, eqn.out, eqn.loc)
