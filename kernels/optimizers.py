@@ -34,14 +34,17 @@ THREADS = 256  # threads per block for every kernel here
 
 # ---------------------------------------------------------------- CPU kernels (numba.njit)
 # cache=True: the machine code is kept next to this file, so later processes skip compiling.
+# error_model="numpy": x / 0 is inf or NaN as in numpy, and no zero test per division keeps
+# LLVM from vectorizing the loop (Adam over 400k weights: 2.2 -> 1.1 ms).
+cpu_kernel = njit(cache=True, error_model="numpy")
 
-@njit(cache=True)
+@cpu_kernel
 def sgd_cpu(w, g, scale, lr):
     for i in range(w.size):
         w[i] -= lr * (scale * g[i])
 
 
-@njit(cache=True)
+@cpu_kernel
 def momentum_cpu(w, g, v, scale, lr, gamma):
     for i in range(w.size):
         gi = scale * g[i]
@@ -49,7 +52,7 @@ def momentum_cpu(w, g, v, scale, lr, gamma):
         w[i] += v[i]
 
 
-@njit(cache=True)
+@cpu_kernel
 def nesterov_cpu(w, g, v, scale, lr, gamma, one_plus_gamma):
     for i in range(w.size):
         gi = scale * g[i]
@@ -58,7 +61,7 @@ def nesterov_cpu(w, g, v, scale, lr, gamma, one_plus_gamma):
         w[i] = wi + one_plus_gamma * v[i]
 
 
-@njit(cache=True)
+@cpu_kernel
 def adagrad_cpu(w, g, G, scale, lr, eps):
     for i in range(w.size):
         gi = scale * g[i]
@@ -66,7 +69,7 @@ def adagrad_cpu(w, g, G, scale, lr, eps):
         w[i] -= lr * gi / math.sqrt(G[i] + eps)
 
 
-@njit(cache=True)
+@cpu_kernel
 def rmsprop_cpu(w, g, G, scale, lr, rho, one_minus_rho, eps):
     for i in range(w.size):
         gi = scale * g[i]
@@ -74,7 +77,7 @@ def rmsprop_cpu(w, g, G, scale, lr, rho, one_minus_rho, eps):
         w[i] -= lr * gi / math.sqrt(G[i] + eps)
 
 
-@njit(cache=True)
+@cpu_kernel
 def adadelta_cpu(w, g, G, delta, scale, lr, rho, one_minus_rho, eps):
     for i in range(w.size):
         gi = scale * g[i]
@@ -84,7 +87,7 @@ def adadelta_cpu(w, g, G, delta, scale, lr, rho, one_minus_rho, eps):
         delta[i] = rho * delta[i] + one_minus_rho * (update * update)
 
 
-@njit(cache=True)
+@cpu_kernel
 def adam_cpu(w, g, m, v, scale, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, correction1, correction2, eps):
     for i in range(w.size):
         gi = scale * g[i]
