@@ -21,6 +21,7 @@ import sys
 import time
 
 CHILD_FLAG = "--contestant"
+MEMORY_FLAG = "--memory-of"
 
 
 def main_child(contestants, argv=None):
@@ -81,3 +82,61 @@ def print_ms(ms, reference="torch"):
     for label, value in ms.values():
         ratio = f"{value / ms[reference][1]:8.2f}x" if reference in ms else ""
         print(f"{label:{width}}  {value:7.3f}  {ratio}")
+
+
+# ----------------------------------------------------------------------------- peak memory
+
+def _status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def memory_child(contestants, argv=None):
+    """In a child (MEMORY_FLAG NAME in argv): print one JSON line {"setup": KiB, "peak": KiB,
+    "before_steps": KiB} and exit: the resident set before the model is built, the peak
+    during 20 steps after 5 warm-up steps (the peak reset before them), and the resident set
+    just before those steps. Otherwise return."""
+    argv = sys.argv if argv is None else argv
+    if MEMORY_FLAG not in argv:
+        return
+    name = argv[argv.index(MEMORY_FLAG) + 1]
+    setup = _status_kib("VmRSS")
+    _, step = contestants[name]()
+    for _ in range(5):
+        step()
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM to the current resident set
+    for _ in range(20):
+        step()
+    print(json.dumps({"setup": setup, "peak": _status_kib("VmHWM"), "before_steps": before}))
+    sys.exit(0)
+
+
+def memory(script, names):
+    """{name: (peak above setup, rise during steps) in MiB}, each in a fresh process (Linux)."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        return {}
+    out = {}
+    for name in names:
+        run = subprocess.run([sys.executable, os.path.abspath(script), *sys.argv[1:], MEMORY_FLAG, name],
+                             capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"memory of {name} failed:\n{run.stderr[-3000:]}")
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        out[name] = ((r["peak"] - r["setup"]) / 1024, (r["peak"] - r["before_steps"]) / 1024)
+    return out
+
+
+def print_memory(script, names, ms):
+    """Measure (memory) and print the peak memory of `names`' steps, labelled as in `ms`."""
+    mem = memory(script, names)
+    if mem:
+        print("\npeak memory (MiB): resident set during steps above that before the model was built; "
+              "rise during the steps")
+        width = max(len(ms[name][0]) for name in mem)
+        for name, (peak, rise) in mem.items():
+            print(f"{ms[name][0]:{width}}  {peak:7.1f}  {rise:6.1f}")

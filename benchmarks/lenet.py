@@ -82,57 +82,6 @@ def contestants(args):
     return {"compiled": compiled, "eager": eager, "torch": pytorch}
 
 
-MEMORY_FLAG = "--memory-of"
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def memory_child(contestants, argv=None):
-    """In a child (MEMORY_FLAG NAME in argv): print one JSON line {"setup": KiB, "peak": KiB,
-    "before_steps": KiB} and exit: the resident set before the model is built, the peak
-    during 20 steps after 5 warm-up steps (the peak reset before them), and the resident set
-    just before those steps. Otherwise return."""
-    argv = sys.argv if argv is None else argv
-    if MEMORY_FLAG not in argv:
-        return
-    name = argv[argv.index(MEMORY_FLAG) + 1]
-    import json
-    setup = _status_kib("VmRSS")
-    _, step = contestants[name]()
-    for _ in range(5):
-        step()
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # reset VmHWM to the current resident set
-    for _ in range(20):
-        step()
-    print(json.dumps({"setup": setup, "peak": _status_kib("VmHWM"), "before_steps": before}))
-    sys.exit(0)
-
-
-def memory(names):
-    """{name: (peak above setup, rise during steps) in MiB}, each in a fresh process."""
-    import json
-    import subprocess
-    if not os.path.exists("/proc/self/clear_refs"):
-        return {}
-    out = {}
-    for name in names:
-        run = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], MEMORY_FLAG, name],
-                             capture_output=True, text=True)
-        if run.returncode:
-            raise RuntimeError(f"memory of {name} failed:\n{run.stderr[-3000:]}")
-        r = json.loads(run.stdout.strip().splitlines()[-1])
-        out[name] = ((r["peak"] - r["setup"]) / 1024, (r["peak"] - r["before_steps"]) / 1024)
-    return out
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
@@ -144,7 +93,7 @@ def parse_args(argv=None):
 def main():
     args = parse_args()
     contest.main_child(contestants(args))
-    memory_child(contestants(args))
+    contest.memory_child(contestants(args))
     print(f"LeNet, batch {BATCH}, float32, Adam step (fwd + bwd + update); median of {args.steps} steps "
           f"per row, each framework in its own processes (3 alternating rounds), after {args.warmup} "
           f"warm-up; target {args.target}")
@@ -155,12 +104,7 @@ def main():
         print("(PyTorch not installed: no comparison)")
     ms = contest.compare(__file__, names, args.steps, args.warmup)
     contest.print_ms(ms)
-    mem = memory(n for n in names if n != "eager")
-    if mem:
-        print("\npeak memory (MiB): resident set during steps above that before the model was built; "
-              "rise during the steps")
-        for name, (peak, rise) in mem.items():
-            print(f"{ms[name][0]:{max(len(label) for label, _ in ms.values())}}  {peak:7.1f}  {rise:6.1f}")
+    contest.print_memory(__file__, [n for n in names if n != "eager"], ms)
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings; "
           f"`knetc inspect examples/lenet.py:loss --steps 1 --stage fused` shows the compiled step's kernels)")
     return ms

@@ -141,6 +141,7 @@ def main():
     if args.first_step_child:
         return first_step_child()
     contest.main_child(contestants(args))
+    contest.memory_child(contestants(args))
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, SGD step (fwd + bwd + update); "
           f"median of {args.steps} steps per row, each in its own processes (3 alternating rounds), "
           f"after {args.warmup} warm-up")
@@ -151,9 +152,10 @@ def main():
         names += ["torch", "torch1"]
     else:
         print("(PyTorch not installed: no comparison)")
-    contest.print_ms(contest.compare(__file__, names, args.steps, args.warmup))
-
+    ms = contest.compare(__file__, names, args.steps, args.warmup)
+    contest.print_ms(ms)
     print(f"(load average {os.getloadavg()[0]:.2f} after the step timings)")
+    contest.print_memory(__file__, [n for n in ("compiled", "torch") if n in names], ms)
     with tempfile.TemporaryDirectory(prefix="knetc-bench-cache-") as cache:
         cold, cold_wall = first_step(cache)
         warm, warm_wall = first_step(cache)

@@ -91,6 +91,7 @@ def parse_args(argv=None):
 def main():
     args = parse_args()
     contest.main_child(contestants(args))
+    contest.memory_child(contestants(args))
     chars = args.batch * args.seqlen
     print(f"CharLM: one-hot({V}) @ embed {args.embed} -> LSTM {args.hidden} -> dense {V} -> NLL; "
           f"batch {args.batch} x seqlen {args.seqlen} = {chars} characters per step, float32, Adam; "
@@ -109,6 +110,7 @@ def main():
         ratio = f"{ms['torch'][1] / v:8.2f}x" if "torch" in ms else ""
         print(f"{label:{width}}  {v:7.1f}  {1e3 * chars / v:8.0f}  {ratio}")
     print(f"(load average {os.getloadavg()[0]:.2f} after the timings)")
+    contest.print_memory(__file__, names, ms)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ def parse_args(argv=None):
 def main():
     args = parse_args()
     contest.main_child(contestants(args))
+    contest.memory_child(contestants(args))
     for flag, child in CHILDREN.items():
         if flag in sys.argv:
             print(json.dumps(child(sys.argv[sys.argv.index(flag) + 1], args)))
@@ -227,6 +228,7 @@ def main():
     contestants(args)["joint"]()[1]()
     ms = contest.compare(__file__, timed, args.steps, args.warmup)
     contest.print_ms(ms)
+    contest.print_memory(__file__, names, ms)
     print("\ncold first step (fresh process; knetc with an empty KNETC_CACHE_DIR):")
     for name in names:
         print(f"  {ms[name][0]:<55} {cold[name]['first_step_s']:6.2f} s")
