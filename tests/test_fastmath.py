@@ -3,9 +3,12 @@
 Each function against float64 references (numpy, scipy.special) over dense grids that
 cover every branch (the polynomial ranges, overflow to inf, underflow through the
 subnormals to 0) and the special values; then compiled float32 programs that use them
-(elementwise loops call them, reductions' accumulations keep the C library's functions)
+(elementwise loops call them; a row reduction writes their values into a row buffer, then
+adds them in order; an accumulation over several axes keeps the C library's functions)
 against numpy, and the generated text that says which is which.
 """
+import re
+
 import numpy as np
 import pytest
 import scipy.special as sp
@@ -84,8 +87,18 @@ def test_compiled_float32_programs_use_them_where_loops_vectorize():
     kernels = "\n".join(t for t in texts if t.startswith("# knetc kernel"))
     for name in ("erf32", "tanh32", "sigm32", "exp32"):  # softmax's quotient loop: exp32
         assert f"fastmath_{name}(" in kernels
-    # the row sum accumulates in order (it does not vectorize): the C library's exp there
-    assert "math.exp(" in kernels
+    # the row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in order
+    assert re.search(r"b\d+ = np\.empty\(m\d+, np\.float32\)", kernels)
+    assert re.search(r"b(\d+)\[(j\w+)\] = t\d+\n\s+for \2 in range\(m\d+\):\n\s+t\d+ \+= b\1\[\2\]", kernels)
+
+
+def test_a_reduction_over_two_axes_keeps_the_c_library():
+    # its accumulation over two loops is written once, in order: libm's expf is faster there
+    compiled = kn.compile(lambda x: kn.sum(kn.exp(x)), target="cpu")
+    x = np.random.default_rng(4).standard_normal((30, 50)).astype(np.float32)
+    assert float(compiled(x)) == pytest.approx(float(np.exp(x.astype(np.float64)).sum()), rel=1e-5)
+    kernels = "\n".join(open(m.__file__).read() for m in compiled.generated_modules())
+    assert "math.exp(" in kernels and "fastmath" not in kernels.replace("test_fastmath", "")
 
 
 def test_float64_programs_keep_the_c_library():
@@ -93,3 +106,14 @@ def test_float64_programs_keep_the_c_library():
     x = np.linspace(-5, 5, 101)
     np.testing.assert_allclose(compiled(x), np.exp(x) + np.tanh(x), rtol=1e-14, atol=1e-15)
     assert all("kernels.fastmath" not in open(m.__file__).read() for m in compiled.generated_modules())
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_a_loop_calling_them_vectorizes(name):
+    # what they are for: LLVM runs the loop in vector lanes (a branch or call LLVM cannot
+    # if-convert inside them would make it scalar again, silently slower)
+    apply = _over(getattr(fastmath, f"{name}32_cpu"))
+    x = np.linspace(-5, 5, 64).astype(np.float32)
+    apply(x, np.empty_like(x))
+    llvm = "\n".join(apply.inspect_llvm().values())
+    assert re.search(r"<\d+ x float>", llvm), f"{name}32_cpu: the loop did not vectorize"

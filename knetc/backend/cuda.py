@@ -186,7 +186,8 @@ class ReductionBody(KernelBody):
         out = self.blocks[0]["lines"]
         out.append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
         # The entries: one nested block whose values are computed per entry.
-        entry = self._accumulate(x, inner_index, loop_vars.values(), dtype, monoid, accumulator)
+        lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
+        entry = lines + self._step(v, dtype, monoid, accumulator)
         entries = self._entries(k, list(loop_vars.values()), extents, entry)
         if self.full:  # phase 1 reduces the partial results of phase 0
             out += ["if phase == 1:", f"    for j{k} in range(tid, p{number}.shape[0], nt):",

@@ -64,8 +64,9 @@ class _Context:
     loop that LLVM may run in vector lanes (not a reduction's in-order accumulation, not
     CUDA), where arithmetic beats a C library call per element (kernels/fastmath.py)."""
 
-    def __init__(self, dtype, index, helpers, vectorizes=False):
+    def __init__(self, dtype, index, helpers, vectorizes=False, vector_calls=None):
         self.dtype, self._index, self.helpers, self.vectorizes = dtype, index, helpers, vectorizes
+        self.vector_calls = vector_calls  # (a list the kernel keeps: what vector_call called)
 
     def const(self, value):
         return const(value, self.dtype)
@@ -84,6 +85,11 @@ class _Context:
         k.call("knetc.kernels.special:digamma", x) -> "special_digamma(x)"."""
         self.helpers.add(path)
         return f"{import_alias(path)}({', '.join(args)})"
+
+    def vector_call(self, path, *args):
+        """`call` of a helper that pays only where the loop vectorizes (kernels/fastmath.py)."""
+        self.vector_calls.append(path)
+        return self.call(path, *args)
 
 
 KERNEL_HEADER = """# knetc kernel ({target}): {ops}
@@ -130,7 +136,9 @@ class KernelBody:
         # One block per loop level: outside every loop, then inside each of `loops`.
         self.blocks = [_block(set())] + [_block({var}) for var in loops]
         self.counter, self.reductions = 0, 0
-        self.accumulating = 0  # > 0 while a reduction's in-order accumulation is written (it does not vectorize)
+        # accumulating > 0 while a reduction's in-order accumulation is written (it does not
+        # vectorize); vector_calls: the vector helpers called so far (_Context.vector_call)
+        self.accumulating, self.vector_calls = 0, []
 
     @property
     def parameters(self):
@@ -226,7 +234,8 @@ class KernelBody:
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
         vectorizes = self.VECTOR_LOOPS and not self.accumulating
-        expression = op.scalar(_Context(out.aval.dtype, index, self.helpers, vectorizes), *names, **eqn.params)
+        context = _Context(out.aval.dtype, index, self.helpers, vectorizes, self.vector_calls)
+        expression = op.scalar(context, *names, **eqn.params)
         return self._emit(expression, depth, key)
 
     def _depth_of(self, name):
@@ -245,11 +254,22 @@ class KernelBody:
         accumulator = self._fresh()
         loop_vars, inner_index = self._reduction_loops(x, axes, index)
         self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
-        self.accumulating += 1
-        entry = self._accumulate(x, inner_index, loop_vars.values(), dtype, monoid, accumulator)
-        self.accumulating -= 1
+        # Over one axis, the entries are first written with vector math (kernels/fastmath.py)
+        # if they use any, then accumulated in order from that buffer: the same additions in
+        # the same order, and the entries' loop vectorizes (softmax's exps). Otherwise the
+        # entries are computed inside the accumulation, which does not vectorize.
+        buffered, calls = self.VECTOR_LOOPS and len(loop_vars) == 1, len(self.vector_calls)
+        self.accumulating += not buffered
+        entry_lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
+        self.accumulating -= not buffered
         loops = [f"for {var} in range({self._extent(x.aval.shape[a])}):" for a, var in loop_vars.items()]
-        self.blocks[outer]["lines"].extend(nest(loops, [entry]))
+        if buffered and len(self.vector_calls) > calls:
+            buffer, extent = f"b{self.reductions}", self.extents[-1][0]  # (this reduction's: the last made)
+            self.blocks[0]["lines"].append(f"{buffer} = np.empty({extent}, np.{np.dtype(dtype).name})")
+            (var,) = loop_vars.values()
+            self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + [f"{buffer}[{var}] = {v}"]]))
+            v, entry_lines = f"{buffer}[{var}]", []
+        self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + self._step(v, dtype, monoid, accumulator)]))
         self.blocks[outer]["memo"][key] = accumulator
         self.blocks += inside
         return accumulator
@@ -267,12 +287,12 @@ class KernelBody:
         self.extents.append((name, size))
         return name
 
-    def _accumulate(self, x, index, loop_vars, dtype, monoid, accumulator):
-        """The lines adding x at `index` to `accumulator`: a block of their own, whose loop
-        variables are the reduction's (`loop_vars`)."""
+    def _entry_block(self, x, index, dtype, loop_vars):
+        """The lines computing x at `index` as an entry of a reduction (see _entry), in a block
+        of their own whose loop variables are the reduction's (`loop_vars`); and its name."""
         self.blocks.append(_block(set(loop_vars)))
-        self.blocks[-1]["lines"].extend(self._step(self._entry(x, index, dtype), dtype, monoid, accumulator))
-        return self.blocks.pop()["lines"]
+        v = self._entry(x, index, dtype)
+        return self.blocks.pop()["lines"], v
 
     def _entry(self, x, index, dtype):
         """x at `index` as an entry of a reduction accumulating in `dtype`."""

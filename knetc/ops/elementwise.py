@@ -164,7 +164,7 @@ def _fast_float32(name, template):
     `name`: arithmetic LLVM runs in vector lanes, where the C library's expf, tanhf and erff
     are one call per element (and faster than it in a loop that does not vectorize)."""
     fast = f"knetc.kernels.fastmath:{name}"
-    return lambda k, x: k.call(fast, x) if k.vectorizes and np.dtype(k.dtype) == np.float32 else template(k, x)
+    return lambda k, x: k.vector_call(fast, x) if k.vectorizes and np.dtype(k.dtype) == np.float32 else template(k, x)
 
 
 EXP_MAX = 709.782712893384  # log of the largest float64
