@@ -6,7 +6,8 @@ One step = forward + backward + SGD update of all 4 parameters of a 784-64-10 Re
 batch of 100 (float32, mean NLL / cross-entropy), as examples/mnist_mlp.py trains it.
 Reported: the median milliseconds per step after a warm-up, in alternating rounds of fresh
 processes (benchmarks/contest.py says why), and the ratio to PyTorch (lower is better; < 1
-is faster than PyTorch). Then the time to the first compiled step in fresh
+is faster than PyTorch), and the compiled step against its floor: the same five GEMMs alone,
+through the same BLAS call (issue 18's target: 1.3x). Then the time to the first compiled step in fresh
 processes: cold (an empty KNETC_CACHE_DIR: trace, differentiate, generate, Numba-compile)
 and warm (a second process on the same cache dir: trace, differentiate, generate, load
 Numba's cached machine code).
@@ -118,13 +119,30 @@ def contestants(args):
             + list(spec.executable.constants)
         return "  of which: generated driver (kernels)", lambda: runner.driver(*arrays)
 
+    # The floor issue 18 measures the compiled step against: the step's five GEMMs alone
+    # (forward x @ w1, h @ w2; backward dz @ w2.T, h.T @ dz, x.T @ dh), through the same BLAS
+    # call the generated driver makes (kernels/matmul.py), with the driver's BLAS threads.
+    def gemms():
+        from knetc.kernels.matmul import matmul_cpu
+        from knetc.runtime import threads
+        threads.use_threads(threads.threads_for(False))
+        model = make_model()
+        w1, w2 = (np.ascontiguousarray(layer[0].value) for layer in model)
+        h, dz, dh = (np.ones((BATCH, n), np.float32) for n in (SIZES[1], SIZES[2], SIZES[1]))
+        products = [(x, w1, h), (h, w2, dz), (dz, w2.T, dh), (h.T, dz, w2.copy()), (x.T, dh, w1.copy())]
+
+        def step():
+            for a, b, out in products:
+                matmul_cpu(a, b, out)
+        return "  floor: its 5 GEMMs alone (same BLAS call)", step
+
     def pytorch(threads=None):
         step, torch = torch_setup(make_model(), x, y)
         if threads:
             torch.set_num_threads(threads)
             return f"PyTorch eager, {threads} thread (for reference)", step
         return f"PyTorch {torch.__version__} eager ({torch.get_num_threads()} threads, default)", step
-    return {"eager": eager, "compiled": compiled, "grad_call": grad_call, "driver": driver,
+    return {"eager": eager, "compiled": compiled, "grad_call": grad_call, "driver": driver, "gemms": gemms,
             "torch": pytorch, "torch1": lambda: pytorch(1)}
 
 
@@ -147,13 +165,14 @@ def main():
           f"after {args.warmup} warm-up")
     print(contest.machine())
     contestants(args)["compiled"]()[1]()  # compile into the cache, outside the timings
-    names = ["eager", "compiled", "grad_call", "driver"]
+    names = ["eager", "compiled", "grad_call", "driver", "gemms"]
     if contest.have_torch():
         names += ["torch", "torch1"]
     else:
         print("(PyTorch not installed: no comparison)")
     ms = contest.compare(__file__, names, args.steps, args.warmup)
     contest.print_ms(ms)
+    print(f"compiled step / its GEMMs alone: {ms['compiled'][1] / ms['gemms'][1]:.2f}x (issue 18's target: 1.3x)")
     print(f"(load average {os.getloadavg()[0]:.2f} after the step timings)")
     contest.print_memory(__file__, [n for n in ("compiled", "torch") if n in names], ms)
     with tempfile.TemporaryDirectory(prefix="knetc-bench-cache-") as cache:
