@@ -16,10 +16,11 @@ fastmath there, it is faster (0.8 against 1.3 ms per million) at 3e-7 absolute e
 The coefficients are this project's own least-squares fits on Chebyshev nodes (float64
 references: numpy's expm1 and tanh, scipy.special's erf and erfcx).
 
-Only CPU kernels call them (`_Context.call` imports `exp32_cpu`), and only where the loop
-vectorizes (`_Context.vectorizes`): in a reduction's in-order accumulation the C library's
-expf is faster than this code run one element at a time, and CUDA has fast single-
-precision functions of its own.
+Only CPU kernels call them (`_Context.vector_call` imports `exp32_cpu`), and only where the
+loop vectorizes (`_Context.vectorizes`): elementwise loops, and the row buffer that a
+reduction over one axis fills before adding its entries in order. An accumulation over
+several axes keeps the C library's functions, which are faster than this code one element
+at a time; CUDA has fast single-precision functions of its own.
 
     >>> from knetc.kernels.fastmath import exp32_cpu
     >>> exp32_cpu(np.float32(1.0))   # 2.7182817
