@@ -8,7 +8,7 @@
 from .version import __version__  # noqa: F401
 from .runtime import host_memory
 
-host_memory.KEPT = host_memory.keep_freed_buffers()  # steps reuse their large buffers (runtime/host_memory.py)
+host_memory.keep_freed_buffers()  # steps reuse their large buffers (runtime/host_memory.py)
 from .errors import CompileError, ShapeError  # noqa: F401
 from .ops import OPS  # noqa: F401
 from .ops.elementwise import abs, exp, log, relu, sigm, sign, sqrt, tanh  # noqa: F401

@@ -20,13 +20,17 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit systems
 TRIM_THRESHOLD = 256 << 20
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-
-
-KEPT = False  # set by `import knetc`: whether the thresholds were set
+KEPT = False  # whether keep_freed_buffers set the thresholds (`import knetc` calls it)
 
 
 def keep_freed_buffers():
-    """Set glibc's thresholds as above; True when they were set."""
+    """Set glibc's thresholds as above; True (and KEPT) when they were set."""
+    global KEPT
+    KEPT = _set_thresholds()
+    return KEPT
+
+
+def _set_thresholds():
     if os.environ.get("KNETC_MALLOC") == "0" or any(name in os.environ for name in USER_SETTINGS):
         return False
     if not sys.platform.startswith("linux"):
