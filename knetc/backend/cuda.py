@@ -163,8 +163,6 @@ class ReductionBody(KernelBody):
     Afterwards lane 0's accumulator holds the reduction. A reduction over size-1 axes only
     is one entry, computed as on the CPU."""
 
-    VECTOR_LOOPS = False
-
     def __init__(self, schedule, kernel, full, row=None):
         """row: in a kernel with values per row (row_kernel), the axis its threads stride
         along (the loop variable `i<row>`; the body's second block)."""

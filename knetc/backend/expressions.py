@@ -119,12 +119,11 @@ STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside th
 
 
 class KernelBody:
-    VECTOR_LOOPS = True  # its elementwise loops may vectorize (CPU; CUDA's threads are its lanes)
-
     def __init__(self, schedule, kernel, loops=(), ranges=None):
         """loops: the kernel's loop variables, outermost first. ranges (CPU only): each
         loop's range text in a kernel with streamed reductions (the first loop runs over a
-        block `blo, bhi`); None: reductions never stream (CUDA)."""
+        block `blo, bhi`); None: reductions never stream and loops do not vectorize (CUDA,
+        whose threads are its lanes)."""
         self.schedule, self.kernel = schedule, kernel
         self.loops, self.ranges = list(loops), ranges
         self.streams = []  # per streamed reduction: (its accumulator's allocation, its lines per block)
@@ -233,7 +232,7 @@ class KernelBody:
         if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
-        vectorizes = self.VECTOR_LOOPS and not self.accumulating
+        vectorizes = self.ranges is not None and not self.accumulating
         context = _Context(out.aval.dtype, index, self.helpers, vectorizes, self.vector_calls)
         expression = op.scalar(context, *names, **eqn.params)
         return self._emit(expression, depth, key)
@@ -258,15 +257,16 @@ class KernelBody:
         # if they use any, then accumulated in order from that buffer: the same additions in
         # the same order, and the entries' loop vectorizes (softmax's exps). Otherwise the
         # entries are computed inside the accumulation, which does not vectorize.
-        buffered, calls = self.VECTOR_LOOPS and len(loop_vars) == 1, len(self.vector_calls)
+        buffered, calls = self.ranges is not None and len(loop_vars) == 1, len(self.vector_calls)
         self.accumulating += not buffered
         entry_lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
         self.accumulating -= not buffered
-        loops = [f"for {var} in range({self._extent(x.aval.shape[a])}):" for a, var in loop_vars.items()]
+        extents = {var: self._extent(x.aval.shape[a]) for a, var in loop_vars.items()}
+        loops = [f"for {var} in range({extent}):" for var, extent in extents.items()]
         if buffered and len(self.vector_calls) > calls:
-            buffer, extent = f"b{self.reductions}", self.extents[-1][0]  # (this reduction's: the last made)
+            ((var, extent),) = extents.items()  # (one axis)
+            buffer = f"b{self.reductions}"
             self.blocks[0]["lines"].append(f"{buffer} = np.empty({extent}, np.{np.dtype(dtype).name})")
-            (var,) = loop_vars.values()
             self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + [f"{buffer}[{var}] = {v}"]]))
             v, entry_lines = f"{buffer}[{var}]", []
         self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + self._step(v, dtype, monoid, accumulator)]))

@@ -227,7 +227,8 @@ def fuse(program, rows=None):
         aligned[v] = all(same for _, same, _ in places)
         roots[v] = kernels
         width.update(grown)
-        per_row.update(kernel for user, (_, _, row) in zip(users, places) if row for kernel in roots.get(user.out, (user.out,)))
+        per_row.update(kernel for user, (_, _, row) in zip(users, places) if row
+                       for kernel in roots.get(user.out, (user.out,)))
 
     steps = []
     for eqn in program.eqns:
