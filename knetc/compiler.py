@@ -19,7 +19,7 @@ from .ir.memory import plan_memory
 from .ir.passes import optimize
 from .ir.core import Var
 from .backend import cpu, cuda
-from .backend.names import physical_shape
+from .backend.names import driver_outputs, physical_shape
 from .backend.cache import directory_for, load_kernel, load_module, routines_key, seal
 from .errors import CompileError
 from .report import count, enabled, report
@@ -142,18 +142,18 @@ class Executable:
         constants = {var: value for var, value in program.constants.items() if var not in program.inputs}
         self.constants = [np.reshape(value, physical_shape(var))  # stored as the kernels index them (0-d as (1,))
                           for var, value in constants.items()]
-        distinct = list(dict.fromkeys(v for v in program.outputs if isinstance(v, Var)))
+        distinct = driver_outputs(program)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
         # results that are the program's constants: each call returns a copy (the caller may write into it)
         self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
         self._input_checks = InputChecks(input_program).checks
-        self._runner = BACKENDS[target].Runner(self)
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
         # dropout's counter) live on the host; on CUDA their device copies are refreshed
         # before each run and copied back after it, so every caller sees one state.
-        state = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
+        self.state_inputs = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
+        self._runner = BACKENDS[target].Runner(self)
         self._state = [(self.constants[j], self._runner.constants[j]) for j, var in enumerate(constants)
-                       if var in state and target == "cuda"]  # (host array, device array)
+                       if var in self.state_inputs and target == "cuda"]  # (host array, device array)
         self._first_run = True
         self._launch_text = f"{self.name} [{target}]: {self.schedule.summary()}"
 
@@ -307,19 +307,17 @@ class CompiledFunction:
         return (args, kwargs, *pytree.flatten((args, kwargs)))
 
     # -------------------------------------------------------------- specializations
-    def _signature(self, leaves):
-        key = []
-        for leaf in leaves:
-            if is_array(leaf):
-                value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
-                key.append((type(leaf), tuple(value.shape), np.dtype(value.dtype).str))
-            else:
-                try:
-                    hash(leaf)
-                except TypeError:
-                    raise TypeError(f"{self.fn.__name__}: argument leaf {leaf!r} is neither an array nor hashable") from None
-                key.append(("static", type(leaf), leaf))
-        return tuple(key)
+    def _leaf_key(self, leaf):
+        """An argument leaf's part of the signature: an array's type, shape and dtype; any
+        other leaf itself (which must be hashable)."""
+        if is_array(leaf):
+            value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
+            return type(leaf), tuple(value.shape), np.dtype(value.dtype).str
+        try:
+            hash(leaf)
+        except TypeError:
+            raise TypeError(f"{self.fn.__name__}: argument leaf {leaf!r} is neither an array nor hashable") from None
+        return "static", type(leaf), leaf
 
     def specialize(self, mode, *args, **kwargs):
         """The Specialization for these arguments, built on first use. mode: "call",
@@ -327,7 +325,7 @@ class CompiledFunction:
         return self._specialize(mode, *self._arguments(args, kwargs))
 
     def _specialize(self, mode, args, kwargs, leaves, treedef):
-        key = (mode, treedef, self._signature(leaves))
+        key = (mode, treedef, tuple(map(self._leaf_key, leaves)))  # (the signature: a key per leaf)
         spec = self._specializations.get(key)
         if spec is None or not spec.translation.holds():
             spec = self._older_or_new(key, spec, mode, args, kwargs, leaves)
@@ -431,7 +429,7 @@ class CompiledFunction:
         if not spec.single:
             return self.fn(*args, **kwargs)
         inputs = array_leaves + [p for p, _ in spec.translation.captures]
-        arrays = [value_of(x) for x in inputs]
+        arrays = spec.arrays(leaves)
         y, *residuals = spec.forward.run(arrays)
         resident = getattr(spec.forward._runner, "resident", None)
         if resident is not None:  # cuda: the backward reads the batch the forward copied up (it goes up once)
@@ -447,20 +445,23 @@ class CompiledFunction:
 
     def _grad_specialization(self, argnum, args, kwargs, leaves, treedef):
         """The gradient's specialization, the arguments and leaves it runs on, and which leaves
-        of argument `argnum` are Python numbers differentiated as 0-d arrays. A number the
-        function uses as a Python value (`if model.pdrop > 0`, `range(model.depth)`) cannot be
-        an array: then that argument's numbers stay constants with no gradient (None)."""
-        if argnum not in self._numbers_as_values:
-            with_arrays, numbers = _numbers_as_arrays(args, argnum)
-            new_leaves, new_treedef = pytree.flatten((with_arrays, kwargs)) if any(numbers) else (leaves, treedef)
+        of argument `argnum` are Python numbers differentiated as 0-d arrays: as the eager grad
+        differentiates them (np.asarray: a float is float64; the gradient comes back as a numpy
+        scalar), so that they are inputs with a gradient rather than compile-time constants. A
+        number the function uses as a Python value (`if model.pdrop > 0`, `range(model.depth)`)
+        cannot be an array: then that argument's numbers stay constants with no gradient (None)."""
+        differentiated, structure = pytree.flatten(args[argnum])
+        numbers = [isinstance(leaf, (int, float)) and not isinstance(leaf, bool) for leaf in differentiated]
+        if any(numbers) and argnum not in self._numbers_as_values:
+            as_arrays = [np.asarray(x) if number else x for x, number in zip(differentiated, numbers)]
+            with_arrays = (*args[:argnum], pytree.unflatten(structure, as_arrays), *args[argnum + 1:])
+            new_leaves, new_treedef = pytree.flatten((with_arrays, kwargs))
             try:
                 spec = self._specialize(("grad", argnum), with_arrays, kwargs, new_leaves, new_treedef)
                 return spec, with_arrays, new_leaves, numbers
             except CompileError:
-                if not any(numbers):
-                    raise
                 self._numbers_as_values.add(argnum)  # (from now on)
-        numbers = [False] * len(pytree.flatten(args[argnum])[0])
+        numbers = [False] * len(numbers)
         return self._specialize(("grad", argnum), args, kwargs, leaves, treedef), args, leaves, numbers
 
     def gradient_function(self, argnum=0, with_loss=False):
@@ -508,19 +509,6 @@ def _shared_totals(leaves, grads):
         for i in shared:
             grads[i] = total
     return grads
-
-
-def _numbers_as_arrays(args, argnum):
-    """The Python numbers in the differentiated argument as 0-d arrays, as the eager grad
-    differentiates them (np.asarray: a float is float64), so that they are inputs with a
-    gradient rather than compile-time constants; and, per leaf, whether it was a number
-    (its gradient is returned as a numpy scalar, as eagerly)."""
-    leaves, treedef = pytree.flatten(args[argnum])
-    numbers = [isinstance(leaf, (int, float)) and not isinstance(leaf, bool) for leaf in leaves]
-    if not any(numbers):
-        return args, numbers
-    leaves = [np.asarray(leaf) if number else leaf for leaf, number in zip(leaves, numbers)]
-    return (*args[:argnum], pytree.unflatten(treedef, leaves), *args[argnum + 1:]), numbers
 
 
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)

@@ -217,14 +217,13 @@ class ReductionBody(KernelBody):
         """Combining the group's accumulators: halving steps in shared memory, each ended by
         a barrier every thread of the block reaches (the group size is the block's own)."""
         shared, acc = f"sh{number}", tree.accumulator
-        step = self._step(f"{shared}[tid + s * q]", tree.dtype, tree.monoid, acc)
         return [f"{shared} = cuda.shared.array({SHARED}, {numba_type(tree.dtype)})",
                 f"{shared}[tid] = {acc}",
                 "cuda.syncthreads()",
                 "s = group // 2",
                 "while s > 0:",
                 "    if lane < s:",
-                *["        " + line for line in step],
+                *indent(self._step(f"{shared}[tid + s * q]", tree.dtype, tree.monoid, acc), 2),
                 f"        {shared}[tid] = {acc}",
                 "    cuda.syncthreads()",
                 "    s //= 2"]
@@ -411,9 +410,8 @@ class Driver(driver.Driver):
         name = self.names.arg(var)
         if np.dtype(var.aval.dtype) == dtype:
             return name
-        kernel = self.bind(cast_source(var, dtype, self.cache))
         converted = self.allocate(var, f"{name}_{dtype.name}", dtype)
-        self.launch(kernel, [name, converted], var)
+        self.launch(self.bind(cast_source(var, dtype, self.cache)), [name, converted], var)
         return converted
 
 
@@ -473,8 +471,8 @@ class Runner:
         self.launches = sum(int(n) for n in _LAUNCH_COUNTS.search(executable.generated.driver).groups())
         self.small = _kept_inputs(executable, outputs)  # input position -> (key, device array) or None
         self._last = ()  # (host array, its device copy) of the last run that kept its outputs on the device
-        constants = [v for v in program.constants if v not in program.inputs]  # Executable.constants' order
-        self.constants = [to_device(value, physical_shape(v)) for v, value in zip(constants, executable.constants)]
+        # The program's constants, as Executable.constants stores them (0-d values as (1,)).
+        self.constants = [to_device(value, value.shape) for value in executable.constants]
 
     def __call__(self, arrays):
         on_host = not any(is_device_array(a) for a in arrays)
@@ -508,11 +506,9 @@ class Runner:
 
 def _kept_inputs(executable, outputs):
     """{position: None} for the one-element inputs a run may keep on the device between runs
-    (by value): those the program neither updates in place (op.state_inputs) nor returns
-    (an output that is the input or a view of it)."""
-    program = executable.program
-    written = {id(eqn.inputs[i]) for eqn in program.eqns for i in getattr(eqn.op, "state_inputs", ())}
+    (by value): those the program neither updates in place (executable.state_inputs) nor
+    returns (an output that is the input or a view of it)."""
     roots = storage_roots(executable.schedule)
-    returned = {id(roots.get(v, v)) for v in outputs}
-    return {i: None for i, v in enumerate(program.inputs)
-            if int(np.prod(physical_shape(v))) == 1 and id(v) not in written and id(v) not in returned}
+    excluded = executable.state_inputs | {roots.get(v, v) for v in outputs}  # (updated in place, or returned)
+    return {i: None for i, v in enumerate(executable.program.inputs)
+            if int(np.prod(physical_shape(v))) == 1 and v not in excluded}

@@ -88,16 +88,17 @@ class Driver:
     def emit(self, line):
         self.lines.append("    " + line)
 
-    def allocate(self, var, name=None, dtype=None):
+    def allocate(self, var, name=None, dtype=None, zeros=False):
         """Storage for `var` (in `dtype` when given): a dead buffer of the same size when the
-        memory plan gives one, else a new one. Returns its name."""
+        memory plan gives one, else a new one (zero-filled with `zeros`). Returns its name."""
         name = name or self.names.arg(var)
         reuse = getattr(self.schedule, "reuse", None) or {}  # out Var -> donor Var (ir/memory.py)
         donor = reuse.get(var) if dtype is None else None
         if donor is not None:
             self.emit(f"{name} = {self.names.arg(donor)}.reshape({physical_shape(var)})")
         else:
-            array = self.empty.format(shape=physical_shape(var), dtype=np.dtype(dtype or var.aval.dtype).name)
+            array = (self.zeros if zeros else self.empty).format(
+                shape=physical_shape(var), dtype=np.dtype(dtype or var.aval.dtype).name)
             self.emit(f"{name} = {array}")
         return name
 
@@ -130,10 +131,8 @@ class Driver:
         function, counter = f"loop{number}", f"t{number}"
         k, p = spec.carried, spec.invariant
         carries, stacks = step.outs[:k], step.outs[k:]
-        for stack, (rows, scale, offset) in zip(stacks, spec.stacked):
-            fill = self.empty if covers(rows, spec.length, scale, offset) else self.zeros
-            array = fill.format(shape=physical_shape(stack), dtype=np.dtype(stack.aval.dtype).name)
-            self.emit(f"{names.arg(stack)} = {array}")
+        for stack, (rows, scale, offset) in zip(stacks, spec.stacked):  # (the plan reuses no buffer for them)
+            self.allocate(stack, zeros=not covers(rows, spec.length, scale, offset))
         sources = [names.arg(x) for x in step.eqn.inputs[k + p:]]
         params = [counter] + [names.arg(v) for v in body.program.inputs[:k + p]]
         params += list(dict.fromkeys(s for s in sources if s not in params))  # (one parameter per array)

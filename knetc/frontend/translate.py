@@ -218,15 +218,12 @@ class Translation:
         """Do the values the program was traced with still hold? It runs before every compiled
         call, so it is made for speed: failed_guard's walk only when a Param's value looks changed."""
         try:
-            for guard in self.guards:
-                if not guard.check():
-                    return False
             for param, var in self.captures:
                 if param.value.shape != var.aval.shape or param.value.dtype != var.aval.dtype:
                     return self.failed_guard() is None  # (a Param holding a Param: compared by its value)
+            return all(guard.check() for guard in self.guards)
         except Exception:  # a name, attribute or item that is gone, an emptied cell, a value that is no array
             return False
-        return True
 
     # ---------------------------------------------------------------- reads from outside
     def depend(self, value, root, name, path=()):

@@ -60,24 +60,24 @@ class Program:
         return format_program(self)
 
 
-def var_numbers(program, numbers=None):
+def var_numbers(program):
     """Var -> its number in the printed program (`%n`): the order of first appearance, reading
     the inputs, then each equation's result and inputs (and a loop's body, after the loop's
     result), then the outputs. The generated code names values by the same numbers (`v8` is
     `%8`; backend/names.py)."""
-    numbers = {} if numbers is None else numbers
+    first_seen = dict.fromkeys(v for v in _values_in_order(program) if isinstance(v, Var))
+    return {v: n for n, v in enumerate(first_seen)}
 
-    def number(values):
-        for v in values:
-            if isinstance(v, Var):
-                numbers.setdefault(v, len(numbers))
-    number(program.inputs)
+
+def _values_in_order(program):
+    """Every value the program reads or defines (repeats included), in var_numbers' order."""
+    yield from program.inputs
     for eqn in program.eqns:
-        number((eqn.out, *eqn.inputs))
+        yield eqn.out
+        yield from eqn.inputs
         if eqn.op.kind == "loop":
-            var_numbers(eqn.params["spec"].body, numbers)
-    number(program.outputs)
-    return numbers
+            yield from _values_in_order(eqn.params["spec"].body)
+    yield from program.outputs
 
 
 def needed_by(eqns, values):

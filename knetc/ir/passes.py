@@ -4,8 +4,9 @@ from .core import Builder, Eqn, Var, needed_by
 
 
 def _rewrite(program, visit):
-    """Run `visit(eqn, builder)` over the equations with inputs renamed through earlier
-    rewrites. `visit` returns a Var/number standing for eqn.out, or None to keep eqn."""
+    """Run `visit(eqn)` over the equations with inputs renamed through earlier rewrites, inside
+    a Builder (ops it applies emit their equations there). `visit` returns a Var/number
+    standing for eqn.out, or None to keep eqn."""
     renamed = {}
     with Builder() as b:
         b.constants = dict(program.constants)
@@ -13,8 +14,7 @@ def _rewrite(program, visit):
             inputs = tuple(renamed.get(x, x) if isinstance(x, Var) else x for x in eqn.inputs)
             eqn = Eqn(eqn.op, inputs, eqn.params, eqn.out, eqn.loc)
             b.loc = eqn.loc
-            replacement = visit(eqn, b)
-            if replacement is None:
+            if (replacement := visit(eqn)) is None:
                 b.eqns.append(eqn)
             else:
                 renamed[eqn.out] = replacement
@@ -24,10 +24,9 @@ def _rewrite(program, visit):
 
 def decompose(program):
     """Rewrite composite ops (logsumexp, softmax, ...) with the ops they are made of."""
-    def visit(eqn, b):
-        return eqn.op.decompose(*eqn.inputs, **eqn.params) if eqn.op.kind == "composite" else None
     while any(e.op.kind == "composite" for e in program.eqns):
-        program = _rewrite(program, visit)
+        program = _rewrite(program, lambda eqn: eqn.op.decompose(*eqn.inputs, **eqn.params)
+                           if eqn.op.kind == "composite" else None)
     return program
 
 
@@ -45,7 +44,7 @@ def simplify(program):
         eqn = producer(x)
         return None if eqn is None or eqn.op.constant is None else eqn.op.constant(**eqn.params)
 
-    def visit(eqn, b):
+    def visit(eqn):
         replacement = eqn.op.simplify(eqn, constant, producer) if eqn.op.simplify is not None else None
         if replacement is None:
             producers[eqn.out] = eqn
@@ -57,7 +56,7 @@ def cse(program):
     """Common subexpression elimination: identical equations compute once."""
     seen = {}
 
-    def visit(eqn, b):
+    def visit(eqn):
         key = (eqn.op.name, tuple(x if isinstance(x, Var) else (type(x), x) for x in eqn.inputs),
                tuple(sorted(eqn.params.items(), key=lambda kv: kv[0])))
         try:
