@@ -109,7 +109,7 @@ def test_compiled_float32_programs_use_them_where_loops_vectorize():
     for name in ("erf32", "tanh32", "sigm32", "exp32"):  # softmax's quotient loop: exp32
         assert f"fastmath_{name}(" in kernels
     # the row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in order
-    assert re.search(r"b\d+ = np\.empty\(m\d+, np\.float32\)", kernels)
+    assert re.search(r"b\d+ = scratch_empty\(m\d+, np\.float32\)", kernels)
     assert re.search(r"b(\d+)\[(j\w+)\] = t\d+\n\s+for \2 in range\(m\d+\):\n\s+t\d+ \+= b\1\[\2\]", kernels)
 
 

@@ -33,9 +33,9 @@ def kernel_source(schedule, kernel, cache=True):
     lines = [f"n{axis} = out.shape[{axis}]" for axis in axes[1:]] + body.lines(0)
     if body.streams:
         inner = " * ".join(ranges[1:])
-        rows = f"max(1, {STREAM_BLOCK} // max(1, {inner}))" if inner else f"{STREAM_BLOCK}"
-        lines += [f"brows = {rows}"] + [allocation for allocation, _ in body.streams]  # rows per block
-        lines += ["for blo in range(lo, hi, brows):", "    bhi = min(blo + brows, hi)"]
+        rows = f"1 + {STREAM_BLOCK} // ({inner} + 1)" if inner else f"{STREAM_BLOCK}"
+        lines += [f"brows = {rows}"] + [allocation for allocation, _ in body.streams]  # rows per block (at least 1)
+        lines += ["for blo in range(lo, hi, brows):", "    bhi = blo + brows if blo + brows < hi else hi"]
     extents = ranges if body.streams else ["lo, hi"] + ranges[1:]
     loop_nest = nest([f"for {var} in range({extent}):" for var, extent in zip(loops, extents)],
                      [body.lines(k) for k in range(1, len(loops) + 1)]) + indent([store], len(loops))

@@ -114,6 +114,7 @@ def source_digest(module):
     return "source sha256 " + file_sha256(importlib.util.find_spec(module).origin)[:16]
 
 
+SCRATCH = "knetc.kernels.scratch:empty"  # np.empty for kernels
 STREAM_BLOCK = 4096  # accumulator entries per block of a streamed reduction (32 KiB of float64)
 STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside the kernel's
 
@@ -266,13 +267,18 @@ class KernelBody:
         if buffered and len(self.vector_calls) > calls:
             ((var, extent),) = extents.items()  # (one axis)
             buffer = f"b{self.reductions}"
-            self.blocks[0]["lines"].append(f"{buffer} = np.empty({extent}, np.{np.dtype(dtype).name})")
+            self.blocks[0]["lines"].append(f"{buffer} = {self._empty(extent, f'np.{np.dtype(dtype).name}')}")
             self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + [f"{buffer}[{var}] = {v}"]]))
             v, entry_lines = f"{buffer}[{var}]", []
         self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + self._step(v, dtype, monoid, accumulator)]))
         self.blocks[outer]["memo"][key] = accumulator
         self.blocks += inside
         return accumulator
+
+    def _empty(self, shape, dtype):
+        """A local array's allocation: a cached helper's call (kernels/scratch.py)."""
+        self.helpers.add(SCRATCH)
+        return f"{import_alias(SCRATCH)}({shape}, {dtype})"
 
     def _reduction_loops(self, x, axes, index):
         """A new reduction's loop variables (reduced axis of size other than 1 -> name) and the
@@ -345,10 +351,10 @@ class KernelBody:
         levels[-1] = levels[-1] + [f"{accumulator} = {start}"] + nest(loops, [reduction]) + [f"{cell} = {accumulator}"]
         width = " * ".join(["(bhi - blo)"] + self.ranges[1:])
         lines = [f"if {width} >= {STREAM_MIN}:", *indent(streamed), "else:", *indent(nest(kernel_loops, levels))]
-        rows = ["min(brows, hi - lo)"] + self.ranges[1:]  # (the block's rows, the other loops' lengths)
+        rows = ["brows if brows < hi - lo else hi - lo"] + self.ranges[1:]  # (the block's rows, the other loops' lengths)
         shape = rows[0] if len(rows) == 1 else f"({', '.join(rows)})"
         numpy_dtype = "np.bool_" if np.dtype(dtype) == np.bool_ else f"np.{np.dtype(dtype).name}"
-        self.streams.append((f"{array} = np.empty({shape}, {numpy_dtype})", lines))
+        self.streams.append((f"{array} = {self._empty(shape, numpy_dtype)}", lines))
         return self._emit(cell, len(self.blocks) - 1, key)
 
     def _levels(self, x, index, dtype, monoid, loop_vars, accumulator, streamed):

@@ -192,7 +192,8 @@ def _relu_eager_grad(dy, y, x):
     return np.multiply(dy, np.logical_not(np.less_equal(y, 0)))
 
 
-relu = elementwise("relu", lambda x: np.maximum(x, 0), lambda k, x: f"max({x}, {k.const(0)})",
+relu = elementwise("relu", lambda x: np.maximum(x, 0),
+                   lambda k, x: f"({k.const(0)} if {x} < {k.const(0)} else {x})",  # (max(): compiled per process)
                    (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),),  # 0 where y <= 0; dy at NaN, as torch
                    eager_grad=_relu_eager_grad)
 

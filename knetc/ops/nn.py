@@ -159,7 +159,7 @@ def _softplus_impl(x):
 
 # log(1 + exp(x)) without overflow; the binary losses are written with it.
 softplus = _unary("softplus", _softplus_impl,
-                  lambda k, x: f"(max({x}, {k.const(0)}) + math.log1p(math.exp(-abs({x}))))",
+                  lambda k, x: f"(({k.const(0)} if {x} < {k.const(0)} else {x}) + math.log1p(math.exp(-abs({x}))))",
                   lambda dy, y, x: mul(dy, sigm(x)))
 
 
