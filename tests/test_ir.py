@@ -111,6 +111,21 @@ def test_adjoint_with_a_seed_input_and_split():
     assert len(backward.inputs) == 3 + n_residuals and backward.outputs[0].aval == program.inputs[0].aval
 
 
+def test_split_computes_cheap_values_again_instead_of_storing_them():
+    """A GELU: the backward pass reads 0.5 * h and h * c; storing h and computing them again
+    there costs no more reads, and the forward pass then fuses them instead of storing them."""
+    program = program_of(lambda w, x: kn.sum(0.5 * (x @ w) * (1 + kn.erf((x @ w) * 0.7071067811865476))),
+                         f64(3, 2), f64(4, 3))
+    joint = optimize(adjoint_program(program, [0], seed_input=True))
+    forward, backward, n_residuals = split(joint, 1, 2)
+    made_by = {e.out: e.op.name for e in forward.eqns}
+    residuals = [made_by[v] for v in forward.outputs[1:]]
+    assert "mul" not in residuals and "matmul" in residuals  # h = x @ w, not 0.5 * h or h * c
+    assert "erf" in residuals or "add" in residuals  # erf is not cheap: stored, not computed again
+    assert op_names(backward).count("mul") > op_names(joint)[len(forward.eqns):].count("mul")
+    assert len(backward.inputs) == 3 + n_residuals
+
+
 def test_composite_ops_decompose_into_reductions_and_elementwise_ops():
     program = program_of(lambda x, y: kn.nll(x, y), f64(4, 3), np.zeros(4, np.int64))
     assert "logsoftmax" in op_names(program)

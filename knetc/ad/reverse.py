@@ -6,6 +6,7 @@ fuse with the primal equations. The adjoint of a loop region (ir/loops.py) is a 
 running the other way over the body's adjoint, fed with the values the forward loop
 stacks for it step by step (loop_adjoint)."""
 from ..ir.core import Builder, Eqn, Var, needed_by
+from ..ir.fuse import _kind, recomputable
 from ..ir.loops import LOOP, emit_loop, float_typed, project
 from ..ops.elementwise import add
 
@@ -150,14 +151,25 @@ def split(joint, n_primal, n_inputs):
 
 
 def _partition(eqns, primal_outputs, gradients):
-    """(forward, backward, the values forward computes, the Vars backward and `gradients`
-    read in first-read order). forward: the equations the primal outputs need, with the
-    outputs of the loops among them (a forward loop's stacked values, read by the adjoint
-    loop); backward: the rest; both in program order."""
+    """(forward, backward, the values forward computes for backward, the Vars backward and
+    `gradients` read in first-read order). forward: the equations the primal outputs need,
+    with the outputs of the loops among them (a forward loop's stacked values, read by the
+    adjoint loop); backward: the rest and the cheap ones it computes again; both in program order."""
     needed = needed_by(eqns, primal_outputs)
     loops = {e.out for e in eqns if e.op.kind == "loop" and e.out in needed}
     forward = [e for e in eqns if e.out in needed or (e.op.kind == "loop_output" and e.inputs[0] in loops)]
     produced = {e.out for e in forward}
+    # A cheap value the backward pass reads (0.5 * x in a GELU) is computed there again
+    # rather than stored by the forward pass, where that reads no more (x is stored instead),
+    # only kernels read it (a GEMM's operand would be a kernel of its own) and it has no
+    # input check (the forward pass made it: nll's labels are not copied down again).
+    reads, producers = {x for e in eqns if e.out not in produced for x in e.inputs}, {e.out: e for e in eqns}
+    stored = {x for e in eqns if e.out not in produced and _kind(e) not in ("elementwise", "reduce") for x in e.inputs}
+    for e in reversed(forward):
+        if e.out in reads and e.out not in stored | set(primal_outputs) and e.op.input_check is None \
+                and recomputable(e, producers):
+            produced.discard(e.out)
+            reads.update(e.inputs)
     backward = [e for e in eqns if e.out not in produced]
     reads = [x for e in backward for x in e.inputs] + list(gradients)
     return forward, backward, produced, list(dict.fromkeys(x for x in reads if isinstance(x, Var)))

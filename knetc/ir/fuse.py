@@ -216,7 +216,7 @@ def fuse(program, rows=None):
         # (nll's one-hot labels: _recomputable).
         if (len(users) > 1 or len(kernels) > 1) and not (
                 rows and not may_reduce[v] and len(users) <= MAX_READS
-                and (len(kernels) == 1 or len(kernels) <= MAX_READS and _recomputable(eqn, producers))):
+                and (len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))):
             continue
         grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
         places = [placement(v, kind, user) for user in users]
@@ -262,7 +262,7 @@ def _arity(eqn):
     return 0 if eqn.op.input_gives_shape else sum(isinstance(x, Var) for x in eqn.inputs)
 
 
-def _recomputable(eqn, producers):
+def recomputable(eqn, producers):
     """Does computing eqn's value in each kernel that reads it cost about what loading it
     would? A cheap op (Op.cheap) or a free one (an index remapping, a size-1 reshape) that
     reads no more entries than it has (an iota's are not read: it is its index)."""

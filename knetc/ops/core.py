@@ -112,9 +112,11 @@ class Op:
     eager_grad: `eager_grad(dy, y, x)` for a one-input op: its rule's gradient computed in
       numpy in one pass, or None where it does not apply; the eager tape uses it when nothing
       records the backward pass (higher orders need the rule's ops).
-    cheap: an elementwise op whose scalar costs about what a load does (a cast, a comparison,
-      an index): fusion may compute it in each of several kernels that read it instead of
-      storing it (nll's one-hot labels), where that reads no more entries than storing would.
+    cheap: an elementwise op whose scalar costs about what a load does (+, -, *, a cast, a
+      comparison, an index): fusion may compute it in each of several kernels that read it
+      instead of storing it (nll's one-hot labels), and a split gradient's backward program
+      computes it again rather than take it from the forward one (0.5 * x in a GELU), where
+      that reads no more entries than storing would.
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,

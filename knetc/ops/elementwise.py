@@ -73,17 +73,18 @@ def _grads(*rules):
 
 
 add = elementwise("add", np.add, lambda k, a, b: f"{a} + {b}",
-                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy), simplify=_unit(0, 1, 0))
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy), simplify=_unit(0, 1, 0), cheap=True)
 sub = elementwise("sub", np.subtract, lambda k, a, b: f"{a} - {b}",
                   _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)), _no_bool("sub", "subtract"),
-                  simplify=_unit(0, 1))
+                  simplify=_unit(0, 1), cheap=True)
 mul = elementwise("mul", np.multiply, lambda k, a, b: f"{a} * {b}",
-                  _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)), simplify=_unit(1, 1, 0))
+                  _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)), simplify=_unit(1, 1, 0),
+                  cheap=True)
 div = elementwise("div", np.true_divide, lambda k, a, b: f"{a} / {b}",
                   _grads(lambda dy, y, a, b: div(dy, b), lambda dy, y, a, b: neg(div(mul(dy, y), b))),
                   _true_divide_result, float_valued=True, simplify=_unit(1, 1))
 neg = elementwise("neg", np.negative, lambda k, a: f"-{a}", (lambda dy, y, a: neg(dy),), _no_bool("neg", "negate"),
-                  simplify=_double_negation)
+                  simplify=_double_negation, cheap=True)
 
 
 def _power_rule(x, exponent):
