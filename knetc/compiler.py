@@ -23,7 +23,8 @@ from .backend.names import driver_outputs, physical_shape
 from .backend.cache import directory_for, load_kernel, load_module, routines_key, seal
 from .errors import CompileError
 from .report import count, enabled, report
-from .runtime.device import cuda_compiler_available, download, host_copy, is_device_array, real_gpu_available, upload
+from .runtime import device_state
+from .runtime.device import cuda_compiler_available, host_copy, is_device_array, real_gpu_available
 
 TARGETS = ("auto", "cpu", "cuda")
 BACKENDS = {"cpu": cpu, "cuda": cuda}
@@ -148,12 +149,11 @@ class Executable:
         self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
         self._input_checks = InputChecks(input_program).checks
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
-        # dropout's counter) live on the host; on CUDA their device copies are refreshed
-        # before each run and copied back after it, so every caller sees one state.
+        # dropout's counter): on CUDA one device copy each, shared by every program, current
+        # before each run; the host array current when host code reads it (runtime/device_state.py).
         self.state_inputs = {eqn.inputs[i] for eqn in program.eqns for i in eqn.op.state_inputs}
         self._runner = BACKENDS[target].Runner(self)
-        self._state = [(self.constants[j], self._runner.constants[j]) for j, var in enumerate(constants)
-                       if var in self.state_inputs and target == "cuda"]  # (host array, device array)
+        self._state = [(j, self.constants[j]) for j, var in enumerate(constants) if var in self.state_inputs]
         self._first_run = True
         self._launch_text = f"{self.name} [{target}]: {self.schedule.summary()}"
 
@@ -162,11 +162,11 @@ class Executable:
             report("launch", self._launch_text)
         for position, check, params in self._input_checks:  # before anything runs: a bad label leaves no state changed
             check(host_copy(arrays[position]), **params)  # (a device value is copied down, counted in kn.stats())
-        for host, device in self._state:
-            upload(np.asarray(host).reshape(device.shape), to=device)  # (counted: kn.stats())
+        for j, host in self._state:
+            self._runner.constants[j] = device_state.before_run(host, self.target)
         outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
-        for host, device in self._state:
-            host.reshape(device.shape)[...] = download(device)
+        for _, host in self._state:
+            device_state.after_run(host, self.target)
         return outputs
 
     def _outputs(self, results):

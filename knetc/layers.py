@@ -27,6 +27,7 @@ from .errors import ShapeError
 from .ops.core import aval_of
 from .ops.rnn import rnn_forward, rnn_slice
 from .ops.shape import reshape
+from .runtime.device_state import on_host
 from .runtime.rnn_layout import MODES, ngates, packed_offsets, param_location, weight_size
 from .train import init
 from .train.init import _converter, xavier
@@ -261,8 +262,11 @@ class BNMoments:
             return current
         return np.array(value, copy=True, order="C")
 
-    mean = property(lambda self: self._mean, lambda self, v: setattr(self, "_mean", self._store(self._mean, v)))
-    var = property(lambda self: self._var, lambda self, v: setattr(self, "_var", self._store(self._var, v)))
+    # (on_host: a compiled CUDA run may have left newer values in the device copy)
+    mean = property(lambda self: on_host(self._mean),
+                    lambda self, v: setattr(self, "_mean", self._store(on_host(self._mean), v)))
+    var = property(lambda self: on_host(self._var),
+                   lambda self, v: setattr(self, "_var", self._store(on_host(self._var), v)))
 
     def initialize(self, dtype, shape):
         """Create mean and var (if missing) for statistics of this dtype and shape."""
@@ -279,7 +283,7 @@ class BNMoments:
         return np.array(value, dtype=value.dtype, copy=True, order="C")
 
     def __repr__(self):
-        return f"BNMoments(momentum={self.momentum}, mean={self._mean!r}, var={self._var!r})"
+        return f"BNMoments(momentum={self.momentum}, mean={self.mean!r}, var={self.var!r})"
 
 
 def bnmoments(momentum=0.1, mean=None, var=None, meaninit=None, varinit=None):

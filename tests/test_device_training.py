@@ -258,3 +258,58 @@ def test_small_inputs_are_kept_on_the_device_only_when_not_returned():
     _, delta, _ = measured(lambda: g(x, two))
     assert delta["host_to_device"] == 1, delta  # returned: never kept
     np.testing.assert_array_equal(np.asarray(g(x, two)[0]), [2, 2, 2, 2])
+
+
+# ---------------------------------------------------------------- state updated in place
+
+def bn_loss(moments):
+    """A loss with batchnorm's running statistics (`moments`) and dropout's counter: state
+    the compiled step updates in place (runtime/device_state.py)."""
+    def loss(w, x, y):
+        w1, bn, w2 = w
+        h = kn.dropout(kn.relu(kn.batchnorm(x @ w1, moments, bn)), 0.25)
+        return kn.nll(h @ w2, y)
+    return loss
+
+
+def test_batchnorm_statistics_and_the_dropout_counter_stay_on_the_device(spy, tmp_path):
+    from knetc.ops.normalization import _COUNTER
+    from knetc.runtime.device_state import on_host
+    rng = np.random.default_rng(4)
+    values = [kn.xavier(8, 16).astype(np.float32), kn.bnparams(np.float32, 16), kn.xavier(16, 4).astype(np.float32)]
+    x, y = rng.random((6, 8), dtype=np.float32), rng.integers(0, 4, 6)
+    on_device, on_cpu = kn.bnmoments(), kn.bnmoments()
+    loss_cuda, loss_cpu = kn.compile(bn_loss(on_device), target="cuda"), kn.compile(bn_loss(on_cpu), target="cpu")
+    device = [kn.Param(kn.KnetArray(v), kn.SGD(lr=0.1)) for v in values]
+    host = [kn.Param(np.copy(v), kn.SGD(lr=0.1)) for v in values]
+
+    kn.seed_(3)
+    step(loss_cuda, device, x, y, read=False)  # compiles; the statistics and the counter go up once
+    step(loss_cuda, device, x, y, read=False)
+    _, counts, copies = measured(lambda: step(loss_cuda, device, x, y, read=False), spy)
+    assert counts["host_to_device"] == 2 and counts["device_to_host"] == 0, counts  # the batch only
+    if spy is not None:
+        assert copies == (2, 0), copies
+    device_counter = int(on_host(_COUNTER)[0])  # (copied down: host code reads it)
+    kn.seed_(3)
+    for _ in range(3):
+        step(loss_cpu, host, x, y, read=False)
+    assert int(_COUNTER[0]) == device_counter  # the same masks drawn, on the device as on the CPU
+    np.testing.assert_allclose(on_device.mean, on_cpu.mean, rtol=1e-5, atol=1e-6)  # (copied down on reading)
+    np.testing.assert_allclose(on_device.var, on_cpu.var, rtol=1e-5, atol=1e-6)
+    for d, h in zip(device, host):
+        np.testing.assert_allclose(np.asarray(d.value), h.value, rtol=1e-4, atol=1e-6)
+
+    # Host code that changes the statistics: the next device run copies them up and uses them.
+    on_device.mean, on_cpu.mean = np.zeros((1, 16), np.float32), np.zeros((1, 16), np.float32)
+    kn.seed_(5)
+    _, counts, _ = measured(lambda: step(loss_cuda, device, x, y, read=False), spy)
+    assert counts["host_to_device"] == 4, counts  # the batch, the changed mean, the reseeded counter
+    kn.seed_(5)
+    step(loss_cpu, host, x, y, read=False)
+    np.testing.assert_allclose(on_device.mean, on_cpu.mean, rtol=1e-5, atol=1e-6)
+
+    # kn.save stores the values the device holds
+    step(loss_cuda, device, x, y, read=False)
+    kn.save(tmp_path / "moments.knetc", moments=on_device)
+    np.testing.assert_array_equal(kn.load(tmp_path / "moments.knetc", "moments").mean, on_device.mean)

@@ -5,10 +5,11 @@ Both are written with ops, so they run eagerly, on the tape and in compiled code
 normalisation and the dropout product fuse with their neighbours. The only stateful steps
 are small "call" ops that update (or read) arrays in place: batchnorm's running mean and
 variance, and dropout's random counter. Those arrays enter compiled programs as constants;
-ops list them in `state_inputs`, and on CUDA the compiler refreshes their device copies
-before each run and copies them back after (knetc.compiler.Executable), so eager code,
-CPU and CUDA compiled code all see one set of running statistics. Eagerly the running
-statistics are simply updated on the host.
+ops list them in `state_inputs`. On CUDA each has one device copy, shared by every compiled
+program and kept there between runs; host code that reads or writes them calls
+`runtime.device_state.on_host` first (the BNMoments properties and eager dropout do), so
+eager code, CPU and CUDA compiled code all see one set of running statistics. Eagerly the
+running statistics are simply updated on the host.
 
 CUDA-compiled batchnorm uses cuDNN's batchnorm (whole-layer "call" ops) when cuDNN is
 present; dropout's mask is always knetc's counter-based kernel (one pass, the same bits on
@@ -30,6 +31,7 @@ from .. import context
 from ..context import is_symbolic, training as _training, value_of
 from ..errors import ShapeError
 from ..runtime import cudnn_ops
+from ..runtime.device_state import on_host
 from .broadcast import broadcast_to, reduce_sum
 from .core import Aval, Op, aval_of, check_float, register
 from .elementwise import add, div, iota, mul, sqrt, sub
@@ -280,7 +282,7 @@ _GOLDEN, _MIX1, _MIX2 = _U64(0x9E3779B97F4A7C15), _U64(0xBF58476D1CE4E5B9), _U64
 def reseed_dropout(n):
     """Restart the unseeded masks' counter from the integer n (kn.seed_): the same calls
     then draw the same masks."""
-    _COUNTER[0] = int(_mix(np.array([n], dtype=np.int64).astype(_U64) * _GOLDEN)[0] >> _U64(1))
+    on_host(_COUNTER)[0] = int(_mix(np.array([n], dtype=np.int64).astype(_U64) * _GOLDEN)[0] >> _U64(1))
 
 
 def _mix(z):
@@ -300,7 +302,7 @@ def mask_key(counter, seed, salt):
 
 
 def _mask_impl(state, shape, dtype, p, seed, salt):
-    key = mask_key(int(state[0]), seed, salt)
+    key = mask_key(int(on_host(state)[0]), seed, salt)  # (on_host: a CUDA run may have advanced it)
     positions = np.arange(1, int(np.prod(shape)) + 1, dtype=_U64)
     u = (_mix(key + positions * _GOLDEN) >> _U64(11)) * (1.0 / 9007199254740992.0)
     if not seed:

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..autograd import Param
 from ..knetarray import from_saved
+from ..runtime.device_state import all_on_host
 
 SERIALIZABLE = {}  # "module.QualName" -> class
 
@@ -175,6 +176,7 @@ def save(path, **named):
     if not named:
         raise ValueError("kn.save: nothing to save; name the values, kn.save(path, model=model)")
     path = os.fspath(path)
+    all_on_host()  # (state a compiled CUDA run left on the device: batchnorm's running statistics)
     encode = _Encoder()
     manifest = {"format": FORMAT, "version": VERSION, "values": {k: encode(v) for k, v in named.items()}}
     text = json.dumps(manifest, allow_nan=True).encode("utf-8")  # before touching the disk: errors leave it alone
