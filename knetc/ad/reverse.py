@@ -6,7 +6,7 @@ fuse with the primal equations. The adjoint of a loop region (ir/loops.py) is a 
 running the other way over the body's adjoint, fed with the values the forward loop
 stacks for it step by step (loop_adjoint)."""
 from ..ir.core import Builder, Eqn, Var, needed_by
-from ..ir.fuse import _kind, recomputable
+from ..ir.fuse import fusion_kind, recomputable
 from ..ir.loops import LOOP, emit_loop, float_typed, project
 from ..ops.elementwise import add
 
@@ -164,10 +164,10 @@ def _partition(eqns, primal_outputs, gradients):
     # only kernels read it (a GEMM's operand would be a kernel of its own) and it has no
     # input check (the forward pass made it: nll's labels are not copied down again).
     reads, producers = {x for e in eqns if e.out not in produced for x in e.inputs}, {e.out: e for e in eqns}
-    stored = {x for e in eqns if e.out not in produced and _kind(e) not in ("elementwise", "reduce") for x in e.inputs}
+    kept = {x for e in eqns if e.out not in produced and fusion_kind(e) not in ("elementwise", "reduce")
+            for x in e.inputs} | set(primal_outputs)  # (read outside kernels, or returned)
     for e in reversed(forward):
-        if e.out in reads and e.out not in stored | set(primal_outputs) and e.op.input_check is None \
-                and recomputable(e, producers):
+        if e.out in reads and e.out not in kept and e.op.input_check is None and recomputable(e, producers):
             produced.discard(e.out)
             reads.update(e.inputs)
     backward = [e for e in eqns if e.out not in produced]

@@ -134,7 +134,7 @@ class Schedule:
                     stack.extend(self.inlined[x] for x in eqn.inputs if isinstance(x, Var) and x in self.inlined)
 
 
-def _kind(eqn):
+def fusion_kind(eqn):
     """How fusion treats an equation: an index remapping (transpose, static slicing) is
     elementwise, computed where its consumer reads it, and so is a reshape that only adds
     or drops axes of size 1 (a reduction's (1, 1) read as a number)."""
@@ -171,7 +171,7 @@ def fuse(program, rows=None):
     # may_reduce: v could contain a reduction once inlined (conservative, decided forwards).
     may_reduce = {}
     for eqn in program.eqns:
-        may_reduce[eqn.out] = _kind(eqn) == "reduce" or any(
+        may_reduce[eqn.out] = fusion_kind(eqn) == "reduce" or any(
             may_reduce.get(x, False) and len(consumers.get(x, [])) == 1 for x in eqn.inputs if isinstance(x, Var))
     # Decide backwards, so a consumer's fate is known: in_prologue[v] means v ends up inside
     # a reduction's loop, where another reduction would nest loops.
@@ -186,7 +186,7 @@ def fuse(program, rows=None):
     def placement(v, kind, user):
         """(in a prologue, at the kernel's own index, per row) for v computed inside its user's
         kernel, or None if it may not be."""
-        user_kind = _kind(user)
+        user_kind = fusion_kind(user)
         if user.out in absorbed or user.op.kind == "view" and user.op.index_map is None and user.out not in inlined:
             return None  # (a stored view's input is stored)
         user_aligned = aligned.get(user.out, user.out not in inlined) and user.op.index_map is None
@@ -205,7 +205,7 @@ def fuse(program, rows=None):
         return None
 
     for eqn in reversed(program.eqns):
-        v, kind = eqn.out, _kind(eqn)
+        v, kind = eqn.out, fusion_kind(eqn)
         users = [u for u in consumers.get(v, []) if not u.op.input_gives_shape]  # (iota reads a shape only)
         if v in outputs or not users or v in absorbed or kind not in ("elementwise", "reduce"):
             continue
@@ -213,7 +213,7 @@ def fuse(program, rows=None):
         # Several readers: a cheap value (no reduction in it) is computed at each read instead
         # of stored when they all read it in one kernel (softmax's exp(x - max) in the row sum
         # and in the quotient), or in a few kernels when that costs what loading it would
-        # (nll's one-hot labels: _recomputable).
+        # (nll's one-hot labels: recomputable).
         if (len(users) > 1 or len(kernels) > 1) and not (
                 rows and not may_reduce[v] and len(users) <= MAX_READS
                 and (len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))):
