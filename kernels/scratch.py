@@ -2,7 +2,7 @@
 a block of a column sum (knetc/backend/expressions.py).
 
 np.empty written in a kernel makes Numba compile numpy's allocation code again in each new
-process, about 0.07 s for the first kernel that needs it. Behind this cached function it is
+process, about 0.1 s for the first kernel that needs it. Behind this cached function it is
 compiled once per dtype and number of axes, then loaded from the cache.
 
     >>> empty_cpu((4, 3), np.float32).shape   # (4, 3)
