@@ -12,7 +12,11 @@ timer. A kernel that `in_parallel` splits across threads is timed once, around t
 Rows are (callee, driver line), with the user's line the driver's comment names; "outside
 the drivers" is the rest of the step (Python around the drivers: kn.adam or kn.grad,
 argument checks, allocations in the drivers, the optimizer update). The timers add about a
-microsecond per call, so the total is a little above the benchmark's step time.
+microsecond per call, so the total is a little above the benchmark's step time. GB/s: the
+bytes of a call's array arguments (its inputs and output, each counted once) per second of
+it. A pass over arrays larger than the caches that moves nothing else runs at the memory's
+speed (10-20 GB/s on the 2-core VM of RESULTS.md); far below that, the call computes (erf,
+GEMMs) or reads some entries many times.
 
 --eager profiles the benchmark's eager contestant (`kn.grad(loss.fn)`: the tape) with
 cProfile instead: the functions with the most time of their own, per step. cProfile's
@@ -28,6 +32,8 @@ import pstats
 import sys
 import threading
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETUPS = {"mlp": "compiled", "lenet": "compiled", "rnn": "knetc", "transformer": "compiled"}
@@ -47,7 +53,7 @@ class Timers:
     """Seconds and calls per (callee, driver module, driver line), from the calling thread only."""
 
     def __init__(self):
-        self.seconds, self.calls = collections.Counter(), collections.Counter()
+        self.seconds, self.calls, self.bytes = collections.Counter(), collections.Counter(), collections.Counter()
         self.thread = threading.main_thread()
         self.splitting = False  # inside in_parallel: its blocks are not timed apart
 
@@ -61,7 +67,7 @@ class Timers:
             try:
                 return function(*args, **kwargs)
             finally:
-                self.record((name, module, line), time.perf_counter() - started)
+                self.record((name, module, line), time.perf_counter() - started, args)
         return timed
 
     def wrap_split(self, in_parallel, module, names):
@@ -73,12 +79,13 @@ class Timers:
                 return in_parallel(kernel, rows, *args)
             finally:
                 self.splitting = False
-                self.record((names.get(id(kernel), "kernel"), module, line), time.perf_counter() - started)
+                self.record((names.get(id(kernel), "kernel"), module, line), time.perf_counter() - started, args)
         return timed
 
-    def record(self, key, seconds):
+    def record(self, key, seconds, args):
         self.seconds[key] += seconds
         self.calls[key] += 1
+        self.bytes[key] += sum(a.nbytes for a in args if isinstance(a, np.ndarray))  # (inputs and output)
 
 
 def instrument(timers, done):
@@ -154,10 +161,11 @@ def main(argv=None):
     inside = sum(per_step.values())
     print(f"{args.model}: {total * 1e3:.2f} ms a step over {args.steps} steps; in the drivers' calls "
           f"{inside * 1e3:.2f} ms, outside them {(total - inside) * 1e3:.2f} ms")
-    print(f"{'ms/step':>8} {'share':>6} {'calls':>5}  callee (driver line)  user line")
+    print(f"{'ms/step':>8} {'share':>6} {'calls':>5} {'GB/s':>6}  callee (driver line)  user line")
     for key, seconds in sorted(per_step.items(), key=lambda item: -item[1])[:args.top]:
         name, module, line = key
-        print(f"{seconds * 1e3:8.3f} {seconds / total:6.1%} {timers.calls[key] // args.steps:5d}  "
+        gbps = timers.bytes[key] / args.steps / seconds / 1e9 if seconds else 0.0
+        print(f"{seconds * 1e3:8.3f} {seconds / total:6.1%} {timers.calls[key] // args.steps:5d} {gbps:6.1f}  "
               f"{name} ({line})  {user_line(module, line)}")
     by_callee = collections.Counter()
     for (name, _, _), seconds in per_step.items():

@@ -21,7 +21,7 @@ def test_compiled_step_by_kernel_and_user_line():
     out = _run("mlp", "--steps", "5", "--warmup", "2", "--top", "50")
     total, inside = map(float, re.search(r"([\d.]+) ms a step .* in the drivers' calls ([\d.]+) ms", out).groups())
     assert 0 < inside <= total
-    rows = [line for line in out.splitlines() if re.match(r"\s+[\d.]+\s+[\d.]+%\s+\d+\s+\S+ \(\d+\)", line)]
+    rows = [line for line in out.splitlines() if re.match(r"\s+[\d.]+\s+[\d.]+%\s+\d+\s+[\d.]+\s+\S+ \(\d+\)", line)]
     # the MLP's gradient: 5 GEMMs (forward 2, backward 3) and its kernels, one call each per step
     assert sum("matmul_cpu" in row for row in rows) == 5
     assert any(" k_" in row for row in rows)
@@ -29,6 +29,8 @@ def test_compiled_step_by_kernel_and_user_line():
     assert any("kn.relu(x @ w + b)" in row for row in rows) and any("kn.nll(" in row for row in rows)
     shares = sum(float(re.match(r"\s+[\d.]+\s+([\d.]+)%", row).group(1)) for row in rows)
     assert shares <= 100.5
+    # GB/s: the bytes of each call's arrays (inputs and output) per second, a positive number
+    assert all(float(row.split()[3]) > 0 for row in rows)
 
 
 def test_eager_step_by_function():
