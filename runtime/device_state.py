@@ -28,7 +28,9 @@ class _Copy:
 
 
 def _copy_of(host):
-    return _copies.get(host.__array_interface__["data"][0]) if isinstance(host, np.ndarray) else None
+    if not _copies or not isinstance(host, np.ndarray):  # (no CUDA run yet: nothing to look up, per call)
+        return None
+    return _copies.get(host.__array_interface__["data"][0])
 
 
 def before_run(host, target):

@@ -149,9 +149,19 @@ def test_cpu_kernels_call_no_numpy_or_builtin_code_that_numba_compiles_per_proce
     every new process (about 0.03 s each, 0.1 s for np.empty): a ReLU is a select, a block's
     bounds are selects, a local array comes from a cached helper (kernels/scratch.py)."""
     column_sums = kn.compile(lambda x: kn.sum(kn.relu(x), dims=0), target="cpu")
+    row_max = kn.compile(lambda x: kn.maximum(x, dims=1), target="cpu")  # integers: the monoid's plain step
+    sliced = kn.compile(lambda x: kn.sum(x[1:4, ::2] ** 2), target="cpu")  # its gradient: a clamped pad_static
+    ints, x = np.arange(-12, 12).reshape(4, 6) % 7, np.arange(30.0).reshape(5, 6)
+    np.testing.assert_array_equal(row_max(ints), ints.max(axis=1, keepdims=True))
+    expected = np.zeros_like(x)
+    expected[1:4, ::2] = 2 * x[1:4, ::2]
+    np.testing.assert_array_equal(kn.grad(sliced)(x), expected)
     texts = [generated(name, "cpu") for name in PROGRAMS]
     texts.append(kn.inspect(column_sums, _f32(64, 40), stage="kernels", target="cpu", mode="call"))
+    texts.append(kn.inspect(row_max, ints, stage="kernels", target="cpu", mode="call"))
+    texts.append(kn.inspect(sliced, x, stage="kernels", target="cpu"))
     kernels = [k for text in texts for k in text.split("--- driver ---")[0].split("# knetc kernel")[1:]]
     assert any("scratch_empty(" in k for k in kernels) and any("brows" in k for k in kernels)
+    assert any("pad_static" in k for k in kernels) and any("reduce_max" in k for k in kernels)
     for kernel in kernels:
         assert not re.search(r"\b(max|min)\(|np\.empty\(", kernel), kernel

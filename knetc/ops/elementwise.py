@@ -193,8 +193,13 @@ def _relu_eager_grad(dy, y, x):
     return np.multiply(dy, np.logical_not(np.less_equal(y, 0)))
 
 
-relu = elementwise("relu", lambda x: np.maximum(x, 0),
-                   lambda k, x: f"({k.const(0)} if {x} < {k.const(0)} else {x})",  # (max(): compiled per process)
+def relu_scalar(k, x):
+    """max(x, 0) as a select, NaN kept (softplus uses it too): Numba would compile its max()
+    again in every new process."""
+    return f"({k.const(0)} if {x} < {k.const(0)} else {x})"
+
+
+relu = elementwise("relu", lambda x: np.maximum(x, 0), relu_scalar,
                    (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),),  # 0 where y <= 0; dy at NaN, as torch
                    eager_grad=_relu_eager_grad)
 

@@ -140,7 +140,9 @@ def _pad_static_map(index, dy_shape, spec, shape):
         hi = lo + stride * (count - 1)
         offset = i if lo == 0 else f"({i} - {lo})"
         q = offset if stride == 1 else f"{offset} // {stride}"
-        source.append(f"min(max({q if step > 0 else f'{count - 1} - {q}'}, 0), {count - 1})")
+        q = q if step > 0 else f"{count - 1} - {q}"
+        # clamped into 0..count-1 by selects: Numba would compile min() and max() again in each process
+        source.append(f"(0 if {q} < 0 else {count - 1} if {q} > {count - 1} else {q})")
         conditions += ([f"{i} >= {lo}"] if lo > 0 else []) + ([f"{i} <= {hi}"] if hi < n - 1 else [])
         if stride != 1:
             conditions.append(f"{offset} % {stride} == 0")

@@ -18,7 +18,7 @@ from ..context import value_of
 from ..errors import ShapeError
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
-from .elementwise import abs as abs_, add, div, eq, exp, iota, le, log, lt, masked, mul, ne, neg, sigm, sub
+from .elementwise import abs as abs_, add, div, eq, exp, iota, le, log, lt, masked, mul, ne, neg, relu_scalar, sigm, sub
 from .reduce import argmax_, reduce_max, sum
 from .shape import reshape
 
@@ -159,7 +159,7 @@ def _softplus_impl(x):
 
 # log(1 + exp(x)) without overflow; the binary losses are written with it.
 softplus = _unary("softplus", _softplus_impl,
-                  lambda k, x: f"(({k.const(0)} if {x} < {k.const(0)} else {x}) + math.log1p(math.exp(-abs({x}))))",
+                  lambda k, x: f"({relu_scalar(k, x)} + math.log1p(math.exp(-abs({x}))))",
                   lambda dy, y, x: mul(dy, sigm(x)))
 
 

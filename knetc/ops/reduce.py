@@ -35,13 +35,13 @@ def _extreme_grad(dy, y, x, axes):
 
 reduce_max = register(Op(
     "reduce_max", reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
-    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = max({acc}, {v})",
+    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = {v} if {v} > {acc} else {acc}",
                                               "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}")))
 
 
 reduce_min = register(Op(
     "reduce_min", reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
-    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(1), "{acc} = min({acc}, {v})",
+    (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(1), "{acc} = {v} if {v} < {acc} else {acc}",
                                               "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}")))
 
 
