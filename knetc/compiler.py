@@ -178,12 +178,13 @@ class Executable:
         needed: report which, and seal freshly compiled cache files."""
         before = [_numba_counts(m) for m in self.kernel_modules]
         started = time.perf_counter()
+        elsewhere = self._runner.prepare(arrays)  # {kernel: signatures compiled by other processes}
         outputs = self._outputs(self._runner(arrays))
         self._first_run = False
         elapsed = time.perf_counter() - started
         compiled = loaded = 0
         for module, (hits, built) in zip(self.kernel_modules, before):
-            now_hits, now_built = _numba_counts(module)
+            now_hits, now_built = _numba_counts(module, elsewhere)
             loaded += now_hits - hits
             compiled += now_built - built - (now_hits - hits)
             if now_built - built > now_hits - hits:
@@ -191,7 +192,8 @@ class Executable:
         kernels = len(self.kernel_modules)
         if compiled:
             count("compilations")
-            report("compile", f"{self.name} [{self.target}]: {compiled} of {kernels} kernels compiled in {elapsed:.2f}s")
+            workers = f" ({sum(elsewhere.values())} in other processes)" if elsewhere else ""
+            report("compile", f"{self.name} [{self.target}]: {compiled} of {kernels} kernels compiled in {elapsed:.2f}s{workers}")
         elif loaded:
             count("cache_hits")
             report("cache", f"hit {self.name} [{self.target}]: {loaded} of {kernels} kernels loaded in {elapsed:.3f}s")
@@ -239,12 +241,14 @@ class InputChecks:
                                    hint="compute it outside and pass it in as an argument")
 
 
-def _numba_counts(module):
+def _numba_counts(module, elsewhere=None):
     """(loaded from Numba's cache, loaded or compiled) so far, over the module's dispatchers:
-    their difference is what Numba compiled."""
+    their difference is what Numba compiled. elsewhere: {dispatcher: signatures compiled by
+    other processes (runtime/compile_workers.py)}, which count as compiled, not loaded."""
     dispatchers = [value for value in vars(module).values()
                    if getattr(value, "stats", None) is not None and hasattr(value, "overloads")]
-    return sum(sum(d.stats.cache_hits.values()) for d in dispatchers), sum(len(d.overloads) for d in dispatchers)
+    hits = sum(sum(d.stats.cache_hits.values()) - (elsewhere or {}).get(d, 0) for d in dispatchers)
+    return hits, sum(len(d.overloads) for d in dispatchers)
 
 
 def _logical(array, shape, own):

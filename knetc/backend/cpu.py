@@ -4,7 +4,7 @@ threads: runtime.threads.in_parallel), and a Python driver that calls them and n
 import numpy as np
 
 from ..ir.fuse import Call
-from ..runtime import threads
+from ..runtime import compile_workers, threads
 from . import driver
 from .expressions import STREAM_BLOCK, KernelBody, indent, kernel_module, kernel_name, nest
 
@@ -98,7 +98,18 @@ class Runner:
         self.driver, self.constants = executable.module.driver, executable.constants
         nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for _, s in executable.schedule.walk())
         self.blas_threads = threads.threads_for(nested)
+        self.kernels = [getattr(executable.module, name) for name in executable.generated.kernels]
 
     def __call__(self, arrays):
         threads.use_threads(self.blas_threads)
-        return self.driver(*[np.ascontiguousarray(a) for a in arrays], *self.constants)
+        return self.driver(*self._arguments(arrays))
+
+    def _arguments(self, arrays):
+        return [np.ascontiguousarray(a) for a in arrays] + list(self.constants)
+
+    def prepare(self, arrays):
+        """Before the first run: compile the kernels that are new to this process and to the
+        cache (Numba would compile them one by one as the driver calls them) in several
+        processes at once (runtime/compile_workers.py). {kernel: signatures other processes
+        compiled}."""
+        return compile_workers.compile_calls(self.driver, self._arguments(arrays), self.kernels)

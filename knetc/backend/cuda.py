@@ -474,6 +474,11 @@ class Runner:
         # The program's constants, as Executable.constants stores them (0-d values as (1,)).
         self.constants = [to_device(value, value.shape) for value in executable.constants]
 
+    def prepare(self, arrays):
+        """Nothing before a first run: each kernel compiles when it first launches (forked
+        processes, as on the CPU, cannot share a process's CUDA context)."""
+        return {}
+
     def __call__(self, arrays):
         on_host = not any(is_device_array(a) for a in arrays)
         wrapper = device_wrapper(arrays)  # KnetArray (runtime/device.py), or None
