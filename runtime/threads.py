@@ -7,7 +7,9 @@ and the convolutions' GEMMs, kernels/matmul.py). No kernel uses Numba's parallel
 BLAS thread count: BLAS's default, except in programs that call BLAS from several threads
 at once (the CPU convolutions, which split the batch across threads), where nested BLAS
 threads made them about 2x slower. (2 BLAS threads are faster than one from about 1e6 flops
-up and no slower below, even with two busy processes on the 2 cores.)"""
+up and no slower below, even with two busy processes on the 2 cores.) While BLAS runs on
+several threads, in_parallel takes half of knetc's threads (row_threads: BLAS's workers
+spin on their cores between GEMMs)."""
 import concurrent.futures
 import ctypes
 import glob
@@ -73,6 +75,16 @@ def use_threads(n):
         _current = n
 
 
+def row_threads():
+    """The threads in_parallel splits a kernel's rows across: THREADS, or half of them while
+    BLAS runs on several threads. OpenBLAS's workers spin for about 0.1 s after each GEMM,
+    so in a program with GEMMs they hold their cores while the kernels between the GEMMs
+    run; a kernel thread beside them waits for its core. On 2 cores a bias add after a GEMM
+    took 0.40-0.46 ms on 2 threads and 0.28 ms on one, and the Transformer's training step
+    127.5 ms with its kernels on one thread against 138.7 ms on two (2026-12-03)."""
+    return THREADS if _current is None or _current <= 1 else max(1, THREADS // 2)
+
+
 THREADS = numba.config.NUMBA_NUM_THREADS  # NUMBA_NUM_THREADS, else the number of CPUs
 PARALLEL_MIN_WORK = 1 << 17  # elements x steps per element: below this, threads cost more than they save
 _workers = None
@@ -94,13 +106,14 @@ def _pool():
 
 
 def in_parallel(kernel, rows, *args):
-    """kernel(*args, lo, hi) over the rows [0, rows), one block of rows per thread.
+    """kernel(*args, lo, hi) over the rows [0, rows), one block of rows per thread
+    (row_threads() of them).
 
     Generated CPU kernels take their outer loop's range and release the GIL (njit with
     nogil=True), so plain threads run them in parallel: one compiled function serves small
     and large sizes alike, and no Numba parallel=True version (seconds of compile time per
     kernel) is built. The calling thread runs the first block."""
-    n = min(rows, THREADS)
+    n = min(rows, row_threads())
     if n <= 1:
         return kernel(*args, 0, rows)
     bounds = [rows * k // n for k in range(n + 1)]

@@ -26,6 +26,7 @@ def blocks(monkeypatch):
         for n, threshold in ((1, 1 << 62), (2, 0), (3, 0), (5, 0)):
             with monkeypatch.context() as m:
                 m.setattr(threads, "THREADS", n)
+                m.setattr(threads, "_current", None)  # (BLAS's threads would take half: row_threads)
                 m.setattr(rows, "PARALLEL_MIN_WORK", threshold)
                 results.append(f())
         return results
@@ -40,6 +41,7 @@ def _same(results):
 
 
 def test_run_covers_each_row_once_in_blocks(monkeypatch):
+    monkeypatch.setattr(threads, "_current", None)  # (BLAS's threads would take half: row_threads)
     for n in (1, 2, 3, 5):
         monkeypatch.setattr(threads, "THREADS", n)
         for count in (0, 1, 2, 3, 7):

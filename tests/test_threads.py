@@ -55,3 +55,24 @@ def test_share_cores_limits_every_pool_unless_the_user_set_one():
     assert out.returncode == 0, out.stderr[-2000:]
     blas, rows = out.stdout.split()
     assert rows == "2" and blas in ("2", "None")
+
+
+@pytest.mark.parametrize("threads_, blas, blocks", [(2, 1, 2), (2, 2, 1), (4, 1, 4), (4, 2, 2), (4, None, 4)])
+def test_rows_take_half_the_threads_while_blas_runs_on_several(monkeypatch, threads_, blas, blocks):
+    """BLAS's workers spin on their cores between GEMMs: a kernel split across all of knetc's
+    threads beside them waits for cores (row_threads)."""
+    import numpy as np
+    monkeypatch.setattr(threads, "THREADS", threads_)
+    monkeypatch.setattr(threads, "_current", blas)
+    monkeypatch.setattr(threads, "_workers", None)  # a pool of THREADS - 1 threads, shut down below
+    seen, out = [], np.zeros(40, np.int64)
+
+    def kernel(out, lo, hi):
+        seen.append((lo, hi))
+        out[lo:hi] += 1
+    try:
+        threads.in_parallel(kernel, 40, out)
+    finally:
+        if threads._workers is not None:
+            threads._workers.shutdown()
+    assert len(seen) == blocks and out.tolist() == [1] * 40  # every row once
