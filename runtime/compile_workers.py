@@ -8,8 +8,9 @@ a queue; the copies compile into Numba's on-disk cache (the kernel cache) and ex
 this process loads what they built (a few ms a kernel) when the driver calls the kernels.
 
     KNETC_COMPILE_WORKERS=N   at most N processes compile at once, this one included
-                              (default: the CPUs this process may run on, at most 8;
-                              1 compiles in this process only)
+                              (default: the CPUs this process may run on, at most 8,
+                              or its share of them: threads.share_cores; 1 compiles in
+                              this process only)
 
 Used on Linux only (fork), for kernels cached on disk. A copy that fails, dies or stops
 making progress (STALL_S) costs nothing but time: what it did not finish, this process
@@ -42,7 +43,7 @@ def processes():
             raise ValueError(f"knetc: KNETC_COMPILE_WORKERS={setting!r} is not a number of processes") from None
     if not hasattr(os, "sched_getaffinity"):
         return 1
-    return min(len(os.sched_getaffinity(0)), MAX_DEFAULT)
+    return min(len(os.sched_getaffinity(0)), threads.shared_cores() or MAX_DEFAULT, MAX_DEFAULT)
 
 
 def usable():
@@ -57,7 +58,10 @@ def compile_calls(function, arguments, dispatchers):
     new = [d for d in dispatchers if not d.overloads and (index := _index(d)) and not os.path.exists(index)]
     if not (new and usable()):
         return {}  # (no dry run)
-    calls = calls_made(function, arguments, new)
+    try:
+        calls = calls_made(function, arguments, new)
+    except Exception:  # (code the dry run cannot run: the driver compiles as it runs, as without copies)
+        return {}
     return compile_all([(d, signatures) for d, signatures in calls.items()])
 
 

@@ -67,6 +67,11 @@ def share_cores(n):
         THREADS = min(THREADS, _share)
 
 
+def shared_cores():
+    """The threads this process may use when it shares the cores (share_cores), else None."""
+    return _share
+
+
 def use_threads(n):
     """Set BLAS's thread count (no call when it is already n, so this is cheap per step)."""
     global _current

@@ -214,3 +214,27 @@ def test_a_warm_cache_needs_no_dry_run(tmp_path):
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1])["stats"]["cache_hits"] == 1
+
+
+def test_a_process_sharing_the_cores_compiles_in_its_share(monkeypatch):
+    """Data-parallel ranks share the cores (threads.share_cores): each compiles in as many
+    processes as its share, not one per core."""
+    from knetc.runtime import threads
+    monkeypatch.delenv("KNETC_COMPILE_WORKERS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(threads, "_share", None)
+    assert workers.processes() == workers.MAX_DEFAULT
+    monkeypatch.setattr(threads, "_share", 2)
+    assert workers.processes() == 2
+
+
+def test_a_dry_run_that_fails_leaves_the_compile_to_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNETC_COMPILE_WORKERS", "2")
+    functions = _functions(tmp_path, "workers_module_d", BODIES)
+
+    def driver(x):
+        functions[0](x)
+        raise RuntimeError("not for a dry run")
+    assert workers.compile_calls(driver, [np.arange(3.0)], functions) == {}
+    assert all(not f.overloads for f in functions)  # nothing compiled yet: the run compiles them
+    _check_answers(functions)
