@@ -12,7 +12,8 @@ this process loads what they built (a few ms a kernel) when the driver calls the
                               or its share of them: threads.share_cores; 1 compiles in
                               this process only)
 
-Used on Linux only (fork), for kernels cached on disk. A copy that fails, dies or stops
+Used on Linux only (fork), for kernels cached on disk, and not once the process has
+started a CUDA driver. A copy that fails, dies or stops
 making progress (STALL_S) costs nothing but time: what it did not finish, this process
 compiles itself when the driver calls it, raising any compile error where it always did.
 """
@@ -47,7 +48,13 @@ def processes():
 
 
 def usable():
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and processes() > 1
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and processes() > 1 and not _cuda_started()
+
+
+def _cuda_started():
+    """Whether this process has initialised a CUDA driver (a forked copy must not inherit one)."""
+    driver = getattr(sys.modules.get("numba.cuda.cudadrv.driver"), "driver", None)
+    return getattr(driver, "pid", None) is not None and getattr(driver, "initialization_error", None) is None
 
 
 def compile_calls(function, arguments, dispatchers):

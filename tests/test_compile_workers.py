@@ -238,3 +238,14 @@ def test_a_dry_run_that_fails_leaves_the_compile_to_the_run(tmp_path, monkeypatc
     assert workers.compile_calls(driver, [np.arange(3.0)], functions) == {}
     assert all(not f.overloads for f in functions)  # nothing compiled yet: the run compiles them
     _check_answers(functions)
+
+
+def test_no_copies_once_the_process_has_started_cuda(monkeypatch):
+    import types as pytypes
+    monkeypatch.setenv("KNETC_COMPILE_WORKERS", "2")
+    assert workers.usable() == (not workers._cuda_started())
+    started = pytypes.SimpleNamespace(driver=pytypes.SimpleNamespace(pid=os.getpid(), initialization_error=None))
+    monkeypatch.setitem(sys.modules, "numba.cuda.cudadrv.driver", started)
+    assert not workers.usable()
+    started.driver.pid = None  # imported, never initialised
+    assert workers.usable()
