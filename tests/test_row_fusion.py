@@ -69,6 +69,24 @@ def test_softmax_over_rows_matches_numpy_in_two_kernels(shape):
         assert 5000 * 64 * 64 >= threads.PARALLEL_MIN_WORK
     if 1 not in shape:
         assert _kernels(f) == 2  # max+sub+exp, sum+div
+        texts = [k.text for spec in f.specializations() for k in spec.executables()[0].generated.kernels.values()]
+        assert sum(text.count("math.exp(") for text in texts) == 1  # one exp per entry: e / sum(e)
+
+
+def library_softmax(x):
+    return kn.softmax(x, dims=1)
+
+
+def test_kn_softmax_takes_one_exp_per_entry_in_two_kernels():
+    """kn.softmax decomposes to e / sum(e), e = exp(x - max): e is stored by the max's
+    kernel and divided by the sum's (exp(x - logsumexp) took one exp more and a log a row)."""
+    x = RNG.standard_normal((9, 40)) * 3
+    f = kn.compile(library_softmax, target="cpu")
+    np.testing.assert_allclose(f(x), _softmax(x, 1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(kn.grad(lambda x: kn.sum(f(x) * x))(x), kn.grad(lambda x: kn.sum(library_softmax(x) * x))(x),
+                               rtol=1e-10, atol=1e-13)
+    texts = [k.text for spec in f.specializations()[:1] for k in spec.executables()[0].generated.kernels.values()]
+    assert _kernels(f) >= 2 and sum(text.count("math.exp(") for text in texts) == 1 and "math.log(" not in "".join(texts)
 
 
 def test_softmax_over_the_last_axis_of_3d_input_float32():

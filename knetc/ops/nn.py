@@ -77,10 +77,17 @@ logsoftmax_ = register(Op(
     (lambda dy, y, x, axes: sub(dy, mul(exp(y), reduce_sum(dy, axes=axes))),),
     "composite", decompose=_logsoftmax_decompose))
 
+def _softmax_decompose(x, axes):
+    """e / sum(e), e = exp(x - max(x)): one exp per entry, which a CPU kernel keeps in its
+    row's buffer from the sum for the division (backend/expressions.py)."""
+    e = exp(sub(x, reduce_max(x, axes=axes)))
+    return div(e, reduce_sum(e, axes=axes))
+
+
 softmax_ = register(Op(
     "softmax", _same_rule, lambda x, axes: np.exp(_logsoftmax_impl(x, axes)),
     (lambda dy, y, x, axes: mul(y, sub(dy, reduce_sum(mul(dy, y), axes=axes))),),
-    "composite", decompose=lambda x, axes: exp(_logsoftmax_decompose(x, axes))))
+    "composite", decompose=_softmax_decompose))
 
 
 def logsumexp(x, dims=None):
