@@ -13,9 +13,9 @@ this process loads what they built (a few ms a kernel) when the driver calls the
                               this process only)
 
 Used on Linux only (fork), for kernels cached on disk, and not once the process has
-started a CUDA driver. A copy that fails, dies or stops
-making progress (STALL_S) costs nothing but time: what it did not finish, this process
-compiles itself when the driver calls it, raising any compile error where it always did.
+started a CUDA driver. A copy that fails, dies or stops making progress (STALL_S) costs
+nothing but time: what it did not finish, this process compiles itself when the driver
+calls it, raising any compile error where it always did.
 """
 import os
 import select

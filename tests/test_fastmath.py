@@ -92,6 +92,10 @@ def gelu_and_softmax(x):
     return g, kn.softmax(x, dims=1)
 
 
+def log_softmax_rows(x):
+    return kn.logsoftmax(x, dims=1)
+
+
 def test_compiled_float32_programs_use_them_where_loops_vectorize():
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((300, 40)) * 4).astype(np.float32)
@@ -106,9 +110,12 @@ def test_compiled_float32_programs_use_them_where_loops_vectorize():
     np.testing.assert_allclose(s[1:], e / e.sum(axis=1, keepdims=True), rtol=2e-6, atol=1e-9)
     texts = [open(m.__file__).read() for m in compiled.generated_modules()]
     kernels = "\n".join(t for t in texts if t.startswith("# knetc kernel"))
-    for name in ("erf32", "tanh32", "sigm32", "exp32"):  # softmax's quotient loop: exp32
+    for name in ("erf32", "tanh32", "sigm32", "exp32"):  # softmax's exp loop: exp32
         assert f"fastmath_{name}(" in kernels
-    # the row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in order
+    log_softmax = kn.compile(log_softmax_rows, target="cpu")
+    np.testing.assert_allclose(log_softmax(x)[1:], np.log(e / e.sum(axis=1, keepdims=True)), rtol=2e-6, atol=2e-5)
+    kernels = "\n".join(open(m.__file__).read() for m in log_softmax.generated_modules())
+    # log-softmax's row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in order
     assert re.search(r"b\d+ = scratch_empty\(m\d+, np\.float32\)", kernels)
     assert re.search(r"b(\d+)\[(j\w+)\] = t\d+\n\s+for \2 in range\(m\d+\):\n\s+t\d+ \+= b\1\[\2\]", kernels)
 
