@@ -105,7 +105,7 @@ class Runner:
         return self.driver(*self._arguments(arrays))
 
     def _arguments(self, arrays):
-        return [np.ascontiguousarray(a) for a in arrays] + list(self.constants)
+        return [np.ascontiguousarray(a) for a in arrays] + self.constants
 
     def prepare(self, arrays):
         """Before the first run: compile the kernels that are new to this process and to the

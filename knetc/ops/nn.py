@@ -31,14 +31,20 @@ def _same_rule(x, axes):
     return x
 
 
+def _minus_max(x, axes):
+    """(x - max, max), the max of a row with no finite maximum taken as 0 (rows of -inf stay
+    -inf instead of NaN)."""
+    x = np.asarray(x)
+    m = np.maximum.reduce(x, axis=axes, keepdims=True)  # (np.max and np.sum on an array)
+    m = np.where(np.isfinite(m), m, 0)
+    return x - m, m
+
+
 def _shifted(x, axes):
     """(x - max, log(sum(exp(x - max)))): x - max is exact near the maximum, so logsoftmax
     formed as (x - max) - log(sum) keeps float32 precision at large scores, where
     x - logsumexp(x) loses the bits of logsumexp's large magnitude (spacing 1e-3 at 1e4)."""
-    x = np.asarray(x)
-    m = np.maximum.reduce(x, axis=axes, keepdims=True)  # (np.max and np.sum on an array)
-    m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of NaN
-    shifted = x - m
+    shifted, m = _minus_max(x, axes)
     total = np.add.reduce(np.exp(shifted), axis=axes, keepdims=True)
     if total.all():
         return shifted, m, np.log(total)
@@ -77,15 +83,21 @@ logsoftmax_ = register(Op(
     (lambda dy, y, x, axes: sub(dy, mul(exp(y), reduce_sum(dy, axes=axes))),),
     "composite", decompose=_logsoftmax_decompose))
 
+def _softmax_impl(x, axes):
+    e = np.exp(_minus_max(x, axes)[0])
+    with np.errstate(invalid="ignore"):  # a row of -inf (0 / 0) or with +inf (inf / inf): NaN
+        return e / np.add.reduce(e, axis=axes, keepdims=True)
+
+
 def _softmax_decompose(x, axes):
-    """e / sum(e), e = exp(x - max(x)): one exp per entry, which a CPU kernel keeps in its
-    row's buffer from the sum for the division (backend/expressions.py)."""
+    """e / sum(e), e = exp(x - max(x)), as eagerly: one exp per entry and no log (the max's
+    kernel stores e, the sum's divides it)."""
     e = exp(sub(x, reduce_max(x, axes=axes)))
     return div(e, reduce_sum(e, axes=axes))
 
 
 softmax_ = register(Op(
-    "softmax", _same_rule, lambda x, axes: np.exp(_logsoftmax_impl(x, axes)),
+    "softmax", _same_rule, _softmax_impl,
     (lambda dy, y, x, axes: mul(y, sub(dy, reduce_sum(mul(dy, y), axes=axes))),),
     "composite", decompose=_softmax_decompose))
 
