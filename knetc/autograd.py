@@ -77,9 +77,6 @@ class _Recordable(ArrayMethods):
     def __floordiv__(self, other): return _unrecorded("//", operator.floordiv, self, other)
     def __rfloordiv__(self, other): return _unrecorded("//", operator.floordiv, other, self)
 
-    def astype(self, dtype):
-        return astype(self, dtype=np.dtype(dtype))
-
     def copy(self):
         return mul(self, 1) if _recorded((self,), {}) else np.array(value_of(self), copy=True)
 

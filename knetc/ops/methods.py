@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from . import elementwise as ew
-from .core import aval_of
+from .core import astype, aval_of
 from .linalg import matmul
 from .reduce import maximum, mean, sum
 from .shape import reshape, resolve_shape, transpose
@@ -266,6 +266,7 @@ class ArrayMethods:
     def dot(self, other): return _numpy_dot(self, other)
     def clip(self, a_min=None, a_max=None): return _numpy_clip(self, a_min, a_max)
     def ravel(self): return _numpy_ravel(self)
+    def astype(self, dtype): return astype(self, dtype=np.dtype(dtype))
     def flatten(self): return _numpy_ravel(self)
     def squeeze(self, axis=None): return _numpy_squeeze(self, axis)
     def swapaxes(self, axis1, axis2): return _numpy_swapaxes(self, axis1, axis2)
