@@ -3,8 +3,10 @@ in compiled code. The generated drivers call `fn(x, idx, out, axis=..)` with C-c
 arrays; both routines view them as (pre, n, post) blocks around the indexed axis.
 
 Indices are 0-based; negative ones count from the end (numpy). The CPU routines raise
-IndexError for an index out of range; on the GPU such an index reads 0 (take) or is
-skipped (scatter-add), since a kernel cannot raise.
+IndexError for an index out of range. A GPU kernel cannot raise, so compiled programs
+check the index arrays before they run (ops/indexing.py `checked_indices`) and refuse
+indices computed on the device; the CUDA routines still read 0 for (take) or skip
+(scatter-add) an index out of range rather than touch memory outside the array.
 """
 import numpy as np
 from numba import cuda, njit

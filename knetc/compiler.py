@@ -147,7 +147,7 @@ class Executable:
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
         # results that are the program's constants: each call returns a copy (the caller may write into it)
         self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
-        self._input_checks = InputChecks(input_program).checks
+        self._input_checks = InputChecks(input_program, target).checks
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
         # dropout's counter): on CUDA one device copy each, shared by every program, current
         # before each run; the host array current when host code reads it (runtime/device_state.py).
@@ -203,15 +203,15 @@ class Executable:
 
 
 class InputChecks:
-    """The checks ops declare on their input's values (Op.input_check: nll's label range),
+    """The checks ops declare on their input's values (Op.input_check: nll's labels, indices),
     made before a program's kernels run, since a kernel cannot raise: each on the program
     input the value comes from, through ops whose entries are their input's
     (Op.entries_of_input: reshape, transpose, static slices, broadcasts; a slice's whole
     source is checked, and so is the whole array a loop reads a row of). Values fixed at compile time are checked now; values computed inside
-    the function cannot be checked before the run and are refused."""
+    the function cannot be checked before the run: refused where the target's kernels cannot raise."""
 
-    def __init__(self, program):
-        self.checks = []  # (input position, check, params)
+    def __init__(self, program, target):
+        self.checks, self.target = [], target  # checks: (input position, check, params)
         self._scan(program, program, lambda v: v)
 
     def _scan(self, top, program, outside):
@@ -236,8 +236,8 @@ class InputChecks:
                 check(top.constants[source], **eqn.params)
             elif source in top.inputs:
                 self.checks.append((top.inputs.index(source), check, eqn.params))
-            else:
-                raise CompileError(check.refusal(**eqn.params), *(eqn.loc or (None, None)),
+            elif (refusal := check.refusal(self.target, **eqn.params)) is not None:
+                raise CompileError(refusal, *(eqn.loc or (None, None)),
                                    hint="compute it outside and pass it in as an argument")
 
 

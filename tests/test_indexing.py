@@ -229,6 +229,48 @@ def test_compiled_indexing_equals_eager(target):
                  rtol=1e-6, atol=1e-7)
 
 
+def embed_loss(table, ids):
+    return kn.sum(table[ids] ** 2)
+
+
+def computed_index_loss(x):
+    return kn.sum(x[:, kn.argmax(x, dims=1).reshape(-1) + 1])
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_out_of_range_indices_raise_before_anything_runs(target):
+    """A gather's index array is range-checked before the kernels run, as numpy checks it:
+    a CUDA kernel cannot raise and read 0 for such an index. A training step with a bad
+    index raises and leaves the parameters and optimizer state as they were."""
+    table = kn.Param(normal((4, 3), seed=9))
+    f = compiled(embed_loss, target)
+    for ids, bad in ((np.array([[0, 4]]), 4), (np.array([[-5, 1]]), -5)):
+        with pytest.raises(IndexError, match=f"index {bad} is out of bounds for axis 0 with size 4"):
+            f(table, ids)
+    ids = np.array([[3, -1], [0, 0]])
+    assert_close(f(table, ids), embed_loss(table.value, ids), rtol=1e-12)
+    optimizer = kn.Adam(lr=0.1)
+    y = kn.diff(f, table, np.array([[0, 1]]))
+    kn.update_([table], [kn.grad(y, table)], [optimizer])
+    weights, moments = table.value.copy(), (optimizer.fstm.copy(), optimizer.scndm.copy(), optimizer.t)
+    with pytest.raises(IndexError):
+        y = kn.diff(f, table, np.array([[1, 7]]))
+        kn.update_([table], [kn.grad(y, table)], [optimizer])
+    np.testing.assert_array_equal(table.value, weights)
+    np.testing.assert_array_equal(optimizer.fstm, moments[0])
+    np.testing.assert_array_equal(optimizer.scndm, moments[1])
+    assert optimizer.t == moments[2]
+    # indices computed inside: the CPU's gather raises in its kernel, CUDA refuses to compile
+    x = np.array([[9.0, 0, 0, 0], [0, 0, 9, 0], [0, 9, 0, 0]])  # argmax + 1 in range
+    if target == "cpu":
+        assert_close(compiled(computed_index_loss, target)(x), computed_index_loss(x), rtol=1e-12)
+        with pytest.raises(IndexError):
+            compiled(computed_index_loss, target)(x[:, ::-1].copy())  # argmax 3: index 4
+    else:
+        with pytest.raises(kn.CompileError, match="cannot be range-checked before the CUDA kernels run"):
+            compiled(computed_index_loss, target)(x)
+
+
 def test_static_indexing_is_fused_into_kernels():
     f = compiled(static_loss, "cpu")
     kn.gradloss(f)((normal((4, 5, 3)), normal((4, 3))))

@@ -105,7 +105,8 @@ class Op:
     input_check: `input_check(value, **params)` raises if the first input's value is bad (nll's
       labels out of range). Kernels cannot raise, so a compiled program runs it on the input
       array the value comes from, before any kernel runs (compiler.InputChecks);
-      `input_check.refusal(**params)` says why a value computed inside cannot be checked.
+      `input_check.refusal(target, **params)` says why a value computed inside cannot be
+      checked for that target, or is None where the target's kernel checks it itself.
     view_index: `view_index(input_shape, **params)` gives the numpy basic index (source text,
       e.g. "3" or "2, 0:5") under which the result is a C-contiguous block of its input, or
       None: a stored result is then a view the driver takes (xs[t]), not a kernel's copy.

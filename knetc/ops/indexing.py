@@ -217,6 +217,35 @@ def _take_impl(x, idx, axis):
     return np.take(np.asarray(x), np.asarray(idx), axis=axis)  # raises IndexError when out of range
 
 
+class _IndexRange:
+    """checked_indices' input check (Op.input_check): every index in -size..size-1, as numpy
+    requires. Indices computed inside a compiled function: the CPU's gather raises in its
+    kernel; a CUDA kernel cannot raise (it would read 0), so there they are refused."""
+
+    def __call__(self, values, size, axis):
+        values = np.asarray(values)
+        out = (values < -size) | (values >= size)
+        if out.any():
+            raise IndexError(f"index {int(values[out].flat[0])} is out of bounds for axis {axis} with size {size}")
+
+    def refusal(self, target, size, axis):
+        return None if target == "cpu" else (
+            "indices computed inside a compiled function cannot be range-checked before the CUDA kernels run")
+
+
+def _checked_indices_impl(idx, size, axis):
+    _IndexRange()(idx, size, axis)
+    return np.asarray(idx)
+
+
+# A gather's indices unchanged (a view: no copy), once their range is checked: a compiled
+# program checks the input array they come from before it runs, so an index out of range
+# raises numpy's IndexError on every target and nothing has run.
+checked_indices = register(Op(
+    "checked_indices", lambda idx, size, axis: idx, _checked_indices_impl, (None,), "view",
+    input_check=_IndexRange()))
+
+
 take = register(Op(
     "take", _take_rule, _take_impl,
     (lambda dy, y, x, idx, axis: scatter_add(dy, idx, axis=axis, size=aval_of(x).shape[axis]), None),
@@ -404,6 +433,7 @@ def getindex(x, index):
             raise CompileError("a mask computed in compiled code would give a data-dependent shape "
                                "(only integer arrays index here)",
                                hint="multiply by the mask instead (x * mask), or index outside kn.compile")
+        idx = checked_indices(idx, size=shape[axis], axis=axis)
         if ia.ndim == 0:
             return reshape(take(x, reshape(idx, shape=(1,)), axis=axis), shape=shape[:axis] + shape[axis + 1:])
         return take(x, idx, axis=axis)

@@ -243,7 +243,7 @@ class _LabelRange:
     def __call__(self, values, name, classes, axis):
         check_label_values(values, name, classes, axis)
 
-    def refusal(self, name, classes, axis):
+    def refusal(self, target, name, classes, axis):
         return f"{name}: labels computed inside a compiled function cannot be range-checked before the kernels run"
 
 
