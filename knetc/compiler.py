@@ -313,7 +313,7 @@ class CompiledFunction:
     # -------------------------------------------------------------- specializations
     def _leaf_key(self, leaf):
         """An argument leaf's part of the signature: an array's type, shape and dtype; any
-        other leaf itself (which must be hashable)."""
+        other leaf itself (which must be hashable; a zero with its sign)."""
         if is_array(leaf):
             value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
             return type(leaf), tuple(value.shape), np.dtype(value.dtype).str
@@ -321,7 +321,7 @@ class CompiledFunction:
             hash(leaf)
         except TypeError:
             raise TypeError(f"{self.fn.__name__}: argument leaf {leaf!r} is neither an array nor hashable") from None
-        return "static", type(leaf), leaf
+        return "static", type(leaf), leaf, pytree.zero_signs(leaf)
 
     def specialize(self, mode, *args, **kwargs):
         """The Specialization for these arguments, built on first use. mode: "call",
@@ -495,10 +495,7 @@ class CompiledFunction:
 
 def _leaf_text(entry):
     """A signature entry as text: f32[100,784] for an array, the value for a static leaf."""
-    if entry[0] == "static":
-        return repr(entry[2])
-    _, shape, dtype = entry
-    return f"{np.dtype(dtype).name}[{','.join(map(str, shape))}]"
+    return repr(entry[2]) if entry[0] == "static" else f"{np.dtype(entry[2]).name}[{','.join(map(str, entry[1]))}]"
 
 
 def _shared_totals(leaves, grads):

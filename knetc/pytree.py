@@ -3,6 +3,7 @@
 A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable treedef that
 records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
 call of a compiled function, so the common cases are tested first."""
+import math
 import types
 
 import numpy as np
@@ -69,3 +70,12 @@ def _unflatten(node, it):
             object.__setattr__(obj, k, _unflatten(n, it))
         return obj
     return kind(*(_unflatten(n, it) for n in node[1]))  # a namedtuple
+
+
+def zero_signs(value):
+    """The signs of the zeros in a number or a tuple of them. 0.0 == -0.0, but a function
+    may tell them apart (1 / x, copysign): compiled functions' signatures and guards compare
+    this too."""
+    if type(value) is tuple:
+        return tuple(map(zero_signs, value))
+    return math.copysign(1.0, value) if isinstance(value, (float, np.floating)) and value == 0 else None

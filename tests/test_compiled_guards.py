@@ -5,6 +5,7 @@ on the new values; side effects that would happen only while tracing are refused
 CompileError at the user's line (print warns). Each result is compared with the uncompiled
 function (`f.fn`) on the same inputs, in float64."""
 import inspect
+import math
 import random
 import time
 import warnings
@@ -98,6 +99,34 @@ def test_a_global_scalar():
         same(mlp_global, x)
     finally:
         SCALE = 2.0
+
+
+SIGNED = 0.0
+SIGNS = (1, 0.0)
+
+
+def signed_by_global(x):
+    return x * math.copysign(1.0, SIGNED) + math.copysign(2.0, SIGNS[1])
+
+
+def signed_by_argument(x, s):
+    return x * (1 / s if s != 0 else 5.0) + math.atan2(s, -1.0)
+
+
+def test_negative_zero_is_not_zero():
+    """0.0 == -0.0, but copysign, atan2 and 1 / x tell them apart: a global, an item of a
+    global tuple or an argument that turns from 0.0 to -0.0 traces again."""
+    global SIGNED, SIGNS
+    x = normal((2, 3), 30)
+    compiled = kn.compile(signed_by_global, target="cpu")
+    try:
+        for SIGNED, SIGNS in ((0.0, (1, 0.0)), (-0.0, (1, 0.0)), (-0.0, (1, -0.0)), (0.0, (1, 0.0))):
+            np.testing.assert_array_equal(compiled(x), signed_by_global(x))
+    finally:
+        SIGNED, SIGNS = 0.0, (1, 0.0)
+    compiled = kn.compile(signed_by_argument, target="cpu")
+    for s in (0.0, -0.0, 0.0, 2.0, -0.0):
+        np.testing.assert_array_equal(compiled(x, s), signed_by_argument(x, s))
 
 
 def test_switching_back_reuses_the_earlier_specialization():

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .. import context
+from .. import context, pytree
 from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
 from ..ir.core import Var, current_builder
@@ -142,9 +142,9 @@ class Guard:
         # check() runs before every compiled call, so it is made for speed (a global name, the common
         # case, is read without a walk); it raises when the chain is gone. Snapshots are taken now.
         read = functools.partial(root.get, name, _MISSING) if name is not None and not path else self.read
-        if kind == "value":
-            kind_of = type(value)
-            self.check = lambda: (now := read()) is value or (type(now) is kind_of and now == value)
+        if kind == "value":  # (zeros: and of the same sign)
+            kind_of, signs = type(value), pytree.zero_signs(value)
+            self.check = lambda: (now := read()) is value or type(now) is kind_of and now == value and pytree.zero_signs(now) == signs
         elif kind == "array":
             # Small arrays by their contents too: the trace may have used them as numbers (labels,
             # an index, a mask, numpy code), which the program then holds; an in-place change retraces.
