@@ -526,9 +526,7 @@ def compile(fn=None, *, target="auto", cache=True):
     The function is parsed from its source, typed for its arguments' shapes and dtypes,
     differentiated symbolically when a gradient is asked for, and run as generated Numba
     kernels. It returns what the Python function returns."""
-    if fn is None:
-        return lambda f: CompiledFunction(f, target, cache)
-    return CompiledFunction(fn, target, cache)
+    return (lambda f: CompiledFunction(f, target, cache)) if fn is None else CompiledFunction(fn, target, cache)
 
 
 

@@ -115,9 +115,11 @@ def test_compiled_float32_programs_use_them_where_loops_vectorize():
     log_softmax = kn.compile(log_softmax_rows, target="cpu")
     np.testing.assert_allclose(log_softmax(x)[1:], np.log(e / e.sum(axis=1, keepdims=True)), rtol=2e-6, atol=2e-5)
     kernels = "\n".join(open(m.__file__).read() for m in log_softmax.generated_modules())
-    # log-softmax's row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in order
+    # log-softmax's row sum of exps: the exps into a row buffer (a loop that vectorizes), then added in
+    # order (in float32 blocks, added up in float64: Monoid.wide)
     assert re.search(r"b\d+ = scratch_empty\(m\d+, np\.float32\)", kernels)
-    assert re.search(r"b(\d+)\[(j\w+)\] = t\d+\n\s+for \2 in range\(m\d+\):\n\s+t\d+ \+= b\1\[\2\]", kernels)
+    assert re.search(r"b(\d+)\[(j\w+)\] = t\d+\n\s+for \2_0 in range\(0, m\d+, 128\):\n.*\n"
+                     r"\s+for \2 in range\(.*\):\n\s+u\2 = uint64\(\2\)\n\s+t\d+ \+= b\1\[u\2\]", kernels)
 
 
 def test_a_reduction_over_two_axes_keeps_the_c_library():

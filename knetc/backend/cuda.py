@@ -327,9 +327,7 @@ def full_launch(m):
     results (at most PARTIALS) that one block of `finish` threads reduces."""
     threads = min(THREADS, pow2(m))
     blocks = min(PARTIALS, -(-m // (threads * PER_THREAD)))
-    if blocks <= 1:
-        return (1, threads), None
-    return (blocks, threads), min(THREADS, pow2(blocks))
+    return ((1, threads), None) if blocks <= 1 else ((blocks, threads), min(THREADS, pow2(blocks)))
 
 
 def array_type(var, dtype=None):

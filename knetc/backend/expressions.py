@@ -68,14 +68,9 @@ class _Context:
         self.dtype, self._index, self.helpers, self.vectorizes = dtype, index, helpers, vectorizes
         self.vector_calls = vector_calls  # (a list the kernel keeps: what vector_call called)
 
-    def const(self, value):
-        return const(value, self.dtype)
-
-    def cast(self, name, dtype):
-        return f"{numba_type(dtype)}({name})"
-
-    def index(self, axis):
-        return self._index[axis]
+    def const(self, value): return const(value, self.dtype)
+    def cast(self, name, dtype): return f"{numba_type(dtype)}({name})"
+    def index(self, axis): return self._index[axis]
 
     def call(self, path, *args):
         """A call of the scalar helper "package.module:function" on the argument names.
@@ -117,6 +112,7 @@ def source_digest(module):
 SCRATCH = "knetc.kernels.scratch:empty"  # np.empty for kernels
 STREAM_BLOCK = 4096  # accumulator entries per block of a streamed reduction (32 KiB of float64)
 STREAM_MIN = 32  # fewer entries in a block: the reduction's loops run inside the kernel's
+WIDE_BLOCK = 128  # entries of a float32 sum added in float32 before the float64 total (Monoid.wide)
 
 
 class KernelBody:
@@ -253,15 +249,19 @@ class KernelBody:
         inside, self.blocks = self.blocks[outer + 1:], self.blocks[:outer + 1]
         accumulator = self._fresh()
         loop_vars, inner_index = self._reduction_loops(x, axes, index)
-        self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
+        wide = monoid.wide and self.ranges is not None and dtype == np.float32 and bool(loop_vars)
+        self.blocks[outer]["lines"].append(f"{accumulator} = {const(monoid.start(dtype), np.float64 if wide else dtype)}")
         # Over one axis, the entries are first written with vector math (kernels/fastmath.py)
         # if they use any, then accumulated in order from that buffer: the same additions in
         # the same order, and the entries' loop vectorizes (softmax's exps). Otherwise the
         # entries are computed inside the accumulation, which does not vectorize.
         buffered, calls = self.ranges is not None and len(loop_vars) == 1, len(self.vector_calls)
+        last = next(reversed(loop_vars.values()), None)  # (a wide sum's block starts have no sign LLVM knows)
+        self.unsigned, unsigned = ({last: f"u{last}"}, [f"u{last} = uint64({last})"]) if wide else ({}, [])
         self.accumulating += not buffered
         entry_lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
         self.accumulating -= not buffered
+        self.unsigned, entry_lines = {}, unsigned + entry_lines
         extents = {var: self._extent(x.aval.shape[a]) for a, var in loop_vars.items()}
         loops = [f"for {var} in range({extent}):" for var, extent in extents.items()]
         if buffered and len(self.vector_calls) > calls:
@@ -269,8 +269,15 @@ class KernelBody:
             buffer = f"b{self.reductions}"
             self.blocks[0]["lines"].append(f"{buffer} = {self._empty(extent, f'np.{np.dtype(dtype).name}')}")
             self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + [f"{buffer}[{var}] = {v}"]]))
-            v, entry_lines = f"{buffer}[{var}]", []
-        self.blocks[outer]["lines"].extend(nest(loops, [entry_lines + self._step(v, dtype, monoid, accumulator)]))
+            v, entry_lines = f"{buffer}[{'u' if wide else ''}{var}]", unsigned
+        body = entry_lines + self._step(v, dtype, monoid, accumulator)
+        if wide:  # float32 sums of WIDE_BLOCK entries (a short chain of fast adds) added up in float64
+            extent, partial, end = extents[last], self._fresh(), f"{last}_0 + {WIDE_BLOCK}"
+            loops[-1] = f"for {last}_0 in range(0, {extent}, {WIDE_BLOCK}):"
+            body = [f"{partial} = {const(0, dtype)}", f"for {last} in range({last}_0, {end} if {end} < {extent} else {extent}):",
+                    *indent(entry_lines + self._step(v, dtype, monoid, partial)), f"{accumulator} += float64({partial})"]
+        self.blocks[outer]["lines"].extend(nest(loops, [body]))  # (a wide sum: in float32 under a name of its own)
+        accumulator = self._emit(f"float32({accumulator})", outer, key) if wide else accumulator
         self.blocks[outer]["memo"][key] = accumulator
         self.blocks += inside
         return accumulator

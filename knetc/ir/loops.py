@@ -69,12 +69,10 @@ def covers(rows, length, scale, offset):
 
 def row_index(counter, scale, offset):
     """`scale * t + offset` as source text: "t5", "127 - t5", "2 * t5 + 1"."""
-    term = counter if scale == 1 else f"-{counter}" if scale == -1 else f"{scale} * {counter}"
-    if offset == 0:
-        return term
-    if scale == -1:
+    if scale == -1 and offset:
         return f"{offset} - {counter}"
-    return f"{term} {'+' if offset > 0 else '-'} {abs(offset)}"
+    term = counter if scale == 1 else f"-{counter}" if scale == -1 else f"{scale} * {counter}"
+    return f"{term} {'+' if offset > 0 else '-'} {abs(offset)}" if offset else term
 
 
 def emit_loop(builder, length, carries, invariants, rows, eqns, carry_outputs, stacked, reverse=False, saved=0):
