@@ -374,7 +374,9 @@ def active_tape_levels(args):
 
 def diff(f, *args, **kwargs):
     """Evaluate f(*args, **kwargs) recording operations on Params; `grad(result, param)` then
-    gives gradients. As Knet's `@diff`:
+    gives gradients. As Knet's `@diff`, a scalar result's gradients are computed before it
+    returns, from the values as they are now: changing an input or a Param in place
+    afterwards (a data buffer refilled, an update) does not change them.
 
     >>> x = Param(np.array([1., 2., 3.])); y = diff(lambda: kn.sum(x * x)); grad(y, x)
     array([2., 4., 6.])
@@ -393,6 +395,8 @@ def diff(f, *args, **kwargs):
     finally:
         tape.active = False
     if isinstance(y, Tracked) and y.tape is tape:
+        if math.prod(aval_of(y.value).shape) == 1:  # (a larger one: grad says it is no scalar)
+            _backward(y)
         return y
     if isinstance(y, Param):  # f returned a Param itself: d y / d y is one
         leaf = tape.lift(y)

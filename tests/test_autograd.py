@@ -264,3 +264,23 @@ def test_second_derivative_of_softmax_cross_entropy():
         p = np.exp(s) / np.sum(np.exp(s), axis=1, keepdims=True)
         return (p - np.eye(3)[labels]) / 2
     assert_close(hv, numgrad(lambda s: np.sum(gradient_ref(s) * v), scores))
+
+
+def test_diff_computes_the_gradients_before_it_returns():
+    """As Knet's @diff: the gradients come from the values as they were during diff, so a
+    data buffer refilled or a Param changed in place before `grad` does not change them."""
+    x = np.array([1.0, 2.0])
+    w = kn.Param(np.array([3.0, 4.0]))
+    y = kn.diff(lambda: kn.sum(w * x))
+    x[:] = 0.0
+    np.testing.assert_array_equal(kn.grad(y, w), [1.0, 2.0])
+    a, b = kn.Param(np.array([1.0, 2.0])), kn.Param(np.array([3.0, 4.0]))
+    y = kn.diff(lambda: kn.sum(a * b * b))
+    a.value[:] = 100.0
+    b.value[:] = -1.0
+    np.testing.assert_array_equal(kn.grad(y, b), [6.0, 16.0])
+    np.testing.assert_array_equal(kn.grad(y, a), [9.0, 16.0])
+    # a result of more than one entry is recorded; grad then says it needs a scalar
+    y = kn.diff(lambda: a * 2)
+    with pytest.raises(ValueError, match="must be a scalar"):
+        kn.grad(y, a)
