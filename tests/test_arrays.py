@@ -306,3 +306,21 @@ def test_compiled_cat_is_one_fused_kernel_and_compiles_to_ptx():
     reports = compile_ptx_many([(path, m.PTX_SIGNATURES) for path, m in modules.items() if hasattr(m, "PTX_SIGNATURES")])
     assert sum(len(r) for r in reports) >= 6
     assert all(e["target"] and e["entry"] for r in reports for e in r.values())
+
+
+def test_zeros_and_ones_take_knets_element_type_first_and_serve_as_initialisers():
+    z = kn.zeros(np.float32, 2, 3)
+    assert z.shape == (2, 3) and z.dtype == np.float32 and not z.any()
+    o = kn.ones(np.float32, (4,))
+    assert o.dtype == np.float32 and (o == 1).all()
+    assert kn.zeros(3).dtype == np.float64 and kn.ones(2, 2, dtype=np.float32).dtype == np.float32
+    with pytest.raises(TypeError, match="given twice"):
+        kn.zeros(np.float32, 2, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    moments = kn.bnmoments(meaninit=kn.zeros, varinit=kn.ones)
+    y = kn.batchnorm(x, moments, training=True)
+    np.testing.assert_allclose(y, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(moments.mean.ravel(), 0.1 * x.mean(0), rtol=1e-5)  # from zeros, momentum 0.1
+    rnn = kn.RNN(3, 4, rnn_type="lstm", binit=kn.zeros, finit=kn.ones)
+    np.testing.assert_array_equal(kn.rnnparam(rnn, 0, 1, 1), np.ones(4))  # the forget gate's bias: finit
+    np.testing.assert_array_equal(kn.rnnparam(rnn, 0, 0, 1), np.zeros(4))  # the input gate's: binit

@@ -214,8 +214,20 @@ def _shape_args(dims):
     return tuple(dims)
 
 
-def zeros(*dims, dtype=np.float64):
-    """zeros(2, 3) or zeros((2, 3), dtype=np.float32): Knet's zeros (numpy shape order).
+def _dtype_and_shape(name, dims, dtype):
+    """(dtype, shape) of zeros/ones: Knet's `zeros(Float32, 2, 3)` form puts the element type
+    first, which is how bnmoments and RNN call their initialisers (`meaninit=kn.zeros`)."""
+    if dims and isinstance(dims[0], (type, np.dtype)):
+        if dtype is not None:
+            raise TypeError(f"{name}: the element type is given twice ({dims[0]} and dtype={dtype})")
+        dtype, dims = dims[0], dims[1:]
+    return np.dtype(np.float64 if dtype is None else dtype), _shape_args(dims)
+
+
+def zeros(*dims, dtype=None):
+    """zeros(2, 3), zeros((2, 3), dtype=np.float32) or, as Knet's zeros(Float32, 2, 3),
+    zeros(np.float32, 2, 3) (numpy shape order; float64 by default). The last form makes it an
+    initialiser: `kn.bnmoments(meaninit=kn.zeros)`, `kn.RNN(3, 4, binit=kn.zeros)`.
 
     Example:
         >>> import numpy as np, knetc as kn
@@ -224,20 +236,22 @@ def zeros(*dims, dtype=np.float64):
         >>> kn.zeros((2,), dtype=np.float32)
         array([0., 0.], dtype=float32)
     """
-    return np.zeros(_shape_args(dims), dtype)
+    dtype, shape = _dtype_and_shape("zeros", dims, dtype)
+    return np.zeros(shape, dtype)
 
 
-def ones(*dims, dtype=np.float64):
-    """ones(2, 3) or ones((2, 3), dtype=np.float32).
+def ones(*dims, dtype=None):
+    """ones(2, 3), ones((2, 3), dtype=np.float32) or ones(np.float32, 2, 3) (Knet's form).
 
     Example:
         >>> import numpy as np, knetc as kn
         >>> kn.ones(2, 3).shape
         (2, 3)
-        >>> kn.ones((2,), dtype=np.float32)
+        >>> kn.ones(np.float32, 2)
         array([1., 1.], dtype=float32)
     """
-    return np.ones(_shape_args(dims), dtype)
+    dtype, shape = _dtype_and_shape("ones", dims, dtype)
+    return np.ones(shape, dtype)
 
 
 def similar(x, *dims, dtype=None):
