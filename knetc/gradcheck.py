@@ -89,7 +89,8 @@ def _numerical_param(loss, p, index, delta):
     return (values[0] - values[1]) / (2 * delta)
 
 
-def gradcheck(f, w, *x, gcheck=10, verbose=False, kwargs=(), delta=None, atol=None, rtol=None):
+def gradcheck(f, w, *x, gcheck=10, verbose=False, kwargs=(), delta=None, atol=None, rtol=None,
+              kw=(), args=None, nsample=None):
     """Check the gradient of f(w, *x, **kwargs) with respect to its first argument w numerically
     (AutoGrad's gradcheck); returns True if all checked entries agree.
 
@@ -98,10 +99,28 @@ def gradcheck(f, w, *x, gcheck=10, verbose=False, kwargs=(), delta=None, atol=No
     is not a scalar is projected on a random array of its shape. delta, atol and rtol
     default to cbrt(eps) of w's dtype. verbose=True prints every comparison.
 
+    The later AutoGrad's keywords work too: `kw=` (as kwargs=), `nsample=` (as gcheck=) and
+    `args=`, the positional arguments to check (0-based, an int or a list; w alone by default):
+    `kn.gradcheck(kn.nll, scores, labels, kw=dict(dims=0), args=0)`.
+
     >>> kn.gradcheck(lambda w, x: kn.sum(kn.tanh(x @ w)), np.random.randn(3, 2), np.random.randn(4, 3))
     True
     """
-    kwargs = dict(kwargs)
+    if kw and kwargs:
+        raise TypeError("gradcheck: give the keyword arguments once, as kw= or as kwargs=")
+    kwargs, gcheck = dict(kw or kwargs), gcheck if nsample is None else nsample
+    if args is not None:  # check the chosen arguments: as one tuple, the w of a function of them
+        positions, everything = ([args] if isinstance(args, (int, np.integer)) else list(args)), [w, *x]
+        if any(not -len(everything) <= p < len(everything) for p in positions):
+            raise IndexError(f"gradcheck: args={args} names no argument of {len(everything)}")
+
+        def of_chosen(chosen):
+            call = list(everything)
+            for p, value in zip(positions, chosen):
+                call[p] = value
+            return f(*call, **kwargs)
+        return gradcheck(of_chosen, tuple(everything[p] for p in positions), gcheck=gcheck, verbose=verbose,
+                         delta=delta, atol=atol, rtol=rtol)
     leaves, treedef = pytree.flatten(w)
     floating = [np.issubdtype(np.asarray(leaf).dtype, np.floating) for leaf in leaves]
     dtypes = [np.asarray(leaf).dtype for leaf, is_float in zip(leaves, floating) if is_float]

@@ -223,6 +223,23 @@ def test_gradcheck_on_arrays_numbers_and_containers(capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+def test_gradcheck_takes_the_later_autograds_kw_args_and_nsample():
+    """AutoGrad 1.x's gradcheck(f, x...; kw, args, nsample), as Knet's own tests call it:
+    args picks the positional arguments checked (0-based here), kw the keyword arguments."""
+    a, b = normal((3,), 24), normal((3,), 25) + 3.0
+    wrong_in_b = lambda a, b, scale=1.0: kn.sum(wrong_hypot(a, b)) * scale
+    assert kn.gradcheck(wrong_in_b, a, b, args=0, kw={"scale": 2.0})  # a's rule is right
+    assert not kn.gradcheck(wrong_in_b, a, b, args=1, kw={"scale": 2.0}, verbose=0)
+    assert not kn.gradcheck(wrong_in_b, a, b, args=[0, 1], nsample=2, verbose=0)
+    scores, labels = normal((4, 3), 26), np.array([0, 1, 3])
+    assert kn.gradcheck(kn.nll, scores, labels, kw={"dims": 0}, args=0)
+    assert kn.gradcheck(kn.pool, normal((1, 1, 4, 4), 27), kw={"window": 2})
+    with pytest.raises(IndexError, match="args=2"):
+        kn.gradcheck(wrong_in_b, a, b, args=2)
+    with pytest.raises(TypeError, match="once"):
+        kn.gradcheck(wrong_in_b, a, b, kw={"scale": 1.0}, kwargs={"scale": 1.0})
+
+
 def test_gradcheck_of_a_compiled_function():
     compiled = kn.compile(lambda w, x: kn.nll(x @ w, np.array([0, 2, 1])), target="cpu")
     assert kn.gradcheck(compiled, normal((3, 4), 22), normal((3, 3), 23))
@@ -232,7 +249,7 @@ def test_gcheck_and_gradcheck_reject_unknown_options():
     with pytest.raises(TypeError):
         kn.gcheck(hypot, kn.Param(np.ones(2)), np.ones(2), tolerance=1)
     with pytest.raises(TypeError):
-        kn.gradcheck(hypot, np.ones(2), np.ones(2), nsample=3)
+        kn.gradcheck(hypot, np.ones(2), np.ones(2), tolerance=3)
 
 
 # ---------------------------------------------------------------- higher-order gradients
