@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import context
 from ..context import value_of
-from ..errors import ShapeError
+from ..errors import ShapeError, format_error, user_frame
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
 from .elementwise import abs as abs_, add, div, eq, exp, iota, le, log, lt, masked, mul, ne, neg, relu_scalar, sigm, sub
@@ -233,8 +233,8 @@ def check_label_values(values, name, classes, axis):
         return  # integers in range (two reductions instead of masks)
     bad = values[(values < -1) | (values >= classes)]
     if bad.size:
-        raise ValueError(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in 0..{classes - 1} "
-                         f"(classes on axis {axis}) or -1 to skip")
+        raise ValueError(format_error(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in "
+                                      f"0..{classes - 1} (classes on axis {axis}) or -1 to skip", *user_frame()))
 
 
 class _LabelRange:
