@@ -84,7 +84,7 @@ class RNN:
     x is (T, B, X) (a sequence of minibatches), (B, X) (one step) or (X,); y has the same
     number of axes with H (2H when bidirectional) last: the last layer's hidden states.
     With batch_sizes (non-increasing, summing to the rows of x), x is (sum, X): step t holds
-    the first batch_sizes[t] sequences.
+    the first batch_sizes[t] sequences; y has x's axes then too.
 
     rnn.h and rnn.c are the hidden and cell states (L or 2L, B, H): None (start at zero,
     keep nothing), 0 (start at zero, keep the final state) or an array/Param (start there,
@@ -182,7 +182,7 @@ class RNN:
         DH = self._dirs * H
         # the packed vector starts y | hy | cy: `head` elements
         hy_at, cy_at, head = packed_offsets(self._mode, N, B, H, self.num_layers, self._dirs, dropout)[:3]
-        y = rnn_slice(packed, start=0, shape=xa.shape[:-1] + (DH,) if batch_sizes is None else (N, DH), head=head)
+        y = rnn_slice(packed, start=0, shape=xa.shape[:-1] + (DH,), head=head)  # (as many axes as x, as Knet)
         if self.h is not None:
             self.h = rnn_slice(packed, start=hy_at, shape=shape, head=head)
         if self.c is not None and self.rnn_type == "lstm":

@@ -182,6 +182,17 @@ def test_batch_sizes_match_padding(typ, bi):
             np.testing.assert_allclose(yd[t, :sizes[t]], y[start[t]:start[t + 1]], rtol=1e-10, atol=1e-12)
 
 
+def test_batch_sizes_keep_the_axes_of_x():
+    """As Knet: y has as many axes as x, batch_sizes or not (the rows of x, in x's shape)."""
+    r = make("tanh", 1, False)
+    x = np.random.default_rng(5).standard_normal((3, 2, 3))
+    y = r(x, batch_sizes=[2, 2, 2])
+    assert y.shape == (3, 2, 4)
+    np.testing.assert_allclose(y, r(x), rtol=1e-12)  # full batches: the dense call
+    np.testing.assert_allclose(r(x.reshape(6, 3), batch_sizes=[2, 2, 2]), r(x).reshape(6, 4), rtol=1e-12)
+    assert r(np.ones(3), batch_sizes=[1]).shape == (4,)
+
+
 def _loss_of(r, x, batch_sizes=None):
     def loss(w, x, h0, c0):
         r.w, r.h, r.c = w, h0, c0
