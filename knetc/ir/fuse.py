@@ -181,7 +181,9 @@ def fuse(program, rows=None):
     # roots: an inlined value -> the roots of the kernels that compute it.
     # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
     # all the way to the kernel's root), where a per-row value may be fused into it.
-    inlined, in_prologue, roots, width, aligned, per_row = {}, {}, {}, {}, {}, set()
+    # rowwise (CUDA): values computed once per row of their kernel (per row, or at the index
+    # of a kernel with an output per row): a reduction's entries there are the row's.
+    inlined, in_prologue, roots, width, aligned, per_row, rowwise = {}, {}, {}, {}, {}, set(), set()
 
     def placement(v, kind, user):
         """(in a prologue, at the kernel's own index, per row) for v computed inside its user's
@@ -195,6 +197,8 @@ def fuse(program, rows=None):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 return None
             return in_prologue.get(user.out, False), same, False
+        if user_kind == "reduce" and at_row(user.out) and kind == "elementwise" and v.shape[:-1] == user.out.shape[:-1]:
+            return False, True, False  # (then values per row in it are the row's: no nested loop)
         if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             return True, False, False
         if rows and user_kind == "elementwise" and v.size == 1 and not may_reduce[v]:
@@ -203,6 +207,9 @@ def fuse(program, rows=None):
                 and _per_row(v.aval.shape, user.out.aval.shape, last=rows == "last"):
             return False, False, True
         return None
+
+    def at_row(v):
+        return rows == "last" and (v in rowwise if v in inlined else v.size > 1 and v.shape[-1] == 1)
 
     for eqn in reversed(program.eqns):
         v, kind = eqn.out, fusion_kind(eqn)
@@ -214,13 +221,17 @@ def fuse(program, rows=None):
         # of stored when they all read it in one kernel (softmax's exp(x - max) in the row sum
         # and in the quotient), or in a few kernels when that costs what loading it would
         # (nll's one-hot labels: recomputable).
-        if (len(users) > 1 or len(kernels) > 1) and not (
-                rows and not may_reduce[v] and len(users) <= MAX_READS
-                and (len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))):
+        # On CUDA also a value at its kernel's own index, where its reductions can only be values
+        # per row, computed once (softmax's e).
+        places = [placement(v, kind, user) for user in users]
+        at_rows = [p and (p[2] or at_row(user.out) and user.out.shape == v.shape) for user, p in zip(users, places)]
+        cheap = not may_reduce[v] or rows == "last" and len(kernels) == 1 and all(
+            p and (p[1] or row) for p, row in zip(places, at_rows))
+        if (len(users) > 1 or len(kernels) > 1) and not (rows and cheap and len(users) <= MAX_READS and (
+                len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))) or None in places:
             continue
         grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
-        places = [placement(v, kind, user) for user in users]
-        if max(grown.values()) > MAX_KERNEL_INPUTS or None in places:
+        if max(grown.values()) > MAX_KERNEL_INPUTS:
             continue
         inlined[v] = eqn
         in_prologue[v] = any(prologue for prologue, _, _ in places)
@@ -228,7 +239,9 @@ def fuse(program, rows=None):
         roots[v] = kernels
         width.update(grown)
         per_row.update(kernel for user, (_, _, row) in zip(users, places) if row
-                       for kernel in roots.get(user.out, (user.out,)))
+                       for kernel in roots.get(user.out, (user.out,)) if kernel.shape != v.shape)
+        if all(at_rows):
+            rowwise.add(v)
 
     steps = []
     for eqn in program.eqns:
