@@ -181,7 +181,7 @@ def test_gradients_match_numpy_and_the_cpu_target(name, shape):
 def test_inspect_says_online():
     text = kn.inspect(softmax, np.ones((13, 300), np.float32), stage="kernels,driver", target="cuda", mode="call")
     assert text.count("# knetc kernel (cuda):") == 1 and "1 kernel launches of 1 kernels" in text
-    assert "# Online max and sum, one pass: each thread keeps" in text and "the tree combines the threads' pairs" in text
+    assert "# Online max and sum, one pass: each thread keeps" in text and "# combines the threads' pairs alike." in text
 
 
 def test_kernels_compile_to_ptx():

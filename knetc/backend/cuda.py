@@ -157,16 +157,13 @@ def online_pairs(schedule, kernel):
     """{id of the result: (max, sum, shift)} for the reductions of a kernel that are a max m
     of a value a and a sum over the same axes of exp(a - shift), shift a value per row (m, or
     logsumexp's m with an infinite max taken as 0): softmax's, log-softmax's, logsumexp's.
-    One pass over the entries computes both (ReductionBody._online_step)."""
-    def producer(v, name):  # the op `name` computing v in the kernel, else None
-        eqn = schedule.inlined.get(v)
-        return eqn if eqn is not None and eqn.op.name == name else None
-    eqns, pairs = list(schedule.computed_by(kernel)), {}
+    One pass over the entries computes both (ReductionBody._combine)."""
+    eqns, pairs, inlined = list(schedule.computed_by(kernel)), {}, schedule.inlined
     for top, total in itertools.product(eqns, eqns):
-        exp = total.op.name == "reduce_sum" and producer(total.inputs[0], "exp")
-        sub = exp and producer(exp.inputs[0], "sub")
-        if sub and top.op.name == "reduce_max" and sub.inputs[0] is top.inputs[0] and top.params == total.params \
-                and getattr(sub.inputs[1], "aval", None) == top.out.aval == total.out.aval:
+        exp = total.op.name == "reduce_sum" and inlined.get(total.inputs[0])
+        sub = exp and exp.op.name == "exp" and inlined.get(exp.inputs[0])
+        if sub and sub.op.name == "sub" and top.op.name == "reduce_max" and sub.inputs[0] is top.inputs[0] and \
+                top.params == total.params and getattr(sub.inputs[1], "aval", None) == top.out.aval == total.out.aval:
             pairs[id(top.out)] = pairs[id(total.out)] = (top, total, sub.inputs[1])
     return pairs
 
@@ -206,14 +203,14 @@ class ReductionBody(KernelBody):
         tree = Tree(accumulators, dtype, monoid, math.prod(shape[a] for a in loop_vars), last in loop_vars)
         self.trees.append(tree)
         out = self.blocks[0]["lines"]
-        out += [] if monoid else [f"# Online max and sum, one pass: each thread keeps {accumulators[0]}, the max of its",
-                                  f"# entries, and {accumulators[1]}, the sum of exp(entry - max), rescaled when the max",
-                                  "# grows; the tree combines the threads' pairs alike."]
+        if not monoid:
+            out += [f"# Online max and sum, one pass: each thread keeps {accumulators[0]}, the max of its entries,",
+                    f"# and {accumulators[1]}, the sum of exp(entry - max), rescaled as the max grows; the tree",
+                    "# combines the threads' pairs alike."]
         out += [f"{acc} = {const(start, dtype)}" for acc, start in zip(accumulators, starts)]
         # The entries: one nested block whose values are computed per entry.
         lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
-        entry = lines + self._combine(tree, v)
-        entries = self._entries(k, list(loop_vars.values()), extents, entry)
+        entries = self._entries(k, list(loop_vars.values()), extents, lines + self._combine(tree, v))
         if self.full:  # phase 1 reduces the partial results of phase 0
             out += ["if phase == 1:", f"    for j{k} in range(tid, p{number}.shape[0], nt):",
                     *indent(self._step(f"p{number}[j{k}]", dtype, monoid, accumulators[0]), 2), "else:"]
@@ -224,7 +221,8 @@ class ReductionBody(KernelBody):
         self.blocks[0]["memo"][key] = accumulators[0]
         if top is not None:  # the max, then the sum of exp(entry - shift): a row without a finite max gives
             (m, s), memo = accumulators, self.blocks[0]["memo"]  # exp(max - shift), as the sum of its terms does
-            memo[id(top.out), index], memo[id(total.out), index], shift = m, s, self.value(shift, index)
+            memo[id(top.out), index], memo[id(total.out), index] = m, s
+            shift = self.value(shift, index)  # (after: it may read the max)
             out.append(f"{s} = {s} if abs({m}) < math.inf else {const(math.nan, dtype)}" if shift == m else
                        f"{s} = ({s} if abs({m}) < math.inf else {const(1, dtype)}) * math.exp({m} - {shift})")
         self.blocks += inside
@@ -292,8 +290,7 @@ def _row_reduction(logical, body, store):
     layout = ("the group's threads are adjacent and read adjacent entries (the reduced axis is the last)"
               if contiguous else "adjacent threads take adjacent outputs, adjacent in memory (coalesced reads)")
     return [f"# Row reduction: a group of r threads per output element (r a power of two up to {SHARED},",
-            "# from the driver; blockDim // r outputs per block) strides over the reduced entries;",
-            f"# {layout};",
+            "# from the driver; blockDim // r outputs per block) strides over the reduced entries;", f"# {layout};",
             "# then a tree reduction in shared memory, and the group's first thread stores.",
             *_group_head(logical, contiguous, "outputs"), *body.lines(), "if valid and lane == 0:", "    " + store]
 
@@ -387,25 +384,18 @@ class Driver(driver.Driver):
         size = int(np.prod(out.aval.shape))
         if not size:  # an empty grid is a launch error; an empty output needs no work
             return
-        trees = getattr(body, "trees", ())
+        trees, row = getattr(body, "trees", ()), getattr(body, "row", None)
         self.launches += 1
-        if getattr(body, "row", None) is not None:
-            length = out.aval.shape[body.row]
-            rows, entries = size // length, max([length] + [tree.extent for tree in trees])
-            blocks, threads, r = row_launch(rows, entries, True)
-            self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, "
-                      f"sharing the row's reductions (trees in shared memory)")
-        elif not trees:
-            self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
-            return
-        elif not body.full:
-            extent = max(tree.extent for tree in trees)
-            blocks, threads, r = row_launch(size, extent, trees[0].contiguous)
-            self.emit(f"# {size} outputs of {extent} entries: {threads // r} per block, {r} threads each, "
-                      f"tree reduction in shared memory")
-        else:
-            self.full_reduction(name, arguments, trees)
-            return
+        if row is None and not trees:
+            return self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
+        if row is None and body.full:
+            return self.full_reduction(name, arguments, trees)
+        length = out.aval.shape[row] if row is not None else 1
+        rows, extent = size // length, max([length] + [tree.extent for tree in trees])
+        blocks, threads, r = row_launch(rows, extent, row is not None or trees[0].contiguous)
+        self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, sharing the row's "
+                  "reductions (trees in shared memory)" if row is not None else f"# {size} outputs of {extent} "
+                  f"entries: {threads // r} per block, {r} threads each, tree reduction in shared memory")
         self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
 
     def full_reduction(self, name, arguments, trees):
@@ -495,8 +485,7 @@ class Runner:
                                "is False); use target='cpu' or 'auto', or set NUMBA_ENABLE_CUDASIM=1 before "
                                "importing knetc to run the CUDA kernels in Numba's simulator")
         pool.install_once()
-        program = executable.program
-        self.driver = executable.module.driver
+        program, self.driver = executable.program, executable.module.driver
         self.shapes = [physical_shape(v) for v in program.inputs]
         outputs = driver_outputs(program)
         self.logical = [tuple(v.aval.shape) for v in outputs]

@@ -44,10 +44,7 @@ class Matmul:
     b: Var
     trans_a: bool
     trans_b: bool
-
-    @property
-    def inputs(self):
-        return [self.a, self.b]
+    inputs = property(lambda self: [self.a, self.b])
 
 
 @dataclass
@@ -55,16 +52,11 @@ class Reshape:
     out: Var
     src: Var
     index: str = None  # numpy basic index (Op.view_index): the view is of that block
-
-    @property
-    def inputs(self):
-        return [self.src]
+    inputs = property(lambda self: [self.src])
 
 
-class _ReadsEquationInputs:
-    @property
-    def inputs(self):  # the stored values among its equation's inputs
-        return [x for x in self.eqn.inputs if isinstance(x, Var)]
+class _ReadsEquationInputs:  # inputs: the stored values among its equation's inputs
+    inputs = property(lambda self: [x for x in self.eqn.inputs if isinstance(x, Var)])
 
 
 @dataclass
@@ -80,10 +72,7 @@ class Loop(_ReadsEquationInputs):
     outs: list
     eqn: object
     body: "Schedule"
-
-    @property
-    def out(self):  # the loop equation's own value (not an array)
-        return self.eqn.out
+    out = property(lambda self: self.eqn.out)  # the loop equation's own value (not an array)
 
 
 @dataclass
@@ -158,10 +147,8 @@ def squeezed_index(index, shape, source_shape):
 def fuse(program, rows=None):
     producers = {e.out: e for e in program.eqns}
     consumers = {}
-    for eqn in program.eqns:
-        for x in eqn.inputs:
-            if isinstance(x, Var):
-                consumers.setdefault(x, []).append(eqn)
+    for eqn, x in ((eqn, x) for eqn in program.eqns for x in eqn.inputs if isinstance(x, Var)):
+        consumers.setdefault(x, []).append(eqn)
     outputs = {v for v in program.outputs if isinstance(v, Var)}
 
     absorbed = {eqn.out for eqn in program.eqns  # transposes that matmuls read through their flags
@@ -227,11 +214,10 @@ def fuse(program, rows=None):
         at_rows = [p and (p[2] or at_row(user.out) and user.out.shape == v.shape) for user, p in zip(users, places)]
         cheap = not may_reduce[v] or rows == "last" and len(kernels) == 1 and all(
             p and (p[1] or row) for p, row in zip(places, at_rows))
-        if (len(users) > 1 or len(kernels) > 1) and not (rows and cheap and len(users) <= MAX_READS and (
-                len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))) or None in places:
-            continue
         grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
-        if max(grown.values()) > MAX_KERNEL_INPUTS:
+        if (len(users) > 1 or len(kernels) > 1) and not (rows and cheap and len(users) <= MAX_READS and (
+                len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))) \
+                or None in places or max(grown.values()) > MAX_KERNEL_INPUTS:
             continue
         inlined[v] = eqn
         in_prologue[v] = any(prologue for prologue, _, _ in places)
@@ -306,16 +292,10 @@ def _remaps(user, may_reduce):
     return user.op.inline_input == "always" or user.op.inline_input == "cheap" and not may_reduce
 
 
-def _kernel_inputs(root, inlined):
-    order = {}  # (a dict: each once, in first-use order)
-
-    def walk(eqn):
-        if eqn.op.input_gives_shape:
-            return  # not read by the kernel
-        for x in eqn.inputs:
-            if isinstance(x, Var) and x in inlined:
-                walk(inlined[x])
-            elif isinstance(x, Var):
-                order.setdefault(x)
-    walk(root)
+def _kernel_inputs(eqn, inlined, order=None):
+    """The stored values a kernel computing eqn reads, each once, in first-use order (a dict's)."""
+    order = {} if order is None else order
+    for x in () if eqn.op.input_gives_shape else eqn.inputs:  # (iota reads a shape only)
+        if isinstance(x, Var):
+            _kernel_inputs(inlined[x], inlined, order) if x in inlined else order.setdefault(x)
     return list(order)
