@@ -134,16 +134,15 @@ def test_a_value_per_row_is_computed_once_per_row_in_the_kernel_that_reads_it():
         rows, along = lines.index("for i0 in range(lo, hi):"), lines.index("for i1 in range(n1):")
         assert rows < row < along
     assert "np.empty((4, 1)" not in text
-    # CUDA: a group of threads per row shares its reduction (a tree in shared memory), every
-    # thread takes the result, then the group strides along the row.
+    # CUDA: one kernel: a group of threads per row computes the row's max and sum of exps in
+    # one pass (an online pair, combined by a tree in shared memory), every thread takes the
+    # results, then the group strides along the row.
     text = generated("row_softmax", "cuda")
-    kernels = text.split("--- driver ---")[0].split("# knetc kernel")[1:]
-    assert len(kernels) == 2
-    for kernel in kernels:
-        lines = [line.strip() for line in kernel.splitlines()]
-        tree, shared, along = (lines.index(line) for line in
-                               ("cuda.syncthreads()", "t2 = sh1[tid - lane * q]", "for i1 in range(lane, n1, r):"))
-        assert tree < shared < along
+    (kernel,) = text.split("--- driver ---")[0].split("# knetc kernel")[1:]
+    lines = [line.strip() for line in kernel.splitlines()]
+    tree, shared, along = (lines.index(line) for line in
+                           ("cuda.syncthreads()", "t2 = sh1[tid - lane * q]", "for i1 in range(lane, n1, r):"))
+    assert tree < shared < lines.index("t3 = sh1s[tid - lane * q]") < along
 
 
 def test_cpu_kernels_call_no_numpy_or_builtin_code_that_numba_compiles_per_process():

@@ -29,6 +29,7 @@ float64) are converted first by a generated cast kernel: GEMM takes one dtype. I
 products have no GEMM and are refused at generation time.
 """
 import collections
+import itertools
 import math
 import re
 
@@ -145,11 +146,26 @@ def kernel_source(schedule, kernel, cache=True):
 
 # ----------------------------------------------------------------------------- reductions
 
-class Tree(collections.namedtuple("Tree", "accumulator dtype monoid extent contiguous")):
-    """One reduction of a ReductionBody that threads share: its accumulator's name and dtype,
-    its monoid, its extent (the product of the sizes of its reduced axes) and whether
-    adjacent entries of its reduced axes are adjacent in memory (the input's last axis is
-    reduced)."""
+class Tree(collections.namedtuple("Tree", "accumulators dtype monoid extent contiguous")):
+    """One reduction of a ReductionBody that threads share: its accumulators' names (one, or
+    an online pair's two) and dtype, its monoid (None: an online pair), its extent (the
+    product of the sizes of its reduced axes) and whether adjacent entries of its reduced
+    axes are adjacent in memory (the input's last axis is reduced)."""
+
+
+def online_pairs(schedule, kernel):
+    """{id of the result: (max, sum, shift)} for the reductions of a kernel that are a max m
+    of a value a and a sum over the same axes of exp(a - shift), shift a value per row (m, or
+    logsumexp's m with an infinite max taken as 0): softmax's, log-softmax's, logsumexp's.
+    One pass over the entries computes both (ReductionBody._combine)."""
+    eqns, pairs, inlined = list(schedule.computed_by(kernel)), {}, schedule.inlined
+    for top, total in itertools.product(eqns, eqns):
+        exp = total.op.name == "reduce_sum" and inlined.get(total.inputs[0])
+        sub = exp and exp.op.name == "exp" and inlined.get(exp.inputs[0])
+        if sub and sub.op.name == "sub" and top.op.name == "reduce_max" and sub.inputs[0] is top.inputs[0] and \
+                top.params == total.params and getattr(sub.inputs[1], "aval", None) == top.out.aval == total.out.aval:
+            pairs[id(top.out)] = pairs[id(total.out)] = (top, total, sub.inputs[1])
+    return pairs
 
 
 class ReductionBody(KernelBody):
@@ -168,35 +184,62 @@ class ReductionBody(KernelBody):
         along (the loop variable `i<row>`; the body's second block)."""
         super().__init__(schedule, kernel, [f"i{row}"] if row is not None else ())
         self.full, self.row, self.trees = full, row, []
+        self.pairs = {} if full else online_pairs(schedule, kernel)
 
     def _reduce(self, x, axes, dtype, monoid, index, key):
         shape = x.aval.shape
         if all(shape[a] == 1 for a in axes) or self._block_for(index) > 0:  # (in a row kernel, one per
             return super()._reduce(x, axes, dtype, monoid, index, key)  # entry of the row: each thread reduces its own)
+        top, total, shift = self.pairs.get(key[0], (None, None, None))
+        if top is not None:  # a max and a sum of exps: one online tree
+            x, dtype, monoid = top.inputs[0], top.out.aval.dtype, None
         inside, self.blocks = self.blocks[1:], self.blocks[:1]  # (the loop along the row is not open)
-        accumulator = self._fresh()
+        starts = [monoid.start(dtype)] if monoid else [-math.inf, 0]
+        accumulators = [self._fresh() for _ in starts]
         loop_vars, inner_index = self._reduction_loops(x, axes, index)
         k, number = self.reductions, len(self.trees) + 1
         extents = [self._extent(shape[a]) for a in loop_vars]
         last = max((a for a, n in enumerate(shape) if n != 1), default=None)
-        tree = Tree(accumulator, dtype, monoid, math.prod(shape[a] for a in loop_vars), last in loop_vars)
+        tree = Tree(accumulators, dtype, monoid, math.prod(shape[a] for a in loop_vars), last in loop_vars)
         self.trees.append(tree)
         out = self.blocks[0]["lines"]
-        out.append(f"{accumulator} = {const(monoid.start(dtype), dtype)}")
+        if not monoid:
+            out += [f"# Online max and sum, one pass: each thread keeps {accumulators[0]}, the max of its entries,",
+                    f"# and {accumulators[1]}, the sum of exp(entry - max), rescaled as the max grows; the tree",
+                    "# combines the threads' pairs alike."]
+        out += [f"{acc} = {const(start, dtype)}" for acc, start in zip(accumulators, starts)]
         # The entries: one nested block whose values are computed per entry.
         lines, v = self._entry_block(x, inner_index, dtype, loop_vars.values())
-        entry = lines + self._step(v, dtype, monoid, accumulator)
-        entries = self._entries(k, list(loop_vars.values()), extents, entry)
+        entries = self._entries(k, list(loop_vars.values()), extents, lines + self._combine(tree, v))
         if self.full:  # phase 1 reduces the partial results of phase 0
             out += ["if phase == 1:", f"    for j{k} in range(tid, p{number}.shape[0], nt):",
-                    *indent(self._step(f"p{number}[j{k}]", dtype, monoid, accumulator), 2), "else:"]
+                    *indent(self._step(f"p{number}[j{k}]", dtype, monoid, accumulators[0]), 2), "else:"]
             entries = indent(entries)
         out += entries + self._tree(tree, number)
-        if self.row is not None:  # every thread of the group reads the row's result (lane 0's)
-            out.append(f"{accumulator} = sh{number}[tid - lane * q]")
-        self.blocks[0]["memo"][key] = accumulator
+        if not self.full:  # every thread of the group reads the result (lane 0's)
+            out += [f"{acc} = sh{number}{'s' * n}[tid - lane * q]" for n, acc in enumerate(accumulators)]
+        self.blocks[0]["memo"][key] = accumulators[0]
+        if top is not None:  # the max, then the sum of exp(entry - shift): a row without a finite max gives
+            (m, s), memo = accumulators, self.blocks[0]["memo"]  # exp(max - shift), as the sum of its terms does
+            memo[id(top.out), index], memo[id(total.out), index] = m, s
+            shift = self.value(shift, index)  # (after: it may read the max)
+            out.append(f"{s} = {s} if abs({m}) < math.inf else {const(math.nan, dtype)}" if shift == m else
+                       f"{s} = ({s} if abs({m}) < math.inf else {const(1, dtype)}) * math.exp({m} - {shift})")
         self.blocks += inside
-        return accumulator
+        return self.blocks[0]["memo"][key]
+
+    def _combine(self, tree, v, theirs=None):
+        """The lines adding to the tree's accumulators an entry v, or (theirs given) another
+        thread's accumulators (v, theirs). An online pair (m, s) takes a new max m' (or NaN)
+        as s = s * exp(m - m') + 1 (or + theirs), m = m'; a lesser entry (not -inf) as
+        s += exp(v - m) (or theirs * exp(v - m))."""
+        if tree.monoid:
+            return self._step(v, tree.dtype, tree.monoid, tree.accumulators[0])
+        m, s = tree.accumulators
+        return [f"if {v} > {m} or {v} != {v}:  # a new max (or NaN): rescale the sum to it",
+                f"    {s} = {s} * math.exp({m} - {v}) + {theirs or const(1, tree.dtype)}", f"    {m} = {v}",
+                f"elif {v} > {const(-math.inf, tree.dtype)}:",
+                f"    {s} += {theirs + ' * ' if theirs else ''}math.exp({v} - {m})"]
 
     def _entries(self, k, names, extents, body):
         """The strided loop over a reduction's entries: one axis directly; several by a flat
@@ -216,17 +259,14 @@ class ReductionBody(KernelBody):
     def _tree(self, tree, number):
         """Combining the group's accumulators: halving steps in shared memory, each ended by
         a barrier every thread of the block reaches (the group size is the block's own)."""
-        shared, acc = f"sh{number}", tree.accumulator
-        return [f"{shared} = cuda.shared.array({SHARED}, {numba_type(tree.dtype)})",
-                f"{shared}[tid] = {acc}",
-                "cuda.syncthreads()",
-                "s = group // 2",
-                "while s > 0:",
-                "    if lane < s:",
-                *indent(self._step(f"{shared}[tid + s * q]", tree.dtype, tree.monoid, acc), 2),
-                f"        {shared}[tid] = {acc}",
-                "    cuda.syncthreads()",
-                "    s //= 2"]
+        shared = [f"sh{number}{'s' * n}" for n in range(len(tree.accumulators))]  # (sh1, and sh1s for a pair's sum)
+        stores = [f"{sh}[tid] = {acc}" for sh, acc in zip(shared, tree.accumulators)]
+        theirs = [f"{sh}[tid + s * q]" for sh in shared]
+        names = [self._fresh() for _ in shared] if not tree.monoid else theirs  # (a pair's: each read once)
+        return [*[f"{sh} = cuda.shared.array({SHARED}, {numba_type(tree.dtype)})" for sh in shared], *stores,
+                "cuda.syncthreads()", "s = group // 2", "while s > 0:", "    if lane < s:",
+                *indent([f"{name} = {sh}" for name, sh in zip(names, theirs) if name != sh], 2),
+                *indent(self._combine(tree, *names) + stores, 2), "    cuda.syncthreads()", "    s //= 2"]
 
 
 def _group_head(logical, contiguous, what):
@@ -250,8 +290,7 @@ def _row_reduction(logical, body, store):
     layout = ("the group's threads are adjacent and read adjacent entries (the reduced axis is the last)"
               if contiguous else "adjacent threads take adjacent outputs, adjacent in memory (coalesced reads)")
     return [f"# Row reduction: a group of r threads per output element (r a power of two up to {SHARED},",
-            "# from the driver; blockDim // r outputs per block) strides over the reduced entries;",
-            f"# {layout};",
+            "# from the driver; blockDim // r outputs per block) strides over the reduced entries;", f"# {layout};",
             "# then a tree reduction in shared memory, and the group's first thread stores.",
             *_group_head(logical, contiguous, "outputs"), *body.lines(), "if valid and lane == 0:", "    " + store]
 
@@ -277,20 +316,11 @@ def _full_reduction(body, store):
             "# threads stride over all entries (grid-stride), a tree reduction in shared memory, and",
             f"# the block's partial result to {', '.join(parts)}[block]; phase 1: one block reduces the partials",
             "# and stores; phase 2: one block reduces the entries and stores.",
-            "tid = int64(cuda.threadIdx.x)",
-            "nt = int64(cuda.blockDim.x)",
-            "bid = int64(cuda.blockIdx.x)",
-            "lane = tid",
-            "q = 1",
-            "group = nt",
-            "start = bid * nt + tid",
-            "stride = int64(cuda.gridDim.x) * nt",
-            *body.lines(),
-            "if phase == 0:",
-            "    if tid == 0:",
-            *[f"        {part}[bid] = {tree.accumulator}" for part, tree in zip(parts, body.trees)],
-            "elif tid == 0:",
-            "    " + store]
+            "tid = int64(cuda.threadIdx.x)", "nt = int64(cuda.blockDim.x)", "bid = int64(cuda.blockIdx.x)",
+            "lane = tid", "q = 1", "group = nt", "start = bid * nt + tid", "stride = int64(cuda.gridDim.x) * nt",
+            *body.lines(), "if phase == 0:", "    if tid == 0:",
+            *[f"        {part}[bid] = {tree.accumulators[0]}" for part, tree in zip(parts, body.trees)],
+            "elif tid == 0:", "    " + store]
 
 
 def cast_source(var, dtype, cache=True):
@@ -352,25 +382,18 @@ class Driver(driver.Driver):
         size = int(np.prod(out.aval.shape))
         if not size:  # an empty grid is a launch error; an empty output needs no work
             return
-        trees = getattr(body, "trees", ())
+        trees, row = getattr(body, "trees", ()), getattr(body, "row", None)
         self.launches += 1
-        if getattr(body, "row", None) is not None:
-            length = out.aval.shape[body.row]
-            rows, entries = size // length, max([length] + [tree.extent for tree in trees])
-            blocks, threads, r = row_launch(rows, entries, True)
-            self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, "
-                      f"sharing the row's reductions (trees in shared memory)")
-        elif not trees:
-            self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
-            return
-        elif not body.full:
-            extent = max(tree.extent for tree in trees)
-            blocks, threads, r = row_launch(size, extent, trees[0].contiguous)
-            self.emit(f"# {size} outputs of {extent} entries: {threads // r} per block, {r} threads each, "
-                      f"tree reduction in shared memory")
-        else:
-            self.full_reduction(name, arguments, trees)
-            return
+        if row is None and not trees:
+            return self.emit(f"{name}[launch({size})]({', '.join(arguments)})")
+        if row is None and body.full:
+            return self.full_reduction(name, arguments, trees)
+        length = out.aval.shape[row] if row is not None else 1
+        rows, extent = size // length, max([length] + [tree.extent for tree in trees])
+        blocks, threads, r = row_launch(rows, extent, row is not None or trees[0].contiguous)
+        self.emit(f"# {rows} rows of {length}: {threads // r} per block, {r} threads each, sharing the row's "
+                  "reductions (trees in shared memory)" if row is not None else f"# {size} outputs of {extent} "
+                  f"entries: {threads // r} per block, {r} threads each, tree reduction in shared memory")
         self.emit(f"{name}[{blocks}, {threads}]({', '.join(arguments + [str(r)])})")
 
     def full_reduction(self, name, arguments, trees):
@@ -460,8 +483,7 @@ class Runner:
                                "is False); use target='cpu' or 'auto', or set NUMBA_ENABLE_CUDASIM=1 before "
                                "importing knetc to run the CUDA kernels in Numba's simulator")
         pool.install_once()
-        program = executable.program
-        self.driver = executable.module.driver
+        program, self.driver = executable.program, executable.module.driver
         self.shapes = [physical_shape(v) for v in program.inputs]
         outputs = driver_outputs(program)
         self.logical = [tuple(v.aval.shape) for v in outputs]

@@ -383,9 +383,8 @@ class KernelBody:
     def lines(self, depth=None):
         """The lines of one loop level (0: outside every loop), or of all levels in order
         (each level's lines use only values of the levels before it)."""
-        if depth is not None:
-            return self.blocks[depth]["lines"]
-        return [line for block in self.blocks for line in block["lines"]]
+        blocks = self.blocks if depth is None else [self.blocks[depth]]
+        return [line for block in blocks for line in block["lines"]]
 
 
 def indent(lines, levels=1):

@@ -44,10 +44,7 @@ class Matmul:
     b: Var
     trans_a: bool
     trans_b: bool
-
-    @property
-    def inputs(self):
-        return [self.a, self.b]
+    inputs = property(lambda self: [self.a, self.b])
 
 
 @dataclass
@@ -55,16 +52,11 @@ class Reshape:
     out: Var
     src: Var
     index: str = None  # numpy basic index (Op.view_index): the view is of that block
-
-    @property
-    def inputs(self):
-        return [self.src]
+    inputs = property(lambda self: [self.src])
 
 
-class _ReadsEquationInputs:
-    @property
-    def inputs(self):  # the stored values among its equation's inputs
-        return [x for x in self.eqn.inputs if isinstance(x, Var)]
+class _ReadsEquationInputs:  # inputs: the stored values among its equation's inputs
+    inputs = property(lambda self: [x for x in self.eqn.inputs if isinstance(x, Var)])
 
 
 @dataclass
@@ -80,10 +72,7 @@ class Loop(_ReadsEquationInputs):
     outs: list
     eqn: object
     body: "Schedule"
-
-    @property
-    def out(self):  # the loop equation's own value (not an array)
-        return self.eqn.out
+    out = property(lambda self: self.eqn.out)  # the loop equation's own value (not an array)
 
 
 @dataclass
@@ -158,10 +147,8 @@ def squeezed_index(index, shape, source_shape):
 def fuse(program, rows=None):
     producers = {e.out: e for e in program.eqns}
     consumers = {}
-    for eqn in program.eqns:
-        for x in eqn.inputs:
-            if isinstance(x, Var):
-                consumers.setdefault(x, []).append(eqn)
+    for eqn, x in ((eqn, x) for eqn in program.eqns for x in eqn.inputs if isinstance(x, Var)):
+        consumers.setdefault(x, []).append(eqn)
     outputs = {v for v in program.outputs if isinstance(v, Var)}
 
     absorbed = {eqn.out for eqn in program.eqns  # transposes that matmuls read through their flags
@@ -181,7 +168,9 @@ def fuse(program, rows=None):
     # roots: an inlined value -> the roots of the kernels that compute it.
     # aligned[v]: v is computed at its kernel's own index (elementwise consumers of its shape
     # all the way to the kernel's root), where a per-row value may be fused into it.
-    inlined, in_prologue, roots, width, aligned, per_row = {}, {}, {}, {}, {}, set()
+    # rowwise (CUDA): values computed once per row of their kernel (per row, or at the index
+    # of a kernel with an output per row): a reduction's entries there are the row's.
+    inlined, in_prologue, roots, width, aligned, per_row, rowwise = {}, {}, {}, {}, {}, set(), set()
 
     def placement(v, kind, user):
         """(in a prologue, at the kernel's own index, per row) for v computed inside its user's
@@ -195,6 +184,8 @@ def fuse(program, rows=None):
             if may_reduce[v] and in_prologue.get(user.out, False):
                 return None
             return in_prologue.get(user.out, False), same, False
+        if user_kind == "reduce" and at_row(user.out) and kind == "elementwise" and v.shape[:-1] == user.out.shape[:-1]:
+            return False, True, False  # (then values per row in it are the row's: no nested loop)
         if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
             return True, False, False
         if rows and user_kind == "elementwise" and v.size == 1 and not may_reduce[v]:
@@ -203,6 +194,9 @@ def fuse(program, rows=None):
                 and _per_row(v.aval.shape, user.out.aval.shape, last=rows == "last"):
             return False, False, True
         return None
+
+    def at_row(v):
+        return rows == "last" and (v in rowwise if v in inlined else v.size > 1 and v.shape[-1] == 1)
 
     for eqn in reversed(program.eqns):
         v, kind = eqn.out, fusion_kind(eqn)
@@ -214,13 +208,16 @@ def fuse(program, rows=None):
         # of stored when they all read it in one kernel (softmax's exp(x - max) in the row sum
         # and in the quotient), or in a few kernels when that costs what loading it would
         # (nll's one-hot labels: recomputable).
-        if (len(users) > 1 or len(kernels) > 1) and not (
-                rows and not may_reduce[v] and len(users) <= MAX_READS
-                and (len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))):
-            continue
-        grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
+        # On CUDA also a value at its kernel's own index, where its reductions can only be values
+        # per row, computed once (softmax's e).
         places = [placement(v, kind, user) for user in users]
-        if max(grown.values()) > MAX_KERNEL_INPUTS or None in places:
+        at_rows = [p and (p[2] or at_row(user.out) and user.out.shape == v.shape) for user, p in zip(users, places)]
+        cheap = not may_reduce[v] or rows == "last" and len(kernels) == 1 and all(
+            p and (p[1] or row) for p, row in zip(places, at_rows))
+        grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
+        if (len(users) > 1 or len(kernels) > 1) and not (rows and cheap and len(users) <= MAX_READS and (
+                len(kernels) == 1 or len(kernels) <= MAX_READS and recomputable(eqn, producers))) \
+                or None in places or max(grown.values()) > MAX_KERNEL_INPUTS:
             continue
         inlined[v] = eqn
         in_prologue[v] = any(prologue for prologue, _, _ in places)
@@ -228,7 +225,9 @@ def fuse(program, rows=None):
         roots[v] = kernels
         width.update(grown)
         per_row.update(kernel for user, (_, _, row) in zip(users, places) if row
-                       for kernel in roots.get(user.out, (user.out,)))
+                       for kernel in roots.get(user.out, (user.out,)) if kernel.shape != v.shape)
+        if all(at_rows):
+            rowwise.add(v)
 
     steps = []
     for eqn in program.eqns:
@@ -293,16 +292,10 @@ def _remaps(user, may_reduce):
     return user.op.inline_input == "always" or user.op.inline_input == "cheap" and not may_reduce
 
 
-def _kernel_inputs(root, inlined):
-    order = {}  # (a dict: each once, in first-use order)
-
-    def walk(eqn):
-        if eqn.op.input_gives_shape:
-            return  # not read by the kernel
-        for x in eqn.inputs:
-            if isinstance(x, Var) and x in inlined:
-                walk(inlined[x])
-            elif isinstance(x, Var):
-                order.setdefault(x)
-    walk(root)
+def _kernel_inputs(eqn, inlined, order=None):
+    """The stored values a kernel computing eqn reads, each once, in first-use order (a dict's)."""
+    order = {} if order is None else order
+    for x in () if eqn.op.input_gives_shape else eqn.inputs:  # (iota reads a shape only)
+        if isinstance(x, Var):
+            _kernel_inputs(inlined[x], inlined, order) if x in inlined else order.setdefault(x)
     return list(order)
