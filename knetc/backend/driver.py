@@ -68,8 +68,7 @@ class Driver:
     kernel_source = None  # (schedule, kernel, cache) -> (KernelSource, KernelBody)
 
     def __init__(self, schedule, cache=True):
-        self.schedule, self.cache = schedule, cache
-        self.names = Names(schedule.program)
+        self.schedule, self.cache, self.names = schedule, cache, Names(schedule.program)
         self.kernels, self._bound = {}, {}  # driver name -> KernelSource; kernel text -> driver name
         self.functions = []  # the loop bodies' functions (lists of lines), inner loops first
         self.launches = 0
@@ -81,8 +80,7 @@ class Driver:
             name, n = source.name, 2
             while name in self.kernels:
                 name, n = f"{source.name}_{n}", n + 1
-            self.kernels[name] = source
-            self._bound[source.text] = name
+            self.kernels[name], self._bound[source.text] = source, name
         return self._bound[source.text]
 
     def emit(self, line):

@@ -296,6 +296,8 @@ def _kernel_inputs(eqn, inlined, order=None):
     """The stored values a kernel computing eqn reads, each once, in first-use order (a dict's)."""
     order = {} if order is None else order
     for x in () if eqn.op.input_gives_shape else eqn.inputs:  # (iota reads a shape only)
-        if isinstance(x, Var):
-            _kernel_inputs(inlined[x], inlined, order) if x in inlined else order.setdefault(x)
+        if x in inlined:
+            _kernel_inputs(inlined[x], inlined, order)
+        elif isinstance(x, Var):
+            order.setdefault(x)
     return list(order)
