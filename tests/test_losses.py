@@ -328,3 +328,26 @@ def test_compiled_nll_with_masked_logits_has_no_nan():
     assert_close(loss, masked_nll(masked, labels), rtol=1e-12)
     assert not np.any(np.isnan(g))
     assert_close(g, kn.grad(masked_nll)(masked, labels), rtol=1e-12, atol=1e-15)
+
+
+def _softmax_family(x):
+    return kn.softmax(x, dims=1), kn.logsoftmax(x, dims=1), kn.logsumexp(x, dims=1)
+
+
+def test_softmax_family_on_infinite_and_nan_rows_agree_eager_compiled_and_pytorch():
+    """A row with +inf, a row of -inf or a NaN: softmax and logsoftmax are NaN on the whole
+    row (inf - inf), logsumexp is inf, -inf or NaN; eager, compiled and PyTorch alike. A row
+    with some -inf (masked logits) and a finite max is finite where the entry is."""
+    x = np.array([[np.inf, 0, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0, 1], [np.inf, np.inf, 0],
+                  [-np.inf, 2.0, 1.0]])
+    eager = _softmax_family(x)
+    compiled = kn.compile(_softmax_family, target="cpu")(x)
+    for e, c in zip(eager, compiled):
+        np.testing.assert_array_equal(e, c)
+    assert np.isnan(eager[0][:4]).all() and np.isnan(eager[1][:4]).all()
+    np.testing.assert_array_equal(eager[2].ravel()[:4], [np.inf, -np.inf, np.nan, np.inf])
+    np.testing.assert_allclose(eager[0][4], [0, 1 / (1 + np.exp(-1)), 1 / (1 + np.exp(1))], rtol=1e-15)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(x)
+    for e, want in zip(eager, (torch.softmax(t, 1), torch.log_softmax(t, 1), torch.logsumexp(t, 1, keepdim=True))):
+        np.testing.assert_allclose(e, want.numpy(), rtol=1e-15)

@@ -31,20 +31,22 @@ def _same_rule(x, axes):
     return x
 
 
-def _minus_max(x, axes):
-    """(x - max, max), the max of a row with no finite maximum taken as 0 (rows of -inf stay
-    -inf instead of NaN)."""
+def _minus_max(x, axes, finite=False):
+    """(x - max, max); finite: the max of a row with no finite maximum taken as 0 (logsumexp:
+    rows of -inf give -inf, rows with +inf inf). Otherwise such rows give NaN (inf - inf, or
+    -inf - -inf) in softmax and logsoftmax, as compiled code, PyTorch and SciPy give."""
     x = np.asarray(x)
     m = np.maximum.reduce(x, axis=axes, keepdims=True)  # (np.max and np.sum on an array)
-    m = np.where(np.isfinite(m), m, 0)
-    return x - m, m
+    m = np.where(np.isfinite(m), m, 0) if finite else m
+    with np.errstate(invalid="ignore"):
+        return x - m, m
 
 
-def _shifted(x, axes):
+def _shifted(x, axes, finite=False):
     """(x - max, log(sum(exp(x - max)))): x - max is exact near the maximum, so logsoftmax
     formed as (x - max) - log(sum) keeps float32 precision at large scores, where
     x - logsumexp(x) loses the bits of logsumexp's large magnitude (spacing 1e-3 at 1e4)."""
-    shifted, m = _minus_max(x, axes)
+    shifted, m = _minus_max(x, axes, finite)
     total = np.add.reduce(np.exp(shifted), axis=axes, keepdims=True)
     if total.all():
         return shifted, m, np.log(total)
@@ -53,7 +55,7 @@ def _shifted(x, axes):
 
 
 def _lse_impl(x, axes):
-    _, m, log_sum = _shifted(x, axes)
+    _, m, log_sum = _shifted(x, axes, finite=True)
     return m + log_sum
 
 
