@@ -640,3 +640,47 @@ def test_astype_compiles_to_numpys_conversions(target):
     np.testing.assert_allclose(g, 2 * w.astype(np.float64), rtol=1e-7)
     with pytest.raises(kn.CompileError, match="float16"):
         compiled(lambda x: x.astype(np.float16), target)(w)
+
+
+# ----------------------------------------------------------------------------- found by an audit
+
+def squares_in_int8_reduced(x):
+    return kn.sum(x * x, dims=-1), kn.maximum(x * x + x, dims=-1), (x * x).astype(np.float64), -x > 0
+
+
+def negative_powers(x):
+    return x ** -1, x ** -2.0, np.power(x, -3), kn.sum(x ** -4)
+
+
+def signed_zeros(x):
+    return 1.0 / (x + 0.0), 1.0 / (0.0 + x), 1.0 / kn.relu(x), x - 0.0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_narrow_integers_wrap_negative_powers_and_signed_zeros_follow_numpy(target):
+    """int8/int32 arithmetic wraps in its own dtype before a reduction, a cast or a
+    comparison reads it (Numba computes int8 * int8 in int64); x ** -2 at 0 is inf (Numba's
+    integer power raised ZeroDivisionError); x + 0.0 and relu turn -0.0 into 0.0."""
+    for x in (np.array([[-128, -3, 0, 3, 127], [100] * 5], np.int8), np.array([-7, 3, 2 ** 31 - 1, -2 ** 31], np.int32)):
+        with np.errstate(over="ignore"):
+            for got, want in zip(compiled(squares_in_int8_reduced, target)(x), squares_in_int8_reduced(x)):
+                np.testing.assert_array_equal(got, want)
+    x = np.array([1.0, 0.0, -0.0, 2.0])
+    with np.errstate(divide="ignore"):
+        for got, want in zip(compiled(negative_powers, target)(x), negative_powers(x)):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(compiled(signed_zeros, target)(x), signed_zeros(x)):
+            np.testing.assert_array_equal(got, want)
+            assert np.array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_array_equal(signed_zeros(x)[2], [1.0, np.inf, np.inf, 0.5])  # relu(-0.0) is 0.0, as Julia's max
+
+
+def test_in_place_add_of_a_recorded_value_into_a_plain_array_is_a_clear_type_error():
+    w = kn.Param(np.ones(3))
+
+    def loss(w):
+        h = np.zeros(3)
+        h += w * 2  # numpy would write into h: nothing to record it
+        return kn.sum(h)
+    with pytest.raises(TypeError, match="np.add is not supported on knetc values"):
+        kn.grad(loss)(w)

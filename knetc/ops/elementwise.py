@@ -19,7 +19,16 @@ def _rule(name, dtype_rule=None):
 
 
 def elementwise(name, impl, scalar, grads, dtype_rule=None, **fields):
-    return register(Op(name, _rule(name, dtype_rule), impl, grads, "elementwise", scalar, **fields))
+    return register(Op(name, _rule(name, dtype_rule), impl, grads, "elementwise", _wrapping(scalar), **fields))
+
+
+def _wrapping(scalar):
+    """The op's template, cast to its result's dtype where that is an integer narrower than 64
+    bits: Numba computes int8 * int8 in int64, numpy wraps it in int8 (so does the cast)."""
+    def wrapped(k, *names, **params):
+        text, dtype = scalar(k, *names, **params), np.dtype(k.dtype)
+        return k.cast(text, dtype) if dtype.kind in "iu" and dtype.itemsize < 8 else text
+    return wrapped
 
 
 def _float_result(*avals):
@@ -72,11 +81,20 @@ def _grads(*rules):
     return tuple(None if g is None else summed(g, i) for i, g in enumerate(rules))
 
 
+def _plus_zero(eqn, constant, producer):
+    """x + 0 -> x; for a float x only x + (-0.0): x + 0.0 turns -0.0 into 0.0 (numpy's, IEEE's)."""
+    for i in (0, 1):
+        c, other = constant(eqn.inputs[i]), eqn.inputs[1 - i]
+        if c == 0 and unchanged(other, eqn) and (math.copysign(1, c) < 0 or aval_of(other).dtype.kind != "f"):
+            return other
+    return None
+
+
 add = elementwise("add", np.add, lambda k, a, b: f"{a} + {b}",
-                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy), simplify=_unit(0, 1, 0), cheap=True)
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: dy), simplify=_plus_zero, cheap=True)
 sub = elementwise("sub", np.subtract, lambda k, a, b: f"{a} - {b}",
                   _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(dy)), _no_bool("sub", "subtract"),
-                  simplify=_unit(0, 1), cheap=True)
+                  simplify=_unit(0, 1), cheap=True, online="shift")
 mul = elementwise("mul", np.multiply, lambda k, a, b: f"{a} * {b}",
                   _grads(lambda dy, y, a, b: mul(dy, b), lambda dy, y, a, b: mul(dy, a)), simplify=_unit(1, 1, 0),
                   cheap=True)
@@ -99,8 +117,10 @@ def _power_rule(x, exponent):
 
 
 def _power_scalar(k, x, exponent):
-    if float(exponent).is_integer() and abs(exponent) <= 4:
+    if float(exponent).is_integer() and 0 <= exponent <= 4:
         return f"{x} ** {int(exponent)}"  # Numba lowers small integer powers to multiplies
+    if float(exponent).is_integer() and -4 <= exponent < 0:  # (Numba's x ** -2 raises at 0: numpy's is inf)
+        return f"{k.const(1)} / {x} ** {-int(exponent)}"
     return f"{x} ** {k.const(exponent)}"
 
 
@@ -112,7 +132,7 @@ def _power_grad(dy, y, x, exponent):
 
 power = register(Op(
     "power", _power_rule, lambda x, exponent: np.power(x, exponent),
-    (_power_grad,), "elementwise", _power_scalar, float_valued=True))
+    (_power_grad,), "elementwise", _wrapping(_power_scalar), float_valued=True))
 
 
 # Unary float functions: integer inputs give float64 (as numpy); float32 stays float32.
@@ -131,9 +151,9 @@ def _float_impl(fn):
     return impl
 
 
-def unary(name, impl, scalar, grad):
+def unary(name, impl, scalar, grad, **fields):
     """A float-valued unary op: numpy reference `impl`, template `scalar(k, x)`, one grad rule."""
-    return elementwise(name, _float_impl(impl), scalar, (grad,), _float_result, float_valued=True)
+    return elementwise(name, _float_impl(impl), scalar, (grad,), _float_result, float_valued=True, **fields)
 
 
 def _overflow_guarded(function, limit):
@@ -172,7 +192,8 @@ EXP_MAX = 709.782712893384  # log of the largest float64
 SINH_MAX = 710.4758600739439  # cosh and sinh overflow beyond this
 TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 
-exp = unary("exp", np.exp, _fast_float32("exp32", _overflow_guarded("exp", EXP_MAX)), lambda dy, y, x: mul(dy, y))
+exp = unary("exp", np.exp, _fast_float32("exp32", _overflow_guarded("exp", EXP_MAX)), lambda dy, y, x: mul(dy, y),
+            online="exponential")
 log = unary("log", np.log, _log_guarded("log"), lambda dy, y, x: div(dy, x))
 tanh = unary("tanh", np.tanh, _fast_float32("tanh32", lambda k, x: f"math.tanh({x})"),
              lambda dy, y, x: mul(dy, sub(1, mul(y, y))))
@@ -196,7 +217,7 @@ def _relu_eager_grad(dy, y, x):
 def relu_scalar(k, x):
     """max(x, 0) as a select, NaN kept (softplus uses it too): Numba would compile its max()
     again in every new process."""
-    return f"({k.const(0)} if {x} < {k.const(0)} else {x})"
+    return f"({k.const(0)} if {x} <= {k.const(0)} else {x})"  # (-0.0 gives 0.0, as Julia's max(0, x))
 
 
 relu = elementwise("relu", lambda x: np.maximum(x, 0), relu_scalar,

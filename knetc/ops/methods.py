@@ -277,7 +277,8 @@ class ArrayMethods:
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         op = UFUNCS.get(ufunc)
-        if kwargs.get("out", None) in (None, (None,)):
+        out = kwargs.get("out", None)  # (out=None, or (None,), is no `out`; arrays compare elementwise: `is`)
+        if out is None or type(out) is tuple and all(o is None for o in out):
             kwargs.pop("out", None)
         if method != "__call__" or op is None or kwargs:
             return NotImplemented  # Params and taped values raise a clear TypeError (autograd._Recordable)
