@@ -160,9 +160,9 @@ def online_pairs(schedule, kernel):
     One pass over the entries computes both (ReductionBody._combine)."""
     eqns, pairs, inlined = list(schedule.computed_by(kernel)), {}, schedule.inlined
     for top, total in itertools.product(eqns, eqns):
-        exp = total.op.name == "reduce_sum" and inlined.get(total.inputs[0])
-        sub = exp and exp.op.name == "exp" and inlined.get(exp.inputs[0])
-        if sub and sub.op.name == "sub" and top.op.name == "reduce_max" and sub.inputs[0] is top.inputs[0] and \
+        exp = total.op.online == "row_sum" and inlined.get(total.inputs[0])
+        sub = exp and exp.op.online == "exponential" and inlined.get(exp.inputs[0])
+        if sub and sub.op.online == "shift" and top.op.online == "row_max" and sub.inputs[0] is top.inputs[0] and \
                 top.params == total.params and getattr(sub.inputs[1], "aval", None) == top.out.aval == total.out.aval:
             pairs[id(top.out)] = pairs[id(total.out)] = (top, total, sub.inputs[1])
     return pairs

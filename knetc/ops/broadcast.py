@@ -41,7 +41,7 @@ broadcast_to = register(Op(
 reduce_sum = register(Op(
     "reduce_sum", reduce_rule("sum", accumulate=True), _sum_impl,
     (lambda dy, y, x, axes: broadcast_to(dy, shape=aval_of(x).shape),), "reduce",
-    monoid=Monoid(lambda dtype: 0, "{acc} += {v}", wide=True), simplify=input_if_unchanged))
+    monoid=Monoid(lambda dtype: 0, "{acc} += {v}", wide=True), simplify=input_if_unchanged, online="row_sum"))
 
 
 def unbroadcast(dy, shape):

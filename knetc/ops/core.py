@@ -118,12 +118,16 @@ class Op:
       instead of storing it (nll's one-hot labels), and a split gradient's backward program
       computes it again rather than take it from the forward one (0.5 * x in a GELU), where
       that reads no more entries than storing would.
+    online: the op's part in a row's max m and sum of exp(a - shift), which CUDA kernels
+      compute in one pass (backend/cuda.py online_pairs): "row_max" (m), "row_sum",
+      "exponential" and "shift" (a - shift).
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
                  blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
-                 input_gives_shape=False, input_check=None, view_index=None, eager_grad=None, cheap=False):
+                 input_gives_shape=False, input_check=None, view_index=None, eager_grad=None, cheap=False,
+                 online=None):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
@@ -132,7 +136,7 @@ class Op:
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
         self.input_check, self.view_index, self.eager_grad = input_check, view_index, eager_grad
-        self.cheap = cheap
+        self.cheap, self.online = cheap, online
         self.checked = set()  # rule_key()s whose shape rule passed (evaluate)
         if kind == "reduce" and monoid is None:
             raise ValueError(f"reduce op {name!r} needs a monoid")

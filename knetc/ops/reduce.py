@@ -36,7 +36,7 @@ def _extreme_grad(dy, y, x, axes):
 reduce_max = register(Op(
     "reduce_max", reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = {v} if {v} > {acc} else {acc}",
-                                              "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}")))
+                                              "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}"), online="row_max"))
 
 
 reduce_min = register(Op(
