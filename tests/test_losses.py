@@ -351,3 +351,13 @@ def test_softmax_family_on_infinite_and_nan_rows_agree_eager_compiled_and_pytorc
     t = torch.tensor(x)
     for e, want in zip(eager, (torch.softmax(t, 1), torch.log_softmax(t, 1), torch.logsumexp(t, 1, keepdim=True))):
         np.testing.assert_allclose(e, want.numpy(), rtol=1e-15)
+
+
+def test_activation_slopes_at_zero_are_knets():
+    """Knet's reluback, eluback, seluback at y = 0: relu 0, elu 1, selu lambda (not lambda * alpha)."""
+    x = kn.Param(np.zeros(1))
+    for f, slope in ((kn.relu, 0.0), (kn.elu, 1.0), (kn.selu, 1.0507009873554805)):
+        y = kn.diff(lambda: kn.sum(f(x)))
+        np.testing.assert_allclose(kn.grad(y, x), [slope], rtol=1e-15)
+        np.testing.assert_allclose(kn.grad(kn.compile(lambda v: kn.sum(f(v)), target="cpu"))(np.zeros(1)), [slope],
+                                   rtol=1e-15)

@@ -164,8 +164,8 @@ def _selu_impl(x):
 
 selu = _unary("selu", _selu_impl,
               lambda k, x: f"{k.const(SELU_LAMBDA)} * ({x} if {x} > {k.const(0)} else {k.const(SELU_ALPHA)} * math.expm1({x}))",
-              # d/dx: lambda for x > 0, lambda*alpha*exp(x) = y + lambda*alpha otherwise
-              lambda dy, y, x: mul(dy, add(mul(sub(1, le(x, 0)), SELU_LAMBDA), masked(add(y, SELU_LAMBDA * SELU_ALPHA), le(x, 0)))))
+              # d/dx: lambda for x >= 0 (Knet's seluback at 0), lambda*alpha*exp(x) = y + lambda*alpha below
+              lambda dy, y, x: mul(dy, add(mul(sub(1, lt(x, 0)), SELU_LAMBDA), masked(add(y, SELU_LAMBDA * SELU_ALPHA), lt(x, 0)))))
 selu.__doc__ = "selu(x) = 1.0507 * (x if x > 0 else 1.6733 * (exp(x) - 1)) (Klambauer et al. 2017)."
 
 invx = _unary("invx", lambda x: 1 / np.asarray(x), lambda k, x: f"{k.const(1)} / {x}",
