@@ -509,3 +509,20 @@ def test_layers_and_user_classes_round_trip(tmp_path):
     xs = np.ones((1, 4))
     np.testing.assert_array_equal(d(xs), dense(xs))
     assert isinstance(d.w, kn.Param) and len(kn.params(d)) == 2
+
+
+def test_save_takes_knets_names_and_values_in_turn_and_a_dict(tmp_path):
+    path = str(tmp_path / "forms.knetc")
+    w = kn.Param(np.arange(3.0))
+    kn.save(path, "w", w, "epoch", 3)
+    loaded = kn.load(path)
+    assert sorted(loaded) == ["epoch", "w"] and loaded["epoch"] == 3
+    np.testing.assert_array_equal(loaded["w"].value, w.value)
+    kn.save(path, {"a": np.ones(2), "b": "text"}, c=None)
+    assert kn.load(path, "a", "b", "c")[1:] == ("text", None)
+    for bad in (("w",), (3, w), ("w", w, "w", w)):
+        with pytest.raises((TypeError, ValueError)):
+            kn.save(path, *bad)
+    with pytest.raises(ValueError, match="twice"):
+        kn.save(path, "a", 1, a=2)
+    assert kn.load(path, "b") == "text"  # (a refused save leaves the file as it was)

@@ -165,14 +165,23 @@ def _check_attribute(cls_name, key, error):
         raise error(f"attribute {key!r} of {cls_name} cannot be saved or loaded")
 
 
-def save(path, **named):
+def save(path, *pairs, **named):
     """Save named values to `path` (Knet's `Knet.@save "f" a b` is `kn.save("f", a=a, b=b)`):
-    `kn.save("model.knetc", model=model, epoch=3)`.
+    `kn.save("model.knetc", model=model, epoch=3)`. Knet's other forms work too: names and
+    values in turn, `kn.save(path, "model", model, "epoch", 3)`, or one dict of them.
 
     Values may be numpy arrays, Params (with their optimizer state `opt`), device arrays
     (stored as host data), numbers, strings, bools, None, lists/tuples/dicts of these, and
     instances of classes registered with `@serializable`. The write is atomic: the file is
     either the old one or the complete new one, never a mix. Returns None."""
+    if len(pairs) == 1 and isinstance(pairs[0], dict):
+        pairs = [x for item in pairs[0].items() for x in item]
+    if len(pairs) % 2 or not all(isinstance(name, str) for name in pairs[::2]):
+        raise TypeError("kn.save: give names and values in turn, kn.save(path, 'model', model), a dict of "
+                        "them, or keywords, kn.save(path, model=model)")
+    if set(pairs[::2]) & set(named) or len(set(pairs[::2])) < len(pairs[::2]):
+        raise ValueError(f"kn.save: a name is given twice: {sorted(pairs[::2])} and {sorted(named)}")
+    named = {**dict(zip(pairs[::2], pairs[1::2])), **named}
     if not named:
         raise ValueError("kn.save: nothing to save; name the values, kn.save(path, model=model)")
     path = os.fspath(path)
