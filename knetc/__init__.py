@@ -20,6 +20,7 @@ from .ops.api import reshape, transpose  # noqa: F401
 # Each of these modules lists its public names in __all__.
 from .ops.math import *  # noqa: F401,F403  unary and binary broadcasting functions
 from .ops.arrays import *  # noqa: F401,F403  reductions, statistics, array operations, indexing
+from .ops.base import *  # noqa: F401,F403  Julia Base's and older Knet's names: sumabs, isapprox, copyto_, ...
 from .ops.losses import *  # noqa: F401,F403  activations and losses
 from .ops.conv import *  # noqa: F401,F403  conv4, deconv4, mat
 from .ops.pooling import *  # noqa: F401,F403  pool, unpool
@@ -39,7 +40,7 @@ from .layers import *  # noqa: F401,F403,E402  RNN, rnnparam(s), BNMoments, bnmo
 from .train.io import load, save, serializable  # noqa: F401,E402
 from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402
 from .autograd import training  # noqa: F401,E402
-from .train.optimizers import SGD, Momentum, Nesterov, Adagrad, Rmsprop, Adadelta, Adam, update_  # noqa: F401,E402
+from .train.optimizers import SGD, Sgd, Momentum, Nesterov, Adagrad, Rmsprop, Adadelta, Adam, optimizers, update_  # noqa: F401,E402,E501
 from .train.iterators import (minimize, minimize_, sgd, sgd_, momentum, momentum_, nesterov, nesterov_,  # noqa: F401,E402
                               adagrad, adagrad_, rmsprop, rmsprop_, adadelta, adadelta_, adam, adam_,
                               converge, converge_, progress, progress_)

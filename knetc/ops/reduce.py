@@ -118,8 +118,9 @@ maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept
 """
 
 
-def mean(x, dims=None):
-    """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given.
+def mean(x, *args, dims=None):
+    """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given. Julia's
+    mean(f, x) form is the mean of f(x): `kn.mean(kn.abs, a, dims=1)`.
 
     Example:
         >>> import numpy as np, knetc as kn
@@ -129,7 +130,14 @@ def mean(x, dims=None):
         >>> kn.mean(a, dims=1)
         array([[3. ],
                [2.5]])
+        >>> float(kn.mean(kn.abs, -a))
+        2.75
     """
+    if callable(x) and not hasattr(x, "shape") and args:  # mean(f, x[, dims])
+        x, args = x(args[0]), args[1:]
+    if len(args) > 1 or args and dims is not None:
+        raise TypeError("mean: give dims once: mean(x, dims) or mean(f, x, dims)")
+    dims = args[0] if args else dims
     aval = aval_of(x)
     count = int(np.prod([aval.shape[a] for a in normalize_axes("mean", dims, aval.ndim)]))
     return divide_by_count(sum(x, dims), count)  # the mean of no entries is NaN, as numpy and Julia

@@ -385,3 +385,25 @@ def _matching(w, opt, sgd_options):
         return {key: opt for key in w} if isinstance(w, dict) else [opt] * len(w)
     raise TypeError(f"update_: one {type(opt).__name__} for a {type(w).__name__} of weights; give one optimizer "
                     f"per weight in a matching {type(w).__name__} (each holds that weight's state)")
+
+
+Sgd = SGD  # (Knet 0.x's name)
+
+
+def optimizers(model, otype, **options):
+    """Knet's optimizers(model, otype; options...): the model's structure with an optimizer
+    `otype(**options)` for each numeric array (or Param) and None elsewhere, for
+    `update_(model, grads, opts)`.
+
+    >>> import numpy as np, knetc as kn
+    >>> w = [np.zeros(2), (np.ones(3), "relu")]
+    >>> opts = kn.optimizers(w, kn.Adam, lr=0.01); type(opts[1][0]).__name__, opts[1][1]
+    ('Adam', None)
+    """
+    if isinstance(model, dict):
+        return {key: optimizers(value, otype, **options) for key, value in model.items()}
+    if isinstance(model, (list, tuple)):
+        return type(model)(optimizers(value, otype, **options) for value in model)
+    value = getattr(model, "value", model)
+    numeric = hasattr(value, "shape") and hasattr(value, "dtype") and np.dtype(value.dtype).kind in "fiuc"
+    return otype(**options) if numeric else None
