@@ -45,12 +45,12 @@ def _rnn_kernels():
 
 
 # ----------------------------------------------------------------------------- RNN
-def _zeros(*a):
-    return np.zeros(a[1:], a[0])
+def _zeros(dtype, *dims):  # (dims: a tuple, as Knet passes it, or the sizes)
+    return np.zeros(dims[0] if len(dims) == 1 and isinstance(dims[0], tuple) else dims, dtype)
 
 
-def _ones(*a):
-    return np.ones(a[1:], a[0])
+def _ones(dtype, *dims):
+    return np.ones(dims[0] if len(dims) == 1 and isinstance(dims[0], tuple) else dims, dtype)
 
 
 @serializable
@@ -93,8 +93,9 @@ class RNN:
 
     Options: rnn_type "lstm" | "gru" | "relu" | "tanh", num_layers, bidirectional, dropout
     (between layers, while training), skip_input (x is added to each gate instead of
-    multiplied by a matrix: needs input_size == hidden_size), winit/binit/finit(dtype, *dims)
-    for matrices, biases and the LSTM forget-gate biases, atype (element type, float32).
+    multiplied by a matrix: needs input_size == hidden_size), winit/binit/finit(dtype, dims)
+    (dims a tuple, as Knet calls them; knetc's initialisers take it) for matrices, biases and
+    the LSTM forget-gate biases, atype (element type, float32).
     algo is accepted for Knet compatibility (cuDNN chooses), seed seeds dropout (0: not seeded).
 
     >>> rnn = kn.RNN(3, 5, rnn_type="gru"); rnn(np.zeros((7, 2, 3), np.float32)).shape
@@ -128,9 +129,9 @@ class RNN:
             for id in range(2 * ngates(self._mode)):
                 m = rnnparam(self, layer, id, 0)
                 if m is not None:
-                    m[...] = winit(dtype, *m.shape)
+                    m[...] = winit(dtype, m.shape)
                 b = rnnparam(self, layer, id, 1)
-                b[...] = (finit if lstm and id % 4 == 1 else binit)(dtype, *b.shape)
+                b[...] = (finit if lstm and id % 4 == 1 else binit)(dtype, b.shape)
         self.w.value = convert(w)
         if seed:
             _rnn_kernels().seed(int(seed))

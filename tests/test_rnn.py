@@ -460,3 +460,19 @@ def test_float32_gate_nonlinearities_are_accurate():
     np.testing.assert_allclose(t[0], np.tanh(x), rtol=0, atol=5e-7)
     np.testing.assert_allclose(s[0], 1 / (1 + np.exp(-x)), rtol=0, atol=5e-7)
     np.testing.assert_allclose(t[0][np.abs(x) < 1e-3], np.tanh(x[np.abs(x) < 1e-3]), rtol=1e-6)
+
+
+def test_initialisers_are_called_as_knet_calls_them():
+    """winit/binit/finit(dtype, dims) with dims one tuple (Knet's rnn.jl), so initialisers
+    written to Knet's convention work, and knetc's own (xavier, zeros, ones) take that form."""
+    calls = []
+
+    def winit(T, dims):
+        calls.append((np.dtype(T), dims))
+        return np.full(dims, 0.5, T)
+    r = kn.RNN(3, 2, rnn_type="gru", winit=winit, binit=lambda T, dims: np.full(dims, 0.25, T))
+    assert calls and all(dtype == np.float32 and isinstance(dims, tuple) for dtype, dims in calls)
+    assert (np.asarray(kn.rnnparam(r, 0, 0, 0)) == 0.5).all()
+    np.testing.assert_array_equal(kn.rnnparam(r, 0, 0, 1), np.full(2, 0.25))
+    r = kn.RNN(3, 2, rnn_type="lstm", winit=kn.xavier, binit=kn.zeros, finit=kn.ones)
+    np.testing.assert_array_equal(kn.rnnparam(r, 0, 1, 1), np.ones(2))
