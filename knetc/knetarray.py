@@ -31,12 +31,12 @@ import types
 import numpy as np
 
 from . import context, pytree
-from .autograd import Param, Tracked
+from .autograd import Param, Tracked, _recorded
 from .errors import ShapeError, user_frame
 from .compiler import CompiledFunction, compile_program
 from .ir.core import Builder, Program
 from .ops import elementwise, indexing
-from .ops.core import Aval, Op, astype, bind, evaluate
+from .ops.core import Aval, Op, astype, bind, evaluate, register
 from .ops.methods import ArrayMethods
 from .report import report, transfer
 from .runtime.device import download, is_device_array, real_gpu_available, register_device_wrapper, upload
@@ -96,6 +96,12 @@ class KnetArray(ArrayMethods):
     `k.data` is the Numba device array (C-contiguous).
     """
     _knetc_kind = "device"  # (knetc/context.py: processed by KnetArray evaluation, at the bottom of the stack)
+
+    def __new__(cls, x=None, dtype=None, copy=False):
+        if isinstance(x, (Param, Tracked)) and _recorded((x,), {}):  # inside diff: a recorded move up
+            moved = to_device(x)
+            return moved if dtype is None else astype(moved, dtype=np.dtype(dtype))
+        return super().__new__(cls)
 
     def __init__(self, x, dtype=None, copy=False):
         while isinstance(x, (Param, Tracked)):
@@ -285,6 +291,13 @@ class KnetArray(ArrayMethods):
         if func in (np.shape, np.ndim, np.size) and isinstance(args[0], KnetArray):
             # Only the shape matters: a zero-byte stand-in instead of copying the data.
             return func(np.broadcast_to(np.empty((), np.bool_), args[0].shape), *args[1:], **kwargs)
+        if func is np.copyto and isinstance(args[0], KnetArray):  # (Julia's copyto!: into the device array)
+            args[0][...] = _to_host(args[1]) if isinstance(args[1], KnetArray) else args[1]
+            return None
+        if isinstance(args[0], KnetArray) and func in (np.put, np.place, np.putmask, np.fill_diagonal) \
+                or any(isinstance(o, KnetArray) for o in np.atleast_1d(kwargs.get("out", None) or ())):
+            raise TypeError(f"np.{func.__name__} cannot write into a KnetArray (it would change a host copy); "
+                            "assign with k[...] = value or kn.copyto_(k, value)")
         # A numpy function outside the op table (np.allclose, np.isfinite, ...): on host copies.
         return func(*_to_host(args), **_to_host(kwargs))
 
@@ -445,6 +458,8 @@ class _Evaluation(context.Trace):
         return isinstance(x, KnetArray)
 
     def process(self, op, args, params):
+        if op is to_host or op is to_device:  # (a move is its own reference: no kernel)
+            return op.impl(*args, **params)
         return _apply(op, args, params)
 
 
@@ -512,17 +527,32 @@ def _cpu_leaf(x):
 def gpucopy(x):
     """A deep copy of x with its numeric arrays on the device (Knet's gpucopy): numpy arrays
     become KnetArrays, KnetArrays are copied; lists, tuples, dicts, Params (and their
-    optimizer state) and model objects are copied with their structure.
+    optimizer state) and model objects are copied with their structure. Inside `diff`, a
+    recorded value moves up recorded: its gradient comes back down.
 
         model_gpu = kn.gpucopy(model)   # e.g. [(w1, b1), (w2, b2)] of Params
     """
+    if isinstance(x, (Param, Tracked)) and _recorded((x,), {}):
+        return to_device(x)
     return _deep_convert(x, _gpu_leaf, {})
 
 
 def cpucopy(x):
     """A deep copy of x with its device arrays (KnetArrays, Numba arrays) as numpy arrays
-    (Knet's cpucopy): `kn.cpucopy(model)` before pickling or on a machine without a GPU."""
+    (Knet's cpucopy): `kn.cpucopy(model)` before pickling or on a machine without a GPU.
+    Inside `diff`, a recorded value moves down recorded: its gradient goes back up."""
+    if isinstance(x, (Param, Tracked)) and _recorded((x,), {}):
+        return to_host(x)
     return _deep_convert(x, _cpu_leaf, {})
+
+
+# Moves between the host and the device that a tape records (Knet's gradcheck of
+# x -> Array(sin.(KnetArray(x)))): each one's gradient is the move back.
+to_device = register(Op("to_device", lambda x: x, lambda x: KnetArray(np.asarray(x) if not is_device_array(x) else x),
+                        (lambda dy, y, x: to_host(dy),), "elementwise", lambda k, x: x))
+to_host = register(Op("to_host", lambda x: x, lambda x: x.copy_to_host() if isinstance(x, KnetArray) else (
+                      np.asarray(download(_as_numba(x))) if is_device_array(x) else np.array(x, copy=True)),
+                      (lambda dy, y, x: to_device(dy),), "elementwise", lambda k, x: x))
 
 
 def from_saved(array):

@@ -387,3 +387,33 @@ def test_op_the_cuda_generator_refuses_runs_on_the_host_like_eager(monkeypatch):
     np.testing.assert_allclose(np.asarray(y), kn.conv4(w, x), rtol=1e-12)
     with pytest.raises(kn.ShapeError):
         kn.conv4(K(w), K(np.ones((1, 2, 5, 5))))  # channel mismatch
+
+
+def test_moves_between_host_and_device_inside_diff_are_recorded():
+    """Knet's karray.jl cpu2gpu checks: gradcheck(x -> Array(sin.(KnetArray(x)))) and back.
+    KnetArray(p), kn.gpucopy(p) and kn.cpucopy(t) of recorded values are recorded moves whose
+    gradients move back (they were None)."""
+    a = np.random.default_rng(3).random((3, 4))
+    p = kn.Param(a.copy())
+    y = kn.diff(lambda: kn.sum(kn.cpucopy(np.sin(kn.KnetArray(p)))))
+    g = kn.grad(y, p)
+    assert type(g) is np.ndarray and np.allclose(g, np.cos(a))
+    y = kn.diff(lambda: kn.sum(np.sin(kn.gpucopy(p)) * 2))
+    assert np.allclose(np.asarray(kn.grad(y, p)), 2 * np.cos(a))
+    pk = kn.Param(kn.KnetArray(a))
+    y = kn.diff(lambda: kn.sum(kn.KnetArray(np.sin(kn.cpucopy(pk)))))
+    g = kn.grad(y, pk)
+    assert isinstance(g, kn.KnetArray) and np.allclose(np.asarray(g), np.cos(a))
+    assert kn.gradcheck(lambda x: kn.cpucopy(np.sin(kn.KnetArray(x))), a)
+    assert type(kn.KnetArray(a)) is kn.KnetArray and type(kn.cpucopy(pk)) is kn.Param  # (outside diff: copies)
+
+
+def test_numpy_writes_into_a_knetarray_reach_it_or_raise():
+    k = kn.KnetArray(np.zeros((2, 3)))
+    np.copyto(k, np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(np.asarray(k), np.arange(6.0).reshape(2, 3))
+    kn.copyto_(k, np.ones((2, 3)))
+    np.testing.assert_array_equal(np.asarray(k), np.ones((2, 3)))
+    with pytest.raises(TypeError, match="cannot write into a KnetArray"):
+        np.put(k, [0], [5.0])
+    np.testing.assert_array_equal(np.asarray(k), np.ones((2, 3)))
