@@ -417,3 +417,16 @@ def test_numpy_writes_into_a_knetarray_reach_it_or_raise():
     with pytest.raises(TypeError, match="cannot write into a KnetArray"):
         np.put(k, [0], [5.0])
     np.testing.assert_array_equal(np.asarray(k), np.ones((2, 3)))
+
+
+def test_similar_keeps_the_kind_of_array_and_takes_julias_forms():
+    k = kn.KnetArray(np.ones((2, 3), np.float32))
+    s = kn.similar(k)
+    assert isinstance(s, kn.KnetArray) and s.shape == (2, 3) and s.dtype == np.float32
+    s = kn.similar(k, np.float64, 4, 5)
+    assert isinstance(s, kn.KnetArray) and s.shape == (4, 5) and s.dtype == np.float64
+    assert isinstance(kn.similar(k, (2, 6)), kn.KnetArray) and kn.similar(k, (2, 6)).shape == (2, 6)
+    a = kn.similar(np.ones(3, np.int32), np.float32, (2,))
+    assert type(a) is np.ndarray and a.shape == (2,) and a.dtype == np.float32
+    with pytest.raises(TypeError, match="twice"):
+        kn.similar(k, np.float64, 2, dtype=np.float32)

@@ -13,7 +13,8 @@ size-1 axes (Julia's trailing singleton dims).
 """
 import numpy as np
 
-from ..context import is_boxed, is_symbolic
+from .. import context
+from ..context import is_boxed, is_symbolic, value_of
 from ..errors import ShapeError
 from .core import aval_of
 from .elementwise import mul
@@ -255,13 +256,23 @@ def ones(*dims, dtype=None):
 
 
 def similar(x, *dims, dtype=None):
-    """An uninitialised numpy array like x (its shape and dtype unless given): Julia's similar.
+    """An uninitialised array like x, where x is (a KnetArray for a KnetArray), with x's shape
+    and dtype unless given: Julia's similar(x), similar(x, dims...), similar(x, T, dims...).
 
     Example:
         >>> import numpy as np, knetc as kn
         >>> y = kn.similar(np.zeros((2, 3), np.float32))
         >>> y.shape, y.dtype
         ((2, 3), dtype('float32'))
+        >>> kn.similar(y, np.float64, 4).dtype
+        dtype('float64')
     """
     aval = aval_of(x)
-    return np.empty(_shape_args(dims) if dims else aval.shape, dtype or aval.dtype or np.float64)
+    if dims and isinstance(dims[0], (type, np.dtype)):  # similar(x, T, dims...)
+        if dtype is not None:
+            raise TypeError(f"similar: the element type is given twice ({dims[0]} and dtype={dtype})")
+        dtype, dims = dims[0], dims[1:]
+    shape, dtype = _shape_args(dims) if dims else aval.shape, np.dtype(dtype or aval.dtype or np.float64)
+    if context.kind(value_of(x)) == "device":  # (a KnetArray: its own kind of array)
+        return type(value_of(x)).empty(shape, dtype)
+    return np.empty(shape, dtype)
