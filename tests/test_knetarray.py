@@ -430,3 +430,16 @@ def test_similar_keeps_the_kind_of_array_and_takes_julias_forms():
     assert type(a) is np.ndarray and a.shape == (2,) and a.dtype == np.float32
     with pytest.raises(TypeError, match="twice"):
         kn.similar(k, np.float64, 2, dtype=np.float32)
+
+
+def test_blas1_updates_work_in_place_on_knetarrays():
+    """Knet's linalg.jl: axpy!, lmul!, rmul! on KnetArrays (they raised TypeError)."""
+    x, y = np.arange(4.0), np.ones(4)
+    k = kn.KnetArray(y)
+    assert kn.axpy_(2.0, kn.KnetArray(x), k) is k
+    np.testing.assert_allclose(np.asarray(k), y + 2 * x)
+    kn.axpy_(0.5, x, k)  # a host x too
+    np.testing.assert_allclose(np.asarray(k), y + 2.5 * x)
+    assert kn.lmul_(2.0, k) is k and kn.rmul_(k, 0.5) is k
+    np.testing.assert_allclose(np.asarray(k), y + 2.5 * x)
+    np.testing.assert_allclose(kn.rmul_(np.array([1.0, 2.0]), 3.0), [3.0, 6.0])

@@ -1,6 +1,7 @@
 """Matrix product. The primitive is 2-D; `matmul` folds leading axes and vectors into it."""
 import numpy as np
 
+from .. import context
 from ..context import is_boxed, is_symbolic, training
 from ..errors import CompileError, ShapeError
 from .broadcast import broadcast_to, reduce_sum, unbroadcast
@@ -199,13 +200,24 @@ def _mutable(name, y):
             raise TypeError(f"{name}: in-place update of a value recorded inside diff; "
                             "write the functional form (y = y + a * x) instead")
         return y.value
-    if not isinstance(y, np.ndarray):
-        raise TypeError(f"{name}: expected a numpy array or a Param, got {type(y).__name__}")
+    if not isinstance(y, np.ndarray) and context.kind(y) != "device":
+        raise TypeError(f"{name}: expected a numpy array, a KnetArray or a Param, got {type(y).__name__}")
     return y
 
 
+def _scaled_in_place(target, a, plus=None):
+    """target = a * target (+ plus), in place: numpy's in-place ops, or a KnetArray's assignment."""
+    if isinstance(target, np.ndarray):
+        if plus is None:
+            target *= np.asarray(a, target.dtype)
+        else:
+            target += np.asarray(a, target.dtype) * np.asarray(plus)
+    else:  # a KnetArray: computed on the device, written back into it
+        target[...] = target * a if plus is None else target + plus * a
+
+
 def axpy_(a, x, y):
-    """y += a * x in place (BLAS axpy, Knet's axpy!); returns y. y: a numpy array or Param.
+    """y += a * x in place (BLAS axpy, Knet's axpy!); returns y. y: a numpy array, KnetArray or Param.
 
     Example:
         >>> import numpy as np, knetc as kn
@@ -213,8 +225,7 @@ def axpy_(a, x, y):
         >>> kn.axpy_(2.0, np.array([1.0, 2.0, 3.0]), y)
         array([3., 5., 7.])
     """
-    target = _mutable("axpy_", y)
-    target += np.asarray(a, target.dtype) * np.asarray(x)
+    _scaled_in_place(_mutable("axpy_", y), a, plus=x)
     return y
 
 
@@ -227,8 +238,7 @@ def lmul_(a, x):
         >>> kn.lmul_(3.0, x)
         array([3., 6.])
     """
-    target = _mutable("lmul_", x)
-    target *= np.asarray(a, target.dtype)
+    _scaled_in_place(_mutable("lmul_", x), a)
     return x
 
 
@@ -241,7 +251,6 @@ def rmul_(x, a):
         >>> kn.rmul_(x, 0.5)
         array([0.5, 1. ])
     """
-    target = _mutable("rmul_", x)
-    target *= np.asarray(a, target.dtype)
+    _scaled_in_place(_mutable("rmul_", x), a)
     return x
 
