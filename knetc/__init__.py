@@ -35,7 +35,7 @@ from .runtime.handles import allow_tf32  # noqa: F401,E402  TF32 for cuDNN/cuBLA
 from .inspection import inspect  # noqa: F401,E402
 from .train.init import gaussian, param, param0, seed_, xavier, xavier_normal, xavier_uniform  # noqa: F401,E402
 from .train.data import minibatch  # noqa: F401,E402
-from .train.init import atype, bilinear  # noqa: F401,E402
+from .train.init import atype, bilinear, rand_, randn_  # noqa: F401,E402
 from .layers import *  # noqa: F401,F403,E402  RNN, rnnparam(s), BNMoments, bnmoments, bnparams
 from .train.io import load, save, serializable  # noqa: F401,E402
 from .train.hyperparameters import goldensection, hyperband  # noqa: F401,E402

@@ -1,8 +1,8 @@
 """Names the seeds list that are Julia Base functions on arrays or older Knet spellings:
 sumabs, sumabs2, maxabs, minabs, countnz, vecnorm (Knet 0.x reductions), isapprox, first,
-copyto_, rand_, randn_ (Julia's `copyto!`, `rand!`, `randn!`). Python's own `x.shape`,
-`len(x)`, `x.ndim`, `x.dtype` and `x.size` stand for size, length, ndims, eltype and
-isempty. Each is written with knetc's ops, so it records and compiles like them.
+copyto_ (Julia's `copyto!`; `rand!` and `randn!` are train/init.py's rand_ and randn_).
+Python's own `x.shape`, `len(x)`, `x.ndim`, `x.dtype` and `x.size` stand for size, length,
+ndims, eltype and isempty. Each is written with knetc's ops, so it records and compiles like them.
 """
 import numpy as np
 
@@ -11,8 +11,7 @@ from .elementwise import abs as abs_, abs2, ne
 from .linalg import norm
 from .reduce import maximum, minimum, sum
 
-__all__ = ["sumabs", "sumabs2", "maxabs", "minabs", "countnz", "vecnorm", "isapprox", "first", "copyto_", "rand_",
-           "randn_"]
+__all__ = ["sumabs", "sumabs2", "maxabs", "minabs", "countnz", "vecnorm", "isapprox", "first", "copyto_"]
 
 
 def sumabs(x, dims=None):
@@ -116,33 +115,3 @@ def copyto_(dest, src):
     else:
         np.copyto(target, np.asarray(getattr(src, "value", src)), casting="same_kind")
     return dest
-
-
-def _fill(dest, draw):
-    from ..train.init import rng  # (knetc's generator: kn.seed_ makes it reproducible)
-    target = getattr(dest, "value", dest)
-    values = draw(rng(), np.shape(target)).astype(np.asarray(target).dtype if isinstance(target, np.ndarray)
-                                                 else np.dtype(target.dtype))
-    return copyto_(dest, values)
-
-
-def rand_(x):
-    """Fill x in place with uniform random numbers in [0, 1) from knetc's generator (Julia's
-    `rand!`) and return x.
-
-    >>> import numpy as np, knetc as kn
-    >>> a = kn.rand_(np.empty(3)); bool(((0 <= a) & (a < 1)).all())
-    True
-    """
-    return _fill(x, lambda g, shape: g.random(shape))
-
-
-def randn_(x):
-    """Fill x in place with standard normal random numbers from knetc's generator (Julia's
-    `randn!`) and return x.
-
-    >>> import numpy as np, knetc as kn
-    >>> kn.randn_(np.empty((2, 2))).shape
-    (2, 2)
-    """
-    return _fill(x, lambda g, shape: g.standard_normal(shape))

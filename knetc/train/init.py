@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import knetarray  # knetarray.gpu() read when called: tests stand in for a GPU with it
 from ..autograd import Param, value_of
+from ..ops.base import copyto_
 from ..ops.normalization import reseed_dropout
 
 _RNG = np.random.default_rng()
@@ -246,3 +247,34 @@ def param(*dims_or_array, init=xavier_uniform, atype=None):
 def param0(*dims, atype=None):
     """`param(dims...; init=zeros)`: a Param of zeros, `param0(64)` for a bias."""
     return param(*dims, init=_zeros, atype=atype)
+
+
+# Julia's rand! and randn!: fill an array in place from knetc's generator (kn.seed_ repeats them).
+
+def _fill(dest, draw):
+    target = getattr(dest, "value", dest)
+    values = draw(_RNG, np.shape(target)).astype(np.asarray(target).dtype if isinstance(target, np.ndarray)
+                                                 else np.dtype(target.dtype))
+    return copyto_(dest, values)
+
+
+def rand_(x):
+    """Fill x in place with uniform random numbers in [0, 1) from knetc's generator (Julia's
+    `rand!`) and return x.
+
+    >>> import numpy as np, knetc as kn
+    >>> a = kn.rand_(np.empty(3)); bool(((0 <= a) & (a < 1)).all())
+    True
+    """
+    return _fill(x, lambda g, shape: g.random(shape))
+
+
+def randn_(x):
+    """Fill x in place with standard normal random numbers from knetc's generator (Julia's
+    `randn!`) and return x.
+
+    >>> import numpy as np, knetc as kn
+    >>> kn.randn_(np.empty((2, 2))).shape
+    (2, 2)
+    """
+    return _fill(x, lambda g, shape: g.standard_normal(shape))
