@@ -327,3 +327,26 @@ def test_library_routines_cpu_and_cuda_against_numpy(fn):
             kernels.take_cpu(x, bad, np.empty((2, 2, 3)), axis=1)
         else:
             kernels.scatter_add_cpu(normal((2, 2, 3)), bad, np.empty((2, 4, 3)), axis=1, size=4)
+
+
+def pairwise_index_arrays(x, i, j):
+    return kn.sum(x[i, j])
+
+
+def pairwise_by_flat_positions(x, i, j):
+    return kn.sum(kn.reshape(x, -1)[i * x.shape[1] + j])
+
+
+def test_two_index_array_arguments_are_refused_with_the_flat_form_as_the_way():
+    """x[i, j] with argument arrays (numpy's pairwise gather) is refused at the user's line,
+    naming the restriction rather than calling the arguments "computed"; the hint's flat form
+    computes it, gradient included."""
+    x, i, j = normal((3, 4), seed=11), np.array([0, 2, -1]), np.array([1, 1, 3])
+    with pytest.raises(kn.CompileError) as info:
+        kn.compile(pairwise_index_arrays, target="cpu")(x, i, j)
+    text = str(info.value)
+    assert "must be the only non-':' index" in text and "test_indexing.py" in text and "i * x.shape[1] + j" in text
+    flat = kn.compile(pairwise_by_flat_positions, target="cpu")
+    i = i % 3  # (the flat form needs non-negative rows)
+    assert_close(flat(x, i, j), x[i, j].sum(), rtol=1e-12)
+    assert_close(kn.grad(flat)(x, i, j), kn.grad(pairwise_index_arrays)(x, i, j), rtol=1e-12)

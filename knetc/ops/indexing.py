@@ -405,9 +405,10 @@ def _linear_positions(index, shape):
     items = index if isinstance(index, tuple) else (index,)
     if any(_is_symbolic(i) for i in items):
         raise CompileError(
-            "this index uses an array computed in compiled code in a way that is not supported",
-            hint="integer arrays computed in compiled code work as the only non-':' index (x[idx], "
-                 "x[:, idx]); for boolean masks multiply by the mask instead (x * mask)")
+            "in compiled code an integer-array index that is an argument or computed inside (not a "
+            "constant) must be the only non-':' index: x[idx], x[:, idx]; this index combines it with others",
+            hint="index one axis at a time (x[i][:, j] takes rows then columns), index a flattened view "
+                 "(kn.reshape(x, -1)[i * x.shape[1] + j] reads x[i, j] pairwise), or multiply by a mask")
     items = tuple(_concrete(i) for i in items)
     return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[items]
 
