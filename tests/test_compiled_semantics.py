@@ -684,3 +684,15 @@ def test_in_place_add_of_a_recorded_value_into_a_plain_array_is_a_clear_type_err
         return kn.sum(h)
     with pytest.raises(TypeError, match="np.add is not supported on knetc values"):
         kn.grad(loss)(w)
+
+
+def rint_of(x):
+    return np.rint(x)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_numpy_rint_of_integers_is_a_float_as_numpy(target):
+    for x in (np.array([-7, 3, 2]), np.array([-7, 3, 2], np.int32), np.array([-2.5, 0.5, 1.5])):
+        got, want = compiled(rint_of, target)(x), np.rint(x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
