@@ -96,6 +96,9 @@ def heldout_perplexity(m, ids, V, batch, seqlen, loss=loss, eval_batches=None):
     """exp(mean NLL) over consecutive windows of the held-out text (the compiled loss), over
     its first `eval_batches` batches (None: all of it)."""
     n = (len(ids) - 1) // (batch * seqlen)
+    if n == 0:  # (no batch to measure: never a perplexity of 1)
+        raise ValueError(f"the held-out text has {len(ids)} characters, fewer than one batch of {batch} x "
+                         f"{seqlen} + 1: give more text (--chars) or a smaller --batch or --seqlen")
     if eval_batches is not None:
         n = min(n, eval_batches)
     total = 0.0
@@ -146,6 +149,9 @@ def main(argv=None):
     loss_fn = loss if args.target == loss.requested_target else kn.compile(loss.fn, target=args.target)
 
     vocab, train, test = load_text(args.chars)
+    if len(test) <= args.batch * args.seqlen:  # (before training: the held-out measure needs one batch)
+        ap.error(f"{len(test)} held-out characters are fewer than one batch of {args.batch} x {args.seqlen} + 1: "
+                 "give more --chars or a smaller --batch or --seqlen")
     V = len(vocab)
     kn.seed_(args.seed)
     m = model(V, args.embed, args.hidden, atype=kn.atype() if loss_fn.target == "cuda" else np.float32)

@@ -154,6 +154,9 @@ def heldout_loss(m, ids, batch, context, heads, eval_batches, loss_fn=loss):
     """Mean NLL per character over the first `eval_batches` batches of consecutive windows
     of the held-out text (fewer if the text is shorter): a bounded evaluation."""
     n = min(eval_batches, (len(ids) - 1) // (batch * context))
+    if n == 0:  # (no batch to measure: never a loss of 0)
+        raise ValueError(f"the held-out text has {len(ids)} characters, fewer than one batch of {batch} x "
+                         f"{context} + 1 (or --eval-batches is 0): give more text (--chars) or a smaller --batch")
     total = 0.0
     for k in range(n):
         chunk = ids[k * batch * context: (k + 1) * batch * context + 1]
@@ -204,6 +207,9 @@ def main(argv=None):
     logits_fn = logits if args.target == logits.requested_target else kn.compile(logits.fn, target=args.target)
 
     vocab, train, test = load_text(args.chars)
+    if len(test) <= args.batch * args.context or args.eval_batches < 1:  # (the held-out measure needs a batch)
+        ap.error(f"{len(test)} held-out characters are fewer than one batch of {args.batch} x {args.context} + 1 "
+                 "(or --eval-batches is below 1): give more --chars or a smaller --batch or --context")
     V = len(vocab)
     kn.seed_(args.seed)
     m = model(V, args.width, args.layers, args.context,

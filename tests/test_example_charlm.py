@@ -29,3 +29,23 @@ def test_charlm_tiny_configuration_learns(tmp_path):
     assert heldout < 15, out
     sample = out.split("sample:\n", 1)[1]
     assert len(sample.rstrip("\n")) >= 60, out
+
+
+def test_a_held_out_text_shorter_than_a_batch_is_refused_before_training(tmp_path):
+    """It printed a perfect held-out perplexity of 1.00 (the mean of no batches); the examples
+    now say why they cannot measure it, before training, and the measure itself refuses."""
+    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    for example in (EXAMPLE, EXAMPLE.replace("charlm.py", "transformer.py")):
+        proc = subprocess.run([sys.executable, example, "--chars", "20000", "--minutes", "0.1"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "held-out characters are fewer than one batch" in proc.stderr, proc.stderr
+        assert "perplexity" not in proc.stdout
+    sys.path.insert(0, os.path.dirname(EXAMPLE))
+    try:
+        import charlm
+        import pytest
+        with pytest.raises(ValueError, match="fewer than one batch"):
+            charlm.heldout_perplexity(None, list(range(100)), 65, 16, 32)
+    finally:
+        sys.path.remove(os.path.dirname(EXAMPLE))
