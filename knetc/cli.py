@@ -13,6 +13,7 @@ moved or copied (shipped with the script): nothing in the cache depends on its l
 """
 import argparse
 import os
+import re
 import runpy
 import sys
 
@@ -27,6 +28,8 @@ class _Stop(BaseException):
 
 def run_script(script, args, observe):
     """Run `script` as __main__ with argv [script, *args], telling `observe` of every compiled call."""
+    if not os.path.isfile(script):
+        raise SystemExit(f"knetc: no script {script!r} (give a Python file, e.g. examples/mnist_mlp.py)")
     compiler.OBSERVERS.append(observe)
     saved_argv, saved_path = sys.argv, list(sys.path)
     script = os.path.abspath(script)
@@ -45,7 +48,12 @@ def inspect_command(options):
     script, _, name = options.target_function.rpartition(":")
     if not script or not name:
         raise SystemExit("knetc inspect: expected SCRIPT.py:FUNCTION, e.g. examples/mnist_mlp.py:loss")
-    stages = inspection.stages(options.stage)
+    try:
+        stages = inspection.stages(options.stage)
+    except ValueError as error:
+        raise SystemExit(f"knetc inspect: {error}") from None
+    if not re.fullmatch(r"\d+\.\d+", options.cc):
+        raise SystemExit(f"knetc inspect: --cc {options.cc!r}: give a compute capability as MAJOR.MINOR, e.g. 9.0")
     cc = tuple(int(part) for part in options.cc.split("."))
     seen, calls = [], [0]
 
@@ -100,6 +108,12 @@ def cache_command(options):
         print(f"removed {cache.clear(directory)} files from {directory}")
 
 
+def _positive(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def parser():
     p = argparse.ArgumentParser(prog="knetc", description="knetc: inspect compiled functions, build scripts "
                                 "ahead of time, manage the kernel cache.")
@@ -108,12 +122,12 @@ def parser():
     i.add_argument("target_function", metavar="SCRIPT.py:FUNCTION")
     i.add_argument("--stage", default="all", help=f"one or more of {', '.join(inspection.STAGES)} "
                    "(comma-separated), or all (default)")
-    i.add_argument("--steps", type=int, default=1, help="stop after FUNCTION has been called N times")
+    i.add_argument("--steps", type=_positive, default=1, help="stop after FUNCTION has been called N times")
     i.add_argument("--target", choices=("cpu", "cuda"), help="target of the kernels and driver stages")
     i.add_argument("--cc", default="9.0", help="compute capability for ptx and resources (default 9.0)")
     b = commands.add_parser("build", help="compile every specialization a (short) run of a script meets")
     b.add_argument("script", metavar="SCRIPT.py")
-    b.add_argument("--steps", type=int, help="stop the script after N compiled calls")
+    b.add_argument("--steps", type=_positive, help="stop the script after N compiled calls")
     b.add_argument("--cache-dir", help="build into this directory (run the script later with KNETC_CACHE_DIR=DIR)")
     c = commands.add_parser("cache", help="the kernel cache: info or clear")
     c.add_argument("action", choices=("info", "clear"))

@@ -165,3 +165,23 @@ def test_cache_info_and_clear(tmp_path):
     cleared = run([KNETC, "cache", "clear", "--cache-dir", str(cache)], cache).stdout
     assert re.match(r"removed [1-9]\d* files", cleared)
     assert re.search(r"modules\s+0\b", run([KNETC, "cache", "info", "--cache-dir", str(cache)], cache).stdout)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["inspect", "no_such_script.py:loss"], "knetc: no script 'no_such_script.py'"),
+    (["build", "no_such_script.py"], "knetc: no script 'no_such_script.py'"),
+    (["inspect", "examples/mnist_mlp.py:loss", "--stage", "bogus"], "unknown stage(s) ['bogus']"),
+    (["inspect", "examples/mnist_mlp.py:loss", "--cc", "abc"], "--cc 'abc': give a compute capability as MAJOR.MINOR")])
+def test_bad_command_lines_end_in_one_message_not_a_traceback(argv, message):
+    from knetc import cli
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert message in str(info.value.code)
+
+
+def test_steps_must_be_at_least_one(capsys):
+    from knetc import cli
+    for argv in (["inspect", "examples/mnist_mlp.py:loss", "--steps", "0"], ["build", "x.py", "--steps", "-3"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2 and "at least 1" in capsys.readouterr().err
