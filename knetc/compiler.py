@@ -345,9 +345,7 @@ class CompiledFunction:
         signature changed since the nearest earlier specialization."""
         if stale is not None:
             return f"{stale.translation.failed_guard()} (read from outside the function) changed"
-        earlier = next((k for k in reversed(self._specializations) if k[0] == key[0]), None)
-        if earlier is None:
-            return f"first {key[0] if isinstance(key[0], str) else key[0][0]} specialization"
+        earlier = next(k for k in reversed(self._specializations) if k[0] == key[0])
         if earlier[1] != key[1] or len(earlier[2]) != len(key[2]):
             return "the arguments' structure changed"
         changes = [f"argument leaf {i}: {_leaf_text(a)} -> {_leaf_text(b)}"
@@ -371,7 +369,7 @@ class CompiledFunction:
                               "pass values that change as arguments", stacklevel=4)
             older.insert(0, stale)
             del older[self._KEEP_STALE:]
-        if enabled("compile") and self._specializations:
+        if enabled("compile") and (stale is not None or any(k[0] == key[0] for k in self._specializations)):
             report("compile", f"{self.fn.__qualname__}: traced again: {self._why_traced(key, stale)}")
         spec = Specialization(*trace_in_mode(mode, self.target, self.fn, args, kwargs), mode)
         self._build(spec, args, leaves)

@@ -97,6 +97,12 @@ def test_the_compile_log_says_why_a_call_traced_again(monkeypatch, capsys):
     assert "mlp_loss: traced again: new signature (argument leaf 4: float32[10,12] -> float32[11,12]; " \
            "argument leaf 5: int64[10] -> int64[11])" in log
     assert "nothing to compile, all" in log
+    # The first specialization of another mode (a call, then its gradient) is no trace *again*:
+    # after `knetc build` such a run prints no compile line.
+    fresh = kn.compile(mlp_loss, target="cpu")
+    fresh(model, *_data(10))
+    kn.grad(fresh)(model, *_data(10))
+    assert "traced again" not in capsys.readouterr().err
 
 
 def test_the_driver_frees_buffers_at_their_last_read_and_reuses_them():
