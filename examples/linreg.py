@@ -1,18 +1,19 @@
 """Linear regression on synthetic data, as Knet's linreg example.
 
     python examples/linreg.py [--inputs 10] [--outputs 1] [--instances 1000] [--epochs 10]
-                              [--lr 0.01] [--noise 0.01] [--seed 1]
+                              [--lr 0.01] [--noise 0.01] [--seed 1] [--plot curves.png]
 
 Data: x ~ N(0, 1) of shape (N, inputs), y = x @ w_true + b_true + noise. Model: `x @ w + b`
 with a squared-error loss; training: minibatch SGD with the gradient from `kn.grad` and the
 update written in numpy. Prints the loss going down and the recovered weights next to the
-true ones.
+true ones. `--plot curves.png` writes the loss per epoch (needs matplotlib).
 """
 import argparse
 
 import numpy as np
 
 import knetc as kn
+from knetc.train.plot import INSTALL_HINT, Curves, check_plot_argument
 
 
 def predict(model, x):
@@ -35,7 +36,9 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plot", metavar="FILE.png", help=f"write the loss per epoch to FILE.png ({INSTALL_HINT})")
     args = parser.parse_args(argv)
+    check_plot_argument(parser, args.plot)
 
     rng = kn.seed_(args.seed)  # knetc's generator: the data, the initial weights, the shuffling
     w_true = rng.standard_normal((args.inputs, args.outputs))
@@ -46,12 +49,17 @@ def main(argv=None):
     model = [kn.param(args.inputs, args.outputs, atype=np.float64), kn.param0(args.outputs, atype=np.float64)]
     dloss = kn.grad(loss)  # the gradient with respect to the model, a list [dw, db]
     data = kn.minibatch(x, y, args.batchsize, shuffle=True)
-    print(f"epoch  0  loss {float(loss(model, x, y)):.6f}")
-    for epoch in range(1, args.epochs + 1):
-        for xb, yb in data:  # a new order every epoch
-            for p, g in zip(model, dloss(model, xb, yb)):
-                p.value -= args.lr * g  # plain SGD, in numpy
-        print(f"epoch {epoch:2d}  loss {float(loss(model, x, y)):.6f}")
+    curves = Curves("linear regression")
+    for epoch in range(args.epochs + 1):
+        if epoch:
+            for xb, yb in data:  # a new order every epoch
+                for p, g in zip(model, dloss(model, xb, yb)):
+                    p.value -= args.lr * g  # plain SGD, in numpy
+        total = float(loss(model, x, y))
+        curves.add("loss", "train", epoch, total)
+        print(f"epoch {epoch:2d}  loss {total:.6f}")
+    if args.plot:
+        print(f"training curves: {curves.save(args.plot)}")
 
     w, b = (p.value for p in model)
     print("w (recovered, true):")

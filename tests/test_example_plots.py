@@ -103,3 +103,12 @@ def test_curves_record_panels_and_series():
 def test_with_model_keeps_the_length_for_progress():
     data = WithModel("m", [(1, 2), (3, 4)])
     assert len(data) == 2 and list(data) == [("m", 1, 2), ("m", 3, 4)]
+
+
+def test_linreg_takes_plot_too(tmp_path):
+    """Every training example takes --plot (linreg had no such option)."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install -e .[plot])")
+    proc = run("linreg.py", ["--epochs", "2", "--plot", "lr.png"], tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "training curves: lr.png" in proc.stdout and (tmp_path / "lr.png").read_bytes().startswith(b"\x89PNG")
+    assert run("linreg.py", ["--plot", "lr.pdf"], tmp_path, timeout=300).returncode == 2
