@@ -548,11 +548,15 @@ def cpucopy(x):
 
 # Moves between the host and the device that a tape records (Knet's gradcheck of
 # x -> Array(sin.(KnetArray(x)))): each one's gradient is the move back.
+def _to_host_impl(x):
+    host = _cpu_leaf(x)  # (cpucopy's conversion of one array; a host array is copied)
+    return np.array(x, copy=True) if host is None else host
+
+
 to_device = register(Op("to_device", lambda x: x, lambda x: KnetArray(np.asarray(x) if not is_device_array(x) else x),
                         (lambda dy, y, x: to_host(dy),), "elementwise", lambda k, x: x))
-to_host = register(Op("to_host", lambda x: x, lambda x: x.copy_to_host() if isinstance(x, KnetArray) else (
-                      np.asarray(download(_as_numba(x))) if is_device_array(x) else np.array(x, copy=True)),
-                      (lambda dy, y, x: to_device(dy),), "elementwise", lambda k, x: x))
+to_host = register(Op("to_host", lambda x: x, _to_host_impl, (lambda dy, y, x: to_device(dy),), "elementwise",
+                      lambda k, x: x))
 
 
 def from_saved(array):

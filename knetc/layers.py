@@ -24,6 +24,7 @@ from . import pytree
 from .autograd import Param
 from .context import training, value_of
 from .errors import ShapeError
+from .ops.arrays import ones, zeros
 from .ops.core import aval_of
 from .ops.rnn import rnn_forward, rnn_slice
 from .ops.shape import reshape
@@ -45,14 +46,6 @@ def _rnn_kernels():
 
 
 # ----------------------------------------------------------------------------- RNN
-def _zeros(dtype, *dims):  # (dims: a tuple, as Knet passes it, or the sizes)
-    return np.zeros(dims[0] if len(dims) == 1 and isinstance(dims[0], tuple) else dims, dtype)
-
-
-def _ones(dtype, *dims):
-    return np.ones(dims[0] if len(dims) == 1 and isinstance(dims[0], tuple) else dims, dtype)
-
-
 @serializable
 class _Config:
     """An RNN's fixed settings (hashable, compared by value)."""
@@ -104,7 +97,7 @@ class RNN:
 
     def __init__(self, input_size, hidden_size, h=None, c=None, rnn_type="lstm", num_layers=1,
                  bidirectional=False, dropout=0, skip_input=False, algo=0, seed=0,
-                 winit=xavier, binit=_zeros, finit=_ones, atype=None):
+                 winit=xavier, binit=zeros, finit=ones, atype=None):
         if rnn_type not in MODES:
             raise ValueError(f"RNN: rnn_type must be one of {sorted(MODES)}, got {rnn_type!r}")
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):

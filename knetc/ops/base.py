@@ -6,6 +6,7 @@ ndims, eltype and isempty. Each is written with knetc's ops, so it records and c
 """
 import numpy as np
 
+from .. import context
 from .core import aval_of
 from .elementwise import abs as abs_, abs2, ne
 from .linalg import norm
@@ -110,7 +111,7 @@ def copyto_(dest, src):
     array([1., 2.])
     """
     target = getattr(dest, "value", dest)
-    if hasattr(target, "data") and hasattr(target.data, "copy_to_device"):  # a KnetArray: copy on the device
+    if context.kind(target) == "device":  # a KnetArray: copied on the device
         target[...] = src
     else:
         np.copyto(target, np.asarray(getattr(src, "value", src)), casting="same_kind")

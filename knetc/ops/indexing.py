@@ -233,8 +233,11 @@ class _IndexRange:
             "indices computed inside a compiled function cannot be range-checked before the CUDA kernels run")
 
 
+_INDEX_RANGE = _IndexRange()
+
+
 def _checked_indices_impl(idx, size, axis):
-    _IndexRange()(idx, size, axis)
+    _INDEX_RANGE(idx, size, axis)
     return np.asarray(idx)
 
 
@@ -243,7 +246,7 @@ def _checked_indices_impl(idx, size, axis):
 # raises numpy's IndexError on every target and nothing has run.
 checked_indices = register(Op(
     "checked_indices", lambda idx, size, axis: idx, _checked_indices_impl, (None,), "view",
-    input_check=_IndexRange()))
+    input_check=_INDEX_RANGE))
 
 
 take = register(Op(
@@ -392,10 +395,7 @@ def _axis_gather(index, shape):
     if _has_ellipsis(items) and _ellipsis_at(items) < k:
         axis = len(shape) - (len(items) - k)
     if not _is_symbolic(idx):
-        n = shape[axis]
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            bad = idx[(idx < -n) | (idx >= n)].flat[0]
-            raise IndexError(f"index {bad} is out of bounds for axis {axis} with size {n}")
+        _INDEX_RANGE(idx, shape[axis], axis)
         idx = idx.astype(np.int64)
     return axis, idx
 

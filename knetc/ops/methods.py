@@ -36,16 +36,16 @@ UFUNCS = {
     np.arccos: ew.acos, np.arccosh: ew.acosh, np.arcsin: ew.asin, np.arcsinh: ew.asinh, np.arctan: ew.atan,
     np.arctanh: ew.atanh, np.cbrt: ew.cbrt, np.ceil: ew.ceil, np.cos: ew.cos, np.cosh: ew.cosh,
     np.exp2: ew.exp2, np.expm1: ew.expm1, np.floor: ew.floor, np.log10: ew.log10, np.log1p: ew.log1p,
-    np.log2: ew.log2, np.rint: lambda x: ew.round(_as_float(x, np.rint)), np.sin: ew.sin, np.sinh: ew.sinh, np.square: ew.abs2, np.tan: ew.tan,
+    np.log2: ew.log2, np.rint: lambda x: ew.round(_as_float(x)), np.sin: ew.sin, np.sinh: ew.sinh, np.square: ew.abs2, np.tan: ew.tan,
     np.trunc: ew.trunc, np.maximum: ew.max, np.minimum: ew.min,
 }
 
 
-def _as_float(x, ufunc):
-    """x in the float dtype numpy's float `ufunc` gives for it (np.rint of integers is a float;
+def _as_float(x):
+    """x in the float dtype numpy gives a float function of it (np.rint of integers is a float;
     kn.round keeps Julia's integer)."""
     dtype = np.dtype(aval_of(x).dtype)
-    return x if dtype.kind in "fc" else astype(x, dtype=ufunc(np.ones(1, dtype)).dtype)
+    return x if dtype.kind in "fc" else astype(x, dtype=ew._float_result(aval_of(x)))
 
 
 def _numpy_reshape(x, shape):
