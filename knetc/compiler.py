@@ -160,8 +160,8 @@ class Executable:
     def run(self, arrays):
         if _LOG_LAUNCHES:
             report("launch", self._launch_text)
-        for position, check, params in self._input_checks:  # before anything runs: a bad label leaves no state changed
-            check(host_copy(arrays[position]), **params)  # (a device value is copied down, counted in kn.stats())
+        for position, check, params, where in self._input_checks:  # before anything runs: a bad label changes nothing
+            check(host_copy(arrays[position]), where, **params)  # (a device value is copied down, counted in kn.stats())
         for j, host in self._state:
             self._runner.constants[j] = device_state.before_run(host, self.target)
         outputs = self._run_first(arrays) if self._first_run else self._outputs(self._runner(arrays))
@@ -211,7 +211,7 @@ class InputChecks:
     the function cannot be checked before the run: refused where the target's kernels cannot raise."""
 
     def __init__(self, program, target):
-        self.checks, self.target = [], target  # checks: (input position, check, params)
+        self.checks, self.target = [], target  # checks: (input position, check, params, the op's user line)
         self._scan(program, program, lambda v: v)
 
     def _scan(self, top, program, outside):
@@ -233,9 +233,9 @@ class InputChecks:
                 continue
             source = source_of(eqn.inputs[0])
             if source in top.constants:
-                check(top.constants[source], **eqn.params)
+                check(top.constants[source], eqn.loc, **eqn.params)
             elif source in top.inputs:
-                self.checks.append((top.inputs.index(source), check, eqn.params))
+                self.checks.append((top.inputs.index(source), check, eqn.params, eqn.loc))
             elif (refusal := check.refusal(self.target, **eqn.params)) is not None:
                 raise CompileError(refusal, *(eqn.loc or (None, None)),
                                    hint="compute it outside and pass it in as an argument")

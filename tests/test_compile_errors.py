@@ -279,3 +279,30 @@ def test_a_source_file_edited_after_import_is_refused(tmp_path, monkeypatch):
     module.write_text("import knetc as kn\n\ndef f(y, z):\n    return kn.sum(kn.exp(y))\n")
     with pytest.raises(kn.CompileError, match="not the code Python is running"):
         kn.compile(edited_after_import.f, target="cpu")(np.ones(3))
+
+
+# ---------------------------------------------------------------- run-time input checks
+
+@kn.compile(target="cpu")
+def nll_of_labels(w, x, y):
+    scores = x @ w
+    return kn.nll(scores, y)  # <- nll
+
+
+@kn.compile(target="cpu")
+def gather_of_indices(x, i):
+    y = x * 2
+    return kn.sum(y[i])  # <- gather
+
+
+def test_bad_labels_and_indices_name_the_line_that_uses_them_not_the_call():
+    """The compiled input checks run before the kernels, at the call; they name the op's line."""
+    w = kn.Param(np.ones((3, 3)))
+    before = w.value.copy()
+    with pytest.raises(ValueError, match="label 5 is out of range") as info:
+        kn.adam_(nll_of_labels, [(w, np.ones((2, 3)), np.array([0, 5]))])
+    assert_names_line(info.value, nll_of_labels, "# <- nll")
+    assert np.array_equal(w.value, before) and w.opt is None
+    with pytest.raises(IndexError, match="index 7 is out of bounds for axis 0 with size 4") as info:
+        gather_of_indices(np.ones(4), np.array([0, 7]))
+    assert_names_line(info.value, gather_of_indices, "# <- gather")

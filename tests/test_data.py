@@ -93,6 +93,14 @@ def test_shuffle_with_own_rng():
 
 
 # ---------------------------------------------------------------- xtype, xsize
+def test_xtype_keeps_device_batches_on_the_device():
+    x = kn.KnetArray(np.arange(24, dtype=np.float32).reshape(6, 4))
+    for xtype, dtype in ((None, np.float32), (np.float32, np.float32), ("float64", np.float64)):
+        xb, yb = next(iter(kn.minibatch(x, np.arange(6), 4, xtype=xtype)))
+        assert isinstance(xb, kn.KnetArray) and xb.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(xb), np.arange(16, dtype=dtype).reshape(4, 4))
+
+
 def test_xtype_dtype_and_callable():
     x, y = data(10)
     d = kn.minibatch(x, y, 5, xtype=np.float32, ytype="int32")

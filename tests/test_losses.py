@@ -361,3 +361,35 @@ def test_activation_slopes_at_zero_are_knets():
         np.testing.assert_allclose(kn.grad(y, x), [slope], rtol=1e-15)
         np.testing.assert_allclose(kn.grad(kn.compile(lambda v: kn.sum(f(v)), target="cpu"))(np.zeros(1)), [slope],
                                    rtol=1e-15)
+
+
+def test_labels_of_many_classes_are_compared_as_integers_in_any_float_type():
+    """float16 holds integers exactly only to 2048: classes 2048 and 2049 must stay apart
+    (they did not when labels were compared in the scores' type)."""
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((3, 5000))
+    labels = np.array([2049, 4001, 10])
+    scores[0, 2048] = scores[1, 4000] = scores[2, 10] = 30.0  # predictions 2048, 4000, 10
+    s16 = scores.astype(np.float16)
+    s64 = s16.astype(np.float64)
+    logp = s64 - s64.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    assert float(kn.nll(s16, labels)) == pytest.approx(-logp[np.arange(3), labels].mean(), rel=2e-3)
+    assert float(kn.accuracy(s16, labels)) == pytest.approx(1 / 3, rel=1e-3)  # in float16
+    onehot = np.zeros_like(s64)
+    onehot[np.arange(3), labels] = 1
+    grad = kn.grad(lambda s: kn.nll(s, labels))(kn.Param(s16))
+    assert np.abs(np.asarray(grad, np.float64) - (np.exp(logp) - onehot) / 3).max() < 2e-3
+    f32 = kn.compile(lambda s, y: kn.accuracy(s, y))
+    assert float(f32(scores.astype(np.float32), labels)) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_losses_are_in_the_scores_type_eager_and_compiled(dtype):
+    scores, labels = np.random.default_rng(1).standard_normal((4, 3)).astype(dtype), np.array([0, 1, 2, -1])
+    for loss in (kn.nll, kn.accuracy):
+        compiled = kn.compile(lambda s, y, loss=loss: loss(s, y))
+        eager = np.asarray(loss(scores, labels))
+        assert eager.dtype == np.asarray(compiled(scores, labels)).dtype == dtype
+        total, count = loss(scores, labels, average=False)
+        assert np.asarray(total).dtype == dtype and int(count) == 3

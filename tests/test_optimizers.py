@@ -103,6 +103,18 @@ def test_state_is_created_lazily_with_the_weights_shape_and_dtype():
     np.testing.assert_allclose(w, 1 - 0.001, rtol=1e-6)  # Adam's first step is lr * sign(g)
 
 
+def test_a_scalar_param_keeps_its_float_type():
+    """Param(3.0) becomes a float64 0-d array updated in place; a numpy float32 scalar stays float32."""
+    p, q = kn.Param(np.float32(3.0)), kn.Param(3.0)
+    kn.update_(p, np.float32(1.0))
+    kn.update_(q, 1.0)
+    assert (p.value.dtype, q.value.dtype) == (np.float32, np.float64)
+    r = kn.Param(np.float32(3.0), kn.Adam())
+    kn.adam_(lambda: r * r, [()])
+    assert r.value.dtype == r.opt.fstm.dtype == r.opt.scndm.dtype == np.float32
+    assert float(r.value) == pytest.approx(3.0 - 0.001, rel=1e-6)  # Adam's first step: lr * sign(g)
+
+
 def test_gclip_scales_only_gradients_above_the_norm():
     w = np.zeros(2)
     kn.update_(w, np.array([3.0, 4.0]), kn.SGD(lr=1.0, gclip=1.0))  # norm 5 -> 1

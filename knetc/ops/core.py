@@ -102,9 +102,10 @@ class Op:
       same, for inputs holding no reduction: the load also runs where the result is 0).
     input_gives_shape: the input only gives the result's shape; kernels do not read it, and
       `scalar` reads the loop index instead (iota).
-    input_check: `input_check(value, **params)` raises if the first input's value is bad (nll's
-      labels out of range). Kernels cannot raise, so a compiled program runs it on the input
-      array the value comes from, before any kernel runs (compiler.InputChecks);
+    input_check: `input_check(value, where, **params)` raises if the first input's value is bad
+      (nll's labels out of range), naming where: the user's (file, line) of the op, or None
+      (eagerly: the caller's line). Kernels cannot raise, so a compiled program runs it on the
+      input array the value comes from, before any kernel runs (compiler.InputChecks);
       `input_check.refusal(target, **params)` says why a value computed inside cannot be
       checked for that target, or is None where the target's kernel checks it itself.
     view_index: `view_index(input_shape, **params)` gives the numpy basic index (source text,

@@ -14,7 +14,7 @@ Concatenation (`concat`, the op of kn.cat) is built from the same static slices.
 import numpy as np
 
 from ..context import is_boxed, is_symbolic, kind, training, value_of
-from ..errors import CompileError, ShapeError
+from ..errors import CompileError, ShapeError, format_error
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .elementwise import add, full, mul
@@ -222,11 +222,12 @@ class _IndexRange:
     requires. Indices computed inside a compiled function: the CPU's gather raises in its
     kernel; a CUDA kernel cannot raise (it would read 0), so there they are refused."""
 
-    def __call__(self, values, size, axis):
+    def __call__(self, values, where, size, axis):
         values = np.asarray(values)
         out = (values < -size) | (values >= size)
         if out.any():
-            raise IndexError(f"index {int(values[out].flat[0])} is out of bounds for axis {axis} with size {size}")
+            raise IndexError(format_error(f"index {int(values[out].flat[0])} is out of bounds for axis {axis} "
+                                          f"with size {size}", *(where or (None, None))))
 
     def refusal(self, target, size, axis):
         return None if target == "cpu" else (
@@ -237,7 +238,7 @@ _INDEX_RANGE = _IndexRange()
 
 
 def _checked_indices_impl(idx, size, axis):
-    _INDEX_RANGE(idx, size, axis)
+    _INDEX_RANGE(idx, None, size, axis)
     return np.asarray(idx)
 
 
@@ -395,7 +396,7 @@ def _axis_gather(index, shape):
     if _has_ellipsis(items) and _ellipsis_at(items) < k:
         axis = len(shape) - (len(items) - k)
     if not _is_symbolic(idx):
-        _INDEX_RANGE(idx, shape[axis], axis)
+        _INDEX_RANGE(idx, None, shape[axis], axis)
         idx = idx.astype(np.int64)
     return axis, idx
 

@@ -186,11 +186,16 @@ softplus = _unary("softplus", _softplus_impl,
 
 # ----------------------------------------------------------------------------- losses
 
+# Class labels and class indices are compared as integers: in the scores' float type,
+# float16 would make classes 2048 and 2049 equal.
+LABEL_DTYPE = np.dtype(np.int64)
+
+
 def _class_labels(name, scores, labels, dims):
-    """Check scores/labels; return (axis, labels as scores' dtype shaped with the class axis kept)."""
+    """Check scores/labels; return (axis, labels as LABEL_DTYPE shaped with the class axis kept)."""
     axis, kept, sa = _checked_shapes(name, scores, labels, dims)
     labels = checked_labels(labels, name=name, classes=sa.shape[axis], axis=axis)
-    return axis, reshape(astype(labels, dtype=sa.dtype), shape=kept)
+    return axis, reshape(astype(labels, dtype=LABEL_DTYPE), shape=kept)
 
 
 def _plain_labels(name, scores, labels, dims):
@@ -204,8 +209,8 @@ def _plain_labels(name, scores, labels, dims):
     axis, kept, sa = _checked_shapes(name, scores, labels, dims)
     check_label_values(labels, name, sa.shape[axis], axis)  # checked_labels
     dtype = sa.dtype
-    labels = labels.astype(dtype).reshape(kept)  # astype, reshape
-    index = np.arange(sa.shape[axis], dtype=dtype).reshape([-1 if i == axis else 1 for i in range(len(kept))])
+    labels = labels.astype(LABEL_DTYPE).reshape(kept)  # astype, reshape
+    index = np.arange(sa.shape[axis], dtype=LABEL_DTYPE).reshape([-1 if i == axis else 1 for i in range(len(kept))])
     onehot = np.equal(index, labels).astype(dtype)  # eq(iota(scores), labels): scores' shape
     count = np.add.reduce(np.not_equal(labels, -1).astype(dtype), axis=tuple(range(len(kept))), keepdims=True)
     return axis, onehot, int(count.reshape(()))  # _count: sum(ne(labels, -1))
@@ -227,23 +232,25 @@ def _checked_shapes(name, scores, labels, dims):
     return axis, kept, sa
 
 
-def check_label_values(values, name, classes, axis):
+def check_label_values(values, name, classes, axis, where=None):
     """Raise ValueError unless every label is in -1..classes-1 (eagerly, and in compiled code
-    on the labels input before any kernel runs: Op.input_check)."""
+    on the labels input before any kernel runs: Op.input_check), naming where (file, line),
+    else the caller's line."""
     values = np.asarray(values)
     if values.dtype.kind in "iu" and (not values.size or (values.min() >= -1 and values.max() < classes)):
         return  # integers in range (two reductions instead of masks)
     bad = values[(values < -1) | (values >= classes)]
     if bad.size:
         raise ValueError(format_error(f"{name}: label {int(bad.flat[0])} is out of range: labels must be in "
-                                      f"0..{classes - 1} (classes on axis {axis}) or -1 to skip", *user_frame()))
+                                      f"0..{classes - 1} (classes on axis {axis}) or -1 to skip",
+                                      *(where or user_frame())))
 
 
 class _LabelRange:
     """checked_labels' input check (Op.input_check)."""
 
-    def __call__(self, values, name, classes, axis):
-        check_label_values(values, name, classes, axis)
+    def __call__(self, values, where, name, classes, axis):
+        check_label_values(values, name, classes, axis, where)
 
     def refusal(self, target, name, classes, axis):
         return f"{name}: labels computed inside a compiled function cannot be range-checked before the kernels run"
@@ -262,11 +269,12 @@ checked_labels = register(Op(
     lambda k, labels, name, classes, axis: labels, input_check=_LabelRange(), cheap=True))
 
 
-def _count(labels):
+def _count(labels, dtype):
     """The number of labels that are not -1; a Python int when the labels are known now
-    (constant labels in compiled code then stay a number, not an array constant)."""
+    (constant labels in compiled code then stay a number, not an array constant), else
+    counted in integers and given in dtype (the scores')."""
     count = sum(ne(labels, -1))
-    return int(count) if isinstance(count, np.ndarray) else count
+    return int(count) if isinstance(count, np.ndarray) else astype(count, dtype=dtype)
 
 
 def _over_data(loss, model, data, dims, average, kwargs):
@@ -312,8 +320,8 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
         axis, onehot, count = plain
     else:
         axis, labels = _class_labels("nll", scores, labels, dims)
-        onehot = eq(iota(scores, axis=axis, dtype=aval_of(scores).dtype), labels)  # label -1 matches no class
-        count = _count(labels)
+        onehot = eq(iota(scores, axis=axis, dtype=LABEL_DTYPE), labels)  # label -1 matches no class
+        count = _count(labels, aval_of(scores).dtype)
     total = neg(sum(masked(logsoftmax_(scores, axes=(axis,)), onehot)))
     return div(total, count) if average else (total, count)
 
@@ -332,9 +340,9 @@ def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwa
     if kwargs or more:
         raise TypeError(f"accuracy(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
     axis, labels = _class_labels("accuracy", scores, labels, dims)
-    predicted = astype(argmax_(scores, axes=(axis,)), dtype=aval_of(scores).dtype)  # (labels are in that type)
-    correct = sum(mul(eq(predicted, labels), ne(labels, -1)))
-    count = _count(labels)
+    predicted = astype(argmax_(scores, axes=(axis,)), dtype=LABEL_DTYPE)
+    correct = astype(sum(mul(eq(predicted, labels), ne(labels, -1))), dtype=aval_of(scores).dtype)
+    count = _count(labels, aval_of(scores).dtype)
     return div(correct, count) if average else (correct, count)
 
 

@@ -178,10 +178,17 @@ def _converter(name, t):
         return None
     if isinstance(t, (str, np.dtype)) or (isinstance(t, type) and issubclass(t, (np.generic, bool, int, float, complex))):
         dtype = np.dtype(t)
-        return lambda a: np.asarray(a).astype(dtype, copy=False)
+        return lambda a: _as_dtype(a, dtype)
     if callable(t):
         return t
     raise TypeError(f"minibatch: {name} must be a dtype or a callable converting a batch, got {t!r}")
+
+
+def _as_dtype(batch, dtype):
+    """The batch in dtype, where it is (a KnetArray stays on the device)."""
+    if getattr(batch, "dtype", None) == dtype:
+        return batch
+    return batch.astype(dtype) if hasattr(batch, "astype") else np.asarray(batch, dtype)
 
 
 def _batch_shape(name, size, a):

@@ -347,7 +347,9 @@ def _plan(w, g, opt, sgd_options, steps, pending):
         value = value_of(w)
         new_value = None
         if not isinstance(value, (np.ndarray, Param)) and not _kernels().is_device_array(value):
-            value = new_value = np.array(value, dtype=np.float64)  # Param(3.0): a 0-d array, updated in place
+            # Param(3.0): a 0-d array, updated in place; a numpy float scalar keeps its type
+            dtype = value.dtype if isinstance(value, np.floating) else np.float64
+            value = new_value = np.array(value, dtype=dtype)
         step = _single(opt, value, g, pending)
         step.param, step.param_value, step.keep_opt = w, new_value, keep
         steps.append(step)
