@@ -114,7 +114,7 @@ def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
         schedule = schedule_for(part, target)
         generated = generate(schedule, target, cache)
         driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
-        executables[name] = Executable(input_program, part, schedule, generated, driver, kernels, target)
+        executables[name] = Executable(input_program, part, schedule, generated, driver, kernels, target, name == "forward")
     return executables
 
 
@@ -136,7 +136,7 @@ class Executable:
 
     input_program: the program before optimize (its input checks are made before a run)."""
 
-    def __init__(self, input_program, program, schedule, generated, module, kernel_modules, target):
+    def __init__(self, input_program, program, schedule, generated, module, kernel_modules, target, forward=False):
         self.name, self.target, self.input_program = input_program.name, target, input_program
         self.program, self.schedule, self.generated = program, schedule, generated
         self.module, self.kernel_modules = module, kernel_modules
@@ -145,8 +145,10 @@ class Executable:
                           for var, value in constants.items()]
         distinct = driver_outputs(program)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
-        # results that are the program's constants: each call returns a copy (the caller may write into it)
-        self._constant_outputs = {i for i, v in enumerate(distinct) if v in program.constants}
+        # results that are the program's constants or inputs (x * 1 is x): each call returns a copy, the
+        # caller may write into it (a forward half's residuals, read only by its backward half, are not)
+        users = program.outputs[:1] if forward else program.outputs
+        self._owned_outputs = {i for i, v in enumerate(distinct) if v in program.constants or v in users and v in program.inputs}
         self._input_checks = InputChecks(input_program, target).checks
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
         # dropout's counter): on CUDA one device copy each, shared by every program, current
@@ -170,7 +172,7 @@ class Executable:
         return outputs
 
     def _outputs(self, results):
-        return [value if index is None else _logical(results[index], value, index in self._constant_outputs)
+        return [value if index is None else _logical(results[index], value, index in self._owned_outputs)
                 for index, value in self._slots]
 
     def _run_first(self, arrays):
@@ -253,7 +255,7 @@ def _numba_counts(module, elsewhere=None):
 
 def _logical(array, shape, own):
     """The result `array` with its logical shape; with `own`, a copy of a host array the
-    program holds (a constant it returns; device arrays as they are)."""
+    program holds or was given (a constant or an input it returns; device arrays as they are)."""
     array = array.reshape(shape) if array.shape != shape else array
     return array.copy() if own and isinstance(array, np.ndarray) else array
 
@@ -483,7 +485,7 @@ class CompiledFunction:
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
             outs = spec.executable.run(spec.arrays(leaves))
-            g = [None if s is None else outs[s][()] if number else outs[s]
+            g = [None if s is None or outs[s] is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]
             g = pytree.unflatten(spec.target_treedef, _shared_totals(pytree.flatten(args[argnum])[0], g))
             return (g, pytree.unflatten(spec.out_treedef, outs[:len(spec.program.outputs)])) if with_loss else g

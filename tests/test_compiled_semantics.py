@@ -696,3 +696,72 @@ def test_numpy_rint_of_integers_is_a_float_as_numpy(target):
         got, want = compiled(rint_of, target)(x), np.rint(x)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- audit 7: numpy's types and results
+
+def times_s_plus_s(x, s):
+    return x * s + s
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_numpy_float64_argument_has_its_type_as_numpy_gives_it(target):
+    """NEP 50: float32 * np.float64 is float64 (a Python float is weak: float32 stays)."""
+    x = np.array([1.5, 2.5], np.float32)
+    f = compiled(times_s_plus_s, target)
+    for s in (np.float64(1e300), np.float64(0.1), 0.1, np.float32(0.1)):
+        want, got = times_s_plus_s(x, s), np.asarray(f(x, s))
+        assert got.dtype == want.dtype and np.array_equal(got, want), (s, got, want)
+
+
+def where_int(c, x):
+    return np.where(c, x, 0), np.where(c, 1, 0), np.where(c, x, 2.5), np.where(c, True, False)
+
+
+def test_np_where_with_python_numbers_keeps_numpys_dtypes():
+    c, x = np.array([True, False, True]), np.array([2 ** 53 + 1, -2, 3])
+    for got, want in zip(kn.compile(where_int)(c, x), where_int(c, x)):
+        assert np.asarray(got).dtype == want.dtype and np.array_equal(got, want)  # 2**53 + 1 exact
+    c32 = kn.compile(lambda c, x: np.where(c, x, 2))(c, np.ones(3, np.float32))
+    assert np.asarray(c32).dtype == np.float32
+
+
+def test_integers_to_integer_array_powers_are_refused_compiled_and_raise_eagerly():
+    x, y = np.array([2, 3, 4]), np.array([2, -1, 0])
+    with pytest.raises(ValueError, match="negative"):
+        x ** y  # numpy
+    with pytest.raises(kn.CompileError, match="integer array") as info:
+        kn.compile(lambda x, y: x ** y)(x, y)
+    assert "test_compiled_semantics.py" in str(info.value)
+    assert np.array_equal(kn.compile(lambda x, y: x ** y)(x, y.astype(np.float64)), x ** y.astype(np.float64))
+    assert np.array_equal(kn.compile(lambda x: x ** 2)(x), x ** 2)  # a constant exponent is checked when traced
+
+
+def times_one(x):
+    return x * 1, x.astype(x.dtype), -(-x), kn.sum(x, dims=())
+
+
+def test_results_are_new_arrays_never_the_callers_input():
+    """x * 1 simplifies to x; the caller still gets a new array, as from Python."""
+    x = np.arange(3.0)
+    results = kn.compile(times_one)(x)
+    for r in results:
+        np.asarray(r)[0] = 99.0
+    assert np.array_equal(x, np.arange(3.0))
+    g = kn.grad(kn.compile(lambda x, y: kn.sum(x * y)))(x, np.full(3, 2.0))  # the gradient is y itself
+    g[0] = 5.0
+    assert np.array_equal(kn.grad(kn.compile(lambda x, y: kn.sum(x * y)))(x, np.full(3, 2.0)), np.full(3, 2.0))
+
+
+def test_gradient_of_an_unused_number_is_none_and_dtypes_can_be_returned():
+    def loss(m):
+        return kn.sum(m["w"] * 2)
+    m = {"w": kn.Param(np.ones(3)), "lr": 0.1}
+    got, want = kn.grad(kn.compile(loss))(m), kn.grad(loss)(m)
+    assert got["lr"] is None and want["lr"] is None and np.array_equal(got["w"], want["w"])
+    assert kn.compile(lambda x: x.dtype)(np.ones(2, np.float32)) == np.float32
+
+
+def test_relu_of_bools_is_numpys_int64():
+    mask = np.array([True, False])
+    assert np.asarray(kn.compile(lambda m: kn.relu(m))(mask)).dtype == kn.relu(mask).dtype == np.maximum(mask, 0).dtype

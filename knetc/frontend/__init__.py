@@ -25,7 +25,7 @@ def trace(fn, args, kwargs, mode=None):
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
         translation.mark_arguments((a_args, a_kwargs))
         out_leaves, out_treedef = pytree.flatten(translation.inline(fn, a_args, a_kwargs))
-        outputs = [builder.constant(leaf) if hasattr(leaf, "shape") and not isinstance(leaf, Var) else leaf
+        outputs = [builder.constant(leaf) if hasattr(leaf, "dtype") and hasattr(leaf, "shape") and not isinstance(leaf, Var) else leaf
                    for leaf in out_leaves]  # (array constants become the program's constants)
     inputs = [*translation.arguments, *(v for _, v in translation.captures)]
     return Program(fn.__name__, inputs, builder.eqns, outputs, builder.constants), translation, out_treedef

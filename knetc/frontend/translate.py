@@ -343,10 +343,9 @@ class FunctionTranslator(ast.NodeVisitor):
 
     # ------------------------------------------------------------------ statements
     def run(self):
-        if isinstance(self.node, ast.Lambda):
-            return self.eval(self.node.body)
+        lambda_body = isinstance(self.node, ast.Lambda) and [ast.Return(self.node.body, lineno=self.node.body.lineno)]
         try:
-            self.block(self.node.body)
+            self.block(lambda_body or self.node.body)  # (a lambda's errors are placed at its line too)
         except _Return as ret:
             return ret.args[0]
 

@@ -42,8 +42,8 @@ def aval_of(x):
     """The Aval of any value knetc handles (IR value, Param, taped value, array, scalar)."""
     if type(x) is np.ndarray:  # the eager path's common case (a plain array has no .aval)
         return Aval(x.shape, x.dtype)
-    if isinstance(x, np.generic):  # a numpy scalar (np.float64 is a float: weak)
-        return Aval((), None) if isinstance(x, (bool, int, float)) else Aval((), x.dtype)
+    if isinstance(x, np.generic):  # a numpy scalar has its dtype (np.float64 too, though a float: NEP 50)
+        return Aval((), x.dtype)
     aval = getattr(x, "aval", None)
     if aval is not None:
         return aval

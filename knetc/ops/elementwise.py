@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-from ..errors import ShapeError
+from .. import context
+from ..errors import CompileError, ShapeError
 from .broadcast import unbroadcast
 from .core import (Aval, Op, astype, aval_of, broadcast_shapes, has_integer_dtype, register, result_dtype,
                    unchanged)
@@ -222,6 +223,7 @@ def relu_scalar(k, x):
 
 relu = elementwise("relu", lambda x: np.maximum(x, 0), relu_scalar,
                    (lambda dy, y, x: mul(dy, sub(1, le(y, 0))),),  # 0 where y <= 0; dy at NaN, as torch
+                   lambda x: None if x.dtype is None else np.result_type(x.dtype, 0),  # np.maximum(x, 0): bool: int64
                    eager_grad=_relu_eager_grad)
 
 
@@ -474,8 +476,19 @@ def _power_grad_exponent(dy, y, a, b):
     return mul(dy, mul(y, log(add(a, mul(eq(a, 0), ge(b, 0))))))
 
 
+def _power_array_result(base, exponent):
+    """numpy's dtype; integers to integer array powers are refused in compiled code: numpy
+    raises where an exponent is negative, and a kernel cannot (eagerly numpy raises)."""
+    dtype = result_dtype(base, exponent)
+    if context.compiling() and dtype is not None and dtype.kind in "iu" and exponent.dtype.kind == "i":
+        raise CompileError(f"power: integers to the powers of an integer array {exponent}: numpy raises where an "
+                           f"exponent is negative, which a compiled kernel cannot",
+                           hint="use a float base or exponent, e.g. x ** y.astype(np.float64)")
+    return dtype
+
+
 power_array = elementwise("power_array", np.power, lambda k, a, b: f"{a} ** {b}",
-                          _grads(_power_grad_base, _power_grad_exponent))
+                          _grads(_power_grad_base, _power_grad_exponent), _power_array_result)
 
 
 def power_any(x, p):

@@ -141,12 +141,13 @@ def _numpy_where(condition, x, y):
 
 
 def _with_dtype_of(v, other):
-    # a Python number takes the other operand's float dtype (numpy's weak scalars), so that
-    # masked() never gives it the condition's dtype (a bool mask would turn 2.5 into True)
+    # a Python number takes its dtype beside the other operand as numpy's weak scalars do
+    # (NEP 50: 0 beside int64 is int64, 2.5 beside int8 float64), so that masked() never
+    # gives it the condition's dtype (a bool mask would turn 2.5 into True)
     if not isinstance(v, (bool, int, float)):
         return v
     dtype = aval_of(other).dtype
-    return np.asarray(v, dtype if dtype is not None and np.issubdtype(dtype, np.floating) else np.float64)
+    return np.asarray(v, np.result_type(v, other if dtype is None else dtype))
 
 
 def _numpy_clip(a, a_min=None, a_max=None):
