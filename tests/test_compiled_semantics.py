@@ -765,3 +765,12 @@ def test_gradient_of_an_unused_number_is_none_and_dtypes_can_be_returned():
 def test_relu_of_bools_is_numpys_int64():
     mask = np.array([True, False])
     assert np.asarray(kn.compile(lambda m: kn.relu(m))(mask)).dtype == kn.relu(mask).dtype == np.maximum(mask, 0).dtype
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_sign_of_minus_zero_and_nan_as_numpy(target):
+    x = np.array([-0.0, 0.0, np.nan, -2.5, 3.0])
+    got = np.asarray(compiled(lambda x: kn.sign(x), target)(x))
+    want = np.sign(x)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))  # -0.0 gives +0.0

@@ -202,8 +202,8 @@ sqrt = unary("sqrt", np.sqrt, _domain("sqrt", "{x} >= {zero}"), lambda dy, y, x:
 
 # Step functions have zero gradient (Knet's zerograd): no rule, nothing flows back.
 # sign keeps the input's dtype and passes 0, -0 and NaN through (numpy: sign(nan) is nan).
-sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else ({k.const(-1)} if {x} < 0 else {x}))",
-                   (None,))
+sign = elementwise("sign", np.sign, lambda k, x: f"({k.const(1)} if {x} > 0 else ({k.const(-1)} if {x} < 0 else {x} + {k.const(0)}))",
+                   (None,))  # (x + 0: NaN stays NaN, -0.0 gives 0.0 as numpy's)
 abs = elementwise("abs", np.abs, lambda k, x: f"abs({x})", (lambda dy, y, x: mul(dy, sign(x)),))
 def _relu_eager_grad(dy, y, x):
     """relu's rule, mul(dy, sub(1, le(y, 0))), in one pass where dy and y are float arrays of
