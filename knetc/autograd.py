@@ -137,6 +137,10 @@ class Param(_Recordable):
     def __isub__(self, other): return self._update(operator.isub, other)
     def __imul__(self, other): return self._update(operator.imul, other)
     def __itruediv__(self, other): return self._update(operator.itruediv, other)
+    def __ifloordiv__(self, other): return self._update(operator.ifloordiv, other)
+    def __imod__(self, other): return self._update(operator.imod, other)
+    def __ipow__(self, other): return self._update(operator.ipow, other)
+    def __imatmul__(self, other): return self._update(operator.imatmul, other)
 
     def _update(self, update, other):
         if _tape_of(self) is not None:

@@ -151,9 +151,9 @@ def test_binary_broadcasting_matches_numpy(name):
     assert_close(got, reference(a, b).astype(np.float64), rtol=1e-14)
 
 
-def test_comparisons_keep_the_input_type():
+def test_comparisons_keep_the_float_type_and_give_bools_for_integers():
     ints = np.array([1, 2, 3])
-    assert kn.lt(ints, 2).dtype == ints.dtype and list(kn.lt(ints, 2)) == [1, 0, 0]
+    assert kn.lt(ints, 2).dtype == bool and list(kn.lt(ints, 2)) == [1, 0, 0]  # numpy's: x[x > 0] is a mask
     assert list(kn.le(ints, 2.5)) == [1, 1, 0]  # a fractional constant is not truncated
     x32 = np.array([1.0, 2.0], np.float32)
     assert kn.eq(x32, 2).dtype == np.float32 and kn.max(x32, 1.5).dtype == np.float32

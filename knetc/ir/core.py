@@ -192,7 +192,7 @@ class Builder(context.Trace):
         """numpy refuses a Python int that the integer array's dtype cannot hold (`int8 + 300`:
         OverflowError) except in comparisons, which it answers as in exact arithmetic. A kernel
         would wrap the literal (uint8 < -1 would be uint8 < 255): refuse as numpy does, or
-        compare in a wider type and return the answer in the array's type."""
+        compare in a wider type (the answer is a bool, as of any integer comparison)."""
         dtypes = [aval_of(a).dtype for a in args if not isinstance(a, (bool, int, float))]
         if not dtypes or any(d is None or np.dtype(d).kind not in "iu" for d in dtypes):
             return None
@@ -209,7 +209,7 @@ class Builder(context.Trace):
         widened = tuple(astype(a, dtype=wide) if isinstance(a, Var) else
                         self.constant(np.asarray(a, dtype=wide)) if isinstance(a, np.ndarray) else
                         float(a) if wide.kind == "f" and type(a) is int else a for a in args)
-        return astype(self.emit(op, widened, params), dtype=dtype)
+        return astype(self.emit(op, widened, params), dtype=np.dtype(bool))
 
 
 _COMPARISONS = {"lt", "le", "gt", "ge", "eq", "ne"}

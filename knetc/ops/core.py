@@ -399,8 +399,11 @@ def check_nonempty(name, x, axes):
 # The one op defined here: bind and every gradient rule (above) convert dtypes with it.
 
 def _astype_grad(dy, y, x, dtype):
-    # back to x's float dtype; an integer x (promoted by x * 1.5) keeps dy's: not truncated to 1
-    return dy if has_integer_dtype(x) else astype(dy, dtype=aval_of(x).dtype)
+    # back to x's float dtype; an integer x (promoted by x * 1.5) keeps dy's: not truncated to 1.
+    # Floats cast to integers or bools are a step function: no gradient (None: zero), as floor's.
+    if has_integer_dtype(x):
+        return dy
+    return None if np.dtype(dtype).kind in "biu" else astype(dy, dtype=aval_of(x).dtype)
 
 
 astype = register(Op("astype", lambda x, dtype: Aval(x.shape, np.dtype(dtype)),

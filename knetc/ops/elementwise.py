@@ -241,8 +241,11 @@ _NUMBERS = (int, float)
 
 
 def _comparison_dtype(*avals):
-    # Knet: comparisons return 1 or 0 in the inputs' type (float32 stays float32, integers
-    # stay integers), not booleans; two Python numbers give float64.
+    # Knet: comparisons of floats return 1 or 0 in the inputs' type (float32 stays float32),
+    # not booleans; two Python numbers give float64. Integers and bools give bools, as numpy:
+    # 1/0 in an integer type would index as positions (x[x > 0] must be a mask).
+    if all(a.dtype is None or a.dtype.kind in "biu" for a in avals) and any(a.dtype is not None for a in avals):
+        return np.dtype(bool)
     dtype = result_dtype(*avals)
     return np.dtype("float64") if dtype is None else dtype
 
@@ -251,7 +254,7 @@ def _comparison(name, fn, symbol):
     def impl(a, b):
         if type(a) is np.ndarray:  # the result's dtype without building avals
             if type(b) in _NUMBERS or type(b) is np.ndarray and b.dtype is a.dtype:
-                return fn(a, b).astype(a.dtype)  # (a Python number is weak: a's dtype)
+                return fn(a, b) if a.dtype.kind in "biu" else fn(a, b).astype(a.dtype)  # (a Python number is weak)
         return fn(a, b).astype(_comparison_dtype(aval_of(a), aval_of(b)))
     op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
                      (None, None), _comparison_dtype, cheap=True)

@@ -16,14 +16,25 @@ from .indexing import getindex, setindex_
 from .arrays import cat
 
 
-def _numpy_reduction(knet_reduction):
-    # numpy drops the reduced axes unless keepdims; Knet's functions keep them.
-    def reduction(x, axis=None, keepdims=False):
+def _numpy_reduction(knet_reduction, typed=True):
+    # numpy's signature, (a, axis, dtype, out, keepdims) or without dtype (max, min); numpy
+    # drops the reduced axes unless keepdims, Knet's functions keep them
+    def reduction(x, axis=None, dtype=None, out=None, keepdims=False):
+        x = _no_out(out, x if dtype is None else astype(x, dtype=np.dtype(dtype)))
         aval = aval_of(x)
         axes = tuple(range(aval.ndim)) if axis is None else _reduction_axes(axis, aval.ndim)
-        out = knet_reduction(x, axes)
-        return out if keepdims else reshape(out, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
-    return reduction
+        result = knet_reduction(x, axes)
+        return result if keepdims else reshape(result, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
+    if typed:
+        return reduction
+    return lambda x, axis=None, out=None, keepdims=False: reduction(x, axis, None, out, keepdims)
+
+
+def _no_out(out, x):
+    """x, where numpy's out= is None (knetc values are not written into)."""
+    if out is not None:
+        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    return x
 
 
 UFUNCS = {
@@ -88,16 +99,17 @@ def _numpy_stack(arrays, axis=0):
 
 
 FUNCTIONS = {
-    np.sum: _numpy_reduction(sum), np.mean: _numpy_reduction(mean), np.max: _numpy_reduction(maximum),
-    np.amax: _numpy_reduction(maximum), np.dot: _numpy_dot, np.matmul: matmul, np.stack: _numpy_stack,
+    np.sum: _numpy_reduction(sum), np.mean: _numpy_reduction(mean), np.max: _numpy_reduction(maximum, False),
+    np.amax: _numpy_reduction(maximum, False), np.dot: _numpy_dot, np.matmul: matmul, np.stack: _numpy_stack,
     np.reshape: _numpy_reshape,
     np.transpose: lambda x, axes=None: transpose(x, perm=tuple(axes) if axes is not None else tuple(reversed(range(aval_of(x).ndim)))),
 }
 
 
-def _numpy_var(x, axis=None, ddof=0, keepdims=False, root=False):
+def _numpy_var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False, root=False):
     # numpy's var/std: divide by n - ddof (nan or inf when that is <= 0, as numpy), drop the
     # axes unless keepdims. std's gradient is 0 where the variance is 0 (one entry, or all equal).
+    x = _no_out(out, x if dtype is None else astype(x, dtype=np.dtype(dtype)))
     aval = aval_of(x)
     axes = tuple(range(aval.ndim)) if axis is None else _reduction_axes(axis, aval.ndim)
     d = ew.sub(x, mean(x, axes))
@@ -108,9 +120,10 @@ def _numpy_var(x, axis=None, ddof=0, keepdims=False, root=False):
 
 
 def _numpy_arg(knet_arg):
-    def arg(x, axis=None, keepdims=False):
-        if axis is None:
-            return knet_arg(x)
+    def arg(x, axis=None, out=None, keepdims=False):
+        if axis is None:  # a flat index; kept dims: all of them, size 1
+            index = knet_arg(_no_out(out, x))
+            return reshape(index, shape=(1,) * aval_of(x).ndim) if keepdims else index
         out = knet_arg(x, axis)
         shape = aval_of(out).shape
         return out if keepdims else reshape(out, shape=shape[:axis % len(shape)] + shape[axis % len(shape) + 1:])
@@ -125,8 +138,9 @@ def _numpy_norm(x, ord=None, axis=None, keepdims=False):
 
 
 FUNCTIONS.update({
-    np.prod: _numpy_reduction(prod), np.min: _numpy_reduction(minimum), np.amin: _numpy_reduction(minimum),
-    np.var: _numpy_var, np.std: lambda x, axis=None, ddof=0, keepdims=False: _numpy_var(x, axis, ddof, keepdims, True),
+    np.prod: _numpy_reduction(prod), np.min: _numpy_reduction(minimum, False), np.amin: _numpy_reduction(minimum, False),
+    np.var: _numpy_var, np.std: lambda x, axis=None, dtype=None, out=None, ddof=0, keepdims=False:
+    _numpy_var(x, axis, dtype, out, ddof, keepdims, True),
     np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
     np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis),
     np.linalg.norm: _numpy_norm,
@@ -264,13 +278,17 @@ class ArrayMethods:
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return reshape(self, shape=resolve_shape(self.size, shape))
 
-    def sum(self, axis=None, keepdims=False): return FUNCTIONS[np.sum](self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return FUNCTIONS[np.mean](self, axis, keepdims)
-    def max(self, axis=None, keepdims=False): return FUNCTIONS[np.max](self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return FUNCTIONS[np.min](self, axis, keepdims)
-    def prod(self, axis=None, keepdims=False): return FUNCTIONS[np.prod](self, axis, keepdims)
-    def var(self, axis=None, ddof=0, keepdims=False): return FUNCTIONS[np.var](self, axis, ddof, keepdims)
-    def std(self, axis=None, ddof=0, keepdims=False): return FUNCTIONS[np.std](self, axis, ddof, keepdims)
+    # numpy's method signatures: (axis, dtype, out, keepdims), max and min without dtype
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False): return FUNCTIONS[np.sum](self, axis, dtype, out, keepdims)
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False): return FUNCTIONS[np.mean](self, axis, dtype, out, keepdims)
+    def max(self, axis=None, out=None, keepdims=False): return FUNCTIONS[np.max](self, axis, out, keepdims)
+    def min(self, axis=None, out=None, keepdims=False): return FUNCTIONS[np.min](self, axis, out, keepdims)
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False): return FUNCTIONS[np.prod](self, axis, dtype, out, keepdims)
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        return FUNCTIONS[np.var](self, axis, dtype, out, ddof, keepdims)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        return FUNCTIONS[np.std](self, axis, dtype, out, ddof, keepdims)
     def dot(self, other): return _numpy_dot(self, other)
     def clip(self, a_min=None, a_max=None): return _numpy_clip(self, a_min, a_max)
     def ravel(self): return _numpy_ravel(self)
