@@ -172,10 +172,8 @@ class KernelBody:
         found = self._lookup(key, len(self.blocks) - 1)
         if found is not None:
             return found
-        eqn = self.schedule.inlined.get(x)
-        if eqn is None:  # a stored value: a kernel argument
-            return self._emit(self.load(x, index), self._block_for(index), key)
-        return self._compute(eqn, index, key)
+        eqn = self.schedule.inlined.get(x)  # (None: a stored value, a kernel argument)
+        return self._compute(eqn, index, key) if eqn is not None else self._emit(self.load(x, index), self._block_for(index), key)
 
     def _emit(self, expression, depth, key):
         name = self._fresh()
@@ -220,13 +218,12 @@ class KernelBody:
                 return v
             depth = max(self._depth_of(v), self._block_for(index))
             return self._emit(f"({v} if {condition} else {const(0, out.aval.dtype)})", depth, key)
-        if op.input_gives_shape:  # the inputs are not read: the result depends on the index
-            names = [None] * len(eqn.inputs)
-        else:  # numbers in the result's dtype, or a comparison's in its operands' (not in bool)
-            operands = out.aval.dtype if out.aval.dtype != bool else np.result_type(
-                *(x.aval.dtype if isinstance(x, Var) else x for x in eqn.inputs))
-            names = [self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)) if isinstance(x, Var)
-                     else self.number(eqn, position, operands) for position, x in enumerate(eqn.inputs)]
+        # numbers in the result's dtype, or a comparison's in its operands' (not in bool)
+        operands = out.aval.dtype if out.aval.dtype != bool else np.result_type(
+            *(x.aval.dtype if isinstance(x, Var) else x for x in eqn.inputs))
+        names = [None if op.input_gives_shape  # (the inputs are not read: the result depends on the index)
+                 else self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)) if isinstance(x, Var)
+                 else self.number(eqn, position, operands) for position, x in enumerate(eqn.inputs)]
         depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.input_gives_shape else 0])
         if op.float_valued:  # integer inputs become the float result first (int / int)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype

@@ -15,6 +15,7 @@ import random
 import sys
 import types
 import warnings
+from collections import ChainMap
 
 import numpy as np
 
@@ -114,6 +115,22 @@ def _is_library(value):
     return module.split(".")[0] in _LIBRARY_ROOTS
 
 
+@functools.lru_cache(maxsize=None)
+def _local_names(node):
+    """The names local to a function in all of its body (Python's rule): those its body binds, not
+    counting nested functions' and comprehensions' own (its parameters are always bound)."""
+    names, todo = set(), list(node.body) if isinstance(node, ast.FunctionDef) else []
+    while todo:
+        child = todo.pop()
+        if isinstance(child, ast.Name) and not isinstance(child.ctx, ast.Load):
+            names.add(child.id)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(child.name)
+        elif not isinstance(child, (ast.Lambda, ast.comprehension)):
+            todo.extend(ast.iter_child_nodes(child))
+    return names
+
+
 def _is_static(value):
     """Immutable Python values a guard compares by value: numbers, strings, None and tuples of them."""
     return isinstance(value, _SCALARS) or type(value) is tuple and all(_is_static(v) for v in value)
@@ -196,6 +213,7 @@ class Translation:
         self.inlining = []  # code objects of the functions being inlined, outermost first
         self.functions = set()  # code objects of everything translated (for the cache key)
         self.regions = []  # the loop regions being traced, outermost first (loops.py)
+        self.defaults = {}  # function -> {parameter: default value}: what the guards on its defaults read
 
     def source_key(self):
         """A digest of the source of every function translated into the program."""
@@ -249,7 +267,7 @@ class Translation:
                 or id(value) in self.origins:
             return
         self.origins[id(value)] = (value, root, name, path)
-        if type(value) in _CONTAINER_KINDS:  # an item of a container: its own items may change
+        if type(value) in _CONTAINER_KINDS or isinstance(value, np.ndarray):  # an item of a container: it may change
             self._guard(value, root, name, path)
         items = value.items() if type(value) is dict else enumerate(value) if type(value) in (list, tuple) else ()
         for key, item in items:
@@ -316,6 +334,11 @@ class Translation:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as error:
             raise CompileError(f"calling {fn.__name__}: {error}") from None
+        defaults = self.defaults.setdefault(fn, {})  # (read from outside like a global: guarded)
+        for name, parameter in bound.signature.parameters.items():
+            if name not in bound.arguments and parameter.default is not parameter.empty:
+                defaults[name] = parameter.default
+                self.depend(parameter.default, defaults, name)
         bound.apply_defaults()
         self.functions.add(fn.__code__)
         # Room for the translator's frames: about a dozen per inlined call (Python's own call costs one).
@@ -333,13 +356,12 @@ class Translation:
 class FunctionTranslator(ast.NodeVisitor):
     """Runs one (inlined) function's body at compile time."""
 
-    def __init__(self, translation, fn, node, scope, closure=None):
+    def __init__(self, translation, fn, node, scope, enclosing=None):
         self.translation, self.fn, self.node, self.scope = translation, fn, node, scope
         self.filename, self.globals = fn.__code__.co_filename, fn.__globals__
         self.parameters = [v for v in scope.values() if isinstance(v, Var)]  # the arrays passed in
-        self._cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
-        self.closure = closure if closure is not None else {  # (empty cells are left out)
-            name: value for name, cell in self._cells.items() if (value := _cell_contents(cell)) is not _MISSING}
+        self.local_names, self.enclosing = _local_names(node), enclosing  # (an inner function's: (scope, translator))
+        self._cells = {} if enclosing else dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
 
     # ------------------------------------------------------------------ statements
     def run(self):
@@ -546,19 +568,21 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_Constant(self, node):
         return node.value
 
-    def visit_Name(self, node):
-        name = node.id
-        if name in self.scope:
-            return self.scope[name]
-        if name in self.closure:  # a closure cell of the function, or a local of an enclosing inlined one
-            value = self.closure[name]
-            cell = self._cells.get(name)
-            if cell is not None and _cell_contents(cell) is value:
-                self.translation.depend(value, cell, None)
-            return value
-        if name in self.globals:
-            value = self.globals[name]
-            self.translation.depend(value, self.globals, name)
+    def visit_Name(self, node, scope=None):
+        """A name's value as Python finds it: a name the function binds is local in all of its body;
+        others are the enclosing function's, as they are when read (late binding), then globals."""
+        name, scope = node.id, self.scope if scope is None else scope
+        if name in scope:
+            return scope[name]
+        if name in self.local_names or self._cells.get(name) == types.CellType():  # (cells compare by contents)
+            raise CompileError(f"{name!r} is read before it is assigned: Python raises UnboundLocalError (NameError "
+                               "for an enclosing function's)", self.filename, node.lineno, "assign it before this line")
+        if self.enclosing is not None:
+            return self.enclosing[1].visit_Name(node, self.enclosing[0])
+        if name in self._cells or name in self.globals:  # a closure cell of the function, or a global
+            root, key = (self._cells[name], None) if name in self._cells else (self.globals, name)
+            value = root.cell_contents if key is None else root[key]
+            self.translation.depend(value, root, key)
             return value
         if name in BUILTINS:
             return BUILTINS[name]
@@ -684,8 +708,8 @@ class FunctionTranslator(ast.NodeVisitor):
                 yield from self._bindings(generators[1:])
 
     def visit_ListComp(self, node):  # (and the other comprehensions; a generator expression gives a list)
-        saved, self.scope = self.scope, dict(self.scope)
-        try:  # (the comprehension's names stay local: it binds them in a copy of the scope)
+        saved, self.scope = self.scope, ChainMap({}, self.scope)
+        try:  # (the comprehension's names are its own; a lambda made in it sees them, as in Python)
             if isinstance(node, ast.DictComp):
                 return dict([(self.eval(node.key), self.eval(node.value)) for _ in self._bindings(node.generators)])
             items = [self.eval(node.elt) for _ in self._bindings(node.generators)]
@@ -829,39 +853,24 @@ class FunctionTranslator(ast.NodeVisitor):
 
 
 class InnerFunction:
-    """A `def` or `lambda` inside compiled code: inlined with the enclosing scope as closure."""
+    """A `def` or `lambda` inside compiled code: inlined; it reads the enclosing scope as it is then."""
 
     def __init__(self, parent, node):
-        self.parent, self.node = parent, node
-        # Default values are evaluated where the def or lambda is, as Python does (`lambda y, i=i: ...`).
-        a = node.args
-        self.defaults = [parent.eval(d) for d in a.defaults]
-        self.kw_defaults = {kw.arg: parent.eval(d) for kw, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None}
+        self.parent, self.node, self.enclosing = parent, node, (parent.scope, parent)  # (a comprehension's scope, in one)
+        # Python's signature; default values are evaluated where the def or lambda is (`lambda y, i=i: ...`).
+        a, kind = node.args, inspect.Parameter
+        positional = [x.arg for x in a.posonlyargs + a.args]
+        defaults = dict(zip(positional[len(positional) - len(a.defaults):], map(parent.eval, a.defaults)))
+        defaults.update((x.arg, parent.eval(d)) for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)
+        self.signature = inspect.Signature([kind(x.arg, k, default=defaults.get(x.arg, kind.empty)) for xs, k in (
+            (a.posonlyargs, kind.POSITIONAL_ONLY), (a.args, kind.POSITIONAL_OR_KEYWORD), ([a.vararg], kind.VAR_POSITIONAL),
+            (a.kwonlyargs, kind.KEYWORD_ONLY), ([a.kwarg], kind.VAR_KEYWORD)) for x in xs if x is not None])
 
     def __call__(self, *args, **kwargs):
-        parent, a = self.parent, self.node.args
-        names = [x.arg for x in a.posonlyargs + a.args]
-        scope = dict(zip(names[len(names) - len(self.defaults):], self.defaults), **self.kw_defaults)
-        if len(args) > len(names) and a.vararg is None:
-            raise CompileError(f"too many arguments: {len(args)} given, {len(names)} expected")
-        scope.update(zip(names, args))
-        if a.vararg is not None:
-            scope[a.vararg.arg] = tuple(args[len(names):])
-        extra = {k: v for k, v in kwargs.items() if k not in names and k not in {x.arg for x in a.kwonlyargs}}
-        scope.update({k: v for k, v in kwargs.items() if k not in extra})
-        if a.kwarg is not None:
-            scope[a.kwarg.arg] = extra
-        elif extra:
-            raise CompileError(f"unexpected keyword arguments {sorted(extra)}")
-        missing = [n for n in names if n not in scope]
-        if missing:
-            raise CompileError(f"missing arguments {missing}")
-        return FunctionTranslator(parent.translation, parent.fn, self.node, scope, {**parent.closure, **parent.scope}).run()
-
-
-def _cell_contents(cell):
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return _MISSING
-
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise CompileError(str(error)) from None
+        bound.apply_defaults()
+        parent = self.parent
+        return FunctionTranslator(parent.translation, parent.fn, self.node, dict(bound.arguments), self.enclosing).run()

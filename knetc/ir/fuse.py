@@ -181,9 +181,8 @@ def fuse(program, rows=None):
         user_aligned = aligned.get(user.out, user.out not in inlined) and user.op.index_map is None
         same = user_aligned and user_kind == "elementwise" and v.aval.shape == user.out.aval.shape
         if user_kind == "elementwise" and (user.out.size == v.size or _remaps(user, may_reduce[v])):
-            if may_reduce[v] and in_prologue.get(user.out, False):
-                return None
-            return in_prologue.get(user.out, False), same, False
+            prologue = in_prologue.get(user.out, False)
+            return None if may_reduce[v] and prologue else (prologue, same, False)
         if user_kind == "reduce" and at_row(user.out) and kind == "elementwise" and v.shape[:-1] == user.out.shape[:-1]:
             return False, True, False  # (then values per row in it are the row's: no nested loop)
         if user_kind == "reduce" and kind == "elementwise" and not may_reduce[v]:
