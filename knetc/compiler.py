@@ -114,7 +114,7 @@ def build(program, mode, target, wrt=(), n_inputs=None, cache=True, key=""):
         schedule = schedule_for(part, target)
         generated = generate(schedule, target, cache)
         driver, kernels = load(input_program.name, schedule, generated, target, cache, key)
-        executables[name] = Executable(input_program, part, schedule, generated, driver, kernels, target, name == "forward")
+        executables[name] = Executable(input_program, part, schedule, generated, driver, kernels, target)
     return executables
 
 
@@ -136,7 +136,7 @@ class Executable:
 
     input_program: the program before optimize (its input checks are made before a run)."""
 
-    def __init__(self, input_program, program, schedule, generated, module, kernel_modules, target, forward=False):
+    def __init__(self, input_program, program, schedule, generated, module, kernel_modules, target):
         self.name, self.target, self.input_program = input_program.name, target, input_program
         self.program, self.schedule, self.generated = program, schedule, generated
         self.module, self.kernel_modules = module, kernel_modules
@@ -146,9 +146,8 @@ class Executable:
         distinct = driver_outputs(program)
         self._slots = [(distinct.index(v), v.aval.shape) if isinstance(v, Var) else (None, v) for v in program.outputs]
         # results that are the program's constants or inputs (x * 1 is x): each call returns a copy, the
-        # caller may write into it (a forward half's residuals, read only by its backward half, are not)
-        users = program.outputs[:1] if forward else program.outputs
-        self._owned_outputs = {i for i, v in enumerate(distinct) if v in program.constants or v in users and v in program.inputs}
+        # caller may write into it (a forward half's residuals are values it computes, never inputs)
+        self._owned_outputs = {i for i, v in enumerate(distinct) if v in program.constants or v in program.inputs}
         self._input_checks = InputChecks(input_program, target).checks
         # Arrays that ops update in place (op.state_inputs: batchnorm's running statistics,
         # dropout's counter): on CUDA one device copy each, shared by every program, current
