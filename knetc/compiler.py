@@ -183,12 +183,11 @@ class Executable:
         outputs = self._outputs(self._runner(arrays))
         self._first_run = False
         elapsed = time.perf_counter() - started
-        compiled = loaded = 0
-        for module, (hits, built) in zip(self.kernel_modules, before):
-            now_hits, now_built = _numba_counts(module, elsewhere)
-            loaded += now_hits - hits
-            compiled += now_built - built - (now_hits - hits)
-            if now_built - built > now_hits - hits:
+        # per module: (kernels loaded from Numba's cache, kernels loaded or compiled) since `before`
+        moved = [tuple(now - was for now, was in zip(_numba_counts(m, elsewhere), b)) for m, b in zip(self.kernel_modules, before)]
+        loaded, compiled = sum(hits for hits, _ in moved), sum(built - hits for hits, built in moved)
+        for module, (hits, built) in zip(self.kernel_modules, moved):
+            if built > hits:
                 seal(module)
         kernels = len(self.kernel_modules)
         if compiled:

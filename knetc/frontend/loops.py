@@ -207,11 +207,12 @@ def _same(a, b):
 
 
 def holds_var(x):
-    """Does x hold an IR value, itself or in nested lists, tuples, sets and dicts?"""
+    """Does x hold an IR value (or a loop region's variable), itself or in nested lists, tuples,
+    sets and dicts?"""
     if isinstance(x, dict):
         x = x.values()
     elif not isinstance(x, (list, tuple, set)):
-        return isinstance(x, Var)
+        return isinstance(x, (Var, LoopIndex))
     return any(holds_var(i) for i in x)
 
 

@@ -7,6 +7,7 @@ Python helpers (and methods of user objects) are inlined from their source. What
 known at compile time raises CompileError at the user's line, with a hint."""
 import ast
 import builtins
+import collections.abc
 import functools
 import hashlib
 import inspect
@@ -22,7 +23,7 @@ import numpy as np
 from .. import context, pytree
 from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
-from ..ir.core import Var, current_builder
+from ..ir.core import Builder, Var, current_builder
 from ..ops import elementwise as ew
 from ..ops.methods import FUNCTIONS, UFUNCS
 from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
@@ -50,7 +51,7 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
               ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
             ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not,
-            ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
+            ast.In: lambda a, b: _contains(b, a), ast.NotIn: lambda a, b: not _contains(b, a)}
 _ARRAY_COMPARE = {**_COMPARE, ast.Eq: ew.eq, ast.NotEq: ew.ne}  # (a Var's == is identity: Vars are dict keys)
 # Python operators with no op in the table: on an array value they are refused at the
 # user's line (instead of Python's "unsupported operand type(s) ... 'Var'").
@@ -81,15 +82,17 @@ _UNSUPPORTED = {
 
 _RANDOM_OWNERS = (random.Random, np.random.RandomState, np.random.Generator)
 _RANDOM_INIT = {"seed_", "param", "xavier", "xavier_uniform", "xavier_normal", "gaussian"}  # knetc.train.init
-_IMPURE_BUILTINS = ((input, "reads input"), (open, "opens a file"), (exec, "runs code"), (eval, "runs code"),
-                    (breakpoint, "stops in the debugger"), (setattr, "changes an object"), (delattr, "changes an object"))
-_MUTATORS = ((list, {"append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse",
-                     "__setitem__", "__delitem__", "__iadd__", "__imul__"}),
-             (dict, {"update", "pop", "popitem", "setdefault", "clear", "__setitem__", "__delitem__", "__ior__"}),
-             (set, {"add", "discard", "remove", "pop", "clear", "update", "difference_update",
-                    "intersection_update", "symmetric_difference_update", "__ior__", "__iand__", "__isub__"}),
-             (np.ndarray, {"fill", "sort", "resize", "put", "itemset", "partition", "setfield", "setflags",
-                           "__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__"}))
+_IMPURE_BUILTINS = {input: "reads input", open: "opens a file", exec: "runs code", eval: "runs code",
+                    breakpoint: "stops in the debugger", setattr: "changes an object", delattr: "changes an object"}
+_INTROSPECTION = (locals, globals, vars, dir)  # (inside compiled code they would see the translator's own)
+_SYSTEM_MODULES = ("time", "datetime", "os", "posix", "nt", "uuid")  # clocks, random bytes, files
+# Methods that change their object, by the names Python's and numpy's mutable types give them
+# (list, dict, set, deque, array.array, bytearray, ndarray, files): refused on objects from outside.
+_MUTATORS = set("append appendleft extend extendleft insert pop popleft popitem remove clear sort reverse rotate update "
+                "setdefault add discard difference_update intersection_update symmetric_difference_update move_to_end fill "
+                "resize put itemset partition setfield setflags byteswap frombytes fromlist fromfile write writelines send "
+                "throw close __setitem__ __delitem__ __setattr__ __delattr__".split()) | {
+    f"__i{op}__" for op in "add sub mul matmul truediv floordiv mod pow lshift rshift and xor or".split()}
 _NUMPY_WRITERS = (np.copyto, np.put, np.place, np.putmask, np.fill_diagonal)
 _NUMPY_CONVERSIONS = (np.asarray, np.array, np.asanyarray, np.ascontiguousarray, np.asfortranarray, np.copy,
                       np.frombuffer, np.fromiter)
@@ -129,6 +132,25 @@ def _local_names(node):
         elif not isinstance(child, (ast.Lambda, ast.comprehension)):
             todo.extend(ast.iter_child_nodes(child))
     return names
+
+
+def _contains(container, item):
+    """`item in container` as Python answers it: a list or tuple item by item, by identity and
+    then by `==`, which an array value answers only with its data (a dict or set would hash it)."""
+    answers = (x is item or (None if isinstance(x, Var) or isinstance(item, Var) else bool(x == item))
+               for x in container) if isinstance(container, (list, tuple)) else [
+        None if isinstance(item, Var) or isinstance(container, Var) else bool(item in container)]
+    answer = next((a for a in answers if a is not False), False)  # (None: undecided without the data)
+    if answer is None:
+        raise CompileError("`in` with an array value: Python compares it with `==`, whose answer is only known "
+                           "when the kernels run", hint="compare identities with `is`, or shapes and dtypes")
+    return answer
+
+
+def _refuse_iterator(value):
+    if isinstance(value, collections.abc.Iterator):  # (reading it changes it)
+        raise CompileError(f"a {type(value).__name__} (an iterator) from outside the compiled function: compiled code "
+                           "would read it once, while tracing", hint="pass the values it gives as arguments")
 
 
 def _is_static(value):
@@ -247,6 +269,7 @@ class Translation:
     def depend(self, value, root, name, path=()):
         """Guard the program's read of `value` through root -> name -> path, and remember where it (and a
         container's items) came from, so that reads of their attributes and items are guarded too."""
+        _refuse_iterator(value)
         if self._guard(value, root, name, path):
             self._observe(value, root, name, path)
 
@@ -307,6 +330,7 @@ class Translation:
 
     def mark_arguments(self, tree):
         """The containers of the (abstract) arguments: the caller owns their originals."""
+        _refuse_iterator(tree)
         if isinstance(tree, (list, tuple)):
             items = tree
         elif isinstance(tree, dict):
@@ -420,41 +444,37 @@ class FunctionTranslator(ast.NodeVisitor):
         value instead, which is only the same when nobody else can see the old one."""
         current, translation = self.eval(node.target), self.translation
         if isinstance(current, Var):
-            leaf = translation.arguments.get(current, _MISSING)  # (a Param or taped value: Python makes a new value)
-            if (leaf is _MISSING and any(v is current for v in self.parameters)) or \
-                    (leaf is not _MISSING and not isinstance(leaf, (Param, Tracked))):
-                raise CompileError("augmented assignment on an array argument: Python changes the caller's "
-                                   "array in place, compiled code cannot", hint="write `x = x + ...` (a new array)")
-            if self._views_a_held_array(current):
-                raise CompileError("augmented assignment on a view of another array (a slice, reshape or "
-                                   "transpose): Python would change that array too, compiled code cannot",
-                                   hint="write `x = x + ...` (a new array)")
-            name = node.target.id if isinstance(node.target, ast.Name) else None
-            for other in self._holders(current):
-                if other != name:
-                    raise CompileError(f"augmented assignment on an array that {other!r} also holds: Python "
-                                       f"would change both in place, compiled code cannot",
-                                       hint="write `x = x + ...` (a new array)")
+            self._refuse_shared_array(current, node.target.id if isinstance(node.target, ast.Name) else None)
         elif isinstance(current, (np.ndarray, list, dict, set)) and translation.is_external(current):
             raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
         self.assign(node.target, self.operate(node.op, (current, self.eval(node.value)), node))
 
-    def _views_a_held_array(self, var):
-        """Whether var is a view (basic index, reshape, transpose) of an array that a name or
-        the caller holds, directly or through other views: numpy's `+=` on it changes that one."""
-        while (producer := next((e for e in reversed(current_builder().eqns) if e.out is var), None)) is not None \
-                and (producer.op.kind == "view" or producer.op.view_index is not None):
-            var = producer.inputs[0]
-            if var in self.translation.arguments or self._holders(var):
-                return True
-        return False
+    def _refuse_shared_array(self, var, name):
+        """numpy's `+=` changes var's array in place, and with it the array var views (a slice,
+        reshape or transpose), and every other view of that: refused when the caller, a Param,
+        another name, a container, a closure or a default value can see any of them."""
+        bases = {e.out: e.inputs[0] for b in context.stack_of(Builder) for e in b.eqns
+                 if e.op.kind == "view" or e.op.view_index is not None}
+        root = lambda v: root(bases[v]) if v in bases else v  # noqa: E731 (the array whose memory v is)
+        memory, translation = root(var), self.translation
+        if any(memory in region.inputs for region in translation.regions):  # (unrolled, what holds it is known)
+            raise NotALoop("augmented assignment on a carried value or a row of a loop region")
 
-    def _holders(self, var):
-        """The names whose value is var, or a list or tuple holding it."""
-        return [name for name, value in self.scope.items()
-                if value is var or (type(value) in (list, tuple) and any(v is var for v in value))]
+        def shares(x):  # does x hold the array, or a view of it?
+            items = x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple, set)) else \
+                [p.default for p in x.signature.parameters.values()] if isinstance(x, InnerFunction) else ()
+            return isinstance(x, Var) and root(x) is memory or any(map(shares, items))
+        leaf = translation.arguments.get(memory, _MISSING)  # (a taped value's `+=` makes a new one)
+        caller = not (isinstance(leaf, Tracked) and memory is var) if leaf is not _MISSING else any(
+            memory is v for v in (*self.parameters, *(v for _, v in translation.captures)))
+        other = "the caller (an argument or Param)" if caller else next((repr(other) for other, value in (
+            *self.scope.items(), *self.closure.items()) if (other != name or value is not var) and shares(value)), None)
+        if other is not None:
+            raise CompileError(f"augmented assignment on an array that {other} also holds (itself, in a container or "
+                               "as a view): Python would change it in place, compiled code cannot",
+                               hint="write `x = x + ...` (a new array)")
 
     def assign(self, target, value):
         if isinstance(target, ast.Name):
@@ -589,20 +609,25 @@ class FunctionTranslator(ast.NodeVisitor):
         raise CompileError(f"name {name!r} is not defined", self.filename, node.lineno)
 
     def visit_Attribute(self, node):
-        obj = self.eval(node.value)
+        return self.attribute(self.eval(node.value), node.attr, lineno=node.lineno)
+
+    def attribute(self, obj, name, default=_MISSING, lineno=None):
+        """obj.name, or getattr(obj, name, default); of an array value, as the Python function's
+        array or Param has it, not as the IR value does (`.aval`, `__class__`: refused)."""
+        array, dunder = isinstance(obj, Var), name.startswith("__")
         try:
-            value = getattr(obj, node.attr)
+            if array and (dunder or not self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")):
+                raise AttributeError(name)
+            value = getattr(obj, name)
         except AttributeError as error:
-            if isinstance(obj, Var):
-                data = node.attr in _DATA_METHODS
-                raise CompileError(f"`.{node.attr}` of an array value is not supported in compiled code"
-                                   + (": its data is only known when the kernels run" if data else ""),
-                                   self.filename, node.lineno,
-                                   "keep it an array, or do this outside the compiled function" if data else
-                                   "use the kn. functions and the numpy functions knetc compiles (np.sum, "
-                                   "np.reshape, ...), or do this outside the compiled function") from None
-            raise CompileError(str(error), self.filename, node.lineno) from None
-        return self._guarded(obj, (True, node.attr), value)
+            if default is not _MISSING and not (array and dunder):
+                return default
+            raise CompileError(str(error) if not array else f"`.{name}` of an array value is not supported in compiled "
+                               "code" + ": its data is only known when the kernels run" * (name in _DATA_METHODS),
+                               *((self.filename, lineno) if lineno else ()), hint=array and "keep it an array, use "
+                               "the kn. functions and the numpy functions knetc compiles (np.sum, np.reshape, ...), "
+                               "or do this outside the compiled function") from None
+        return self._guarded(obj, (True, name), value)
 
     def _guarded(self, obj, step, value):
         """value = obj.attr or obj[key] (step: (True, attr) or (False, key)); when obj comes from
@@ -739,13 +764,12 @@ class FunctionTranslator(ast.NodeVisitor):
             return fn(*args, **kwargs)
         if context.kind(fn) == "compiled":  # a @kn.compile function called here is traced inline
             fn = fn.fn
-        if fn is isinstance and len(args) == 2 and isinstance(args[0], Var):
-            return self._isinstance(args[0], args[1])
-        if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str) and hasattr(args[0], args[1]):
-            return self._guarded(args[0], (True, args[1]), getattr(args[0], args[1]))  # as obj.name
-        if fn is type and len(args) == 1 and isinstance(args[0], Var):
-            raise CompileError("`type()` of an array value: compiled code sees an IR value, not the array the "
-                               "Python function would see", hint="test shapes and dtypes (x.ndim, x.dtype) instead")
+        if args and isinstance(args[0], Var) and any(fn is f for f in (type, isinstance, hasattr)):  # as for the array
+            question = {type: lambda x: x if isinstance(x, type) else type(x), hasattr: lambda x: hasattr(x, args[1]),
+                        isinstance: lambda x: issubclass(x, args[1]) if isinstance(x, type) else isinstance(x, args[1])}
+            return self._as_python(args[0], question[fn], f"`{fn.__name__}()`")
+        if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str):
+            return self.attribute(args[0], args[1], *args[2:])  # as obj.name
         if fn is print and (where := current_builder().loc or (self.filename, None)) not in _PRINT_WARNED:
             _PRINT_WARNED.add(where)  # (warned once per line)
             warnings.warn_explicit("print runs only while knetc traces the function (once per specialization) and "
@@ -782,65 +806,52 @@ class FunctionTranslator(ast.NodeVisitor):
                                hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
                                     "the compiled function")
         numpy = isinstance(fn, np.ufunc) or (getattr(fn, "__module__", None) or "").split(".")[0] == "numpy"
-        if numpy and any(fn is f for f in _NUMPY_CONVERSIONS):
-            raise CompileError(f"`np.{name}` of an array value inside compiled code: numpy would need its data, "
-                               "which is only known when the kernels run",
-                               hint="use the value itself (numpy functions on it are compiled), or call "
-                                    "numpy outside the compiled function")
-        if numpy and not any(fn is f for f in (*UFUNCS, *FUNCTIONS)):
-            raise CompileError(f"`np.{name}` is not supported on array values in compiled code (knetc compiles "
-                               "only the numpy functions in its op table)",
-                               hint="use the kn. functions (kn.sum, kn.reshape, kn.max(x, lo), ...), or call "
-                                    "it outside the compiled function")
+        conversion = any(fn is f for f in _NUMPY_CONVERSIONS)
+        if numpy and (conversion or not any(fn is f for f in (*UFUNCS, *FUNCTIONS))):
+            raise CompileError(f"`np.{name}` of an array value inside compiled code: numpy would need its data, which "
+                               "is only known when the kernels run" if conversion else f"`np.{name}` is not supported "
+                               "on array values in compiled code (knetc compiles only the numpy functions in its op "
+                               "table)", hint="use the kn. functions (kn.sum, kn.reshape, kn.max(x, lo), ...) or the "
+                               "value itself, or call numpy outside the compiled function")
 
-    def _isinstance(self, var, classinfo):
-        """isinstance(x, C) for an array value answers as the Python function would: from the
-        argument's (or captured Param's) own type when it is known, else only when every
-        kind of array the function could see agrees."""
-        translation = self.translation
-        original = translation.arguments.get(var, _MISSING)
-        differentiated = isinstance(translation.mode, tuple) and translation.mode[0] == "grad"
-        if original is _MISSING or differentiated and not isinstance(original, (Param, Tracked)):  # kn.grad wraps it
-            original = next((p for p, v in translation.captures if v is var), _MISSING)
-        if original is not _MISSING:
-            return isinstance(original, classinfo)
-        answers = {issubclass(kind, classinfo) for kind in _ARRAY_KINDS}
-        if len(answers) == 1:
+    def _as_python(self, var, ask, what):
+        """ask(value) for the value the Python function would see in var's place (isinstance,
+        hasattr): asked of the argument (or captured Param) itself when it is known, else
+        answered only when every kind of array the function could see (asked of its class) agrees."""
+        original = self.translation.arguments.get(var, _MISSING)  # (kn.grad wraps an array it differentiates)
+        if original is _MISSING or "grad" in (self.translation.mode or ()) and not isinstance(original, (Param, Tracked)):
+            original = next((p for p, v in self.translation.captures if v is var), _MISSING)
+        kinds = [original] if original is not _MISSING else [  # (a numpy scalar has no axes)
+            kind for kind in _ARRAY_KINDS if var.aval.shape == () or kind is not np.generic]
+        if len(answers := {ask(kind) for kind in kinds}) == 1:
             return answers.pop()
-        raise CompileError("isinstance of an array value computed inside compiled code: its Python type (numpy "
-                           "array, numpy scalar, taped value) is only known when the function runs eagerly",
-                           hint="test the arguments' types before calling, or shapes and dtypes (x.ndim, x.dtype)")
+        raise CompileError(f"{what} of an array value computed inside compiled code: its Python type (numpy array, numpy "
+                           "scalar, taped value) is only known when it runs eagerly", hint="test the arguments' types "
+                           "before calling, or shapes and dtypes (x.ndim, x.dtype)")
 
     def _refuse_side_effects(self, fn, name, args, kwargs):
         """Calls whose effect or result would happen once, at trace time, and then never
         again: compiled code refuses them rather than differ from Python on later calls."""
-        owner = getattr(fn, "__self__", None)
-        module = getattr(fn, "__module__", None) or (owner.__name__ if isinstance(owner, types.ModuleType) else "")
+        owner = getattr(fn, "__self__", None)  # (a module, or the class of a classmethod: datetime.now)
+        module = getattr(fn, "__module__", None) or getattr(owner, "__name__" if isinstance(owner, types.ModuleType)
+                                                            else "__module__" if isinstance(owner, type) else "", "")
         top = module.split(".")[0]
-        if isinstance(owner, _RANDOM_OWNERS) or module.startswith("numpy.random") or top in ("random", "secrets") \
-                or (module == "knetc.train.init" and getattr(fn, "__name__", "") in _RANDOM_INIT):
-            raise CompileError(f"`{name}` uses the random number generator: compiled code would run it once, "
-                               "while tracing, and reuse its numbers on every call",
-                               hint="draw them outside and pass them in as an argument "
-                                    "(kn.dropout draws a new mask on every call)")
-        if top == "time":
-            raise CompileError(f"`{name}` reads the clock: compiled code would read it once, while tracing",
-                               hint="call it outside the compiled function")
-        for builtin, what in _IMPURE_BUILTINS:
-            if fn is builtin:
-                raise CompileError(f"`{name}` {what}: compiled code would do it once, while tracing, not on "
-                                   "every call", hint="do it outside the compiled function")
-        writer = any(fn is f for f in _NUMPY_WRITERS)
-        target, method = None, getattr(fn, "__name__", "")
-        if owner is not None and not isinstance(owner, types.ModuleType):
-            target = owner  # a bound method: hs.append
-        elif isinstance(fn, (types.MethodDescriptorType, types.WrapperDescriptorType)) and args:
-            target = args[0]  # list.append(hs, h)
-        elif writer and args:
-            target, method = args[0], name
-        if target is not None and self.translation.is_external(target) and (
-                writer or any(isinstance(target, cls) and method in names for cls, names in _MUTATORS)):
-            raise CompileError(f"`{method}` changes a {type(target).__name__} from outside the compiled function (a "
+        random = isinstance(owner, _RANDOM_OWNERS) or module.startswith("numpy.random") or top in ("random", "secrets") \
+            or (module == "knetc.train.init" and getattr(fn, "__name__", "") in _RANDOM_INIT)
+        impure = "draws random numbers" if random else next((what for f, what in _IMPURE_BUILTINS.items() if fn is f),
+                                                            "asks the system (the clock, files, random bytes)")
+        if random or top in _SYSTEM_MODULES or any(fn is f for f in _IMPURE_BUILTINS):
+            raise CompileError(f"`{name}` {impure}: compiled code would do it once, while tracing, and reuse the "
+                               "result on every call", hint="do it outside and pass the result in as an argument"
+                               + " (kn.dropout draws a new mask on every call)" * random)
+        if any(fn is f for f in _INTROSPECTION):
+            raise CompileError(f"`{name}()` is not supported in compiled code (it would see the compiler's variables)")
+        writer = any(fn is f for f in _NUMPY_WRITERS)  # (or a method of a builtin type: its Python ones are inlined)
+        target = owner if isinstance(fn, (types.BuiltinMethodType, types.MethodWrapperType)) else args[0] if args and (
+            writer or isinstance(fn, (types.MethodDescriptorType, types.WrapperDescriptorType))) else None  # hs.append
+        if (writer or getattr(fn, "__name__", "") in _MUTATORS) and not isinstance(target, (types.ModuleType, type)) \
+                and target is not None and self.translation.is_external(target):
+            raise CompileError(f"`{name}` changes a {type(target).__name__} from outside the compiled function (a "
                                "global, closure value or argument): compiled code would do it once, while tracing, "
                                "not on every call",
                                hint="build a new list or dict inside the function and return it "
@@ -862,6 +873,8 @@ class InnerFunction:
         positional = [x.arg for x in a.posonlyargs + a.args]
         defaults = dict(zip(positional[len(positional) - len(a.defaults):], map(parent.eval, a.defaults)))
         defaults.update((x.arg, parent.eval(d)) for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)
+        if any(map(holds_loop_index, defaults.values())):  # (it would outlive its loop)
+            raise NotALoop("the loop variable is a default value")
         self.signature = inspect.Signature([kind(x.arg, k, default=defaults.get(x.arg, kind.empty)) for xs, k in (
             (a.posonlyargs, kind.POSITIONAL_ONLY), (a.args, kind.POSITIONAL_OR_KEYWORD), ([a.vararg], kind.VAR_POSITIONAL),
             (a.kwonlyargs, kind.KEYWORD_ONLY), ([a.kwarg], kind.VAR_KEYWORD)) for x in xs if x is not None])
