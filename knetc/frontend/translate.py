@@ -346,14 +346,11 @@ class Translation:
     def inline(self, fn, args, kwargs):
         """Run a Python function's body in a new scope, at compile time."""
         if len(self.inlining) > _MAX_INLINE_DEPTH:  # (the traced function is the first)
-            if fn.__code__ in self.inlining:
-                raise CompileError(f"`{fn.__name__}` calls itself more than {_MAX_INLINE_DEPTH} times deep: compiled "
-                                   "code inlines every call, so recursion must end at compile time",
-                                   hint="end the recursion on a Python value or a shape (not on array data), "
-                                        "or loop with `for` over range(n)")
-            raise CompileError(f"helper calls nested more than {_MAX_INLINE_DEPTH} deep (inlining "
-                               f"`{fn.__name__}`): compiled code inlines every call",
-                               hint="call fewer helpers inside each other, e.g. loop over a list of layers")
+            recursion = fn.__code__ in self.inlining
+            raise CompileError(f"`{fn.__name__}` {'calls itself' if recursion else 'is a helper call nested'} more than "
+                               f"{_MAX_INLINE_DEPTH} deep: compiled code inlines every call", hint="recursion must end at "
+                               "compile time: on a Python value or a shape (not on array data); or loop with `for`" if recursion
+                               else "call fewer helpers inside each other, e.g. loop over a list of layers")
         try:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as error:
@@ -451,6 +448,10 @@ class FunctionTranslator(ast.NodeVisitor):
                                hint="write `x = x + ...` (a new value)")
         self.assign(node.target, self.operate(node.op, (current, self.eval(node.value)), node))
 
+    def _enclosing_items(self):
+        """(name, value) of the enclosing functions' scopes, innermost first (an inner function's)."""
+        return [] if self.enclosing is None else [*self.enclosing[0].items(), *self.enclosing[1]._enclosing_items()]
+
     def _refuse_shared_array(self, var, name):
         """numpy's `+=` changes var's array in place, and with it the array var views (a slice,
         reshape or transpose), and every other view of that: refused when the caller, a Param,
@@ -470,7 +471,7 @@ class FunctionTranslator(ast.NodeVisitor):
         caller = not (isinstance(leaf, Tracked) and memory is var) if leaf is not _MISSING else any(
             memory is v for v in (*self.parameters, *(v for _, v in translation.captures)))
         other = "the caller (an argument or Param)" if caller else next((repr(other) for other, value in (
-            *self.scope.items(), *self.closure.items()) if (other != name or value is not var) and shares(value)), None)
+            *self.scope.items(), *self._enclosing_items()) if (other != name or value is not var) and shares(value)), None)
         if other is not None:
             raise CompileError(f"augmented assignment on an array that {other} also holds (itself, in a container or "
                                "as a view): Python would change it in place, compiled code cannot",
