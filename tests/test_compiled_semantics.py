@@ -774,3 +774,17 @@ def test_sign_of_minus_zero_and_nan_as_numpy(target):
     want = np.sign(x)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))  # -0.0 gives +0.0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_power_one_half_is_numpys_square_root(target):
+    """numpy's `x ** 0.5` computes np.sqrt: NaN at -inf, -0.0 at -0.0 (np.power's pow gives inf, 0.0)."""
+    x = np.array([-np.inf, -0.0, 0.0, 2.25, -1.0])
+    with np.errstate(invalid="ignore"):
+        want = x ** 0.5
+        for got in (compiled(lambda x: x ** 0.5, target)(x), kn.value(kn.Param(x) ** 0.5)):
+            got = np.asarray(got)
+            np.testing.assert_array_equal(got, want)
+            assert np.array_equal(np.signbit(got[1:4]), np.signbit(want[1:4]))
+    g = kn.grad(compiled(lambda x: kn.sum(x ** 0.5), target))(np.array([4.0, 9.0]))
+    np.testing.assert_allclose(g, [0.25, 1 / 6], rtol=1e-15)
