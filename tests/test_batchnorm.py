@@ -242,3 +242,18 @@ def test_cuda_kernels_compile_to_ptx():
 def test_bad_input_raises_clear_errors(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (5, 3), (3, 2, 3, 1)])
+def test_the_library_gradient_counts_odd_channel_sizes(shape):
+    """The batchnorm_grad routine (cuDNN's fallback on the host) divided by a count rounded
+    to an even number: (3, 2) inputs got a wrong dx."""
+    from knetc.ops import normalization
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    channels = shape[1]
+    params = np.concatenate([rng.uniform(0.5, 1.5, channels), rng.standard_normal(channels)])
+    loss = lambda x: kn.sum(kn.batchnorm(x, None, params, training=True) * dy)
+    want = kn.grad(loss)(x)
+    got = normalization._grad_impl(x, params, dy, 1e-5, 0)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

@@ -476,3 +476,19 @@ def test_initialisers_are_called_as_knet_calls_them():
     np.testing.assert_array_equal(kn.rnnparam(r, 0, 0, 1), np.full(2, 0.25))
     r = kn.RNN(3, 2, rnn_type="lstm", winit=kn.xavier, binit=kn.zeros, finit=kn.ones)
     np.testing.assert_array_equal(kn.rnnparam(r, 0, 1, 1), np.ones(2))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_second_derivatives_through_an_rnn_raise_instead_of_dropping_its_part(compiled):
+    """grad(grad(f)) through kn.RNN once came out as if the RNN had no second derivative."""
+    kn.seed_(1)
+    r = kn.RNN(3, 4, rnn_type="tanh", atype=np.float64)
+    x, v = np.random.default_rng(0).standard_normal((2, 3, 2, 3))
+
+    def f(x):
+        return kn.sum(r(x) ** 2)
+    f = kn.compile(f) if compiled else f
+    first = kn.grad(f)(x)  # once: fine
+    assert first.shape == x.shape and np.abs(first).max() > 0
+    with pytest.raises(TypeError, match="second derivatives through kn.RNN"):
+        kn.grad(lambda x: kn.sum(kn.grad(f)(x) * v) + kn.sum(x * x))(x)

@@ -395,6 +395,15 @@ def check_nonempty(name, x, axes):
         raise ShapeError(f"{name}: zero-size array to a reduction with no identity: axes {axes} of {x} are empty")
 
 
+def no_second_derivative(what):
+    """The gradient rule of a backward op that has none of its own (an RNN's, cuDNN's batch
+    norm's): differentiating through it again raises, where a None rule would mean zero."""
+    def rule(dy, y, *inputs, **params):
+        raise TypeError(f"second derivatives through {what} are not supported (its backward pass has no gradient "
+                        "of its own); differentiate it once, or write the layer from kn. functions")
+    return rule
+
+
 # ----------------------------------------------------------------------------- astype
 # The one op defined here: bind and every gradient rule (above) convert dtypes with it.
 

@@ -33,7 +33,7 @@ from ..errors import ShapeError
 from ..runtime import cudnn_ops
 from ..runtime.device_state import on_host
 from .broadcast import broadcast_to, reduce_sum
-from .core import Aval, Op, aval_of, check_float, register
+from .core import Aval, Op, aval_of, check_float, no_second_derivative, register
 from .elementwise import add, div, iota, mul, sqrt, sub
 from .shape import reshape
 
@@ -104,7 +104,7 @@ def _infer_impl(x, params, mean, var, eps):
 def _grad_impl(x, params, dy, eps, part):
     x, params, dy = np.asarray(x), np.asarray(params), np.asarray(dy)
     axes, kept, scale, bias = _layer_parts(x, params)
-    count = x.size // params.size * 2
+    count = x.size * 2 // params.size  # (params: scale and bias, 2 per channel)
     mu, sigma2 = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
     xhat = (x - mu) / np.sqrt(sigma2 + eps)
     dbias, dscale = dy.sum(axis=axes, keepdims=True), (dy * xhat).sum(axis=axes, keepdims=True)
@@ -118,7 +118,8 @@ def _layer_rule(x, params, *rest, **p):
 
 
 layer_grad = register(Op(
-    "batchnorm_grad", lambda x, params, dy, eps, part: params if part == 1 else x, _grad_impl, (None, None, None),
+    "batchnorm_grad", lambda x, params, dy, eps, part: params if part == 1 else x, _grad_impl,
+    (no_second_derivative("cuDNN's batchnorm"),) * 3,
     "call", lowering=_lowering("batchnorm", "batchnorm_grad")))
 
 layer_train = register(Op(

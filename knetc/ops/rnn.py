@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..runtime.rnn_layout import packed_offsets, weight_size
-from .core import Aval, Op, aval_of, register
+from .core import Aval, Op, aval_of, no_second_derivative, register
 
 __all__ = []  # no public names: the layer over these ops is knetc.layers.RNN
 
@@ -94,7 +94,7 @@ rnn_forward = register(Op(
     lowering={"cpu": _CPU + "rnn_forward_cpu", "cuda": _CUDA + "rnn_forward_cuda"}))
 
 rnn_backward = register(Op(
-    "rnn_backward", _backward_rule, _backward_impl, (None,) * 6, "call",
+    "rnn_backward", _backward_rule, _backward_impl, (no_second_derivative("kn.RNN"),) * 6, "call",
     lowering={"cpu": _CPU + "rnn_backward_cpu", "cuda": _CUDA + "rnn_backward_cuda"}))
 
 
