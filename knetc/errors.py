@@ -16,6 +16,10 @@ class CompileError(Exception):
         self.message, self.filename, self.lineno, self.hint = message, filename, lineno, hint
         super().__init__(format_error(message, filename, lineno, hint))
 
+    def located(self, filename, lineno):
+        """The same error, placed at a source line (the first placement wins)."""
+        return self if self.filename is not None else CompileError(self.message, filename, lineno, self.hint)
+
 
 class ShapeError(ValueError):
     """Shapes or dtypes that do not fit an op, named at the user's file and line where known."""

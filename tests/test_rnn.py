@@ -492,3 +492,26 @@ def test_second_derivatives_through_an_rnn_raise_instead_of_dropping_its_part(co
     assert first.shape == x.shape and np.abs(first).max() > 0
     with pytest.raises(TypeError, match="second derivatives through kn.RNN"):
         kn.grad(lambda x: kn.sum(kn.grad(f)(x) * v) + kn.sum(x * x))(x)
+
+
+def test_a_compiled_loss_trains_an_rnn_from_its_closure_and_leaves_its_state_alone():
+    """Knet's usual pattern: the model is a global and the loss closes over it. kn.diff of the
+    compiled loss raised (the RNN's Param reached an op), and a compiled call wrote an IR
+    value into rnn.h, which broke the next eager call."""
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((5, 2, 3)), rng.integers(0, 4, (5, 2))
+    r = kn.RNN(3, 4, atype=np.float64)
+    loss = lambda x, y: kn.nll(r(x), y)
+    compiled = kn.compile(loss, target="cpu")
+    want = kn.grad(kn.diff(loss, x, labels), r.w)
+    got = kn.grad(kn.diff(compiled, x, labels), r.w)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    r.h = r.c = 0
+    compiled(x, labels)
+    assert isinstance(r.h, int) and r.h == 0 and r.c == 0  # compiled code works on a copy (README)
+    eager = r(x)
+    assert r.h.shape == (1, 2, 4) and np.isfinite(kn.value(eager)).all()
+    before = r.w.value.copy()
+    for _ in kn.adam(compiled, [(x, labels)] * 3):
+        pass
+    assert not np.array_equal(r.w.value, before)

@@ -318,6 +318,12 @@ class Translation:
             return x if all(items[k] is v for k, v in x.items()) else items
         return x
 
+    def lowered_object(self, obj):
+        """A library object holding Params from outside (a kn.RNN called in compiled code): a copy
+        holding the program's inputs instead, whose state is not written back; else obj."""
+        leaves, treedef = pytree.flatten(obj)
+        return obj if (lowered := self.lowered_tree(leaves)) is leaves else pytree.unflatten(treedef, lowered)
+
     def origin(self, obj):
         """(root, name, path) through which `obj` was read from outside, or None."""
         found = self.origins.get(id(obj))
@@ -401,13 +407,10 @@ class FunctionTranslator(ast.NodeVisitor):
         try:
             self.visit(stmt)
         except Exception as error:  # placed at the user's line, unless it is the user's own or placed already
-            if getattr(error, "_knetc_user", False) or \
-                    isinstance(error, (CompileError, ShapeError)) and error.filename is not None:
+            if getattr(error, "_knetc_user", False):
                 raise
-            if isinstance(error, ShapeError):
+            if isinstance(error, (CompileError, ShapeError)):
                 raise error.located(self.filename, stmt.lineno) from None
-            if isinstance(error, CompileError):
-                raise CompileError(error.message, self.filename, stmt.lineno, error.hint) from None
             raise CompileError(f"{type(error).__name__}: {error}", self.filename, stmt.lineno) from error
 
     def generic_visit(self, node):
@@ -791,8 +794,9 @@ class FunctionTranslator(ast.NodeVisitor):
         call = getattr(type(fn), "__call__", None)
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
             return self.translation.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
-        # A library function: Params from outside in its arguments become the program's inputs.
+        # A library function: Params from outside in its arguments, or in the library object called, become the program's inputs.
         args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
+        fn = self.translation.lowered_object(fn) if _is_library(type(fn)) else fn
         if holds_var((args, kwargs)):
             self._refuse_data_access(fn, name)
         return fn(*args, **kwargs)
