@@ -350,3 +350,11 @@ def test_two_index_array_arguments_are_refused_with_the_flat_form_as_the_way():
     i = i % 3  # (the flat form needs non-negative rows)
     assert_close(flat(x, i, j), x[i, j].sum(), rtol=1e-12)
     assert_close(kn.grad(flat)(x, i, j), kn.grad(pairwise_index_arrays)(x, i, j), rtol=1e-12)
+
+
+def test_an_empty_list_index_selects_nothing_as_numpy():
+    a = np.arange(12.0).reshape(3, 4)
+    for x in (kn.Param(a), kn.KnetArray(a.astype(np.float32))):
+        got = np.asarray(kn.value(x[[]]))
+        assert got.shape == a[[]].shape == (0, 4)
+        assert np.asarray(kn.value(x[:, []])).shape == a[:, []].shape == (3, 0)

@@ -289,8 +289,8 @@ def _is_symbolic(i):
 
 def _concrete(i):
     """Index arrays as numpy: lists, ranges, Params/taped values (their values)."""
-    if isinstance(i, (list, range)):
-        return np.asarray(list(i) if isinstance(i, range) else i)
+    if isinstance(i, (list, range)):  # (an empty list selects nothing, as numpy's: an integer index)
+        return np.asarray(list(i) if isinstance(i, range) else i, dtype=None if len(i) else np.intp)
     if kind(i) == "boxed":  # Params, taped values: their values (an index carries no gradient)
         i = np.asarray(value_of(i))
     elif kind(i) == "device":  # KnetArrays: copied to the host
