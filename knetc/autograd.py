@@ -580,6 +580,8 @@ class Primitive:
         return f"<knetc primitive {self.op_name}>"
 
     def __call__(self, *args, **kwargs):
+        if self.zero and not context.compiling():  # Knet's @zerograd: eagerly nothing recorded, a plain value
+            return self.fn(*map(value_of, args), **{key: value_of(v) for key, v in kwargs.items()})
         return bind(self.op(len(args)), *args, **kwargs)
 
     def op(self, n):

@@ -355,3 +355,17 @@ def test_a_finished_tape_is_freed_without_the_cycle_collector():
 
 def lambda_free_loss(w, x):
     return kn.sum(kn.relu(x @ w) ** 2)
+
+
+def test_zerograd_records_nothing_and_returns_a_plain_value_inside_diff():
+    """Knet's @zerograd: the function is not recorded; inside diff it gives a plain array."""
+    a = kn.Param(np.array([3.5, 5.2]))
+    seen = []
+
+    def f():
+        v = step(a)
+        seen.append(v)
+        return kn.sum(a * v)
+    y = kn.diff(f)
+    assert type(seen[0]) is np.ndarray and np.array_equal(seen[0], [1.0, 1.0])
+    assert_close(kn.grad(y, a), [1.0, 1.0])
