@@ -259,15 +259,11 @@ def _comparison(name, fn, symbol):
     op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
                      (None, None), _comparison_dtype, cheap=True)
 
-    def compare(a, b):
-        # A fractional Python float against an integer array: compare in float64 (kernels
-        # render constants in the result's dtype, which would truncate 2.5 to 2).
-        for this, other in ((a, b), (b, a)):
-            if isinstance(this, float) and not this.is_integer() and has_integer_dtype(other):
-                a, b = (a, astype(b, dtype=np.float64)) if this is a else (astype(a, dtype=np.float64), b)
+    def compare(a, b):  # (an integer array against 2.5 is compared in float64: bind's Python-scalar promotion)
         return op(a, b)
     compare.__name__ = compare.__qualname__ = name
-    compare.__doc__ = (f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' type, with broadcasting.\n\n"
+    compare.__doc__ = (f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' float type (bools for integers "
+                       f"and bools, unless against a Python float: float64), with broadcasting.\n\n"
                        f"Example:\n    >>> import numpy as np, knetc as kn\n"
                        f"    >>> kn.{name}(np.array([1.0, 2.0, 3.0]), 2.0)\n"
                        f"    {fn(np.array([1.0, 2.0, 3.0]), 2.0).astype(np.float64)!r}\n")
