@@ -95,7 +95,7 @@ fi
 # ------------------------------------------------------------------ 2. GPU tests, and the examples beside them
 TIMEOUT_OPT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 150")
 XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
-( KNETC_TEST_GPU=1 timeout "$(cap 210)" $PY -m pytest tests -q -p no:cacheprovider $XDIST $TIMEOUT_OPT \
+( KNETC_TEST_GPU=1 timeout "$(cap 210)" $PY -m pytest tests -v -p no:cacheprovider $XDIST $TIMEOUT_OPT \
     -k "cuda or gpu or cudnn or knetarray or KnetArray or device or pool or optimizers" \
     -rfE --junitxml "$OUTDIR/pytest.xml" > "$OUTDIR/pytest.log" 2>&1; echo "pytest rc=$?" >> "$OUTDIR/pytest.log" ) &
 TESTS=$!
