@@ -10,6 +10,7 @@ import sys
 
 _SCRIPT = r"""
 import importlib.util, json, sys
+import knetc  # (its NumPy compatibility fixes come first: knetc/__init__.py)
 from numba import cuda
 jobs, cc = json.loads(sys.argv[1]), tuple(json.loads(sys.argv[2]))
 reports = []

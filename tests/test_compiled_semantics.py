@@ -711,7 +711,9 @@ def test_a_numpy_float64_argument_has_its_type_as_numpy_gives_it(target):
     f = compiled(times_s_plus_s, target)
     for s in (np.float64(1e300), np.float64(0.1), 0.1, np.float32(0.1)):
         want, got = times_s_plus_s(x, s), np.asarray(f(x, s))
-        assert got.dtype == want.dtype and np.array_equal(got, want), (s, got, want)
+        assert got.dtype == want.dtype, (s, got, want)
+        # a GPU contracts x * s + s to one fused multiply-add: one rounding less than numpy's
+        np.testing.assert_allclose(got, want, rtol=4 * np.finfo(want.dtype).eps)
 
 
 def where_int(c, x):

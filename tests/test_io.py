@@ -165,7 +165,8 @@ class FakeDeviceArray:
         return self._host.copy()
 
 
-def test_device_arrays_stored_as_host_data(tmp_path):
+def test_device_arrays_stored_as_host_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(kn.knetarray, "gpu", lambda device=None: -1)  # loads give numpy (no GPU active)
     host = np.arange(6, dtype=np.float32).reshape(2, 3)
     d = FakeDeviceArray(host)
     kn.save(tmp_path / "d.knetc", x=d, p=kn.Param(d), both=[d, d])

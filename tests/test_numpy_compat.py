@@ -11,7 +11,7 @@ pytest.importorskip("numba.cuda")
 
 PROGRAM = textwrap.dedent("""
     import numpy
-    del numpy.row_stack  # as NumPy 2.5 ships
+    numpy.__dict__.pop("row_stack", None)  # as NumPy 2.5 ships
     import knetc
     from numba import cuda, float32
 
