@@ -31,6 +31,8 @@ allocation (``cuda.device_array``, ``cuda.to_device``, kernel outputs) uses the 
 """
 import contextlib
 import gc
+import importlib
+import os
 import threading
 import warnings
 import weakref
@@ -477,11 +479,27 @@ def install():
 _installed = False
 
 
+def _quiet_small_grids():
+    """Turn off Numba's warning for grids under 128 blocks (unless the user's environment sets
+    NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS): knetc sizes its grids to the work, and a 100-row
+    softmax or a one-block sum would warn on every launch."""
+    if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" in os.environ:
+        return
+    for name in ("numba.cuda.core.config", "numba.core.config"):  # (numba-cuda's, then Numba's own)
+        try:
+            config = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS"):
+            config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+
+
 def install_once():
     """install(), once per process (knetc calls it before its first CUDA allocation), with
     KNETC_LOG=memory reporting the pool's events."""
     global _installed
     if not _installed:
+        _quiet_small_grids()
         install()  # False under the simulator, and (with a warning) after a context exists
         if enabled("memory"):
             get_pool().on_event = lambda kind, nbytes: report("memory", f"{kind} {nbytes} bytes")

@@ -10,7 +10,7 @@ import weakref
 import numpy as np
 import pytest
 
-from knetc.runtime import device
+from knetc.runtime import device, pool
 from knetc.runtime.pool import (
     SMALL_LIMIT, HostAllocator, MemoryPool, OutOfDeviceMemory, PoolMemoryManager,
     device_array, install, size_class)
@@ -222,3 +222,15 @@ def test_memory_manager_against_real_numba_interface():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"emm": True, "abstract": [], "is_pointer": True, "size": 3000,
                    "ptr_ok": True, "kept_by_view": 3072, "returned": 3072, "registered": True}
+
+
+def test_numbas_small_grid_warning_is_off_unless_the_user_sets_it(monkeypatch):
+    """knetc launches grids sized to the work (a one-block sum): Numba would warn on each."""
+    config = pytest.importorskip("numba.cuda.core.config")
+    monkeypatch.setattr(config, "CUDA_LOW_OCCUPANCY_WARNINGS", 1)
+    monkeypatch.setenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "1")
+    pool._quiet_small_grids()
+    assert config.CUDA_LOW_OCCUPANCY_WARNINGS == 1  # the user's choice stands
+    monkeypatch.delenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS")
+    pool._quiet_small_grids()
+    assert config.CUDA_LOW_OCCUPANCY_WARNINGS == 0
