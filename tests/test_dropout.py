@@ -120,3 +120,25 @@ def test_bad_input():
         kn.dropout(np.ones(3), 0.5, drop=True, seed=-1)
     with pytest.raises(kn.ShapeError, match="floating-point"):
         kn.dropout(np.ones(3, np.int64), 0.5, drop=True)
+
+
+def test_masks_do_not_depend_on_how_the_target_writes_the_ops_before_them(monkeypatch):
+    """A GPU with cuDNN compiles batchnorm as one op, a CPU as several: the dropout after it
+    must draw the same mask from the same counter (found on an H200: the masks differed)."""
+    from knetc.ops import normalization
+    x = np.random.default_rng(3).random((6, 8), dtype=np.float32)
+
+    def masked(x):
+        return kn.dropout(kn.batchnorm(x, training=True), 0.5, drop=True)
+
+    def masked_too(x):  # the same function, compiled apart (each compile traces anew)
+        return kn.dropout(kn.batchnorm(x, training=True), 0.5, drop=True)
+    kn.seed_(5)
+    several_ops = np.asarray(kn.compile(masked, target="cpu")(x))
+    monkeypatch.setattr(normalization, "WHOLE_LAYER", True)  # batchnorm as one op, as on a GPU
+    kn.seed_(5)
+    one_op = kn.compile(masked_too, target="cpu")
+    dropped = np.asarray(one_op(x)) == 0
+    names = {e.op.name for s in one_op.specializations() for ex in s.executables() for e in ex.program.eqns}
+    assert "batchnorm_train" in names  # (the one-op design was taken)
+    np.testing.assert_array_equal(dropped, several_ops == 0)

@@ -358,6 +358,8 @@ def _bind_with(x, op, *args, **params):
 
 
 def _salt(x):
-    """In compiled code, the mask's position in its program, so that two dropouts in one
-    program draw different masks (and are not merged as common subexpressions)."""
-    return len(context.symbolic_trace().eqns) if is_symbolic(x) else 0
+    """In compiled code, how many masks its program drew before this one, so that two dropouts
+    in one program draw different masks (and are not merged as common subexpressions). Not
+    the number of ops before it: that differs between targets (batchnorm is one cuDNN op on a
+    GPU, several on a CPU), and the masks must not."""
+    return sum(e.op is dropout_mask for e in context.symbolic_trace().eqns) if is_symbolic(x) else 0
