@@ -27,6 +27,7 @@ from numba import cuda, float64, njit
 
 from knetc.report import count
 from knetc.runtime.device import download, is_device_array
+from knetc.runtime.launch import prepared_once
 from knetc.runtime.pool import device_array
 
 THREADS = 256  # threads per block for every kernel here
@@ -257,7 +258,7 @@ def _blocks(n):
 def _launch(kernel, n, *args, blocks=None):
     """kernel[blocks, THREADS](*args) for n elements, counted in kn.stats()["launches"]."""
     count("launches")
-    kernel[blocks or _blocks(n), THREADS](*args)
+    prepared_once(kernel)[blocks or _blocks(n), THREADS](*args)  # (on a GPU, without Numba's dispatch)
 
 
 def device_zeros(shape, dtype):

@@ -234,3 +234,39 @@ def test_numbas_small_grid_warning_is_off_unless_the_user_sets_it(monkeypatch):
     monkeypatch.delenv("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS")
     pool._quiet_small_grids()
     assert config.CUDA_LOW_OCCUPANCY_WARNINGS == 0
+
+
+FAST_ARRAYS = r"""
+import ctypes
+import numpy as np
+from numba import cuda
+from numba.cuda.cudadrv.devicearray import DeviceNDArray
+from knetc.runtime import pool
+
+asked = []
+
+class Memory:
+    device_ctypes_pointer = ctypes.c_void_p(4096)
+
+class Context:
+    def memalloc(self, nbytes):
+        asked.append(nbytes)
+        return Memory()
+
+cuda.current_context = Context
+pool._FAST_ARRAYS[:] = [DeviceNDArray]
+for shape, dtype in [((3, 4), np.float32), ((2, 1, 5), np.int64), (7, np.float64)]:
+    a, like = pool.device_array(shape, dtype), np.empty(shape, dtype)
+    assert (a.shape, a.strides, a.dtype, a.size) == (like.shape, like.strides, like.dtype, like.size), (a.shape, a.strides)
+    assert a.is_c_contiguous() and asked[-1] == like.nbytes
+print("made", len(asked))
+"""
+
+
+def test_arrays_made_directly_on_a_gpu_are_those_numba_makes():
+    """device_array's fast path (a real GPU): the shape, strides, dtype and bytes of numpy's C
+    layout, from one allocation (checked with a stand-in context: no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", FAST_ARRAYS], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "made 3"

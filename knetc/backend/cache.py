@@ -38,6 +38,7 @@ import types
 import warnings
 
 from ..report import report
+from ..runtime.launch import prepared
 from ..version import __version__
 
 PREFIX = "knetc_generated_"
@@ -126,7 +127,7 @@ def load_kernel(source, directory=None):
     """Load a kernel module (backend.driver.KernelSource), shared by every driver that binds
     the same text: each distinct kernel is compiled once per process (and, cached, once)."""
     module = load_module("kernel", source.text, directory)
-    _KERNELS.setdefault(source.digest, getattr(module, source.name))
+    _KERNELS.setdefault(source.digest, prepared(getattr(module, source.name)))  # (CUDA: runtime/launch.py)
     return module
 
 

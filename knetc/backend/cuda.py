@@ -326,12 +326,11 @@ def _full_reduction(body, store):
 def cast_source(var, dtype, cache=True):
     """A kernel converting a stored value of `var`'s rank and dtype to `dtype` (a
     mixed-dtype matmul operand)."""
-    logical = physical_shape(var)
+    logical, source, target = physical_shape(var), np.dtype(var.aval.dtype).name, np.dtype(dtype).name
     index = ", ".join(f"i{axis}" if n != 1 else "0" for axis, n in enumerate(logical))
-    name = f"cast_{np.dtype(var.aval.dtype).name}_to_{np.dtype(dtype).name}"
     lines = _kernel(logical, [], f"out[{index}] = {numba_type(dtype)}(x0[{index}])")
-    return _module(name, [("x0", array_type(var)), ("out", array_type(var, dtype))],
-                   f"{np.dtype(var.aval.dtype).name} -> {np.dtype(dtype).name} for a matmul", lines, (), cache)
+    return _module(f"cast_{source}_to_{target}", [("x0", array_type(var)), ("out", array_type(var, dtype))],
+                   f"{source} -> {target} for a matmul", lines, (), cache)
 
 
 def pow2(n):
