@@ -135,7 +135,7 @@ class Prepared:
 
 
 def _dim3(n):
-    return tuple(n) + (1,) * (3 - len(n)) if isinstance(n, tuple) else (int(n), 1, 1)
+    return tuple(int(m) for m in n) + (1,) * (3 - len(n)) if isinstance(n, tuple) else (int(n), 1, 1)
 
 
 _STREAM = []
