@@ -93,10 +93,12 @@ if [ "$AVAILABLE" != "True" ]; then
 fi
 
 # ------------------------------------------------------------------ 2. GPU tests, and the examples beside them
+# (NCCL's one-rank test is left out: in the device tool's VM its bootstrap finds no network
+# and retries until stopped; see benchmarks/RESULTS.md, 2026-12-04.)
 TIMEOUT_OPT=$($PY -c "import pytest_timeout" 2>/dev/null && echo "--timeout 150")
 XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
 ( KNETC_TEST_GPU=1 timeout "$(cap 210)" $PY -m pytest tests -v -p no:cacheprovider $XDIST $TIMEOUT_OPT \
-    -k "cuda or gpu or cudnn or knetarray or KnetArray or device or pool or optimizers" \
+    -k "(cuda or gpu or cudnn or knetarray or KnetArray or device or pool or optimizers or launch or dropout) and not one_rank_communicator" \
     -rfE --junitxml "$OUTDIR/pytest.xml" > "$OUTDIR/pytest.log" 2>&1; echo "pytest rc=$?" >> "$OUTDIR/pytest.log" ) &
 TESTS=$!
 {
