@@ -312,6 +312,29 @@ def test_in_with_arrays_is_refused_unless_identity_decides():
     same(in_by_identity, x, y)
 
 
+def lists_of_arrays_equal(x, y):
+    return x * (2.0 if [x] == [y] else 3.0)  # <-
+
+
+def containers_equal_by_structure(x, y):
+    same_items = 1.0 if [x, 1] == [x, 1] and {"w": x} == {"w": x} else 0.0  # identity decides
+    differ = 1.0 if (x, 1) != (y, 2) else 0.0  # a pair that differs decides, whatever x == y says
+    lengths = 1.0 if [x] == [x, y] or [x] == (x,) else 0.0  # other lengths, or a list and a tuple: unequal
+    found = 1.0 if x in (y, x) else 0.0  # found by identity after an undecided item
+    return x * (same_items + 2 * differ + 4 * lengths + 8 * found)
+
+
+def test_equality_of_containers_of_arrays_is_pythons_or_refused():
+    """Python compares lists, tuples and dicts item by item, with `==` on arrays: compiled code
+    gives the same answer where identity, lengths or plain values decide it, and refuses where
+    the data would (it compared the arrays by identity: [x] == [y] was False)."""
+    x, y = np.array([2.0]), np.array([2.0])
+    assert lists_of_arrays_equal(x, y)[0] == 4.0
+    refused(lists_of_arrays_equal, x, y, names="`==` of containers")
+    assert containers_equal_by_structure(x, y)[0] == 22.0
+    same(containers_equal_by_structure, x, y)
+
+
 # ---------------------------------------------------------------- the loop variable after a loop region
 
 XS = np.arange(12.0).reshape(4, 3)

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import inspect
 import operator
-import random
 import sys
 import types
 import warnings
@@ -25,7 +24,7 @@ from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
 from ..ir.core import Builder, Var, current_builder
 from ..ops import elementwise as ew
-from ..ops.methods import FUNCTIONS, UFUNCS
+from ..refusals import DATA_METHODS, refuse_data_access, refuse_side_effects
 from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
 from .source import function_ast
 
@@ -80,23 +79,6 @@ _UNSUPPORTED = {
     ast.Match: ("`match`", "use if/elif on static values"),
 }
 
-_RANDOM_OWNERS = (random.Random, np.random.RandomState, np.random.Generator)
-_RANDOM_INIT = {"seed_", "param", "xavier", "xavier_uniform", "xavier_normal", "gaussian"}  # knetc.train.init
-_IMPURE_BUILTINS = {input: "reads input", open: "opens a file", exec: "runs code", eval: "runs code",
-                    breakpoint: "stops in the debugger", setattr: "changes an object", delattr: "changes an object"}
-_INTROSPECTION = (locals, globals, vars, dir)  # (inside compiled code they would see the translator's own)
-_SYSTEM_MODULES = ("time", "datetime", "os", "posix", "nt", "uuid")  # clocks, random bytes, files
-# Methods that change their object, by the names Python's and numpy's mutable types give them
-# (list, dict, set, deque, array.array, bytearray, ndarray, files): refused on objects from outside.
-_MUTATORS = set("append appendleft extend extendleft insert pop popleft popitem remove clear sort reverse rotate update "
-                "setdefault add discard difference_update intersection_update symmetric_difference_update move_to_end fill "
-                "resize put itemset partition setfield setflags byteswap frombytes fromlist fromfile write writelines send "
-                "throw close __setitem__ __delitem__ __setattr__ __delattr__".split()) | {
-    f"__i{op}__" for op in "add sub mul matmul truediv floordiv mod pow lshift rshift and xor or".split()}
-_NUMPY_WRITERS = (np.copyto, np.put, np.place, np.putmask, np.fill_diagonal)
-_NUMPY_CONVERSIONS = (np.asarray, np.array, np.asanyarray, np.ascontiguousarray, np.asfortranarray, np.copy,
-                      np.frombuffer, np.fromiter)
-_DATA_METHODS = {"item", "tolist", "tobytes", "__float__", "__int__", "__index__"}
 _ARRAY_KINDS = (np.ndarray, np.generic, Param, Tracked)  # what an array value can be when Python runs the function
 _PRINT_WARNED = set()  # (file, line) of each print warned about
 
@@ -134,17 +116,34 @@ def _local_names(node):
     return names
 
 
-def _contains(container, item):
-    """`item in container` as Python answers it: a list or tuple item by item, by identity and
-    then by `==`, which an array value answers only with its data (a dict or set would hash it)."""
-    answers = (x is item or (None if isinstance(x, Var) or isinstance(item, Var) else bool(x == item))
-               for x in container) if isinstance(container, (list, tuple)) else [
-        None if isinstance(item, Var) or isinstance(container, Var) else bool(item in container)]
-    answer = next((a for a in answers if a is not False), False)  # (None: undecided without the data)
+def _equal(x, y):
+    """`x == y` as Python answers it for lists, tuples and dicts (item by item, by identity and
+    then by `==`): True, False, or None where an array value's `==` (its data) would decide."""
+    if x is y or isinstance(x, Var) or isinstance(y, Var):
+        return True if x is y else None
+    if isinstance(x, dict) and isinstance(y, dict):
+        pairs = [(x[k], y[k]) for k in x] if x.keys() == y.keys() else None
+    elif isinstance(x, list) and isinstance(y, list) or isinstance(x, tuple) and isinstance(y, tuple):
+        pairs = list(zip(x, y)) if len(x) == len(y) else None
+    else:
+        return bool(x == y)
+    answers = [False] if pairs is None else [_equal(a, b) for a, b in pairs]
+    return False if False in answers else None if None in answers else True
+
+
+def _decided(answer, what):
     if answer is None:
-        raise CompileError("`in` with an array value: Python compares it with `==`, whose answer is only known "
+        raise CompileError(f"{what} with an array value: Python compares it with `==`, whose answer is only known "
                            "when the kernels run", hint="compare identities with `is`, or shapes and dtypes")
     return answer
+
+
+def _contains(container, item):
+    """`item in container` as Python answers it: a list or tuple item by item (_equal); a dict
+    or set would hash an array value."""
+    answers = [_equal(x, item) for x in container] if isinstance(container, (list, tuple)) else [
+        None if isinstance(item, Var) or isinstance(container, Var) else bool(item in container)]
+    return _decided(True if True in answers else None if None in answers else False, "`in`")
 
 
 def _refuse_iterator(value):
@@ -627,7 +626,7 @@ class FunctionTranslator(ast.NodeVisitor):
             if default is not _MISSING and not (array and dunder):
                 return default
             raise CompileError(str(error) if not array else f"`.{name}` of an array value is not supported in compiled "
-                               "code" + ": its data is only known when the kernels run" * (name in _DATA_METHODS),
+                               "code" + ": its data is only known when the kernels run" * (name in DATA_METHODS),
                                *((self.filename, lineno) if lineno else ()), hint=array and "keep it an array, use "
                                "the kn. functions and the numpy functions knetc compiles (np.sum, np.reshape, ...), "
                                "or do this outside the compiled function") from None
@@ -706,7 +705,8 @@ class FunctionTranslator(ast.NodeVisitor):
                 if len(node.ops) > 1:
                     raise CompileError("chained comparisons of arrays are not supported", self.filename, node.lineno)
                 return _ARRAY_COMPARE[type(op)](left, right)
-            result = _COMPARE[type(op)](left, right)
+            result = _decided(_equal(left, right), "`==` of containers") != isinstance(op, ast.NotEq) if isinstance(
+                op, (ast.Eq, ast.NotEq)) and isinstance(left, (list, tuple, dict)) else _COMPARE[type(op)](left, right)
             if len(node.ops) == 1 or not result:
                 return result  # (one comparison may give a numpy array: a mask used as an index)
             left = right
@@ -781,7 +781,7 @@ class FunctionTranslator(ast.NodeVisitor):
                                    "hint: print results outside the compiled function, or call its .fn (the plain "
                                    "Python function) to debug", UserWarning, where[0] or "<unknown>", where[1] or 0)
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)  # (for messages)
-        self._refuse_side_effects(fn, name, args, kwargs)
+        refuse_side_effects(fn, name, args, kwargs, self.translation.is_external)
         func, bound = (fn.__func__, (fn.__self__,)) if isinstance(fn, types.MethodType) else (fn, ())
         if isinstance(func, types.FunctionType) and not _is_library(func):  # a Python function or method
             return self.translation.inline(func, (*bound, *args), kwargs)
@@ -798,26 +798,8 @@ class FunctionTranslator(ast.NodeVisitor):
         args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
         fn = self.translation.lowered_object(fn) if _is_library(type(fn)) else fn
         if holds_var((args, kwargs)):
-            self._refuse_data_access(fn, name)
+            refuse_data_access(fn, name)
         return fn(*args, **kwargs)
-
-    def _refuse_data_access(self, fn, name):
-        """Calls that need an array value's data (float(x), np.asarray(x), x.item()) or a numpy
-        function knetc has no op for: refused by name, not with Python's message about a `Var`."""
-        if any(fn is f for f in (float, int, complex, bool)) \
-                or isinstance(fn, type) and issubclass(fn, np.generic) \
-                or getattr(fn, "__name__", None) in _DATA_METHODS and isinstance(getattr(fn, "__self__", None), Var):
-            raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",
-                               hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
-                                    "the compiled function")
-        numpy = isinstance(fn, np.ufunc) or (getattr(fn, "__module__", None) or "").split(".")[0] == "numpy"
-        conversion = any(fn is f for f in _NUMPY_CONVERSIONS)
-        if numpy and (conversion or not any(fn is f for f in (*UFUNCS, *FUNCTIONS))):
-            raise CompileError(f"`np.{name}` of an array value inside compiled code: numpy would need its data, which "
-                               "is only known when the kernels run" if conversion else f"`np.{name}` is not supported "
-                               "on array values in compiled code (knetc compiles only the numpy functions in its op "
-                               "table)", hint="use the kn. functions (kn.sum, kn.reshape, kn.max(x, lo), ...) or the "
-                               "value itself, or call numpy outside the compiled function")
 
     def _as_python(self, var, ask, what):
         """ask(value) for the value the Python function would see in var's place (isinstance,
@@ -833,40 +815,6 @@ class FunctionTranslator(ast.NodeVisitor):
         raise CompileError(f"{what} of an array value computed inside compiled code: its Python type (numpy array, numpy "
                            "scalar, taped value) is only known when it runs eagerly", hint="test the arguments' types "
                            "before calling, or shapes and dtypes (x.ndim, x.dtype)")
-
-    def _refuse_side_effects(self, fn, name, args, kwargs):
-        """Calls whose effect or result would happen once, at trace time, and then never
-        again: compiled code refuses them rather than differ from Python on later calls."""
-        owner = getattr(fn, "__self__", None)  # (a module, or the class of a classmethod: datetime.now)
-        module = getattr(fn, "__module__", None) or getattr(owner, "__name__" if isinstance(owner, types.ModuleType)
-                                                            else "__module__" if isinstance(owner, type) else "", "")
-        top = module.split(".")[0]
-        random = isinstance(owner, _RANDOM_OWNERS) or module.startswith("numpy.random") or top in ("random", "secrets") \
-            or (module == "knetc.train.init" and getattr(fn, "__name__", "") in _RANDOM_INIT)
-        impure = "draws random numbers" if random else next((what for f, what in _IMPURE_BUILTINS.items() if fn is f),
-                                                            "asks the system (the clock, files, random bytes)")
-        if random or top in _SYSTEM_MODULES or any(fn is f for f in _IMPURE_BUILTINS):
-            raise CompileError(f"`{name}` {impure}: compiled code would do it once, while tracing, and reuse the "
-                               "result on every call", hint="do it outside and pass the result in as an argument"
-                               + " (kn.dropout draws a new mask on every call)" * random)
-        if any(fn is f for f in _INTROSPECTION):
-            raise CompileError(f"`{name}()` is not supported in compiled code (it would see the compiler's variables)")
-        writer = any(fn is f for f in _NUMPY_WRITERS)  # (or a method of a builtin type: its Python ones are inlined)
-        target = owner if isinstance(fn, (types.BuiltinMethodType, types.MethodWrapperType)) else args[0] if args and (
-            writer or isinstance(fn, (types.MethodDescriptorType, types.WrapperDescriptorType))) else None  # hs.append
-        if (writer or getattr(fn, "__name__", "") in _MUTATORS) and not isinstance(target, (types.ModuleType, type)) \
-                and target is not None and self.translation.is_external(target):
-            raise CompileError(f"`{name}` changes a {type(target).__name__} from outside the compiled function (a "
-                               "global, closure value or argument): compiled code would do it once, while tracing, "
-                               "not on every call",
-                               hint="build a new list or dict inside the function and return it "
-                                    "(containers created inside the function may be changed freely)")
-        out = kwargs.get("out")
-        if out is not None and (isinstance(out, Var) or any(self.translation.is_external(o) for o in
-                                                            (out if isinstance(out, tuple) else (out,)))):
-            raise CompileError(f"`{name}(..., out=...)` writes into an existing array: compiled code would do it "
-                               "once, while tracing", hint="use the returned array instead of out=")
-
 
 class InnerFunction:
     """A `def` or `lambda` inside compiled code: inlined; it reads the enclosing scope as it is then."""
