@@ -39,6 +39,7 @@ from .ops import elementwise, indexing
 from .ops.core import Aval, Op, astype, bind, evaluate, register
 from .ops.methods import ArrayMethods
 from .report import report, transfer
+from .runtime import launch
 from .runtime.device import download, is_device_array, real_gpu_available, register_device_wrapper, upload
 
 __all__ = ["KnetArray", "cpucopy", "gpucopy", "gpu", "gc", "dir"]
@@ -588,6 +589,7 @@ def gpu(device=None):
         elif 0 <= device and real_gpu_available() and device < len(_cuda().gpus):
             _install_pool()
             _cuda().select_device(int(device))
+            launch.forget()  # (prepared launches hold the previous device's kernels)
             _active = True
         else:
             _active = False

@@ -19,16 +19,15 @@ without these internals, KNETC_PREPARED_LAUNCH=0) goes through Numba's own call.
 """
 import ctypes
 import os
+import weakref
 
 import numpy as np
 
 from .device import real_gpu_available
 
-_SCALARS = {  # Python or numpy number type -> (Numba type name, C type)
-    float: ("float64", ctypes.c_double), np.float64: ("float64", ctypes.c_double),
-    np.float32: ("float32", ctypes.c_float), int: ("int64", ctypes.c_int64),
-    np.int64: ("int64", ctypes.c_int64), np.int32: ("int32", ctypes.c_int32),
-    np.uint64: ("uint64", ctypes.c_uint64), np.uint32: ("uint32", ctypes.c_uint32),
+_SCALARS = {  # a number's type -> the C type Numba passes it as (float: float64, int: int64)
+    float: ctypes.c_double, np.float64: ctypes.c_double, np.float32: ctypes.c_float, int: ctypes.c_int64,
+    np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint64: ctypes.c_uint64, np.uint32: ctypes.c_uint32,
 }
 
 
@@ -60,8 +59,8 @@ def prepared(kernel):
 
 
 def argument_key(value):
-    """What decides a kernel's argument type: ("array", dtype, rank, C-contiguous) for a Numba
-    device array, the number type for a number, None for anything else (Numba's call then).
+    """What decides a kernel's argument type: ("array", dtype, rank, C- and F-contiguous) for a
+    Numba device array, the number's type for a number, None for anything else (Numba's call).
     Example: ``argument_key(1.0)  # <class 'float'>``"""
     if type(value) in _SCALARS:
         if type(value) is int and not -2 ** 63 <= value < 2 ** 63:
@@ -76,7 +75,7 @@ def argument_key(value):
 def pack(value, into):
     """Append `value`'s kernel arguments to `into` as Numba's launcher lays them out."""
     if type(value) in _SCALARS:
-        into.append(_SCALARS[type(value)][1](value))
+        into.append(_SCALARS[type(value)](value))
         return
     pointer = value.device_ctypes_pointer.value if value.size else 0
     into += [0, 0, value.size, value.dtype.itemsize, pointer or 0, *value.shape, *value.strides]
@@ -94,11 +93,22 @@ def prepared_once(kernel):
     return found
 
 
+_ALL = weakref.WeakSet()  # every Prepared, for forget()
+
+
+def forget():
+    """Drop every kernel found so far: they belong to the context current when found (call it
+    when another device becomes current, as kn.gpu(d) does)."""
+    for k in list(_ALL):
+        k.compiled.clear()
+
+
 class Prepared:
     """A Numba CUDA kernel whose launches skip the dispatcher once its argument types repeat."""
 
     def __init__(self, kernel):
         self.kernel, self.compiled = kernel, {}  # argument keys -> cuda.core kernel, or None
+        _ALL.add(self)
 
     def __getitem__(self, config):
         blocks, threads = config

@@ -93,3 +93,13 @@ def test_library_routines_prepare_each_kernel_once(monkeypatch):
     first = Dispatcher()
     assert launch.prepared_once(first) is launch.prepared_once(first) == ("prepared", first)
     assert launch.prepared_once(Dispatcher()) is not launch.prepared_once(first)
+
+
+def test_kernels_found_are_forgotten_when_another_device_becomes_current():
+    class Dispatcher:
+        def __getitem__(self, config):
+            return lambda *args: None
+    k = launch.Prepared(Dispatcher())
+    k.compiled[(float,)] = "a kernel of device 0"
+    launch.forget()
+    assert k.compiled == {}
