@@ -547,6 +547,28 @@ def test_numpy_scalars_promote_as_numpy(target):
         np.testing.assert_allclose(got, expected, rtol=1e-15)
 
 
+def above_half(x):
+    return x > 0.5
+
+
+def count_and_mask(x):
+    return kn.sum(x > 1.5), (x > 1.5) * x
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_integers_against_a_python_float_give_bools_as_numpy(target):
+    """An integer array meets 0.5 in float64, as numpy's promotion has it, and the answer is
+    bools (it was 1/0 in float64): a mask, summed as integers."""
+    for x in (np.arange(-2, 4), np.array([True, False, True]), np.arange(5, dtype=np.uint8)):
+        got, want = compiled(above_half, target)(x), x > 0.5
+        assert got.dtype == bool and np.array_equal(got, want)
+        for got, want in zip(compiled(count_and_mask, target)(x), (np.sum(x > 1.5), (x > 1.5) * x)):
+            assert np.asarray(got).dtype == want.dtype and np.array_equal(got, want), (got, want)
+        assert kn.gt(x, 0.5).dtype == bool and kn.lt(0.5, x).dtype == bool  # eagerly too
+        np.testing.assert_array_equal(x[kn.gt(x, 1.5)], x[x > 1.5])  # a mask, not positions
+    assert np.asarray(kn.gt(kn.Param(np.arange(3)), 0.5)).dtype == bool
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_python_ints_out_of_an_integer_dtype_compare_exactly_or_overflow_as_numpy(target):
     for fn, x in [(below_minus_one, np.arange(0, 250, 40, dtype=np.uint8)), (equals_300, np.arange(-4, 4, dtype=np.int8)),

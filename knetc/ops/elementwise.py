@@ -250,6 +250,14 @@ def _comparison_dtype(*avals):
     return np.dtype("float64") if dtype is None else dtype
 
 
+def _holds_integers(x):
+    """An integer or bool array or numpy scalar (not a Python number)."""
+    if type(x) in _NUMBERS or type(x) is bool:
+        return False
+    dtype = aval_of(x).dtype
+    return dtype is not None and dtype.kind in "biu"
+
+
 def _comparison(name, fn, symbol):
     def impl(a, b):
         if type(a) is np.ndarray:  # the result's dtype without building avals
@@ -259,11 +267,15 @@ def _comparison(name, fn, symbol):
     op = elementwise(name, impl, lambda k, a, b: f"({k.const(1)} if {a} {symbol} {b} else {k.const(0)})",
                      (None, None), _comparison_dtype, cheap=True)
 
-    def compare(a, b):  # (an integer array against 2.5 is compared in float64: bind's Python-scalar promotion)
+    def compare(a, b):
+        if any(type(x) is float for x in (a, b)) and any(_holds_integers(x) for x in (a, b)):
+            # bind compares an integer array with 2.5 in float64 (numpy's promotion), then 1/0 in
+            # float64 would come out: bools, as numpy gives and as integer comparisons do
+            return astype(op(a, b), dtype=np.dtype(bool))
         return op(a, b)
     compare.__name__ = compare.__qualname__ = name
     compare.__doc__ = (f"{name}(a, b): 1 where a {symbol} b else 0, in the inputs' float type (bools for integers "
-                       f"and bools, unless against a Python float: float64), with broadcasting.\n\n"
+                       f"and bools), with broadcasting.\n\n"
                        f"Example:\n    >>> import numpy as np, knetc as kn\n"
                        f"    >>> kn.{name}(np.array([1.0, 2.0, 3.0]), 2.0)\n"
                        f"    {fn(np.array([1.0, 2.0, 3.0]), 2.0).astype(np.float64)!r}\n")

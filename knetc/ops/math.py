@@ -12,8 +12,8 @@ floor, round, trunc, sign, one, zero) have zero gradient. `round` rounds halves 
 `kn.max(a, b)` / `kn.min(a, b)` are elementwise (the reductions are kn.maximum/kn.minimum);
 where a == b both inputs receive the gradient (AutoGrad.jl's rule); a NaN wins. Comparisons
 (kn.eq, kn.ne, kn.lt, kn.le, kn.gt, kn.ge, and the operators) return 1/0 in the inputs' float type,
-bools for integers and bools (numpy's: x[x > 0] is a mask); an integer array against a Python
-float is compared in float64 (1/0 in float64).
+bools for integers and bools (numpy's: x[x > 0] is a mask; an integer array against a Python
+float is compared in float64, as numpy does, and gives bools too).
 """
 from .elementwise import (abs, abs2, acos, acosh, add, asin, asinh, atan, atanh, cbrt, ceil, cos, cosh,  # noqa: F401
                           cospi, digamma, div, eq, erf, erfc, erfcinv, erfcx, erfinv, exp, exp2, exp10, expm1,
