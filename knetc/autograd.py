@@ -20,7 +20,7 @@ from .context import training, value_of  # noqa: F401  (kn.training; value_of fo
 from .errors import CompileError, ShapeError, format_error, user_frame
 from .ir.core import Builder, Var, current_builder
 from .ops.broadcast import broadcast_to, unbroadcast
-from .ops.core import OPS, Op, astype, aval_of, bind, evaluate
+from .ops.core import OPS, Op, aval_of, bind, evaluate
 from .ops.elementwise import add, eq, mul, ne
 from .ops.methods import ArrayMethods
 
