@@ -49,7 +49,8 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
               ast.LShift: operator.lshift, ast.RShift: operator.rshift,
               ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-            ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+            ast.Eq: lambda a, b: _python_equal(a, b, True), ast.NotEq: lambda a, b: _python_equal(a, b, False),
+            ast.Is: operator.is_, ast.IsNot: operator.is_not,
             ast.In: lambda a, b: _contains(b, a), ast.NotIn: lambda a, b: not _contains(b, a)}
 _ARRAY_COMPARE = {**_COMPARE, ast.Eq: ew.eq, ast.NotEq: ew.ne}  # (a Var's == is identity: Vars are dict keys)
 # Python operators with no op in the table: on an array value they are refused at the
@@ -129,6 +130,13 @@ def _equal(x, y):
         return bool(x == y)
     answers = [False] if pairs is None else [_equal(a, b) for a, b in pairs]
     return False if False in answers else None if None in answers else True
+
+
+def _python_equal(a, b, equal):
+    """`a == b` (or, equal False, `a != b`) of values known now, containers of array values too."""
+    if isinstance(a, (list, tuple, dict)):
+        return _decided(_equal(a, b), "`==` of containers") == equal
+    return a == b if equal else a != b
 
 
 def _decided(answer, what):
@@ -705,8 +713,7 @@ class FunctionTranslator(ast.NodeVisitor):
                 if len(node.ops) > 1:
                     raise CompileError("chained comparisons of arrays are not supported", self.filename, node.lineno)
                 return _ARRAY_COMPARE[type(op)](left, right)
-            result = _decided(_equal(left, right), "`==` of containers") != isinstance(op, ast.NotEq) if isinstance(
-                op, (ast.Eq, ast.NotEq)) and isinstance(left, (list, tuple, dict)) else _COMPARE[type(op)](left, right)
+            result = _COMPARE[type(op)](left, right)
             if len(node.ops) == 1 or not result:
                 return result  # (one comparison may give a numpy array: a mask used as an index)
             left = right
