@@ -10,8 +10,9 @@
 #   2. runs the GPU tests (KNETC_TEST_GPU=1: real kernels, no simulator), and beside them the
 #      examples with --target cuda for one epoch (mnist_mlp, lenet; charlm for 150 steps);
 #   3. runs benchmarks/gpu.py alone on the GPU: one table of knetc against PyTorch CUDA (MLP,
-#      LeNet, CharLM steps, the 4096 MLP, the 1e7 sum beside the copy bandwidth, the softmax).
-# Writes summary.txt, env.log, install.log, pytest.log, pytest.xml, examples.log, bench.log.
+#      LeNet, CharLM steps, the 4096 MLP, the 1e7 sum beside the copy bandwidth, the softmax),
+#      then benchmarks/launch_costs.py (host time of a launch's and an allocation's parts).
+# Writes summary.txt, env.log, install.log, pytest.log, pytest.xml, examples.log, bench.log, launch.log.
 #
 # The image is expected to hold numba, numba-cuda, cuda-bindings, cuda-pathfinder, cuBLAS,
 # cuDNN, pytest, hypothesis and PyTorch (the device README's H200 image). The CUDA libraries
@@ -121,5 +122,9 @@ timeout "$(cap 150)" $PY benchmarks/gpu.py > "$OUTDIR/bench.log" 2>&1
 echo "gpu.py rc=$?" >> "$OUTDIR/bench.log"
 log "benchmarks (benchmarks/gpu.py):"
 grep -E "^(knetc|\||- |gpu.py rc=|\[)|Error" "$OUTDIR/bench.log" | tee -a "$OUTDIR/summary.txt"
+timeout "$(cap 40)" $PY benchmarks/launch_costs.py > "$OUTDIR/launch.log" 2>&1
+echo "launch_costs.py rc=$?" >> "$OUTDIR/launch.log"
+log "host costs of a launch and an allocation (benchmarks/launch_costs.py):"
+cat "$OUTDIR/launch.log" | tee -a "$OUTDIR/summary.txt"
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader >> "$OUTDIR/env.log" 2>&1
 log "done in $(( $(date +%s) - START ))s; files in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
