@@ -81,3 +81,14 @@ def test_tiny_cases_run_under_the_simulator(tmp_path):
         launches, up, down = (float(c) for c in cells[6:9])
         assert launches >= 1 and up == 0 and down == 0, (case, cells)  # inputs and results stay on the device
     assert "copy" in proc.stdout  # the sum's note: the copy bandwidth measured in the same run
+
+
+def test_launch_costs_without_a_gpu_says_so_and_exits_3():
+    """benchmarks/launch_costs.py (the device check's last step) needs a real GPU; the
+    simulator does not count."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "launch_costs.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "no CUDA GPU" in proc.stdout
+    assert "benchmarks/launch_costs.py" in open(CHECK).read()
