@@ -250,14 +250,6 @@ def _comparison_dtype(*avals):
     return np.dtype("float64") if dtype is None else dtype
 
 
-def _holds_integers(x):
-    """An integer or bool array or numpy scalar (not a Python number)."""
-    if type(x) in _NUMBERS or type(x) is bool:
-        return False
-    dtype = aval_of(x).dtype
-    return dtype is not None and dtype.kind in "biu"
-
-
 def _comparison(name, fn, symbol):
     def impl(a, b):
         if type(a) is np.ndarray:  # the result's dtype without building avals
@@ -268,7 +260,7 @@ def _comparison(name, fn, symbol):
                      (None, None), _comparison_dtype, cheap=True)
 
     def compare(a, b):
-        if any(type(x) is float for x in (a, b)) and any(_holds_integers(x) for x in (a, b)):
+        if any(type(x) is float for x in (a, b)) and any(has_integer_dtype(x) for x in (a, b)):
             # bind compares an integer array with 2.5 in float64 (numpy's promotion), then 1/0 in
             # float64 would come out: bools, as numpy gives and as integer comparisons do
             return astype(op(a, b), dtype=np.dtype(bool))
