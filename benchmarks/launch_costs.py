@@ -48,15 +48,19 @@ def main():
 
     x, y, out = (pool.device_array((1000,), np.float32) for _ in range(3))
     rows = [("Numba's call, 5 arguments", lambda: axpy[4, 256](x, y, out, 1.0, 0.0))]
+    if not launch.enabled():
+        print("launch_costs.py: prepared launches are off (KNETC_PREPARED_LAUNCH=0, or numba-cuda without cuda.core)")
+        return 3
     prepared = launch.Prepared(axpy)
     rows.append(("knetc's prepared launch (runtime/launch.py)", lambda: prepared[4, 256](x, y, out, 1.0, 0.0)))
     kernel = next(iter(axpy.overloads.values()))._codelibrary.get_cufunc().kernel
     packed = []
     for a in (x, y, out, 1.0, 0.0):
         launch.pack(a, packed)
-    from cuda.core import LaunchConfig, launch as core_launch
-    config, stream = LaunchConfig(grid=(4, 1, 1), block=(256, 1, 1), shmem_size=0), launch._default_stream()
-    rows.append(("cuda.core launch, arguments packed before", lambda: core_launch(stream, config, kernel, *packed)))
+    core = launch._CORE
+    config = core["config"](grid=(4, 1, 1), block=(256, 1, 1), shmem_size=0)
+    rows.append(("cuda.core launch, arguments packed before", lambda: core["launch"](core["stream"], config, kernel,
+                                                                                      *packed)))
     context = cuda.current_context()
     memory = context.memalloc(25600)
     rows += [("knetc pool.device_array((100, 64))", lambda: pool.device_array((100, 64), np.float32)),

@@ -32,6 +32,7 @@ _SCALARS = {  # a number's type -> the C type Numba passes it as (float: float64
 
 
 _ENABLED = []  # enabled()'s answer, found once
+_CORE = {}  # enabled() fills it: cuda.core's LaunchConfig and launch, and the default stream
 
 
 def enabled():
@@ -41,8 +42,9 @@ def enabled():
         ok = os.environ.get("KNETC_PREPARED_LAUNCH", "1") != "0" and real_gpu_available()
         if ok:
             try:
-                from cuda.core import LaunchConfig, launch  # noqa: F401
-                from numba.cuda.cudadrv.driver import _to_core_stream  # noqa: F401
+                from cuda.core import LaunchConfig, launch
+                from numba.cuda.cudadrv.driver import _to_core_stream
+                _CORE.update(config=LaunchConfig, launch=launch, stream=_to_core_stream(0))  # (the legacy stream)
             except ImportError:
                 ok = False
         _ENABLED.append(ok)
@@ -108,6 +110,7 @@ class Prepared:
 
     def __init__(self, kernel):
         self.kernel, self.compiled = kernel, {}  # argument keys -> cuda.core kernel, or None
+        self.configs = {}  # (blocks, threads) -> cuda.core LaunchConfig
         _ALL.add(self)
 
     def __getitem__(self, config):
@@ -122,12 +125,14 @@ class Prepared:
             if compiled is False:
                 self.compiled[keys] = self._find(keys, args)
             return
-        from cuda.core import LaunchConfig, launch
+        config = self.configs.get((blocks, threads))
+        if config is None:
+            config = self.configs[blocks, threads] = _CORE["config"](grid=_dim3(blocks), block=_dim3(threads),
+                                                                      shmem_size=0)
         packed = []
         for a in args:
             pack(a, packed)
-        launch(_default_stream(), LaunchConfig(grid=_dim3(blocks), block=_dim3(threads), shmem_size=0),
-               compiled, *packed)
+        _CORE["launch"](_CORE["stream"], config, compiled, *packed)
 
     def _find(self, keys, args):
         """The cuda.core kernel Numba compiled for these arguments, or None (Numba's call, always)."""
@@ -146,14 +151,3 @@ class Prepared:
 
 def _dim3(n):
     return tuple(int(m) for m in n) + (1,) * (3 - len(n)) if isinstance(n, tuple) else (int(n), 1, 1)
-
-
-_STREAM = []
-
-
-def _default_stream():
-    """The legacy default stream (handle 0) as cuda.core wants it, made once."""
-    if not _STREAM:
-        from numba.cuda.cudadrv import driver
-        _STREAM.append(driver._to_core_stream(0))
-    return _STREAM[0]

@@ -40,7 +40,8 @@ import weakref
 import numpy as np
 
 from ..report import enabled, report
-from .device import real_gpu_available, simulator_active
+from . import launch
+from .device import simulator_active
 
 SMALL_STEP = 512          # size-class step for small requests, in bytes
 SMALL_LIMIT = 1 << 20     # requests above this use quarter-power-of-two classes
@@ -501,7 +502,9 @@ def install_once():
     global _installed
     if not _installed:
         _quiet_small_grids()
-        _FAST_ARRAYS[:] = _fast_arrays()
+        if launch.enabled():  # a real GPU with numba-cuda's internals at hand, and not KNETC_PREPARED_LAUNCH=0
+            from numba.cuda.cudadrv.devicearray import DeviceNDArray
+            _FAST_ARRAYS[:] = [DeviceNDArray]
         install()  # False under the simulator, and (with a warning) after a context exists
         if enabled("memory"):
             get_pool().on_event = lambda kind, nbytes: report("memory", f"{kind} {nbytes} bytes")
@@ -528,12 +531,3 @@ def device_array(shape, dtype=np.float32, stream=0):
         strides.append(step)
         step *= n
     return _FAST_ARRAYS[0](shape, tuple(reversed(strides)), dtype, stream, cuda.current_context().memalloc(step))
-
-
-def _fast_arrays():
-    """[numba-cuda's DeviceNDArray] on a real GPU (device_array makes its arrays directly), else []."""
-    try:
-        from numba.cuda.cudadrv.devicearray import DeviceNDArray
-    except ImportError:
-        return []
-    return [DeviceNDArray] if real_gpu_available() and os.environ.get("KNETC_PREPARED_LAUNCH", "1") != "0" else []
