@@ -175,9 +175,13 @@ def test_diff_records_the_compiled_forward_and_backward():
         assert_close(kn.grad(loss, p), g, np.float64)
 
 
-def _call_executable(f):
-    """The executable of f's plain (not gradient, not diff-recorded) specialization."""
-    return next(s.executable for s in f.specializations() if hasattr(s, "executable") and not hasattr(s, "grad_slots"))
+def _call_executable(f, dtype=None):
+    """The executable of f's plain (not gradient, not diff-recorded) specialization; with
+    `dtype`, the one whose float inputs have it (other tests in the process may have called f with
+    other dtypes first)."""
+    return next(s.executable for s in f.specializations() if hasattr(s, "executable") and not hasattr(s, "grad_slots")
+                and (dtype is None or all(v.aval.dtype == dtype for v in s.executable.program.inputs
+                                        if v.aval.dtype.kind == "f")))
 
 
 def test_device_inputs_give_device_outputs():
@@ -211,7 +215,7 @@ def test_thread_indices_unravel_row_major_and_skip_unit_axes():
 
 def test_generated_module_reads_like_numba():
     results("mlp", np.float64)
-    generated = _call_executable(mlp).generated
+    generated = _call_executable(mlp, np.float64).generated
     kernel = generated.kernels["k_add_relu"].text
     assert "@cuda.jit(cache=True)\ndef k_add_relu(x0, x1, out):\n    t = cuda.grid(1)\n" in kernel
     assert "PTX_SIGNATURES = {'k_add_relu': 'void(float64[:, ::1], float64[::1], float64[:, ::1])'}" in kernel
