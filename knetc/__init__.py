@@ -6,13 +6,10 @@
     kn.grad(y, w)
 """
 from .version import __version__  # noqa: F401
-import numpy as _np
+from . import numpy_compat as _numpy_compat
 
-if not hasattr(_np, "row_stack"):
-    # numba-cuda (0.30.4 at least) registers an overload of np.row_stack, an alias of
-    # np.vstack that NumPy 2.5 removed: without it no CUDA kernel compiles.
-    _np.row_stack = _np.vstack
-del _np
+_numpy_compat.restore_row_stack()
+_numpy_compat.defer_f2py()
 from .runtime import host_memory
 
 host_memory.keep_freed_buffers()  # steps reuse their large buffers (runtime/host_memory.py)

@@ -1,13 +1,12 @@
-"""knetc's CUDA kernels compile with a NumPy that lacks np.row_stack (NumPy 2.5 removed it;
-numba-cuda 0.30.4 still names it when it loads its typing registries)."""
+"""What knetc/numpy_compat.py adjusts: knetc's CUDA kernels compile with a NumPy that lacks
+np.row_stack (NumPy 2.5 removed it; numba-cuda 0.30.4 still names it when it loads its typing
+registries), and numpy.f2py loads when used, not when SciPy (for Numba's BLAS) lists NumPy."""
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
-pytest.importorskip("numba.cuda")
 
 PROGRAM = textwrap.dedent("""
     import numpy
@@ -27,7 +26,34 @@ PROGRAM = textwrap.dedent("""
 
 
 def test_cuda_kernels_compile_without_numpy_row_stack():
+    pytest.importorskip("numba.cuda")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}  # the real compiler
     done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("compiled")
+
+
+DEFERRED = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import knetc as kn
+
+    w = kn.Param(np.ones((3, 2)))
+    kn.compile(lambda w, x: kn.sum(x @ w))(w, np.ones((4, 3)))  # Numba loads its BLAS (scipy.linalg)
+    assert "scipy.linalg" in sys.modules
+    assert "numpy.f2py.crackfortran" not in sys.modules, "numpy.f2py was loaded for nothing"
+    from numpy import f2py
+    assert callable(f2py.run_main)  # whole on first use
+    import numpy.f2py.crackfortran
+    assert np.f2py is sys.modules["numpy.f2py"]
+    print("deferred")
+""")
+
+
+def test_numpy_f2py_loads_only_when_used(tmp_path):
+    pytest.importorskip("scipy")
+    program = tmp_path / "deferred.py"  # kn.compile reads its function's source from a file
+    program.write_text(DEFERRED)
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "deferred"
