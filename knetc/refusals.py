@@ -31,11 +31,22 @@ _NUMPY_WRITERS = (np.copyto, np.put, np.place, np.putmask, np.fill_diagonal)
 _NUMPY_CONVERSIONS = (np.asarray, np.array, np.asanyarray, np.ascontiguousarray, np.asfortranarray, np.copy,
                       np.frombuffer, np.fromiter)
 DATA_METHODS = {"item", "tolist", "tobytes", "__float__", "__int__", "__index__"}
+_TEXT = (str, repr, ascii, format)
+
+
+def refuse_text(what):
+    """str(x), f"{x}", "%s" % x, "{}".format(x) of an array value, or of a container holding
+    one: the text shows the data, which exists only when the kernels run (while tracing, the
+    value is an IR value: its text would be its name, once, on every call)."""
+    raise CompileError(f"{what} of an array value: its text shows its data, which is only known when the kernels run",
+                       hint="format results outside the compiled function (x.shape and x.dtype are known inside it)")
 
 
 def refuse_data_access(fn, name):
     """Calls that need an array value's data (float(x), np.asarray(x), x.item()) or a numpy
     function knetc has no op for: refused by name, not with Python's message about a `Var`."""
+    if any(fn is f for f in _TEXT) or isinstance(getattr(fn, "__self__", None), str):  # str(x), "{}".format(x)
+        refuse_text(f"`{name}`")
     if any(fn is f for f in (float, int, complex, bool)) \
             or isinstance(fn, type) and issubclass(fn, np.generic) \
             or getattr(fn, "__name__", None) in DATA_METHODS and isinstance(getattr(fn, "__self__", None), Var):

@@ -371,3 +371,50 @@ def kept_as_default_value(xs, h):
 @pytest.mark.parametrize("fn", [kept_in_tuple, kept_in_list, kept_in_dict, kept_as_default_value])
 def test_loop_variable_kept_past_the_loop_has_pythons_value(fn):
     same(fn, XS, np.ones(3))
+
+
+# ---------------------------------------------------------------- the text of an array value
+
+def text_by_str(x):
+    return x.shape, str(x * 2)  # <-
+
+
+def text_by_fstring(x):
+    return f"loss {x.sum()}"  # <-
+
+
+def text_by_percent(x):
+    return "%s" % (x,)  # <-
+
+
+def text_by_format_method(x):
+    return "{}".format(x)  # <-
+
+
+def text_of_a_list_holding_an_array(x):
+    return repr([x, 1])  # <-
+
+
+@pytest.mark.parametrize("fn, names", [(text_by_str, "`str`"), (text_by_fstring, "f-string"),
+                                       (text_by_percent, "`%` formatting"), (text_by_format_method, "`str.format`"),
+                                       (text_of_a_list_holding_an_array, "`repr`")])
+def test_the_text_of_an_array_value_is_refused(fn, names):
+    # While tracing, an array value is an IR value: its text would be its name ("Var(f64[2,3])"),
+    # frozen into every call, where Python shows the data.
+    message = refused(fn, X, names=names)
+    assert "its text shows its data" in message, message
+
+
+def text_of_what_is_known(x, n):
+    names = [f"h{t}" for t in range(n)]
+    parts = {}
+    for t in range(n):  # (a loop whose body formats its variable unrolls)
+        parts[f"layer{t}"] = x * t
+    return parts["layer1"] + x.ndim, f"{x.shape}|{x.dtype}", "%d/%s" % (n, names), "{}".format(len(x)), str([n, 1.5])
+
+
+def test_the_text_of_shapes_dtypes_and_python_values_is_pythons():
+    expected = text_of_what_is_known(X, 3)
+    actual = kn.compile(text_of_what_is_known, target="cpu", cache=False)(X, 3)
+    np.testing.assert_allclose(actual[0], expected[0])
+    assert actual[1:] == expected[1:] == ("(2, 3)|float64", "3/['h0', 'h1', 'h2']", "2", "[3, 1.5]")

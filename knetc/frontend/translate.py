@@ -24,7 +24,7 @@ from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
 from ..ir.core import Builder, Var, current_builder
 from ..ops import elementwise as ew
-from ..refusals import DATA_METHODS, refuse_data_access, refuse_side_effects
+from ..refusals import DATA_METHODS, refuse_data_access, refuse_side_effects, refuse_text
 from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
 from .source import function_ast
 
@@ -690,6 +690,8 @@ class FunctionTranslator(ast.NodeVisitor):
         return self.operate(node.op, (self.eval(node.operand),), node)
 
     def operate(self, op, operands, node):
+        if isinstance(op, ast.Mod) and isinstance(operands[0], (str, bytes)) and holds_var(operands[1]):
+            refuse_text("`%` formatting")
         if type(op) in _NO_ARRAY_OPERATOR and any(isinstance(x, Var) for x in operands):
             what, hint = _NO_ARRAY_OPERATOR[type(op)]
             raise CompileError(f"{what} on an array value is not supported in compiled code", self.filename,
@@ -726,7 +728,12 @@ class FunctionTranslator(ast.NodeVisitor):
         return "".join(self.eval(v) for v in node.values)
 
     def visit_FormattedValue(self, node):
-        value = {115: str, 114: repr, 97: ascii}.get(node.conversion, lambda x: x)(self.eval(node.value))
+        value = self.eval(node.value)
+        if holds_loop_index(value):
+            raise NotALoop("the loop variable is formatted")  # (the loop unrolls: loops.py)
+        if holds_var(value):
+            refuse_text("an f-string's `{...}`")
+        value = {115: str, 114: repr, 97: ascii}.get(node.conversion, lambda x: x)(value)
         return format(value, self.eval(node.format_spec) if node.format_spec is not None else "")
 
     def visit_Lambda(self, node):
