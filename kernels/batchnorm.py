@@ -27,6 +27,7 @@ from numba import cuda, njit
 from knetc.kernels.rows import kernel, run
 from knetc.report import report
 from knetc.runtime import cudnn_ops
+from knetc.runtime.launch import library_launch
 from knetc.runtime.pool import device_array
 
 BLOCK = 128
@@ -72,14 +73,14 @@ def _blocks(n):
 def running_update_cuda(stat, running, out, momentum, correction):
     n = stat.size
     if n:
-        running_update_kernel[_blocks(n)](stat.reshape(n), running.reshape(n), out.reshape(n),
-                                          float(momentum), float(correction))
+        library_launch(running_update_kernel, *_blocks(n), stat.reshape(n), running.reshape(n), out.reshape(n),
+                       float(momentum), float(correction))
 
 
 def read_state_cuda(running, out, shape):
     n = out.size
     if n:
-        copy_kernel[_blocks(n)](running.reshape(n), out.reshape(n))
+        library_launch(copy_kernel, *_blocks(n), running.reshape(n), out.reshape(n))
 
 
 # ----------------------------------------------------------------------------- whole layer

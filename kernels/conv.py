@@ -46,6 +46,7 @@ from knetc.kernels.matmul import matmul_cpu
 from knetc.kernels.rows import kernel
 from knetc.report import report
 from knetc.runtime import cudnn, threads
+from knetc.runtime.launch import library_launch
 
 
 # ------------------------------------------------------------------ the pieces of _chunk (njit)
@@ -506,8 +507,8 @@ def _launch(kernel, a, b, out, padding, stride, dilation, mode, alpha, group):
     n = int(np.prod(out.shape))
     if n == 0:
         return
-    kernel[(n + _THREADS - 1) // _THREADS, _THREADS](
-        _dev5(a), _dev5(b), _dev5(out), *p, *s, *d, int(mode) == 0, float(alpha), int(group))
+    library_launch(kernel, (n + _THREADS - 1) // _THREADS, _THREADS,
+                   _dev5(a), _dev5(b), _dev5(out), *p, *s, *d, int(mode) == 0, float(alpha), int(group))
 
 
 _LOGGED = set()

@@ -16,6 +16,7 @@ from numba import cuda, njit
 
 from knetc.kernels.rows import kernel, run
 from knetc.report import report
+from knetc.runtime.launch import library_launch
 
 BLOCK = 256
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -109,10 +110,10 @@ def dropout_mask_cuda(state, out, shape, dtype, p, seed, salt):
         # around (as meant); on a GPU nothing warns.
         warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
         if out.size:
-            dropout_mask_kernel[(out.size + BLOCK - 1) // BLOCK, BLOCK](
-                state, flat, float(p), 1.0 / (1.0 - p) if p < 1 else 0.0, int(seed), int(salt))
+            library_launch(dropout_mask_kernel, (out.size + BLOCK - 1) // BLOCK, BLOCK,
+                           state, flat, float(p), 1.0 / (1.0 - p) if p < 1 else 0.0, int(seed), int(salt))
         if seed == 0:
-            advance_kernel[1, 1](state)  # after the mask kernel on the same stream
+            library_launch(advance_kernel, 1, 1, state)  # after the mask kernel on the same stream
 
 
 def ptx_signatures(dtype="float64"):

@@ -11,6 +11,8 @@ indices computed on the device; the CUDA routines still read 0 for (take) or ski
 import numpy as np
 from numba import cuda, njit
 
+from knetc.runtime.launch import library_launch
+
 THREADS = 256
 
 
@@ -118,17 +120,18 @@ def _launch(size):
 def take_cuda(x, idx, out, axis):
     pre, n, post = _blocks(x.shape, axis)
     if out.size:
-        _take_kernel[_launch(out.size)](x.reshape(x.size), idx.reshape(idx.size), out.reshape(out.size),
-                                        n, idx.size, post)
+        library_launch(_take_kernel, *_launch(out.size), x.reshape(x.size), idx.reshape(idx.size),
+                       out.reshape(out.size), n, idx.size, post)
 
 
 def scatter_add_cuda(dy, idx, out, axis, size):
     post = int(np.prod(dy.shape[axis + idx.ndim:]))
     flat = out.reshape(out.size)
     if out.size:
-        _zero_kernel[_launch(out.size)](flat)
+        library_launch(_zero_kernel, *_launch(out.size), flat)
     if dy.size:
-        _scatter_add_kernel[_launch(dy.size)](dy.reshape(dy.size), idx.reshape(idx.size), flat, size, idx.size, post)
+        library_launch(_scatter_add_kernel, *_launch(dy.size), dy.reshape(dy.size), idx.reshape(idx.size), flat,
+                       size, idx.size, post)
 
 
 # The CUDA kernels' signatures ({name: [numba signature, ...]}), for compiling them to PTX

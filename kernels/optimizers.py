@@ -27,7 +27,7 @@ from numba import cuda, float64, njit
 
 from knetc.report import count
 from knetc.runtime.device import download, is_device_array
-from knetc.runtime.launch import prepared_once
+from knetc.runtime.launch import library_launch
 from knetc.runtime.pool import device_array
 
 THREADS = 256  # threads per block for every kernel here
@@ -257,8 +257,8 @@ def _blocks(n):
 
 def _launch(kernel, n, *args, blocks=None):
     """kernel[blocks, THREADS](*args) for n elements, counted in kn.stats()["launches"]."""
-    count("launches")
-    prepared_once(kernel)[blocks or _blocks(n), THREADS](*args)  # (on a GPU, without Numba's dispatch)
+    count("launches")  # (outside any driver, whose header counts its library calls)
+    library_launch(kernel, blocks or _blocks(n), THREADS, *args)
 
 
 def device_zeros(shape, dtype):

@@ -26,6 +26,7 @@ from numba import cuda
 from knetc.kernels.rows import kernel, run
 from knetc.report import report
 from knetc.runtime import cudnn_ops
+from knetc.runtime.launch import library_launch
 
 BLOCK = 256
 
@@ -498,7 +499,7 @@ def pool_kernel(x, g, out, D, H, W, OD, OH, OW, wd, wh, ww, pd, ph, pw, sd, sh, 
 
 def _launch(n, *args):
     if n:
-        pool_kernel[(n + BLOCK - 1) // BLOCK, BLOCK](*args[:-1], float(args[-1]))
+        library_launch(pool_kernel, (n + BLOCK - 1) // BLOCK, BLOCK, *args[:-1], float(args[-1]))
 
 
 def _geo(xshape, yshape, window, padding, stride):

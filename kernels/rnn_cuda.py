@@ -13,6 +13,7 @@ from numba import cuda
 
 from knetc.kernels.gemm import gemm as tiled_gemm
 from knetc.runtime import cublas, cudnn_rnn
+from knetc.runtime.launch import library_launch
 from knetc.runtime.pool import device_array
 from knetc.runtime.rnn_layout import GRU, LSTM, ngates, packed_offsets, weight_offsets
 
@@ -186,12 +187,12 @@ def _gemm():
 
 def _fill(a, value):
     flat = a.reshape(a.size)
-    _fill_kernel[_grid(a.size)](flat, value)
+    library_launch(_fill_kernel, *_grid(a.size), flat, value)
 
 
 def _copy(src, src_at, dst, dst_at, n):
     if n:
-        _copy_kernel[_grid(n)](src, src_at, dst, dst_at, n)
+        library_launch(_copy_kernel, *_grid(n), src, src_at, dst, dst_at, n)
 
 
 def _layer_input_cuda(x, out, layer, N, H, dirs, outs_at, masks_at, dropout):
@@ -203,7 +204,7 @@ def _layer_input_cuda(x, out, layer, N, H, dirs, outs_at, masks_at, dropout):
         return prev.reshape(N, dh)
     mask = out[masks_at + (layer - 1) * N * dh: masks_at + layer * N * dh]
     inp = device_array((N * dh,), x.dtype)
-    _mul_kernel[_grid(N * dh)](prev, mask, inp)
+    library_launch(_mul_kernel, *_grid(N * dh), prev, mask, inp)
     return inp.reshape(N, dh)
 
 
@@ -239,7 +240,7 @@ def rnn_forward_cuda(w, x, h0, c0, out, mode, hidden, layers, dirs, skip, batch_
             R = w[r_at:bw_at].reshape(g, H)
             if not (skip and layer == 0):
                 gemm(inp, w[w_at:r_at].reshape(g, xin), xw, trans_b=True)
-            _input_kernel[_grid(N * g)](inp, w[bw_at:br_at], xw, H, bool(skip and layer == 0))
+            library_launch(_input_kernel, *_grid(N * g), inp, w[bw_at:br_at], xw, H, bool(skip and layer == 0))
             base = gates_at + p * N * (ng + 1) * H
             G = out[base: base + N * g].reshape(N, g)
             C = out[base + N * g: base + N * (ng + 1) * H].reshape(N, H)
@@ -250,7 +251,7 @@ def rnn_forward_cuda(w, x, h0, c0, out, mode, hidden, layers, dirs, skip, batch_
                 t = s if d == 0 else T - 1 - s
                 n, off = int(batch_sizes[t]), int(starts[t])
                 gemm(h[:n], R, hr[:n], trans_b=True)
-                _cell_forward_kernel[_grid(n * H)](xw, hr, bR, h, c, G, C, dst, off, n, H, d, mode)
+                library_launch(_cell_forward_kernel, *_grid(n * H), xw, hr, bR, h, c, G, C, dst, off, n, H, d, mode)
             _copy(h.reshape(B * H), 0, out, hy_at + p * B * H, B * H)
             if mode == LSTM:
                 _copy(c.reshape(B * H), 0, out, cy_at + p * B * H, B * H)
@@ -300,17 +301,17 @@ def rnn_backward_cuda(w, x, h0, c0, packed, dpacked, out, mode, hidden, layers, 
                 prev_t = t - 1 if d == 0 else t + 1
                 prev_n = int(batch_sizes[prev_t]) if 0 <= prev_t < T else 0
                 prev_at = int(starts[prev_t]) if 0 <= prev_t < T else 0
-                _cell_backward_kernel[_grid(n * H)](G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
+                library_launch(_cell_backward_kernel, *_grid(n * H), G, C, lout, h0p, c0p, dout, dh, dc, dXW, dHR, HP,
                                                     off, n, prev_at, prev_n, H, d, mode)
                 gemm(dHR[off:off + n], R, dh[:n], beta=1.0)
             _copy(dh.reshape(B * H), 0, out, dh0_at + p * B * H, B * H)
             if mode == LSTM:
                 _copy(dc.reshape(B * H), 0, out, dc0_at + p * B * H, B * H)
             gemm(dHR, HP, dw[r_at:bw_at].reshape(g, H), trans_a=True)
-            _colsum_kernel[_grid(g)](dXW, dw[bw_at:br_at])
-            _colsum_kernel[_grid(g)](dHR, dw[br_at:br_at + g])
+            library_launch(_colsum_kernel, *_grid(g), dXW, dw[bw_at:br_at])
+            library_launch(_colsum_kernel, *_grid(g), dHR, dw[br_at:br_at + g])
             if skip and layer == 0:
-                _skip_adjoint_kernel[_grid(N * H)](dXW, dinp, H)
+                library_launch(_skip_adjoint_kernel, *_grid(N * H), dXW, dinp, H)
             else:
                 gemm(dXW, inp, dw[w_at:r_at].reshape(g, xin), trans_a=True)
                 gemm(dXW, w[w_at:r_at].reshape(g, xin), dinp, beta=1.0)
@@ -318,7 +319,7 @@ def rnn_backward_cuda(w, x, h0, c0, packed, dpacked, out, mode, hidden, layers, 
             if dropout > 0:
                 mask = packed[masks_at + (layer - 1) * N * dh_: masks_at + layer * N * dh_]
                 flat = dinp.reshape(N * dh_)
-                _mul_kernel[_grid(N * dh_)](flat, mask, flat)
+                library_launch(_mul_kernel, *_grid(N * dh_), flat, mask, flat)
             dout = dinp
         else:
             _copy(dinp.reshape(N * X), 0, out, dx_at, N * X)
@@ -339,8 +340,8 @@ def _embed_kernel(part, out, start):
 
 
 def rnn_slice_cuda(packed, out, start, shape, head):
-    _slice_kernel[_grid(out.size)](packed, out.reshape(out.size), start)
+    library_launch(_slice_kernel, *_grid(out.size), packed, out.reshape(out.size), start)
 
 
 def rnn_embed_cuda(part, out, start, size):
-    _embed_kernel[_grid(out.size)](part.reshape(part.size), out, start)
+    library_launch(_embed_kernel, *_grid(out.size), part.reshape(part.size), out, start)

@@ -95,6 +95,12 @@ def prepared_once(kernel):
     return found
 
 
+def library_launch(kernel, blocks, threads, *args):
+    """A library routine's launch (kernels/*.py): prepared once per kernel, so that a GPU
+    launches it without Numba's dispatch. Example: ``library_launch(fill, blocks, 256, out, 0.0)``"""
+    prepared_once(kernel)[blocks, threads](*args)
+
+
 _ALL = weakref.WeakSet()  # every Prepared, for forget()
 
 

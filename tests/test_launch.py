@@ -103,3 +103,24 @@ def test_kernels_found_are_forgotten_when_another_device_becomes_current():
     k.compiled[(float,)] = "a kernel of device 0"
     launch.forget()
     assert k.compiled == {}
+
+
+def test_every_library_kernel_launches_through_library_launch():
+    # A kernel launched as `kernel[blocks, threads](...)` goes through Numba's dispatcher on
+    # every call (about 50 us of host time on a GPU); kernels/*.py launch through
+    # launch.library_launch instead (knetc's tiled GEMM, the fallback when cuBLAS is missing,
+    # passes a stream and keeps Numba's call).
+    import ast
+    import importlib
+    import pathlib
+    root = pathlib.Path(launch.__file__).resolve().parent.parent / "kernels"
+    direct = []
+    for path in sorted(root.glob("*.py")):
+        module = importlib.import_module(f"knetc.kernels.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Subscript) \
+                    and isinstance(node.func.value, ast.Name):
+                kernel = getattr(module, node.func.value.id, None)
+                if type(kernel).__module__.startswith("numba.cuda"):
+                    direct.append(f"{path.name}:{node.lineno} {node.func.value.id}")
+    assert not direct, direct
