@@ -478,6 +478,12 @@ def _gradient_function(f, argnum, with_loss):
     compiled_gradient = getattr(f, "gradient_function", None)
     if compiled_gradient is not None:  # a @knetc.compile function: the compiled adjoint
         return compiled_gradient(argnum, with_loss)
+    return taped_gradient(f, argnum, with_loss)
+
+
+def taped_gradient(f, argnum=0, with_loss=False):
+    """grad(f, argnum) (with_loss: gradloss) by recording f on a tape: what a compiled
+    function falls back to where its one gradient program cannot answer as this does."""
 
     def gradient(*args, **kwargs):
         check_argnum(argnum, args)
@@ -497,7 +503,11 @@ def _gradient_function(f, argnum, with_loss):
 
 def check_argnum(argnum, args):
     """grad(f, argnum)(*args): argnum must pick one of the positional arguments."""
-    if not isinstance(argnum, int) or isinstance(argnum, bool) or not -len(args) <= argnum < len(args):
+    if not isinstance(argnum, int) or isinstance(argnum, bool):
+        raise TypeError(format_error(f"grad: argnum must be one int, the position of the argument to differentiate "
+                                     f"(as in Knet), got {argnum!r}; to differentiate several, pass them in one "
+                                     "list or tuple argument", *user_frame()))
+    if not -len(args) <= argnum < len(args):
         raise TypeError(format_error(
             f"grad: argnum={argnum!r}, but the function was called with {len(args)} positional "
             f"argument{'s' * (len(args) != 1)}: pass the argument to differentiate positionally", *user_frame()))

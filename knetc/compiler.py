@@ -12,7 +12,8 @@ import numpy as np
 
 from . import context, pytree
 from .ad.reverse import adjoint_program, split
-from .autograd import Param, Tape, Tracked, active_tape_levels, check_argnum, grad, gradloss, record_call, recording, value_of
+from .autograd import (Param, Tape, Tracked, active_tape_levels, check_argnum, grad, gradloss, record_call, recording,
+                       taped_gradient, value_of)
 from .frontend import is_array, trace
 from .ir.fuse import Call, fuse
 from .ir.memory import plan_memory
@@ -477,11 +478,13 @@ class CompiledFunction:
         def gradient(*args, **kwargs):
             check_argnum(argnum, args)
             args, kwargs, leaves, treedef = self._arguments(args, kwargs)
-            if active_tape_levels(leaves):  # inside diff (grad of grad): every op must be recorded
-                return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)
+            if active_tape_levels(leaves) or recording():  # inside diff (grad of grad, or of Params read from
+                return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)  # globals): record every op
             spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
+            if _tied_outside(args, kwargs, argnum, spec.translation.captures):  # the tape totals them, through this program
+                return taped_gradient(self, argnum, with_loss)(*args, **kwargs)
             outs = spec.executable.run(spec.arrays(leaves))
             g = [None if s is None or outs[s] is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]
@@ -494,6 +497,16 @@ class CompiledFunction:
 def _leaf_text(entry):
     """A signature entry as text: f32[100,784] for an array, the value for a static leaf."""
     return repr(entry[2]) if entry[0] == "static" else f"{np.dtype(entry[2]).name}[{','.join(map(str, entry[1]))}]"
+
+
+def _tied_outside(args, kwargs, argnum, captures):
+    """Is a Param of argument `argnum` also another argument's (or keyword's), or read from
+    outside the function? Its gradient is then the total over all its uses (as eagerly), which the
+    gradient program, differentiating that argument alone, does not give."""
+    inside = {id(x) for x in pytree.flatten(args[argnum])[0] if isinstance(x, Param)}
+    others = [x for i, a in enumerate(args) if i != argnum % len(args) for x in pytree.flatten(a)[0]]
+    others += pytree.flatten(kwargs)[0]
+    return bool(inside) and any(isinstance(x, Param) and id(x) in inside for x in others + [p for p, _ in captures])
 
 
 def _shared_totals(leaves, grads):

@@ -126,6 +126,61 @@ def test_a_param_at_two_places_gets_its_total_gradient_at_both():
         np.testing.assert_allclose(got[key], eager[key], rtol=1e-12)
 
 
+GLOBAL_W = kn.Param(np.array([1.0, 2.0]))
+
+
+def weighted_squares(x):
+    return kn.sum(x * x * GLOBAL_W)
+
+
+def first_layer_times_global(m, x):
+    return kn.sum(m[0] * GLOBAL_W * x)
+
+
+def cubic(a, b):
+    return kn.sum(a * a * b)
+
+
+def test_the_gradient_of_a_compiled_function_inside_diff_reaches_params_it_reads_from_globals():
+    # A gradient penalty: the gradient with respect to the data, differentiated with respect
+    # to the model's Params (globals here). The compiled gradient gave them no gradient (None).
+    compiled = kn.compile(weighted_squares, target="cpu", cache=False)
+    x = np.array([1.0, 3.0])
+    for fn in (weighted_squares, compiled):
+        y = kn.diff(lambda: kn.sum(kn.grad(fn)(x)))  # sum(2 x W)
+        np.testing.assert_allclose(kn.grad(y, GLOBAL_W), 2 * x, rtol=1e-12)
+        y = kn.diff(lambda: kn.gradloss(fn)(x)[1] + kn.sum(kn.gradloss(fn)(x)[0]))  # sum(x^2 W + 2 x W)
+        np.testing.assert_allclose(kn.grad(y, GLOBAL_W), x * x + 2 * x, rtol=1e-12)
+
+
+def test_a_param_also_passed_elsewhere_or_read_from_globals_gets_its_total_gradient():
+    # Eagerly a Param is one variable wherever it is used; the compiled gradient program
+    # differentiates one argument, so it gave only that argument's share.
+    ones = np.ones(2)
+    compiled = kn.compile(first_layer_times_global, target="cpu", cache=False)
+    eager = kn.grad(first_layer_times_global)([GLOBAL_W], ones)
+    np.testing.assert_allclose(eager[0], 2 * GLOBAL_W.value, rtol=1e-12)
+    np.testing.assert_allclose(kn.grad(compiled)([GLOBAL_W], ones)[0], eager[0], rtol=1e-12)
+    (g,), loss = kn.gradloss(compiled)([GLOBAL_W], ones)
+    np.testing.assert_allclose(g, eager[0], rtol=1e-12)
+    assert float(loss) == 5.0
+    other = kn.Param(np.array([3.0, -1.0]))  # not tied: its own share only, still compiled
+    np.testing.assert_allclose(kn.grad(compiled)([other], ones)[0], GLOBAL_W.value, rtol=1e-12)
+
+    p, q = kn.Param(np.array([1.0, 2.0])), kn.Param(np.array([1.0, 2.0]))
+    compiled = kn.compile(cubic, target="cpu", cache=False)
+    np.testing.assert_allclose(kn.grad(cubic)(p, p), 3 * p.value ** 2, rtol=1e-12)  # d(a^2 b)/da + /db at a = b
+    np.testing.assert_allclose(kn.grad(compiled)(p, p), 3 * p.value ** 2, rtol=1e-12)
+    np.testing.assert_allclose(kn.grad(compiled)(p, q), 2 * p.value * q.value, rtol=1e-12)
+
+
+def test_argnum_must_be_one_position():
+    with pytest.raises(TypeError, match="argnum must be one int"):
+        kn.grad(cubic, argnum=(0, 1))(X, X)
+    with pytest.raises(TypeError, match="argnum must be one int"):
+        kn.grad(kn.compile(cubic, target="cpu", cache=False), argnum=(0, 1))(X, X)
+
+
 class Hyper:
     def __init__(self):
         self.w = kn.Param(np.full((3, 3), 0.5))
