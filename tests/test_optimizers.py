@@ -124,6 +124,18 @@ def test_gclip_scales_only_gradients_above_the_norm():
     np.testing.assert_allclose(w, [-3.0, -4.0])
 
 
+@pytest.mark.parametrize("cls", [kn.SGD, kn.Adam, kn.Momentum])
+def test_gclip_clips_float32_gradients_whose_norm_overflows_float32(cls):
+    # An exploding gradient is what gclip is for: its float32 norm (about 5e19 here, squares
+    # above float32's range) was inf, the scale 0, and the weight never moved.
+    w32, w64 = np.zeros(2, np.float32), np.zeros(2)
+    g = np.array([3e19, 4e19])
+    kn.update_(w32, g.astype(np.float32), cls(lr=1.0, gclip=1.0))
+    kn.update_(w64, g, cls(lr=1.0, gclip=1.0))
+    assert np.all(w32 != 0), w32
+    np.testing.assert_allclose(w32, w64, rtol=1e-6)
+
+
 def test_hyperparameter_changes_take_effect_without_recompiling():
     opt, w = kn.SGD(lr=0.1), np.zeros(3)
     kn.update_(w, np.ones(3), opt)
