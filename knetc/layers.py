@@ -26,6 +26,7 @@ from .context import training, value_of
 from .errors import ShapeError
 from .ops.arrays import ones, zeros
 from .ops.core import aval_of
+from .ops.normalization import dropout
 from .ops.rnn import rnn_forward, rnn_slice
 from .ops.shape import reshape
 from .runtime.device_state import on_host
@@ -85,7 +86,7 @@ class RNN:
     works on a copy of the object.
 
     Options: rnn_type "lstm" | "gru" | "relu" | "tanh", num_layers, bidirectional, dropout
-    (between layers, while training), skip_input (x is added to each gate instead of
+    (of the input and between layers, while training, as Knet), skip_input (x is added to each gate instead of
     multiplied by a matrix: needs input_size == hidden_size), winit/binit/finit(dtype, dims)
     (dims a tuple, as Knet calls them; knetc's initialisers take it) for matrices, biases and
     the LSTM forget-gate biases, atype (element type, float32).
@@ -164,18 +165,21 @@ class RNN:
                 raise ShapeError(f"RNN: batch_sizes must be positive and non-increasing, got {list(sizes)}")
             if sum(sizes) != rows:
                 raise ShapeError(f"RNN: batch_sizes sum to {sum(sizes)} but x has {rows} rows of {X}")
+        if not int(np.prod(xa.shape)):
+            raise ShapeError(f"RNN: x of shape {xa.shape} is empty (no time steps, sequences or features)")
         N, B = sum(sizes), sizes[0]
         dtype = aval_of(self.w).dtype
         shape = (LD, B, H)
         h0, c0 = self._state(self.h, "h", shape, dtype), self._state(self.c, "c", shape, dtype)
-        dropout = self.dropout if self.num_layers > 1 and training() else 0.0
+        between = self.dropout if self.num_layers > 1 and training() else 0.0  # (the kernels drop between layers)
         params = dict(mode=self._mode, hidden=H, layers=self.num_layers, dirs=self._dirs, skip=self.skip_input,
-                      batch_sizes=sizes, dropout=dropout)
+                      batch_sizes=sizes, dropout=between)
+        x = dropout(x, self.dropout)  # Knet drops the input too (while training)
         x2 = x if xa.shape == (N, X) else reshape(x, shape=(N, X))
         packed = rnn_forward(self.w, x2, h0, c0, **params)
         DH = self._dirs * H
         # the packed vector starts y | hy | cy: `head` elements
-        hy_at, cy_at, head = packed_offsets(self._mode, N, B, H, self.num_layers, self._dirs, dropout)[:3]
+        hy_at, cy_at, head = packed_offsets(self._mode, N, B, H, self.num_layers, self._dirs, between)[:3]
         y = rnn_slice(packed, start=0, shape=xa.shape[:-1] + (DH,), head=head)  # (as many axes as x, as Knet)
         if self.h is not None:
             self.h = rnn_slice(packed, start=hy_at, shape=shape, head=head)

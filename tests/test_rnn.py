@@ -272,10 +272,30 @@ def test_dropout_between_layers_only_while_training():
     assert kn.grad(y, w).shape == w.value.shape
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_dropout_applies_to_the_input_as_knet_does(layers):
+    # Knet's RNN: "dropout: applied to input and between layers" (its call starts with
+    # x = dropout(x, r.dropout)); a one-layer RNN ignored it. A dropped input entry gets an
+    # exact zero gradient, eagerly and compiled.
+    rng = np.random.default_rng(8)
+    r = make("tanh", layers, dropout=0.5)
+    xp = kn.Param(rng.standard_normal((5, 4, 3)))
+    losses = [float(kn.diff(lambda: kn.sum(r(xp) ** 2))) for _ in range(3)]
+    assert len(set(losses)) == 3, losses
+    dropped = (kn.grad(kn.diff(lambda: kn.sum(r(xp) ** 2)), xp) == 0).mean()
+    assert 0.25 < dropped < 0.75, dropped
+    compiled = kn.compile(lambda r, x: kn.sum(r(x) ** 2), target="cpu", cache=False)
+    dropped = (kn.grad(compiled, argnum=1)(r, xp.value) == 0).mean()
+    assert 0.25 < dropped < 0.75, dropped
+    np.testing.assert_allclose(r(xp.value), r(xp.value))  # not while training: no dropout
+
+
 def test_bad_input_raises_clear_errors():
     r = make("lstm", h=0)
     with pytest.raises(kn.ShapeError, match=r"does not fit: expected \(T, B, 3\)"):
         r(np.ones((2, 2, 5)))
+    with pytest.raises(kn.ShapeError, match="is empty"):
+        r(np.ones((0, 2, 3)))  # (Knet asserts length(x) > 0)
     with pytest.raises(kn.ShapeError, match="non-increasing"):
         r(np.ones((5, 3)), batch_sizes=[2, 3])
     with pytest.raises(kn.ShapeError, match="sum to 4 but x has 5 rows"):
