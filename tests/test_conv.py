@@ -301,13 +301,27 @@ def test_cuda_kernels_compile_to_ptx():
     (lambda: kn.conv4(np.zeros((4, 1, 3, 3)), np.zeros((1, 1, 5, 5)), stride=0), "stride"),
     (lambda: kn.conv4(np.zeros((4, 1, 3, 3)), np.zeros((1, 1, 5, 5)), mode=2), "mode"),
     (lambda: kn.conv4(np.zeros((4, 1, 3, 3), np.float32), np.zeros((1, 1, 5, 5))), "same dtype"),
-    (lambda: kn.conv4(np.zeros((4, 1, 3, 3), int), np.zeros((1, 1, 5, 5), int)), "floating"),
+    (lambda: kn.conv4(np.zeros((4, 1, 3, 3), int), np.zeros((1, 1, 5, 5), int)), "float32 or float64"),
+    (lambda: kn.conv4(np.zeros((4, 1, 3, 3), np.float16), np.zeros((1, 1, 5, 5), np.float16)), "float32 or float64"),
+    (lambda: kn.deconv4(np.zeros((1, 4, 3, 3), np.float16), np.zeros((1, 1, 5, 5), np.float16)), "float32 or float64"),
+    # Knet converts these with Cint, which refuses 1.5; they were truncated (padding 1.5 ran as 1).
+    (lambda: kn.conv4(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 5, 5)), padding=1.5), "padding=1.5 must be an int"),
+    (lambda: kn.conv4(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 5, 5)), stride=(1, 2.7)), "stride=.* must be an int"),
+    (lambda: kn.conv4(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 7, 7)), dilation=1.9), "dilation=1.9 must be an int"),
+    (lambda: kn.conv4(np.zeros((2, 1, 3, 3)), np.zeros((1, 2, 5, 5)), group=1.5), "group=1.5 must be a positive int"),
+    (lambda: kn.deconv4(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 5, 5)), stride=1.5), "stride=1.5 must be an int"),
     (lambda: kn.deconv4(np.zeros((4, 2, 3, 3)), np.zeros((1, 3, 5, 5))), "channel mismatch"),
     (lambda: kn.deconv4(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), padding=2), "no output"),
 ])
 def test_bad_input_raises_shape_error(call, match):
     with pytest.raises(kn.ShapeError, match=match):
         call()
+
+
+def test_whole_float_keywords_are_the_ints_they_equal():
+    x, w = np.arange(49.0).reshape(1, 1, 7, 7), np.arange(9.0).reshape(1, 1, 3, 3)
+    np.testing.assert_array_equal(kn.conv4(w, x, padding=1.0, stride=(2.0, 1)), kn.conv4(w, x, padding=1, stride=(2, 1)))
+    np.testing.assert_array_equal(kn.pool(x, window=2.0), kn.pool(x, window=2))
 
 
 def test_compiled_shape_error_names_the_line():

@@ -305,6 +305,8 @@ def test_bad_input_raises_clear_errors():
         r(np.ones((2, 3)))
     with pytest.raises(kn.ShapeError, match="same element type"):
         kn.RNN(3, 4, rnn_type="gru")(np.ones((2, 3)))  # float32 weights, float64 x
+    with pytest.raises(kn.ShapeError, match="float32 or float64"):  # (was Numba's NotImplementedError: float16)
+        kn.RNN(3, 4, atype=np.float16)(np.ones((2, 2, 3), np.float16))
     with pytest.raises(ValueError, match="rnn_type"):
         kn.RNN(3, 4, rnn_type="lstm2")
     with pytest.raises(ValueError, match="skip_input needs"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from .core import Aval, Op, aval_of, register
+from .pooling import spatial, whole
 
 __all__ = ["conv4", "deconv4"]
 
@@ -35,8 +36,8 @@ def _check_arrays(name, w, x, wname="w", xname="x"):
         if a.ndim not in (4, 5):
             raise ShapeError(f"{name}: {label} must be 4-D (N, C, H, W) or 5-D (N, C, D, H, W) "
                              f"for a 2-D or 3-D convolution, got {a}")
-        if a.dtype is not None and not np.issubdtype(a.dtype, np.floating):
-            raise ShapeError(f"{name}: expected floating-point arrays, got {label} {a}")
+        if a.dtype is not None and np.dtype(a.dtype) not in (np.float32, np.float64):
+            raise ShapeError(f"{name}: expected float32 or float64 arrays (as Knet's conv4 and deconv4), got {label} {a}")
     if w.ndim != x.ndim:
         raise ShapeError(f"{name}: {wname} {w} and {xname} {x} must have the same number of dimensions")
     if w.dtype is not None and x.dtype is not None and w.dtype != x.dtype:
@@ -185,18 +186,6 @@ conv4_dw_ = register(Op("conv4_dw", _conv4_dw_rule, _conv4_dw_impl, _conv4_dw_gr
 
 # ------------------------------------------------------------------ public functions
 
-def _tuple(name, key, value, nsp):
-    """A scalar or a tuple in Python dimension order -> a tuple of nsp ints."""
-    values = (value,) * nsp if np.ndim(value) == 0 else tuple(value)
-    try:
-        values = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        raise ShapeError(f"{name}: {key}={value!r} must be an integer or a tuple of integers") from None
-    if len(values) != nsp:
-        raise ShapeError(f"{name}: {key}={value!r} needs {nsp} entries, one per spatial dimension")
-    return values
-
-
 def _params(name, x, padding, stride, dilation, mode, alpha, group):
     ndim = aval_of(x).ndim
     if ndim not in (4, 5):
@@ -204,9 +193,11 @@ def _params(name, x, padding, stride, dilation, mode, alpha, group):
                          f"got {aval_of(x)}")
     if mode not in (0, 1):
         raise ShapeError(f"{name}: mode={mode!r} must be 0 (convolution) or 1 (cross-correlation)")
+    if not whole(group) or group < 1:
+        raise ShapeError(f"{name}: group={group!r} must be a positive int")
     nsp = ndim - 2
-    return dict(padding=_tuple(name, "padding", padding, nsp), stride=_tuple(name, "stride", stride, nsp),
-                dilation=_tuple(name, "dilation", dilation, nsp), mode=int(mode), alpha=float(alpha),
+    return dict(padding=spatial(name, "padding", padding, nsp), stride=spatial(name, "stride", stride, nsp),
+                dilation=spatial(name, "dilation", dilation, nsp), mode=int(mode), alpha=float(alpha),
                 group=int(group))
 
 

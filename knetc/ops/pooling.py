@@ -26,10 +26,16 @@ def _lowering(name):
 
 # ----------------------------------------------------------------------------- keywords
 
-def _spatial(name, keyword, value, n):
-    """A scalar or an n-tuple (Python dim order) of non-negative ints."""
+def whole(v):
+    """Is v a whole number (an int, or a float such as 2.0, as Knet's Cint(v) takes it)?"""
+    return isinstance(v, (int, np.integer, float, np.floating)) and not isinstance(v, bool) and float(v).is_integer()
+
+
+def spatial(name, keyword, value, n):
+    """A scalar or an n-tuple (Python dim order) of whole numbers, as a tuple of n ints
+    (pool's and conv4's window, padding, stride, dilation): 1.5 is refused, not truncated."""
     values = (value,) * n if np.ndim(value) == 0 else tuple(value)
-    if len(values) != n or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+    if len(values) != n or not all(map(whole, values)):
         raise ShapeError(f"{name}: {keyword}={value!r} must be an int or a tuple of {n} ints (one per spatial dim)")
     return tuple(int(v) for v in values)
 
@@ -44,9 +50,9 @@ def _keywords(name, x, window, padding, stride, mode):
         raise ShapeError(f"{name}: expected a 4-d (N,C,H,W) or 5-d (N,C,D,H,W) array, got {x}")
     check_float(name, x)
     n = x.ndim - 2
-    window = _spatial(name, "window", window, n)
-    padding = _spatial(name, "padding", padding, n)
-    stride = window if stride is None else _spatial(name, "stride", stride, n)
+    window = spatial(name, "window", window, n)
+    padding = spatial(name, "padding", padding, n)
+    stride = window if stride is None else spatial(name, "stride", stride, n)
     if min(window) < 1 or min(stride) < 1 or min(padding) < 0:
         raise ShapeError(f"{name}: window and stride must be >= 1 and padding >= 0, got window={window}, "
                          f"stride={stride}, padding={padding}")

@@ -33,6 +33,8 @@ def _check(w, x, h0, c0, mode, hidden, layers, dirs, skip, batch_sizes):
     B = h0.shape[1]
     if w.shape != (weight_size(mode, X, hidden, layers, dirs, skip),):
         raise ShapeError(f"rnn: weights {w} do not fit an input size of {X}")
+    if w.dtype is not None and np.dtype(w.dtype) not in (np.float32, np.float64):
+        raise ShapeError(f"rnn: the weights are {w}: RNNs compute in float32 or float64 (atype=np.float32 or np.float64)")
     for name, a in (("x", x), ("h", h0), ("c", c0)):
         if a.dtype != w.dtype:
             raise ShapeError(f"rnn: {name} is {a} but the weights are {w}; use the same element type")
