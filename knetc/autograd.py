@@ -22,7 +22,7 @@ from .ir.core import Builder, Var, current_builder
 from .ops.broadcast import broadcast_to, unbroadcast
 from .ops.core import OPS, Op, aval_of, bind, evaluate
 from .ops.elementwise import add, eq, mul, ne
-from .ops.methods import ArrayMethods
+from .ops.methods import UFUNCS, ArrayMethods, numpy_name, supported_call
 
 _ceiling = float("inf")  # the level being recorded: tapes at or above it do not see the op
 
@@ -55,9 +55,15 @@ class _Recordable(ArrayMethods):
             return getattr(ufunc, method)(*_plain(inputs), **_plain(kwargs))
         if result is NotImplemented:
             what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
-            raise TypeError(f"{what} is not supported on knetc values ({type(self).__name__}): knetc differentiates "
-                            "only the numpy ufuncs in its op table (no keywords but out=None); write it with kn. "
-                            "functions or supported numpy calls, or use kn.value(x) for a constant")
+            keywords = [k for k, v in kwargs.items()
+                        if not (k == "out" and all(o is None for o in (v if isinstance(v, tuple) else (v,))))]
+            if keywords and method == "__call__" and ufunc in UFUNCS:
+                raise TypeError(f"{what}(..., {'=..., '.join(keywords)}=...) is not supported on Params and recorded "
+                                "values: knetc records numpy ufuncs called with their inputs only; assign the result "
+                                "(no out=), or use kn.value(x) for a constant")
+            raise TypeError(f"{what} is not supported on Params and recorded values: knetc differentiates "
+                            "only the numpy ufuncs in its op table; write it with kn. functions or supported numpy "
+                            "calls, or use kn.value(x) for a constant")
         return result
 
     def __array_function__(self, func, types, args, kwargs):
@@ -65,10 +71,12 @@ class _Recordable(ArrayMethods):
         if result is NotImplemented and not _recorded(args, kwargs):  # plain values: numpy's
             return func(*_plain(args), **_plain(kwargs))
         if result is NotImplemented:
-            raise TypeError(f"np.{getattr(func, '__name__', func)} is not supported on knetc values "
-                            f"({type(self).__name__}): knetc differentiates only the numpy functions in its op "
-                            "table; write it with kn. functions or supported numpy calls, or use kn.value(x) "
-                            "for a constant")
+            if supported_call(func) is not None:  # (with arguments its entry does not take: where=, initial=)
+                raise TypeError(f"{numpy_name(func)} on Params and recorded values takes {supported_call(func)}, not "
+                                f"these arguments (keywords: {sorted(kwargs)}); use kn.value(x) for a constant")
+            raise TypeError(f"{numpy_name(func)} is not supported on Params and recorded values: knetc "
+                            "differentiates only the numpy functions in its op table; write it with kn. functions "
+                            "or supported numpy calls, or use kn.value(x) for a constant")
         return result
 
     # What knetc does not differentiate works on the value while nothing records it.

@@ -335,3 +335,19 @@ def test_cuda_kernels_compile_to_ptx_for_sm_90():
         assert set(report) == set(signatures) == {f"{name}_cuda" for name in kernels.KERNELS} | {"sum_of_squares_cuda", "fill_cuda",
                                                                           "clip_scale_cuda", "scaled_cuda"}
         assert all(r["target"] and r["entry"] for r in report.values()), report
+
+
+def test_update_leaves_the_numbers_kn_optimizers_gives_no_optimizer():
+    # kn.optimizers gives None for what is not an array (a dropout rate in the model); kn.grad
+    # still differentiates the number (a 0-d gradient). update_ failed on it ("cannot update
+    # a float in place"); it leaves it, and updates the rest.
+    model = {"w": kn.Param(np.ones(2)), "pdrop": 0.1, "layers": [kn.Param(np.ones(1)), 3]}
+    opts = kn.optimizers(model, kn.SGD, lr=0.5)
+    assert opts["pdrop"] is None and opts["layers"][1] is None
+    grads = kn.grad(lambda m: kn.sum(m["w"] * m["w"]) * (1 - m["pdrop"]) + kn.sum(m["layers"][0]) * m["layers"][1])(model)
+    kn.update_(model, grads, opts)
+    np.testing.assert_allclose(model["w"].value, 1 - 0.5 * 1.8)
+    np.testing.assert_allclose(model["layers"][0].value, 1 - 0.5 * 3)
+    assert model["pdrop"] == 0.1 and model["layers"][1] == 3
+    with pytest.raises(TypeError, match="cannot update a float in place"):  # asked for without optimizers: said
+        kn.update_(model, grads)

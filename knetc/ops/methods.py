@@ -2,6 +2,8 @@
 
 `x + y`, `x @ w`, `np.exp(x)`, `np.sum(x, axis=1)` on any of them go through the op table,
 so they are recorded (eagerly) or emitted (compiled) like `kn.` calls."""
+import inspect
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -59,7 +61,25 @@ def _as_float(x):
     return x if dtype.kind in "fc" else astype(x, dtype=ew._float_result(aval_of(x)))
 
 
-def _numpy_reshape(x, shape):
+def _only_c_order(name, order):
+    if order not in ("C", "A", "K"):
+        raise NotImplementedError(f"{name}(order={order!r}) on knetc values: only C order")
+
+
+def supported_call(func):
+    """How knetc takes the numpy function func on Params and recorded values (its signature),
+    or None where its op table has no entry. Example: ``supported_call(np.max)``"""
+    fn = FUNCTIONS.get(func)
+    return None if fn is None else f"{numpy_name(func)}{inspect.signature(fn)}"
+
+
+def numpy_name(func):
+    """np.sum, np.linalg.inv: a numpy function as the user wrote it."""
+    return (getattr(func, "__module__", None) or "numpy").replace("numpy", "np", 1) + "." + getattr(func, "__name__", "?")
+
+
+def _numpy_reshape(x, shape, order="C"):
+    _only_c_order("reshape", order)
     size = int(np.prod(aval_of(x).shape))
     return reshape(x, shape=resolve_shape(size, (shape,) if isinstance(shape, int) else shape))
 
@@ -209,8 +229,7 @@ def _numpy_expand_dims(x, axis):
 
 
 def _numpy_ravel(x, order="C"):
-    if order not in ("C", "A", "K"):
-        raise NotImplementedError(f"ravel(order={order!r}) on knetc values: only C order")
+    _only_c_order("ravel", order)
     return reshape(x, shape=(int(np.prod(aval_of(x).shape)),))
 
 
@@ -275,7 +294,8 @@ class ArrayMethods:
             raise TypeError("len() of a 0-d array")
         return self.shape[0]
 
-    def reshape(self, *shape):
+    def reshape(self, *shape, order="C"):
+        _only_c_order("reshape", order)
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return reshape(self, shape=resolve_shape(self.size, shape))
 
@@ -292,9 +312,9 @@ class ArrayMethods:
         return FUNCTIONS[np.std](self, axis, dtype, out, ddof, keepdims)
     def dot(self, other): return _numpy_dot(self, other)
     def clip(self, a_min=None, a_max=None): return _numpy_clip(self, a_min, a_max)
-    def ravel(self): return _numpy_ravel(self)
+    def ravel(self, order="C"): return _numpy_ravel(self, order)
     def astype(self, dtype): return astype(self, dtype=np.dtype(dtype))
-    def flatten(self): return _numpy_ravel(self)
+    def flatten(self, order="C"): return _numpy_ravel(self, order)
     def squeeze(self, axis=None): return _numpy_squeeze(self, axis)
     def swapaxes(self, axis1, axis2): return _numpy_swapaxes(self, axis1, axis2)
 
@@ -315,5 +335,12 @@ class ArrayMethods:
         fn = FUNCTIONS.get(func)
         if fn is None:
             return NotImplemented
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except TypeError:
+            try:
+                inspect.signature(fn).bind(*args, **kwargs)
+            except TypeError:  # numpy's arguments knetc does not take (where=, initial=, ...)
+                return NotImplemented  # (numpy's own on plain values; refused where it would be recorded)
+            raise
 

@@ -29,6 +29,8 @@ given (writeable floating-point weight, matching shape, a gradient castable to t
 dtype, state of the right shape) and prepares the gradients and any new
 state, then runs the kernels; a bad pair raises before any weight or state has changed.
 """
+import numbers
+
 import numpy as np
 
 from ..autograd import Param, value_of
@@ -360,7 +362,8 @@ def _plan(w, g, opt, sgd_options, steps, pending):
         for key in g:  # as Knet: g may have fewer keys than w
             if key not in w:
                 raise KeyError(f"update_: a gradient for {key!r}, which is not among the weights")
-            _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending)
+            if not _unoptimized(w[key], opts, key):
+                _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending)
         return
     if isinstance(w, (list, tuple)):
         opts = _matching(w, opt, sgd_options)
@@ -368,9 +371,17 @@ def _plan(w, g, opt, sgd_options, steps, pending):
             raise ValueError(f"update_: {len(w)} weights, {len(g)} gradients"
                              + ("" if opts is None else f" and {len(opts)} optimizers") + ": they must match")
         for i, (wi, gi) in enumerate(zip(w, g)):
-            _plan(wi, gi, opts[i] if opts is not None else None, sgd_options, steps, pending)
+            if not _unoptimized(wi, opts, i):
+                _plan(wi, gi, opts[i] if opts is not None else None, sgd_options, steps, pending)
         return
     steps.append(_single(SGD(**sgd_options) if opt is None else opt, w, g, pending))
+
+
+def _unoptimized(w, opts, key):
+    """A number (or string) of the model that its optimizers give None, as kn.optimizers does
+    for what is not an array: not a weight, so update_ leaves it (its gradient from kn.grad,
+    a 0-d array, has nowhere to go: a Python number cannot change in place)."""
+    return opts is not None and opts[key] is None and isinstance(w, (numbers.Number, str, bytes))
 
 
 def _single(opt, w, g, pending):
