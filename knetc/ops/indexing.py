@@ -17,7 +17,7 @@ from ..context import is_boxed, is_symbolic, kind, training, value_of
 from ..errors import CompileError, ShapeError, format_error
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
-from .elementwise import add, full, mul
+from .elementwise import add, full, masked
 from .shape import reshape
 
 
@@ -462,7 +462,8 @@ def setindex(x, index, v):
         keep[_numpy_index(spec)] = 0
         target = _spec_shape(spec)
         v = _as_dtype(v, xa.dtype)
-        return add(mul(x, keep), pad_static(broadcast_to(v, shape=target), spec=spec, shape=shape))
+        # masked, not x * keep: an inf or NaN overwritten would leave NaN (inf * 0)
+        return add(masked(x, keep), pad_static(broadcast_to(v, shape=target), spec=spec, shape=shape))
     positions = _linear_positions(index, shape)
     size = int(np.prod(shape))
     # Repeated positions: numpy keeps the last assignment, so only that one is written.
@@ -474,7 +475,7 @@ def setindex(x, index, v):
     v = broadcast_to(_as_dtype(v, xa.dtype), shape=positions.shape)
     values = take(reshape(v, shape=(flat_positions.size,)), chosen if chosen.size else np.zeros(0, np.int64), axis=0)
     written = scatter_add(values, flat_positions[chosen], axis=0, size=size)
-    return reshape(add(mul(reshape(x, shape=(size,)), keep), written), shape=shape)
+    return reshape(add(masked(reshape(x, shape=(size,)), keep), written), shape=shape)
 
 
 def _as_dtype(v, dtype):
