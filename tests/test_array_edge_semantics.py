@@ -39,6 +39,22 @@ def norm_of(x):
     return kn.norm(x)
 
 
+def negative_norms(x):
+    return kn.norm(x, -1), kn.norm(x, -2.5)
+
+
+@pytest.mark.parametrize("run", ["eager", "compiled"])
+def test_a_negative_p_norm_with_a_zero_entry_is_zero(run):
+    # (sum |x|^p)^(1/p) with p < 0: a zero entry makes the sum inf and the norm 0, as numpy and
+    # Julia give; the zero was skipped (norm 1.71 for p = -1 below).
+    fn = negative_norms if run == "eager" else kn.compile(negative_norms, target="cpu", cache=False)
+    with np.errstate(divide="ignore"):
+        for x in (np.array([3.0, 0.0, -4.0]), np.array([3.0, 0.5, -4.0])):
+            got = fn(x)
+            for g, p in zip(got, (-1, -2.5)):
+                assert float(g) == pytest.approx(np.linalg.norm(x, p), rel=1e-12, abs=0)
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.bool_])
 def test_norm_of_integers_does_not_wrap(dtype):
     x = np.array([100, 100, 1], dtype)

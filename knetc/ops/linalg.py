@@ -181,6 +181,8 @@ def norm(x, p=2):
         return minimum(x_abs)
     if p == 0:
         return sum(ne(x, 0))
+    if p < 0:  # a zero entry's 0 ** p is inf, and the norm 0 (as Julia's and numpy's)
+        return power(sum(power(x_abs, exponent=float(p))), exponent=1.0 / p)
     return _power0(sum(_power0(x_abs, float(p))), 1.0 / p)
 
 
