@@ -2,6 +2,11 @@
 copy, fill_, constructors, bmm and `@`, axpy_/lmul_/rmul_: numpy references, the seeds'
 examples (mat sizes, bmm identities), numerical gradients, hypothesis over shapes, compiled
 CPU and CUDA (simulator) against eager, PTX for sm_90, and bad input."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -324,3 +329,29 @@ def test_zeros_and_ones_take_knets_element_type_first_and_serve_as_initialisers(
     rnn = kn.RNN(3, 4, rnn_type="lstm", binit=kn.zeros, finit=kn.ones)
     np.testing.assert_array_equal(kn.rnnparam(rnn, 0, 1, 1), np.ones(4))  # the forget gate's bias: finit
     np.testing.assert_array_equal(kn.rnnparam(rnn, 0, 0, 1), np.zeros(4))  # the input gate's: binit
+
+
+EMPTY_CATS = textwrap.dedent("""
+    import numpy as np
+    import knetc as kn
+
+    def joins(x):
+        return kn.cat(x, x, dims=0), kn.vcat(x, x), kn.hcat(x, x), kn.cat1d(x, x)
+
+    x = np.zeros((0, 3), np.float32)
+    compiled = kn.compile(joins, target="cpu", cache=False)(x)
+    for got, want in zip(compiled, joins(x)):
+        assert got.shape == want.shape and got.dtype == want.dtype, (got, want)
+    print("joined")
+""")
+
+
+def test_compiled_joins_of_empty_arrays_finish(tmp_path):
+    # Every part empty along the joined axis: the decomposition skipped them all and gave
+    # nothing, so the composite op stayed and the compiler rewrote it forever.
+    program = tmp_path / "empty_cats.py"
+    program.write_text(EMPTY_CATS)
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "KNETC_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "joined"

@@ -24,9 +24,15 @@ def _rewrite(program, visit):
 
 def decompose(program):
     """Rewrite composite ops (logsumexp, softmax, ...) with the ops they are made of."""
+    def visit(eqn):
+        if eqn.op.kind != "composite":
+            return None
+        parts = eqn.op.decompose(*eqn.inputs, **eqn.params)
+        if parts is None:  # (it would stay composite: this loop would never end)
+            raise AssertionError(f"{eqn.op.name}'s decompose gave nothing for {eqn}")
+        return parts
     while any(e.op.kind == "composite" for e in program.eqns):
-        program = _rewrite(program, lambda eqn: eqn.op.decompose(*eqn.inputs, **eqn.params)
-                           if eqn.op.kind == "composite" else None)
+        program = _rewrite(program, visit)
     return program
 
 

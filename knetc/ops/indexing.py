@@ -184,14 +184,14 @@ def _concat_grad(i):
 def _concat_decompose(*xs, axis):
     # Each input padded with zeros to the result's shape, summed: one fused kernel that
     # reads the right input per output index.
-    shape = _concat_rule(*map(aval_of, xs), axis=axis).shape
+    result = _concat_rule(*map(aval_of, xs), axis=axis)
     out = None
     for i, x in enumerate(xs):
         if aval_of(x).shape[axis] == 0:
             continue
-        part = pad_static(x, spec=_concat_part(i, xs, axis), shape=shape)
+        part = pad_static(x, spec=_concat_part(i, xs, axis), shape=result.shape)
         out = part if out is None else add(out, part)
-    return out
+    return full(shape=result.shape, value=0, dtype=result.dtype) if out is None else out  # (all parts empty)
 
 
 concat = register(Op(
