@@ -272,7 +272,7 @@ class KnetArray(ArrayMethods):
         # In place. A host round trip: setindex is functional (it returns a new array), and
         # assignments are rare next to the kernels that read the arrays.
         host = self.copy_to_host()
-        host[_to_host(index)] = np.asarray(value)
+        host[indexing.numpy_index(_to_host(index))] = np.asarray(value)  # (k[k > 5] = 0: a 0/1 mask)
         upload(host, to=self.data)
 
     # ------------------------------------------------------------------ numpy functions
@@ -366,7 +366,7 @@ def _apply(op, args, params):
             devices.append(a.data)
             kinds.append("array")
             avals.append(a.aval)
-        elif isinstance(a, (bool, int, float)):  # weakly typed numbers (np.float64 is a float)
+        elif type(a) in (bool, int, float):  # Python's numbers are weak; a numpy scalar has its dtype (below)
             devices.append(a)
             kinds.append("number")
             avals.append(Aval((), None))

@@ -444,3 +444,26 @@ def test_blas1_updates_work_in_place_on_knetarrays():
     assert kn.lmul_(2.0, k) is k and kn.rmul_(k, 0.5) is k
     np.testing.assert_allclose(np.asarray(k), y + 2.5 * x)
     np.testing.assert_allclose(kn.rmul_(np.array([1.0, 2.0]), 3.0), [3.0, 6.0])
+
+
+def test_numpy_scalars_keep_their_dtype_beside_a_knetarray():
+    # NEP 50: np.float64(2.5) is not a weak Python float (numpy and Params give float64); a
+    # float32 KnetArray gave float32.
+    x = X.astype(np.float32)
+    k = K(x)
+    for got, want in ((k * np.float64(2.5), x * np.float64(2.5)), (k ** np.float64(2.0), x ** np.float64(2.0)),
+                      (k * 2.5, x * 2.5), (k + np.float32(1), x + np.float32(1))):
+        assert got.dtype == want.dtype, (got.dtype, want.dtype)
+        same(got, want, tol=1e-6)
+
+
+def test_assigning_through_a_comparison_mask():
+    # Knet's comparisons give 0/1 floats, which index as masks: k[k > 0] reads, and
+    # k[k > 0] = v wrote nothing but an IndexError (numpy takes no float index).
+    k = K(X)
+    k[k > 0] = 0.0
+    same(k, np.minimum(X, 0))
+    k[kn.KnetArray(np.array([1.0, 0.0, 1.0]))] = 7.0
+    expected = np.minimum(X, 0)
+    expected[[0, 2]] = 7.0
+    same(k, expected)

@@ -56,3 +56,20 @@ def test_gradient_of_a_device_weight_is_on_the_device():
     g = kn.grad(kn.diff(lambda: kn.sum(w * x)), w)  # d/dw is x itself, a host array
     assert isinstance(g, kn.KnetArray)
     np.testing.assert_array_equal(np.asarray(g), x)
+
+
+def numpy_scalar_powers(x):
+    return x ** np.float64(2.5), kn.power(x, np.float64(0.5)), x ** np.float32(2.0), x ** np.int64(2), x ** 2.5
+
+
+@pytest.mark.parametrize("run", ["eager", "param", "compiled"])
+def test_a_numpy_scalar_exponent_has_its_dtype(run):
+    # NEP 50: np.float64(2.5) is not a weak Python float; float32 ** it is float64, as numpy
+    # gives. Compiled code gave float32 (the exponent was taken for a Python number).
+    x = np.array([1.5, 2.0, 3.0], np.float32)
+    fn = {"eager": numpy_scalar_powers, "param": lambda x: [kn.value(v) for v in numpy_scalar_powers(kn.Param(x))],
+          "compiled": kn.compile(numpy_scalar_powers, target="cpu", cache=False)}[run]
+    want = (x ** np.float64(2.5), np.power(x, np.float64(0.5)), x ** np.float32(2.0), x ** np.int64(2), x ** 2.5)
+    for got, expected in zip(fn(x), want):
+        assert got.dtype == expected.dtype, (got.dtype, expected.dtype)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -502,7 +502,7 @@ def power_any(x, p):
         >>> kn.power(np.array([2.0, 3.0]), 2)
         array([4., 9.])
     """
-    if isinstance(p, (int, float)) and not isinstance(p, bool):
+    if type(p) in (int, float):  # a weak Python number (np.float64, a float too, has its dtype: an operand)
         return power(x, exponent=p)  # an int stays an int: numpy's x ** 2 of integers is an integer
     return power_array(x, p)
 

@@ -303,6 +303,12 @@ def _concrete(i):
     return i
 
 
+def numpy_index(index):
+    """index as numpy takes it on the host: Knet's 0/1 float masks as booleans, Params and
+    KnetArrays as their values (for an assignment made on a host copy)."""
+    return tuple(map(_concrete, index)) if isinstance(index, tuple) else _concrete(index)
+
+
 def _is_advanced(i):
     if isinstance(i, np.ndarray):
         return i.ndim > 0 or i.dtype == np.bool_
