@@ -253,3 +253,16 @@ def test_compiled_float32_sums_of_many_entries_keep_their_digits():
     for n in (1, 127, 128, 129, 1000):  # a block's edges, and sums that are one block
         s = kn.compile(lambda v: kn.sum(v, dims=1), target="cpu")(x[:2 * n].reshape(2, n))
         np.testing.assert_allclose(s.ravel(), x64[:2 * n].reshape(2, n).sum(axis=1), rtol=2e-6)
+
+
+def test_dims_takes_numpy_integers_and_names_itself_when_wrong():
+    # numpy takes axis=np.int64(1) (a shape's entry, an argmax); knetc's reductions, softmax and
+    # nll raised "'numpy.int64' object is not iterable".
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(kn.sum(x, dims=np.int64(1)), kn.sum(x, dims=1))
+    np.testing.assert_array_equal(kn.softmax(x, dims=np.int32(0)), kn.softmax(x, dims=0))
+    assert kn.nll(x, np.array([0, 2]), dims=np.int64(1)) == kn.nll(x, np.array([0, 2]), dims=1)
+    np.testing.assert_array_equal(kn.polygamma(np.int64(1), np.array([1.0])), kn.polygamma(1, np.array([1.0])))
+    for bad in (1.0, "a", (0, 1.5)):
+        with pytest.raises(kn.ShapeError, match="dims must be None, an axis or a tuple of axes"):
+            kn.sum(x, dims=bad)

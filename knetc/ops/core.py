@@ -350,7 +350,11 @@ def normalize_axes(name, dims, ndim):
         return (dims,)
     if type(dims) is int and -ndim <= dims < 0:
         return (dims % ndim,)
-    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    given = dims
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims) if isinstance(dims, (tuple, list, range)) \
+        else (None,)
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+        raise ShapeError(f"{name}: dims must be None, an axis or a tuple of axes (ints), got {given!r}")
     axes = []
     for d in dims:
         if not -ndim <= d < ndim:

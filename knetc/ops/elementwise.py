@@ -350,7 +350,7 @@ trigamma = unary("trigamma", lambda x: _numpy_polygamma(1, x), _special("trigamm
 
 
 def _polygamma_rule(x, n):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ShapeError(f"polygamma: the order n must be an integer >= 1 (0 is digamma), got {n!r}")
     return Aval(x.shape, _float_result(x))
 

@@ -15,6 +15,8 @@ where a == b both inputs receive the gradient (AutoGrad.jl's rule); a NaN wins. 
 bools for integers and bools (numpy's: x[x > 0] is a mask; an integer array against a Python
 float is compared in float64, as numpy does, and gives bools too).
 """
+import operator
+
 from .elementwise import (abs, abs2, acos, acosh, add, asin, asinh, atan, atanh, cbrt, ceil, cos, cosh,  # noqa: F401
                           cospi, digamma, div, eq, erf, erfc, erfcinv, erfcx, erfinv, exp, exp2, exp10, expm1,
                           floor, gamma, ge, gt, le, lgamma, log, log1p, log2, log10, loggamma, lt, mul, ne,
@@ -58,7 +60,7 @@ def polygamma(n, x):
 
     >>> kn.polygamma(2, np.array([1.0]))   # [-2.4041] = -2 zeta(3)
     """
-    return _polygamma(x, n=n)
+    return _polygamma(x, n=operator.index(n) if hasattr(n, "__index__") and not isinstance(n, bool) else n)
 
 
 __all__ = ["abs", "abs2", "acos", "acosh", "add", "asin", "asinh", "atan", "atanh", "cbrt", "ceil", "cos", "cosh",
