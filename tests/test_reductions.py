@@ -266,3 +266,17 @@ def test_dims_takes_numpy_integers_and_names_itself_when_wrong():
     for bad in (1.0, "a", (0, 1.5)):
         with pytest.raises(kn.ShapeError, match="dims must be None, an axis or a tuple of axes"):
             kn.sum(x, dims=bad)
+
+
+def logsumexps(x):
+    return kn.logsumexp(x, dims=0), kn.logsumexp(x)
+
+
+@pytest.mark.parametrize("run", ["eager", "compiled"])
+def test_logsumexp_over_an_empty_axis_is_minus_inf(run):
+    # log(sum of nothing): scipy and torch give -inf; eagerly numpy's "zero-size array to
+    # reduction operation maximum" was raised, compiled a ShapeError naming maximum.
+    fn = logsumexps if run == "eager" else kn.compile(logsumexps, target="cpu", cache=False)
+    by_axis, whole = fn(np.zeros((0, 3), np.float32))
+    assert by_axis.shape == (1, 3) and by_axis.dtype == np.float32 and np.all(by_axis == -np.inf)
+    assert whole.shape == () and whole == -np.inf

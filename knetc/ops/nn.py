@@ -18,7 +18,7 @@ from ..context import value_of
 from ..errors import ShapeError, format_error, user_frame
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
-from .elementwise import abs as abs_, add, div, eq, exp, iota, le, log, lt, masked, mul, ne, neg, relu_scalar, sigm, sub
+from .elementwise import abs as abs_, add, div, eq, exp, full, iota, le, log, lt, masked, mul, ne, neg, relu_scalar, sigm, sub
 from .reduce import argmax_, reduce_max, sum
 from .shape import reshape
 
@@ -109,8 +109,14 @@ def logsumexp(x, dims=None):
 
     >>> kn.logsumexp(np.array([[1e4, 1e4]]), dims=1)  # [[1e4 + log 2]], no overflow
     """
-    check_float("logsumexp", aval_of(x))
-    out = logsumexp_(x, axes=normalize_axes("logsumexp", dims, aval_of(x).ndim))
+    xa = aval_of(x)
+    check_float("logsumexp", xa)
+    axes = normalize_axes("logsumexp", dims, xa.ndim)
+    if any(xa.shape[a] == 0 for a in axes):  # the log of an empty sum (scipy's and torch's -inf)
+        out = full(shape=tuple(1 if a in axes else n for a, n in enumerate(xa.shape)), value=-np.inf,
+                   dtype=xa.dtype or np.float64)
+    else:
+        out = logsumexp_(x, axes=axes)
     return reshape(out, shape=()) if dims is None else out
 
 
