@@ -93,6 +93,13 @@ def assigns_into_an_array(w, x):
 
 
 @kn.compile(target="cpu")
+def assigns_into_a_numpy_array(w, x):
+    y = np.zeros((4, 2))
+    y[:, 0] = (x @ w)[:, 1]  # <- assign
+    return kn.sum(y)
+
+
+@kn.compile(target="cpu")
 def undefined_name(w, x):
     return kn.sum(x @ w) + not_defined_anywhere  # noqa: F821  <- name
 
@@ -106,6 +113,8 @@ UNSUPPORTED = {  # program, marker, words the message must contain
     "for_over_an_array": (loops_over_an_array, "<- for", "`for` over an array"),
     "and_on_arrays": (and_on_arrays, "<- and", "`and`/`or`"),
     "assign_into_an_array": (assigns_into_an_array, "<- assign", "assigning into an array"),
+    # (the message was about iterating over an array value: numpy reads a sequence)
+    "assign_into_a_numpy_array": (assigns_into_a_numpy_array, "<- assign", "assigning into an array"),
     "undefined_name": (undefined_name, "<- name", "not_defined_anywhere"),
 }
 

@@ -505,9 +505,10 @@ class FunctionTranslator(ast.NodeVisitor):
                 self.assign(t, v)
         elif isinstance(target, ast.Subscript):
             container = self.eval(target.value)
-            if isinstance(container, Var):
-                raise CompileError("assigning into an array is not supported in compiled code",
-                                   hint="use y = kn.setindex(x, index, v), which returns a new array")
+            if isinstance(container, Var) or isinstance(container, np.ndarray) and holds_var(value):
+                raise CompileError("assigning into an array is not supported in compiled code" + (
+                    " (a numpy array made here holds data known while tracing, not array values)"
+                    * (not isinstance(container, Var))), hint="use y = kn.setindex(x, index, v), which returns a new array")
             if self.translation.is_external(container):
                 raise CompileError(f"assigning into a {type(container).__name__} from outside the compiled function "
                                    "(a global, closure value or argument): compiled code would do it only once, "
