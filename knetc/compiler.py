@@ -390,6 +390,7 @@ class CompiledFunction:
             start = len(pytree.flatten(tuple(args[:detail]))[0])
             input_of_leaf = {i: n for n, i in enumerate(i for i, leaf in enumerate(leaves) if is_array(leaf))}
             positions = [input_of_leaf.get(start + j) for j in range(len(target_leaves))]
+            spec.target_range = (start, start + len(target_leaves))
             wrt = [p for p in positions if p is not None]
             spec.grad_slots = [None if p is None else len(program.outputs) + wrt.index(p) for p in positions]
         elif kind == "forward":  # the primal now, the adjoint when the tape asks (split after AD)
@@ -483,7 +484,7 @@ class CompiledFunction:
             spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
-            if _tied_outside(args, kwargs, argnum, spec.translation.captures):  # the tape totals them, through this program
+            if _tied_outside(leaves, spec.target_range, spec.translation.captures):  # the tape totals them, through this program
                 return taped_gradient(self, argnum, with_loss)(*args, **kwargs)
             outs = spec.executable.run(spec.arrays(leaves))
             g = [None if s is None or outs[s] is None else outs[s][()] if number else outs[s]
@@ -499,14 +500,15 @@ def _leaf_text(entry):
     return repr(entry[2]) if entry[0] == "static" else f"{np.dtype(entry[2]).name}[{','.join(map(str, entry[1]))}]"
 
 
-def _tied_outside(args, kwargs, argnum, captures):
-    """Is a Param of argument `argnum` also another argument's (or keyword's), or read from
-    outside the function? Its gradient is then the total over all its uses (as eagerly), which the
-    gradient program, differentiating that argument alone, does not give."""
-    inside = {id(x) for x in pytree.flatten(args[argnum])[0] if isinstance(x, Param)}
-    others = [x for i, a in enumerate(args) if i != argnum % len(args) for x in pytree.flatten(a)[0]]
-    others += pytree.flatten(kwargs)[0]
-    return bool(inside) and any(isinstance(x, Param) and id(x) in inside for x in others + [p for p, _ in captures])
+def _tied_outside(leaves, target, captures):
+    """Is a Param among leaves[target[0]:target[1]] (the differentiated argument's) also
+    another argument's or keyword's, or read from outside the function? Its gradient is then
+    the total over all its uses (as eagerly), which the gradient program, differentiating
+    that argument alone, does not give."""
+    start, end = target
+    inside = {id(x) for x in leaves[start:end] if isinstance(x, Param)}
+    return bool(inside) and any(isinstance(x, Param) and id(x) in inside for x in (*leaves[:start], *leaves[end:])) \
+        or any(id(p) in inside for p, _ in captures)
 
 
 def _shared_totals(leaves, grads):
