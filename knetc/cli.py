@@ -16,9 +16,11 @@ import os
 import re
 import runpy
 import sys
+import traceback
 
 from . import compiler, inspection
 from .backend import cache
+from .errors import CompileError
 from .report import stats
 
 
@@ -26,8 +28,10 @@ class _Stop(BaseException):
     """Ends the user's script early (BaseException: the script's `except Exception` keeps out)."""
 
 
-def run_script(script, args, observe):
-    """Run `script` as __main__ with argv [script, *args], telling `observe` of every compiled call."""
+def run_script(script, args, observe, command):
+    """Run `script` as __main__ with argv [script, *args], telling `observe` of every compiled
+    call. A script that fails (raises, or exits with a non-zero status) ends the command with
+    its own traceback or message (a CompileError: its message alone) and a non-zero status."""
     if not os.path.isfile(script):
         raise SystemExit(f"knetc: no script {script!r} (give a Python file, e.g. examples/mnist_mlp.py)")
     compiler.OBSERVERS.append(observe)
@@ -37,11 +41,26 @@ def run_script(script, args, observe):
     sys.path.insert(0, os.path.dirname(script))
     try:
         runpy.run_path(script, run_name="__main__")
-    except (_Stop, SystemExit):
+    except _Stop:
         pass
+    except SystemExit as done:
+        if done.code not in (None, 0):  # (argparse's usage error, sys.exit(3))
+            raise SystemExit(f"knetc {command}: {os.path.basename(script)} exited with status {done.code}") from None
+    except CompileError as error:
+        raise SystemExit(f"knetc {command}: {error}") from None
+    except Exception as error:  # the user's traceback, from the script's frame on
+        traceback.print_exception(type(error), error, _from_script(error.__traceback__, script))
+        raise SystemExit(f"knetc {command}: {os.path.basename(script)} raised {type(error).__name__}") from None
     finally:
         compiler.OBSERVERS.remove(observe)
         sys.argv, sys.path[:] = saved_argv, saved_path
+
+
+def _from_script(tb, script):
+    """The traceback from the script's first frame on (not knetc's and runpy's frames above it)."""
+    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != script:
+        tb = tb.tb_next
+    return tb
 
 
 def inspect_command(options):
@@ -65,11 +84,14 @@ def inspect_command(options):
         calls[0] += 1
         if calls[0] >= options.steps:
             raise _Stop()
-    run_script(script, options.script_args, observe)
+    run_script(script, options.script_args, observe, "inspect")
     if not seen:
         raise SystemExit(f"knetc inspect: {script} never called a compiled function named {name!r}")
     for fn, spec in seen:
-        sys.stdout.write(inspection.describe(fn, spec, stages, options.target or fn.target, cc))
+        try:
+            sys.stdout.write(inspection.describe(fn, spec, stages, options.target or fn.target, cc))
+        except ValueError as error:  # (a stage this environment cannot show)
+            raise SystemExit(f"knetc inspect: {error}") from None
 
 
 def build_command(options):
@@ -88,7 +110,7 @@ def build_command(options):
         calls[0] += 1
         if all(spec is not s for _, s in built):
             built.append((fn, spec))
-    run_script(options.script, options.script_args, observe)
+    run_script(options.script, options.script_args, observe, "build")
     counts = stats()
     print(f"knetc build: {len(built)} specializations in {directory} "
           f"({counts['compilations']} compiled now, {counts['cache_hits']} already built)")

@@ -20,6 +20,7 @@ from .ir.core import format_program, var_numbers
 from .ir.fuse import Loop
 from .ir.memory import peak_bytes
 from . import compiler
+from .runtime.device import simulator_active
 
 # What each compiler stage (compiler.STAGES) is shown as: the inspect stages, in pipeline order.
 VIEWS = {"trace_in_mode": ("source", "ir"), "differentiate": ("adjoint",), "fuse": ("fused",), "plan_memory": ("memory",),
@@ -37,6 +38,9 @@ def inspect(fn, *args, stage="all", target=None, mode="grad", argnum=0, cc=(9, 0
         if not isinstance(fn, types.FunctionType):
             raise TypeError(f"knetc.inspect expects a Python function or a @kn.compile function, got {fn!r}")
         fn = compiler.compile(fn, target=target or "auto")
+    if mode not in ("grad", "call") or target not in (None, "cpu", "cuda"):
+        raise ValueError(f"kn.inspect: mode must be 'grad' or 'call' and target 'cpu', 'cuda' or None, "
+                         f"got mode={mode!r}, target={target!r}")
     spec = fn.specialize(("grad", argnum) if mode == "grad" else "call", *args, **kwargs)
     return describe(fn, spec, stages(stage), target or fn.target, cc)
 
@@ -170,6 +174,9 @@ def _ptx_of(source, module, cc):
     path = f"{module.__knetc_path__[:-3]}.sm_{cc[0]}{cc[1]}.ptx"
     ptx = read_text(path)
     if ptx is None or f".target sm_{cc[0]}{cc[1]}" not in ptx or not ptx.rstrip().endswith("}"):
+        if simulator_active():  # (the simulator's numba.cuda has no compiler)
+            raise ValueError("the ptx and resources stages need Numba's CUDA compiler, which the simulator "
+                             "replaces: run without NUMBA_ENABLE_CUDASIM=1 (no GPU is needed)")
         kernel = getattr(module, source.name)
         ptx, _ = cuda.compile_ptx(getattr(kernel, "py_func", kernel), source.signature, cc=cc)
         write_atomically(path, ptx)

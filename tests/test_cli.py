@@ -185,3 +185,55 @@ def test_steps_must_be_at_least_one(capsys):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+FAILING_SCRIPTS = {
+    "raises.py": "import numpy as np\nimport knetc as kn\n\n\ndef helper():\n    raise RuntimeError('boom')\n\n\nhelper()\n",
+    "exits.py": "import sys\nsys.exit(3)\n",
+    "uncompilable.py": textwrap.dedent("""
+        import numpy as np
+        import knetc as kn
+
+
+        @kn.compile
+        def g(x):
+            return kn.sum(x * np.random.rand())
+
+
+        g(np.ones(3))
+    """),
+}
+
+
+@pytest.mark.parametrize("command", ["build", "inspect"])
+@pytest.mark.parametrize("script, message", [
+    ("raises.py", "raises.py raised RuntimeError"), ("exits.py", "exits.py exited with status 3"),
+    ("uncompilable.py", "draws random numbers")])
+def test_a_failing_script_fails_the_command_with_its_own_message(tmp_path, capsys, command, script, message):
+    # `knetc build` of a script that raised or exited with an error reported success (exit 0,
+    # nothing built); a CompileError came with knetc's own frames around it.
+    from knetc import cli
+    (tmp_path / script).write_text(FAILING_SCRIPTS[script])
+    target = str(tmp_path / script) + (":g" if command == "inspect" else "")
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, target])
+    assert info.value.code not in (None, 0) and message in str(info.value.code), info.value.code
+    err = capsys.readouterr().err
+    assert "knetc/cli.py" not in err and "runpy" not in err, err
+    if script == "raises.py":
+        assert "raise RuntimeError('boom')" in err  # the user's traceback, from the script on
+
+
+def test_ptx_under_the_simulator_says_what_it_needs(tmp_path, monkeypatch):
+    from knetc import inspection
+    monkeypatch.setattr(inspection, "simulator_active", lambda: True)
+    monkeypatch.setenv("KNETC_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="need Numba's CUDA compiler"):
+        kn.inspect(kn.compile(lambda_free_double, target="cpu", cache=str(tmp_path)), np.ones(3), stage="ptx",
+                   target="cuda", mode="call")
+    with pytest.raises(ValueError, match="mode must be 'grad' or 'call'"):
+        kn.inspect(lambda_free_double, np.ones(3), mode="bogus")
+
+
+def lambda_free_double(x):
+    return kn.sum(x * 2)
