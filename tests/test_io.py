@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import sys
 import zipfile
 
@@ -527,3 +528,20 @@ def test_save_takes_knets_names_and_values_in_turn_and_a_dict(tmp_path):
     with pytest.raises(ValueError, match="twice"):
         kn.save(path, "a", 1, a=2)
     assert kn.load(path, "b") == "text"  # (a refused save leaves the file as it was)
+
+
+def test_save_writes_through_a_symbolic_link_and_refuses_a_fifo(tmp_path):
+    # The atomic rename replaced the link by a file (the run's checkpoint kept the old
+    # values), and a FIFO by a file.
+    run = tmp_path / "run3"
+    run.mkdir()
+    kn.save(run / "model.knetc", a=1)
+    latest = tmp_path / "latest.knetc"
+    latest.symlink_to(run / "model.knetc")
+    kn.save(latest, a=2)
+    assert latest.is_symlink() and kn.load(run / "model.knetc", "a") == 2  # (one name: its value)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        kn.save(fifo, a=1)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -190,6 +190,10 @@ def save(path, *pairs, **named):
     manifest = {"format": FORMAT, "version": VERSION, "values": {k: encode(v) for k, v in named.items()}}
     text = json.dumps(manifest, allow_nan=True).encode("utf-8")  # before touching the disk: errors leave it alone
 
+    if os.path.islink(path):  # write through the link, as open() would (the rename below would replace it)
+        path = os.path.realpath(path)
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise OSError(errno.EINVAL, "kn.save: the path is not a regular file (a FIFO, socket or device)", path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):  # (said of the user's path, not of the temporary file written first)
         raise FileNotFoundError(errno.ENOENT, f"kn.save: the folder {folder!r} does not exist", path)
