@@ -43,7 +43,8 @@ import time
 import numpy as np
 
 import knetc as kn
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
+from knetc.train.plot import (Curves, Sized, add_example_arguments, check_example_arguments,
+                              showing_progress, positive)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
 
@@ -132,10 +133,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=positive, default=32)
     ap.add_argument("--seqlen", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.003)
-    ap.add_argument("--steps", type=int, default=3000, help="training steps (batches)")
+    ap.add_argument("--steps", type=positive, default=3000, help="training steps (batches)")
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="stop after this much training time (compilation and evaluation not counted)")
     ap.add_argument("--chars", type=int, default=None, help="use only the first CHARS characters of the text")

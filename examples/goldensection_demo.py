@@ -14,6 +14,7 @@ import math
 import time
 
 import knetc as kn
+from knetc.train.plot import positive
 from knetc.train.data import mnist
 
 from mnist_mlp import DATA, validation_loss  # the example beside this one
@@ -22,7 +23,7 @@ from mnist_mlp import DATA, validation_loss  # the example beside this one
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="less data and a coarser search (for tests)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=positive, default=2)
     parser.add_argument("--ntrain", type=int, default=3000)
     parser.add_argument("--dxmin", type=float, default=0.1)
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 import knetc as kn
-from knetc.train.plot import INSTALL_HINT, Curves, check_plot_argument
+from knetc.train.plot import INSTALL_HINT, Curves, check_plot_argument, positive
 
 
 def predict(model, x):
@@ -31,8 +31,8 @@ def main(argv=None):
     parser.add_argument("--inputs", type=int, default=10)
     parser.add_argument("--outputs", type=int, default=1)
     parser.add_argument("--instances", type=int, default=1000)
-    parser.add_argument("--batchsize", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batchsize", type=positive, default=20)
+    parser.add_argument("--epochs", type=positive, default=10)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=1)

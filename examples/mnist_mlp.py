@@ -37,7 +37,8 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
+from knetc.train.plot import (Curves, Sized, add_example_arguments, check_example_arguments,
+                              showing_progress, positive)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
 
@@ -108,10 +109,10 @@ def train(model, gradloss, data, lr):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=positive, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.2, help="SGD learning rate")
-    parser.add_argument("--batchsize", type=int, default=100, help="the global batch (split across ranks)")
+    parser.add_argument("--batchsize", type=positive, default=100, help="the global batch (split across ranks)")
     parser.add_argument("--parallel", action="store_true",
                         help="data-parallel on MPI: run under mpirun -np N (pip install -e .[mpi])")
     add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress

@@ -20,7 +20,8 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
+from knetc.train.plot import (Curves, Sized, add_example_arguments, check_example_arguments,
+                              showing_progress, positive)
 from mnist_mlp import accuracy, loss, mlp, predict  # the example beside this one
 
 # Knet's iterator functions and learning rates that suit this model (batch 100).
@@ -46,9 +47,9 @@ def batches(model, x, y, epochs, batchsize, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=positive, default=10)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--batchsize", type=int, default=100)
+    parser.add_argument("--batchsize", type=positive, default=100)
     add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
     check_example_arguments(parser, args)  # (--target cuda only with a GPU)

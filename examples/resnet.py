@@ -35,7 +35,8 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import Curves, WithModel, add_example_arguments, check_example_arguments, showing_progress
+from knetc.train.plot import (Curves, WithModel, add_example_arguments, check_example_arguments,
+                              showing_progress, positive)
 
 WIDTHS = (16, 32, 64)  # the channels of blocks 1-3 (block 1 keeps the stem's)
 
@@ -121,10 +122,10 @@ def accuracy(predict, model, x, y, batchsize=500):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=positive, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
-    parser.add_argument("--batchsize", type=int, default=100)
+    parser.add_argument("--batchsize", type=positive, default=100)
     parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
     add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)

@@ -48,7 +48,8 @@ import time
 import numpy as np
 
 import knetc as kn
-from knetc.train.plot import Curves, Sized, add_example_arguments, check_example_arguments, showing_progress
+from knetc.train.plot import (Curves, Sized, add_example_arguments, check_example_arguments,
+                              showing_progress, positive)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "shakespeare", "input.txt")
 EPS = 1e-5  # layer norm's epsilon (PyTorch's default)
@@ -188,9 +189,9 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--context", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=positive, default=32)
     ap.add_argument("--lr", type=float, default=0.001)
-    ap.add_argument("--steps", type=int, default=100000, help="training steps (batches)")
+    ap.add_argument("--steps", type=positive, default=100000, help="training steps (batches)")
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="stop after this much training time (compilation and evaluation not counted)")
     ap.add_argument("--chars", type=int, default=None, help="use only the first CHARS characters of the text")

@@ -112,3 +112,13 @@ def test_linreg_takes_plot_too(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "training curves: lr.png" in proc.stdout and (tmp_path / "lr.png").read_bytes().startswith(b"\x89PNG")
     assert run("linreg.py", ["--plot", "lr.pdf"], tmp_path, timeout=300).returncode == 2
+
+
+@pytest.mark.parametrize("script, argv", [("mnist_mlp.py", ["--epochs", "0"]), ("lenet.py", ["--batchsize", "0"]),
+                                          ("charlm.py", ["--steps", "0"]), ("resnet.py", ["--epochs", "-1"])])
+def test_counts_of_nothing_are_usage_errors(script, argv):
+    # --epochs 0 trained nothing and then failed (UnboundLocalError, ZeroDivisionError, a
+    # format of None, or a silent exit 1).
+    done = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "expected a whole number of at least 1" in done.stderr, done.stderr[-1500:]

@@ -99,6 +99,15 @@ class Curves:
         return path
 
 
+def positive(text):
+    """An argparse type: a whole number of at least 1 (--epochs 0 or --batchsize 0 would
+    train nothing and fail afterwards). Example: ``parser.add_argument("--epochs", type=positive)``"""
+    import argparse
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def add_example_arguments(parser):
     """The examples' `--target`, `--plot FILE.png` and `--progress/--no-progress` options
     (check them with check_example_arguments after parsing)."""
