@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import stat
+import subprocess
 import sys
 import zipfile
 
@@ -545,3 +546,33 @@ def test_save_writes_through_a_symbolic_link_and_refuses_a_fifo(tmp_path):
     with pytest.raises(OSError, match="not a regular file"):
         kn.save(fifo, a=1)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+SAVES_A_CLASS = """
+import sys
+import numpy as np
+import knetc as kn
+
+
+@kn.serializable
+class Lin:
+    def __init__(self, w):
+        self.w = w
+
+
+kn.save(sys.argv[1], obj=Lin(np.ones(2)), epoch=3)
+"""
+
+
+def test_loading_some_names_decodes_only_those(tmp_path):
+    # A process that never defined Lin can read the epoch; asking for a missing name says so
+    # (both raised "class '__main__.Lin' is not registered": the whole file was decoded).
+    script, path = tmp_path / "saves.py", tmp_path / "with_class.knetc"
+    script.write_text(SAVES_A_CLASS)
+    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert kn.load(path, "epoch") == 3
+    with pytest.raises(KeyError, match="has no value named 'nosuch'"):
+        kn.load(path, "nosuch")
+    with pytest.raises(ValueError, match="not registered"):
+        kn.load(path)

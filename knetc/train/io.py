@@ -476,8 +476,14 @@ def _open_checked(f):
         raise
 
 
-def _read(path):
-    """{name: value} of a kn.save file; any defect raises ValueError naming the file."""
+class _MissingName(Exception):
+    """A name kn.load was asked for that the file does not hold (a KeyError for the caller)."""
+
+
+def _read(path, names=()):
+    """{name: value} of a kn.save file, of `names` only when given (the others are not
+    decoded: a class not registered in this process elsewhere in the file does not matter);
+    any defect raises ValueError naming the file."""
     f = _open_regular(path)  # OSErrors (missing file, permissions, a directory) pass as they are
     try:
         with f, _open_checked(f) as z:
@@ -490,10 +496,15 @@ def _read(path):
             values = manifest.get("values")
             if not isinstance(values, dict):
                 raise ValueError("the manifest has no values")
+            for name in names:
+                if name not in values:
+                    raise _MissingName(f"kn.load: {path} has no value named {name!r}; it has {sorted(values)}")
             decode = _Decoder(z)
-            return {name: decode(node) for name, node in values.items()}
+            return {name: decode(values[name]) for name in (names or values)}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
+    except _MissingName as e:
+        raise KeyError(str(e)) from None
     except _UnknownClass as e:
         raise ValueError(f"kn.load: {path}: {e}") from None
     except (ValueError, TypeError, KeyError, EOFError, OSError, RecursionError, OverflowError,
@@ -515,10 +526,7 @@ def load(path, *names):
     Loading never executes code from the file: a corrupt, truncated or crafted file raises
     ValueError naming it, as does a class not registered with `@serializable`."""
     path = os.fspath(path)
-    values = _read(path)
-    for name in names:
-        if name not in values:
-            raise KeyError(f"kn.load: {path} has no value named {name!r}; it has {sorted(values)}")
+    values = _read(path, names)
     if not names:
         return values
     if len(names) == 1:
