@@ -436,7 +436,6 @@ def test_load_refuses_devices_and_directories(tmp_path):
 
 
 def _dead_pid():
-    import subprocess
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
