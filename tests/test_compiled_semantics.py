@@ -812,3 +812,19 @@ def test_power_one_half_is_numpys_square_root(target):
             assert np.array_equal(np.signbit(got[1:4]), np.signbit(want[1:4]))
     g = kn.grad(compiled(lambda x: kn.sum(x ** 0.5), target))(np.array([4.0, 9.0]))
     np.testing.assert_allclose(g, [0.25, 1 / 6], rtol=1e-15)
+
+
+def exponential_units(x):
+    return kn.elu(x), kn.selu(x)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_elu_and_selu_keep_the_sign_of_zero_as_knet(target):
+    # Knet: elu(x) = x >= 0 ? x : exp(x) - 1, so elu(-0.0) is -0.0; eagerly it was 0.0, compiled -0.0.
+    x = np.array([-0.0, 0.0, -1.0, 2.0])
+    for got, want in zip(compiled(exponential_units, target)(x), exponential_units(x)):
+        np.testing.assert_array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want)), (got, want)
+    elu, selu = exponential_units(x)
+    assert list(np.signbit(elu[:2])) == [True, False] and list(np.signbit(selu[:2])) == [True, False]
+    np.testing.assert_allclose(elu[2:], [np.expm1(-1.0), 2.0], rtol=1e-15)

@@ -152,27 +152,27 @@ def _unary(name, impl, scalar, grad):
 
 def _elu_impl(x):
     x = np.asarray(x)
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))  # minimum: no overflow warning for x >> 0
+    return np.where(x >= 0, x, np.expm1(np.minimum(x, 0)))  # minimum: no overflow warning for x >> 0
 
 
-elu = _unary("elu", _elu_impl, lambda k, x: f"({x} if {x} > {k.const(0)} else math.expm1({x}))",
+elu = _unary("elu", _elu_impl, lambda k, x: f"({x} if {x} >= {k.const(0)} else math.expm1({x}))",
              # d/dx: exp(x) = y + 1 for x <= 0 (masked: at x = inf, 0 * inf would be NaN), else 1 (NaN too, as torch)
              lambda dy, y, x: mul(dy, add(sub(1, le(x, 0)), masked(add(y, 1), le(x, 0)))))
-elu.__doc__ = "elu(x) = x if x > 0 else exp(x) - 1 (Clevert et al. 2015)."
+elu.__doc__ = "elu(x) = x if x >= 0 else exp(x) - 1 (Clevert et al. 2015; Knet's, so elu(-0.0) is -0.0)."
 
 SELU_LAMBDA, SELU_ALPHA = 1.0507009873554805, 1.6732632423543778
 
 
 def _selu_impl(x):
     x = np.asarray(x)
-    return SELU_LAMBDA * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+    return SELU_LAMBDA * np.where(x >= 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
 
 
 selu = _unary("selu", _selu_impl,
-              lambda k, x: f"{k.const(SELU_LAMBDA)} * ({x} if {x} > {k.const(0)} else {k.const(SELU_ALPHA)} * math.expm1({x}))",
+              lambda k, x: f"{k.const(SELU_LAMBDA)} * ({x} if {x} >= {k.const(0)} else {k.const(SELU_ALPHA)} * math.expm1({x}))",
               # d/dx: lambda for x >= 0 (Knet's seluback at 0), lambda*alpha*exp(x) = y + lambda*alpha below
               lambda dy, y, x: mul(dy, add(mul(sub(1, lt(x, 0)), SELU_LAMBDA), masked(add(y, SELU_LAMBDA * SELU_ALPHA), lt(x, 0)))))
-selu.__doc__ = "selu(x) = 1.0507 * (x if x > 0 else 1.6733 * (exp(x) - 1)) (Klambauer et al. 2017)."
+selu.__doc__ = "selu(x) = 1.0507 * (x if x >= 0 else 1.6733 * (exp(x) - 1)) (Klambauer et al. 2017; as Knet)."
 
 invx = _unary("invx", lambda x: 1 / np.asarray(x), lambda k, x: f"{k.const(1)} / {x}",
               lambda dy, y, x: neg(mul(dy, mul(y, y))))
