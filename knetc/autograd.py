@@ -478,7 +478,9 @@ def _on_device_of(g, w):
 
 
 def gradloss(f, argnum=0):
-    """Like grad(f, argnum) but the function returns (gradient, loss)."""
+    """Like grad(f, argnum) but the function returns (gradient, loss).
+
+    Example: ``g, loss = kn.gradloss(loss_fn)(model, x, y)  # one forward and backward pass``"""
     return _gradient_function(f, argnum, with_loss=True)
 
 
@@ -528,7 +530,9 @@ def _differentiable(leaf):
 
 
 def value(x):
-    """The value inside a Param or a `diff` result; anything else is returned as is."""
+    """The value inside a Param or a `diff` result; anything else is returned as is.
+
+    Example: ``y = kn.diff(lambda: kn.sum(w * w)); float(kn.value(y))  # the loss as a number``"""
     return x.value if isinstance(x, (Param, Tracked)) else x
 
 
@@ -548,7 +552,9 @@ def _slots(cls):
 
 
 def params(x):
-    """The Params in x: those a `diff` result depends on, or found by a recursive search."""
+    """The Params in x: those a `diff` result depends on, or found by a recursive search.
+
+    Example: ``for p in kn.params(model): p.opt = kn.Adam()``"""
     if isinstance(x, Tracked):
         return list(x.tape.params)
     found, seen = [], set()
