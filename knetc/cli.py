@@ -22,6 +22,7 @@ from . import compiler, inspection
 from .backend import cache
 from .errors import CompileError
 from .report import stats
+from .train.plot import positive
 
 
 class _Stop(BaseException):
@@ -130,12 +131,6 @@ def cache_command(options):
         print(f"removed {cache.clear(directory)} files from {directory}")
 
 
-def _positive(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def parser():
     p = argparse.ArgumentParser(prog="knetc", description="knetc: inspect compiled functions, build scripts "
                                 "ahead of time, manage the kernel cache.")
@@ -144,12 +139,12 @@ def parser():
     i.add_argument("target_function", metavar="SCRIPT.py:FUNCTION")
     i.add_argument("--stage", default="all", help=f"one or more of {', '.join(inspection.STAGES)} "
                    "(comma-separated), or all (default)")
-    i.add_argument("--steps", type=_positive, default=1, help="stop after FUNCTION has been called N times")
+    i.add_argument("--steps", type=positive, default=1, help="stop after FUNCTION has been called N times")
     i.add_argument("--target", choices=("cpu", "cuda"), help="target of the kernels and driver stages")
     i.add_argument("--cc", default="9.0", help="compute capability for ptx and resources (default 9.0)")
     b = commands.add_parser("build", help="compile every specialization a (short) run of a script meets")
     b.add_argument("script", metavar="SCRIPT.py")
-    b.add_argument("--steps", type=_positive, help="stop the script after N compiled calls")
+    b.add_argument("--steps", type=positive, help="stop the script after N compiled calls")
     b.add_argument("--cache-dir", help="build into this directory (run the script later with KNETC_CACHE_DIR=DIR)")
     c = commands.add_parser("cache", help="the kernel cache: info or clear")
     c.add_argument("action", choices=("info", "clear"))

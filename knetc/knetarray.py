@@ -272,7 +272,7 @@ class KnetArray(ArrayMethods):
         # In place. A host round trip: setindex is functional (it returns a new array), and
         # assignments are rare next to the kernels that read the arrays.
         host = self.copy_to_host()
-        host[indexing.numpy_index(_to_host(index))] = np.asarray(value)  # (k[k > 5] = 0: a 0/1 mask)
+        host[indexing.host_index(_to_host(index))] = np.asarray(value)  # (k[k > 5] = 0: a 0/1 mask)
         upload(host, to=self.data)
 
     # ------------------------------------------------------------------ numpy functions

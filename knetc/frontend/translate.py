@@ -506,9 +506,9 @@ class FunctionTranslator(ast.NodeVisitor):
         elif isinstance(target, ast.Subscript):
             container = self.eval(target.value)
             if isinstance(container, Var) or isinstance(container, np.ndarray) and holds_var(value):
-                raise CompileError("assigning into an array is not supported in compiled code" + (
-                    " (a numpy array made here holds data known while tracing, not array values)"
-                    * (not isinstance(container, Var))), hint="use y = kn.setindex(x, index, v), which returns a new array")
+                where = "" if isinstance(container, Var) else " (a numpy array made here holds data, not array values)"
+                raise CompileError(f"assigning into an array is not supported in compiled code{where}",
+                                   hint="use y = kn.setindex(x, index, v), which returns a new array")
             if self.translation.is_external(container):
                 raise CompileError(f"assigning into a {type(container).__name__} from outside the compiled function "
                                    "(a global, closure value or argument): compiled code would do it only once, "

@@ -303,7 +303,7 @@ def _concrete(i):
     return i
 
 
-def numpy_index(index):
+def host_index(index):
     """index as numpy takes it on the host: Knet's 0/1 float masks as booleans, Params and
     KnetArrays as their values (for an assignment made on a host copy)."""
     return tuple(map(_concrete, index)) if isinstance(index, tuple) else _concrete(index)

@@ -100,8 +100,8 @@ class Curves:
 
 
 def positive(text):
-    """An argparse type: a whole number of at least 1 (--epochs 0 or --batchsize 0 would
-    train nothing and fail afterwards). Example: ``parser.add_argument("--epochs", type=positive)``"""
+    """An argparse type: a whole number of at least 1 (the examples' --epochs 0 or --batchsize
+    0 would train nothing and fail afterwards; the knetc command's --steps). Example: ``parser.add_argument("--epochs", type=positive)``"""
     import argparse
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
