@@ -154,7 +154,8 @@ class Optimizer:
         if self.gclip > 0 and on_device:  # Knet's per-parameter clipping, decided on the device:
             step.g = kernels.device_clipped(step.g, self.gclip)  # a scaled copy, nothing comes down
         elif self.gclip > 0:  # norm(g) > gclip > 0 scales g to norm gclip
-            norm = float(np.linalg.norm(step.g))
+            with np.errstate(over="ignore"):  # (an overflow is answered below, not warned of)
+                norm = float(np.linalg.norm(step.g))
             if norm == np.inf:  # float32's sum of squares overflows above 1.8e19: gclip/inf would stop the weight
                 norm = float(np.linalg.norm(np.asarray(step.g, np.float64)))
             if norm > self.gclip:
