@@ -153,6 +153,42 @@ def test_nll_recomputes_its_one_hot_labels_in_each_reader():
     assert "eq" not in _stored_ops(compiled)
 
 
+def logsoftmax_rows(x):
+    z = x - kn.maximum(x, dims=1)
+    return z - kn.log(kn.sum(kn.exp(z), dims=1))
+
+
+@pytest.mark.parametrize("shape", [(7, 33), (5000, 64)])
+def test_logsoftmax_over_rows_in_one_kernel(shape):
+    # z = x - max is a cheap op's value with a value per row in it: computed where the row
+    # sum's exp reads it and again where the result does, with the row's max once per row
+    # (no stored z, no second kernel), and one exp per entry.
+    x = RNG.standard_normal(shape) * 3
+    f = kn.compile(logsoftmax_rows, target="cpu")
+    z = x - x.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(f(x), z - np.log(np.exp(z).sum(axis=1, keepdims=True)), rtol=1e-12, atol=1e-13)
+    assert _kernels(f) == 1
+    texts = [k.text for spec in f.specializations() for k in spec.executables()[0].generated.kernels.values()]
+    assert sum(text.count("math.exp(") for text in texts) == 1 and sum(text.count("math.log(") for text in texts) == 1
+    c = np.cos(np.arange(shape[1]))
+    np.testing.assert_allclose(kn.grad(lambda x: kn.sum(f(x) * c))(x), kn.grad(lambda x: kn.sum(logsoftmax_rows(x) * c))(x),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_nll_checks_its_labels_without_copying_them():
+    # The range-checked labels are a view of the labels given (the check runs before any
+    # kernel): no kernel copies them, and a bad label is still refused before anything runs.
+    w, x, y = RNG.standard_normal((12, 6)), RNG.standard_normal((40, 12)), RNG.integers(0, 6, 40)
+    compiled = kn.compile(nll_loss, target="cpu")
+    grad, loss = kn.gradloss(compiled)(w, x, y)
+    np.testing.assert_allclose(grad, kn.grad(nll_loss)(w, x, y), rtol=1e-11, atol=1e-13)
+    assert "checked_labels" not in _stored_ops(compiled)
+    assert _kernels(compiled) <= 6
+    y[3] = 6
+    with pytest.raises(ValueError, match="label 6 is out of range"):
+        compiled(w, x, y)
+
+
 def positive_minus_column_mean(x):
     m = kn.gt(x, 0.0)  # cheap: a comparison reading as many entries as it has
     return m - kn.mean(m, dims=0)

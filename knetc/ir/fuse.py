@@ -194,8 +194,8 @@ def fuse(program, rows=None):
             return False, False, True
         return None
 
-    def at_row(v):
-        return rows == "last" and (v in rowwise if v in inlined else v.size > 1 and v.shape[-1] == 1)
+    def at_row(v):  # is v (a reduction) computed once per row of the kernel it is in?
+        return rows is not None and (v in rowwise if v in inlined else v.size > 1 and v.shape[-1] == 1)
 
     for eqn in reversed(program.eqns):
         v, kind = eqn.out, fusion_kind(eqn)
@@ -208,10 +208,12 @@ def fuse(program, rows=None):
         # and in the quotient), or in a few kernels when that costs what loading it would
         # (nll's one-hot labels: recomputable).
         # On CUDA also a value at its kernel's own index, where its reductions can only be values
-        # per row, computed once (softmax's e).
+        # per row, computed once (softmax's e); on the CPU such a value of a cheap op only
+        # (log-softmax's x - max, read in its row sum's exp and in its result: one kernel),
+        # so that an exp is still taken once per entry (softmax's e is stored).
         places = [placement(v, kind, user) for user in users]
         at_rows = [p and (p[2] or at_row(user.out) and user.out.shape == v.shape) for user, p in zip(users, places)]
-        cheap = not may_reduce[v] or rows == "last" and len(kernels) == 1 and all(
+        cheap = not may_reduce[v] or (rows == "last" or eqn.op.cheap) and len(kernels) == 1 and all(
             p and (p[1] or row) for p, row in zip(places, at_rows))
         grown = {kernel: width.get(kernel, _arity(producers[kernel])) - 1 + _arity(eqn) for kernel in kernels}
         if (len(users) > 1 or len(kernels) > 1) and not (rows and cheap and len(users) <= MAX_READS and (

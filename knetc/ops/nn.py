@@ -267,12 +267,12 @@ def _checked_labels_impl(labels, name, classes, axis):
     return np.asarray(labels)
 
 
-# The labels unchanged, once their range is checked: eagerly by the numpy reference; a
-# compiled program checks the input array they come from before it runs (a kernel cannot
-# raise), so a bad label raises the same ValueError and nothing has run.
+# The labels unchanged (a view: no copy), once their range is checked: eagerly by the numpy
+# reference; a compiled program checks the input array they come from before it runs (a
+# kernel cannot raise), so a bad label raises the same ValueError and nothing has run.
 checked_labels = register(Op(
-    "checked_labels", lambda labels, name, classes, axis: labels, _checked_labels_impl, (None,), "elementwise",
-    lambda k, labels, name, classes, axis: labels, input_check=_LabelRange(), cheap=True))
+    "checked_labels", lambda labels, name, classes, axis: labels, _checked_labels_impl, (None,), "view",
+    input_check=_LabelRange()))
 
 
 def _count(labels, dtype):
