@@ -124,7 +124,16 @@ class Param(_Recordable):
     """A value to differentiate with respect to: `w = Param(np.zeros((3, 4)))`.
 
     Acts like its value (operators, numpy functions); `w.value` is the array, `w.opt` the
-    optimizer state used by the training functions."""
+    optimizer state used by the training functions.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([[1.0, 2.0]]))
+        >>> (w * 3).shape, float(np.sum(w))       # acts like its value
+        ((1, 2), 3.0)
+        >>> kn.grad(kn.diff(lambda: kn.sum(w @ w.T)), w)
+        array([[2., 4.]])
+    """
     _knetc_kind = "boxed"  # (knetc/context.py)
 
     def __init__(self, value, opt=None):
@@ -453,6 +462,15 @@ def grad(y_or_f, x=None, argnum=0):
     """grad(y, x): the gradient of a `diff` result with respect to the Param x, or None if
     it is zero. grad(f, argnum=0): a function returning the gradient of the scalar-valued
     f with respect to its argument `argnum` (an array, number, or a list/tuple/dict of them).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([1.0, 2.0]))
+        >>> y = kn.diff(lambda: kn.sum(w * w))    # record sum(w^2)
+        >>> kn.grad(y, w)                         # d/dw = 2w
+        array([2., 4.])
+        >>> kn.grad(lambda x: kn.sum(x ** 3))(np.array([1.0, 2.0]))   # a gradient function
+        array([ 3., 12.])
     """
     if callable(y_or_f) and not isinstance(y_or_f, Tracked):
         argnum = x if isinstance(x, int) else argnum

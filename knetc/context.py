@@ -160,7 +160,18 @@ def unowned_stripped(x):
 def training():
     """True while `diff` is recording (inside a training step) and while a compiled gradient
     program is traced, e.g. to apply dropout only then:
-    `kn.training()  # False here; True inside kn.diff(loss, ...)`."""
+    `kn.training()  # False here; True inside kn.diff(loss, ...)`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> kn.training()
+        False
+        >>> w = kn.Param(np.ones(2))
+        >>> seen = []
+        >>> _ = kn.diff(lambda: seen.append(kn.training()) or kn.sum(w))
+        >>> seen
+        [True]
+    """
     return _training
 
 

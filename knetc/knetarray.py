@@ -541,7 +541,15 @@ def gpucopy(x):
 def cpucopy(x):
     """A deep copy of x with its device arrays (KnetArrays, Numba arrays) as numpy arrays
     (Knet's cpucopy): `kn.cpucopy(model)` before pickling or on a machine without a GPU.
-    Inside `diff`, a recorded value moves down recorded: its gradient goes back up."""
+    Inside `diff`, a recorded value moves down recorded: its gradient goes back up.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> model = [(kn.Param(np.ones((2, 2))), np.zeros(2))]
+        >>> copy = kn.cpucopy(model)              # same structure, new arrays
+        >>> type(copy[0][0]).__name__, copy[0][0] is model[0][0]
+        ('Param', False)
+    """
     if isinstance(x, (Param, Tracked)) and _recorded((x,), {}):
         return to_host(x)
     return _deep_convert(x, _cpu_leaf, {})

@@ -226,7 +226,14 @@ def rnnparam(r, layer, id, param):
 
 
 def rnnparams(r):
-    """All of r's matrices (sorted by layer, id), then all its biases: a list of views."""
+    """All of r's matrices (sorted by layer, id), then all its biases: a list of views.
+
+    Example:
+        >>> import knetc as kn
+        >>> r = kn.RNN(3, 4, rnn_type="relu")     # one layer: W (input), R (hidden), then two biases
+        >>> [p.shape for p in kn.rnnparams(r)]
+        [(4, 3), (4, 4), (4,), (4,)]
+    """
     n = r.num_layers * r._dirs
     ids = range(2 * ngates(r._mode))
     return [rnnparam(r, l, i, 0) for l in range(n) for i in ids] + [rnnparam(r, l, i, 1) for l in range(n) for i in ids]

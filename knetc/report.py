@@ -59,5 +59,10 @@ def stats():
 
         before = kn.stats(); step(); after = kn.stats()
         after["host_to_device"] - before["host_to_device"]   # the batch arrays going up
+
+    Example:
+        >>> import knetc as kn
+        >>> sorted(k for k in kn.stats() if k in ("compilations", "launches", "host_to_device"))
+        ['compilations', 'host_to_device', 'launches']
     """
     return {name: COUNTERS[name] for name in STATS}

@@ -71,3 +71,24 @@ def test_op_function_example_runs(name):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     runner.run(test, out=lambda s: None)
     assert runner.summarize(verbose=False).failed == 0, doc
+
+
+# The rest of the public API (training iterators, initialisers, autograd, I/O, ...): every
+# example written as a doctest (it imports knetc first) passes.
+API_EXAMPLES = [n for n in PUBLIC if not isinstance(getattr(kn, n), Op) and n not in OPS_FUNCTIONS
+                and "knetc as kn\n" in (inspect.getdoc(getattr(kn, n)) or "").partition(">>> import")[2][:40]]
+
+
+def test_the_api_examples_are_found():
+    assert {"adam", "adam_", "sgd", "sgd_", "minimize_", "converge", "converge_", "progress_", "minibatch", "grad",
+            "Param", "param", "param0", "xavier_uniform", "xavier_normal", "gaussian", "bilinear", "compile",
+            "save", "load", "rnnparams", "training", "goldensection", "hyperband", "cpucopy"} <= set(API_EXAMPLES)
+
+
+@pytest.mark.parametrize("name", API_EXAMPLES)
+def test_api_example_runs(name):
+    doc = inspect.getdoc(getattr(kn, name))
+    test = doctest.DocTestParser().get_doctest(doc, {}, "kn." + name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: None)
+    assert runner.summarize(verbose=False).failed == 0, doc

@@ -256,7 +256,17 @@ def minibatch(x, y=None, batchsize=None, shuffle=False, partial=False,
     each epoch), `take(d, n)` is `itertools.islice(d, n)`; `itertools.cycle(d)` works but,
     as Python's cycle does, replays the first epoch's batches (same order) rather than
     reshuffling; `itertools.chain.from_iterable(itertools.repeat(d))` cycles with a new
-    order each epoch. Knet's `Iterators.Stateful(d)` is `iter(d)`."""
+    order each epoch. Knet's `Iterators.Stateful(d)` is `iter(d)`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> x, y = np.arange(20.0).reshape(10, 2), np.arange(10)
+        >>> d = kn.minibatch(x, y, 4)             # the partial last batch (2 instances) is dropped
+        >>> len(d), [yb.tolist() for _, yb in d]
+        (2, [[0, 1, 2, 3], [4, 5, 6, 7]])
+        >>> [len(yb) for _, yb in kn.minibatch(x, y, 4, partial=True)]
+        [4, 4, 2]
+    """
     if isinstance(y, numbers.Integral) and not isinstance(y, bool):
         if batchsize is not None:
             raise TypeError(f"minibatch: y={y!r} is an integer (taken as the batch size) but "

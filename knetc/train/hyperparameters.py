@@ -33,7 +33,14 @@ def goldensection(f, n, dxmin=0.1, accel=GOLDEN, verbose=False, history=None):
 
     `history` is a cache of [(x, f(x)), ...]: points already evaluated (equal up to a
     relative tolerance of sqrt(eps), as Julia's isapprox) are not evaluated again; pass a
-    list to keep or reuse the evaluations. `verbose` prints each step."""
+    list to keep or reuse the evaluations. `verbose` prints each step.
+
+    Example:
+        >>> import knetc as kn
+        >>> fmin, xmin = kn.goldensection(lambda x: (x[0] - 1) ** 2 + x[1] ** 2, 2)
+        >>> round(fmin, 4), [round(float(v), 2) for v in xmin]
+        (0.0, [1.0, 0.0])
+    """
     if history is None:
         history = []
     n = int(n)
@@ -125,7 +132,16 @@ def hyperband(getconfig, getloss, maxresource=27, reduction=3):
     Returns a `HyperbandResult(loss, resource, config)` named tuple (Knet returns the tuple
     (loss, resource, config)): the lowest loss seen, the resource it was measured with and
     its configuration; `(inf, None, None)` if no loss was below infinity (NaN losses never
-    win)."""
+    win).
+
+    Example:
+        >>> import random, knetc as kn
+        >>> random.seed(0)
+        >>> loss, resource, config = kn.hyperband(lambda: random.uniform(-1, 1),
+        ...                                       lambda c, r: (c - 0.3) ** 2 + 1 / r, maxresource=27)
+        >>> resource, bool(abs(config - 0.3) < 0.2)
+        (27, True)
+    """
     if not maxresource >= 1:
         raise ValueError(f"hyperband: maxresource must be at least 1, got {maxresource}")
     if not (isinstance(reduction, int) and reduction >= 2):

@@ -78,7 +78,14 @@ def atype():
     """The default array type (Knet's `atype()`): KnetArray{float32} when a GPU is active
     (`kn.gpu() >= 0`), else numpy float32 arrays (also under Numba's CUDA simulator, which
     does not count as a GPU). `atype()(x)` converts x (a copy); `atype().dtype` is the
-    element type: `w = kn.atype()(np.zeros((3, 4)))`."""
+    element type: `w = kn.atype()(np.zeros((3, 4)))`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> a = kn.atype()(np.zeros((3, 4)))   # a float32 numpy array, or a KnetArray on a GPU
+        >>> a.shape, a.dtype
+        ((3, 4), dtype('float32'))
+    """
     return _ATYPE if knetarray.gpu() < 0 else _GPU_ATYPE
 
 
@@ -160,7 +167,14 @@ def xavier_uniform(*a, gain=1):
     Fans follow Knet's rule on the reversed (Python) shape, see `fans`: a dense `(in, out)`
     weight has fan_in = in, fan_out = out; a conv `(Cout, Cin, KH, KW)` weight has
     fan_in = Cin*KH*KW, fan_out = Cout*KH*KW; a 1-D `(n,)` has fan_in = n, fan_out = 1.
-    `xavier` is an alias."""
+    `xavier` is an alias.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.xavier_uniform(np.float32, 784, 64)
+        >>> w.shape, w.dtype, bool(np.abs(w).max() <= np.sqrt(6 / (784 + 64)))
+        ((784, 64), dtype('float32'), True)
+    """
     dtype, shape = _dims("xavier_uniform", a)
     fan_in, fan_out = fans(shape)
     s = gain * np.sqrt(6.0 / max(fan_in + fan_out, 1))
@@ -173,7 +187,15 @@ xavier = xavier_uniform
 
 def xavier_normal(*a, gain=1):
     """Normal random weights with mean 0 and std gain*sqrt(2/(fan_in+fan_out)); arguments and
-    fans as `xavier_uniform`."""
+    fans as `xavier_uniform`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> _ = kn.seed_(1)
+        >>> w = kn.xavier_normal(400, 600)
+        >>> w.dtype, bool(abs(w.std() - np.sqrt(2 / (400 + 600))) < 1e-3)
+        (dtype('float64'), True)
+    """
     dtype, shape = _dims("xavier_normal", a)
     fan_in, fan_out = fans(shape)
     std = gain * np.sqrt(2.0 / max(fan_in + fan_out, 1))
@@ -182,7 +204,15 @@ def xavier_normal(*a, gain=1):
 
 def gaussian(*a, mean=0.0, std=0.01):
     """Gaussian random array with the given mean and standard deviation (Knet's `gaussian`):
-    `gaussian(64, 10)` or `gaussian(np.float32, 64, 10, std=0.1)`."""
+    `gaussian(64, 10)` or `gaussian(np.float32, 64, 10, std=0.1)`.
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> _ = kn.seed_(1)
+        >>> g = kn.gaussian(np.float32, 500, 400, mean=1.0, std=0.1)
+        >>> g.dtype, bool(abs(g.mean() - 1) < 1e-2 and abs(g.std() - 0.1) < 1e-3)
+        (dtype('float32'), True)
+    """
     dtype, shape = _dims("gaussian", a)
     return (dtype.type(mean) + dtype.type(std) * _normal(shape, dtype)).astype(dtype, copy=False)
 
@@ -205,7 +235,16 @@ def bilinear(T, fw, fh, IN, ON):
     knetc's deconv weight layout `(Cx, Cy, KH, KW)` = `(IN, ON, 2fh - fh%2, 2fw - fw%2)`,
     Knet's `(W1, W2, Cy, Cx)` reversed: `w[c, c]` is the kernel and `w[i, j]` is zero for
     i != j. (Knet also requires fw == fh; a rectangular factor here gives the separable
-    product of the two 1-D kernels.)"""
+    product of the two 1-D kernels.)
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.bilinear(np.float32, 2, 2, 1, 1)
+        >>> w.shape
+        (1, 1, 4, 4)
+        >>> w[0, 0, 0]   # the outer product of [.25, .75, .75, .25] with itself
+        array([0.0625, 0.1875, 0.1875, 0.0625], dtype=float32)
+    """
     dtype = np.dtype(T)
     for name, v in (("fw", fw), ("fh", fh), ("IN", IN), ("ON", ON)):
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
@@ -234,6 +273,14 @@ def param(*dims_or_array, init=xavier_uniform, atype=None):
 
     `atype` defaults to `atype()` (numpy float32); it may be a dtype (`np.float64`) or a
     function converting an array. `param(784, 64)` is the weight of `x @ w` for x (N, 784).
+
+    Example:
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.param(784, 64)             # Xavier-uniform float32 weights
+        >>> type(w).__name__, w.shape, w.dtype
+        ('Param', (784, 64), dtype('float32'))
+        >>> kn.param(np.arange(3), atype=np.float64).value
+        array([0., 1., 2.])
     """
     convert = _converter(atype)
     if not dims_or_array:
@@ -247,7 +294,13 @@ def param(*dims_or_array, init=xavier_uniform, atype=None):
 
 
 def param0(*dims, atype=None):
-    """`param(dims...; init=zeros)`: a Param of zeros, `param0(64)` for a bias."""
+    """`param(dims...; init=zeros)`: a Param of zeros, `param0(64)` for a bias.
+
+    Example:
+        >>> import knetc as kn
+        >>> kn.param0(3).value
+        array([0., 0., 0.], dtype=float32)
+    """
     return param(*dims, init=_zeros, atype=atype)
 
 

@@ -173,7 +173,15 @@ def save(path, *pairs, **named):
     Values may be numpy arrays, Params (with their optimizer state `opt`), device arrays
     (stored as host data), numbers, strings, bools, None, lists/tuples/dicts of these, and
     instances of classes registered with `@serializable`. The write is atomic: the file is
-    either the old one or the complete new one, never a mix. Returns None."""
+    either the old one or the complete new one, never a mix. Returns None.
+
+    Example:
+        >>> import os, tempfile, numpy as np, knetc as kn
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.knetc")
+        >>> kn.save(path, model=[kn.Param(np.ones(2))], epoch=3)
+        >>> kn.load(path, "epoch")
+        3
+    """
     if len(pairs) == 1 and isinstance(pairs[0], dict):
         pairs = [x for item in pairs[0].items() for x in item]
     if len(pairs) % 2 or not all(isinstance(name, str) for name in pairs[::2]):
@@ -524,7 +532,15 @@ def load(path, *names):
     Arrays come back as numpy arrays, Params with their `opt`; arrays saved from the device
     (KnetArrays) come back as KnetArrays when a GPU is active (`kn.gpu() >= 0`), as Knet's.
     Loading never executes code from the file: a corrupt, truncated or crafted file raises
-    ValueError naming it, as does a class not registered with `@serializable`."""
+    ValueError naming it, as does a class not registered with `@serializable`.
+
+    Example:
+        >>> import os, tempfile, numpy as np, knetc as kn
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.knetc")
+        >>> kn.save(path, w=np.arange(3.0), epoch=3)
+        >>> sorted(kn.load(path)), kn.load(path, "w", "epoch")
+        (['epoch', 'w'], (array([0., 1., 2.]), 3))
+    """
     path = os.fspath(path)
     values = _read(path, names)
     if not names:

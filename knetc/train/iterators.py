@@ -96,42 +96,112 @@ _D = DEFAULTS  # Knet 1.4's defaults, the same table as the optimizer classes'
 
 
 def sgd(f, data, lr=_D["SGD"]["lr"], gclip=_D["SGD"]["gclip"], params=None):
-    """`minimize` with `SGD(lr, gclip)`: `for loss in kn.sgd(loss_fn, data, lr=0.1): ...`"""
+    """`minimize` with `SGD(lr, gclip)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `sgd_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.sgd(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, SGD(lr=lr, gclip=gclip), params)
 
 
 def momentum(f, data, lr=_D["Momentum"]["lr"], gamma=_D["Momentum"]["gamma"], gclip=_D["Momentum"]["gclip"],
              params=None):
-    """`minimize` with `Momentum(lr, gclip, gamma)`: `kn.momentum_(loss_fn, data)`"""
+    """`minimize` with `Momentum(lr, gclip, gamma)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `momentum_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.momentum(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Momentum(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
 def nesterov(f, data, lr=_D["Nesterov"]["lr"], gamma=_D["Nesterov"]["gamma"], gclip=_D["Nesterov"]["gclip"],
              params=None):
-    """`minimize` with `Nesterov(lr, gclip, gamma)`: `kn.nesterov_(loss_fn, data)`"""
+    """`minimize` with `Nesterov(lr, gclip, gamma)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `nesterov_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.nesterov(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Nesterov(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
 def adagrad(f, data, lr=_D["Adagrad"]["lr"], eps=_D["Adagrad"]["eps"], gclip=_D["Adagrad"]["gclip"], params=None):
-    """`minimize` with `Adagrad(lr, gclip, eps)`: `kn.adagrad_(loss_fn, data)`"""
+    """`minimize` with `Adagrad(lr, gclip, eps)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `adagrad_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.adagrad(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=1.0))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Adagrad(lr=lr, gclip=gclip, eps=eps), params)
 
 
 def rmsprop(f, data, lr=_D["Rmsprop"]["lr"], rho=_D["Rmsprop"]["rho"], eps=_D["Rmsprop"]["eps"],
             gclip=_D["Rmsprop"]["gclip"], params=None):
-    """`minimize` with `Rmsprop(lr, gclip, rho, eps)`: `kn.rmsprop_(loss_fn, data)`"""
+    """`minimize` with `Rmsprop(lr, gclip, rho, eps)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `rmsprop_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.rmsprop(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Rmsprop(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
 def adadelta(f, data, lr=_D["Adadelta"]["lr"], rho=_D["Adadelta"]["rho"], eps=_D["Adadelta"]["eps"],
              gclip=_D["Adadelta"]["gclip"], params=None):
-    """`minimize` with `Adadelta(lr, gclip, rho, eps)`: `kn.adadelta_(loss_fn, data)`"""
+    """`minimize` with `Adadelta(lr, gclip, rho, eps)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `adadelta_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.adadelta(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=10.0))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Adadelta(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
 def adam(f, data, lr=_D["Adam"]["lr"], beta1=_D["Adam"]["beta1"], beta2=_D["Adam"]["beta2"], eps=_D["Adam"]["eps"],
          gclip=_D["Adam"]["gclip"], params=None):
-    """`minimize` with `Adam(lr, gclip, beta1, beta2, eps)`: `kn.adam_(loss_fn, data)`"""
+    """`minimize` with `Adam(lr, gclip, beta1, beta2, eps)`: an iterator over `data` that updates the Params `f`
+    depends on once per item and yields the loss; `adam_` runs it to the end.
+
+    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
+
+        >>> import numpy as np, knetc as kn
+        >>> w = kn.Param(np.array([0.0]))
+        >>> losses = list(kn.adam(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1))
+        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
+        (200, True, True)
+    """
     return minimize(f, data, Adam(lr=lr, gclip=gclip, beta1=beta1, beta2=beta2, eps=eps), params)
 
 
@@ -141,7 +211,8 @@ def _exhausting(make):
         for _ in make(*args, **kwargs):
             pass
     run.__name__ = run.__qualname__ = make.__name__ + "_"
-    run.__doc__ = f"`{make.__name__}_(...)` iterates `{make.__name__}(...)` to the end and returns None."
+    run.__doc__ = (f"`{make.__name__}_(...)` iterates `{make.__name__}(...)` to the end and returns None (Knet's "
+                   f"`{make.__name__}!`).\n\nExample:\n    >>> import numpy as np, knetc as kn\n" + _EXHAUSTING_EXAMPLES[make.__name__])
     return run
 
 
@@ -170,7 +241,13 @@ def converge(itr, alpha=0.1):
     stop decreasing, by Knet's rule: with p = x - avgx, avgx = alpha*x + (1-alpha)*avgx,
     avgp = alpha*p + (1-alpha)*avgp, it stops (without yielding x) once avgp > 0.
 
-    Example: `kn.converge_(kn.adam(loss_fn, itertools.cycle(data)))`"""
+    Example: `kn.converge_(kn.adam(loss_fn, itertools.cycle(data)))` trains until the loss stops
+    falling;
+
+        >>> import knetc as kn
+        >>> list(kn.converge([4, 3, 2, 1, 1, 2, 3, 4, 5, 6, 7]))
+        [4, 3, 2, 1, 1, 2, 3, 4, 5]
+    """
     return Converge(itr, alpha)
 
 
@@ -292,6 +369,20 @@ def progress(msg, itr=None, steps=None, seconds=None, io=None):
         msg, itr = (lambda p: ""), msg
     return Progress(msg, itr, steps=steps, seconds=seconds, io=io)
 
+
+# Each `f_` form's example (its doc: _exhausting).
+_EXHAUSTING_EXAMPLES = {
+    "minimize": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.minimize_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, kn.SGD(lr=0.1))\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "sgd": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.sgd_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "momentum": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.momentum_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "nesterov": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.nesterov_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "adagrad": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adagrad_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=1.0)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "rmsprop": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.rmsprop_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "adadelta": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adadelta_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=10.0)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "adam": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adam_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
+    "converge": "    >>> seen = []\n    >>> kn.converge_(x for x in [4, 3, 2, 1, 1, 2, 3, 4, 5, 6, 7] if not seen.append(x))\n    >>> seen  # it stopped once the values' trend turned upward (6 was taken, not yielded)\n    [4, 3, 2, 1, 1, 2, 3, 4, 5, 6]\n",
+    "progress": '    >>> import io\n    >>> out = io.StringIO()\n    >>> kn.progress_(lambda p: f"loss {p.currval}", [3, 2, 1], steps=1, io=out)\n    >>> "loss 1" in out.getvalue()\n    True\n',
+}
 
 minimize_ = _exhausting(minimize)
 sgd_ = _exhausting(sgd)
