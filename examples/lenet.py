@@ -22,7 +22,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import (Curves, WithModel, add_example_arguments, check_example_arguments,
+from knetc.train.plot import (Curves, check_batches, WithModel, add_example_arguments, check_example_arguments,
                               showing_progress, positive)
 
 
@@ -67,7 +67,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
     parser.add_argument("--batchsize", type=positive, default=100)
-    parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
+    parser.add_argument("--train", type=positive, default=8000, help="how many training digits to use")
     add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
     check_example_arguments(parser, args)  # (--target cuda only with a GPU)
@@ -81,6 +81,7 @@ def main(argv=None):
     xtrn, ytrn, xtst, ytst = mnist()
     xtrn, ytrn = xtrn[:args.train].reshape(-1, 1, 28, 28), ytrn[:args.train]
     xtst = xtst.reshape(-1, 1, 28, 28)
+    check_batches(parser, args.batchsize, len(ytrn), "training digits")
     w = lenet(atype=kn.atype() if loss_fn.target == "cuda" else np.float32)  # on the GPU: KnetArrays
     print(f"knetc {kn.__version__}: LeNet, {len(ytrn)} train / {len(ytst)} test digits, batch "
           f"{args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}, parameters {type(w[0].value).__name__}",

@@ -37,7 +37,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import (Curves, Sized, add_example_arguments, check_example_arguments,
+from knetc.train.plot import (Curves, check_batches, Sized, add_example_arguments, check_example_arguments,
                               showing_progress, positive)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
@@ -120,10 +120,10 @@ def main(argv=None):
     check_example_arguments(parser, args)  # (--target cuda only with a GPU)
     # MPI first: with GPUs, init gives each rank its own before any device array exists.
     with kn.parallel.init() if args.parallel else contextlib.nullcontext():
-        return _main(args)
+        return _main(args, parser)
 
 
-def _main(args):
+def _main(args, parser):
     say = print if kn.parallel.rank() == 0 else (lambda *a, **k: None)  # rank 0 alone prints
     loss_fn, predict_fn = loss, predict
     if args.target != loss.requested_target:  # same functions, compiled for another target
@@ -132,6 +132,7 @@ def _main(args):
 
     kn.seed_(args.seed)
     xtrn, ytrn, xtst, ytst = mnist(DATA)
+    check_batches(parser, args.batchsize, len(ytrn), "training digits")
     # On the GPU the parameters live there (kn.atype(): KnetArray float32); else numpy float32.
     model = mlp(784, 64, 10, atype=kn.atype() if loss_fn.target == "cuda" else np.float32)
     kn.parallel.broadcast_(model)  # every rank starts from rank 0's parameters

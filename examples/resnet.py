@@ -35,7 +35,7 @@ import numpy as np
 
 import knetc as kn
 from knetc.train.data import mnist
-from knetc.train.plot import (Curves, WithModel, add_example_arguments, check_example_arguments,
+from knetc.train.plot import (Curves, check_batches, WithModel, add_example_arguments, check_example_arguments,
                               showing_progress, positive)
 
 WIDTHS = (16, 32, 64)  # the channels of blocks 1-3 (block 1 keeps the stem's)
@@ -126,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.002, help="Adam learning rate")
     parser.add_argument("--batchsize", type=positive, default=100)
-    parser.add_argument("--train", type=int, default=8000, help="how many training digits to use")
+    parser.add_argument("--train", type=positive, default=8000, help="how many training digits to use")
     add_example_arguments(parser)  # --target, --plot FILE.png, --progress/--no-progress
     args = parser.parse_args(argv)
     check_example_arguments(parser, args)  # (--target cuda only with a GPU)
@@ -140,6 +140,7 @@ def main(argv=None):
     xtrn, ytrn, xtst, ytst = mnist()
     xtrn, ytrn = xtrn[:args.train].reshape(-1, 1, 28, 28), ytrn[:args.train]
     xtst = xtst.reshape(-1, 1, 28, 28)
+    check_batches(parser, args.batchsize, len(ytrn), "training digits")
     model = resnet(atype=kn.atype() if loss_fn.target == "cuda" else np.float32)
     print(f"knetc {kn.__version__}: ResNet {'-'.join(map(str, WIDTHS))}, {len(ytrn)} train / {len(ytst)} test "
           f"digits, batch {args.batchsize}, Adam lr {args.lr}, target {loss_fn.target}", flush=True)

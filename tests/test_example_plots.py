@@ -122,3 +122,15 @@ def test_counts_of_nothing_are_usage_errors(script, argv):
     done = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2 and "expected a whole number of at least 1" in done.stderr, done.stderr[-1500:]
+
+
+@pytest.mark.parametrize("script, argv", [("mnist_mlp.py", ["--batchsize", "8001"]),
+                                          ("lenet.py", ["--train", "50", "--batchsize", "64"]),
+                                          ("resnet.py", ["--train", "99"])])
+def test_a_batch_larger_than_the_training_set_is_a_usage_error(script, argv):
+    # minibatch drops a partial batch, so such a run trained nothing and printed a train loss
+    # of nan (the mean of no losses) with numpy's warnings.
+    done = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv, "--epochs", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "no batch to train on" in done.stderr, done.stderr[-1500:]
+    assert "nan" not in done.stdout

@@ -59,6 +59,13 @@ def check_example_arguments(parser, args):
         parser.error("--target cuda needs a CUDA GPU and this machine has none; use --target cpu or auto")
 
 
+def check_batches(parser, batchsize, instances, what):
+    """A usage error (status 2) when not one batch of `batchsize` fits in the `instances`
+    training instances (minibatch drops a partial batch: the example would train nothing)."""
+    if batchsize > instances:
+        parser.error(f"--batchsize {batchsize} is more than the {instances} {what}: no batch to train on")
+
+
 class Curves:
     """Values recorded during training, by panel (a quantity: "loss", "accuracy",
     "perplexity") and series ("train", "test", "held-out"), as (x, value) points."""
