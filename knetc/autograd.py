@@ -7,9 +7,11 @@ run while an outer `diff` is active is recorded there (higher-order gradients). 
 sees its arguments at one tape level: `_ceiling` is the level being recorded, and a Param
 resolves to the innermost tape below it.
 """
+import dis
 import functools
 import math
 import operator
+import sys
 import types
 import weakref
 
@@ -41,6 +43,13 @@ class _Recordable(ArrayMethods):
     __hash__ = object.__hash__
 
     def __float__(self):
+        if _tape_of(self) is not None and _storing_item(sys._getframe(1)):
+            # numpy converts the value it stores into an entry (h[0] = y) with float(): an
+            # explicit float(y) is the user's number, this one would drop y's gradient.
+            raise ValueError(format_error(  # (numpy replaces a TypeError by its own message here)
+                f"storing a {type(self).__name__} recorded by kn.diff into a numpy array (h[i] = y) would lose its "
+                "gradient: build the array from recorded values (kn.cat, np.stack, kn.setindex), or store "
+                "kn.value(y) for a constant", *user_frame()))
         return float(value_of(self))
 
     def __int__(self):
@@ -57,6 +66,11 @@ class _Recordable(ArrayMethods):
             what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
             keywords = [k for k, v in kwargs.items()
                         if not (k == "out" and all(o is None for o in (v if isinstance(v, tuple) else (v,))))]
+            out = kwargs.get("out")
+            if method == "__call__" and isinstance(out, tuple) and len(out) == 1 and out[0] is inputs[0] \
+                    and not isinstance(inputs[0], _Recordable):  # h += w on a numpy array h
+                raise TypeError(f"an in-place {what} (such as h += w) into a numpy array cannot hold a Param or "
+                                "recorded value (the array would lose its gradient): write h = h + w")
             if keywords and method == "__call__" and ufunc in UFUNCS:
                 raise TypeError(f"{what}(..., {'=..., '.join(keywords)}=...) is not supported on Params and recorded "
                                 "values: knetc records numpy ufuncs called with their inputs only; assign the result "
@@ -98,6 +112,15 @@ class _Recordable(ArrayMethods):
                 "np.sum(np.stack([a, b])) instead of np.sum([a, b])), or use kn.value(x) for a constant",
                 *user_frame()))
         return np.asarray(value_of(self), dtype=dtype)
+
+
+_STORE_SUBSCR = dis.opmap["STORE_SUBSCR"]
+
+
+def _storing_item(frame):
+    """Is `frame` (Python code calling into C) running a subscript assignment (`h[i] = y`)?"""
+    code = frame.f_code.co_code
+    return 0 <= frame.f_lasti < len(code) and code[frame.f_lasti] == _STORE_SUBSCR
 
 
 def _recorded(args, kwargs):
