@@ -103,6 +103,9 @@ def upload(host, to=None):
     from the pool, or written into the device array `to` of the same size), counted in
     kn.stats()["host_to_device"]. Example: ``d = upload(np.ones(3, np.float32))``"""
     import numpy as np
+    if not gpu_available():
+        raise RuntimeError("no CUDA GPU here (kn.gpu() is -1): KnetArrays and device copies need one, or Numba's "
+                           "CUDA simulator (NUMBA_ENABLE_CUDASIM=1); kn.atype() gives the array type this machine has")
     from numba import cuda
     host = np.asarray(host)
     if not host.flags.c_contiguous:

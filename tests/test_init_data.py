@@ -273,3 +273,13 @@ def test_minibatch_errors():
     with pytest.raises(TypeError):
         kn.minibatch(np.zeros((10, 2)), 5, batchsize=5)  # y taken as the batch size, and batchsize too
     assert len(kn.minibatch(np.zeros((250, 2)), np.zeros(250))) == 2  # batchsize defaults to 100
+
+
+def test_numpy_array_class_as_atype_and_xtype_keeps_the_data():
+    # Knet's atype=Array / xtype=Array: np.ndarray was called as a constructor, reading the
+    # values as a shape (uninitialised memory of shape (2, 3) for the data [2, 3]).
+    p = kn.param(np.array([2, 3]), atype=np.ndarray)
+    assert p.value.tolist() == [2, 3] and p.dtype == np.int64
+    assert kn.param(3, 4, atype=np.ndarray).shape == (3, 4)
+    batches = [xb.tolist() for xb in kn.minibatch(np.array([3, 1, 4, 1, 5, 9]), 2, xtype=np.ndarray)]
+    assert batches == [[3, 1], [4, 1], [5, 9]]

@@ -242,3 +242,11 @@ def test_a_partial_last_batch_compiles_once():
     data = [(model,) + batch for batch in kn.minibatch(x, y, 4, partial=True)]  # 4, 4, 2
     counts = [compiled.compilations for _ in kn.adam(compiled, data * 3)]
     assert counts == [1, 1, 2, 2, 2, 2, 2, 2, 2]  # the partial batch: one more specialization, reused
+
+
+def test_progress_takes_a_string_message_and_refuses_other_values():
+    out = io.StringIO()
+    kn.progress_("training", [1, 2, 3], io=out)
+    assert out.getvalue().rstrip().endswith("training")
+    with pytest.raises(TypeError, match="msg must be a function of the Progress"):
+        kn.progress(5, [1, 2])

@@ -5,6 +5,8 @@ with numpy, errors; atype, gpu, gc, dir; the generated kernels compile to PTX fo
 import copy
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import knetc as kn
 from knetc import knetarray
+from knetc.runtime import device
 from knetc.runtime.device import simulator_active
 from ptx import compile_ptx_many
 
@@ -467,3 +470,16 @@ def test_assigning_through_a_comparison_mask():
     expected = np.minimum(X, 0)
     expected[[0, 2]] = 7.0
     same(k, expected)
+
+
+@pytest.mark.skipif(device._driver_library_present(), reason="needs a machine without a CUDA driver")
+def test_device_arrays_without_a_gpu_say_so():
+    # Numba's CudaSupportError ("CUDA driver library cannot be found") came from deep inside.
+    code = ("import numpy as np, knetc as kn\n"
+            "for f in (lambda: kn.KnetArray(np.ones(3)), lambda: kn.gpucopy([np.ones(2)]),\n"
+            "          lambda: kn.param(3, 4, atype=kn.KnetArray)):\n"
+            "    try:\n        f()\n    except RuntimeError as e:\n        print('refused:', e)\n")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("refused: no CUDA GPU here (kn.gpu() is -1)") == 3, done.stdout

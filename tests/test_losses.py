@@ -393,3 +393,17 @@ def test_losses_are_in_the_scores_type_eager_and_compiled(dtype):
         assert eager.dtype == np.asarray(compiled(scores, labels)).dtype == dtype
         total, count = loss(scores, labels, average=False)
         assert np.asarray(total).dtype == dtype and int(count) == 3
+
+
+def test_labels_may_be_python_ints_and_lists():
+    # nll(scores, 1) said "labels must be an integer array ..., got weak[]".
+    scores = np.array([[0.1, 0.9], [2.0, 0.3]])
+    want = kn.nll(scores, np.array([1, 0]))
+    assert kn.nll(scores, [1, 0]) == pytest.approx(want) and kn.nll(scores, (1, 0)) == pytest.approx(want)
+    assert kn.nll(scores[0], 1) == pytest.approx(kn.nll(scores[:1], np.array([1])))
+    assert kn.accuracy(scores, [0, 0]) == 0.5 and kn.accuracy(scores[1], 0) == 1.0
+    w = kn.Param(scores.copy())
+    np.testing.assert_allclose(kn.grad(kn.diff(lambda: kn.nll(w, [1, 0])), w),
+                               kn.grad(kn.diff(lambda: kn.nll(w, np.array([1, 0]))), w))
+    with pytest.raises(TypeError):
+        kn.nll(scores, [0.5, 1.0])  # not integers

@@ -222,6 +222,15 @@ def _plain_labels(name, scores, labels, dims):
     return axis, onehot, int(count.reshape(()))  # _count: sum(ne(labels, -1))
 
 
+def _label_array(labels):
+    """Python ints and lists of them as label arrays (`nll(scores, 3)`, `nll(scores, [0, 2])`);
+    anything else as given (checked by _checked_shapes)."""
+    if isinstance(labels, (int, np.integer, list, tuple)) and not isinstance(labels, bool):
+        array = np.asarray(labels)
+        return array.astype(LABEL_DTYPE) if array.dtype.kind in "iu" or array.size == 0 else labels
+    return labels
+
+
 def _checked_shapes(name, scores, labels, dims):
     """_class_labels' checks: (axis, the labels' shape with the class axis kept, scores' aval)."""
     sa, la = aval_of(scores), aval_of(labels)
@@ -321,6 +330,7 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
         return _model_form(nll, scores, labels, more, dims, average, data, kwargs)
     if kwargs or more:
         raise TypeError(f"nll(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
+    labels = _label_array(labels)
     plain = _plain_labels("nll", scores, labels, dims)
     if plain is not None:
         axis, onehot, count = plain
@@ -345,7 +355,7 @@ def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwa
         return _model_form(accuracy, scores, labels, more, dims, average, data, kwargs)
     if kwargs or more:
         raise TypeError(f"accuracy(scores, labels): unexpected arguments {list(more)} {sorted(kwargs)}")
-    axis, labels = _class_labels("accuracy", scores, labels, dims)
+    axis, labels = _class_labels("accuracy", scores, _label_array(labels), dims)
     predicted = astype(argmax_(scores, axes=(axis,)), dtype=LABEL_DTYPE)
     correct = astype(sum(mul(eq(predicted, labels), ne(labels, -1))), dtype=aval_of(scores).dtype)
     count = _count(labels, aval_of(scores).dtype)

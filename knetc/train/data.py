@@ -172,10 +172,12 @@ def _as_data(name, a):
 
 def _converter(name, t):
     """xtype/ytype: None (keep the batch as sliced), a dtype (np.float32, "float32", float),
-    or a callable applied to each batch (kn.atype(), np.ascontiguousarray, a GPU array
+    np.ndarray (a numpy array of the batch's dtype), or a callable applied to each batch (kn.atype(), np.ascontiguousarray, a GPU array
     constructor, ...). Returns None or a function."""
     if t is None:
         return None
+    if t is np.ndarray:  # Knet's xtype=Array: a numpy array of the batch's own dtype
+        return np.asarray
     if isinstance(t, (str, np.dtype)) or (isinstance(t, type) and issubclass(t, (np.generic, bool, int, float, complex))):
         dtype = np.dtype(t)
         return lambda a: _as_dtype(a, dtype)

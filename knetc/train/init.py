@@ -90,12 +90,15 @@ def atype():
 
 
 def _converter(atype_):
-    """`atype=` as given to param: None (the default), a dtype (np.float64, "float16"), or a
-    callable converting an array (an ArrayType, or any function)."""
+    """`atype=` as given to param: None (the default), a dtype (np.float64, "float16"),
+    np.ndarray (numpy, the data's dtype), or a callable converting an array (an ArrayType,
+    or any function)."""
     if atype_ is None:
         return atype()
     if isinstance(atype_, ArrayType):
         return atype_
+    if atype_ is np.ndarray:  # Knet's atype=Array: a numpy array of the data's own dtype (a copy)
+        return np.array
     if isinstance(atype_, (str, np.dtype)) or (isinstance(atype_, type) and issubclass(atype_, np.generic)):
         return ArrayType(np.ndarray, atype_)
     if callable(atype_):

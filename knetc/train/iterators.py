@@ -359,14 +359,21 @@ def progress(msg, itr=None, steps=None, seconds=None, io=None):
     (percent done, iterations done/total, elapsed/estimated total time, speed (s/i when
     slower than 1 i/s), then `msg(p)`); the bar, percent, total and estimate are left out
     when `itr` has no length. The first step is left out of the estimate and of the final
-    speed, since it usually includes compiling (`--:--` until a second step is done). `progress(itr)` prints no message; `progress(msg, itr)` calls
-    `msg` with the Progress object (`p.currval`, `p.curriter`). The line is redrawn every
+    speed, since it usually includes compiling (`--:--` until a second step is done).
+    `progress(itr)` prints no message; `progress(msg, itr)` calls
+    `msg` with the Progress object (`p.currval`, `p.curriter`); a string `msg` is shown as it
+    is (`progress("training", itr)`). The line is redrawn every
     `steps` iterations or `seconds` seconds (default: every second), at the first item and
     at the end.
 
     Example: `kn.progress_(lambda p: p.currval, kn.adam(loss_fn, data))`"""
     if itr is None:
         msg, itr = (lambda p: ""), msg
+    if isinstance(msg, str):
+        msg = (lambda text: lambda p: text)(msg)
+    elif not callable(msg):
+        raise TypeError(f"progress(msg, itr): msg must be a function of the Progress (lambda p: ...) or a string, "
+                        f"got {type(msg).__name__}")
     return Progress(msg, itr, steps=steps, seconds=seconds, io=io)
 
 
