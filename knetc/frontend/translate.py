@@ -22,8 +22,9 @@ import numpy as np
 from .. import context, pytree
 from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
-from ..ir.core import Builder, Var, current_builder
+from ..ir.core import SNAPSHOT_MAX, Builder, Var, current_builder
 from ..ops import elementwise as ew
+from ..ops.core import astype, aval_of
 from ..refusals import DATA_METHODS, refuse_data_access, refuse_side_effects, refuse_text
 from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
 from .source import function_ast
@@ -48,6 +49,9 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
               ast.Mod: operator.mod, ast.BitAnd: operator.and_, ast.BitOr: operator.or_, ast.BitXor: operator.xor,
               ast.LShift: operator.lshift, ast.RShift: operator.rshift,
               ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
+# `x op= y` on a Python list, dict or set changes it in place, seen through every name of it.
+_IN_PLACE = {ast.Add: operator.iadd, ast.Mult: operator.imul, ast.BitOr: operator.ior, ast.BitAnd: operator.iand,
+             ast.BitXor: operator.ixor, ast.Sub: operator.isub}
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
             ast.Eq: lambda a, b: _python_equal(a, b, True), ast.NotEq: lambda a, b: _python_equal(a, b, False),
             ast.Is: operator.is_, ast.IsNot: operator.is_not,
@@ -166,9 +170,26 @@ def _is_static(value):
 
 
 # Arrays read from outside with at most this many entries are guarded by their contents (a
-# compare per call: a few microseconds); larger ones (weights, data sets) only by identity,
-# shape and dtype: their entries are read live where the program uses them as operands.
-CONTENT_GUARD_MAX = 1 << 16
+# compare per call: a few microseconds; the program holds a copy of them); larger ones
+# (weights, data sets) only by identity, shape and dtype: their entries are read live where
+# the program uses them as operands.
+CONTENT_GUARD_MAX = SNAPSHOT_MAX
+
+
+def _updated_in_place(array, value):
+    """numpy's `x op= y` on an array writes the result into x: it keeps x's shape, and its
+    dtype when the result's casts to it by numpy's `same_kind` rule (float64 into float32),
+    else numpy raises (an int array += 1.5; a (3,) array += a (2, 3) one)."""
+    a, v = array.aval, value.aval if isinstance(value, Var) else aval_of(value)
+    if v.shape != a.shape:
+        raise ShapeError(f"augmented assignment: the result's shape {v.shape} does not fit the array's {a.shape}, "
+                         "which numpy updates in place")
+    if v.dtype != a.dtype:
+        if not np.can_cast(v.dtype, a.dtype, "same_kind"):
+            raise ShapeError(f"augmented assignment: numpy cannot store the {np.dtype(v.dtype).name} result in the "
+                             f"{np.dtype(a.dtype).name} array it updates in place (casting rule 'same_kind')")
+        value = astype(value, dtype=a.dtype)
+    return value
 
 
 class Guard:
@@ -456,7 +477,12 @@ class FunctionTranslator(ast.NodeVisitor):
             raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
-        self.assign(node.target, self.operate(node.op, (current, self.eval(node.value)), node))
+        operand = self.eval(node.value)
+        if isinstance(current, (list, dict, set)) and type(node.op) in _IN_PLACE and not holds_loop_index(operand):
+            self.assign(node.target, _IN_PLACE[type(node.op)](current, operand))  # (other names see it too)
+            return
+        value = self.operate(node.op, (current, operand), node)
+        self.assign(node.target, _updated_in_place(current, value) if isinstance(current, Var) else value)
 
     def _enclosing_items(self):
         """(name, value) of the enclosing functions' scopes, innermost first (an inner function's)."""

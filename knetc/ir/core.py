@@ -117,6 +117,11 @@ def _fmt(v):
     return np.dtype(v).name if isinstance(v, (np.dtype, type)) else repr(v)
 
 
+# Arrays with at most this many entries are copied into the program when traced; larger ones
+# are read live (also the frontend's limit for guarding an outside array by its contents).
+SNAPSHOT_MAX = 1 << 16
+
+
 class Builder(context.Trace):
     """Collects equations while ops are bound to Vars: `with Builder() as b: y = x + 1`.
     A trace on the context's stack: the innermost builder owns every Var."""
@@ -124,6 +129,7 @@ class Builder(context.Trace):
 
     def __init__(self):
         self.eqns, self.constants, self.loc = [], {}, None
+        self._sources = {}  # constant Var -> the array it was made from
 
     def __enter__(self):
         return context.push(self)
@@ -138,11 +144,18 @@ class Builder(context.Trace):
         return Var(aval)
 
     def constant(self, array):
-        """A Var holding an array known at compile time (passed to the kernels as an input)."""
-        var = next((var for var, value in self.constants.items() if value is array), None)
-        if var is None:
-            var = Var(Aval(tuple(array.shape), np.dtype(array.dtype)))
-            self.constants[var] = array
+        """A Var holding an array known at compile time (passed to the kernels as an input):
+        up to SNAPSHOT_MAX entries, a copy of its entries now (numpy code may change the array
+        later, and the value read here must not change with it); larger arrays (weights, data
+        sets) by reference, read live at each run. The same array read again, unchanged, is
+        the same Var."""
+        small = array.size <= SNAPSHOT_MAX
+        for var, source in self._sources.items():
+            if source is array and (not small or np.array_equal(
+                    self.constants[var], array, equal_nan=array.dtype.kind in "fc")):
+                return var
+        var = Var(Aval(tuple(array.shape), np.dtype(array.dtype)))
+        self.constants[var], self._sources[var] = (array.copy() if small else array), array
         return var
 
     def emit(self, op, args, params):
