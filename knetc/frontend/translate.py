@@ -478,10 +478,8 @@ class FunctionTranslator(ast.NodeVisitor):
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
         operand = self.eval(node.value)
-        if isinstance(current, (list, dict, set)) and type(node.op) in _IN_PLACE and not holds_loop_index(operand):
-            self.assign(node.target, _IN_PLACE[type(node.op)](current, operand))  # (other names see it too)
-            return
-        value = self.operate(node.op, (current, operand), node)
+        in_place = isinstance(current, (list, dict, set)) and _IN_PLACE.get(type(node.op))  # (every name sees it)
+        value = in_place(current, operand) if in_place else self.operate(node.op, (current, operand), node)
         self.assign(node.target, _updated_in_place(current, value) if isinstance(current, Var) else value)
 
     def _enclosing_items(self):
