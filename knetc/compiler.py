@@ -453,7 +453,8 @@ class CompiledFunction:
         differentiates them (np.asarray: a float is float64; the gradient comes back as a numpy
         scalar), so that they are inputs with a gradient rather than compile-time constants. A
         number the function uses as a Python value (`if model.pdrop > 0`, `range(model.depth)`)
-        cannot be an array: then that argument's numbers stay constants with no gradient (None)."""
+        cannot be an array: then that argument's numbers stay constants with no gradient (None),
+        unless the argument is the number itself, whose gradient the tape gives (spec None)."""
         differentiated, structure = pytree.flatten(args[argnum])
         numbers = [isinstance(leaf, (int, float)) and not isinstance(leaf, bool) for leaf in differentiated]
         if any(numbers) and argnum not in self._numbers_as_values:
@@ -464,6 +465,8 @@ class CompiledFunction:
                 spec = self._specialize(("grad", argnum), with_arrays, kwargs, new_leaves, new_treedef)
                 return spec, with_arrays, new_leaves, numbers
             except CompileError:
+                if isinstance(args[argnum], (int, float)):  # the number itself is asked for: eager's gradient
+                    return None, args, leaves, numbers
                 self._numbers_as_values.add(argnum)  # (from now on)
         numbers = [False] * len(numbers)
         return self._specialize(("grad", argnum), args, kwargs, leaves, treedef), args, leaves, numbers
@@ -482,6 +485,8 @@ class CompiledFunction:
             if active_tape_levels(leaves) or recording():  # inside diff (grad of grad, or of Params read from
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)  # globals): record every op
             spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
+            if spec is None:  # a number argument used as a Python value (`if s > 0`): the tape has its gradient
+                return taped_gradient(self.fn, argnum, with_loss)(*args, **kwargs)
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
             if _tied_outside(leaves, spec.target_range, spec.translation.captures):  # the tape totals them, through this program

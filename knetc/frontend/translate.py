@@ -180,16 +180,11 @@ def _updated_in_place(array, value):
     """numpy's `x op= y` on an array writes the result into x: it keeps x's shape, and its
     dtype when the result's casts to it by numpy's `same_kind` rule (float64 into float32),
     else numpy raises (an int array += 1.5; a (3,) array += a (2, 3) one)."""
-    a, v = array.aval, value.aval if isinstance(value, Var) else aval_of(value)
-    if v.shape != a.shape:
-        raise ShapeError(f"augmented assignment: the result's shape {v.shape} does not fit the array's {a.shape}, "
-                         "which numpy updates in place")
-    if v.dtype != a.dtype:
-        if not np.can_cast(v.dtype, a.dtype, "same_kind"):
-            raise ShapeError(f"augmented assignment: numpy cannot store the {np.dtype(v.dtype).name} result in the "
-                             f"{np.dtype(a.dtype).name} array it updates in place (casting rule 'same_kind')")
-        value = astype(value, dtype=a.dtype)
-    return value
+    a, v = array.aval, aval_of(value)
+    if v.shape != a.shape or not np.can_cast(v.dtype, a.dtype, "same_kind"):
+        raise ShapeError(f"augmented assignment: numpy cannot store the {v} result in the {a} array it updates "
+                         "in place (the shape must stay, the dtype cast by the rule 'same_kind')")
+    return value if v.dtype == a.dtype else astype(value, dtype=a.dtype)
 
 
 class Guard:
