@@ -372,3 +372,27 @@ def test_an_empty_list_index_selects_nothing_as_numpy():
         got = np.asarray(kn.value(x[[]]))
         assert got.shape == a[[]].shape == (0, 4)
         assert np.asarray(kn.value(x[:, []])).shape == a[:, []].shape == (3, 0)
+
+
+RANGE_INDICES = [(range(2), range(2)), (0, slice(None), range(2)), (range(2), slice(None), 0), (1, range(2)),
+                 range(1, -1, -1), (slice(None), range(2)), (None, range(2)), (range(2), 1, range(2))]
+
+
+@pytest.mark.parametrize("index", RANGE_INDICES, ids=str)
+def test_ranges_index_as_numpy_takes_them(index):
+    # numpy indexes with a range's values as an integer array: two ranges (or a range and an
+    # int) pair up, and split by a slice their axis goes first. Two ranges were read as two
+    # slices: x[range(2), range(2)] gave a (2, 2, 4) block, not the pairs.
+    x = np.arange(24.0).reshape(2, 3, 4)
+    want = x[index]
+    got = kn.value(kn.Param(x)[index])
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+    def f(a):
+        return a[index]
+    c = kn.compile(f, target="cpu")
+    assert c(x).shape == want.shape and np.array_equal(c(x), want)
+    scatter = np.zeros_like(x)
+    np.add.at(scatter, index, 2 * want)  # the gradient of sum(x[index] ** 2)
+    for g in (f, c):
+        np.testing.assert_array_equal(kn.grad(lambda a: kn.sum(g(a) ** 2))(x), scatter)

@@ -330,6 +330,9 @@ def _basic_spec(index, shape):
         raise IndexError("index: a bool is not an index (use a boolean array as a mask)")
     if any(_is_advanced(i) for i in items):
         return None
+    ranges = sum(isinstance(i, range) for i in items)
+    if ranges > 1 or ranges and any(isinstance(i, (int, np.integer)) for i in items):
+        return None  # numpy indexes with the ranges' values (and the ints) as arrays: they pair up
     if sum(i is Ellipsis for i in items) > 1:
         raise IndexError("index: at most one Ellipsis (...)")
     consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
