@@ -330,9 +330,12 @@ def _basic_spec(index, shape):
         raise IndexError("index: a bool is not an index (use a boolean array as a mask)")
     if any(_is_advanced(i) for i in items):
         return None
-    ranges = sum(isinstance(i, range) for i in items)
-    if ranges > 1 or ranges and any(isinstance(i, (int, np.integer)) for i in items):
-        return None  # numpy indexes with the ranges' values (and the ints) as arrays: they pair up
+    # numpy indexes with a range's values as an array, ints beside it too: as a slice unless
+    # another range pairs up with it, or a slice or None splits it from an int (its axis first).
+    paired = [k for k, i in enumerate(items) if isinstance(i, (range, int, np.integer))]
+    if any(isinstance(i, range) for i in items) and (sum(isinstance(i, range) for i in items) > 1
+                                                     or paired[-1] - paired[0] >= len(paired)):
+        return None
     if sum(i is Ellipsis for i in items) > 1:
         raise IndexError("index: at most one Ellipsis (...)")
     consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
