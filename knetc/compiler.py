@@ -485,12 +485,12 @@ class CompiledFunction:
             if active_tape_levels(leaves) or recording():  # inside diff (grad of grad, or of Params read from
                 return (gradloss if with_loss else grad)(self.fn, argnum)(*args, **kwargs)  # globals): record every op
             spec, args, leaves, numbers = self._grad_specialization(argnum, args, kwargs, leaves, treedef)
-            if spec is None:  # a number argument used as a Python value (`if s > 0`): the tape has its gradient
-                return taped_gradient(self.fn, argnum, with_loss)(*args, **kwargs)
+            # The tape has the gradient of a number argument used as a Python value (`if s > 0`: no
+            # spec), and totals a Param tied elsewhere (through this program).
+            if spec is None or _tied_outside(leaves, spec.target_range, spec.translation.captures):
+                return taped_gradient(self if spec else self.fn, argnum, with_loss)(*args, **kwargs)
             if spec.out_treedef is not None:
                 raise TypeError(f"grad: {self.fn.__name__} must return one scalar (the loss), not several results")
-            if _tied_outside(leaves, spec.target_range, spec.translation.captures):  # the tape totals them, through this program
-                return taped_gradient(self, argnum, with_loss)(*args, **kwargs)
             outs = spec.executable.run(spec.arrays(leaves))
             g = [None if s is None or outs[s] is None else outs[s][()] if number else outs[s]
                  for s, number in zip(spec.grad_slots, numbers)]

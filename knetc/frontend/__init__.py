@@ -20,7 +20,7 @@ def trace(fn, args, kwargs, mode=None):
     leaves, treedef = pytree.flatten((args, kwargs))
     translation = Translation(mode)
     with Builder() as builder:
-        abstract = [Var(aval_of(leaf)) if is_array(leaf) else leaf for leaf in leaves]
+        abstract = [builder.input(aval_of(leaf)) if is_array(leaf) else leaf for leaf in leaves]
         translation.arguments = {var: leaf for var, leaf in zip(abstract, leaves) if isinstance(var, Var)}
         a_args, a_kwargs = pytree.unflatten(treedef, abstract)
         translation.mark_arguments((a_args, a_kwargs))

@@ -141,6 +141,8 @@ class Builder(context.Trace):
         return isinstance(x, Var)
 
     def input(self, aval):
+        if aval.dtype == np.float16:  # (Numba has no float16 on the CPU)
+            raise CompileError("a float16 array cannot be a compiled function's input: pass x.astype(np.float32)")
         return Var(aval)
 
     def constant(self, array):

@@ -162,7 +162,8 @@ FUNCTIONS.update({
     np.var: _numpy_var, np.std: lambda x, axis=None, dtype=None, out=None, ddof=0, keepdims=False:
     _numpy_var(x, axis, dtype, out, ddof, keepdims, True),
     np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
-    np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis),
+    np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis) if axis is not None else  # (None: flattened)
+    cat(*(reshape(a, shape=(int(np.prod(aval_of(a).shape)),)) for a in arrays), dims=0),
     np.linalg.norm: _numpy_norm,
 })
 
@@ -184,9 +185,14 @@ def _with_dtype_of(v, other):
     return np.asarray(v, np.result_type(v, other if dtype is None else dtype))
 
 
-def _numpy_clip(a, a_min=None, a_max=None):
+def _numpy_clip(a, a_min=None, a_max=None, *, min=None, max=None):
     """np.clip: the gradient is dy inside [a_min, a_max], bounds included (torch.clamp's), and
-    goes to an array bound where it is taken; NaN stays NaN."""
+    goes to an array bound where it is taken; NaN stays NaN. `min=`/`max=` are numpy 2.1's
+    names of the bounds."""
+    if min is not None or max is not None:
+        if a_min is not None or a_max is not None:
+            raise TypeError("clip: give the bounds as a_min/a_max or as min/max, not both")
+        a_min, a_max = min, max
     out = a
     if a_min is not None:
         out = ew.add(ew.masked(out, ew.eq(ew.lt(out, a_min), 0)), ew.masked(a_min, ew.lt(out, a_min)))
@@ -311,7 +317,7 @@ class ArrayMethods:
     def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
         return FUNCTIONS[np.std](self, axis, dtype, out, ddof, keepdims)
     def dot(self, other): return _numpy_dot(self, other)
-    def clip(self, a_min=None, a_max=None): return _numpy_clip(self, a_min, a_max)
+    def clip(self, a_min=None, a_max=None, **bounds): return _numpy_clip(self, a_min, a_max, **bounds)
     def ravel(self, order="C"): return _numpy_ravel(self, order)
     def astype(self, dtype): return astype(self, dtype=np.dtype(dtype))
     def flatten(self, order="C"): return _numpy_ravel(self, order)
