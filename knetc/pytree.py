@@ -46,8 +46,24 @@ def _flatten(x, leaves):
     if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
         keys = tuple(vars(x))
         return ("object", t, keys, tuple(_flatten(getattr(x, k), leaves) for k in keys))
+    keys = _slots(x)
+    if keys is not None:
+        return ("object", t, keys, tuple(_flatten(getattr(x, k), leaves) for k in keys))
     leaves.append(x)
     return None
+
+
+def _slots(x):
+    """The attributes set on an object whose class has __slots__ (no __dict__) and compares by
+    identity: its contents, as another object's `vars` (a key by identity would miss a change of
+    them); None for anything else (a value-like class hashes by its value)."""
+    t = type(x)
+    if hasattr(x, "__dict__") or t.__hash__ is not object.__hash__ or t.__module__ in ("builtins", "numpy") \
+            or not any("__slots__" in vars(c) for c in t.__mro__[:-1]) or isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
+        return None
+    names = [n for c in t.__mro__[:-1] for n in ((c.__dict__.get("__slots__", ()),) if isinstance(
+        c.__dict__.get("__slots__", ()), str) else c.__dict__.get("__slots__", ())) if n not in ("__weakref__", "__dict__")]
+    return tuple(n for n in names if hasattr(x, n))
 
 
 def unflatten(treedef, leaves):

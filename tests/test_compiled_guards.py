@@ -539,3 +539,27 @@ def test_globals_passed_to_helpers_and_library_functions():
         same(library_call_on_global_params, x)
     finally:
         MODEL[0] = saved
+
+
+class Slotted:
+    __slots__ = ("k", "w")
+
+    def __init__(self, k, w):
+        self.k, self.w = k, w
+
+
+def slotted_loss(s, x):
+    return kn.sum(x * s.k) + kn.sum(s.w * s.w)
+
+
+def test_an_argument_with_slots_is_read_by_its_contents():
+    # It was keyed by identity: after s.k = 9.0 the compiled call still used k = 2.0.
+    compiled = kn.compile(slotted_loss, target="cpu")
+    s, x = Slotted(2.0, np.ones(2)), np.ones(3)
+    assert compiled(s, x) == slotted_loss(s, x) == 8.0
+    s.k = 9.0
+    assert compiled(s, x) == slotted_loss(s, x) == 29.0
+    s.w = np.full(2, 3.0)
+    assert compiled(s, x) == slotted_loss(s, x)
+    g = kn.grad(compiled)(s, x)
+    assert isinstance(g, Slotted) and float(g.k) == 3.0 and g.w.tolist() == [6.0, 6.0]
