@@ -145,13 +145,13 @@ class Builder(context.Trace):
             raise CompileError("a float16 array cannot be a compiled function's input: pass x.astype(np.float32)")
         return Var(aval)
 
-    def constant(self, array):
+    def constant(self, array, live=False):
         """A Var holding an array known at compile time (passed to the kernels as an input):
         up to SNAPSHOT_MAX entries, a copy of its entries now (numpy code may change the array
         later, and the value read here must not change with it); larger arrays (weights, data
-        sets) by reference, read live at each run. The same array read again, unchanged, is
-        the same Var."""
-        small = array.size <= SNAPSHOT_MAX
+        sets) and state an op updates in place (`live`: batchnorm's running statistics) by
+        reference, read live at each run. The same array read again, unchanged, is the same Var."""
+        small = array.size <= SNAPSHOT_MAX and not live
         for var, source in self._sources.items():
             if source is array and (not small or np.array_equal(
                     self.constants[var], array, equal_nan=array.dtype.kind in "fc")):
@@ -165,8 +165,8 @@ class Builder(context.Trace):
             args = self._numpy_scalars(op, args, params)
             if any(type(a) is int for a in args) and (wider := self._out_of_range_ints(op, args, params)) is not None:
                 return wider
-        args = tuple(self.constant(a) if isinstance(a, np.ndarray) else a.item() if isinstance(a, np.generic) else a
-                     for a in args)
+        args = tuple(self.constant(a, i in op.state_inputs) if isinstance(a, np.ndarray) else a.item()
+                     if isinstance(a, np.generic) else a for i, a in enumerate(args))
         for a in args:
             if not isinstance(a, (Var, int, float)):
                 raise CompileError(f"{op.name}: cannot use a {type(a).__name__} in compiled code",
