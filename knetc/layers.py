@@ -282,6 +282,8 @@ class BNMoments:
 
     @staticmethod
     def _make(init, default, dtype, shape):
+        if init in _NUMPY_CREATORS:  # numpy's own (np.zeros): called as numpy does, f(shape, dtype)
+            init, default = None, init
         value = default(shape, dtype) if init is None else np.asarray(init(dtype, *shape))
         if value.shape != tuple(shape):
             value = value.reshape(shape)
@@ -291,10 +293,14 @@ class BNMoments:
         return f"BNMoments(momentum={self.momentum}, mean={self.mean!r}, var={self.var!r})"
 
 
+_NUMPY_CREATORS = (np.zeros, np.ones, np.empty)
+
+
 def bnmoments(momentum=0.1, mean=None, var=None, meaninit=None, varinit=None):
     """Running statistics for batchnorm: new = momentum * batch + (1 - momentum) * old.
 
-    meaninit/varinit (default zeros/ones) are called as f(dtype, *shape) on first use.
+    meaninit/varinit (default zeros/ones) are called as f(dtype, *shape) on first use, as
+    Knet's initialisers (kn.zeros, kn.ones); numpy's np.zeros, np.ones and np.empty work too.
     >>> moments = kn.bnmoments(momentum=0.1)
     """
     return BNMoments(momentum, mean, var, meaninit, varinit)

@@ -257,3 +257,16 @@ def test_the_library_gradient_counts_odd_channel_sizes(shape):
     want = kn.grad(loss)(x)
     got = normalization._grad_impl(x, params, dy, 1e-5, 0)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_moments_take_numpy_creators_as_initialisers():
+    # The seed's `meaninit=zeros` translated to np.zeros failed at the first batchnorm
+    # (numpy's zeros takes (shape, dtype), Knet's initialisers (dtype, *shape)).
+    x = np.random.default_rng(6).standard_normal((5, 3))
+    numpy_style = kn.bnmoments(meaninit=np.ones, varinit=np.zeros)
+    knet_style = kn.bnmoments(meaninit=kn.ones, varinit=kn.zeros)
+    for m in (numpy_style, knet_style):
+        kn.batchnorm(x, m, training=True)
+    np.testing.assert_array_equal(numpy_style.mean, knet_style.mean)
+    np.testing.assert_array_equal(numpy_style.var, knet_style.var)
+    assert np.allclose(numpy_style.mean, 0.9 + 0.1 * x.mean(axis=0, keepdims=True))
