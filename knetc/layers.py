@@ -169,6 +169,9 @@ class RNN:
             raise ShapeError(f"RNN: x of shape {xa.shape} is empty (no time steps, sequences or features)")
         N, B = sum(sizes), sizes[0]
         dtype = aval_of(self.w).dtype
+        if xa.dtype != dtype:  # (here, with the shape given; the kernels' check sees x as rows)
+            raise ShapeError(f"RNN: x is {xa} but the weights are {np.dtype(dtype).name}; use the same element type "
+                             f"(x.astype(np.{np.dtype(dtype).name}), or an RNN made with atype=np.{xa.dtype})")
         shape = (LD, B, H)
         h0, c0 = self._state(self.h, "h", shape, dtype), self._state(self.c, "c", shape, dtype)
         between = self.dropout if self.num_layers > 1 and training() else 0.0  # (the kernels drop between layers)

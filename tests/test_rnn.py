@@ -540,3 +540,11 @@ def test_a_compiled_loss_trains_an_rnn_from_its_closure_and_leaves_its_state_alo
     for _ in kn.adam(compiled, [(x, labels)] * 3):
         pass
     assert not np.array_equal(r.w.value, before)
+
+
+def test_an_input_of_another_dtype_is_named_with_its_own_shape():
+    # The message showed x reshaped to rows (f64[2,3] for an x of shape (2, 1, 3)).
+    r = kn.RNN(3, 4)
+    with pytest.raises(kn.ShapeError, match=r"x is f64\[2,1,3\] but the weights are float32") as error:
+        r(np.zeros((2, 1, 3)))
+    assert "test_rnn.py" in str(error.value)
