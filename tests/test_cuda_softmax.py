@@ -132,7 +132,8 @@ def test_special_values_as_the_cpu_target(name, dtype, length):
     with np.errstate(all="ignore"):
         got, want = np.asarray(CUDA[name](x)), np.asarray(CPU[name](x))
         reference = REFERENCES[name](x.astype(np.float64))
-    assert len(_kernels(CUDA[name])) == 1 and len(_kernels(CPU[name])) > 1  # (the online pair on CUDA)
+    # (the online pair on CUDA; the CPU's loop nests take log-softmax in one kernel too)
+    assert len(_kernels(CUDA[name])) == 1 and len(_kernels(CPU[name])) == {"softmax": 2, "logsoftmax": 1}.get(name, 2)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=3e-6 if dtype == np.float32 else 1e-12, atol=1e-30)
     finite_max = np.isfinite(x).all(axis=-1) | (np.isneginf(x) & ~np.isneginf(x).all(axis=-1, keepdims=True)).any(axis=-1)
@@ -179,7 +180,8 @@ def test_gradients_match_numpy_and_the_cpu_target(name, shape):
     cpu = kn.compile(LOSSES[name], target="cpu")
     np.testing.assert_allclose(got, kn.grad(cpu)(x, w), rtol=1e-10, atol=1e-12)
     count = lambda f: sum(len(e.schedule.kernels()) for s in f.specializations() for e in s.executables())  # noqa: E731
-    assert count(compiled) < count(cpu)  # (the forward's max, sum and result in one kernel)
+    # (the forward's max, sum and result in one kernel; the CPU's loop nests too, but for softmax)
+    assert count(compiled) < count(cpu) if name == "softmax" else count(compiled) <= count(cpu)
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
     got32 = np.asarray(kn.grad(kn.compile(LOSSES[name], target="cuda"))(x32, w32))
     np.testing.assert_allclose(got32, _numpy_gradient(name, x, w), rtol=1e-4, atol=1e-5)
