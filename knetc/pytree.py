@@ -12,6 +12,9 @@ _LEAF_TYPES = (np.ndarray, int, float, bool, str, type(None), complex)
 _ARRAY_LIKE_TYPES = []  # Param, Tracked, Var: registered by their modules
 
 
+_LOST = {True: "`*` (a matrix product)", False: "mask"}  # what an np.matrix or a masked array means more
+
+
 def register_leaf_type(cls):
     _ARRAY_LIKE_TYPES.append(cls)
     return cls
@@ -41,6 +44,9 @@ def _flatten(x, leaves):
         return ("tuple", tuple(_flatten(v, leaves) for v in x))
     if t is dict:
         return ("dict", tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+    if isinstance(x, (np.matrix, np.ma.MaskedArray)):
+        raise TypeError(f"knetc takes plain numpy arrays, not a {t.__name__}: its {_LOST[t is np.matrix]} would be "
+                        "lost (pass np.asarray(x), or x.filled(value) for a masked array)")
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
         return (t, tuple(_flatten(v, leaves) for v in x))
     if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):

@@ -2,6 +2,9 @@
 small arrays read from outside changed in place, default arguments, methods; and the
 gradient's contract: one scalar result, tied Params, numbers used as Python values; results
 that are the program's constants are the caller's own."""
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -308,3 +311,22 @@ def test_getattr_of_an_outside_object_is_guarded_as_an_attribute():
         assert compiled(X) == pytest.approx(through_getattr(X))
     finally:
         NET.layer0, NET.k = old
+
+
+def doubled_sum(x):
+    return kn.sum(x * 2)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # (numpy's, on making an np.matrix)
+def test_matrices_and_masked_arrays_are_refused_and_memmaps_taken():
+    # An np.matrix's `*` is a matrix product and a masked array's mask counts in numpy's own
+    # functions: compiled code (and the tape) would read them as plain arrays. A masked array
+    # failed with object.__new__(MaskedArray) is not safe; an np.matrix was taken silently.
+    compiled = kn.compile(doubled_sum, target="cpu")
+    for bad, lost in ((np.matrix([[1.0, 2.0]]), "matrix product"), (np.ma.masked_array([1.0, 2.0], mask=[0, 1]), "mask")):
+        for call in (lambda: compiled(bad), lambda: kn.grad(doubled_sum)(bad)):
+            with pytest.raises(TypeError, match=f"plain numpy arrays.*{lost}"):
+                call()
+    data = np.lib.format.open_memmap(os.path.join(tempfile.mkdtemp(), "x.npy"), mode="w+", dtype=np.float64, shape=(4, 3))
+    data[:] = np.arange(12.0).reshape(4, 3)
+    assert compiled(data[:2]) == doubled_sum(np.asarray(data[:2])) == 30.0
