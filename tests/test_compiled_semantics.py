@@ -924,3 +924,23 @@ def test_numpy_forms_compiled_as_numpy_gives_them():
     # float16 inputs: Numba has no float16 (it failed with a bare NotImplementedError: float16)
     with pytest.raises(kn.CompileError, match="float16 array cannot be a compiled function's input"):
         kn.compile(times_a_float32_scalar, target="cpu")(np.ones(3, np.float16))
+
+
+def numpy_reciprocal(x):
+    return np.reciprocal(x)
+
+
+def numpy_square(x):
+    return np.square(x)
+
+
+def test_integer_reciprocal_and_bool_square_are_refused_not_changed():
+    # Compiled np.reciprocal of integers gave floats ([1, 0.5]; numpy truncates: [1, 0]) and
+    # np.square of bools gave bools (numpy: int8).
+    with pytest.raises(kn.CompileError, match=r"np.reciprocal of integers truncates"):
+        kn.compile(numpy_reciprocal, target="cpu")(np.array([1, 2]))
+    with pytest.raises(kn.CompileError, match=r"np.square of bools is int8"):
+        kn.compile(numpy_square, target="cpu")(np.array([True, False]))
+    x = np.array([1.5, -2.0])
+    np.testing.assert_array_equal(kn.compile(numpy_reciprocal, target="cpu")(x), np.reciprocal(x))
+    np.testing.assert_array_equal(kn.compile(numpy_square, target="cpu")(np.array([3, -2])), [9, 4])

@@ -250,7 +250,21 @@ FUNCTIONS.update({
     np.where: _numpy_where, np.clip: _numpy_clip, np.squeeze: _numpy_squeeze, np.expand_dims: _numpy_expand_dims,
     np.ravel: _numpy_ravel, np.swapaxes: _numpy_swapaxes,
 })
-UFUNCS.update({np.fabs: ew.abs, np.positive: lambda x: x, np.reciprocal: lambda x: ew.div(1.0, x)})
+def _numpy_reciprocal(x):
+    """np.reciprocal: 1 / x of floats (numpy's integer reciprocal truncates: 1 // x, 0 for |x| > 1)."""
+    if np.dtype(aval_of(x).dtype).kind in "biu":
+        raise TypeError("np.reciprocal of integers truncates in numpy (1 // x); write 1.0 / x for the float reciprocal")
+    return ew.div(1.0, x)
+
+
+def _numpy_square(x):
+    """np.square: x * x (of bools, numpy gives int8; knetc refuses rather than differ)."""
+    if np.dtype(aval_of(x).dtype) == np.bool_:
+        raise TypeError("np.square of bools is int8 in numpy; write x.astype(np.int8) ** 2 or x * 1")
+    return ew.abs2(x)
+
+
+UFUNCS.update({np.fabs: ew.abs, np.positive: lambda x: x, np.reciprocal: _numpy_reciprocal, np.square: _numpy_square})
 
 
 class ArrayMethods:
