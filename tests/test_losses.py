@@ -407,3 +407,11 @@ def test_labels_may_be_python_ints_and_lists():
                                kn.grad(kn.diff(lambda: kn.nll(w, np.array([1, 0]))), w))
     with pytest.raises(TypeError):
         kn.nll(scores, [0.5, 1.0])  # not integers
+
+
+def test_accuracy_without_average_gives_numbers_as_nll_does():
+    # The correct count came back as a 0-d array, nll's total as a numpy number.
+    scores, labels = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 1, -1])
+    correct, count = kn.accuracy(scores, labels, average=False)
+    total, _ = kn.nll(scores, labels, average=False)
+    assert type(correct) is type(total) is np.float64 and correct == 1.0 and count == 2

@@ -358,6 +358,7 @@ def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwa
     axis, labels = _class_labels("accuracy", scores, _label_array(labels), dims)
     predicted = astype(argmax_(scores, axes=(axis,)), dtype=LABEL_DTYPE)
     correct = astype(sum(mul(eq(predicted, labels), ne(labels, -1))), dtype=aval_of(scores).dtype)
+    correct = correct[()] if type(correct) is np.ndarray else correct  # (a numpy number, as nll's total)
     count = _count(labels, aval_of(scores).dtype)
     return div(correct, count) if average else (correct, count)
 
