@@ -67,9 +67,13 @@ def _slots(x):
     if hasattr(x, "__dict__") or t.__hash__ is not object.__hash__ or t.__module__ in ("builtins", "numpy") \
             or not any("__slots__" in vars(c) for c in t.__mro__[:-1]) or isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
         return None
-    names = [n for c in t.__mro__[:-1] for n in ((c.__dict__.get("__slots__", ()),) if isinstance(
-        c.__dict__.get("__slots__", ()), str) else c.__dict__.get("__slots__", ())) if n not in ("__weakref__", "__dict__")]
-    return tuple(n for n in names if hasattr(x, n))
+    return tuple(n for n in _slots_of(t) if hasattr(x, n))
+
+
+def _slots_of(t):
+    """The names a class's __slots__ (its own and its bases') declare."""
+    declared = [c.__dict__.get("__slots__", ()) for c in t.__mro__[:-1]]
+    return [n for d in declared for n in ((d,) if isinstance(d, str) else d) if n not in ("__weakref__", "__dict__")]
 
 
 def unflatten(treedef, leaves):
@@ -92,6 +96,16 @@ def _unflatten(node, it):
             object.__setattr__(obj, k, _unflatten(n, it))
         return obj
     return kind(*(_unflatten(n, it) for n in node[1]))  # a namedtuple
+
+
+def class_namespace(x, name, libraries=("builtins", "numpy", "knetc")):
+    """The namespace (`vars` of a class) that x's attribute `name` comes from when it is not
+    one of x's own (which flatten() reads): a class attribute or method of x's class, to be
+    guarded there; None for x's own attributes, and for classes of the `libraries`."""
+    t = type(x)
+    if name in getattr(x, "__dict__", ()) or name in _slots_of(t) or (t.__module__ or "").split(".")[0] in libraries:
+        return None
+    return next((vars(c) for c in t.__mro__[:-1] if name in vars(c)), None)
 
 
 def zero_signs(value):

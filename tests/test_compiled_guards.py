@@ -563,3 +563,35 @@ def test_an_argument_with_slots_is_read_by_its_contents():
     assert compiled(s, x) == slotted_loss(s, x)
     g = kn.grad(compiled)(s, x)
     assert isinstance(g, Slotted) and float(g.k) == 3.0 and g.w.tolist() == [6.0, 6.0]
+
+
+class WithClassAttributes:
+    scale = 2.0
+
+    def act(self, x):
+        return x * 2
+
+    def __init__(self, w):
+        self.w = w
+
+
+def class_attribute_loss(m, x):
+    return kn.sum(m.act(x) * m.scale * m.w)
+
+
+def test_class_attributes_read_through_an_argument_are_guarded():
+    # The argument's signature holds its own attributes only: after WithClassAttributes.scale = 5
+    # (or a new act) the compiled call still used the old class attribute.
+    compiled = kn.compile(class_attribute_loss, target="cpu")
+    m, x = WithClassAttributes(np.ones(3)), np.ones(3)
+    saved = dict(vars(WithClassAttributes))
+    try:
+        assert compiled(m, x) == class_attribute_loss(m, x) == 12.0
+        WithClassAttributes.scale = 5.0
+        assert compiled(m, x) == class_attribute_loss(m, x) == 30.0
+        WithClassAttributes.act = lambda self, x: x * 10
+        assert compiled(m, x) == class_attribute_loss(m, x) == 150.0
+        m.scale = 1.0  # an attribute of its own now: part of the signature
+        assert compiled(m, x) == class_attribute_loss(m, x) == 30.0
+    finally:
+        WithClassAttributes.scale, WithClassAttributes.act = saved["scale"], saved["act"]

@@ -662,13 +662,15 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def _guarded(self, obj, step, value):
         """value = obj.attr or obj[key] (step: (True, attr) or (False, key)); when obj comes from
-        outside, the attribute or item is guarded too (a method bound to obj is not)."""
+        outside, the attribute or item is guarded too (a method bound to obj is not); a class
+        attribute (or method) of an argument object, which its signature does not hold, in its class."""
         origin = self.translation.origin(obj)
-        is_method = step[0] and isinstance(value, (types.MethodType, types.BuiltinMethodType)) \
-            and getattr(value, "__self__", None) is obj
+        if origin is None and step[0] and not isinstance(obj, (Var, type, types.ModuleType)) \
+                and (namespace := pytree.class_namespace(obj, step[1])) is not None:
+            self.translation.depend(namespace[step[1]], namespace, step[1])
+        is_method = step[0] and isinstance(value, (types.MethodType, types.BuiltinMethodType)) and value.__self__ is obj
         if origin is not None and not is_method:
-            root, name, path = origin
-            self.translation.depend(value, root, name, path + (step,))
+            self.translation.depend(value, origin[0], origin[1], origin[2] + (step,))
         return value
 
     def visit_Subscript(self, node):
