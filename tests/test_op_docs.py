@@ -9,6 +9,15 @@ import knetc as kn
 from knetc.ops.core import Op
 
 PUBLIC = sorted(n for n in dir(kn) if not n.startswith("_"))
+def run_examples(doc, name):
+    """Run the doctests in `doc` (kn.`name`'s), assert that they pass; how many examples ran."""
+    test = doctest.DocTestParser().get_doctest(doc, {}, "kn." + name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, out=lambda s: None)
+    assert runner.summarize(verbose=False).failed == 0, doc
+    return len(test.examples)
+
+
 OP_NAMES = [n for n in PUBLIC if isinstance(getattr(kn, n), Op)]
 FUNCTION_NAMES = [n for n in PUBLIC if inspect.isfunction(getattr(kn, n))]
 
@@ -33,11 +42,7 @@ def test_op_help_is_its_own_with_an_example(name):
 def test_op_example_runs(name):
     """The example in each op's doc is a doctest, and it passes."""
     op = getattr(kn, name)
-    test = doctest.DocTestParser().get_doctest(op.__doc__, {}, "kn." + name, None, 0)
-    assert test.examples
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    runner.run(test, out=lambda s: None)
-    assert runner.summarize(verbose=False).failed == 0, op.__doc__
+    assert run_examples(op.__doc__, name) > 0
 
 
 @pytest.mark.parametrize("name", FUNCTION_NAMES)
@@ -67,10 +72,7 @@ RUNNABLE = "Example:\n    >>> import numpy as np, knetc as kn\n"
 def test_op_function_example_runs(name):
     """Examples written as doctests (they start by importing numpy and knetc) pass."""
     doc = inspect.getdoc(getattr(kn, name))
-    test = doctest.DocTestParser().get_doctest(doc, {}, "kn." + name, None, 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    runner.run(test, out=lambda s: None)
-    assert runner.summarize(verbose=False).failed == 0, doc
+    run_examples(doc, name)
 
 
 # The rest of the public API (training iterators, initialisers, autograd, I/O, ...): every
@@ -88,7 +90,4 @@ def test_the_api_examples_are_found():
 @pytest.mark.parametrize("name", API_EXAMPLES)
 def test_api_example_runs(name):
     doc = inspect.getdoc(getattr(kn, name))
-    test = doctest.DocTestParser().get_doctest(doc, {}, "kn." + name, None, 0)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    runner.run(test, out=lambda s: None)
-    assert runner.summarize(verbose=False).failed == 0, doc
+    run_examples(doc, name)

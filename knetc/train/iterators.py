@@ -93,115 +93,76 @@ def minimize(f, data, optimizer=None, params=None):
 
 
 _D = DEFAULTS  # Knet 1.4's defaults, the same table as the optimizer classes'
+# The examples in the docs fit w to minimise (w - 3)^2 in 200 steps, at these learning rates.
+_EXAMPLE_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 1.0, "rmsprop": 0.05, "adadelta": 10.0,
+               "adam": 0.1}
+_FIT = "lambda c: kn.sum((w - c) ** 2), [3.0] * 200"  # the loss and the data of those examples
 
 
+def _fit_example(call):
+    """A doc's example (a doctest) fitting w by `call`, which reads w, _FIT and a learning rate."""
+    return ("\n\n    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)\n\n"
+            "        >>> import numpy as np, knetc as kn\n        >>> w = kn.Param(np.array([0.0]))\n"
+            f"        >>> {call}\n        >>> bool(abs(float(w[0]) - 3) < 0.01)\n        True\n    ")
+
+
+def _with_example(f):
+    """An optimizer iterator with the example of its doc."""
+    f.__doc__ += _fit_example(f"losses = list(kn.{f.__name__}({_FIT}, lr={_EXAMPLE_LR[f.__name__]}))")
+    return f
+
+
+@_with_example
 def sgd(f, data, lr=_D["SGD"]["lr"], gclip=_D["SGD"]["gclip"], params=None):
     """`minimize` with `SGD(lr, gclip)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `sgd_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.sgd(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `sgd_` runs it to the end."""
     return minimize(f, data, SGD(lr=lr, gclip=gclip), params)
 
 
+@_with_example
 def momentum(f, data, lr=_D["Momentum"]["lr"], gamma=_D["Momentum"]["gamma"], gclip=_D["Momentum"]["gclip"],
              params=None):
     """`minimize` with `Momentum(lr, gclip, gamma)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `momentum_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.momentum(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `momentum_` runs it to the end."""
     return minimize(f, data, Momentum(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
+@_with_example
 def nesterov(f, data, lr=_D["Nesterov"]["lr"], gamma=_D["Nesterov"]["gamma"], gclip=_D["Nesterov"]["gclip"],
              params=None):
     """`minimize` with `Nesterov(lr, gclip, gamma)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `nesterov_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.nesterov(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `nesterov_` runs it to the end."""
     return minimize(f, data, Nesterov(lr=lr, gclip=gclip, gamma=gamma), params)
 
 
+@_with_example
 def adagrad(f, data, lr=_D["Adagrad"]["lr"], eps=_D["Adagrad"]["eps"], gclip=_D["Adagrad"]["gclip"], params=None):
     """`minimize` with `Adagrad(lr, gclip, eps)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `adagrad_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.adagrad(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=1.0))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `adagrad_` runs it to the end."""
     return minimize(f, data, Adagrad(lr=lr, gclip=gclip, eps=eps), params)
 
 
+@_with_example
 def rmsprop(f, data, lr=_D["Rmsprop"]["lr"], rho=_D["Rmsprop"]["rho"], eps=_D["Rmsprop"]["eps"],
             gclip=_D["Rmsprop"]["gclip"], params=None):
     """`minimize` with `Rmsprop(lr, gclip, rho, eps)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `rmsprop_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.rmsprop(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `rmsprop_` runs it to the end."""
     return minimize(f, data, Rmsprop(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
+@_with_example
 def adadelta(f, data, lr=_D["Adadelta"]["lr"], rho=_D["Adadelta"]["rho"], eps=_D["Adadelta"]["eps"],
              gclip=_D["Adadelta"]["gclip"], params=None):
     """`minimize` with `Adadelta(lr, gclip, rho, eps)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `adadelta_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.adadelta(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=10.0))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `adadelta_` runs it to the end."""
     return minimize(f, data, Adadelta(lr=lr, gclip=gclip, rho=rho, eps=eps), params)
 
 
+@_with_example
 def adam(f, data, lr=_D["Adam"]["lr"], beta1=_D["Adam"]["beta1"], beta2=_D["Adam"]["beta2"], eps=_D["Adam"]["eps"],
          gclip=_D["Adam"]["gclip"], params=None):
     """`minimize` with `Adam(lr, gclip, beta1, beta2, eps)`: an iterator over `data` that updates the Params `f`
-    depends on once per item and yields the loss; `adam_` runs it to the end.
-
-    Example: fit w to minimise (w - 3)^2 (each item of `data` is one argument of `f`)
-
-        >>> import numpy as np, knetc as kn
-        >>> w = kn.Param(np.array([0.0]))
-        >>> losses = list(kn.adam(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1))
-        >>> len(losses), bool(losses[-1] < losses[0]), bool(abs(float(w[0]) - 3) < 0.01)
-        (200, True, True)
-    """
+    depends on once per item and yields the loss; `adam_` runs it to the end."""
     return minimize(f, data, Adam(lr=lr, gclip=gclip, beta1=beta1, beta2=beta2, eps=eps), params)
 
 
@@ -210,9 +171,10 @@ def _exhausting(make):
     def run(*args, **kwargs):
         for _ in make(*args, **kwargs):
             pass
-    run.__name__ = run.__qualname__ = make.__name__ + "_"
-    run.__doc__ = (f"`{make.__name__}_(...)` iterates `{make.__name__}(...)` to the end and returns None (Knet's "
-                   f"`{make.__name__}!`).\n\nExample:\n    >>> import numpy as np, knetc as kn\n" + _EXHAUSTING_EXAMPLES[make.__name__])
+    name = make.__name__
+    run.__name__ = run.__qualname__ = name + "_"
+    example = _EXHAUSTING_EXAMPLES.get(name) or _fit_example(f"kn.{name}_({_FIT}, lr={_EXAMPLE_LR[name]})")
+    run.__doc__ = f"`{name}_(...)` iterates `{name}(...)` to the end and returns None (Knet's `{name}!`)." + example
     return run
 
 
@@ -377,18 +339,16 @@ def progress(msg, itr=None, steps=None, seconds=None, io=None):
     return Progress(msg, itr, steps=steps, seconds=seconds, io=io)
 
 
-# Each `f_` form's example (its doc: _exhausting).
+# The examples of the `f_` forms that are not an optimizer iterator's (its doc: _exhausting).
 _EXHAUSTING_EXAMPLES = {
-    "minimize": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.minimize_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, kn.SGD(lr=0.1))\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "sgd": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.sgd_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "momentum": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.momentum_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "nesterov": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.nesterov_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "adagrad": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adagrad_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=1.0)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "rmsprop": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.rmsprop_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.05)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "adadelta": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adadelta_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=10.0)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "adam": '    >>> w = kn.Param(np.array([0.0]))\n    >>> kn.adam_(lambda c: kn.sum((w - c) ** 2), [3.0] * 200, lr=0.1)\n    >>> bool(abs(float(w[0]) - 3) < 0.01)\n    True\n',
-    "converge": "    >>> seen = []\n    >>> kn.converge_(x for x in [4, 3, 2, 1, 1, 2, 3, 4, 5, 6, 7] if not seen.append(x))\n    >>> seen  # it stopped once the values' trend turned upward (6 was taken, not yielded)\n    [4, 3, 2, 1, 1, 2, 3, 4, 5, 6]\n",
-    "progress": '    >>> import io\n    >>> out = io.StringIO()\n    >>> kn.progress_(lambda p: f"loss {p.currval}", [3, 2, 1], steps=1, io=out)\n    >>> "loss 1" in out.getvalue()\n    True\n',
+    "minimize": _fit_example(f"kn.minimize_({_FIT}, kn.SGD(lr=0.1))"),
+    "converge": "\n\n    Example:\n        >>> import knetc as kn\n        >>> seen = []\n"
+                "        >>> kn.converge_(x for x in [4, 3, 2, 1, 1, 2, 3, 4, 5, 6, 7] if not seen.append(x))\n"
+                "        >>> seen  # it stopped once the values' trend turned upward (6 was taken, not yielded)\n"
+                "        [4, 3, 2, 1, 1, 2, 3, 4, 5, 6]\n",
+    "progress": "\n\n    Example:\n        >>> import io, knetc as kn\n        >>> out = io.StringIO()\n"
+                "        >>> kn.progress_(lambda p: f\"loss {p.currval}\", [3, 2, 1], steps=1, io=out)\n"
+                "        >>> \"loss 1\" in out.getvalue()\n        True\n",
 }
 
 minimize_ = _exhausting(minimize)
