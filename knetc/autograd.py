@@ -583,15 +583,6 @@ getval = value
 _NOT_CONTAINERS = (type, types.FunctionType, types.ModuleType, types.MethodType, types.BuiltinFunctionType)
 
 
-@functools.lru_cache(maxsize=None)
-def _slots(cls):
-    names = []
-    for klass in cls.__mro__:
-        slots = klass.__dict__.get("__slots__", ())
-        names += [slots] if isinstance(slots, str) else [n for n in slots if n not in ("__dict__", "__weakref__")]
-    return tuple(dict.fromkeys(names))
-
-
 def params(x):
     """The Params in x: those a `diff` result depends on, or found by a recursive search.
 
@@ -615,7 +606,7 @@ def params(x):
         elif not isinstance(obj, _NOT_CONTAINERS + (Tracked,)):
             if hasattr(obj, "__dict__"):
                 search(vars(obj), depth + 1)
-            for name in _slots(type(obj)):  # fields of classes with __slots__
+            for name in pytree.slot_names(type(obj)):  # fields of classes with __slots__
                 search(getattr(obj, name, None), depth + 1)
     search(x)
     return found

@@ -3,6 +3,7 @@
 A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable treedef that
 records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
 call of a compiled function, so the common cases are tested first."""
+import functools
 import math
 import types
 
@@ -65,15 +66,17 @@ def _slots(x):
     them); None for anything else (a value-like class hashes by its value)."""
     t = type(x)
     if hasattr(x, "__dict__") or t.__hash__ is not object.__hash__ or t.__module__ in ("builtins", "numpy") \
-            or not any("__slots__" in vars(c) for c in t.__mro__[:-1]) or isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
+            or isinstance(x, tuple(_ARRAY_LIKE_TYPES)) or not (names := slot_names(t)):
         return None
-    return tuple(n for n in _slots_of(t) if hasattr(x, n))
+    return tuple(n for n in names if hasattr(x, n))
 
 
-def _slots_of(t):
-    """The names a class's __slots__ (its own and its bases') declare."""
-    declared = [c.__dict__.get("__slots__", ()) for c in t.__mro__[:-1]]
-    return [n for d in declared for n in ((d,) if isinstance(d, str) else d) if n not in ("__weakref__", "__dict__")]
+@functools.lru_cache(maxsize=None)
+def slot_names(cls):
+    """The attribute names a class's __slots__ (its own and its bases') declare, each once."""
+    declared = [c.__dict__.get("__slots__", ()) for c in cls.__mro__]
+    return tuple(dict.fromkeys(n for d in declared for n in ((d,) if isinstance(d, str) else d)
+                               if n not in ("__weakref__", "__dict__")))
 
 
 def unflatten(treedef, leaves):
@@ -103,7 +106,7 @@ def class_namespace(x, name, libraries=("builtins", "numpy", "knetc")):
     one of x's own (which flatten() reads): a class attribute or method of x's class, to be
     guarded there; None for x's own attributes, and for classes of the `libraries`."""
     t = type(x)
-    if name in getattr(x, "__dict__", ()) or name in _slots_of(t) or (t.__module__ or "").split(".")[0] in libraries:
+    if name in getattr(x, "__dict__", ()) or name in slot_names(t) or (t.__module__ or "").split(".")[0] in libraries:
         return None
     return next((vars(c) for c in t.__mro__[:-1] if name in vars(c)), None)
 
