@@ -123,9 +123,9 @@ def contestants(args):
     # (forward x @ w1, h @ w2; backward dz @ w2.T, h.T @ dz, x.T @ dh), through the same BLAS
     # call the generated driver makes (kernels/matmul.py), with the driver's BLAS threads.
     def gemms():
-        from knetc.kernels.matmul import matmul_cpu
+        from knetc.kernels.matmul import matmul
         from knetc.runtime import threads
-        threads.use_threads(threads.threads_for(False))
+        threads.use_threads(threads.threads_for())
         model = make_model()
         w1, w2 = (np.ascontiguousarray(layer[0].value) for layer in model)
         h, dz, dh = (np.ones((BATCH, n), np.float32) for n in (SIZES[1], SIZES[2], SIZES[1]))
@@ -133,7 +133,7 @@ def contestants(args):
 
         def step():
             for a, b, out in products:
-                matmul_cpu(a, b, out)
+                matmul(a, b, out)
         return "  floor: its 5 GEMMs alone (same BLAS call)", step
 
     def pytorch(threads=None):

@@ -7,7 +7,7 @@ generated drivers, timed inside the step and attributed to the user's source lin
 The step is the benchmark's own knetc contestant (benchmarks/mlp.py's "compiled",
 lenet.py's "compiled", rnn.py's "knetc", transformer.py's "compiled"), run `--warmup` times
 (compiling), then `--steps` times with every callable the generated drivers bind (the
-kernels `k_*`, `matmul_cpu`, the library routines, `in_parallel`'s kernel) wrapped by a
+kernels `k_*`, `matmul`, the library routines, `in_parallel`'s kernel) wrapped by a
 timer. A kernel that `in_parallel` splits across threads is timed once, around the split.
 Rows are (callee, driver line), with the user's line the driver's comment names; "outside
 the drivers" is the rest of the step (Python around the drivers: kn.adam or kn.grad,

@@ -9,36 +9,20 @@ with the flag, the transpose of the last two axes, taken as a view (no copy).
 
     >>> bmm_cpu(q, k, scores, trans_a=False, trans_b=True)   # scores[i] = q[i] @ k[i].T
 
-The CPU routine runs the batch on the calling thread and its GEMMs with BLAS's threads
-(Numba's np.dot calls SciPy's OpenBLAS, see kernels/matmul.py), and leaves the GIL so that
-the Python driver's kernel threads are not held up.
+The CPU routine runs its GEMMs through BLAS (kernels/matmul.py's gemm) without the GIL,
+the batch split across knetc's threads when the product is large (runtime.threads.in_parallel:
+all of them while BLAS runs on one thread, see runtime/threads.py).
 """
-import numpy as np
 from numba import njit
 
-
-@njit(cache=True, nogil=True)
-def _bmm_nn(a, b, out):
-    for i in range(out.shape[0]):
-        np.dot(a[i], b[i], out[i])
+from knetc.kernels.matmul import SPLIT_MIN, gemm
+from knetc.runtime.threads import in_parallel
 
 
 @njit(cache=True, nogil=True)
-def _bmm_nt(a, b, out):
-    for i in range(out.shape[0]):
-        np.dot(a[i], b[i].T, out[i])
-
-
-@njit(cache=True, nogil=True)
-def _bmm_tn(a, b, out):
-    for i in range(out.shape[0]):
-        np.dot(a[i].T, b[i], out[i])
-
-
-@njit(cache=True, nogil=True)
-def _bmm_tt(a, b, out):
-    for i in range(out.shape[0]):
-        np.dot(a[i].T, b[i].T, out[i])
+def _bmm(a, b, out, trans_a, trans_b, lo, hi):
+    for i in range(lo, hi):
+        gemm(a[i].T if trans_a else a[i], b[i].T if trans_b else b[i], out[i])
 
 
 def _as3(x):
@@ -53,7 +37,7 @@ def bmm_cpu(a, b, out, trans_a=False, trans_b=False):
     if (a3.shape[1] if trans_a else a3.shape[2]) == 0:  # k == 0: a sum of nothing
         out3[...] = 0
         return
-    if trans_a:
-        (_bmm_tt if trans_b else _bmm_tn)(a3, b3, out3)
+    if out3.size * (a3.shape[1] if trans_a else a3.shape[2]) >= SPLIT_MIN:
+        in_parallel(_bmm, out3.shape[0], a3, b3, out3, trans_a, trans_b)
     else:
-        (_bmm_nt if trans_b else _bmm_nn)(a3, b3, out3)
+        _bmm(a3, b3, out3, trans_a, trans_b, 0, out3.shape[0])

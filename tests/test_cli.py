@@ -67,7 +67,7 @@ def test_inspect_cpu_kernels_and_steps(tmp_path):
     out = run([KNETC, "inspect", "examples/mnist_mlp.py:predict", "--stage", "kernels,driver"], tmp_path).stdout
     s = sections(out)
     assert "=== predict (call)" in out and list(s) == ["kernels", "driver"]
-    assert "@njit(cache=True, nogil=True" in s["kernels"] and "matmul_cpu(" in s["driver"]
+    assert "@njit(cache=True, nogil=True" in s["kernels"] and "matmul(" in s["driver"]
 
 
 def test_inspect_in_python_matches_the_program():

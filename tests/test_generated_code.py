@@ -90,7 +90,7 @@ def test_values_are_named_as_the_fused_ir_prints_them():
     fused = text.split("--- fused ---")[1].split("--- kernels ---")[0]
     driver = text.split("--- driver ---")[1]
     assert "%3: f32[4,5] = matmul %0 %1" in fused and "%5: f32[4,5] = relu %4" in fused
-    assert "matmul_cpu(v0, v1, v3)" in driver and "k_add_relu(v3, v2, v5, 0, 4)" in driver  # rows 0..4
+    assert "matmul(v0, v1, v3)" in driver and "k_add_relu(v3, v2, v5, 0, 4)" in driver  # rows 0..4
     kernel = text.split("--- kernels ---")[1].split("--- driver ---")[0]
     assert "def k_add_relu(x0, x1, out, lo, hi):" in kernel  # kernels are shared: their names are their own
 
@@ -99,7 +99,7 @@ def test_each_step_follows_a_comment_with_its_source_line():
     text = generated("dense_gradient", "cpu")
     driver = text.split("--- driver ---")[1]
     first = dense_loss.__code__.co_firstlineno
-    assert f"# test_generated_code.py:{first + 1}  h = kn.relu(x @ w + b)\n    v3 = np.empty((4, 5), np.float32)\n    matmul_cpu(v0, v1, v3)" in driver
+    assert f"# test_generated_code.py:{first + 1}  h = kn.relu(x @ w + b)\n    v3 = np.empty((4, 5), np.float32)\n    matmul(v0, v1, v3)" in driver
     assert f"# test_generated_code.py:{first + 2}  return kn.sum(h)\n" in driver
     assert "# test_generated_code.py" not in text.split("--- driver ---")[0]  # kernels name no user's line
 

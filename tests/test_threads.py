@@ -1,26 +1,33 @@
 """The CPU thread pools (runtime/threads.py): BLAS's thread count per program and per eager
-call, and the cores a data-parallel rank may use."""
+call, knetc's pool (rounds of calls, errors, callers that find it busy), GEMMs split across
+it (kernels/matmul.py), and the cores a data-parallel rank may use."""
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from knetc.runtime import threads
 
 
-def test_blas_thread_choice():
+def test_blas_thread_choice(monkeypatch):
     if threads.threads_for() is None:
         pytest.skip("SciPy's OpenBLAS not found")
-    assert threads.threads_for(blas_in_prange=True) == 1
-    assert threads.threads_for() == threads._default
+    monkeypatch.delenv("KNETC_BLAS_THREADS", raising=False)
+    large, small = threads.SPLIT_GEMMS_MIN, threads.SPLIT_GEMMS_MIN // 8
+    assert threads.threads_for("split") == 1 and threads.threads_for("split", [small]) == 1
+    assert threads.threads_for() == threads._default and threads.threads_for(None, [small] * 3) == threads._default
+    assert threads.threads_for(None, [large, large, small]) == threads._default  # (the mean decides)
+    assert threads.threads_for(None, [large * 2, small]) == 1  # large GEMMs: knetc splits them
+    assert threads.threads_for("threads", [large * 2]) == threads._default  # (an RNN's GEMMs want BLAS's)
 
 
 def test_blas_threads_override(monkeypatch):
     if threads.threads_for() is None:
         pytest.skip("SciPy's OpenBLAS not found")
     monkeypatch.setenv("KNETC_BLAS_THREADS", "3")
-    assert threads.threads_for() == 3 and threads.threads_for(blas_in_prange=True) == 3
+    assert threads.threads_for() == 3 and threads.threads_for("split") == 3
 
 
 def test_eager_library_calls_set_blas_threads_per_op(monkeypatch):
@@ -64,7 +71,7 @@ def test_rows_take_half_the_threads_while_blas_runs_on_several(monkeypatch, thre
     import numpy as np
     monkeypatch.setattr(threads, "THREADS", threads_)
     monkeypatch.setattr(threads, "_current", blas)
-    monkeypatch.setattr(threads, "_workers", None)  # a pool of THREADS - 1 threads, shut down below
+    monkeypatch.setattr(threads, "_pool", None)  # a pool of THREADS - 1 threads, closed below
     seen, out = [], np.zeros(40, np.int64)
 
     def kernel(out, lo, hi):
@@ -73,6 +80,149 @@ def test_rows_take_half_the_threads_while_blas_runs_on_several(monkeypatch, thre
     try:
         threads.in_parallel(kernel, 40, out)
     finally:
-        if threads._workers is not None:
-            threads._workers.shutdown()
+        if threads._pool is not None:
+            threads._pool.close()
     assert len(seen) == blocks and out.tolist() == [1] * 40  # every row once
+
+
+@pytest.fixture
+def pool_of(monkeypatch):
+    """pool_of(n): knetc's pool with n threads (the caller's and n - 1 workers), closed after."""
+    made = []
+
+    def make(n):
+        monkeypatch.setattr(threads, "THREADS", n)
+        monkeypatch.setattr(threads, "_pool", None)
+        made.append(threads._the_pool())
+    yield make
+    for pool in made:
+        pool.close()
+
+
+def test_rounds_run_every_call_once_on_every_thread(pool_of):
+    import threading
+    pool_of(3)
+    for calls in (2, 3, 7):  # fewer calls than threads, as many, more
+        seen, lock = [], threading.Lock()
+
+        def record(i):
+            with lock:
+                seen.append((i, threading.current_thread().name))
+        threads.run_calls([(record, (i,)) for i in range(calls)])
+        assert sorted(i for i, _ in seen) == list(range(calls))
+        assert len({name for _, name in seen}) == min(calls, 3)
+        assert (0, threading.current_thread().name) in seen
+
+
+def test_a_worker_that_slept_takes_the_next_round(pool_of, monkeypatch):
+    """Idle workers spin for SPIN_SECONDS, then sleep until the next round wakes them."""
+    import time
+    monkeypatch.setattr(threads, "SPIN_SECONDS", 1e-5)
+    pool_of(2)
+    out = np.zeros(8)
+    for _ in range(3):
+        time.sleep(0.05)  # (the worker is asleep by now)
+        threads.in_parallel(lambda o, lo, hi: o.__setitem__(slice(lo, hi), o[lo:hi] + 1), 8, out)
+    assert out.tolist() == [3] * 8
+
+
+def test_callers_from_two_threads_each_get_their_rows(pool_of):
+    """A user's threads may call compiled code at once: a caller that finds the pool busy
+    runs its calls itself."""
+    import threading
+    pool_of(2)
+    outs, errors = [np.zeros(2000) for _ in range(4)], []
+
+    def add_one(o, lo, hi):
+        for i in range(lo, hi):
+            o[i] += 1
+
+    def caller(o):
+        try:
+            for _ in range(20):
+                threads.in_parallel(add_one, len(o), o)
+        except BaseException as error:
+            errors.append(error)
+    workers = [threading.Thread(target=caller, args=(o,)) for o in outs]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert not errors and all(o.tolist() == [20] * 2000 for o in outs)
+
+
+def _operands(rng, m, k, n, trans_a, trans_b, dtype):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    return (a.T if trans_a else a), (b.T if trans_b else b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm_blocks_of_rows_and_columns(dtype, trans_a, trans_b):
+    """gemm_block writes its block of out and nothing else, for transposed views too (BLAS's
+    leading dimensions: no copies), against a float64 product."""
+    from knetc.kernels.matmul import gemm, gemm_block
+    rng = np.random.default_rng(5)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for m, k, n in [(37, 19, 23), (1, 5, 7), (6, 4, 1), (1, 1, 1), (3, 0, 4)]:
+        a, b = _operands(rng, m, k, n, trans_a, trans_b, dtype)
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+        out = np.full((m, n), np.nan, dtype)
+        gemm(a, b, out)
+        np.testing.assert_allclose(out, ref, **tol)
+        for by_rows, length in ((True, m), (False, n)):
+            out = np.full((m, n), np.nan, dtype)
+            lo, hi = length // 3, length - length // 4
+            gemm_block(a, b, out, by_rows, lo, hi)
+            block = (slice(lo, hi), slice(None)) if by_rows else (slice(None), slice(lo, hi))
+            np.testing.assert_allclose(out[block], ref[block], **tol)
+            rest = np.ones((m, n), bool)
+            rest[block] = False
+            assert np.isnan(out[rest]).all()
+
+
+@pytest.mark.parametrize("m,k,n", [(300, 200, 150), (150, 200, 301), (2, 3000, 1500)])
+def test_matmul_splits_large_gemms_across_the_pool(pool_of, monkeypatch, m, k, n):
+    """While BLAS runs on one thread, a large GEMM is split by its longer side across
+    knetc's threads: each block is computed by its own thread, and the whole is a @ b."""
+    from knetc.kernels import matmul as kmatmul
+    if threads.threads_for() is None:
+        pytest.skip("SciPy's OpenBLAS not found")
+    pool_of(3)
+    monkeypatch.setattr(threads, "_current", None)
+    threads.use_threads(1)
+    blocks = []
+    block = kmatmul.gemm_block
+
+    def recorded(*args):
+        blocks.append(args[-2:])
+        block(*args)
+    monkeypatch.setattr(kmatmul, "gemm_block", recorded)
+    assert threads.splits_gemms() and m * k * n >= kmatmul.SPLIT_MIN
+    a, b = _operands(np.random.default_rng(6), m, k, n, True, False, np.float32)
+    out = np.empty((m, n), np.float32)
+    kmatmul.matmul(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    longer = max(m, n)
+    assert sorted(blocks) == [(longer * i // 3, longer * (i + 1) // 3) for i in range(3)]
+
+
+def test_programs_with_large_gemms_split_them(monkeypatch):
+    """The compiled program's BLAS thread count follows its GEMMs' sizes (threads_for)."""
+    import knetc as kn
+    if threads.threads_for() is None:
+        pytest.skip("SciPy's OpenBLAS not found")
+    monkeypatch.delenv("KNETC_BLAS_THREADS", raising=False)
+
+    @kn.compile
+    def f(x, w):
+        return kn.sum(kn.relu(x @ w))
+    runners = {}
+    for size in (16, 512):
+        x = np.ones((size, size), np.float32)
+        f(x, x)
+        spec = [s for s in f.specializations() if s.executables()][-1]
+        runners[size] = spec.executables()[0]._runner.blas_threads
+    assert runners[16] == threads._default and runners[512] == 1

@@ -3,7 +3,7 @@ runs over a range of rows it is given (so that the driver can split large output
 threads: runtime.threads.in_parallel), and a Python driver that calls them and numpy's BLAS."""
 import numpy as np
 
-from ..ir.fuse import Call
+from ..ir.fuse import Call, Matmul
 from ..runtime import compile_workers, threads
 from . import driver
 from .expressions import STREAM_BLOCK, KernelBody, indent, kernel_module, kernel_name, nest
@@ -50,7 +50,7 @@ def kernel_source(schedule, kernel, cache=True):
 
 class Driver(driver.Driver):
     target = "cpu"
-    header = "from knetc.kernels.matmul import matmul_cpu\nfrom knetc.runtime.threads import in_parallel"
+    header = "from knetc.kernels.matmul import matmul\nfrom knetc.runtime.threads import in_parallel"
 
     empty = "np.empty({shape}, np.{dtype})"
     zeros = "np.zeros({shape}, np.{dtype})"
@@ -60,8 +60,7 @@ class Driver(driver.Driver):
 
     def launch(self, name, arguments, out, body=None):
         """A kernel call; with a large output, its rows split across threads."""
-        arguments = ", ".join(arguments)
-        rows = next((n for n in out.aval.shape if n != 1), None)
+        arguments, rows = ", ".join(arguments), next((n for n in out.aval.shape if n != 1), None)
         work = int(np.prod(out.aval.shape)) * int(np.prod([size for _, size in body.extents]))
         self.launches += 1
         if rows is None:  # one element: no loops
@@ -80,7 +79,7 @@ class Driver(driver.Driver):
         out = self.names.arg(step.out)
         if dtype in ("float32", "float64") and step.a.aval.ndim == step.b.aval.ndim == 2:
             self.allocate(step.out)
-            self.emit(f"matmul_cpu({', '.join(operands)}, {out})")  # (SciPy's BLAS: kernels/matmul.py)
+            self.emit(f"matmul({', '.join(operands)}, {out})")  # (SciPy's BLAS: kernels/matmul.py)
         else:  # vectors and integer products: numpy's
             scalar = ".reshape((1,))" if step.out.aval.shape == () else ""  # np.dot of vectors gives a number
             self.emit(f"{out} = np.dot({', '.join(operands)}){scalar}")
@@ -96,8 +95,9 @@ class Runner:
 
     def __init__(self, executable):
         self.driver, self.constants = executable.module.driver, executable.constants
-        nested = any(isinstance(s, Call) and s.eqn.op.blas_in_prange for _, s in executable.schedule.walk())
-        self.blas_threads = threads.threads_for(nested)
+        steps = [step for _, step in executable.schedule.walk()]
+        gemms = [np.prod(s.out.aval.shape) * s.a.aval.shape[0 if s.trans_a else -1] for s in steps if isinstance(s, Matmul)]
+        self.blas_threads = threads.threads_for({s.eqn.op.blas for s in steps if isinstance(s, Call)}, gemms)
         self.kernels = [getattr(executable.module, name) for name in executable.generated.kernels]
 
     def __call__(self, arrays):

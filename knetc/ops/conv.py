@@ -175,13 +175,13 @@ def _conv4_dw_grads():
     return dx, ddy
 
 
-# blas_in_prange: the CPU routines split the batch across threads, each calling BLAS (kernels/conv.py)
+# blas="split": the CPU routines split the batch across threads, each calling BLAS (kernels/conv.py)
 conv4_ = register(Op("conv4", _conv4_rule, _conv4_impl, _conv4_grads(), "call",
-                     lowering=_LOWER["conv4"], blas_in_prange=True))
+                     lowering=_LOWER["conv4"], blas="split"))
 deconv4_ = register(Op("deconv4", _deconv4_rule, _deconv4_impl, _deconv4_grads(), "call",
-                       lowering=_LOWER["deconv4"], blas_in_prange=True))
+                       lowering=_LOWER["deconv4"], blas="split"))
 conv4_dw_ = register(Op("conv4_dw", _conv4_dw_rule, _conv4_dw_impl, _conv4_dw_grads(), "call",
-                        lowering=_LOWER["conv4_dw"], blas_in_prange=True))
+                        lowering=_LOWER["conv4_dw"], blas="split"))
 
 
 # ------------------------------------------------------------------ public functions

@@ -71,10 +71,10 @@ class Op:
     (C-contiguous, 0-d values stored as shape (1,)). Both drivers are Python: the CPU routine
     is a Numba-njit function or a Python function calling them (kernels/bmm.py); the CUDA
     routine is a Python function that launches kernels or calls cuBLAS/cuDNN on device arrays.
-    A call op whose CPU routine calls BLAS from several threads at once (its own `prange`
-    loops, or work split across knetc's threads: the convolutions) says
-    `blas_in_prange=True`: programs with it, and its eager calls, keep BLAS on one thread
-    per call (runtime/threads.py).
+    A call op whose CPU routine calls BLAS says how (`blas`, runtime/threads.py): "split"
+    from several of knetc's threads at once (the convolutions: programs with it, and its
+    eager calls, keep BLAS on one thread per call), "threads" from one thread for long,
+    wanting BLAS's own threads (the RNN's per-step GEMMs).
     grads: a tuple with, for each input, `g(dy, y, *xs, **params)` returning that
     input's gradient contribution, or None where the input is not differentiable.
 
@@ -125,14 +125,14 @@ class Op:
     """
 
     def __init__(self, name, rule, impl, grads, kind, scalar=None, decompose=None, lowering=None,
-                 blas_in_prange=False, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
+                 blas=None, *, float_valued=False, index_map=None, monoid=None, state_inputs=(),
                  simplify=None, constant=None, entries_of_input=False, matrix_transpose=False, inline_input=None,
                  input_gives_shape=False, input_check=None, view_index=None, eager_grad=None, cheap=False,
                  online=None):
         self.name, self.rule, self.impl = name, rule, impl
         self.grads = tuple(None if g is None else _in_input_dtype(g, i) for i, g in enumerate(grads))
         self.kind, self.scalar, self.decompose, self.lowering = kind, scalar, decompose, lowering or {}
-        self.blas_in_prange = blas_in_prange
+        self.blas = blas
         self.float_valued, self.index_map, self.monoid, self.state_inputs = float_valued, index_map, monoid, state_inputs
         self.simplify, self.constant, self.entries_of_input = simplify, constant, entries_of_input
         self.matrix_transpose, self.inline_input, self.input_gives_shape = matrix_transpose, inline_input, input_gives_shape
@@ -245,7 +245,7 @@ def evaluate(op, args, params):
                 op.checked.clear()
             op.checked.add(key)
     if op.kind == "call":  # the library routine may call BLAS: the thread count compiled code would use
-        threads.use_threads(threads.threads_for(op.blas_in_prange))
+        threads.use_threads(threads.threads_for(op.blas))
     return op.impl(*args, **params)
 
 

@@ -93,11 +93,11 @@ def _gradient_part(index):
 
 rnn_forward = register(Op(
     "rnn_forward", _forward_rule, _forward_impl, tuple(_gradient_part(i) for i in range(4)), "call",
-    lowering={"cpu": _CPU + "rnn_forward_cpu", "cuda": _CUDA + "rnn_forward_cuda"}))
+    lowering={"cpu": _CPU + "rnn_forward_cpu", "cuda": _CUDA + "rnn_forward_cuda"}, blas="threads"))
 
 rnn_backward = register(Op(
     "rnn_backward", _backward_rule, _backward_impl, (no_second_derivative("kn.RNN"),) * 6, "call",
-    lowering={"cpu": _CPU + "rnn_backward_cpu", "cuda": _CUDA + "rnn_backward_cuda"}))
+    lowering={"cpu": _CPU + "rnn_backward_cpu", "cuda": _CUDA + "rnn_backward_cuda"}, blas="threads"))
 
 
 def _slice_rule(packed, start, shape, head):
