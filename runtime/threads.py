@@ -17,11 +17,12 @@ Small GEMMs stay with BLAS's threads because waking a thread of knetc's costs ab
 on the 2-core VM of benchmarks/RESULTS.md (futexes through the hypervisor, and the GIL to
 start a call), where OpenBLAS's spinning workers start at once: a 100x784x64 GEMM took 97
 us on BLAS's 2 threads, 161 us split by knetc; 2048x128x512 1.62 and 1.63 ms. The
-Transformer's step, whose kernels are as large as its GEMMs, took 108 ms with knetc
-splitting everything against 131-138 ms with BLAS's threads (2026-12-05).
+Transformer's step, whose kernels are as large as its GEMMs, took 106-114 ms with knetc
+splitting everything against 126-138 ms with BLAS's threads (2026-12-05).
 
 The pool's workers wait for work spinning on a flag (without the GIL) for about SPIN_SECONDS
-after their last call, then sleep: a step's kernels follow each other closely."""
+after their last call, then sleep: a step's kernels follow each other closely. A round wakes
+only the workers it has calls for."""
 import ctypes
 import glob
 import os
@@ -152,12 +153,12 @@ def _wait_for(flags, index, value, spins):
 
 
 class _Pool:
-    """Worker threads that each run a list of calls per round. A round: the caller stores the
-    lists, advances the round number (flags[0]; a sleeping worker is woken), runs its own
-    calls and waits for each worker's done number (flags[8 * (k + 1)], a cache line each)."""
+    """Worker threads, each running a list of calls per round it takes part in. Worker k's
+    round number is flags[16 * k] (advanced by the caller, who wakes it if it sleeps), its
+    last finished round flags[16 * k + 8] (a cache line each)."""
 
     def __init__(self, n):
-        self.flags = np.zeros(8 * (n + 1), np.int64)
+        self.flags = np.zeros(16 * n, np.int64)
         self.calls, self.errors = [[] for _ in range(n)], [None] * n
         self.wake, self.busy = threading.Condition(), threading.Lock()
         self.spins, self.closed = int(SPIN_SECONDS * 1e9), False
@@ -168,9 +169,9 @@ class _Pool:
         flags, done = self.flags, 0
         while True:
             done += 1
-            if not _wait_for(flags, 0, done, self.spins):
+            if not _wait_for(flags, 16 * k, done, self.spins):
                 with self.wake:
-                    self.wake.wait_for(lambda: flags[0] >= done)
+                    self.wake.wait_for(lambda: flags[16 * k] >= done)
             if self.closed:
                 return
             try:
@@ -178,30 +179,30 @@ class _Pool:
                     function(*args)
             except BaseException as error:
                 self.errors[k] = error
-            flags[8 * (k + 1)] = done
+            flags[16 * k + 8] = done
 
     def run(self, calls):
-        """Run every (function, args) of calls, the first ones on the calling thread; False
-        (nothing run) when the pool is busy with another caller's round."""
+        """Run every (function, args) of calls, the first ones on the calling thread, the
+        others on as many workers as there are calls; False (nothing run) when the pool is
+        busy with another caller's round."""
         if not self.busy.acquire(blocking=False):
             return False
         try:
-            n = len(self.calls) + 1
+            n = min(len(self.calls) + 1, len(calls))
             mine, *theirs = [calls[k::n] for k in range(n)]
             for k, part in enumerate(theirs):
                 self.calls[k], self.errors[k] = part, None
             with self.wake:
-                self.flags[0] += 1
-                round_ = int(self.flags[0])
+                self.flags[0:16 * len(theirs):16] += 1
                 self.wake.notify_all()
             try:
                 for function, args in mine:
                     function(*args)
             finally:
                 for k in range(len(theirs)):
-                    while not _wait_for(self.flags, 8 * (k + 1), round_, self.spins):
+                    while not _wait_for(self.flags, 16 * k + 8, self.flags[16 * k], self.spins):
                         pass
-            error = next((e for e in self.errors if e is not None), None)
+            error = next((e for e in self.errors[:len(theirs)] if e is not None), None)
             if error is not None:
                 raise error
             return True
@@ -212,7 +213,7 @@ class _Pool:
         """End the workers (after the round under way)."""
         with self.busy, self.wake:
             self.closed = True
-            self.flags[0] += 1
+            self.flags[0::16] += 1
             self.wake.notify_all()
 
 
