@@ -199,9 +199,9 @@ class _Pool:
                 for function, args in mine:
                     function(*args)
             finally:
-                for k in range(len(theirs)):
+                for k in range(len(theirs)):  # (a worker without a core to run on: let it have ours)
                     while not _wait_for(self.flags, 16 * k + 8, self.flags[16 * k], self.spins):
-                        pass
+                        os.sched_yield()
             error = next((e for e in self.errors[:len(theirs)] if e is not None), None)
             if error is not None:
                 raise error
