@@ -50,6 +50,8 @@ def _operand(x):
     size = x.itemsize
     if x.strides[1] == size or x.shape[1] == 1:
         return ord("n"), max(x.strides[0] // size, x.shape[1], 1)
+    if x.strides[0] != size and x.shape[0] != 1:
+        raise ValueError("gemm: each matrix needs rows or columns of adjacent entries")
     return ord("t"), max(x.strides[1] // size, x.shape[0], 1)
 
 
@@ -67,11 +69,13 @@ def gemm_block(a, b, out, by_rows, lo, hi):
     if k == 0:
         out[:] = 0
         return
+    if out.strides[1] != out.itemsize and n != 1:
+        raise ValueError("gemm: out needs rows of adjacent entries")
     scalars = np.array([1, 0], dtype=out.dtype)  # alpha, beta
-    trans_b, ldb = _operand(b)
-    trans_a, lda = _operand(a)
+    (trans_b, ldb), (trans_a, lda) = _operand(b), _operand(a)
+    ldc = max(out.strides[0] // out.itemsize, n)
     _xxgemm(ord("s") if out.itemsize == 4 else ord("d"), trans_b, trans_a, n, m, k, _address(scalars),
-            _address(b), ldb, _address(a), lda, _address(scalars[1:]), _address(out), max(out.strides[0] // out.itemsize, n))
+            _address(b), ldb, _address(a), lda, _address(scalars[1:]), _address(out), ldc)
 
 
 def matmul(a, b, out):

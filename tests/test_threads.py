@@ -183,6 +183,17 @@ def test_gemm_blocks_of_rows_and_columns(dtype, trans_a, trans_b):
             assert np.isnan(out[rest]).all()
 
 
+def test_gemm_refuses_operands_without_an_adjacent_axis():
+    """BLAS reads a matrix through one leading dimension: a view strided on both axes would
+    be read wrongly, so it is refused (the drivers pass only contiguous or transposed ones)."""
+    from knetc.kernels.matmul import gemm
+    a = np.ones((8, 8), np.float32)
+    with pytest.raises(ValueError, match="adjacent"):
+        gemm(a[::2, ::2], a[:4, :4], np.empty((4, 4), np.float32))
+    with pytest.raises(ValueError, match="adjacent"):
+        gemm(a[:4, :4], a[:4, :4], np.empty((4, 8), np.float32)[:, ::2])
+
+
 @pytest.mark.parametrize("m,k,n", [(300, 200, 150), (150, 200, 301), (2, 3000, 1500)])
 def test_matmul_splits_large_gemms_across_the_pool(pool_of, monkeypatch, m, k, n):
     """While BLAS runs on one thread, a large GEMM is split by its longer side across
@@ -210,19 +221,23 @@ def test_matmul_splits_large_gemms_across_the_pool(pool_of, monkeypatch, m, k, n
 
 
 def test_programs_with_large_gemms_split_them(monkeypatch):
-    """The compiled program's BLAS thread count follows its GEMMs' sizes (threads_for)."""
+    """The compiled program's BLAS thread count follows its GEMMs' sizes (threads_for), and a
+    program whose GEMMs knetc splits computes what the eager function does, gradient too."""
     import knetc as kn
     if threads.threads_for() is None:
         pytest.skip("SciPy's OpenBLAS not found")
     monkeypatch.delenv("KNETC_BLAS_THREADS", raising=False)
 
-    @kn.compile
-    def f(x, w):
-        return kn.sum(kn.relu(x @ w))
-    runners = {}
+    def loss(w, x):
+        return kn.sum(kn.relu(x @ w) * x)
+    f = kn.compile(loss)
+    rng = np.random.default_rng(8)
+    chosen = {}
     for size in (16, 512):
-        x = np.ones((size, size), np.float32)
-        f(x, x)
+        x, w = (rng.standard_normal((size, size)).astype(np.float32) for _ in range(2))
+        value, grad = float(f(w, x)), kn.grad(f)(w, x)
         spec = [s for s in f.specializations() if s.executables()][-1]
-        runners[size] = spec.executables()[0]._runner.blas_threads
-    assert runners[16] == threads._default and runners[512] == 1
+        chosen[size] = spec.executables()[-1]._runner.blas_threads
+        np.testing.assert_allclose(value, float(loss(w, x)), rtol=1e-4)
+        np.testing.assert_allclose(grad, kn.grad(loss)(w, x), rtol=1e-4, atol=1e-3)
+    assert chosen[16] == threads._default and chosen[512] == 1
