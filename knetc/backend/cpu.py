@@ -1,6 +1,7 @@
 """CPU code generation: each kernel a shape-generic `numba.njit` loop nest whose outer loop
 runs over a range of rows it is given (so that the driver can split large outputs across
-threads: runtime.threads.in_parallel), and a Python driver that calls them and numpy's BLAS."""
+threads: runtime.threads.in_parallel), and a Python driver that calls them and BLAS
+(kernels/matmul.py; the Runner sets BLAS's threads for the program: runtime/threads.py)."""
 import numpy as np
 
 from ..ir.fuse import Call, Matmul
