@@ -8,6 +8,7 @@ import datetime
 import inspect
 import itertools
 import math
+import operator
 import os
 import uuid
 
@@ -333,6 +334,18 @@ def test_equality_of_containers_of_arrays_is_pythons_or_refused():
     refused(lists_of_arrays_equal, x, y, names="`==` of containers")
     assert containers_equal_by_structure(x, y)[0] == 22.0
     same(containers_equal_by_structure, x, y)
+
+
+def operator_module_comparisons(x, y):
+    return operator.eq(x, 1.0) * 1.0 + operator.ne(2.0, x) * 2.0 + operator.__eq__(x, y) * 4.0
+
+
+def test_operator_eq_and_ne_compare_arrays_as_numpy_does():
+    """operator.eq(x, 1.0) is `x == 1.0`: elementwise for arrays (compiled, it compared the
+    IR value by identity: all False)."""
+    x, y = np.array([1.0, 2.0, 1.0]), np.array([1.0, 0.0, 5.0])
+    np.testing.assert_array_equal(operator_module_comparisons(x, y), [7.0, 0.0, 3.0])
+    same(operator_module_comparisons, x, y)
 
 
 # ---------------------------------------------------------------- the loop variable after a loop region

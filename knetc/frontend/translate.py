@@ -788,9 +788,7 @@ class FunctionTranslator(ast.NodeVisitor):
         raise CompileError("`*` is only supported in calls and displays", self.filename, node.lineno)
 
     def visit_Call(self, node):
-        fn = self.eval(node.func)
-        args = self._elements(node.args)
-        kwargs = {}
+        fn, args, kwargs = self.eval(node.func), self._elements(node.args), {}
         for kw in node.keywords:  # (no name: **mapping)
             kwargs.update(self.eval(kw.value) if kw.arg is None else {kw.arg: self.eval(kw.value)})
         current_builder().loc = (self.filename, node.lineno)
@@ -808,6 +806,8 @@ class FunctionTranslator(ast.NodeVisitor):
             question = {type: lambda x: x if isinstance(x, type) else type(x), hasattr: lambda x: hasattr(x, args[1]),
                         isinstance: lambda x: issubclass(x, args[1]) if isinstance(x, type) else isinstance(x, args[1])}
             return self._as_python(args[0], question[fn], f"`{fn.__name__}()`")
+        if (fn is operator.eq or fn is operator.ne) and holds_var(args):  # as `x == y` (a Var's own == is identity)
+            return _ARRAY_COMPARE[ast.Eq if fn is operator.eq else ast.NotEq](*args)
         if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str):
             return self.attribute(args[0], args[1], *args[2:])  # as obj.name
         if fn is print and (where := current_builder().loc or (self.filename, None)) not in _PRINT_WARNED:
