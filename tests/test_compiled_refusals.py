@@ -348,6 +348,21 @@ def test_operator_eq_and_ne_compare_arrays_as_numpy_does():
     same(operator_module_comparisons, x, y)
 
 
+def powers_of_bools(b):
+    return b ** 2, b ** 3, b ** 2.0
+
+
+def test_a_bool_array_squared_is_int8_as_numpy_gives():
+    """numpy computes `b ** 2` of a bool array as np.square (int8), other powers as np.power
+    (int64 for a Python int): compiled code gives the same dtypes (it gave int64 for ** 2)."""
+    b = np.array([True, False, True])
+    expected = powers_of_bools(b)
+    got = kn.compile(powers_of_bools, target="cpu", cache=False)(b)
+    assert [g.dtype for g in got] == [e.dtype for e in expected] == [np.int8, np.int64, np.float64]
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
 # ---------------------------------------------------------------- the loop variable after a loop region
 
 XS = np.arange(12.0).reshape(4, 3)
