@@ -4,6 +4,7 @@ them) is guarded, so a change traces it again and the result equals the Python f
 on the new values; side effects that would happen only while tracing are refused with a
 CompileError at the user's line (print warns). Each result is compared with the uncompiled
 function (`f.fn`) on the same inputs, in float64."""
+import functools
 import inspect
 import math
 import random
@@ -595,3 +596,57 @@ def test_class_attributes_read_through_an_argument_are_guarded():
         assert compiled(m, x) == class_attribute_loss(m, x) == 30.0
     finally:
         WithClassAttributes.scale, WithClassAttributes.act = saved["scale"], saved["act"]
+
+
+def scaled(x, k=2.0, *, shift=0.0):
+    return x * k + shift
+
+
+@kn.compile(target="cpu")
+def uses_defaults(x):
+    return scaled(x)
+
+
+def test_rebound_defaults_of_a_helper_are_guarded():
+    """A helper's default arguments are read from the function: rebinding its __defaults__
+    or __kwdefaults__ traces again (they were guarded as first read: the old values stayed)."""
+    x = normal((2, 3), 41)
+    saved = scaled.__defaults__, scaled.__kwdefaults__
+    try:
+        same(uses_defaults, x)
+        scaled.__defaults__ = (7.0,)
+        assert np.allclose(same(uses_defaults, x), x * 7.0)
+        scaled.__kwdefaults__ = {"shift": 1.5}
+        assert np.allclose(same(uses_defaults, x), x * 7.0 + 1.5)
+    finally:
+        scaled.__defaults__, scaled.__kwdefaults__ = saved
+
+
+scale_by = functools.partial(scaled, k=2.0)
+WEIGHTS = normal((3,), 42)
+weigh = functools.partial(np.multiply, WEIGHTS)
+
+
+@kn.compile(target="cpu")
+def uses_partials(x):
+    return scale_by(x) + weigh(x)
+
+
+def test_functools_partial_helpers_are_guarded():
+    """A functools.partial's function and arguments are read from outside like any global's
+    contents: a changed keyword, a rebound partial or an array it holds changed in place
+    traces again (a partial was taken as a library function: none was guarded)."""
+    global scale_by
+    x = normal((2, 3), 43)
+    saved = scale_by
+    try:
+        same(uses_partials, x)
+        scale_by.keywords["k"] = 5.0
+        assert np.allclose(same(uses_partials, x), x * 5.0 + x * WEIGHTS)
+        scale_by = functools.partial(scaled, shift=1.0)
+        assert np.allclose(same(uses_partials, x), x * 2.0 + 1.0 + x * WEIGHTS)
+        WEIGHTS[0] = 10.0
+        same(uses_partials, x)
+    finally:
+        scale_by = saved
+        scale_by.keywords["k"] = 2.0

@@ -102,7 +102,7 @@ def _is_library(value):
     """Modules and functions of knetc, numpy and the standard helpers: functions are called
     as they are (they apply ops to Vars) instead of inlined, and need no guard."""
     module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None) or ""
-    return module.split(".")[0] in _LIBRARY_ROOTS
+    return module.split(".")[0] in _LIBRARY_ROOTS and not isinstance(value, functools.partial)  # (it holds the user's values)
 
 
 @functools.lru_cache(maxsize=None)
@@ -258,7 +258,7 @@ class Translation:
         self.inlining = []  # code objects of the functions being inlined, outermost first
         self.functions = set()  # code objects of everything translated (for the cache key)
         self.regions = []  # the loop regions being traced, outermost first (loops.py)
-        self.defaults = {}  # function -> {parameter: default value}: what the guards on its defaults read
+        self.defaults = {}  # function -> {"": function}: the root the guards on its defaults read from
 
     def source_key(self):
         """A digest of the source of every function translated into the program."""
@@ -384,11 +384,10 @@ class Translation:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as error:
             raise CompileError(f"calling {fn.__name__}: {error}") from None
-        defaults = self.defaults.setdefault(fn, {})  # (read from outside like a global: guarded)
-        for name, parameter in bound.signature.parameters.items():
-            if name not in bound.arguments and parameter.default is not parameter.empty:
-                defaults[name] = parameter.default
-                self.depend(parameter.default, defaults, name)
+        if any(n not in bound.arguments and p.default is not p.empty for n, p in bound.signature.parameters.items()):
+            holder = self.defaults.setdefault(fn, {"": fn})  # (guarded as read from the function: it may rebind them)
+            for attribute in ("__defaults__", "__kwdefaults__"):
+                self.depend(getattr(fn, attribute), holder, "", ((True, attribute),))
         bound.apply_defaults()
         self.functions.add(fn.__code__)
         # Room for the translator's frames: about a dozen per inlined call (Python's own call costs one).
@@ -472,8 +471,8 @@ class FunctionTranslator(ast.NodeVisitor):
             raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
-        operand = self.eval(node.value)
-        in_place = isinstance(current, (list, dict, set)) and _IN_PLACE.get(type(node.op))  # (every name sees it)
+        # a list, dict or set is changed in place (every name sees it)
+        operand, in_place = self.eval(node.value), isinstance(current, (list, dict, set)) and _IN_PLACE.get(type(node.op))
         value = in_place(current, operand) if in_place else self.operate(node.op, (current, operand), node)
         self.assign(node.target, _updated_in_place(current, value) if isinstance(current, Var) else value)
 
@@ -800,6 +799,8 @@ class FunctionTranslator(ast.NodeVisitor):
             raise NotALoop("the loop variable is passed to a function")  # (the loop unrolls: loops.py)
         if isinstance(fn, InnerFunction):
             return fn(*args, **kwargs)
+        if isinstance(fn, functools.partial):  # its function on its arguments (guarded: its keywords may change)
+            return self.call(self.attribute(fn, "func"), (*self.attribute(fn, "args"), *args), {**self.attribute(fn, "keywords"), **kwargs})
         if context.kind(fn) == "compiled":  # a @kn.compile function called here is traced inline
             fn = fn.fn
         if args and isinstance(args[0], Var) and any(fn is f for f in (type, isinstance, hasattr)):  # as for the array
