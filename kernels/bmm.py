@@ -9,20 +9,41 @@ with the flag, the transpose of the last two axes, taken as a view (no copy).
 
     >>> bmm_cpu(q, k, scores, trans_a=False, trans_b=True)   # scores[i] = q[i] @ k[i].T
 
-The CPU routine runs its GEMMs through BLAS (kernels/matmul.py's gemm) without the GIL,
-the batch split across knetc's threads when the product is large (runtime.threads.in_parallel:
-all of them while BLAS runs on one thread, see runtime/threads.py).
+The CPU routine runs its GEMMs through Numba's np.dot (SciPy's OpenBLAS, see
+kernels/matmul.py) without the GIL, the batch split across knetc's threads when the product
+is large (runtime.threads.in_parallel: all of them while BLAS runs on one thread, see
+runtime/threads.py). One function per pair of transposes: each compiles for its operands'
+layouts only (np.dot of a view that is neither C- nor F-contiguous would copy it).
 """
+import numpy as np
 from numba import njit
 
-from knetc.kernels.matmul import SPLIT_MIN, gemm
+from knetc.kernels.matmul import SPLIT_MIN
 from knetc.runtime.threads import in_parallel
 
 
 @njit(cache=True, nogil=True)
-def _bmm(a, b, out, trans_a, trans_b, lo, hi):
+def _bmm_nn(a, b, out, lo, hi):
     for i in range(lo, hi):
-        gemm(a[i].T if trans_a else a[i], b[i].T if trans_b else b[i], out[i])
+        np.dot(a[i], b[i], out[i])
+
+
+@njit(cache=True, nogil=True)
+def _bmm_nt(a, b, out, lo, hi):
+    for i in range(lo, hi):
+        np.dot(a[i], b[i].T, out[i])
+
+
+@njit(cache=True, nogil=True)
+def _bmm_tn(a, b, out, lo, hi):
+    for i in range(lo, hi):
+        np.dot(a[i].T, b[i], out[i])
+
+
+@njit(cache=True, nogil=True)
+def _bmm_tt(a, b, out, lo, hi):
+    for i in range(lo, hi):
+        np.dot(a[i].T, b[i].T, out[i])
 
 
 def _as3(x):
@@ -37,7 +58,8 @@ def bmm_cpu(a, b, out, trans_a=False, trans_b=False):
     if (a3.shape[1] if trans_a else a3.shape[2]) == 0:  # k == 0: a sum of nothing
         out3[...] = 0
         return
+    kernel = (_bmm_tt if trans_b else _bmm_tn) if trans_a else (_bmm_nt if trans_b else _bmm_nn)
     if out3.size * (a3.shape[1] if trans_a else a3.shape[2]) >= SPLIT_MIN:
-        in_parallel(_bmm, out3.shape[0], a3, b3, out3, trans_a, trans_b)
+        in_parallel(kernel, out3.shape[0], a3, b3, out3)
     else:
-        _bmm(a3, b3, out3, trans_a, trans_b, 0, out3.shape[0])
+        kernel(a3, b3, out3, 0, out3.shape[0])

@@ -19,10 +19,10 @@ The CPU routines are Python functions that cut the batch into chunks (_chunks) a
 them on the threads of runtime/threads.py (run_calls; each thread takes chunks from one
 queue until none are left, the calling thread too). A chunk is one call of _chunk, a Numba
 function (njit, nogil, cached) that runs its GEMM steps without the GIL: im2col of several
-samples side by side, one GEMM per group through kernels/matmul.py's gemm (SciPy's BLAS,
-whose threads runtime/threads.py sets; the function the drivers' dense GEMMs compile too),
-the columns moved to or from the samples, col2im. Several threads call BLAS at once, so
-the ops say blas="split": BLAS runs one thread per call. The
+samples side by side, one GEMM per group through kernels/matmul.py's matmul_cpu (Numba's
+np.dot: SciPy's BLAS, whose threads runtime/threads.py sets), the columns moved to or from
+the samples, col2im. Several threads call BLAS at once, so the ops say blas="split": BLAS
+runs one thread per call. The
 filter is flipped and scaled, and the filter gradient's chunk sums added, by numpy.
 
 Compile time (LeNet's shapes, float32, an empty Numba cache, 2-core VM, 2026-12-03): 2.6-2.8 s
@@ -32,7 +32,7 @@ with parallel=True, prange and np.dot inside: 18.3 s (conv4 4.4, conv4_dw 10.3, 
 3.6 s). LeNet's five convolution calls of a step, 2 threads: 9.1-9.7 ms against 10.4-10.7
 ms before; 15.2-15.5 against 15.9-16.1 ms with another process busy on one core. Measured
 alternatives: the GEMMs from Python between Numba pieces (im2col, column moves), numpy's or
-Numba's np.dot: 1.8 s of compilation but 10.0-10.8 and 16.3-17.9 ms: each GEMM step took the
+matmul_cpu: 1.8 s of compilation but 10.0-10.8 and 16.3-17.9 ms: each GEMM step took the
 GIL several times, and a thread that finds it taken waits for a wake-up (about 70 us on
 this VM); numpy's GEMMs would also need numpy's BLAS held on one thread, and numpy's
 strided copies did not run in parallel.
@@ -42,7 +42,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from knetc.kernels.matmul import gemm
+from knetc.kernels.matmul import matmul_cpu
 from knetc.kernels.rows import kernel
 from knetc.report import report
 from knetc.runtime import cudnn, threads
@@ -307,15 +307,15 @@ def _chunk(kind, w, x, y, geometry, group, lo, hi, B, colbuf, ybuf, prod):
         for g in range(group):
             filters, block = yb[g * Kg:(g + 1) * Kg], cols[g * rows:(g + 1) * rows]
             if kind == FWD:
-                gemm(w[g * Kg:(g + 1) * Kg], block, y[n0, g * Kg:(g + 1) * Kg] if b == 1 else filters)
+                matmul_cpu(w[g * Kg:(g + 1) * Kg], block, y[n0, g * Kg:(g + 1) * Kg] if b == 1 else filters)
                 if b > 1:
                     _columns(y, n0, g * Kg, filters, False)
             elif kind == BWD_DATA:
-                gemm(w[g * rows:(g + 1) * rows], filters, block)
+                matmul_cpu(w[g * rows:(g + 1) * rows], filters, block)
             elif n0 == lo:  # (0 + p is p: the same sums as accumulating from zeros)
-                gemm(filters, block.T, w[g * Kg:(g + 1) * Kg])
+                matmul_cpu(filters, block.T, w[g * Kg:(g + 1) * Kg])
             else:
-                gemm(filters, block.T, prod)
+                matmul_cpu(filters, block.T, prod)
                 for k in range(Kg):
                     wk, pk = w[g * Kg + k], prod[k]
                     for r in range(rows):

@@ -1,8 +1,9 @@
 """The CPU GEMMs, out = a @ b: `matmul(a, b, out)`, which generated drivers call, and
-`gemm(a, b, out)`, the same on the calling thread for Numba functions (the convolutions,
-batched products).
+`matmul_cpu(a, b, out)`, Numba's np.dot, for Numba functions (the convolutions, batched
+products): np.dot is lowered inside its caller, so it adds no function of its own to compile
+(a Numba function per operand layout costs about 0.3 s on a fresh install).
 
-They call SciPy's OpenBLAS (the BLAS Numba binds), whose threads knetc.runtime.threads sets.
+Both call SciPy's OpenBLAS (the BLAS Numba binds), whose threads knetc.runtime.threads sets.
 numpy's own np.dot would call numpy's separate OpenBLAS, whose threads, still spinning after
 a GEMM, took the cores from the parallel loops that followed: the CPU LeNet step ran about
 1.7x slower so.
@@ -11,11 +12,12 @@ a GEMM, took the cores from the parallel loops that followed: the CPU LeNet step
 (threads.splits_gemms: the program's GEMMs are large): the longer of out's rows and columns
 in blocks, one BLAS call each. An entry's sum may round differently with the blocks (BLAS's
 own blocking follows the sizes, as with its own threads). It calls BLAS's xgemm with
-leading dimensions, so that a block of a transposed operand needs no copy (np.dot copies
-an operand that is neither C- nor F-contiguous).
+leading dimensions and offsets, so that a transposed operand, or a block of one, needs no
+copy, and one compiled function serves every layout (np.dot compiles per layout and copies
+an operand that is neither C- nor F-contiguous; an operand that is neither here is copied).
 
     >>> matmul(a, b.T, out)       # float32 or float64 matrices; transposed views are fine
-    >>> gemm(a, b.T, out)         # inside a Numba function
+    >>> matmul_cpu(a, b.T, out)   # inside a Numba function
 """
 import numpy as np
 from numba import njit, types
@@ -35,59 +37,71 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
 
 
 @intrinsic
-def _address(typingctx, array):
-    """The address of array's first element (a view's, for a block of rows or columns)."""
+def _address(typingctx, array, offset):
+    """The address of array's entry number `offset` (of its flat C-order data)."""
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.bitcast(data, cgutils.voidptr_t)
-    return types.voidptr(array), codegen
+        return builder.bitcast(builder.gep(data, [args[1]]), cgutils.voidptr_t)
+    return types.voidptr(array, offset), codegen
 
 
 @njit(cache=True, nogil=True)
-def _operand(x):
-    """x as BLAS (column-major) reads it: ('n', leading dimension) where x's rows are
-    contiguous (BLAS sees x.T), else ('t', ...) (x is a transposed view)."""
-    size = x.itemsize
-    if x.strides[1] == size or x.shape[1] == 1:
-        return ord("n"), max(x.strides[0] // size, x.shape[1], 1)
-    if x.strides[0] != size and x.shape[0] != 1:
-        raise ValueError("gemm: each matrix needs rows or columns of adjacent entries")
-    return ord("t"), max(x.strides[1] // size, x.shape[0], 1)
-
-
-@njit(cache=True, nogil=True)
-def gemm_block(a, b, out, by_rows, lo, hi):
-    """out[lo:hi] = a[lo:hi] @ b (by_rows), else out[:, lo:hi] = a @ b[:, lo:hi]; out's rows
-    contiguous. BLAS is column-major, so it computes out.T = b.T @ a.T."""
+def _gemm(a, b, out, trans_a, trans_b, by_rows, lo, hi):
+    """out = op(a) @ op(b) on out's rows lo..hi (by_rows) or its columns lo..hi; a, b and out
+    C-contiguous, op(x) x.T where trans_. Blocks are addressed by offsets, not slices, so
+    this compiles once per dtype. BLAS is column-major: it computes out.T = op(b).T @ op(a).T,
+    reading each row-major array as its transpose (leading dimension: its row's length)."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
     if by_rows:
-        a, out = a[lo:hi], out[lo:hi]
+        m, a_at, b_at, out_at = hi - lo, lo * (1 if trans_a else a.shape[1]), 0, lo * n
     else:
-        b, out = b[:, lo:hi], out[:, lo:hi]
-    m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    if m == 0 or n == 0:
+        n, a_at, b_at, out_at = hi - lo, 0, lo * (b.shape[1] if trans_b else 1), lo
+    if m <= 0 or n <= 0:
         return
-    if k == 0:
-        out[:] = 0
+    if k == 0:  # a sum of nothing
+        if by_rows:
+            out[lo:hi] = 0
+        else:
+            out[:, lo:hi] = 0
         return
-    if out.strides[1] != out.itemsize and n != 1:
-        raise ValueError("gemm: out needs rows of adjacent entries")
     scalars = np.array([1, 0], dtype=out.dtype)  # alpha, beta
-    (trans_b, ldb), (trans_a, lda) = _operand(b), _operand(a)
-    ldc = max(out.strides[0] // out.itemsize, n)
-    _xxgemm(ord("s") if out.itemsize == 4 else ord("d"), trans_b, trans_a, n, m, k, _address(scalars),
-            _address(b), ldb, _address(a), lda, _address(scalars[1:]), _address(out), ldc)
+    _xxgemm(ord("s") if out.itemsize == 4 else ord("d"), ord("t") if trans_b else ord("n"), ord("t") if trans_a else ord("n"),
+            n, m, k, _address(scalars, 0), _address(b, b_at), b.shape[1], _address(a, a_at), a.shape[1],
+            _address(scalars, 1), _address(out, out_at), out.shape[1])
+
+
+def _stored(x):
+    """(x as a C-contiguous array, whether it is that array transposed): a transposed view
+    is read through its array; another view is copied."""
+    if x.flags.c_contiguous:
+        return x, False
+    if x.T.flags.c_contiguous:
+        return x.T, True
+    return np.ascontiguousarray(x), False
+
+
+def gemm_block(a, b, out, by_rows, lo, hi):
+    """out[lo:hi] = a[lo:hi] @ b (by_rows), else out[:, lo:hi] = a @ b[:, lo:hi]."""
+    (a, trans_a), (b, trans_b) = _stored(a), _stored(b)
+    if not out.flags.c_contiguous:
+        raise ValueError("matmul: out must be C-contiguous")
+    _gemm(a, b, out, trans_a, trans_b, by_rows, lo, hi)
 
 
 def matmul(a, b, out):
     """out = a @ b (float32 or float64 matrices of out's dtype, out C-contiguous)."""
+    (a, trans_a), (b, trans_b) = _stored(a), _stored(b)
+    if not out.flags.c_contiguous:
+        raise ValueError("matmul: out must be C-contiguous")
     m, n = out.shape
-    if threads.splits_gemms() and m * n * a.shape[1] >= SPLIT_MIN and max(m, n) > 1:
-        threads.in_parallel(gemm_block, max(m, n), a, b, out, m >= n)
+    k = a.shape[0] if trans_a else a.shape[1]
+    if threads.splits_gemms() and m * n * k >= SPLIT_MIN and max(m, n) > 1:
+        threads.in_parallel(_gemm, max(m, n), a, b, out, trans_a, trans_b, m >= n)
     else:
-        gemm(a, b, out)
+        _gemm(a, b, out, trans_a, trans_b, True, 0, m)
 
 
 @njit(cache=True, nogil=True)
-def gemm(a, b, out):
-    """out = a @ b (a Numba function's; its rows contiguous)."""
-    gemm_block(a, b, out, True, 0, out.shape[0])
+def matmul_cpu(a, b, out):
+    np.dot(a, b, out)

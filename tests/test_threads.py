@@ -163,14 +163,14 @@ def _operands(rng, m, k, n, trans_a, trans_b, dtype):
 def test_gemm_blocks_of_rows_and_columns(dtype, trans_a, trans_b):
     """gemm_block writes its block of out and nothing else, for transposed views too (BLAS's
     leading dimensions: no copies), against a float64 product."""
-    from knetc.kernels.matmul import gemm, gemm_block
+    from knetc.kernels.matmul import gemm_block
     rng = np.random.default_rng(5)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
     for m, k, n in [(37, 19, 23), (1, 5, 7), (6, 4, 1), (1, 1, 1), (3, 0, 4)]:
         a, b = _operands(rng, m, k, n, trans_a, trans_b, dtype)
         ref = a.astype(np.float64) @ b.astype(np.float64)
         out = np.full((m, n), np.nan, dtype)
-        gemm(a, b, out)
+        gemm_block(a, b, out, True, 0, m)
         np.testing.assert_allclose(out, ref, **tol)
         for by_rows, length in ((True, m), (False, n)):
             out = np.full((m, n), np.nan, dtype)
@@ -183,15 +183,16 @@ def test_gemm_blocks_of_rows_and_columns(dtype, trans_a, trans_b):
             assert np.isnan(out[rest]).all()
 
 
-def test_gemm_refuses_operands_without_an_adjacent_axis():
-    """BLAS reads a matrix through one leading dimension: a view strided on both axes would
-    be read wrongly, so it is refused (the drivers pass only contiguous or transposed ones)."""
-    from knetc.kernels.matmul import gemm
-    a = np.ones((8, 8), np.float32)
-    with pytest.raises(ValueError, match="adjacent"):
-        gemm(a[::2, ::2], a[:4, :4], np.empty((4, 4), np.float32))
-    with pytest.raises(ValueError, match="adjacent"):
-        gemm(a[:4, :4], a[:4, :4], np.empty((4, 8), np.float32)[:, ::2])
+def test_matmul_of_other_views_and_its_out():
+    """An operand strided on both axes is copied (BLAS reads a matrix through one leading
+    dimension); an out that is not C-contiguous is refused (the drivers allocate theirs)."""
+    from knetc.kernels.matmul import matmul
+    a = np.arange(64, dtype=np.float32).reshape(8, 8)
+    out = np.empty((4, 4), np.float32)
+    matmul(a[::2, ::2], a[:4, 1:5].T, out)
+    np.testing.assert_allclose(out, a[::2, ::2].astype(np.float64) @ a[:4, 1:5].T, rtol=1e-6)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        matmul(a[:4, :4], a[:4, :4], np.empty((4, 8), np.float32)[:, ::2])
 
 
 @pytest.mark.parametrize("m,k,n", [(300, 200, 150), (150, 200, 301), (2, 3000, 1500)])
@@ -205,12 +206,12 @@ def test_matmul_splits_large_gemms_across_the_pool(pool_of, monkeypatch, m, k, n
     monkeypatch.setattr(threads, "_current", None)
     threads.use_threads(1)
     blocks = []
-    block = kmatmul.gemm_block
+    block = kmatmul._gemm
 
     def recorded(*args):
         blocks.append(args[-2:])
         block(*args)
-    monkeypatch.setattr(kmatmul, "gemm_block", recorded)
+    monkeypatch.setattr(kmatmul, "_gemm", recorded)
     assert threads.splits_gemms() and m * k * n >= kmatmul.SPLIT_MIN
     a, b = _operands(np.random.default_rng(6), m, k, n, True, False, np.float32)
     out = np.empty((m, n), np.float32)
