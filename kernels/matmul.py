@@ -81,25 +81,29 @@ def _stored(x):
     return np.ascontiguousarray(x), False
 
 
-def gemm_block(a, b, out, by_rows, lo, hi):
-    """out[lo:hi] = a[lo:hi] @ b (by_rows), else out[:, lo:hi] = a @ b[:, lo:hi]."""
-    (a, trans_a), (b, trans_b) = _stored(a), _stored(b)
+def _operands(a, b, out):
+    """_gemm's first five arguments for out = a @ b."""
     if not out.flags.c_contiguous:
         raise ValueError("matmul: out must be C-contiguous")
-    _gemm(a, b, out, trans_a, trans_b, by_rows, lo, hi)
+    (a, trans_a), (b, trans_b) = _stored(a), _stored(b)
+    return a, b, out, trans_a, trans_b
+
+
+def gemm_block(a, b, out, by_rows, lo, hi):
+    """out[lo:hi] = a[lo:hi] @ b (by_rows), else out[:, lo:hi] = a @ b[:, lo:hi]."""
+    _gemm(*_operands(a, b, out), by_rows, lo, hi)
 
 
 def matmul(a, b, out):
     """out = a @ b (float32 or float64 matrices of out's dtype, out C-contiguous)."""
-    (a, trans_a), (b, trans_b) = _stored(a), _stored(b)
-    if not out.flags.c_contiguous:
-        raise ValueError("matmul: out must be C-contiguous")
+    operands = _operands(a, b, out)
+    a, trans_a = operands[0], operands[3]
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     if threads.splits_gemms() and m * n * k >= SPLIT_MIN and max(m, n) > 1:
-        threads.in_parallel(_gemm, max(m, n), a, b, out, trans_a, trans_b, m >= n)
+        threads.in_parallel(_gemm, max(m, n), *operands, m >= n)
     else:
-        _gemm(a, b, out, trans_a, trans_b, True, 0, m)
+        _gemm(*operands, True, 0, m)
 
 
 @njit(cache=True, nogil=True)
