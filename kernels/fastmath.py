@@ -27,8 +27,8 @@ The coefficients are this project's own least-squares fits on Chebyshev nodes (f
 references: numpy's expm1 and tanh, scipy.special's erf and erfc), rounded to float32;
 erf32's are described where they are defined.
 
-Only CPU kernels call them (`_Context.vector_call` imports `exp32_cpu`), and only where the
-loop vectorizes (`_Context.vectorizes`): elementwise loops, and the row buffer that a
+Only CPU kernels call them (`_Context.vector_call` imports `exp32_cpu`; the reductions' max and
+min below have CUDA flavours too), and only where the loop vectorizes (`_Context.vectorizes`): elementwise loops, and the row buffer that a
 reduction over one axis fills before adding its entries in order. An accumulation over
 several axes keeps the C library's functions, which are faster than this code one element
 at a time; CUDA has fast single-precision functions of its own.
@@ -38,7 +38,9 @@ at a time; CUDA has fast single-precision functions of its own.
 """
 import math
 
+import llvmlite.ir as ir
 from numba import float32, int32, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 LOG2E = float32(1.4426950408889634)
@@ -149,3 +151,38 @@ def erf32_cpu(x):
     v = b - float32(1.0)
     large = float32(1.0) - _horner_fused(v, ERFC_P) / _horner_fused(v, ERFC_Q)
     return math.copysign(small if a < float32(1.0) else large, x)  # (NaN: large is NaN)
+
+
+# A reduction's max or min propagates NaN as numpy's. As a select (`v if v > acc or v != v
+# else acc`) LLVM runs it one entry at a time; LLVM's llvm.maximum and llvm.minimum (IEEE
+# 754-2019: a NaN wins, and -0 < +0) vectorize as a reduction: a row max over 2048 x 256
+# float32 entries took 50-57 us against 320-330 us as the select.
+
+def _ieee_extreme(name):
+    @intrinsic
+    def extreme(typingctx, a, b):
+        if not (isinstance(a, types.Float) and a == b):
+            return None
+
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            suffix = "f32" if t == ir.FloatType() else "f64"
+            return builder.call(cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t]),
+                                                               f"llvm.{name}.{suffix}"), args)
+        return a(a, b), codegen
+    return extreme
+
+
+maximum_cpu, minimum_cpu = _ieee_extreme("maximum"), _ieee_extreme("minimum")
+_CUDA_SELECTS = {"maximum_cuda": lambda acc, v: v if v > acc or v != v else acc,
+                 "minimum_cuda": lambda acc, v: v if v < acc or v != v else acc}
+
+
+def __getattr__(attribute):
+    """maximum_cuda, minimum_cuda: the selects as CUDA device functions, built on first use
+    (so CPU-only programs never import numba.cuda)."""
+    if attribute not in _CUDA_SELECTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
+    from numba import cuda
+    globals()[attribute] = compiled = cuda.jit(device=True, inline="always")(_CUDA_SELECTS[attribute])
+    return compiled

@@ -147,3 +147,42 @@ def test_a_loop_calling_them_vectorizes(name):
     apply(x, np.empty_like(x))
     llvm = "\n".join(apply.inspect_llvm().values())
     assert re.search(r"<\d+ x float>", llvm), f"{name}32_cpu: the loop did not vectorize"
+
+
+def _row_extremes(extreme):
+    @njit(error_model="numpy")
+    def rows(x, out):
+        for i in range(x.shape[0]):
+            acc = x.dtype.type(np.inf) if extreme is fastmath.minimum_cpu else x.dtype.type(-np.inf)
+            for j in range(x.shape[1]):
+                acc = extreme(acc, x[i, j])
+            out[i] = acc
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_reduction_extremes_propagate_nan_and_vectorize(name, dtype):
+    # A row max/min reduced with the helpers a generated kernel calls: numpy's values, a
+    # NaN anywhere in the row (first, middle, last entry) wins, and the loop runs in
+    # vector registers (the select it replaces ran one entry at a time).
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 67)).astype(dtype)
+    x[1, 0] = x[2, 33] = x[3, 66] = np.nan
+    x[4] = -np.inf
+    x[5, 10] = np.inf
+    out = np.empty(7, dtype)
+    rows = _row_extremes(getattr(fastmath, f"{name}_cpu"))
+    rows(x, out)
+    expected = getattr(np, {"maximum": "max", "minimum": "min"}[name])(x, axis=1)
+    np.testing.assert_array_equal(out, expected)
+    packed = {np.float32: "ps", np.float64: "pd"}[dtype]
+    assert re.search(rf"\bv?{name[:3]}{packed}\b", rows.inspect_asm(rows.signatures[0]))
+
+
+@pytest.mark.parametrize("name", ["maximum", "minimum"])
+def test_reduction_extremes_cuda_flavour_is_the_numpy_select(name):
+    select = fastmath._CUDA_SELECTS[f"{name}_cuda"]
+    ufunc = getattr(np, name)
+    for acc, v in [(1.0, 2.0), (2.0, 1.0), (np.nan, 1.0), (1.0, np.nan), (-np.inf, 3.0), (np.nan, np.nan)]:
+        np.testing.assert_array_equal(select(np.float32(acc), np.float32(v)), ufunc(np.float32(acc), np.float32(v)))

@@ -314,15 +314,14 @@ class KernelBody:
     def _step(self, v, dtype, monoid, accumulator, local=False):
         """The lines adding the entry `v` to `accumulator`; local: through a local variable
         (the accumulator is an array's entry)."""
-        lines, step = [], monoid.step
-        if monoid.float_step is not None and np.issubdtype(np.dtype(dtype), np.floating):
-            entry = self._fresh()  # the template reads the entry three times
-            lines.append(f"{entry} = {v}")
-            v, step = entry, monoid.float_step
+        step = monoid.step
+        if monoid.float_helper is not None and np.issubdtype(np.dtype(dtype), np.floating):
+            self.helpers.add(monoid.float_helper)
+            step = f"{{acc}} = {import_alias(monoid.float_helper)}({{acc}}, {{v}})"
         if not local:
-            return lines + [step.format(acc=accumulator, v=v)]
+            return [step.format(acc=accumulator, v=v)]
         total = self._fresh()
-        return lines + [f"{total} = {accumulator}", step.format(acc=total, v=v), f"{accumulator} = {total}"]
+        return [f"{total} = {accumulator}", step.format(acc=total, v=v), f"{accumulator} = {total}"]
 
     def _streams(self, shape, axes, index):
         """Does a reduction of a value of `shape` over `axes` at `index` stream its input?

@@ -367,13 +367,14 @@ def normalize_axes(name, dims, ndim):
 
 class Monoid(NamedTuple):
     """How a reduction's kernel accumulates: `start(dtype)` is the accumulator's first value,
-    `step` the statement adding entry {v} to it ({acc}), and `float_step` the statement for
-    floating dtypes where it differs (max/min propagate NaN as numpy's; it reads {v} thrice).
+    `step` the statement adding entry {v} to it ({acc}), and `float_helper` the scalar helper
+    ("module:function", see backend/expressions.py `_Context.call`) that does it for floating
+    dtypes where it differs: `acc = helper(acc, v)` (max/min propagate NaN as numpy's).
     wide: a CPU kernel accumulates float32 in float64 along a row (sums: in float32, one
     entry after another, a million entries lose two digits; numpy adds pairwise)."""
     start: Callable
     step: str
-    float_step: str = None
+    float_helper: str = None
     wide: bool = False
 
 

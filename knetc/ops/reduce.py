@@ -36,13 +36,13 @@ def _extreme_grad(dy, y, x, axes):
 reduce_max = register(Op(
     "reduce_max", reduce_rule("maximum", identity=False), lambda x, axes: np.max(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(-1), "{acc} = {v} if {v} > {acc} else {acc}",
-                                              "{acc} = {v} if {v} > {acc} or {v} != {v} else {acc}"), online="row_max"))
+                                              "knetc.kernels.fastmath:maximum"), online="row_max"))
 
 
 reduce_min = register(Op(
     "reduce_min", reduce_rule("minimum", identity=False), lambda x, axes: np.min(x, axis=axes, keepdims=True),
     (_extreme_grad,), "reduce", monoid=Monoid(_extreme_start(1), "{acc} = {v} if {v} < {acc} else {acc}",
-                                              "{acc} = {v} if {v} < {acc} or {v} != {v} else {acc}")))
+                                              "knetc.kernels.fastmath:minimum")))
 
 
 def _prod_grad(dy, y, x, axes):
