@@ -49,8 +49,8 @@ def sgd_cpu(w, g, scale, lr):
 def momentum_cpu(w, g, v, scale, lr, gamma):
     for i in range(w.size):
         gi = scale * g[i]
-        v[i] = gamma * v[i] - lr * gi
-        w[i] += v[i]
+        v[i] = gamma * v[i] + lr * gi
+        w[i] -= v[i]
 
 
 @cpu_kernel
@@ -111,9 +111,9 @@ def momentum_cuda(w, g, v, scale, lr, gamma):
     i = cuda.grid(1)
     if i < w.size:
         gi = scale * g[i]
-        vi = gamma * v[i] - lr * gi
+        vi = gamma * v[i] + lr * gi
         v[i] = vi
-        w[i] += vi
+        w[i] -= vi
 
 
 @cuda.jit
@@ -203,11 +203,11 @@ def fill_cuda(x, value):
 
 @cuda.jit
 def clip_scale_cuda(sumsq, gclip, scale):
-    """scale[0] = gclip / norm when norm = sqrt(sumsq[0]) > gclip, else 1 (one thread; Knet's
-    gclip), stored in the gradient's dtype."""
+    """scale[0] = gclip / norm unless norm = sqrt(sumsq[0]) <= gclip, then 1 (one thread; Knet's
+    gclip: a NaN norm makes the whole gradient NaN), stored in the gradient's dtype."""
     if cuda.grid(1) == 0:
         norm = math.sqrt(sumsq[0])
-        scale[0] = gclip / norm if norm > gclip else 1.0
+        scale[0] = 1.0 if norm <= gclip else gclip / norm
 
 
 @cuda.jit

@@ -163,3 +163,10 @@ def test_linreg_example_recovers_weights():
     losses = [float(line.split()[-1]) for line in lines if line.startswith("epoch")]
     assert len(losses) == 11 and losses[-1] < 0.01 * losses[0] and losses[-1] < losses[1]
     assert float(lines[-1].split()[-1]) < 0.01  # largest error in w and b
+
+
+def test_goldensection_continues_while_a_step_is_as_long_as_dxmin():
+    # Knet loops `while maximum(abs.(dx)) >= dxmin`: with dxmin = 1 the first unit step is
+    # tried (stopping at > dxmin returned the start point after one evaluation).
+    fmin, xmin = kn.goldensection(lambda x: (x[0] - 5) ** 2, 1, dxmin=1.0)
+    assert xmin[0] > 4 and fmin < 1

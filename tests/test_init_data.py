@@ -64,6 +64,22 @@ def test_xavier_normal_and_gaussian_statistics():
     assert g.dtype == np.float32 and np.std(g) < 0.02
 
 
+def test_seed_of_any_size_reseeds_everything_or_nothing():
+    # 2**63 failed in the dropout counter after the main generator had been reseeded.
+    kn.seed_(2 ** 63)
+    a = kn.gaussian(4)
+    kn.seed_(2 ** 63)
+    np.testing.assert_array_equal(kn.gaussian(4), a)
+    kn.seed_(7)
+    b = kn.gaussian(4)
+    with pytest.raises(ValueError, match="0 or more"):
+        kn.seed_(-1)
+    with pytest.raises(TypeError):
+        kn.seed_(1.5)
+    kn.seed_(7)
+    np.testing.assert_array_equal(kn.gaussian(4), b)
+
+
 def test_seed_reproducible():
     kn.seed_(42)
     a = [kn.xavier(5, 4), kn.gaussian(3), kn.param(2, 3).value]

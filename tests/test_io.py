@@ -575,3 +575,15 @@ def test_loading_some_names_decodes_only_those(tmp_path):
         kn.load(path, "nosuch")
     with pytest.raises(ValueError, match="not registered"):
         kn.load(path)
+
+
+def test_an_entry_marked_encrypted_is_a_corrupt_file(tmp_path):
+    # zipfile asks for a password (a RuntimeError without the path); kn.load names the file.
+    path = tmp_path / "enc.knetc"
+    kn.save(path, w=np.ones(3))
+    data = bytearray(path.read_bytes())
+    directory = data.find(b"PK\x01\x02")  # the first central-directory entry; its flags at +8
+    data[directory + 8] |= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"enc\.knetc.*encrypted"):
+        kn.load(path)

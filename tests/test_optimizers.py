@@ -27,8 +27,8 @@ def reference_step(opt, w, g, state):
     if name == "SGD":
         return w - opt.lr * g
     if name == "Momentum":
-        v = state["v"] = opt.gamma * state.get("v", zeros) - opt.lr * g
-        return w + v
+        v = state["v"] = opt.gamma * state.get("v", zeros) + opt.lr * g
+        return w - v
     if name == "Nesterov":
         v = state.get("v", zeros)
         w = w - opt.gamma * v
@@ -79,6 +79,8 @@ def test_steps_match_numpy_reference(cls, gclip):
         np.testing.assert_allclose(w, expected, rtol=1e-12, atol=1e-12)
     if cls is kn.Adam:
         assert opt.t == 3
+    if cls is kn.Momentum:  # the state as Knet keeps it (velocity = gamma velocity + lr g; w -= velocity)
+        np.testing.assert_allclose(opt.velocity, state["v"], rtol=1e-12)
 
 
 def test_defaults_are_knets():
@@ -122,6 +124,42 @@ def test_gclip_scales_only_gradients_above_the_norm():
     w = np.zeros(2)
     kn.update_(w, np.array([3.0, 4.0]), kn.SGD(lr=1.0, gclip=10.0))  # below: unchanged
     np.testing.assert_allclose(w, [-3.0, -4.0])
+
+
+def test_gclip_of_a_gradient_with_nan_makes_it_all_nan_as_knet():
+    # Knet: gnorm <= gclip ? g : g * gclip/gnorm; a NaN norm fails the test, so every entry is
+    # NaN. (Skipping the clip let the finite entries take a full, unclipped step.)
+    w = np.zeros(3)
+    kn.update_(w, np.array([np.nan, 100.0, 100.0]), kn.SGD(lr=1.0, gclip=1.0))
+    assert np.isnan(w).all()
+
+
+@pytest.mark.parametrize("hyper", [dict(lr=None), dict(lr="x"), dict(lr=float("nan")), dict(gclip=-1.0),
+                                   dict(eps=None), dict(lr=True)])
+def test_bad_hyperparameters_are_refused_by_the_constructor(hyper):
+    cls = kn.Adagrad
+    with pytest.raises((TypeError, ValueError), match=next(iter(hyper))):
+        cls(**hyper)
+    with pytest.raises(TypeError, match="t "):
+        kn.Adam(t=1.5)
+
+
+def test_a_hyperparameter_changed_to_a_bad_value_fails_before_any_weight_changes():
+    # np.float64(None) is NaN: lr=None turned the weights into NaN. And a bad optimizer later in
+    # the list must not leave the earlier weights updated.
+    w1, w2 = np.ones(2), np.ones(2)
+    bad = kn.Adam()
+    bad.lr = None
+    with pytest.raises(TypeError, match="lr must be"):
+        kn.update_([w1, w2], [np.ones(2), np.ones(2)], [kn.SGD(lr=0.1), bad])
+    assert np.all(w1 == 1) and np.all(w2 == 1) and bad.t == 0 and bad.fstm is None
+
+
+def test_gradients_in_another_structure_than_the_weights_are_refused_clearly():
+    with pytest.raises(TypeError, match="weights are a dict but the gradients a list"):
+        kn.update_({"a": np.ones(2)}, [np.ones(2)])
+    with pytest.raises(KeyError, match="no optimizer for it"):
+        kn.update_({"a": np.ones(2), "b": np.ones(2)}, {"a": np.ones(2), "b": np.ones(2)}, {"a": kn.Adam()})
 
 
 @pytest.mark.parametrize("cls", [kn.SGD, kn.Adam, kn.Momentum])

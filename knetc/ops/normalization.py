@@ -283,7 +283,7 @@ _GOLDEN, _MIX1, _MIX2 = _U64(0x9E3779B97F4A7C15), _U64(0xBF58476D1CE4E5B9), _U64
 def reseed_dropout(n):
     """Restart the unseeded masks' counter from the integer n (kn.seed_): the same calls
     then draw the same masks."""
-    on_host(_COUNTER)[0] = int(_mix(np.array([n], dtype=np.int64).astype(_U64) * _GOLDEN)[0] >> _U64(1))
+    on_host(_COUNTER)[0] = int(_mix(np.array([n % 2 ** 64], dtype=_U64) * _GOLDEN)[0] >> _U64(1))
 
 
 def _mix(z):

@@ -29,7 +29,7 @@ def goldensection(f, n, dxmin=0.1, accel=GOLDEN, verbose=False, history=None):
       from the new point;
     - otherwise (NaN counts as f0 + df[i], a failure) the step reverses and shrinks
       (dx[i] = -dx[i]/accel), df[i] becomes (f1 - f0)/accel, and -1 once |dx[i]| < dxmin.
-    It stops when every |dx[i]| <= dxmin.
+    It stops when every |dx[i]| < dxmin (as Knet's `while maximum(abs.(dx)) >= dxmin`).
 
     `history` is a cache of [(x, f(x)), ...]: points already evaluated (equal up to a
     relative tolerance of sqrt(eps), as Julia's isapprox) are not evaluated again; pass a
@@ -63,7 +63,7 @@ def goldensection(f, n, dxmin=0.1, accel=GOLDEN, verbose=False, history=None):
     f0 = feval(x0)
     dx = np.ones(n)
     df = np.full(n, np.inf)
-    while np.max(np.abs(dx)) > dxmin:
+    while np.max(np.abs(dx)) >= dxmin:
         i = int(np.argmax(df))
         x1 = x0.copy()
         x1[i] += dx[i]

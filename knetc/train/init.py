@@ -37,8 +37,10 @@ def seed_(n):
     Example: ``kn.seed_(1); w = kn.param(10, 5)  # the same w in every run``"""
     if not isinstance(n, numbers.Integral) or isinstance(n, bool):
         raise TypeError(f"seed_: the seed must be an integer, got {n!r}")
+    if n < 0:
+        raise ValueError(f"seed_: the seed must be 0 or more, got {n}")
     # Reseed in place, so that code holding `rng()` sees the new stream too.
-    _RNG.bit_generator.state = np.random.PCG64(int(n)).state
+    _RNG.bit_generator.state = np.random.PCG64(int(n)).state  # (any size of int; the rest cannot fail)
     reseed_dropout(int(n))
     SEED[0] = int(n)
     rnn_kernels = sys.modules.get("knetc.kernels.rnn_cpu")  # (once loaded: layers._rnn_kernels seeds it then)

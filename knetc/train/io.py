@@ -478,6 +478,8 @@ def _open_checked(f):
                 raise ValueError(f"unexpected entry {info.filename!r:.100}")
             if info.compress_type != zipfile.ZIP_STORED or max(info.file_size, info.compress_size) > total:
                 raise ValueError(f"entry {info.filename!r} is compressed or larger than the file")
+            if info.flag_bits & 0x1:  # (zipfile would ask for a password: a RuntimeError)
+                raise ValueError(f"entry {info.filename!r} is marked encrypted")
         return z
     except BaseException:
         z.close()

@@ -10,7 +10,7 @@ writes the weight and its state in place.
 Given a weight w and its gradient g (Knet's formulas):
 
     SGD       w = w - lr * g
-    Momentum  v = gamma * v - lr * g;  w = w + v
+    Momentum  v = gamma * v + lr * g;  w = w - v
     Nesterov  w = w - gamma * v;  v = gamma * v - lr * g;  w = w + (1 + gamma) * v
     Adagrad   G = G + g^2;  w = w - lr * g / sqrt(G + eps)
     Rmsprop   G = rho * G + (1 - rho) * g^2;  w = w - lr * g / sqrt(G + eps)
@@ -19,7 +19,8 @@ Given a weight w and its gradient g (Knet's formulas):
     Adam      t = t + 1;  m = beta1 * m + (1 - beta1) * g;  v = beta2 * v + (1 - beta2) * g^2
               w = w - lr / (sqrt(v / (1 - beta2^t)) + eps) * (m / (1 - beta1^t))
 
-`gclip` (every optimizer): if norm(g) > gclip > 0, g is first scaled to norm gclip.
+`gclip` (every optimizer): if norm(g) > gclip > 0, g is first scaled to norm gclip (a NaN
+norm, as Knet's `gnorm <= gclip ? g : g * gclip/gnorm`, makes all of g NaN).
 
 The defaults are Knet 1.4's (the table DEFAULTS below), shared by the constructors and the
 training iterators (`kn.sgd(f, data)`, ... in knetc.train.iterators), so they cannot drift.
@@ -29,6 +30,7 @@ given (writeable floating-point weight, matching shape, a gradient castable to t
 dtype, state of the right shape) and prepares the gradients and any new
 state, then runs the kernels; a bad pair raises before any weight or state has changed.
 """
+import math
 import numbers
 
 import numpy as np
@@ -99,6 +101,20 @@ class Optimizer:
     def _scalars(self):
         raise NotImplementedError
 
+    def _check(self):
+        """Refuse hyperparameters that are not finite real numbers (None would reach the
+        kernels as NaN), a negative gclip and an Adam step count that is not a count. Called
+        by the constructors and again before an update changes anything."""
+        for name in self.HYPER:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise TypeError(f"{type(self).__name__}: {name} must be a finite real number, got {value!r}")
+        if self.gclip < 0:
+            raise ValueError(f"{type(self).__name__}: gclip must be 0 (no clipping) or positive, got {self.gclip!r}")
+        t = getattr(self, "t", 0)
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
+            raise TypeError(f"{type(self).__name__}: t (the number of updates so far) must be an int >= 0, got {t!r}")
+
     def clone(self):
         """A new optimizer with the same hyperparameters and fresh state (Knet's `clone`)."""
         return type(self)(**{name: getattr(self, name) for name in self.HYPER})
@@ -116,6 +132,7 @@ class Optimizer:
     def _prepare(self, w, g, pending):
         """Check (w, g) and compute what the update needs, changing nothing: a _Step.
         `pending` maps id(optimizer) to the state arrays created earlier in the same step."""
+        self._check()
         kernels = _kernels()
         w = _device_data(w)  # a KnetArray is updated through its Numba array
         on_device = kernels.is_device_array(w)
@@ -158,7 +175,7 @@ class Optimizer:
                 norm = float(np.linalg.norm(step.g))
             if norm == np.inf:  # float32's sum of squares overflows above 1.8e19: gclip/inf would stop the weight
                 norm = float(np.linalg.norm(np.asarray(step.g, np.float64)))
-            if norm > self.gclip:
+            if not norm <= self.gclip:  # (as Knet: a NaN norm makes the whole gradient NaN)
                 step.scale = self.gclip / norm
         return step
 
@@ -211,6 +228,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=DEFAULTS["SGD"]["lr"], gclip=DEFAULTS["SGD"]["gclip"]):
         self.lr, self.gclip = lr, gclip
+        self._check()
 
     def _scalars(self):
         return (self.lr,)
@@ -218,7 +236,7 @@ class SGD(Optimizer):
 
 @serializable
 class Momentum(Optimizer):
-    """Momentum: v = gamma * v - lr * g; w = w + v (v: `velocity`).
+    """Momentum: v = gamma * v + lr * g; w = w - v (v: `velocity`, as Knet's).
 
     Example: `w = kn.Param(np.zeros(3), kn.Momentum(lr=0.01, gamma=0.9))`"""
     KERNEL, HYPER, STATE = "momentum", ("lr", "gclip", "gamma"), ("velocity",)
@@ -226,6 +244,7 @@ class Momentum(Optimizer):
     def __init__(self, lr=DEFAULTS["Momentum"]["lr"], gclip=DEFAULTS["Momentum"]["gclip"],
                  gamma=DEFAULTS["Momentum"]["gamma"], velocity=None):
         self.lr, self.gclip, self.gamma, self.velocity = lr, gclip, gamma, velocity
+        self._check()
 
     def _scalars(self):
         return (self.lr, self.gamma)
@@ -241,6 +260,7 @@ class Nesterov(Optimizer):
     def __init__(self, lr=DEFAULTS["Nesterov"]["lr"], gclip=DEFAULTS["Nesterov"]["gclip"],
                  gamma=DEFAULTS["Nesterov"]["gamma"], velocity=None):
         self.lr, self.gclip, self.gamma, self.velocity = lr, gclip, gamma, velocity
+        self._check()
 
     def _scalars(self):
         return (self.lr, self.gamma, 1 + self.gamma)
@@ -256,6 +276,7 @@ class Adagrad(Optimizer):
     def __init__(self, lr=DEFAULTS["Adagrad"]["lr"], gclip=DEFAULTS["Adagrad"]["gclip"],
                  eps=DEFAULTS["Adagrad"]["eps"], G=None):
         self.lr, self.gclip, self.eps, self.G = lr, gclip, eps, G
+        self._check()
 
     def _scalars(self):
         return (self.lr, self.eps)
@@ -271,6 +292,7 @@ class Rmsprop(Optimizer):
     def __init__(self, lr=DEFAULTS["Rmsprop"]["lr"], gclip=DEFAULTS["Rmsprop"]["gclip"],
                  rho=DEFAULTS["Rmsprop"]["rho"], eps=DEFAULTS["Rmsprop"]["eps"], G=None):
         self.lr, self.gclip, self.rho, self.eps, self.G = lr, gclip, rho, eps, G
+        self._check()
 
     def _scalars(self):
         return (self.lr, self.rho, 1 - self.rho, self.eps)
@@ -287,6 +309,7 @@ class Adadelta(Optimizer):
     def __init__(self, lr=DEFAULTS["Adadelta"]["lr"], gclip=DEFAULTS["Adadelta"]["gclip"],
                  rho=DEFAULTS["Adadelta"]["rho"], eps=DEFAULTS["Adadelta"]["eps"], G=None, delta=None):
         self.lr, self.gclip, self.rho, self.eps, self.G, self.delta = lr, gclip, rho, eps, G, delta
+        self._check()
 
     def _scalars(self):
         return (self.lr, self.rho, 1 - self.rho, self.eps)
@@ -305,6 +328,7 @@ class Adam(Optimizer):
                  beta2=DEFAULTS["Adam"]["beta2"], eps=DEFAULTS["Adam"]["eps"], t=0, fstm=None, scndm=None):
         self.lr, self.gclip, self.beta1, self.beta2, self.eps = lr, gclip, beta1, beta2, eps
         self.t, self.fstm, self.scndm = t, fstm, scndm
+        self._check()
 
     def _scalars(self):
         self.t += 1  # the bias correction uses the count including this update
@@ -359,11 +383,17 @@ def _plan(w, g, opt, sgd_options, steps, pending):
         step.param, step.param_value, step.keep_opt = w, new_value, keep
         steps.append(step)
         return
+    if isinstance(w, (dict, list, tuple)) and isinstance(g, dict) != isinstance(w, dict):
+        raise TypeError(f"update_: the weights are a {type(w).__name__} but the gradients a {type(g).__name__}; "
+                        f"give the gradients in the weights' structure")
     if isinstance(w, dict):
         opts = _matching(w, opt, sgd_options)
         for key in g:  # as Knet: g may have fewer keys than w
             if key not in w:
                 raise KeyError(f"update_: a gradient for {key!r}, which is not among the weights")
+            if opts is not None and key not in opts:
+                raise KeyError(f"update_: a gradient for {key!r} but no optimizer for it (the optimizers have "
+                               f"{sorted(map(repr, opts))})")
             if not _unoptimized(w[key], opts, key):
                 _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending)
         return
