@@ -335,6 +335,10 @@ def _record(tape, op, args, params, owners=None):
         output = evaluate(op, values, params) if plain else bind(op, *inputs, **params)
     finally:
         _ceiling = saved
+    if isinstance(output, (np.ndarray, np.generic)) and output.dtype.kind == "c":
+        # (the rules are written for real values: a complex product's would lack its conjugates)
+        raise TypeError(format_error(f"{op.name} gives a complex value inside kn.diff: knetc differentiates real "
+                                     "values only (split z into its real and imaginary parts)", *user_frame()))
     node = Node(op, params, inputs, output, parents)
     tape.nodes.append(node)
     return Tracked(output, tape, node)

@@ -1,8 +1,10 @@
-"""Nested containers of arrays (pytrees): lists, tuples, dicts, and objects holding arrays.
+"""Nested containers of arrays (pytrees): lists, tuples, dicts (their subclasses too: OrderedDict,
+defaultdict), and objects holding arrays.
 
 A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable treedef that
 records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
 call of a compiled function, so the common cases are tested first."""
+import collections
 import functools
 import math
 import types
@@ -45,6 +47,11 @@ def _flatten(x, leaves):
         return ("tuple", tuple(_flatten(v, leaves) for v in x))
     if t is dict:
         return ("dict", tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+    if isinstance(x, dict):  # a subclass (OrderedDict, defaultdict): rebuilt by its class
+        make = (t, x.default_factory) if isinstance(x, collections.defaultdict) else (t,)
+        return ("mapping", make, tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+    if isinstance(x, list):
+        return ("sequence", t, tuple(_flatten(v, leaves) for v in x))
     if isinstance(x, (np.matrix, np.ma.MaskedArray)):
         raise TypeError(f"knetc takes plain numpy arrays, not a {t.__name__}: its {_LOST[t is np.matrix]} would be "
                         "lost (pass np.asarray(x), or x.filled(value) for a masked array)")
@@ -93,8 +100,14 @@ def _unflatten(node, it):
         return tuple(_unflatten(n, it) for n in node[1])
     if kind == "dict":
         return {k: _unflatten(n, it) for k, n in zip(node[1], node[2])}
-    if kind == "object":
-        obj = object.__new__(node[1])
+    if kind == "mapping":
+        mapping = node[1][0](*node[1][1:])
+        mapping.update(zip(node[2], [_unflatten(n, it) for n in node[3]]))
+        return mapping
+    if kind == "sequence":
+        return node[1]([_unflatten(n, it) for n in node[2]])
+    if kind == "object":  # (a built-in base such as types.SimpleNamespace allocates through its own __new__)
+        obj = node[1].__new__(node[1]) if node[1].__new__ is not object.__new__ else object.__new__(node[1])
         for k, n in zip(node[2], node[3]):
             object.__setattr__(obj, k, _unflatten(n, it))
         return obj
