@@ -43,14 +43,30 @@ class _Recordable(ArrayMethods):
     __hash__ = object.__hash__
 
     def __float__(self):
-        if _tape_of(self) is not None and _storing_item(sys._getframe(1)):
-            # numpy converts the value it stores into an entry (h[0] = y) with float(): an
-            # explicit float(y) is the user's number, this one would drop y's gradient.
+        self._refuse_storing(sys._getframe(1))
+        return float(value_of(self))
+
+    def _refuse_storing(self, caller):
+        # numpy converts the value it stores into an entry (h[0] = y) with __array__ or
+        # float(): an explicit float(y) is the user's number, this one would drop y's gradient.
+        if _tape_of(self) is not None and _storing_item(caller):
             raise ValueError(format_error(  # (numpy replaces a TypeError by its own message here)
                 f"storing a {type(self).__name__} recorded by kn.diff into a numpy array (h[i] = y) would lose its "
                 "gradient: build the array from recorded values (kn.cat, np.stack, kn.setindex), or store "
                 "kn.value(y) for a constant", *user_frame()))
-        return float(value_of(self))
+
+    def __format__(self, spec):
+        return format(value_of(self), spec)
+
+    def __round__(self, ndigits=None):
+        value = np.asarray(value_of(self))[()]  # (a 0-d array: numpy's scalar rounds; a larger one raises as numpy)
+        return round(value) if ndigits is None else round(value, ndigits)
+
+    def item(self, *index):
+        return np.asarray(value_of(self)).item(*index)
+
+    def tolist(self):
+        return np.asarray(value_of(self)).tolist()
 
     def __int__(self):
         return int(value_of(self))
@@ -105,6 +121,7 @@ class _Recordable(ArrayMethods):
     def __array__(self, dtype=None, copy=None):
         # numpy builds a plain array from a list of recorded values (np.sum([a, b]),
         # np.array([...])) through here: that would silently drop the gradient.
+        self._refuse_storing(sys._getframe(1))
         if _tape_of(self) is not None:
             raise TypeError(format_error(
                 f"a {type(self).__name__} recorded by kn.diff cannot become a numpy array: its gradient "

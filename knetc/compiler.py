@@ -279,6 +279,8 @@ class CompiledFunction:
     _knetc_kind = "compiled"  # (knetc/context.py: compiled code calling it traces `fn` inline)
 
     def __init__(self, fn, target="auto", cache=True):
+        if not callable(fn) or isinstance(fn, (np.ufunc, types.BuiltinFunctionType)):  # (no Python source to read)
+            raise TypeError(f"kn.compile takes a Python function (a def or lambda), got {fn!r}")
         functools.update_wrapper(self, fn)
         self.fn, self.requested_target, self.cache = fn, target, cache
         self.target = resolve_target(target)

@@ -315,3 +315,9 @@ def test_bad_labels_and_indices_name_the_line_that_uses_them_not_the_call():
     with pytest.raises(IndexError, match="index 7 is out of bounds for axis 0 with size 4") as info:
         gather_of_indices(np.ones(4), np.array([0, 7]))
     assert_names_line(info.value, gather_of_indices, "# <- gather")
+
+
+@pytest.mark.parametrize("fn", [np.isnan, len, 3])
+def test_compile_of_something_without_python_source_is_a_clear_type_error(fn):
+    with pytest.raises(TypeError, match="kn.compile takes a Python function"):
+        kn.compile(fn)

@@ -62,12 +62,8 @@ _ARRAY_COMPARE = {**_COMPARE, ast.Eq: ew.eq, ast.NotEq: ew.ne}  # (a Var's == is
 _NO_ARRAY_OPERATOR = {
     ast.FloorDiv: ("`//`", "write kn.floor(x / y) (a float result; cast integers outside the compiled function)"),
     ast.Mod: ("`%`", "write x - y * kn.floor(x / y)"),
-    ast.BitAnd: ("`&`", "multiply 0/1 masks (comparisons give 1/0): m1 * m2"),
-    ast.BitOr: ("`|`", "combine 0/1 masks with kn.max(m1, m2)"),
-    ast.BitXor: ("`^`", "combine 0/1 masks with kn.abs(m1 - m2)"),
     ast.LShift: ("`<<`", "multiply by 2 ** k"), ast.RShift: ("`>>`", "do bit operations outside the compiled function"),
-    ast.Invert: ("`~`", "for a 0/1 mask write 1 - m"),
-}
+}  # (`&`, `|`, `^`, `~` combine masks: ops/numpy_more.py)
 
 _UNSUPPORTED = {
     **dict.fromkeys((ast.Try, getattr(ast, "TryStar", ast.Try)),  # (TryStar: Python 3.11)

@@ -118,11 +118,20 @@ def _numpy_stack(arrays, axis=0):
     return cat(*[reshape(a, shape=expanded) for a in arrays], dims=axis)
 
 
+def _permutation(axes, ndim):
+    """numpy's transpose axes (None: reversed; negative axes count from the end)."""
+    if axes is None:
+        return tuple(reversed(range(ndim)))
+    if any(not -ndim <= int(a) < ndim for a in axes):
+        raise ShapeError(f"transpose: axes {tuple(axes)} out of bounds for an array of dimension {ndim}")
+    return tuple(int(a) % ndim for a in axes)
+
+
 FUNCTIONS = {
     np.sum: _numpy_reduction(sum), np.mean: _numpy_reduction(mean), np.max: _numpy_reduction(maximum, False),
     np.amax: _numpy_reduction(maximum, False), np.dot: _numpy_dot, np.matmul: matmul, np.stack: _numpy_stack,
     np.reshape: _numpy_reshape,
-    np.transpose: lambda x, axes=None: transpose(x, perm=tuple(axes) if axes is not None else tuple(reversed(range(aval_of(x).ndim)))),
+    np.transpose: lambda x, axes=None: transpose(x, perm=_permutation(axes, aval_of(x).ndim)),
 }
 
 

@@ -1,0 +1,391 @@
+"""More of numpy's array functions on Params, taped values and compiled values.
+
+Each is composed from knetc's ops (indexing, transpose, reshape, concatenation, products,
+masks), so it is recorded, differentiated (to any order) and compiled as those are, with
+numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadcast_to,
+np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
+np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
+np.tensordot, np.pad (constant), np.cumsum; np.shape/ndim/size and np.zeros_like/ones_like/
+full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
+np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no gradient.
+
+    >>> import numpy as np, knetc as kn
+    >>> w = kn.Param(np.array([1.0, 2.0, 3.0]))
+    >>> kn.grad(kn.diff(lambda: np.sum(np.cumsum(w) * np.array([1.0, 0.0, 2.0]))), w)
+    array([3., 2., 2.])
+"""
+import numbers
+
+import numpy as np
+
+from ..errors import ShapeError
+from . import elementwise as ew
+from .arrays import cat
+from .broadcast import broadcast_to
+from .core import Aval, Op, astype, aval_of, register
+from .indexing import getindex
+from .linalg import matmul
+from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _numpy_ravel
+from .reduce import sum
+from .shape import reshape, transpose
+
+
+def _shape(x):
+    return aval_of(x).shape
+
+
+def _axis(axis, ndim):
+    return _axes_arg(axis, ndim)[0]
+
+
+def _along(axis, index):
+    """The numpy index applying `index` to `axis` and taking every other axis whole."""
+    return (slice(None),) * axis + (index,)
+
+
+def _moveaxis(a, source, destination):
+    ndim = len(_shape(a))
+    source, destination = np.atleast_1d(source).tolist(), np.atleast_1d(destination).tolist()
+    if len(source) != len(destination):
+        raise ValueError("moveaxis: `source` and `destination` arguments must have the same number of elements")
+    source, destination = [_axis(s, ndim) for s in source], [_axis(d, ndim) for d in destination]
+    if len(set(source)) != len(source) or len(set(destination)) != len(destination):
+        raise ShapeError("moveaxis: repeated axis")
+    order = [n for n in range(ndim) if n not in source]
+    for d, s in sorted(zip(destination, source)):
+        order.insert(d, s)
+    return transpose(a, perm=tuple(order))
+
+
+def _flip(m, axis=None):
+    ndim = len(_shape(m))
+    axes = range(ndim) if axis is None else _axes_arg(axis, ndim)
+    return getindex(m, tuple(slice(None, None, -1) if i in axes else slice(None) for i in range(ndim)))
+
+
+def _roll(a, shift, axis=None):
+    if axis is None:
+        return reshape(_roll(_numpy_ravel(a), shift, 0), shape=_shape(a))
+    shape = _shape(a)
+    for s, ax in zip(*np.broadcast_arrays(np.atleast_1d(shift), np.atleast_1d(axis))):
+        ax = _axis(int(ax), len(shape))
+        k = int(s) % shape[ax] if shape[ax] else 0
+        if k:
+            a = cat(getindex(a, _along(ax, slice(shape[ax] - k, None))), getindex(a, _along(ax, slice(0, shape[ax] - k))),
+                    dims=ax)
+    return a
+
+
+def _gather_along(a, axis, positions):
+    return getindex(a, _along(axis, np.asarray(positions, dtype=np.int64)))
+
+
+def _tile(a, reps):
+    reps = tuple(np.atleast_1d(reps).tolist())
+    shape = _shape(a)
+    ndim = max(len(reps), len(shape))
+    a = reshape(a, shape=(1,) * (ndim - len(shape)) + shape)
+    reps = (1,) * (ndim - len(reps)) + reps
+    for axis, (n, r) in enumerate(zip(_shape(a), reps)):
+        if r != 1:
+            a = _gather_along(a, axis, np.tile(np.arange(n), r))
+    return a
+
+
+def _repeat(a, repeats, axis=None):
+    if axis is None:
+        a, axis = _numpy_ravel(a), 0
+    axis = _axis(axis, len(_shape(a)))
+    return _gather_along(a, axis, np.repeat(np.arange(_shape(a)[axis]), repeats))
+
+
+def _at_least(ndim):
+    def at_least(*arys):
+        out = []
+        for a in arys:
+            shape = _shape(a)
+            if len(shape) < ndim:
+                shape = {0: (1,) * ndim, 1: (1,) + shape + (1,) * (ndim - 2)}.get(len(shape), shape + (1,))
+            out.append(reshape(a, shape=shape) if shape != _shape(a) else a)
+        return out[0] if len(out) == 1 else out
+    return at_least
+
+
+_atleast_1d, _atleast_2d, _atleast_3d = _at_least(1), _at_least(2), _at_least(3)
+
+
+def _stacked(ndim_of, axis_of):
+    def stack(tup, *, dtype=None, casting="same_kind"):
+        if dtype is not None:
+            raise TypeError("dtype= is not supported on Params and recorded values: cast the result")
+        arrays = [ndim_of(a) for a in tup]
+        return cat(*arrays, dims=axis_of(arrays))
+    return stack
+
+
+def _column(a):
+    return reshape(a, shape=(_shape(a)[0], 1)) if len(_shape(a)) == 1 else _atleast_2d(a)
+
+
+def _split(ary, indices_or_sections, axis=0, equal=True):
+    axis = _axis(axis, len(_shape(ary)))
+    n = _shape(ary)[axis]
+    if isinstance(indices_or_sections, numbers.Integral):
+        sections = int(indices_or_sections)
+        if sections <= 0:
+            raise ValueError("number sections must be larger than 0.")
+        if equal and n % sections:
+            raise ValueError("array split does not result in an equal division")
+        sizes = [n // sections + (1 if i < n % sections else 0) for i in range(sections)]
+        bounds = np.cumsum([0] + sizes).tolist()
+    else:
+        bounds = [0] + [int(i) for i in indices_or_sections] + [n]
+    return [getindex(ary, _along(axis, slice(lo, hi))) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _take(a, indices, axis=None, out=None, mode="raise"):
+    if out is not None or mode != "raise":
+        raise TypeError("np.take on Params and recorded values takes (a, indices, axis) only (no out=, mode=)")
+    if axis is None:
+        return getindex(_numpy_ravel(a), indices)
+    return getindex(a, _along(_axis(axis, len(_shape(a))), indices))
+
+
+def _take_along_axis(arr, indices, axis):
+    shape = _shape(arr)
+    if axis is None:
+        return getindex(_numpy_ravel(arr), indices)
+    axis = _axis(axis, len(shape))
+    if len(_shape(indices)) != len(shape):
+        raise ValueError("`indices` and `arr` must have the same number of dimensions")
+    grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(len(shape))]) for d, n in enumerate(shape)]
+    return getindex(arr, tuple(indices if d == axis else g for d, g in enumerate(grid)))
+
+
+def _diagonal_positions(rows, cols, offset):
+    n = max(0, min(rows, cols - offset) if offset >= 0 else min(rows + offset, cols))
+    i = np.arange(n) + max(0, -offset)
+    return i, i + offset
+
+
+def _diagonal(a, offset=0, axis1=0, axis2=1):
+    ndim = len(_shape(a))
+    axis1, axis2 = _axis(axis1, ndim), _axis(axis2, ndim)
+    if axis1 == axis2:
+        raise ValueError("axis1 and axis2 cannot be the same")
+    rest = [d for d in range(ndim) if d not in (axis1, axis2)]
+    a = transpose(a, perm=tuple(rest) + (axis1, axis2))
+    i, j = _diagonal_positions(*_shape(a)[-2:], int(offset))
+    return getindex(a, (Ellipsis, i, j))
+
+
+def _trace(a, offset=0, axis1=0, axis2=1, dtype=None, out=None):
+    return FUNCTIONS[np.sum](_diagonal(a, offset, axis1, axis2), -1, dtype, out)
+
+
+def _diag(v, k=0):
+    shape = _shape(v)
+    if len(shape) == 2:
+        return _diagonal(v, k)
+    if len(shape) != 1:
+        raise ValueError("Input must be 1- or 2-d.")
+    n = shape[0] + abs(k)
+    i, j = _diagonal_positions(n, n, k)
+    rows = np.full(n, shape[0], np.int64)  # a row off the diagonal reads the extra 0 at the end
+    rows[i] = np.arange(shape[0])
+    column = getindex(cat(v, np.zeros(1, aval_of(v).dtype), dims=0), rows)
+    return ew.masked(reshape(column, shape=(n, 1)), np.eye(n, k=k, dtype=bool))
+
+
+def _triangle(upper):
+    def triangle(m, k=0):
+        shape = _shape(m)
+        if len(shape) < 2:
+            raise ValueError("triu/tril of a 1-d array: numpy makes it 2-d first; use a 2-d array")
+        lower = np.tri(*shape[-2:], k=k - 1 if upper else k, dtype=bool)
+        return ew.masked(m, ~lower if upper else lower)
+    return triangle
+
+
+def _outer(a, b, out=None):
+    if out is not None:
+        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    a, b = _numpy_ravel(a), _numpy_ravel(b)
+    return ew.mul(reshape(a, shape=(_shape(a)[0], 1)), reshape(b, shape=(1, _shape(b)[0])))
+
+
+def _tensordot(a, b, axes=2):
+    sa, sb = _shape(a), _shape(b)
+    if isinstance(axes, numbers.Integral):
+        axes_a, axes_b = list(range(len(sa) - axes, len(sa))), list(range(axes))
+    else:
+        axes_a, axes_b = [np.atleast_1d(x).tolist() for x in axes]
+    axes_a, axes_b = [_axis(x, len(sa)) for x in axes_a], [_axis(x, len(sb)) for x in axes_b]
+    if len(axes_a) != len(axes_b) or any(sa[i] != sb[j] for i, j in zip(axes_a, axes_b)):
+        raise ShapeError(f"tensordot: shape-mismatch for sum ({sa} on axes {axes_a}, {sb} on axes {axes_b})")
+    free_a, free_b = [d for d in range(len(sa)) if d not in axes_a], [d for d in range(len(sb)) if d not in axes_b]
+    summed = int(np.prod([sa[i] for i in axes_a]))
+    a2 = reshape(transpose(a, perm=tuple(free_a + axes_a)), shape=(int(np.prod([sa[d] for d in free_a])), summed))
+    b2 = reshape(transpose(b, perm=tuple(axes_b + free_b)), shape=(summed, int(np.prod([sb[d] for d in free_b]))))
+    return reshape(matmul(a2, b2), shape=tuple(sa[d] for d in free_a) + tuple(sb[d] for d in free_b))
+
+
+def _inner(a, b):
+    if not _shape(a) or not _shape(b):
+        return ew.mul(a, b)
+    return _tensordot(a, b, ([-1], [-1]))
+
+
+def _pad(array, pad_width, mode="constant", constant_values=0):
+    if mode != "constant":
+        raise TypeError(f"np.pad on Params and recorded values: mode='constant' only, got {mode!r}")
+    shape = _shape(array)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (len(shape), 2))
+    values = np.broadcast_to(np.asarray(constant_values), (len(shape), 2))
+    dtype = aval_of(array).dtype
+    for axis, ((before, after), (v_before, v_after)) in enumerate(zip(widths.tolist(), values.tolist())):
+        if before < 0 or after < 0:
+            raise ValueError("index can't contain negative values")
+        around = lambda width, value: np.full(_shape(array)[:axis] + (width,) + _shape(array)[axis + 1:], value, dtype)
+        parts = ([around(before, v_before)] if before else []) + [array] + ([around(after, v_after)] if after else [])
+        array = cat(*parts, dims=axis) if len(parts) > 1 else array
+    return array
+
+
+# np.cumsum: numpy's sums in order eagerly; compiled, ceil(log2 n) shifted additions (each
+# entry the sum of its predecessors in a different order: the same value up to rounding).
+def _cumsum_rule(x, axis):
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"cumsum: axis {axis} out of range for {x}")
+    dtype = x.dtype if x.dtype is None or np.issubdtype(x.dtype, np.floating) else np.add.reduce(np.ones(1, x.dtype)).dtype
+    return Aval(x.shape, dtype)
+
+
+def _cumsum_decompose(x, axis):
+    n, step = _shape(x)[axis], 1
+    dtype = _cumsum_rule(aval_of(x), axis).dtype
+    x = astype(x, dtype=dtype) if aval_of(x).dtype != dtype else x
+    while step < n:
+        zeros = np.zeros(_shape(x)[:axis] + (step,) + _shape(x)[axis + 1:], aval_of(x).dtype)
+        x = ew.add(x, cat(zeros, getindex(x, _along(axis, slice(0, n - step))), dims=axis))
+        step *= 2
+    return x
+
+
+cumsum_op = register(Op(
+    "cumsum", _cumsum_rule, lambda x, axis: np.cumsum(x, axis=axis),
+    (lambda dy, y, x, axis: _flip(cumsum_op(_flip(dy, axis), axis=axis), axis),), "composite",
+    decompose=_cumsum_decompose))
+
+
+def _cumsum(a, axis=None, dtype=None, out=None):
+    if out is not None:
+        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    if axis is None:
+        a, axis = _numpy_ravel(a), 0
+    a = a if dtype is None else astype(a, dtype=np.dtype(dtype))
+    return cumsum_op(a, axis=_axis(axis, len(_shape(a))))
+
+
+def _like(value):
+    def like(a, dtype=None, order="K", subok=True, shape=None, **fill):
+        target = aval_of(a)
+        return np.full(target.shape if shape is None else shape, fill.get("fill_value", value),
+                       target.dtype if dtype is None else dtype)
+    return like
+
+
+FUNCTIONS.update({
+    np.moveaxis: _moveaxis, np.flip: _flip, np.fliplr: lambda m: _flip(m, 1), np.flipud: lambda m: _flip(m, 0),
+    np.roll: _roll, np.tile: _tile, np.repeat: _repeat,
+    np.broadcast_to: lambda array, shape, subok=False: broadcast_to(array, shape=tuple(np.atleast_1d(shape).tolist())),
+    np.atleast_1d: _atleast_1d, np.atleast_2d: _atleast_2d, np.atleast_3d: _atleast_3d,
+    np.vstack: _stacked(_atleast_2d, lambda arrays: 0),
+    np.hstack: _stacked(_atleast_1d, lambda arrays: 0 if len(_shape(arrays[0])) == 1 else 1),
+    np.dstack: _stacked(_atleast_3d, lambda arrays: 2), np.column_stack: _stacked(_column, lambda arrays: 1),
+    np.split: _split, np.array_split: lambda ary, indices_or_sections, axis=0: _split(ary, indices_or_sections, axis, False),
+    np.take: _take, np.take_along_axis: _take_along_axis,
+    np.diagonal: _diagonal, np.trace: _trace, np.diag: _diag, np.triu: _triangle(True), np.tril: _triangle(False),
+    np.outer: _outer, np.inner: _inner, np.tensordot: _tensordot, np.pad: _pad, np.cumsum: _cumsum,
+    np.shape: lambda a: aval_of(a).shape, np.ndim: lambda a: len(aval_of(a).shape),
+    np.size: lambda a, axis=None: int(np.prod(aval_of(a).shape)) if axis is None else aval_of(a).shape[axis],
+    np.zeros_like: _like(0), np.ones_like: _like(1),
+    np.full_like: lambda a, fill_value, dtype=None, order="K", subok=True, shape=None:
+    _like(fill_value)(a, dtype, order, subok, shape),
+})
+
+
+# Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
+# mask made of them is combined by its nonzero entries). Nothing here has a gradient.
+def _truth(x):
+    return ew.ne(x, 0)
+
+
+def _as_bool(x):
+    return astype(x, dtype=np.dtype(bool))
+
+
+def _count_nonzero(a, axis=None, *, keepdims=False):
+    return FUNCTIONS[np.sum](astype(_truth(a), dtype=np.dtype(np.int64)), axis, None, None, keepdims)
+
+
+def _any(a, axis=None, out=None, keepdims=False):
+    if out is not None:
+        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    return _as_bool(ew.gt(_count_nonzero(a, axis, keepdims=keepdims), 0))
+
+
+def _all(a, axis=None, out=None, keepdims=False):
+    if out is not None:
+        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    return _as_bool(ew.eq(_count_nonzero(ew.eq(_truth(a), 0), axis, keepdims=keepdims), 0))
+
+
+def _float_or_bool(name, x):
+    kind = np.dtype(aval_of(x).dtype).kind
+    if kind not in "fb":
+        raise TypeError(f"{name} of integer arrays is bitwise in numpy; knetc's {name} combines masks (bools, or "
+                        "Knet's 0/1 float comparisons): compare first (x != 0), or do bit operations on plain arrays")
+    return x
+
+
+def logical_and(a, b): return _as_bool(ew.mul(_truth(a), _truth(b)))
+def logical_or(a, b): return _as_bool(_truth(ew.add(_truth(a), _truth(b))))
+def logical_xor(a, b): return _as_bool(ew.ne(_truth(a), _truth(b)))
+def logical_not(a): return _as_bool(ew.eq(a, 0))
+
+
+def mask_and(a, b):
+    """`a & b` of masks: logical for bools and for Knet's 0/1 float comparisons (as their type)."""
+    return _same_kind(logical_and(_float_or_bool("&", a), _float_or_bool("&", b)), a, b)
+
+
+def mask_or(a, b): return _same_kind(logical_or(_float_or_bool("|", a), _float_or_bool("|", b)), a, b)
+def mask_xor(a, b): return _same_kind(logical_xor(_float_or_bool("^", a), _float_or_bool("^", b)), a, b)
+def mask_not(a): return _same_kind(logical_not(_float_or_bool("~", a)), a)
+
+
+def _same_kind(result, *operands):
+    """A mask of floats stays 0/1 floats (of the operands' float type): Knet's comparisons."""
+    dtypes = [aval_of(x).dtype for x in operands if not isinstance(x, (bool, int, float))]
+    floats = [d for d in dtypes if np.dtype(d).kind == "f"]
+    return astype(result, dtype=np.result_type(*floats)) if floats else result
+
+
+def _isnan(x): return _as_bool(ew.ne(x, x))
+def _isinf(x): return _as_bool(ew.eq(ew.abs(x), np.inf))
+def _isfinite(x): return _as_bool(ew.lt(ew.abs(x), np.inf))
+
+
+FUNCTIONS.update({np.count_nonzero: _count_nonzero, np.any: _any, np.all: _all})
+UFUNCS.update({np.isnan: _isnan, np.isinf: _isinf, np.isfinite: _isfinite, np.logical_and: logical_and,
+               np.logical_or: logical_or, np.logical_xor: logical_xor, np.logical_not: logical_not})
+UFUNCS.update({np.bitwise_and: mask_and, np.bitwise_or: mask_or, np.bitwise_xor: mask_xor, np.invert: mask_not})
+
+# The mask operators of every knetc array-like type (ArrayMethods), with the logic above.
+ArrayMethods.__and__, ArrayMethods.__rand__ = mask_and, lambda self, other: mask_and(other, self)
+ArrayMethods.__or__, ArrayMethods.__ror__ = mask_or, lambda self, other: mask_or(other, self)
+ArrayMethods.__xor__, ArrayMethods.__rxor__ = mask_xor, lambda self, other: mask_xor(other, self)
+ArrayMethods.__invert__ = mask_not
+ArrayMethods.any = lambda self, axis=None, out=None, keepdims=False: _any(self, axis, out, keepdims)
+ArrayMethods.all = lambda self, axis=None, out=None, keepdims=False: _all(self, axis, out, keepdims)

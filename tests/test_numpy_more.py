@@ -1,0 +1,151 @@
+"""More numpy functions on Params, taped values and compiled values (knetc/ops/numpy_more.py):
+each against numpy's value and shape, its gradient against central differences, and the
+compiled value and gradient against the eager ones; the predicates and masks (bools, no
+gradient); the scalar protocols of Params and taped values."""
+import numpy as np
+import pytest
+
+import knetc as kn
+from numgrad import numgrad
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((3, 4, 5))
+M = RNG.standard_normal((4, 6))
+V = RNG.standard_normal(5)
+
+CASES = {
+    "moveaxis": (lambda a: np.moveaxis(a, 0, -1), X), "moveaxis_many": (lambda a: np.moveaxis(a, [0, 1], [-1, 0]), X),
+    "flip": (lambda a: np.flip(a, 1), X), "flip_all": (lambda a: np.flip(a), X), "fliplr": (np.fliplr, M),
+    "flipud": (np.flipud, M), "roll": (lambda a: np.roll(a, 2, axis=1), X), "roll_flat": (lambda a: np.roll(a, -7), X),
+    "roll_axes": (lambda a: np.roll(a, (1, 2), axis=(0, 2)), X), "tile": (lambda a: np.tile(a, (2, 1, 3)), X),
+    "tile_more_axes": (lambda a: np.tile(a, (2, 1, 1, 2)), X), "tile_int": (lambda a: np.tile(a, 2), V),
+    "repeat": (lambda a: np.repeat(a, 2, axis=1), X), "repeat_flat": (lambda a: np.repeat(a, 3), M),
+    "repeat_counts": (lambda a: np.repeat(a, [1, 0, 2, 3], axis=0), M),
+    "broadcast_to": (lambda a: np.broadcast_to(a, (2, 4, 5)), V), "atleast_2d": (np.atleast_2d, V),
+    "atleast_3d": (np.atleast_3d, M), "vstack": (lambda a: np.vstack([a, a * 2]), V),
+    "hstack": (lambda a: np.hstack([a, a]), M), "hstack_1d": (lambda a: np.hstack([a, a]), V),
+    "dstack": (lambda a: np.dstack([a, a]), M), "column_stack": (lambda a: np.column_stack([a, a]), V),
+    "split": (lambda a: np.split(a, 2, axis=0)[1], M), "split_at": (lambda a: np.split(a, [1, 3], axis=1)[1], M),
+    "array_split": (lambda a: np.array_split(a, 3, axis=1)[2], X),
+    "take": (lambda a: np.take(a, [0, 2, 2], axis=1), X), "take_flat": (lambda a: np.take(a, [5, 1, 5]), X),
+    "take_negative": (lambda a: np.take(a, [-1, 0], axis=2), X),
+    "take_along_axis": (lambda a: np.take_along_axis(a, np.argsort(M, axis=1), axis=1), M),
+    "diagonal": (np.diagonal, M), "diagonal_offset": (lambda a: np.diagonal(a, 2), M),
+    "diagonal_axes": (lambda a: np.diagonal(a, -1, 1, 2), X), "trace": (np.trace, M),
+    "trace_axes": (lambda a: np.trace(a, 1, 0, 2), X), "diag_of_vector": (np.diag, V),
+    "diag_above": (lambda a: np.diag(a, 2), V), "diag_below": (lambda a: np.diag(a, -1), V),
+    "diag_of_matrix": (lambda a: np.diag(a, 1), M), "triu": (lambda a: np.triu(a, 1), M),
+    "tril": (lambda a: np.tril(a, -1), X), "outer": (lambda a: np.outer(a, np.arange(3.0)), V),
+    "inner": (lambda a: np.inner(a, a[:2]), X), "tensordot": (lambda a: np.tensordot(a, M.T[:5], axes=1), X),
+    "tensordot_axes": (lambda a: np.tensordot(a, X, axes=([0, 1], [0, 1])), X),
+    "pad": (lambda a: np.pad(a, ((1, 2), (0, 1)), constant_values=3.0), M), "pad_all": (lambda a: np.pad(a, 2), V),
+    "cumsum": (lambda a: np.cumsum(a, axis=1), X), "cumsum_flat": (np.cumsum, M),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_and_gradients_eager(name):
+    f, a = CASES[name]
+    expected = f(a)
+    p = kn.Param(a.copy())
+    out = f(p)
+    assert np.shape(kn.value(out)) == expected.shape
+    np.testing.assert_allclose(kn.value(out), expected, rtol=1e-12, atol=1e-12)
+    w = RNG.standard_normal(expected.shape)
+    g = kn.grad(kn.diff(lambda: np.sum(f(p) * w)), p)
+    np.testing.assert_allclose(g, numgrad(lambda b: float(np.sum(f(b) * w)), a.copy()), atol=1e-6)
+
+
+@kn.compile
+def _weighted_sum(f, a, w):
+    return np.sum(f(a) * w)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_compiled_equals_eager(name):
+    f, a = CASES[name]
+    w = RNG.standard_normal(f(a).shape)
+    assert _weighted_sum(f, a, w) == pytest.approx(float(np.sum(f(a) * w)), rel=1e-12, abs=1e-12)
+    p = kn.Param(a.copy())
+    np.testing.assert_allclose(kn.grad(_weighted_sum, 1)(f, a, w), kn.grad(kn.diff(lambda: np.sum(f(p) * w)), p),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_second_order_through_cumsum_and_roll():
+    x = np.array([0.3, -1.2, 2.0])
+    f = lambda p: np.sum(np.cumsum(p) ** 3 * np.roll(p, 1))
+    hess_diag = kn.grad(lambda p: np.sum(kn.grad(f)(p) * np.array([1.0, 0.0, 0.0])))(x)
+    expected = numgrad(lambda b: float(np.sum(kn.grad(f)(b) * np.array([1.0, 0.0, 0.0]))), x.copy())
+    np.testing.assert_allclose(hess_diag, expected, atol=1e-6)
+
+
+def test_cumsum_of_integers_and_bools_widens_as_numpy():
+    for a in (np.arange(5, dtype=np.int8), np.array([True, True, False])):
+        assert kn.value(np.cumsum(kn.Param(a))).dtype == np.cumsum(a).dtype
+        np.testing.assert_array_equal(np.cumsum(kn.Param(a)), np.cumsum(a))
+
+
+def test_bad_arguments_raise_as_numpy():
+    p = kn.Param(M)
+    with pytest.raises(ValueError, match="equal division"):
+        np.split(p, 4, axis=1)
+    with pytest.raises(TypeError, match="constant"):
+        np.pad(p, 1, mode="edge")
+    with pytest.raises(ValueError, match="cannot be the same"):
+        np.diagonal(p, 0, 1, 1)
+
+
+# ---------------------------------------------------------------- predicates and masks
+
+@pytest.mark.parametrize("f", [np.isnan, np.isinf, np.isfinite, lambda a: np.any(a > 1), lambda a: np.all(a > -2),
+                               lambda a: np.count_nonzero(a > 0), lambda a: np.logical_and(a > 0, a < 3),
+                               lambda a: np.logical_or(a > 1, a < 0), lambda a: np.logical_xor(a > 0, a < 3),
+                               lambda a: np.logical_not(a > 0), lambda a: (a > 1).any(), lambda a: (a < 5).all(),
+                               lambda a: np.any(np.reshape(a, (5, 1)) > 1, axis=1)])
+def test_predicates_give_numpys_bools_eager_taped_and_compiled(f):
+    x = np.array([0.5, 2.0, np.nan, np.inf, -1.0])
+    expected = f(x)
+    p = kn.Param(x)
+    for got in (f(p), kn.value(kn.diff(lambda: f(p))), kn.compile(lambda a: f(a))(x)):
+        np.testing.assert_array_equal(got, expected)
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+
+
+def test_masks_combine_with_operators_inside_diff_and_compiled():
+    x = np.array([0.5, 2.0, -3.0, 4.0])
+    p = kn.Param(x)
+
+    def f(a):
+        inside = (a > 0) & (a < 3)
+        return np.sum(a * inside + a * ((a < -1) | (a > 3)) + a * ~(a > 0) + a * ((a > 0) ^ (a > 1)))
+    # floats: 0/1 floats as Knet's comparisons, combined by their nonzero entries
+    inside, outside = (x > 0) & (x < 3), (x < -1) | (x > 3)
+    expected = np.sum(x * inside + x * outside + x * ~(x > 0) + x * ((x > 0) ^ (x > 1)))
+    y = kn.diff(lambda: f(p))
+    assert kn.value(y) == pytest.approx(expected)
+    masks = [inside, outside, ~(x > 0), (x > 0) ^ (x > 1)]
+    np.testing.assert_allclose(kn.grad(y, p), np.sum([m.astype(float) for m in masks], axis=0))
+    assert kn.compile(f)(x) == pytest.approx(expected)
+    b = kn.Param(np.array([True, False]))
+    np.testing.assert_array_equal(kn.value(kn.diff(lambda: b & np.array([True, True]))), [True, False])
+    with pytest.raises(TypeError, match="of integer arrays is bitwise"):
+        kn.Param(np.array([1, 2])) & 1
+
+
+# ---------------------------------------------------------------- scalar protocols
+
+def test_params_and_taped_values_format_round_and_convert_as_their_values():
+    p, q = kn.Param(np.array(2.6)), kn.Param(np.array([1.5, 2.0]))
+    y = kn.diff(lambda: p * 2)
+    assert f"{y:.3f}" == "5.200" and f"{p:.2f}" == "2.60"
+    assert round(p) == 3 and round(y, 1) == 5.2
+    assert p.item() == 2.6 and q.item(1) == 2.0 and q.tolist() == [1.5, 2.0]
+    with pytest.raises(TypeError):
+        round(q)  # as numpy: a 1-d array has no round()
+
+
+def test_transpose_takes_negative_axes():
+    q = kn.Param(np.zeros((2, 3, 4)))
+    assert np.transpose(q, (-1, 0, 1)).shape == (4, 2, 3) and q.transpose(-1, -3, -2).shape == (4, 2, 3)
+    with pytest.raises(kn.ShapeError, match="out of bounds"):
+        np.transpose(q, (3, 0, 1))
