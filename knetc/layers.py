@@ -90,7 +90,10 @@ class RNN:
     multiplied by a matrix: needs input_size == hidden_size), winit/binit/finit(dtype, dims)
     (dims a tuple, as Knet calls them; knetc's initialisers take it) for matrices, biases and
     the LSTM forget-gate biases, atype (element type, float32).
-    algo is accepted for Knet compatibility (cuDNN chooses), seed seeds dropout (0: not seeded).
+    algo is accepted for Knet compatibility (cuDNN chooses); seed (0: none) seeds the generator of
+    the dropout between layers when the RNN is made (one generator for every RNN, as cuDNN's
+    per-handle state); the input's dropout is `kn.dropout`'s, as in Knet, so `kn.seed_(n)`
+    makes both repeatable.
 
     >>> rnn = kn.RNN(3, 5, rnn_type="gru"); rnn(np.zeros((7, 2, 3), np.float32)).shape
     (7, 2, 5)

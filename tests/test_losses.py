@@ -415,3 +415,31 @@ def test_accuracy_without_average_gives_numbers_as_nll_does():
     correct, count = kn.accuracy(scores, labels, average=False)
     total, _ = kn.nll(scores, labels, average=False)
     assert type(correct) is type(total) is np.float64 and correct == 1.0 and count == 2
+
+
+def test_the_loss_over_a_dataset_has_a_gradient_inside_diff():
+    # Knet's nll(model, data) sums z; knetc's took float() of each batch's total, which
+    # inside kn.diff raised ("cannot become a numpy array").
+    rng = np.random.default_rng(0)
+    w = kn.Param(rng.standard_normal((4, 3)))
+    data = [(rng.random((5, 4)), np.array([0, 1, 2, 1, 0])), (rng.random((3, 4)), np.array([2, -1, 1]))]
+    whole = (np.concatenate([x for x, _ in data]), np.concatenate([y for _, y in data]))
+    for average in (True, False):
+        pick = (lambda r: r) if average else (lambda r: r[0])
+        y = kn.diff(lambda: pick(kn.nll(lambda x: x @ w, data=data, average=average)))
+        expected = kn.diff(lambda: pick(kn.nll(whole[0] @ w, whole[1], average=average)))
+        assert kn.value(y) == pytest.approx(kn.value(expected), rel=1e-12)
+        np.testing.assert_allclose(kn.grad(y, w), kn.grad(expected, w), rtol=1e-12, atol=1e-15)
+    assert kn.nll(lambda x: x @ w, data=data, average=False)[1] == 7
+
+
+@pytest.mark.parametrize("loss", [kn.nll, kn.accuracy])
+def test_the_count_is_an_integer_eager_and_compiled(loss):
+    # Knet's (total, count) has an integer count; compiled it was the scores' float type.
+    scores = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 2, -1, 1])
+    compiled = kn.compile(lambda s, y: loss(s, y, average=False))
+    for total, count in (loss(scores, labels, average=False), compiled(scores, labels)):
+        assert count == 3 and np.asarray(count).dtype.kind == "i"
+        assert np.asarray(total).dtype == np.float32
+    assert np.asarray(kn.compile(lambda s, y: loss(s, y))(scores, labels)).dtype == np.float32

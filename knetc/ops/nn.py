@@ -284,12 +284,20 @@ checked_labels = register(Op(
     input_check=_LabelRange()))
 
 
-def _count(labels, dtype):
+def _count(labels):
     """The number of labels that are not -1; a Python int when the labels are known now
-    (constant labels in compiled code then stay a number, not an array constant), else
-    counted in integers and given in dtype (the scores')."""
+    (constant labels in compiled code then stay a number, not an array constant), else an
+    int64 value (Knet's count is an integer, with average=False too)."""
     count = sum(ne(labels, -1))
-    return int(count) if isinstance(count, np.ndarray) else astype(count, dtype=dtype)
+    return int(count) if isinstance(count, np.ndarray) else count
+
+
+def _average(total, count, average):
+    """total/count in total's dtype (an int64 count would make float32 scores' average
+    float64), or the pair (total, count)."""
+    if not average:
+        return total, count
+    return div(total, count if isinstance(count, int) else astype(count, dtype=aval_of(total).dtype))
 
 
 def _over_data(loss, model, data, dims, average, kwargs):
@@ -299,11 +307,13 @@ def _over_data(loss, model, data, dims, average, kwargs):
     total, count = 0.0, 0
     for x, y in data:
         t, c = loss(model(x, **kwargs), y, dims=dims, average=False)
-        total += float(np.asarray(t))
-        count += int(np.asarray(c))
+        total = add(total, t)  # (recorded inside kn.diff: the loss over a dataset has a gradient, as Knet's)
+        count += int(value_of(c))
+    if not context.is_boxed(total):
+        total = float(np.asarray(total))
     if not average:
         return total, count
-    return total / count if count else float("nan")
+    return div(total, count) if count else float("nan")
 
 
 def _model_form(loss, model, labels, more, dims, average, data, kwargs):
@@ -337,9 +347,9 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
     else:
         axis, labels = _class_labels("nll", scores, labels, dims)
         onehot = eq(iota(scores, axis=axis, dtype=LABEL_DTYPE), labels)  # label -1 matches no class
-        count = _count(labels, aval_of(scores).dtype)
+        count = _count(labels)
     total = neg(sum(masked(logsoftmax_(scores, axes=(axis,)), onehot)))
-    return div(total, count) if average else (total, count)
+    return _average(total, count, average)
 
 
 def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
@@ -359,8 +369,8 @@ def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwa
     predicted = astype(argmax_(scores, axes=(axis,)), dtype=LABEL_DTYPE)
     correct = astype(sum(mul(eq(predicted, labels), ne(labels, -1))), dtype=aval_of(scores).dtype)
     correct = correct[()] if type(correct) is np.ndarray else correct  # (a numpy number, as nll's total)
-    count = _count(labels, aval_of(scores).dtype)
-    return div(correct, count) if average else (correct, count)
+    count = _count(labels)
+    return _average(correct, count, average)
 
 
 def _binary_labels(name, scores, labels):
