@@ -650,3 +650,79 @@ def test_functools_partial_helpers_are_guarded():
     finally:
         scale_by = saved
         scale_by.keywords["k"] = 2.0
+
+
+# ---------------------------------------------------------------- large arrays read from outside
+
+LARGE = np.ones(70_000)  # above the size guarded by contents (SNAPSHOT_MAX): read live at each run
+TABLES = {"w": np.ones(70_000)}
+
+
+class _Holder:
+    def __init__(self):
+        self.w = np.ones(70_000)
+
+
+HOLDER = _Holder()
+
+
+@kn.compile
+def _from_a_large_global(x):
+    return x * LARGE.sum() + x * LARGE[:3] + x * TABLES["w"][-1] + x * HOLDER.w.max()
+
+
+def test_numpy_code_on_a_large_outside_array_follows_changes_in_place():
+    # Its entries were read by numpy while tracing (LARGE.sum(), LARGE[:3]) and kept: after an
+    # in-place change the program gave the old values. Now they are the program's live
+    # operands, as a large weight's are.
+    x = normal(3)
+    same(_from_a_large_global, x)
+    LARGE[:] = 2.0
+    LARGE[0] = -1.0
+    TABLES["w"][-1] = 7.0
+    HOLDER.w[5] = 9.0
+    try:
+        same(_from_a_large_global, x)
+    finally:
+        LARGE[:] = 1.0
+        TABLES["w"][-1] = 1.0
+        HOLDER.w[5] = 1.0
+    same(_from_a_large_global, x)
+
+
+@kn.compile
+def _branch_on_a_large_global(x):
+    if LARGE[0] > 0:
+        return x * 2.0
+    return x * 3.0
+
+
+@kn.compile
+def _number_of_a_large_global(x):
+    return x * float(LARGE[1])
+
+
+@pytest.mark.parametrize("f, message", [(_branch_on_a_large_global, "`if` on an array value"),
+                                        (_number_of_a_large_global, "`float` of an array value")])
+def test_python_values_of_a_large_outside_array_are_refused(f, message):
+    # (a branch or a number taken from its entries could not follow a change in place)
+    with pytest.raises(kn.CompileError, match=message):
+        f(normal(3))
+
+
+SMALL = np.ones(10)
+
+
+@kn.compile
+def _branch_on_a_small_global(x):
+    return x * 2.0 if SMALL[0] > 0 else x * 3.0
+
+
+def test_a_small_outside_array_may_steer_the_trace_and_is_guarded_by_its_contents():
+    x = normal(3)
+    same(_branch_on_a_small_global, x)
+    SMALL[0] = -1.0
+    try:
+        same(_branch_on_a_small_global, x)
+    finally:
+        SMALL[0] = 1.0

@@ -167,8 +167,8 @@ def _is_static(value):
 
 # Arrays read from outside with at most this many entries are guarded by their contents (a
 # compare per call: a few microseconds; the program holds a copy of them); larger ones
-# (weights, data sets) only by identity, shape and dtype: their entries are read live where
-# the program uses them as operands.
+# (weights, data sets) only by identity, shape and dtype: they are the program's operands as
+# soon as they are read (Translation.live), their entries read at each run.
 CONTENT_GUARD_MAX = SNAPSHOT_MAX
 
 
@@ -291,6 +291,13 @@ class Translation:
         _refuse_iterator(value)
         if self._guard(value, root, name, path):
             self._observe(value, root, name, path)
+        return self.live(value)
+
+    @staticmethod
+    def live(value):
+        """A large array read from outside as a Var that reads its entries at each run: numpy
+        code in the trace must not bake them in (only small arrays are guarded by contents)."""
+        return current_builder().constant(value) if type(value) is np.ndarray and value.size > CONTENT_GUARD_MAX else value
 
     def _guard(self, value, root, name, path):
         """Guard root -> name -> path once. False for a property that computes a new object from
@@ -628,8 +635,7 @@ class FunctionTranslator(ast.NodeVisitor):
         if name in self._cells or name in self.globals:  # a closure cell of the function, or a global
             root, key = (self._cells[name], None) if name in self._cells else (self.globals, name)
             value = root.cell_contents if key is None else root[key]
-            self.translation.depend(value, root, key)
-            return value
+            return self.translation.depend(value, root, key)
         if name in BUILTINS:
             return BUILTINS[name]
         raise CompileError(f"name {name!r} is not defined", self.filename, node.lineno)
@@ -665,7 +671,7 @@ class FunctionTranslator(ast.NodeVisitor):
             self.translation.depend(namespace[step[1]], namespace, step[1])
         is_method = step[0] and isinstance(value, (types.MethodType, types.BuiltinMethodType)) and value.__self__ is obj
         if origin is not None and not is_method:
-            self.translation.depend(value, origin[0], origin[1], origin[2] + (step,))
+            return self.translation.depend(value, origin[0], origin[1], origin[2] + (step,))
         return value
 
     def visit_Subscript(self, node):
@@ -674,8 +680,8 @@ class FunctionTranslator(ast.NodeVisitor):
             return subscript(obj, index)  # a row read in a loop region (loops.py)
         value = obj[index]  # on a Var: knetc.ops.indexing.getindex
         if type(obj) in (list, tuple, dict) or isinstance(obj, (np.ndarray, Var)) \
-                or self.translation.origin(obj) is None:
-            return value  # (items of lists, tuples and dicts are guarded already; obj is not from outside)
+                or self.translation.origin(obj) is None:  # (items of lists, tuples and dicts are guarded already)
+            return self.translation.live(value) if self.translation.origin(obj) is not None else value
         try:
             hash(index)
         except TypeError:  # an unhashable index: no guard can key it
