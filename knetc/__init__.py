@@ -10,6 +10,7 @@ from . import numpy_compat as _numpy_compat
 
 _numpy_compat.restore_row_stack()
 _numpy_compat.defer_f2py()
+_numpy_compat.load_blas_table()
 from .runtime import host_memory
 
 host_memory.keep_freed_buffers()  # steps reuse their large buffers (runtime/host_memory.py)

@@ -1,9 +1,13 @@
-"""What knetc adjusts in NumPy when it is imported, each for a library it builds on.
+"""What knetc adjusts in NumPy and SciPy when it is imported, each for a library it builds on.
 
     restore_row_stack()   numba-cuda needs np.row_stack, which NumPy 2.5 removed
     defer_f2py()          numpy.f2py loads when it is used, not when SciPy lists NumPy's names
+    load_blas_table()     Numba's BLAS table loads without the rest of scipy.linalg
 """
+import glob
+import importlib.machinery
 import importlib.util
+import os
 import sys
 
 import numpy as np
@@ -34,3 +38,49 @@ def defer_f2py():
     sys.modules["numpy.f2py"] = module
     spec.loader.exec_module(module)  # LazyLoader: records the loader, runs nothing yet
     np.f2py = module  # numpy's __getattr__ would import it for real
+
+
+def load_blas_table():
+    """Numba's BLAS calls (np.dot in Numba code, knetc's GEMMs) take their function pointers
+    from the extension module scipy.linalg.cython_blas, and importing it runs scipy.linalg's
+    __init__ first: most of SciPy's linear algebra, about 0.17 s of a warm start's first
+    compiled call on the 2-core VM (2026-12-05), for one table of pointers. Load that module
+    alone under its own name (the same file: a later `import scipy.linalg` finds it there);
+    where anything differs (no SciPy, another layout), nothing is done."""
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or spec.origin is None:
+        return
+    folder = os.path.join(os.path.dirname(spec.origin), "linalg")
+    paths = [p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in glob.glob(os.path.join(folder, "cython_blas" + suffix))]
+    if not paths:
+        return
+    table = importlib.util.spec_from_file_location(name, paths[0])
+    module = importlib.util.module_from_spec(table)
+    sys.modules[name] = module
+    try:
+        table.loader.exec_module(module)
+    except Exception:  # (then scipy.linalg imports it as usual)
+        del sys.modules[name]
+        return
+    sys.meta_path.insert(0, _AttachBlasTable())
+
+
+class _AttachBlasTable:
+    """When scipy.linalg is imported, it gets the table loaded before it as its attribute
+    `cython_blas`, as its own import of the table would have set (then this finder leaves)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "scipy.linalg":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(package):
+            run(package)
+            package.cython_blas = sys.modules["scipy.linalg.cython_blas"]
+        spec.loader.exec_module = exec_module
+        return spec

@@ -39,9 +39,12 @@ DEFERRED = textwrap.dedent("""
     import knetc as kn
 
     w = kn.Param(np.ones((3, 2)))
-    kn.compile(lambda w, x: kn.sum(x @ w))(w, np.ones((4, 3)))  # Numba loads its BLAS (scipy.linalg)
-    assert "scipy.linalg" in sys.modules
+    assert kn.compile(lambda w, x: kn.sum(x @ w))(w, np.ones((4, 3))) == 24  # Numba's BLAS: cython_blas alone
+    assert "scipy.linalg.cython_blas" in sys.modules and "scipy.linalg" not in sys.modules
     assert "numpy.f2py.crackfortran" not in sys.modules, "numpy.f2py was loaded for nothing"
+    import scipy.linalg  # whole when asked for, holding the table loaded before it
+    assert scipy.linalg.cython_blas is sys.modules["scipy.linalg.cython_blas"]
+    assert np.allclose(scipy.linalg.solve(np.eye(2) * 2, np.ones(2)), 0.5)
     from numpy import f2py
     assert callable(f2py.run_main)  # whole on first use
     import numpy.f2py.crackfortran
@@ -50,7 +53,7 @@ DEFERRED = textwrap.dedent("""
 """)
 
 
-def test_numpy_f2py_loads_only_when_used(tmp_path):
+def test_numpy_f2py_and_scipy_linalg_load_only_when_used(tmp_path):
     pytest.importorskip("scipy")
     program = tmp_path / "deferred.py"  # kn.compile reads its function's source from a file
     program.write_text(DEFERRED)
