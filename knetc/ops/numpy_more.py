@@ -25,7 +25,7 @@ from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import getindex
 from .linalg import matmul
-from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _numpy_ravel
+from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .reduce import sum
 from .shape import reshape, transpose
 
@@ -208,9 +208,7 @@ def _triangle(upper):
 
 
 def _outer(a, b, out=None):
-    if out is not None:
-        raise TypeError("out= is not supported on Params and recorded values: assign the result")
-    a, b = _numpy_ravel(a), _numpy_ravel(b)
+    a, b = _numpy_ravel(_no_out(out, a)), _numpy_ravel(b)
     return ew.mul(reshape(a, shape=(_shape(a)[0], 1)), reshape(b, shape=(1, _shape(b)[0])))
 
 
@@ -279,8 +277,7 @@ cumsum_op = register(Op(
 
 
 def _cumsum(a, axis=None, dtype=None, out=None):
-    if out is not None:
-        raise TypeError("out= is not supported on Params and recorded values: assign the result")
+    a = _no_out(out, a)
     if axis is None:
         a, axis = _numpy_ravel(a), 0
     a = a if dtype is None else astype(a, dtype=np.dtype(dtype))
@@ -330,15 +327,11 @@ def _count_nonzero(a, axis=None, *, keepdims=False):
 
 
 def _any(a, axis=None, out=None, keepdims=False):
-    if out is not None:
-        raise TypeError("out= is not supported on Params and recorded values: assign the result")
-    return _as_bool(ew.gt(_count_nonzero(a, axis, keepdims=keepdims), 0))
+    return _as_bool(ew.gt(_count_nonzero(_no_out(out, a), axis, keepdims=keepdims), 0))
 
 
 def _all(a, axis=None, out=None, keepdims=False):
-    if out is not None:
-        raise TypeError("out= is not supported on Params and recorded values: assign the result")
-    return _as_bool(ew.eq(_count_nonzero(ew.eq(_truth(a), 0), axis, keepdims=keepdims), 0))
+    return _as_bool(ew.eq(_count_nonzero(ew.eq(_truth(_no_out(out, a)), 0), axis, keepdims=keepdims), 0))
 
 
 def _float_or_bool(name, x):
