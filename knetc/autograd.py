@@ -443,7 +443,7 @@ def diff(f, *args, **kwargs):
     returns, from the values as they are now: changing an input or a Param in place
     afterwards (a data buffer refilled, an update) does not change them.
 
-    >>> x = Param(np.array([1., 2., 3.])); y = diff(lambda: kn.sum(x * x)); grad(y, x)
+    >>> x = kn.Param(np.array([1., 2., 3.])); y = kn.diff(lambda: kn.sum(x * x)); kn.grad(y, x)
     array([2., 4., 6.])
     """
     tape = Tape()

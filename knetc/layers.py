@@ -214,7 +214,8 @@ def rnnparam(r, layer, id, param):
     (H, H) for the hidden state; the input matrices of the first layer are None with
     skip_input.
 
-    >>> rnnparam(kn.RNN(3, 5), 0, 1, 1)   # the forget-gate input bias, ones
+    >>> kn.rnnparam(kn.RNN(3, 5), 0, 1, 1)   # the forget-gate input bias, ones
+    array([1., 1., 1., 1., 1.], dtype=float32)
     """
     mode, X, H, D = r._mode, r.input_size, r.hidden_size, r._dirs
     ng = ngates(mode)
@@ -315,7 +316,10 @@ def bnmoments(momentum=0.1, mean=None, var=None, meaninit=None, varinit=None):
 def bnparams(etype, channels=None):
     """One vector of 2C entries: the scale (ones) then the bias (zeros), as Knet.
 
-    bnparams(C) is bnparams(np.float64, C). >>> kn.bnparams(np.float32, 3)
+    bnparams(C) is bnparams(np.float64, C).
+
+    >>> kn.bnparams(np.float32, 3)
+    array([1., 1., 1., 0., 0., 0.], dtype=float32)
     """
     if channels is None:
         etype, channels = np.float64, etype

@@ -3,6 +3,7 @@ import doctest
 import inspect
 import pydoc
 
+import numpy as np
 import pytest
 
 import knetc as kn
@@ -91,3 +92,37 @@ def test_the_api_examples_are_found():
 def test_api_example_runs(name):
     doc = inspect.getdoc(getattr(kn, name))
     run_examples(doc, name)
+
+
+# Every public name's examples (functions, Op instances, other objects; modules left out, and
+# classes only where their docs show examples) run as doctests in {"np": numpy, "kn": knetc},
+# as `help(kn.name)` shows them. An example that needs a GPU or a file says so and is marked
+# `# doctest: +SKIP`.
+def examples_of(name):
+    """The >>> examples in kn.`name`'s doc ([] for a module or a doc without any)."""
+    obj = getattr(kn, name)
+    if inspect.ismodule(obj):
+        return []
+    return doctest.DocTestParser().get_examples(inspect.getdoc(obj) or "")
+
+
+EXAMPLE_NAMES = [n for n in PUBLIC if examples_of(n)]
+
+
+def test_the_examples_of_every_public_name_are_found():
+    assert set(OP_NAMES) <= set(EXAMPLE_NAMES)
+    assert {"accuracy", "batchnorm", "bce", "bnparams", "diff", "dropout", "getindex", "logistic", "logp",
+            "logsoftmax", "logsumexp", "max", "min", "nll", "norm", "pool", "polygamma", "rnnparam",
+            "setindex", "softmax", "unpool", "var"} <= set(EXAMPLE_NAMES)
+    assert len(EXAMPLE_NAMES) >= 150
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_public_example_runs(name):
+    """kn.`name`'s examples pass with numpy as np and knetc as kn defined; a failure shows doctest's report."""
+    doc = inspect.getdoc(getattr(kn, name))
+    test = doctest.DocTestParser().get_doctest(doc, {"np": np, "kn": kn}, "kn." + name, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    report = []
+    runner.run(test, out=report.append)
+    assert runner.failures == 0, f"kn.{name}'s examples fail:\n" + "".join(report)

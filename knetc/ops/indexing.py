@@ -431,7 +431,9 @@ def _linear_positions(index, shape):
 def getindex(x, index):
     """x[index] with numpy semantics, differentiable (Knet's getindex; 0-based).
 
+    >>> x = np.arange(8.0).reshape(2, 4)
     >>> kn.getindex(x, (0, slice(1, 3)))      # x[0, 1:3]
+    array([1., 2.])
     """
     shape = aval_of(x).shape
     spec = _basic_spec(index, shape)
@@ -460,7 +462,10 @@ def setindex(x, index, v):
     """A copy of x with x[index] = v (numpy semantics; v broadcasts); differentiable in x and v.
 
     The functional form of `x[index] = v` for use inside `diff` and compiled code:
-    >>> y = kn.setindex(x, (slice(None), 0), 0.0)    # y = x.copy(); y[:, 0] = 0
+    >>> x = np.arange(8.0).reshape(2, 4)
+    >>> kn.setindex(x, (slice(None), 0), 0.0)    # y = x.copy(); y[:, 0] = 0
+    array([[0., 1., 2., 3.],
+           [0., 5., 6., 7.]])
     """
     xa = aval_of(x)
     shape = xa.shape

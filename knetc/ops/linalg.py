@@ -164,7 +164,8 @@ def norm(x, p=2):
     """norm(x, p=2): the vector p-norm of all entries (Julia's `norm` of an array).
 
     p=2 (default), 1, inf (largest magnitude), -inf, 0 (count of nonzeros), or any real p.
-    >>> kn.norm(np.array([3.0, -4.0]))    # 5.0
+    >>> float(kn.norm(np.array([3.0, -4.0])))
+    5.0
 
     Integer and bool arrays are measured in float64 (as Julia's norm: no wraparound in x*x).
     """

@@ -31,7 +31,8 @@ def max(a, *others):
     """max(a, b, ...): the elementwise maximum with broadcasting (Julia's max.(a, b)); NaN wins.
 
     Where inputs tie, each receives the gradient. The reduction is kn.maximum(x, dims).
-    >>> kn.max(np.array([1.0, 5.0]), 2.0)   # [2.0, 5.0]
+    >>> kn.max(np.array([1.0, 5.0]), 2.0)
+    array([2., 5.])
     """
     if not others:
         raise TypeError("kn.max(a, b) is elementwise; for the largest entry use kn.maximum(x) "
@@ -45,7 +46,8 @@ def min(a, *others):
     """min(a, b, ...): the elementwise minimum with broadcasting (Julia's min.(a, b)); NaN wins.
 
     Where inputs tie, each receives the gradient. The reduction is kn.minimum(x, dims).
-    >>> kn.min(np.array([1.0, 5.0]), 2.0)   # [1.0, 2.0]
+    >>> kn.min(np.array([1.0, 5.0]), 2.0)
+    array([1., 2.])
     """
     if not others:
         raise TypeError("kn.min(a, b) is elementwise; for the smallest entry use kn.minimum(x) "
@@ -58,7 +60,8 @@ def min(a, *others):
 def polygamma(n, x):
     """polygamma(n, x): the n-th derivative of digamma (n >= 1; polygamma(1, x) is trigamma).
 
-    >>> kn.polygamma(2, np.array([1.0]))   # [-2.4041] = -2 zeta(3)
+    >>> kn.polygamma(2, np.array([1.0]))   # -2 zeta(3)
+    array([-2.40411381])
     """
     return _polygamma(x, n=operator.index(n) if hasattr(n, "__index__") and not isinstance(n, bool) else n)
 

@@ -218,7 +218,11 @@ def batchnorm(x, moments=None, params=None, eps=1e-5, training=None):
     PyTorch do; otherwise use moments' running statistics (then moments is required).
     params: Knet's one vector of 2C entries, scale then bias (bnparams), or None.
 
-    >>> y = kn.batchnorm(x, kn.bnmoments(), kn.Param(kn.bnparams(x.shape[1])))
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> y = kn.batchnorm(x, kn.bnmoments(), kn.Param(kn.bnparams(x.shape[1])), training=True)
+    >>> y.round(3)  # each column (channel) to mean 0, variance 1
+    array([[-1., -1.],
+           [ 1.,  1.]])
     """
     aval = aval_of(x)
     if aval.ndim not in (2, 4, 5):
@@ -328,7 +332,10 @@ def dropout(x, p, drop=None, seed=0):
     same mask on every call (and on CPU and GPU); seed=0 draws a fresh mask each call.
     The gradient is dy times the same mask.
 
-    >>> y = kn.dropout(x, 0.5, drop=True, seed=1)
+    >>> x = np.ones((2, 4))
+    >>> kn.dropout(x, 0.5, drop=True, seed=1)  # the same mask on every call with seed=1
+    array([[2., 0., 0., 2.],
+           [0., 2., 0., 0.]])
     """
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p={p} must lie in [0, 1]")

@@ -289,7 +289,9 @@ def pool(x, window=2, padding=0, stride=None, mode=0, maxpooling_nan_opt=1, alph
     stride defaults to window. Output size per axis: 1 + (X + 2*padding - window) // stride.
     maxpooling_nan_opt=1 propagates NaNs through max pooling, 0 ignores them.
 
-    >>> kn.pool(x, window=(2, 3), mode=1).shape   # x (8, 3, 6, 9) -> (8, 3, 3, 3)
+    >>> x = np.zeros((8, 3, 6, 9))
+    >>> kn.pool(x, window=(2, 3), mode=1).shape
+    (8, 3, 3, 3)
     """
     aval = aval_of(x)
     window, padding, stride = _keywords("pool", aval, window, padding, stride, mode)
@@ -306,7 +308,9 @@ def unpool(x, window=2, padding=0, stride=None, mode=0, maxpooling_nan_opt=1, al
     (X - 1)*stride + window - 2*padding. `mode` and `maxpooling_nan_opt` are accepted for
     symmetry with pool and ignored (Knet's unpool is the gradient of average pooling).
 
-    >>> kn.unpool(np.array([[[[1.0, 2.0]]]]))   # -> [[[[1, 1, 2, 2], [1, 1, 2, 2]]]]
+    >>> kn.unpool(np.array([[[[1.0, 2.0]]]]))
+    array([[[[1., 1., 2., 2.],
+             [1., 1., 2., 2.]]]])
     """
     aval = aval_of(x)
     window, padding, stride = _keywords("unpool", aval, window, padding, stride, mode)

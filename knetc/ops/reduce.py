@@ -152,7 +152,9 @@ def var(x, dims=None, corrected=True, mean=None):
     """var(x, dims=None, corrected=True, mean=None): the variance, as Julia's `var`.
 
     corrected divides by n-1 (else n); `mean=` gives a precomputed mean (broadcastable).
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
     >>> kn.var(x, dims=0)          # per column of a (N, D) array, shape (1, D)
+    array([[2., 8.]])
     """
     m = _mean(x, dims) if mean is None else mean
     d = sub(x, m)
