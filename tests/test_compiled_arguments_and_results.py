@@ -288,6 +288,57 @@ def test_augmented_assignment_on_a_view_nobody_else_sees_compiles():
     assert kn.compile(fn, target="cpu", cache=False)(X) == pytest.approx(fn(X))
 
 
+# numpy arrays made inside the function: numbers go in in place (numpy's own `+=`: every name
+# sees it, numpy's casting rules); data makes a new array value, refused when another name holds
+# the array or a view of it. (They made a new array of another dtype, and other names kept the old.)
+def numpy_alias(x):
+    y = np.zeros(3)
+    z = y
+    y += 1
+    return x[:3] + z
+
+
+def numpy_view(x):
+    y = np.zeros(4)
+    v = y[:2]
+    y += x[:4]
+    return v
+
+
+def numpy_accumulator(x):
+    acc = np.zeros(x.shape[1:], np.float32)  # float64 rows: the accumulator stays float32, as numpy's
+    for t in range(x.shape[0]):
+        acc += x[t]
+    return acc
+
+
+def numpy_int8(x):
+    y = np.zeros(x.shape, np.int8)
+    y += x  # int32 data wraps into int8 (100, 200, 300 -> 100, -56, 44)
+    return y
+
+
+def numpy_int_divided(x):
+    y = np.ones(3, np.int32)
+    y /= 2  # numpy: cannot cast the float64 quotient into int32
+    return x + y
+
+
+@pytest.mark.parametrize("fn, x", [(numpy_alias, X), (numpy_accumulator, X),
+                                   (numpy_int8, np.array([100, 200, 300], np.int32))])
+def test_augmented_assignment_on_a_numpy_array_made_inside_follows_numpy(fn, x):
+    expected, actual = fn(x), kn.compile(fn, target="cpu", cache=False)(x)
+    assert np.asarray(actual).dtype == expected.dtype
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+
+
+def test_augmented_assignment_on_a_numpy_array_made_inside_refuses_what_numpy_or_compiled_code_cannot():
+    with pytest.raises(kn.CompileError, match="also holds"):
+        kn.compile(numpy_view, target="cpu", cache=False)(X)
+    with pytest.raises(kn.CompileError, match="Cannot cast"):
+        kn.compile(numpy_int_divided, target="cpu", cache=False)(X)
+
+
 class Net:
     def __init__(self):
         self.layer0 = kn.Param(np.ones(3))

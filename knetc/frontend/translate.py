@@ -49,9 +49,9 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
               ast.Mod: operator.mod, ast.BitAnd: operator.and_, ast.BitOr: operator.or_, ast.BitXor: operator.xor,
               ast.LShift: operator.lshift, ast.RShift: operator.rshift,
               ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_, ast.Invert: operator.invert}
-# `x op= y` on a Python list, dict or set changes it in place, seen through every name of it.
-_IN_PLACE = {ast.Add: operator.iadd, ast.Mult: operator.imul, ast.BitOr: operator.ior, ast.BitAnd: operator.iand,
-             ast.BitXor: operator.ixor, ast.Sub: operator.isub}
+# `x op= y` on a Python list, dict or set, or a numpy array made while tracing, changes it in place
+# (as Python and numpy do: every name of it sees the change; numpy's casting rules apply).
+_IN_PLACE = {op: getattr(operator, "i" + fn.__name__.rstrip("_")) for op, fn in _OPERATORS.items() if issubclass(op, ast.operator)}
 _COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
             ast.Eq: lambda a, b: _python_equal(a, b, True), ast.NotEq: lambda a, b: _python_equal(a, b, False),
             ast.Is: operator.is_, ast.IsNot: operator.is_not,
@@ -363,17 +363,13 @@ class Translation:
     def mark_arguments(self, tree):
         """The containers of the (abstract) arguments: the caller owns their originals."""
         _refuse_iterator(tree)
-        if isinstance(tree, (list, tuple)):
-            items = tree
-        elif isinstance(tree, dict):
-            items = tree.values()
-        elif hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType)):
-            items = vars(tree).values()
-        else:
-            return
-        self.external[id(tree)] = tree
-        for item in items:
-            self.mark_arguments(item)
+        objects = hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType))
+        items = tree if isinstance(tree, (list, tuple)) else tree.values() if isinstance(tree, dict) else \
+            vars(tree).values() if objects else None
+        if items is not None:
+            self.external[id(tree)] = tree
+            for item in items:
+                self.mark_arguments(item)
 
     def inline(self, fn, args, kwargs):
         """Run a Python function's body in a new scope, at compile time."""
@@ -467,15 +463,17 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_AugAssign(self, node):
         """`x += y` changes a numpy array or a list in place. Compiled code computes a new
         value instead, which is only the same when nobody else can see the old one."""
-        current, translation = self.eval(node.target), self.translation
-        if isinstance(current, Var):
-            self._refuse_shared_array(current, node.target.id if isinstance(node.target, ast.Name) else None)
-        elif isinstance(current, (np.ndarray, list, dict, set)) and translation.is_external(current):
+        current, operand = self.eval(node.target), self.eval(node.value)
+        if isinstance(current, (np.ndarray, list, dict, set)) and self.translation.is_external(current):
             raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
                                "function in place: compiled code would do it only once, while tracing",
                                hint="write `x = x + ...` (a new value)")
-        # a list, dict or set is changed in place (every name sees it)
-        operand, in_place = self.eval(node.value), isinstance(current, (list, dict, set)) and _IN_PLACE.get(type(node.op))
+        # An array value, or a numpy array made here given data: a new array value, when nobody else sees the old.
+        if isinstance(current, Var) or isinstance(current, np.ndarray) and holds_var(operand):
+            self._refuse_shared_array(current, node.target.id if isinstance(node.target, ast.Name) else None)
+            current = current_builder().constant(current) if isinstance(current, np.ndarray) else current
+        # a list, dict, set or numpy array (of numbers) is changed in place (every name sees it)
+        in_place = isinstance(current, (list, dict, set, np.ndarray)) and _IN_PLACE.get(type(node.op))
         value = in_place(current, operand) if in_place else self.operate(node.op, (current, operand), node)
         self.assign(node.target, _updated_in_place(current, value) if isinstance(current, Var) else value)
 
@@ -489,16 +487,17 @@ class FunctionTranslator(ast.NodeVisitor):
         another name, a container, a closure or a default value can see any of them."""
         bases = {e.out: e.inputs[0] for b in context.stack_of(Builder) for e in b.eqns
                  if e.op.kind == "view" or e.op.view_index is not None}
-        root = lambda v: root(bases[v]) if v in bases else v  # noqa: E731 (the array whose memory v is)
-        memory, translation = root(var), self.translation
-        if any(memory in region.inputs for region in translation.regions):  # (unrolled, what holds it is known)
+        root = lambda v: root(bases[v]) if isinstance(v, Var) and v in bases else v  # noqa: E731 (the array whose memory v is)
+        memory, translation = root(var), self.translation  # (a numpy array made here: itself)
+        if any(memory is v for region in translation.regions for v in region.inputs):  # (unrolled, what holds it is known)
             raise NotALoop("augmented assignment on a carried value or a row of a loop region")
 
         def shares(x):  # does x hold the array, or a view of it?
             items = x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple, set)) else \
                 [p.default for p in x.signature.parameters.values()] if isinstance(x, InnerFunction) else ()
-            return isinstance(x, Var) and root(x) is memory or any(map(shares, items))
-        leaf = translation.arguments.get(memory, _MISSING)  # (a taped value's `+=` makes a new one)
+            same = root(x) is memory if isinstance(x, Var) else type(x) is type(memory) is np.ndarray and np.may_share_memory(x, memory)
+            return same or any(map(shares, items))
+        leaf = translation.arguments.get(memory, _MISSING) if isinstance(memory, Var) else _MISSING  # (a taped value's `+=` makes a new one)
         caller = not (isinstance(leaf, Tracked) and memory is var) if leaf is not _MISSING else any(
             memory is v for v in (*self.parameters, *(v for _, v in translation.captures)))
         other = "the caller (an argument or Param)" if caller else next((repr(other) for other, value in (
