@@ -952,3 +952,38 @@ def test_integer_reciprocal_and_bool_square_are_refused_not_changed():
     x = np.array([1.5, -2.0])
     np.testing.assert_array_equal(kn.compile(numpy_reciprocal, target="cpu")(x), np.reciprocal(x))
     np.testing.assert_array_equal(kn.compile(numpy_square, target="cpu")(np.array([3, -2])), [9, 4])
+
+
+# Integer types as numpy keeps them (found by an audit: each came back int64 or kept the input's type)
+def sum_as_int8(x):
+    return np.sum(x, axis=0, dtype=np.int8), x.sum(dtype=np.int16), np.prod(x, dtype=np.int8)
+
+
+def cumsum_as_int8(x):
+    return np.cumsum(x, dtype=np.int8)
+
+
+def batched_product(a):
+    return a @ a, np.matmul(a > 0, a > 0)
+
+
+def clipped(x):
+    return np.clip(x, 0, 2), x.clip(-1)
+
+
+def absolute_as_float(x):
+    return np.fabs(x)
+
+
+@pytest.mark.parametrize("fn, x", [
+    (sum_as_int8, np.array([[100, 100, 3], [100, 1, 1]], np.int32)),
+    (cumsum_as_int8, np.array([100, 100, 100], np.int32)),
+    (batched_product, np.full((2, 2, 2), 50000, np.int32)),  # int32 products wrap; bool @ bool is bool
+    (clipped, np.array([-3, 1, 5], np.int8)),
+    (absolute_as_float, np.array([-7, 3], np.int32)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_integer_results_keep_numpys_types_and_wrap_as_numpy(fn, x):
+    expected, actual = fn(x), compiled(fn, "cpu")(x)
+    for e, a in zip(expected if isinstance(expected, tuple) else (expected,), actual if isinstance(actual, tuple) else (actual,)):
+        assert np.asarray(a).dtype == np.asarray(e).dtype, (np.asarray(a).dtype, np.asarray(e).dtype)
+        np.testing.assert_array_equal(a, e)

@@ -116,7 +116,9 @@ def _bmm_product_sum(a, b, trans_a, trans_b):
     b4 = reshape(b, shape=sb[:-2] + (1,) + sb[-2:])  # (..., 1, k, n)
     product = mul(a4, b4)
     axis = aval_of(product).ndim - 2
-    out = reduce_sum(product, axes=(axis,))
+    out = reduce_sum(product, axes=(axis,))  # (in int64; numpy's matmul keeps the operands' type: wrapped
+    dtype = result_dtype(aval_of(a), aval_of(b))  # int32 sums are int64 sums wrapped, bool sums are any())
+    out = out if aval_of(out).dtype == dtype else astype(out, dtype=dtype)
     shape = aval_of(out).shape
     return reshape(out, shape=shape[:axis] + shape[axis + 1:])
 

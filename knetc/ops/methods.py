@@ -26,6 +26,8 @@ def _numpy_reduction(knet_reduction, typed=True):
         aval = aval_of(x)
         axes = tuple(range(aval.ndim)) if axis is None else _reduction_axes(axis, aval.ndim)
         result = knet_reduction(x, axes)
+        if dtype is not None and aval_of(result).dtype != np.dtype(dtype):  # int8 sums in int64, wrapped as numpy's
+            result = astype(result, dtype=np.dtype(dtype))
         return result if keepdims else reshape(result, shape=tuple(n for i, n in enumerate(aval.shape) if i not in axes))
     if typed:
         return reduction
@@ -202,7 +204,7 @@ def _numpy_clip(a, a_min=None, a_max=None, *, min=None, max=None):
         if a_min is not None or a_max is not None:
             raise TypeError("clip: give the bounds as a_min/a_max or as min/max, not both")
         a_min, a_max = min, max
-    out = a
+    a_min, a_max, out = _with_dtype_of(a_min, a), _with_dtype_of(a_max, a), a  # (Python numbers are weak: int8 stays int8)
     if a_min is not None:
         out = ew.add(ew.masked(out, ew.eq(ew.lt(out, a_min), 0)), ew.masked(a_min, ew.lt(out, a_min)))
     if a_max is not None:
@@ -273,7 +275,13 @@ def _numpy_square(x):
     return ew.abs2(x)
 
 
-UFUNCS.update({np.fabs: ew.abs, np.positive: lambda x: x, np.reciprocal: _numpy_reciprocal, np.square: _numpy_square})
+def _numpy_fabs(x):
+    """np.fabs: |x| as a float (of integers and bools: numpy's float type for them, float16 for int8)."""
+    dtype = np.dtype(aval_of(x).dtype)
+    return ew.abs(x if dtype.kind == "f" else astype(x, dtype=np.fabs(np.zeros(0, dtype)).dtype))
+
+
+UFUNCS.update({np.fabs: _numpy_fabs, np.positive: lambda x: x, np.reciprocal: _numpy_reciprocal, np.square: _numpy_square})
 
 
 class ArrayMethods:

@@ -281,7 +281,8 @@ def _cumsum(a, axis=None, dtype=None, out=None):
     if axis is None:
         a, axis = _numpy_ravel(a), 0
     a = a if dtype is None else astype(a, dtype=np.dtype(dtype))
-    return cumsum_op(a, axis=_axis(axis, len(_shape(a))))
+    out = cumsum_op(a, axis=_axis(axis, len(_shape(a))))
+    return out if dtype is None or aval_of(out).dtype == np.dtype(dtype) else astype(out, dtype=np.dtype(dtype))
 
 
 def _like(value):
