@@ -987,3 +987,15 @@ def test_integer_results_keep_numpys_types_and_wrap_as_numpy(fn, x):
     for e, a in zip(expected if isinstance(expected, tuple) else (expected,), actual if isinstance(actual, tuple) else (actual,)):
         assert np.asarray(a).dtype == np.asarray(e).dtype, (np.asarray(a).dtype, np.asarray(e).dtype)
         np.testing.assert_array_equal(a, e)
+
+
+def unsigned_with_signed(u, i):
+    return u - i, np.where(u > 1, u, i)
+
+
+def test_large_unsigned_beside_signed_integers_is_numpys_float64():
+    # Numba types uint64 - int8 as int64: 2**63 + 2048 came back negative (numpy: float64).
+    u, i = np.array([3, 2 ** 63 + 2048], np.uint64), np.array([1, 1], np.int8)
+    for actual, expected in zip(compiled(unsigned_with_signed, "cpu")(u, i), unsigned_with_signed(u, i)):
+        assert actual.dtype == expected.dtype == np.float64
+        np.testing.assert_array_equal(actual, expected)

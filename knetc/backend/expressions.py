@@ -225,7 +225,8 @@ class KernelBody:
                  else self.value(x, self.broadcast_index(index, x.aval.shape, out.aval.shape)) if isinstance(x, Var)
                  else self.number(eqn, position, operands) for position, x in enumerate(eqn.inputs)]
         depth = max([self._depth_of(n) for n in names] + [self._block_for(index) if op.input_gives_shape else 0])
-        if op.float_valued:  # integer inputs become the float result first (int / int)
+        if op.float_valued or np.dtype(out.aval.dtype).kind == "f":  # integer inputs become the float result first
+            # (int / int; Numba types uint64 - int8 as int64, numpy as float64)
             names = [f"{numba_type(out.aval.dtype)}({n})" if isinstance(x, Var) and x.aval.dtype != out.aval.dtype
                      else n for x, n in zip(eqn.inputs, names)]
         vectorizes = self.ranges is not None and not self.accumulating
