@@ -320,11 +320,12 @@ class CompiledFunction:
         if is_array(leaf):
             value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
             return type(leaf), tuple(value.shape), np.dtype(value.dtype).str
+        key = (leaf.start, leaf.stop, leaf.step) if type(leaf) is slice else leaf  # (slices hash from Python 3.12 on)
         try:
-            hash(leaf)
+            hash(key)
         except TypeError:
             raise TypeError(f"{self.fn.__name__}: argument leaf {leaf!r} is neither an array nor hashable") from None
-        return "static", type(leaf), leaf, pytree.zero_signs(leaf)
+        return "static", type(leaf), key, pytree.zero_signs(leaf)
 
     def specialize(self, mode, *args, **kwargs):
         """The Specialization for these arguments, built on first use. mode: "call",

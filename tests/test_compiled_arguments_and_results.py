@@ -381,3 +381,16 @@ def test_matrices_and_masked_arrays_are_refused_and_memmaps_taken():
     data = np.lib.format.open_memmap(os.path.join(tempfile.mkdtemp(), "x.npy"), mode="w+", dtype=np.float64, shape=(4, 3))
     data[:] = np.arange(12.0).reshape(4, 3)
     assert compiled(data[:2]) == doubled_sum(np.asarray(data[:2])) == 30.0
+
+
+def take_slice(x, s):
+    return x[s] * 2
+
+
+def test_a_slice_argument_is_a_static_value():
+    # Python 3.11's slices are unhashable: a slice argument was a TypeError ("neither an array nor hashable").
+    f, x = kn.compile(take_slice, target="cpu", cache=False), np.arange(6.0)
+    np.testing.assert_array_equal(f(x, slice(1, 3)), [2.0, 4.0])
+    np.testing.assert_array_equal(f(x, slice(2, 5)), [4.0, 6.0, 8.0])
+    np.testing.assert_array_equal(f(x, slice(1, 3)), [2.0, 4.0])
+    assert f.compilations == 2
