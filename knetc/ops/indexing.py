@@ -446,9 +446,10 @@ def getindex(x, index):
         axis, idx = gathered
         ia = aval_of(idx)
         if ia.dtype is None or not np.issubdtype(ia.dtype, np.integer):
-            raise CompileError("a mask computed in compiled code would give a data-dependent shape "
-                               "(only integer arrays index here)",
-                               hint="multiply by the mask instead (x * mask), or index outside kn.compile")
+            raise CompileError("a boolean mask that is an array value (an argument, or computed inside) would give "
+                               "a data-dependent shape: compiled code indexes with masks known while tracing and "
+                               "with integer arrays", hint="multiply by the mask instead (x * mask), pass the "
+                               "positions (np.flatnonzero(mask)) as an integer array, or index outside kn.compile")
         idx = checked_indices(idx, size=shape[axis], axis=axis)
         if ia.ndim == 0:
             return reshape(take(x, reshape(idx, shape=(1,)), axis=axis), shape=shape[:axis] + shape[axis + 1:])
