@@ -396,3 +396,31 @@ def test_ranges_index_as_numpy_takes_them(index):
     np.add.at(scatter, index, 2 * want)  # the gradient of sum(x[index] ** 2)
     for g in (f, c):
         np.testing.assert_array_equal(kn.grad(lambda a: kn.sum(g(a) ** 2))(x), scatter)
+
+
+def _pair(x, i):
+    return x[i, -i]
+
+
+def _row_part(x, i):
+    return x[i, 1:3]
+
+
+def _column_part(x, i):
+    return x[1:3, i]
+
+
+def _middle(x, i):
+    return x[None, :, i, 0]
+
+
+@pytest.mark.parametrize("fn", [_pair, _row_part, _column_part, _middle], ids=lambda f: f.__name__)
+def test_a_numpy_integer_argument_indexes_beside_other_indices_in_compiled_code(fn):
+    # A numpy integer argument is a 0-d array value; beside another index it was refused
+    # ("must be the only non-':' index"). Taken one axis at a time it is numpy's result.
+    x = np.arange(60.0).reshape(3, 4, 5) if fn is _middle else np.arange(20.0).reshape(4, 5)
+    i = np.int64(2)
+    compiled = kn.compile(fn, target="cpu", cache=False)
+    np.testing.assert_array_equal(compiled(x, i), fn(x, i))
+    np.testing.assert_array_equal(kn.grad(lambda a, j: kn.sum(compiled(a, j) * 3.0))(x, i),
+                                  kn.grad(lambda a, j: kn.sum(fn(a, j) * 3.0))(x, i))

@@ -413,6 +413,19 @@ def _axis_gather(index, shape):
     return axis, idx
 
 
+def _scalar_value_index(index):
+    """(items, k) when item k of a tuple index is a 0-d integer array value (a numpy integer
+    argument, say) and no other item is an array or Ellipsis: taking that axis first, then
+    the rest, is numpy's result (a 0-d index adds no axes wherever it stands)."""
+    items = index if isinstance(index, tuple) else (index,)
+    arrays = [k for k, i in enumerate(items) if _is_advanced(i)]
+    if len(items) < 2 or _has_ellipsis(items) or not arrays or any(not _is_symbolic(items[k]) for k in arrays):
+        return None
+    scalar = next((k for k in arrays if aval_of(items[k]).ndim == 0
+                   and np.issubdtype(aval_of(items[k]).dtype or np.float64, np.integer)), None)
+    return None if scalar is None else (items, scalar)
+
+
 def _linear_positions(index, shape):
     """The flat positions numpy's x[index] reads (concrete indices only)."""
     items = index if isinstance(index, tuple) else (index,)
@@ -454,6 +467,11 @@ def getindex(x, index):
         if ia.ndim == 0:
             return reshape(take(x, reshape(idx, shape=(1,)), axis=axis), shape=shape[:axis] + shape[axis + 1:])
         return take(x, idx, axis=axis)
+    scalar = _scalar_value_index(index)
+    if scalar is not None:  # x[i, 1:3] with i a 0-d integer array value: numpy's result is x[i][1:3]'s
+        items, k = scalar
+        axis = sum(i is not None for i in items[:k])  # (the axes the items before it index)
+        return getindex(getindex(x, (slice(None),) * axis + (items[k],)), items[:k] + items[k + 1:])
     positions = _linear_positions(index, shape)
     flat = reshape(x, shape=(int(np.prod(shape)),))
     return reshape(take(flat, positions.reshape(-1), axis=0), shape=positions.shape)
