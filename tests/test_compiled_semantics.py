@@ -999,3 +999,18 @@ def test_large_unsigned_beside_signed_integers_is_numpys_float64():
     for actual, expected in zip(compiled(unsigned_with_signed, "cpu")(u, i), unsigned_with_signed(u, i)):
         assert actual.dtype == expected.dtype == np.float64
         np.testing.assert_array_equal(actual, expected)
+
+
+def square_root_by_power(x):
+    return x ** 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.bool_])
+def test_small_integers_to_the_power_half_are_float64_as_numpy(dtype):
+    # numpy's x ** 0.5 is np.sqrt for floats only; of int8 it is np.power's float64 (np.sqrt's
+    # float16 was refused)
+    x = np.array([4, 9, 1], dtype)
+    actual, expected = compiled(square_root_by_power, "cpu")(x), square_root_by_power(x)
+    assert actual.dtype == expected.dtype == np.float64
+    np.testing.assert_array_equal(actual, expected)
+    assert kn.value(square_root_by_power(kn.Param(x))).dtype == np.float64

@@ -302,7 +302,8 @@ class ArrayMethods:
     def __pow__(self, exponent):  # numpy's `x ** 0.5` is np.sqrt (nan at -inf, -0.0 at -0.0; np.power gives inf, 0.0),
         if type(exponent) is int and exponent == 2 and self.dtype == np.bool_:  # and a bool array's `x ** 2`
             return self.astype(np.int8)  # np.square: int8 (np.power: int64); x * x is x for bools
-        return ew.sqrt(self) if type(exponent) is float and exponent == 0.5 else ew.power_any(self, exponent)
+        root = type(exponent) is float and exponent == 0.5 and np.dtype(self.dtype).kind == "f"  # (of integers: np.power's float64)
+        return ew.sqrt(self) if root else ew.power_any(self, exponent)
     def __rpow__(self, base): return ew.power_any(base, self)
     def __matmul__(self, other): return matmul(self, other)
     def __rmatmul__(self, other): return matmul(other, self)
