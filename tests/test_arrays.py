@@ -355,3 +355,10 @@ def test_compiled_joins_of_empty_arrays_finish(tmp_path):
                           env={**os.environ, "KNETC_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "joined"
+
+
+def test_mat_of_a_number_says_what_to_write():
+    # (its message named a dims=-1 the caller never gave)
+    with pytest.raises(kn.ShapeError, match="0-d"):
+        kn.mat(np.float64(3.0))
+    assert kn.mat(np.float64(3.0), dims=0).shape == (1, 1)

@@ -132,6 +132,8 @@ def mat(x, dims=None):
         (2, 12)
     """
     shape = aval_of(x).shape
+    if dims is None and not shape:
+        raise ShapeError("mat: x is 0-d (a number): it has no instance axis to keep; mat(x, dims=0) is its (1, 1) matrix")
     dims = len(shape) - 1 if dims is None else dims
     if not 0 <= dims <= len(shape):
         raise ShapeError(f"mat: dims={dims} must lie in 0..{len(shape)} for an array of shape {shape}")
