@@ -149,3 +149,20 @@ def test_transpose_takes_negative_axes():
     assert np.transpose(q, (-1, 0, 1)).shape == (4, 2, 3) and q.transpose(-1, -3, -2).shape == (4, 2, 3)
     with pytest.raises(kn.ShapeError, match="out of bounds"):
         np.transpose(q, (3, 0, 1))
+
+
+def _methods(x):
+    return (x.argmax(axis=1), x.argmin(), x.cumsum(axis=0), x.repeat(2, axis=1), x.take([0, 2], axis=1), x.trace(),
+            x.diagonal(1))
+
+
+def test_ndarray_methods_of_these_functions_on_params_and_compiled():
+    x = RNG.standard_normal((3, 4))
+    expected = _methods(x)
+    for got in (_methods(kn.Param(x)), kn.compile(_methods)(x)):
+        for g, e in zip(got, expected):
+            assert np.shape(kn.value(g)) == np.shape(e)
+            np.testing.assert_allclose(kn.value(g), e, rtol=1e-12)
+    grad = kn.grad(lambda a: np.sum(a.cumsum(axis=1) * a.repeat(2, axis=0)[:3]) + a.trace())(x)
+    numeric = numgrad(lambda a: float(np.sum(a.cumsum(axis=1) * a.repeat(2, axis=0)[:3]) + a.trace()), x.copy())
+    np.testing.assert_allclose(grad, numeric, atol=1e-6)

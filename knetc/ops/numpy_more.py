@@ -383,3 +383,12 @@ ArrayMethods.__xor__, ArrayMethods.__rxor__ = mask_xor, lambda self, other: mask
 ArrayMethods.__invert__ = mask_not
 ArrayMethods.any = lambda self, axis=None, out=None, keepdims=False: _any(self, axis, out, keepdims)
 ArrayMethods.all = lambda self, axis=None, out=None, keepdims=False: _all(self, axis, out, keepdims)
+
+# ndarray's methods of the functions above (x.cumsum(), x.argmax(axis), x.repeat(2), ...)
+ArrayMethods.argmax = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmax](self, axis, out, keepdims)
+ArrayMethods.argmin = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmin](self, axis, out, keepdims)
+ArrayMethods.cumsum = lambda self, axis=None, dtype=None, out=None: _cumsum(self, axis, dtype, out)
+ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, axis)
+ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
+ArrayMethods.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out)
+ArrayMethods.diagonal = lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2)
