@@ -942,13 +942,15 @@ def numpy_square(x):
     return np.square(x)
 
 
-def test_integer_reciprocal_and_bool_square_are_refused_not_changed():
+def test_integer_reciprocal_is_refused_and_bool_square_is_numpys_int8():
     # Compiled np.reciprocal of integers gave floats ([1, 0.5]; numpy truncates: [1, 0]) and
-    # np.square of bools gave bools (numpy: int8).
+    # np.square of bools gave bools (numpy: int8, as `x ** 2`).
     with pytest.raises(kn.CompileError, match=r"np.reciprocal of integers truncates"):
         kn.compile(numpy_reciprocal, target="cpu")(np.array([1, 2]))
-    with pytest.raises(kn.CompileError, match=r"np.square of bools is int8"):
-        kn.compile(numpy_square, target="cpu")(np.array([True, False]))
+    b = np.array([True, False])
+    for square in (kn.compile(numpy_square, target="cpu")(b), kn.value(numpy_square(kn.Param(b)))):
+        assert square.dtype == np.square(b).dtype == np.int8
+        np.testing.assert_array_equal(square, np.square(b))
     x = np.array([1.5, -2.0])
     np.testing.assert_array_equal(kn.compile(numpy_reciprocal, target="cpu")(x), np.reciprocal(x))
     np.testing.assert_array_equal(kn.compile(numpy_square, target="cpu")(np.array([3, -2])), [9, 4])

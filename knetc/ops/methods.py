@@ -269,10 +269,8 @@ def _numpy_reciprocal(x):
 
 
 def _numpy_square(x):
-    """np.square: x * x (of bools, numpy gives int8; knetc refuses rather than differ)."""
-    if np.dtype(aval_of(x).dtype) == np.bool_:
-        raise TypeError("np.square of bools is int8 in numpy; write x.astype(np.int8) ** 2 or x * 1")
-    return ew.abs2(x)
+    """np.square: x * x; of bools numpy's int8 (x * x is x for bools)."""
+    return astype(x, dtype=np.dtype(np.int8)) if np.dtype(aval_of(x).dtype) == np.bool_ else ew.abs2(x)
 
 
 def _numpy_fabs(x):
@@ -301,7 +299,7 @@ class ArrayMethods:
     def __abs__(self): return ew.abs(self)
     def __pow__(self, exponent):  # numpy's `x ** 0.5` is np.sqrt (nan at -inf, -0.0 at -0.0; np.power gives inf, 0.0),
         if type(exponent) is int and exponent == 2 and self.dtype == np.bool_:  # and a bool array's `x ** 2`
-            return self.astype(np.int8)  # np.square: int8 (np.power: int64); x * x is x for bools
+            return _numpy_square(self)  # np.square's int8 (np.power: int64)
         root = type(exponent) is float and exponent == 0.5 and np.dtype(self.dtype).kind == "f"  # (of integers: np.power's float64)
         return ew.sqrt(self) if root else ew.power_any(self, exponent)
     def __rpow__(self, base): return ew.power_any(base, self)

@@ -285,12 +285,10 @@ def _cumsum(a, axis=None, dtype=None, out=None):
     return out if dtype is None or aval_of(out).dtype == np.dtype(dtype) else astype(out, dtype=np.dtype(dtype))
 
 
-def _like(value):
-    def like(a, dtype=None, order="K", subok=True, shape=None, **fill):
-        target = aval_of(a)
-        return np.full(target.shape if shape is None else shape, fill.get("fill_value", value),
-                       target.dtype if dtype is None else dtype)
-    return like
+def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
+    """numpy's full_like (zeros_like, ones_like): a constant array of a's shape and dtype."""
+    target = aval_of(a)
+    return np.full(target.shape if shape is None else shape, fill_value, target.dtype if dtype is None else dtype)
 
 
 FUNCTIONS.update({
@@ -307,9 +305,8 @@ FUNCTIONS.update({
     np.outer: _outer, np.inner: _inner, np.tensordot: _tensordot, np.pad: _pad, np.cumsum: _cumsum,
     np.shape: lambda a: aval_of(a).shape, np.ndim: lambda a: len(aval_of(a).shape),
     np.size: lambda a, axis=None: int(np.prod(aval_of(a).shape)) if axis is None else aval_of(a).shape[axis],
-    np.zeros_like: _like(0), np.ones_like: _like(1),
-    np.full_like: lambda a, fill_value, dtype=None, order="K", subok=True, shape=None:
-    _like(fill_value)(a, dtype, order, subok, shape),
+    np.zeros_like: lambda a, *args, **kw: _full_like(a, 0, *args, **kw),
+    np.ones_like: lambda a, *args, **kw: _full_like(a, 1, *args, **kw), np.full_like: _full_like,
 })
 
 
@@ -349,14 +346,14 @@ def logical_xor(a, b): return _as_bool(ew.ne(_truth(a), _truth(b)))
 def logical_not(a): return _as_bool(ew.eq(a, 0))
 
 
-def mask_and(a, b):
-    """`a & b` of masks: logical for bools and for Knet's 0/1 float comparisons (as their type)."""
-    return _same_kind(logical_and(_float_or_bool("&", a), _float_or_bool("&", b)), a, b)
+def _mask_operator(symbol, logic):
+    """`a & b` (`|`, `^`, `~`) of masks: logical for bools and for Knet's 0/1 float comparisons
+    (which stay 0/1 floats of their type)."""
+    return lambda *operands: _same_kind(logic(*(_float_or_bool(symbol, x) for x in operands)), *operands)
 
 
-def mask_or(a, b): return _same_kind(logical_or(_float_or_bool("|", a), _float_or_bool("|", b)), a, b)
-def mask_xor(a, b): return _same_kind(logical_xor(_float_or_bool("^", a), _float_or_bool("^", b)), a, b)
-def mask_not(a): return _same_kind(logical_not(_float_or_bool("~", a)), a)
+mask_and, mask_or = _mask_operator("&", logical_and), _mask_operator("|", logical_or)
+mask_xor, mask_not = _mask_operator("^", logical_xor), _mask_operator("~", logical_not)
 
 
 def _same_kind(result, *operands):
