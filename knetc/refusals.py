@@ -4,14 +4,21 @@ Two kinds: calls whose effect or result would happen once, while knetc traces th
 and then never again (random numbers, the clock, files, changing an object from outside);
 and calls that need an array value's data, which exists only when the kernels run
 (float(x), np.asarray(x), numpy functions knetc has no op for). Each raises CompileError with
-a hint; the translator places it at the user's line."""
+a hint; the translator places it at the user's line.
+
+It also says which library functions call the Python functions they are given (map, sorted's
+key, functools.reduce, kn.grad): the translator inlines those when called, and guards what they read."""
+import collections.abc
+import functools
+import itertools
 import random
 import types
+import warnings
 
 import numpy as np
 
 from .errors import CompileError
-from .ir.core import Var
+from .ir.core import Var, current_builder
 from .ops.methods import FUNCTIONS, UFUNCS
 
 _RANDOM_OWNERS = (random.Random, np.random.RandomState, np.random.Generator)
@@ -32,6 +39,20 @@ _NUMPY_CONVERSIONS = (np.asarray, np.array, np.asanyarray, np.ascontiguousarray,
                       np.frombuffer, np.fromiter)
 DATA_METHODS = {"item", "tolist", "tobytes", "__float__", "__int__", "__index__"}
 _TEXT = (str, repr, ascii, format)
+_PRINT_WARNED = set()  # (file, line) of each print warned about
+# Builtins that call the functions and callable objects they are given (other builtins, such as isinstance or id,
+# look at them); knetc's and numpy's functions given a Python function call it (kn.grad(f), kn.nll(model, data)).
+_HIGHER_ORDER = (map, filter, sorted, min, max, functools.reduce, itertools.accumulate, itertools.starmap,
+                 itertools.filterfalse, itertools.takewhile, itertools.dropwhile, itertools.groupby)
+
+
+def calls_functions(fn):
+    """Does library function fn call a Python function it is given: "and objects" (a builtin from
+    _HIGHER_ORDER, list.sort), True (knetc's and numpy's functions) or False."""
+    if any(fn is f for f in _HIGHER_ORDER) or getattr(fn, "__name__", "") == "sort" and type(getattr(fn, "__self__", None)) is list:
+        return "and objects"
+    module = getattr(fn, "__module__", None) or ""  # (kn.compile and kn.inspect read its source instead)
+    return module.split(".")[0] in ("knetc", "numpy") and module not in ("knetc.compiler", "knetc.inspection")
 
 
 def refuse_text(what):
@@ -40,6 +61,13 @@ def refuse_text(what):
     value is an IR value: its text would be its name, once, on every call)."""
     raise CompileError(f"{what} of an array value: its text shows its data, which is only known when the kernels run",
                        hint="format results outside the compiled function (x.shape and x.dtype are known inside it)")
+
+
+def refuse_iterator(value):
+    """An iterator read from outside (`next(counter)`, a generator): reading it changes it."""
+    if isinstance(value, collections.abc.Iterator):
+        raise CompileError(f"a {type(value).__name__} (an iterator) from outside the compiled function: compiled code "
+                           "would read it once, while tracing", hint="pass the values it gives as arguments")
 
 
 def refuse_data_access(fn, name):
@@ -65,7 +93,8 @@ def refuse_data_access(fn, name):
 
 def refuse_side_effects(fn, name, args, kwargs, is_external):
     """Calls whose effect or result would happen once, at trace time, and then never
-    again: compiled code refuses them rather than differ from Python on later calls."""
+    again: compiled code refuses them rather than differ from Python on later calls (print
+    is only warned about, once per line)."""
     owner = getattr(fn, "__self__", None)  # (a module, or the class of a classmethod: datetime.now)
     module = getattr(fn, "__module__", None) or getattr(owner, "__name__" if isinstance(owner, types.ModuleType)
                                                         else "__module__" if isinstance(owner, type) else "", "")
@@ -78,6 +107,12 @@ def refuse_side_effects(fn, name, args, kwargs, is_external):
         raise CompileError(f"`{name}` {impure}: compiled code would do it once, while tracing, and reuse the "
                            "result on every call", hint="do it outside and pass the result in as an argument"
                            + " (kn.dropout draws a new mask on every call)" * random)
+    if fn is print and (where := current_builder().loc or ("<unknown>", 0)) not in _PRINT_WARNED:
+        _PRINT_WARNED.add(where)  # (warned once per line)
+        warnings.warn_explicit("print runs only while knetc traces the function (once per specialization) and shows "
+                               "IR values (shapes, dtypes), not data; compiled calls print nothing. hint: print results "
+                               "outside the compiled function, or call its .fn (the plain Python function) to debug",
+                               UserWarning, where[0] or "<unknown>", where[1] or 0)
     if any(fn is f for f in _INTROSPECTION):
         raise CompileError(f"`{name}()` is not supported in compiled code (it would see the compiler's variables)")
     writer = any(fn is f for f in _NUMPY_WRITERS)  # (or a method of a builtin type: its Python ones are inlined)

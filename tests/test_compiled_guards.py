@@ -726,3 +726,142 @@ def test_a_small_outside_array_may_steer_the_trace_and_is_guarded_by_its_content
         same(_branch_on_a_small_global, x)
     finally:
         SMALL[0] = 1.0
+
+
+# ---------------------------------------------------------------- functions handed to library functions
+# map(f, xs), sorted(key=f), functools.reduce(f, ...), kn.grad(f): the library calls f, and what f
+# reads from outside is guarded as in a direct call (it was read once, while tracing, and kept).
+
+FACTOR = 2.0
+
+
+def _times_factor(x):
+    return x * FACTOR
+
+
+def _add_scaled(total, x):
+    return total + x * FACTOR
+
+
+def _loss_times_factor(x):
+    return kn.sum(x * x) * FACTOR
+
+
+class _Scaled:
+    def __init__(self):
+        self.k, self.w = 1.0, kn.Param(np.full(3, 2.0))
+
+    def __call__(self, x):
+        return x * self.w * self.k
+
+    def method(self, x):
+        return x * self.k * FACTOR
+
+
+SCALED = _Scaled()
+
+
+@kn.compile
+def _mapped(xs):
+    return sum(map(_times_factor, xs))
+
+
+@kn.compile
+def _reduced(xs):
+    return functools.reduce(_add_scaled, xs[1:], xs[0])
+
+
+@kn.compile
+def _grad_inside(x):
+    return kn.grad(_loss_times_factor)(x)
+
+
+@kn.compile
+def _gradloss_of_a_compiled_function_inside(x):
+    return kn.gradloss(kn.compile(_loss_times_factor))(x)[0]
+
+
+@kn.compile
+def _mapped_method(xs):
+    return list(map(SCALED.method, xs))[1]
+
+
+@kn.compile
+def _mapped_layer(xs):
+    return kn.sum(sum(map(SCALED, xs)))
+
+
+@pytest.mark.parametrize("f", [_mapped, _reduced, _mapped_method, _mapped_layer])
+def test_a_function_given_to_a_library_function_is_guarded(f):
+    global FACTOR
+    xs = [normal(3, 1), normal(3, 2), normal(3, 3)]
+    same(f, xs)
+    FACTOR, SCALED.k = 3.0, 5.0
+    try:
+        same(f, xs)
+    finally:
+        FACTOR, SCALED.k = 2.0, 1.0
+
+
+@pytest.mark.parametrize("f", [_grad_inside, _gradloss_of_a_compiled_function_inside])
+def test_kn_grad_of_a_global_function_inside_compiled_code_is_guarded(f):
+    global FACTOR
+    x = normal(3)
+    np.testing.assert_allclose(f(x), 2 * x * FACTOR, rtol=1e-12)
+    FACTOR = 3.0
+    try:
+        np.testing.assert_allclose(f(x), 2 * x * 3.0, rtol=1e-12)
+    finally:
+        FACTOR = 2.0
+
+
+def test_a_layer_mapped_in_compiled_code_takes_its_param_as_an_input():
+    xs = [normal(3, 1), normal(3, 2)]
+    y = kn.diff(lambda: _mapped_layer(xs))
+    np.testing.assert_allclose(kn.grad(y, SCALED.w), xs[0] + xs[1], rtol=1e-12)
+    saved = SCALED.w.value.copy()
+    SCALED.w.value[:] = 7.0  # (changed in place: the program reads the Param's value at each call)
+    try:
+        np.testing.assert_allclose(_mapped_layer(xs), 7.0 * (xs[0] + xs[1]).sum(), rtol=1e-12)
+    finally:
+        SCALED.w.value[:] = saved
+
+
+def test_functions_are_still_objects_to_builtins_that_do_not_call_them():
+    @kn.compile
+    def kinds(x):
+        assert isinstance(_times_factor, type(normal)) and callable(SCALED) and isinstance(SCALED, _Scaled)
+        return x * 2.0 if _times_factor is not SCALED.method else x
+
+    same(kinds, normal(3))
+
+
+class _WithProperties:
+    def __init__(self):
+        self.w = normal(3, 7)
+
+    @property
+    def factor(self):
+        return FACTOR
+
+    @property
+    def scaled(self):
+        return self.w * FACTOR
+
+
+@kn.compile
+def _reads_properties(m, x):
+    return x * m.factor + m.scaled
+
+
+def test_a_property_of_an_argument_object_is_inlined_and_what_it_reads_guarded():
+    global FACTOR
+    m, x = _WithProperties(), normal(3)
+    same(_reads_properties, m, x)
+    FACTOR = 3.0
+    try:
+        same(_reads_properties, m, x)
+        m.w = normal(3, 8)  # (an attribute the property reads, of an argument: read at each call)
+        same(_reads_properties, m, x)
+    finally:
+        FACTOR = 2.0

@@ -7,14 +7,12 @@ Python helpers (and methods of user objects) are inlined from their source. What
 known at compile time raises CompileError at the user's line, with a hint."""
 import ast
 import builtins
-import collections.abc
 import functools
 import hashlib
 import inspect
 import operator
 import sys
 import types
-import warnings
 from collections import ChainMap
 
 import numpy as np
@@ -25,7 +23,7 @@ from ..errors import CompileError, ShapeError
 from ..ir.core import SNAPSHOT_MAX, Builder, Var, current_builder
 from ..ops import elementwise as ew
 from ..ops.core import astype, aval_of
-from ..refusals import DATA_METHODS, refuse_data_access, refuse_side_effects, refuse_text
+from ..refusals import DATA_METHODS, calls_functions, refuse_data_access, refuse_iterator, refuse_side_effects, refuse_text
 from .loops import LoopIndex, NotALoop, holds_loop_index, holds_var, subscript, trace_region
 from .source import function_ast
 
@@ -81,7 +79,6 @@ _UNSUPPORTED = {
 }
 
 _ARRAY_KINDS = (np.ndarray, np.generic, Param, Tracked)  # what an array value can be when Python runs the function
-_PRINT_WARNED = set()  # (file, line) of each print warned about
 
 _MAX_INLINE_DEPTH = 256  # helper calls nested inside each other (each inlined)
 _FRAMES_PER_INLINE = 40  # Python frames the translator may use per inlined call (about 12 measured)
@@ -152,12 +149,6 @@ def _contains(container, item):
     answers = [_equal(x, item) for x in container] if isinstance(container, (list, tuple)) else [
         None if isinstance(item, Var) or isinstance(container, Var) else bool(item in container)]
     return _decided(True if True in answers else None if None in answers else False, "`in`")
-
-
-def _refuse_iterator(value):
-    if isinstance(value, collections.abc.Iterator):  # (reading it changes it)
-        raise CompileError(f"a {type(value).__name__} (an iterator) from outside the compiled function: compiled code "
-                           "would read it once, while tracing", hint="pass the values it gives as arguments")
 
 
 def _is_static(value):
@@ -288,7 +279,7 @@ class Translation:
     def depend(self, value, root, name, path=()):
         """Guard the program's read of `value` through root -> name -> path, and remember where it (and a
         container's items) came from, so that reads of their attributes and items are guarded too."""
-        _refuse_iterator(value)
+        refuse_iterator(value)
         if self._guard(value, root, name, path):
             self._observe(value, root, name, path)
         return self.live(value)
@@ -362,7 +353,7 @@ class Translation:
 
     def mark_arguments(self, tree):
         """The containers of the (abstract) arguments: the caller owns their originals."""
-        _refuse_iterator(tree)
+        refuse_iterator(tree)
         objects = hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType))
         items = tree if isinstance(tree, (list, tuple)) else tree.values() if isinstance(tree, dict) else \
             vars(tree).values() if objects else None
@@ -646,6 +637,9 @@ class FunctionTranslator(ast.NodeVisitor):
         """obj.name, or getattr(obj, name, default); of an array value, as the Python function's
         array or Param has it, not as the IR value does (`.aval`, `__class__`: refused)."""
         array, dunder = isinstance(obj, Var), name.startswith("__")
+        getter = getattr(type(obj), name, None).fget if isinstance(getattr(type(obj), name, None), property) else None
+        if isinstance(getter, types.FunctionType) and not _is_library(getter):  # the user's property: inlined (guarded)
+            return self.translation.inline(getter, (obj,), {})
         try:
             if array and (dunder or not self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")):
                 raise AttributeError(name)
@@ -812,12 +806,6 @@ class FunctionTranslator(ast.NodeVisitor):
             return _ARRAY_COMPARE[ast.Eq if fn is operator.eq else ast.NotEq](*args)
         if fn is getattr and len(args) in (2, 3) and isinstance(args[1], str):
             return self.attribute(args[0], args[1], *args[2:])  # as obj.name
-        if fn is print and (where := current_builder().loc or (self.filename, None)) not in _PRINT_WARNED:
-            _PRINT_WARNED.add(where)  # (warned once per line)
-            warnings.warn_explicit("print runs only while knetc traces the function (once per specialization) and "
-                                   "shows IR values (shapes, dtypes), not data; compiled calls print nothing. "
-                                   "hint: print results outside the compiled function, or call its .fn (the plain "
-                                   "Python function) to debug", UserWarning, where[0] or "<unknown>", where[1] or 0)
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)  # (for messages)
         refuse_side_effects(fn, name, args, kwargs, self.translation.is_external)
         func, bound = (fn.__func__, (fn.__self__,)) if isinstance(fn, types.MethodType) else (fn, ())
@@ -832,12 +820,24 @@ class FunctionTranslator(ast.NodeVisitor):
         call = getattr(type(fn), "__call__", None)
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
             return self.translation.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
-        # A library function: Params from outside in its arguments, or in the library object called, become the program's inputs.
+        # A library function: Params from outside in its arguments, or in the library object called, become the program's inputs,
+        # and a Python function it is given (map(f, xs), functools.reduce, kn.grad(f)) is inlined when it calls it (guarded).
         args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
+        args, kwargs = [self._inlined(a, fn) for a in args], {k: self._inlined(v, fn) for k, v in kwargs.items()}
         fn = self.translation.lowered_object(fn) if _is_library(type(fn)) else fn
         if holds_var((args, kwargs)):
             refuse_data_access(fn, name)
         return fn(*args, **kwargs)
+
+    def _inlined(self, value, callee):
+        """value, or a proxy inlining it where the library function `callee` may call it: a Python function (method,
+        compiled function) given to knetc, numpy or a builtin such as map, or a callable object given to the builtin."""
+        fn, calls = value.fn if context.kind(value) == "compiled" else value, calls_functions(callee)
+        code = fn.__func__ if isinstance(fn, types.MethodType) else fn if isinstance(fn, types.FunctionType) else \
+            getattr(type(fn), "__call__", None) if calls == "and objects" else None
+        if calls and isinstance(code, types.FunctionType) and not _is_library(code):
+            return lambda *args, **kwargs: self.call(fn, args, kwargs)  # (knetc's: library code calls it as it is)
+        return value
 
     def _as_python(self, var, ask, what):
         """ask(value) for the value the Python function would see in var's place (isinstance,
