@@ -40,6 +40,15 @@ CASES = {
     "tensordot_axes": (lambda a: np.tensordot(a, X, axes=([0, 1], [0, 1])), X),
     "pad": (lambda a: np.pad(a, ((1, 2), (0, 1)), constant_values=3.0), M), "pad_all": (lambda a: np.pad(a, 2), V),
     "cumsum": (lambda a: np.cumsum(a, axis=1), X), "cumsum_flat": (np.cumsum, M),
+    "cumprod": (lambda a: np.cumprod(a, axis=2), X), "cumprod_flat": (np.cumprod, M),
+    "cumprod_through_zero": (lambda a: np.cumprod(a * np.array([1.0, 0.0, 1.0, 1.0, 1.0]), axis=-1), X),
+    "einsum_matmul": (lambda a: np.einsum("ij,jk->ik", a, np.arange(18.0).reshape(6, 3) / 9), M),
+    "einsum_batched": (lambda a: np.einsum("bij,bkj->bik", a, a), X),
+    "einsum_trace": (lambda a: np.einsum("ii", a[:, :4]), M), "einsum_diagonal": (lambda a: np.einsum("ii->i", a[:, 2:]), M),
+    "einsum_implicit_ellipsis": (lambda a: np.einsum("...j,j", a, np.linspace(-1, 1, 5)), X),
+    "einsum_three": (lambda a: np.einsum("i,ij,j->", a[:, 0], a, a[0]), M),
+    "einsum_transpose_sum": (lambda a: np.einsum("ijk->kj", a), X),
+    "einsum_interleaved": (lambda a: np.einsum(a, [0, 1], a, [0, 2], [1, 2]), M),
 }
 
 
@@ -79,14 +88,20 @@ def test_second_order_through_cumsum_and_roll():
     np.testing.assert_allclose(hess_diag, expected, atol=1e-6)
 
 
-def test_cumsum_of_integers_and_bools_widens_as_numpy():
-    for a in (np.arange(5, dtype=np.int8), np.array([True, True, False])):
-        assert kn.value(np.cumsum(kn.Param(a))).dtype == np.cumsum(a).dtype
-        np.testing.assert_array_equal(np.cumsum(kn.Param(a)), np.cumsum(a))
+@pytest.mark.parametrize("f", [np.cumsum, np.cumprod, lambda a: np.einsum("i,j->ij", a, a)])
+def test_integers_and_bools_widen_as_numpy(f):
+    for a in (np.arange(1, 6, dtype=np.int8), np.array([True, True, False])):
+        assert kn.value(f(kn.Param(a))).dtype == f(a).dtype
+        np.testing.assert_array_equal(f(kn.Param(a)), f(a))
 
 
 def test_bad_arguments_raise_as_numpy():
     p = kn.Param(M)
+    for bad in ("ij,jk->ik", "ij->iij", "ij->k", "ijk"):  # sizes, a repeated or unknown output, too many axes
+        with pytest.raises(ValueError):
+            np.einsum(bad, M, M)
+        with pytest.raises(ValueError, match="einsum"):
+            np.einsum(bad, p, p)
     with pytest.raises(ValueError, match="equal division"):
         np.split(p, 4, axis=1)
     with pytest.raises(TypeError, match="constant"):
@@ -153,7 +168,7 @@ def test_transpose_takes_negative_axes():
 
 def _methods(x):
     return (x.argmax(axis=1), x.argmin(), x.cumsum(axis=0), x.repeat(2, axis=1), x.take([0, 2], axis=1), x.trace(),
-            x.diagonal(1))
+            x.diagonal(1), x.cumprod(axis=1))
 
 
 def test_ndarray_methods_of_these_functions_on_params_and_compiled():

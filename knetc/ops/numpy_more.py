@@ -5,7 +5,7 @@ masks), so it is recorded, differentiated (to any order) and compiled as those a
 numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadcast_to,
 np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
 np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
-np.tensordot, np.pad (constant), np.cumsum; np.shape/ndim/size and np.zeros_like/ones_like/
+np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod; np.shape/ndim/size and np.zeros_like/ones_like/
 full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
 np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no gradient.
 
@@ -24,7 +24,7 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import getindex
-from .linalg import matmul
+from .linalg import bmm, matmul
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .reduce import sum
 from .shape import reshape, transpose
@@ -285,6 +285,82 @@ def _cumsum(a, axis=None, dtype=None, out=None):
     return out if dtype is None or aval_of(out).dtype == np.dtype(dtype) else astype(out, dtype=np.dtype(dtype))
 
 
+def _cumprod(a, axis=None, dtype=None, out=None):
+    """np.cumprod as ceil(log2 n) shifted products, eagerly and compiled (the same value as
+    numpy's product in order up to rounding), so that its gradient is right at zeros too."""
+    a = _no_out(out, a)
+    if axis is None:
+        a, axis = _numpy_ravel(a), 0
+    axis = _axis(axis, len(_shape(a)))
+    dtype = np.dtype(dtype) if dtype is not None else np.multiply.reduce(np.ones(1, aval_of(a).dtype)).dtype
+    a, n, step = astype(a, dtype=dtype) if aval_of(a).dtype != dtype else a, _shape(a)[axis], 1
+    while step < n:
+        ones = np.ones(_shape(a)[:axis] + (step,) + _shape(a)[axis + 1:], dtype)
+        a, step = ew.mul(a, cat(ones, getindex(a, _along(axis, slice(0, n - step))), dims=axis)), step * 2
+    return a
+
+
+# np.einsum: repeated letters of one operand become its diagonal, letters no one else needs are
+# summed at once, then the operands are contracted left to right, each pair one batched GEMM
+# (bmm): letters both hold and need later are its batch, the ones they share otherwise its sum.
+def _einsum_terms(subscripts, operands):
+    if not isinstance(subscripts, str):  # einsum(a, [0, 1], b, [1, 2], [0, 2]): the interleaved form
+        items = (subscripts, *operands)
+        letters = lambda axes: "".join("..." if a is Ellipsis else chr(ord("a") + a) for a in axes)  # noqa: E731
+        subscripts = ",".join(letters(axes) for axes in items[1::2]) + ("->" + letters(items[-1])) * (len(items) % 2)
+        operands = items[0::2][:len(items) // 2]
+    inputs, arrow, output = subscripts.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ValueError(f"einsum: {len(terms)} operand subscripts for {len(operands)} operands")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in subscripts]  # letters for the axes of `...`
+    ellipsis = max((len(_shape(x)) - len(t.replace("...", "")) for t, x in zip(terms, operands) if "..." in t), default=0)
+    terms = [t.replace("...", "".join(spare[ellipsis - (len(_shape(x)) - len(t) + 3):ellipsis])) for t, x in zip(terms, operands)]
+    if not arrow:  # numpy's implicit output: the axes of `...`, then the letters used once, in order
+        output = "".join(spare[:ellipsis]) + "".join(sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1 and c.islower()))
+    output = output.replace("...", "".join(spare[:ellipsis]))
+    for t, x in zip(terms, operands):
+        if len(t) != len(_shape(x)) or t and not t.isalpha():
+            raise ValueError(f"einsum: subscripts {t!r} for an operand of shape {_shape(x)}")
+    if len(set(output)) != len(output) or not set(output) <= set("".join(terms)):
+        raise ValueError(f"einsum: output subscripts {output!r} must be distinct letters of the inputs")
+    return terms, output, list(operands)
+
+
+def _einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
+    terms, output, operands = _einsum_terms(subscripts, operands)
+    if kwargs or out is not None:
+        raise TypeError(f"np.einsum on Params and recorded values: {sorted(kwargs) or ['out']} not supported")
+    sizes = {}
+    for t, x in zip(terms, operands):
+        for c, n in zip(t, _shape(x)):
+            if sizes.setdefault(c, n) != n and 1 not in (n, sizes[c]):
+                raise ShapeError(f"einsum: axis {c!r} has sizes {sizes[c]} and {n}")
+            sizes[c] = max(sizes[c], n)
+    for i, (t, x) in enumerate(zip(terms, operands)):
+        while (c := next((c for c in t if t.count(c) > 1), None)) is not None:  # a diagonal (moved last)
+            x, t = _diagonal(x, 0, t.index(c), t.index(c, t.index(c) + 1)), t.replace(c, "") + c
+        if _shape(x) != tuple(sizes[c] for c in t):  # (an axis of length 1 broadcasts)
+            x = broadcast_to(x, shape=tuple(sizes[c] for c in t))
+        later = set(output).union(*terms[:i], *terms[i + 1:])
+        alone = [n for n, c in enumerate(t) if c not in later]
+        x = FUNCTIONS[np.sum](x, tuple(alone)) if alone else x
+        terms[i], operands[i] = "".join(c for c in t if c in later), x
+    a, ta = operands[0], terms[0]
+    for n in range(1, len(terms)):
+        b, tb, later = operands[n], terms[n], set(output).union(*terms[n + 1:])
+        batch = [c for c in ta if c in tb and c in later]
+        summed = [c for c in ta if c in tb and c not in later]
+        free_a, free_b = [c for c in ta if c not in tb], [c for c in tb if c not in ta]
+        size = lambda letters: int(np.prod([sizes[c] for c in letters]))  # noqa: E731
+        a = reshape(transpose(a, perm=tuple(ta.index(c) for c in batch + free_a + summed)),
+                    shape=(size(batch), size(free_a), size(summed)))
+        b = reshape(transpose(b, perm=tuple(tb.index(c) for c in batch + summed + free_b)),
+                    shape=(size(batch), size(summed), size(free_b)))
+        a, ta = reshape(bmm(a, b), shape=tuple(sizes[c] for c in batch + free_a + free_b)), "".join(batch + free_a + free_b)
+    return transpose(a, perm=tuple(ta.index(c) for c in output)) if ta != output else a
+
+
 def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     """numpy's full_like (zeros_like, ones_like): a constant array of a's shape and dtype."""
     target = aval_of(a)
@@ -302,7 +378,7 @@ FUNCTIONS.update({
     np.split: _split, np.array_split: lambda ary, indices_or_sections, axis=0: _split(ary, indices_or_sections, axis, False),
     np.take: _take, np.take_along_axis: _take_along_axis,
     np.diagonal: _diagonal, np.trace: _trace, np.diag: _diag, np.triu: _triangle(True), np.tril: _triangle(False),
-    np.outer: _outer, np.inner: _inner, np.tensordot: _tensordot, np.pad: _pad, np.cumsum: _cumsum,
+    np.outer: _outer, np.inner: _inner, np.tensordot: _tensordot, np.pad: _pad, np.cumsum: _cumsum, np.cumprod: _cumprod, np.einsum: _einsum,
     np.shape: lambda a: aval_of(a).shape, np.ndim: lambda a: len(aval_of(a).shape),
     np.size: lambda a, axis=None: int(np.prod(aval_of(a).shape)) if axis is None else aval_of(a).shape[axis],
     np.zeros_like: lambda a, *args, **kw: _full_like(a, 0, *args, **kw),
@@ -385,6 +461,7 @@ ArrayMethods.all = lambda self, axis=None, out=None, keepdims=False: _all(self, 
 ArrayMethods.argmax = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmax](self, axis, out, keepdims)
 ArrayMethods.argmin = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmin](self, axis, out, keepdims)
 ArrayMethods.cumsum = lambda self, axis=None, dtype=None, out=None: _cumsum(self, axis, dtype, out)
+ArrayMethods.cumprod = lambda self, axis=None, dtype=None, out=None: _cumprod(self, axis, dtype, out)
 ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, axis)
 ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
 ArrayMethods.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out)
