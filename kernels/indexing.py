@@ -1,5 +1,6 @@
 """Gather (`take` along an axis) and its adjoint, scatter-add, for integer-array indexing
-in compiled code. The generated drivers call `fn(x, idx, out, axis=..)` with C-contiguous
+in compiled code; and argsort along the last axis (np.sort and np.argsort), numpy's stable
+order with NaNs last. The generated drivers call `fn(x, idx, out, axis=..)` with C-contiguous
 arrays; both routines view them as (pre, n, post) blocks around the indexed axis.
 
 Indices are 0-based; negative ones count from the end (numpy). The CPU routines raise
@@ -134,6 +135,39 @@ def scatter_add_cuda(dy, idx, out, axis, size):
                        size, idx.size, post)
 
 
+@njit(cache=True)
+def argsort_cpu(x, out):
+    rows, n = out.size // max(x.shape[-1], 1), x.shape[-1]
+    xs, outs = x.reshape(x.size), out.reshape(out.size)
+    for r in range(rows):
+        outs[r * n:(r + 1) * n] = np.argsort(xs[r * n:(r + 1) * n], kind="mergesort")
+
+
+@cuda.jit(device=True, inline="always")
+def _before(a, i, b, j):
+    """Does entry a (at i) sort before b (at j): numpy's order, NaNs last, ties by position."""
+    if a != a:
+        return b != b and i < j
+    return b != b or a < b or a == b and i < j
+
+
+@cuda.jit(cache=True)
+def _argsort_kernel(xs, outs, n):
+    # One thread per entry: its rank is how many entries of its row sort before it (n reads:
+    # for the short rows sorts see; a long row wants a merge sort).
+    t = cuda.grid(1)
+    if t < xs.size:
+        start, rank = t - t % n, 0
+        for j in range(start, start + n):
+            rank += _before(xs[j], j, xs[t], t)
+        outs[start + rank] = t - start
+
+
+def argsort_cuda(x, out):
+    if out.size:
+        library_launch(_argsort_kernel, *_launch(out.size), x.reshape(x.size), out.reshape(out.size), x.shape[x.ndim - 1])
+
+
 # The CUDA kernels' signatures ({name: [numba signature, ...]}), for compiling them to PTX
 # without a GPU (tests/test_indexing.py).
 PTX_SIGNATURES = {
@@ -142,5 +176,6 @@ PTX_SIGNATURES = {
         "_take_kernel": "void({t}[::1], int64[::1], {t}[::1], int64, int64, int64)",
         "_zero_kernel": "void({t}[::1])",
         "_scatter_add_kernel": "void({t}[::1], int64[::1], {t}[::1], int64, int64, int64)",
+        "_argsort_kernel": "void({t}[::1], int64[::1], int64)",
     }.items()
 }

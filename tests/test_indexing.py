@@ -315,6 +315,20 @@ def test_generated_and_library_cuda_kernels_compile_to_ptx_for_sm90(tmp_path):
     assert set(report) == set(signatures) and all(e["target"] and e["entry"] for e in report.values())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_argsort_routines_cpu_and_cuda_against_numpy(dtype):
+    from numba import cuda
+    rng = np.random.default_rng(3)  # 3 rows of 150: several blocks of 256 threads, ties and NaNs
+    x = rng.integers(0, 40, (3, 150)).astype(dtype)
+    x[0, ::7], x[2, 3::11] = np.nan, -np.inf
+    expected, cpu_out = np.argsort(x, axis=-1, kind="stable"), np.empty(x.shape, np.int64)
+    kernels.argsort_cpu(x, cpu_out)
+    np.testing.assert_array_equal(cpu_out, expected)
+    device_out = cuda.device_array(x.shape, np.int64)
+    kernels.argsort_cuda(cuda.to_device(x), device_out)
+    np.testing.assert_array_equal(device_out.copy_to_host(), expected)
+
+
 @pytest.mark.parametrize("fn", ["take", "scatter_add"])
 def test_library_routines_cpu_and_cuda_against_numpy(fn):
     from numba import cuda

@@ -49,6 +49,8 @@ CASES = {
     "einsum_three": (lambda a: np.einsum("i,ij,j->", a[:, 0], a, a[0]), M),
     "einsum_transpose_sum": (lambda a: np.einsum("ijk->kj", a), X),
     "einsum_interleaved": (lambda a: np.einsum(a, [0, 1], a, [0, 2], [1, 2]), M),
+    "sort": (lambda a: np.sort(a), X), "sort_axis": (lambda a: np.sort(a, axis=0)[:2] * a[:2], X),
+    "sort_flat": (lambda a: np.sort(a, axis=None)[-3:], M),
 }
 
 
@@ -181,3 +183,15 @@ def test_ndarray_methods_of_these_functions_on_params_and_compiled():
     grad = kn.grad(lambda a: np.sum(a.cumsum(axis=1) * a.repeat(2, axis=0)[:3]) + a.trace())(x)
     numeric = numgrad(lambda a: float(np.sum(a.cumsum(axis=1) * a.repeat(2, axis=0)[:3]) + a.trace()), x.copy())
     np.testing.assert_allclose(grad, numeric, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_argsort_is_numpys_stable_order_with_nans_last(target):
+    x = np.array([[3.0, np.nan, 1.0, 1.0, -np.inf, 0.0], [2.0, 2.0, np.nan, np.nan, 0.0, -0.0]])
+    order = kn.compile(lambda a, axis: np.argsort(a, axis=axis), target=target)
+    for axis in (-1, 0, None):
+        expected = np.argsort(x, axis=axis, kind="stable")
+        np.testing.assert_array_equal(np.argsort(kn.Param(x), axis=axis), expected)
+        np.testing.assert_array_equal(order(x, axis), expected)
+    np.testing.assert_array_equal(np.sort(kn.Param(x)), np.sort(x))
+    np.testing.assert_array_equal(kn.compile(lambda a: np.sort(a), target=target)(x), np.sort(x))

@@ -5,7 +5,8 @@ masks), so it is recorded, differentiated (to any order) and compiled as those a
 numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadcast_to,
 np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
 np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
-np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod; np.shape/ndim/size and np.zeros_like/ones_like/
+np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod, np.sort (np.argsort gives
+no gradient); np.shape/ndim/size and np.zeros_like/ones_like/
 full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
 np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no gradient.
 
@@ -23,7 +24,7 @@ from . import elementwise as ew
 from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
-from .indexing import getindex
+from .indexing import getindex, take
 from .linalg import bmm, matmul
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .reduce import sum
@@ -361,6 +362,41 @@ def _einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
     return transpose(a, perm=tuple(ta.index(c) for c in output)) if ta != output else a
 
 
+# np.argsort (a library routine: numpy's stable order, NaNs last) and np.sort, a gather of
+# the entries by it, through which the gradient flows back to where each entry came from.
+def _argsort_rule(x):
+    if not x.shape:
+        raise ShapeError("argsort of a 0-d array")
+    return Aval(x.shape, np.dtype(np.int64))
+
+
+argsort_last = register(Op(
+    "argsort", _argsort_rule, lambda x: np.argsort(x, axis=-1, kind="stable"), (None,), "call",
+    lowering={"cpu": "knetc.kernels.indexing:argsort_cpu", "cuda": "knetc.kernels.indexing:argsort_cuda"}))
+
+
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    if order is not None:
+        raise TypeError("np.argsort/np.sort on Params and recorded values: no `order` (structured arrays)")
+    if axis is None:
+        a, axis = _numpy_ravel(a), 0
+    axis = _axis(axis, len(_shape(a)))
+    return _moveaxis(argsort_last(_moveaxis(a, axis, -1)), -1, axis)
+
+
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    if order is not None:
+        raise TypeError("np.argsort/np.sort on Params and recorded values: no `order` (structured arrays)")
+    if axis is None:
+        a, axis = _numpy_ravel(a), 0
+    axis = _axis(axis, len(_shape(a)))
+    rows = _moveaxis(a, axis, -1)  # (one gather of the flattened rows, its positions in range by construction)
+    shape, n = _shape(rows), _shape(rows)[-1]
+    start = (np.arange(int(np.prod(shape[:-1]))) * n).reshape(shape[:-1] + (1,))
+    flat = _numpy_ravel(ew.add(argsort_last(rows), start))
+    return _moveaxis(reshape(take(_numpy_ravel(rows), flat, axis=0), shape=shape), -1, axis)
+
+
 def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     """numpy's full_like (zeros_like, ones_like): a constant array of a's shape and dtype."""
     target = aval_of(a)
@@ -379,6 +415,7 @@ FUNCTIONS.update({
     np.take: _take, np.take_along_axis: _take_along_axis,
     np.diagonal: _diagonal, np.trace: _trace, np.diag: _diag, np.triu: _triangle(True), np.tril: _triangle(False),
     np.outer: _outer, np.inner: _inner, np.tensordot: _tensordot, np.pad: _pad, np.cumsum: _cumsum, np.cumprod: _cumprod, np.einsum: _einsum,
+    np.sort: _sort, np.argsort: _argsort,
     np.shape: lambda a: aval_of(a).shape, np.ndim: lambda a: len(aval_of(a).shape),
     np.size: lambda a, axis=None: int(np.prod(aval_of(a).shape)) if axis is None else aval_of(a).shape[axis],
     np.zeros_like: lambda a, *args, **kw: _full_like(a, 0, *args, **kw),
@@ -462,6 +499,7 @@ ArrayMethods.argmax = lambda self, axis=None, out=None, keepdims=False: FUNCTION
 ArrayMethods.argmin = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmin](self, axis, out, keepdims)
 ArrayMethods.cumsum = lambda self, axis=None, dtype=None, out=None: _cumsum(self, axis, dtype, out)
 ArrayMethods.cumprod = lambda self, axis=None, dtype=None, out=None: _cumprod(self, axis, dtype, out)
+ArrayMethods.argsort = lambda self, axis=-1, kind=None, order=None: _argsort(self, axis, kind, order)
 ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, axis)
 ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
 ArrayMethods.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out)
