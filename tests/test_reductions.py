@@ -103,6 +103,19 @@ def test_statistics_keywords_and_means():
     assert_close(kn.mean(x, dims=(0, 1)), x.mean(keepdims=True), rtol=1e-12)
 
 
+@pytest.mark.parametrize("name, numpy", [("sum", np.sum), ("prod", np.prod), ("maximum", np.max),
+                                         ("minimum", np.min), ("mean", np.mean)])
+def test_julias_function_form_reduces_the_function_of_x(name, numpy):
+    x, reduction = normal((3, 4), seed=3), getattr(kn, name)
+    assert_close(reduction(kn.abs2, x), numpy(x * x), rtol=1e-12)
+    assert_close(reduction(kn.abs, x, 1), numpy(np.abs(x), axis=1, keepdims=True), rtol=1e-12)
+    assert_close(reduction(np.abs, x, dims=0), numpy(np.abs(x), axis=0, keepdims=True), rtol=1e-12)
+    assert_close(kn.grad(lambda a: reduction(kn.abs2, a))(x), numgrad(lambda a: numpy(a * a), x), rtol=1e-6, atol=1e-8)
+    assert_close(kn.compile(lambda a: reduction(kn.abs2, a, 0))(x), numpy(x * x, axis=0, keepdims=True), rtol=1e-12)
+    with pytest.raises(TypeError, match="give dims once"):
+        reduction(kn.abs, x, 1, dims=0)
+
+
 @pytest.mark.parametrize("p", [2, 1, np.inf, -np.inf, 0, 3, 0.5])
 def test_norm_is_the_vector_norm_of_all_entries(p):
     x = normal((3, 4), seed=2)

@@ -61,8 +61,19 @@ reduce_prod = register(Op(
     (_prod_grad,), "reduce", monoid=Monoid(lambda dtype: 1, "{acc} *= {v}")))
 
 
+def _applied(name, x, args, dims):
+    """x and dims of name(x, dims=None), name(x, dims) or Julia's name(f, x[, dims]) form, which
+    reduces f(x) (`kn.sum(kn.abs2, x)`)."""
+    if callable(x) and not hasattr(x, "shape") and args:
+        x, args = x(args[0]), args[1:]
+    if len(args) > 1 or args and dims is not None:
+        raise TypeError(f"{name}: give dims once: {name}(x, dims) or {name}(f, x, dims)")
+    return x, args[0] if args else dims
+
+
 def _public(name, primitive):
-    def reduction(x, dims=None):
+    def reduction(x, *args, dims=None):
+        x, dims = _applied(name, x, args, dims)
         aval = aval_of(x)
         reduced = primitive(x, axes=normalize_axes(name, dims, aval.ndim))
         return reshape(reduced, shape=()) if dims is None else reduced
@@ -105,6 +116,8 @@ sum.__doc__ = """sum(x, dims=None): Knet's sum. `kn.sum(x, dims=1)` of a (4,5) a
         >>> kn.sum(a, dims=1)
         array([[6.],
                [5.]])
+        >>> kn.sum(kn.abs2, a)      # Julia's sum(f, x), as maximum, minimum, prod and mean take it
+        array(39.)
 """
 maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept as size 1), as Knet's maximum.
 
@@ -133,11 +146,7 @@ def mean(x, *args, dims=None):
         >>> float(kn.mean(kn.abs, -a))
         2.75
     """
-    if callable(x) and not hasattr(x, "shape") and args:  # mean(f, x[, dims])
-        x, args = x(args[0]), args[1:]
-    if len(args) > 1 or args and dims is not None:
-        raise TypeError("mean: give dims once: mean(x, dims) or mean(f, x, dims)")
-    dims = args[0] if args else dims
+    x, dims = _applied("mean", x, args, dims)
     aval = aval_of(x)
     count = int(np.prod([aval.shape[a] for a in normalize_axes("mean", dims, aval.ndim)]))
     return divide_by_count(sum(x, dims), count)  # the mean of no entries is NaN, as numpy and Julia
