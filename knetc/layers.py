@@ -199,9 +199,9 @@ class RNN:
         a = aval_of(s)
         if a.shape == ():  # 0 made a Param by kn.grad(f)(rnn): still "start at zero"
             return np.zeros(shape, dtype)
-        if tuple(a.shape) != shape:
+        if a.ndim > 3 or (1,) * (3 - a.ndim) + tuple(a.shape) != shape:  # (fewer axes: as Knet, leading ones left out)
             raise ShapeError(f"RNN: {name} has shape {tuple(a.shape)}, expected {shape} (layers x directions, batch, hidden)")
-        return s
+        return s if a.ndim == 3 else reshape(s, shape=shape)
 
 
 def rnnparam(r, layer, id, param):

@@ -154,6 +154,29 @@ def test_state_semantics_and_shapes():
     np.testing.assert_allclose(r(x), y2)
 
 
+def test_a_state_with_fewer_axes_is_the_state_with_leading_ones_as_knets():
+    rng = np.random.default_rng(5)
+    r = make("lstm")
+    randomize(r, rng)
+    h, c, x = rng.standard_normal((2, 4)), rng.standard_normal(4), rng.standard_normal((2, 3))
+    r.h, r.c = h, np.broadcast_to(c, (1, 2, 4)).copy()
+    expected = r(x)
+    r.h, r.c = h[None], c.copy()[None, None].repeat(2, axis=1)
+    np.testing.assert_allclose(r(x), expected, rtol=1e-12)
+    # Knet's issue #463: a vector Param as both states of one input vector, with its gradient
+    p, v = kn.Param(rng.standard_normal(4)), rng.standard_normal(3)
+
+    def loss(p):
+        r.h, r.c = p, p
+        return kn.sum(r(v))
+    g = kn.grad(kn.diff(lambda: loss(p)), p)
+    assert g is not None and g.shape == (4,)
+    np.testing.assert_allclose(g, numgrad(lambda q: float(loss(q)), p.value.copy()), rtol=1e-6, atol=1e-8)
+    r.h = np.zeros((3, 4))
+    with pytest.raises(kn.ShapeError, match=r"h has shape \(3, 4\), expected \(1, 2, 4\)"):
+        r(x)
+
+
 @pytest.mark.parametrize("typ,bi", [("lstm", True), ("gru", False), ("tanh", True)])
 def test_batch_sizes_match_padding(typ, bi):
     rng = np.random.default_rng(3)
