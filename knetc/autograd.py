@@ -304,6 +304,9 @@ def _tape_of(x):
     if t is Tracked or t is _Leaf or isinstance(x, Tracked):
         tape = x.tape
         return tape if tape.active and tape.level < _ceiling else None
+    if t is _Argument:  # only its own tape records it; below that, it is its value
+        tape = context._STACK[x.level] if x.level < len(context._STACK) else None
+        return tape if isinstance(tape, Tape) and tape.active and tape.level < _ceiling else None
     if t is Param or isinstance(x, Param):
         for trace in reversed(context._STACK):  # the innermost tape below the ceiling
             if trace.level < _ceiling and isinstance(trace, Tape):
@@ -560,8 +563,10 @@ def taped_gradient(f, argnum=0, with_loss=False):
     def gradient(*args, **kwargs):
         check_argnum(argnum, args)
         leaves, treedef = pytree.flatten(args[argnum])
-        # Arrays and numbers are differentiated; other leaves (names, functions) pass through.
-        ps = [Param(leaf) if _differentiable(leaf) else leaf for leaf in leaves]
+        # Arrays and numbers are differentiated; other leaves (names, functions) pass through; a
+        # Param as itself, unless an enclosing diff records it (nested kn.grad(f)(x)): see _Argument.
+        ps = [_Argument(leaf) if _tape_of(leaf) is not None else Param(leaf) if _differentiable(leaf) else leaf
+              for leaf in leaves]
         args = list(args)
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)
@@ -571,6 +576,18 @@ def taped_gradient(f, argnum=0, with_loss=False):
         return (g, loss) if with_loss else g
     gradient.__name__ = f"grad_{getattr(f, '__name__', 'f')}"
     return gradient
+
+
+class _Argument(Param):
+    """The argument of a nested kn.grad(f)(x) that an enclosing diff records (a Param, or a value
+    computed from one). Only the tape of this grad's diff, pushed next, differentiates it; the
+    enclosing tapes see its value, so that a gradient depending on it depends on x there (second
+    derivatives), and f reading x from outside reads a constant of this differentiation, not its
+    argument (in JAX's terms, no perturbation confusion)."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.level = len(context._STACK)
 
 
 def check_argnum(argnum, args):

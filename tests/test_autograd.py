@@ -254,6 +254,23 @@ def test_nested_diff_on_the_same_param():
     assert_close(kn.grad(outer, w), 6 * w.value)
 
 
+@pytest.mark.parametrize("f, expected", [
+    # d/dx [x * d/dy (x + y)](x) = 1 (AutoGrad marks it broken; JAX gives 1): the inner function's x is a constant
+    (lambda x: x * kn.grad(lambda y: kn.sum(x + y))(x), lambda x: 1.0),
+    (lambda x: kn.grad(lambda y: kn.sum(x * y * y))(x), lambda x: 4 * x),  # 2xy at y = x, then d/dx 2x^2
+    (lambda x: kn.grad(lambda y: kn.sum(x * y * y))(1 * x), lambda x: 4 * x),
+    (lambda x: kn.grad(lambda y: kn.sum(y ** 3))(x), lambda x: 6 * x),
+    (lambda x: kn.grad(lambda y: kn.sum(y ** 3))(1 * x), lambda x: 6 * x),  # (a taped argument: it gave None)
+    (lambda x: kn.grad(lambda z: kn.sum(kn.grad(lambda y: kn.sum(y ** 4))(z)))(x), lambda x: 24 * x),  # (third order)
+])
+def test_nested_gradient_functions_keep_their_arguments_apart(f, expected):
+    x = np.array([0.5, -1.5])
+    g = kn.grad(lambda x: kn.sum(f(x)))(x)
+    assert_close(g, np.broadcast_to(expected(x), x.shape))
+    w = kn.Param(x.copy())  # the same through a Param of an outer diff
+    assert_close(kn.grad(kn.diff(lambda: kn.sum(f(w))), w), np.broadcast_to(expected(x), x.shape))
+
+
 def test_second_derivative_of_softmax_cross_entropy():
     scores, labels = normal((2, 3), 1), np.array([2, 0])
     f = lambda s: kn.nll(s, labels)  # noqa: E731
