@@ -443,3 +443,15 @@ def test_the_count_is_an_integer_eager_and_compiled(loss):
         assert count == 3 and np.asarray(count).dtype.kind == "i"
         assert np.asarray(total).dtype == np.float32
     assert np.asarray(kn.compile(lambda s, y: loss(s, y))(scores, labels)).dtype == np.float32
+
+
+@pytest.mark.parametrize("loss, labels", [(kn.nll, np.zeros(70_000, int)), (kn.accuracy, np.zeros(70_000, int)),
+                                          (kn.bce, np.ones((70_000, 2), int)), (kn.logistic, np.ones((70_000, 2), int))])
+def test_float16_losses_count_and_sum_in_float32(loss, labels):
+    # over 65,504 instances the count (and soon the total) is inf in float16: torch sums in float32
+    scores = np.zeros((70_000, 2), np.float16)
+    got = loss(scores, labels)
+    assert kn.value(got).dtype == np.float16
+    assert float(got) == pytest.approx(float(loss(scores.astype(np.float32), labels)), rel=1e-3)
+    (total, count), (total32, count32) = loss(scores, labels, average=False), loss(scores.astype(np.float32), labels, average=False)
+    assert count == count32 and float(total) == pytest.approx(float(np.float16(total32)), rel=1e-3)  # (inf above 65,504)

@@ -293,3 +293,17 @@ def test_logsumexp_over_an_empty_axis_is_minus_inf(run):
     by_axis, whole = fn(np.zeros((0, 3), np.float32))
     assert by_axis.shape == (1, 3) and by_axis.dtype == np.float32 and np.all(by_axis == -np.inf)
     assert whole.shape == () and whole == -np.inf
+
+
+def test_float16_means_and_variances_sum_in_float32_as_numpy():
+    # a count above 65,504, or a sum above it, is inf in float16: numpy's mean sums in float32
+    many, large = np.full(100_000, 0.001, np.float16), np.full((1000, 3), 100.0, np.float16)
+    for x in (many, large):
+        for got in (kn.mean(x), np.mean(kn.Param(x)), kn.mean(x, dims=0)):
+            assert kn.value(got).dtype == np.float16
+            np.testing.assert_allclose(kn.value(got).ravel(), np.mean(x.astype(np.float32)), rtol=1e-3)
+        assert kn.value(kn.var(x)).dtype == np.float16 and float(kn.var(x)) == pytest.approx(
+            np.var(x.astype(np.float32), ddof=1), abs=1e-6)
+    p = kn.Param(many)
+    g = kn.grad(kn.diff(lambda: np.mean(p)), p)
+    assert g.dtype == np.float16 and np.allclose(g, 1e-5, rtol=1e-2)

@@ -19,7 +19,7 @@ from ..errors import ShapeError, format_error, user_frame
 from .broadcast import reduce_sum
 from .core import Aval, Op, astype, aval_of, check_float, normalize_axes, register
 from .elementwise import abs as abs_, add, div, eq, exp, full, iota, le, log, lt, masked, mul, ne, neg, relu_scalar, sigm, sub
-from .reduce import argmax_, reduce_max, sum
+from .reduce import argmax_, float16_in_float32, reduce_max, sum
 from .shape import reshape
 
 
@@ -330,6 +330,7 @@ def _model_form(loss, model, labels, more, dims, average, data, kwargs):
     return _over_data(loss, model, labels if data is None else data, dims, average, kwargs)
 
 
+@float16_in_float32
 def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
     """Negative log likelihood of integer `labels` (0-based, -1 = skip) under unnormalised `scores`.
 
@@ -358,6 +359,7 @@ def nll(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
     return _average(total, count, average)
 
 
+@float16_in_float32
 def accuracy(scores, labels=None, *more, dims=-1, average=True, data=None, **kwargs):
     """The fraction of instances whose labelled class has the highest score (labels 0-based,
     -1 = skip); (ncorrect, count) with average=False. Among tied scores the first class is
@@ -396,6 +398,7 @@ def _binary_loss(losses, scores, average):
     return div(total, count) if average else (total, count)
 
 
+@float16_in_float32
 def bce(scores, labels, average=True):
     """Binary cross entropy of labels in {0, 1} under unnormalised scores (probabilities are
     sigm(scores)), computed stably as softplus(x) - label*x. Returns total/count, or
@@ -408,6 +411,7 @@ def bce(scores, labels, average=True):
     return _binary_loss(sub(softplus(scores), mul(labels, scores)), scores, average)
 
 
+@float16_in_float32
 def logistic(scores, labels, average=True):
     """Logistic loss log(1 + exp(-label*score)) of labels in {-1, 1}: the same loss as bce
     with {0, 1} labels. Returns total/count, or (total, count) with average=False.

@@ -1,5 +1,6 @@
 """Reductions. The primitives keep reduced axes (size 1); the public functions follow Knet:
 with `dims` the reduced axes stay, without it the result is a scalar."""
+import functools
 import math
 
 import numpy as np
@@ -131,6 +132,23 @@ maximum.__doc__ = """maximum(x, dims=None): the largest entry (over `dims`, kept
 """
 
 
+def float16_in_float32(fn):
+    """fn of a float16 array computed in float32, its (float) results float16 again: numpy computes
+    float16 means and variances so, and torch its losses (a sum or a count above 65,504 is inf
+    in float16)."""
+    def as_half(v):
+        return astype(v, dtype=np.dtype(np.float16)) if not isinstance(v, int) and aval_of(v).dtype == np.float32 else v
+
+    @functools.wraps(fn)
+    def widened(x, *args, **kwargs):
+        if callable(x) and not hasattr(x, "shape") or getattr(x, "dtype", None) != np.float16:
+            return fn(x, *args, **kwargs)
+        out = fn(astype(x, dtype=np.dtype(np.float32)), *args, **kwargs)
+        return tuple(map(as_half, out)) if isinstance(out, tuple) else as_half(out)
+    return widened
+
+
+@float16_in_float32
 def mean(x, *args, dims=None):
     """mean(x, dims=None): Knet's mean; reduced axes are kept when `dims` is given. Julia's
     mean(f, x) form is the mean of f(x): `kn.mean(kn.abs, a, dims=1)`.
@@ -157,6 +175,7 @@ def _count(name, x, dims):
     return int(np.prod([aval.shape[a] for a in normalize_axes(name, dims, aval.ndim)]))
 
 
+@float16_in_float32
 def var(x, dims=None, corrected=True, mean=None):
     """var(x, dims=None, corrected=True, mean=None): the variance, as Julia's `var`.
 
