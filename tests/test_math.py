@@ -234,7 +234,8 @@ def all_unary(x, y, z):
 
 def all_binary(a, b):
     return [a + b, a - b, a * b, a / b, kn.power(a, b), a ** 3, kn.max(a, b), kn.min(a, b), kn.lt(a, b),
-            kn.le(a, b), kn.gt(a, b), kn.ge(a, b), kn.eq(a, b), kn.ne(a, b), kn.max(a, 0.5)]
+            kn.le(a, b), kn.gt(a, b), kn.ge(a, b), kn.eq(a, b), kn.ne(a, b), kn.max(a, 0.5), np.arctan2(a, b),
+            np.hypot(a, b), np.arctan2(-a, b - 2.0)]
 
 
 def comparison_operators(a, b):
@@ -257,7 +258,8 @@ def smooth_loss(x, y, z):
 def float32_subset(x, y, z):
     """Float32 in kernels: the helper calls (computed in float64, cast back) and the guards."""
     return [kn.digamma(z), kn.erfinv(x), kn.round(z), kn.sinpi(z), kn.lgamma(y), kn.exp(z), kn.log(y),
-            kn.sqrt(y), kn.cbrt(z), kn.atanh(x), kn.sinh(z), kn.max(x, z), kn.power(y, z), kn.lt(z, y)]
+            kn.sqrt(y), kn.cbrt(z), kn.atanh(x), kn.sinh(z), kn.max(x, z), kn.power(y, z), kn.lt(z, y),
+            np.arctan2(z, x), np.hypot(x, z)]
 
 
 def _inputs(dtype=np.float64):

@@ -51,6 +51,11 @@ CASES = {
     "einsum_interleaved": (lambda a: np.einsum(a, [0, 1], a, [0, 2], [1, 2]), M),
     "sort": (lambda a: np.sort(a), X), "sort_axis": (lambda a: np.sort(a, axis=0)[:2] * a[:2], X),
     "sort_flat": (lambda a: np.sort(a, axis=None)[-3:], M),
+    "arctan2": (lambda a: np.arctan2(a, a[::-1] + 0.5), X), "hypot": (lambda a: np.hypot(a, 1.5 - a), X),
+    "logaddexp": (lambda a: np.logaddexp(a, 2 * a[::-1]), X), "logaddexp2": (lambda a: np.logaddexp2(a, 1.0), M),
+    "fmax": (lambda a: np.fmax(a, np.where(M > 0.5, np.nan, 0.0)), M), "fmin": (lambda a: np.fmin(np.nan * (M > 0), a), M),
+    "deg2rad": (np.deg2rad, V), "rad2deg": (lambda a: np.degrees(a) + np.rad2deg(a), V),
+    "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 
 

@@ -442,6 +442,20 @@ def _select_grads(wins):
     return _grads(lambda dy, y, a, b: mul(dy, share(a, b)), lambda dy, y, a, b: mul(dy, share(b, a)))
 
 
+def _binary_float(name, impl, grads):
+    """A float-valued op of two inputs, numpy's `impl` and math's function of the same name."""
+    def float_impl(a, b):
+        dtype = _float_result(aval_of(a), aval_of(b))
+        return np.asarray(impl(np.asarray(a, dtype), np.asarray(b, dtype)), dtype)[()]
+    return elementwise(name, float_impl, lambda k, a, b: f"math.{name}({a}, {b})", _grads(*grads), _float_result,
+                       float_valued=True)
+
+
+# d atan2(a, b) = (b da - a db) / (a^2 + b^2); d hypot(a, b) = (a da + b db) / hypot(a, b)
+atan2 = _binary_float("atan2", np.arctan2, (lambda dy, y, a, b: div(mul(dy, b), add(mul(a, a), mul(b, b))),
+                                            lambda dy, y, a, b: neg(div(mul(dy, a), add(mul(a, a), mul(b, b))))))
+hypot = _binary_float("hypot", np.hypot, (lambda dy, y, a, b: div(mul(dy, a), y), lambda dy, y, a, b: div(mul(dy, b), y)))
+
 max = elementwise("max", np.maximum, _max_scalar(">"), _select_grads(gt))
 min = elementwise("min", np.minimum, _max_scalar("<"), _select_grads(lt))
 

@@ -6,7 +6,8 @@ numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadca
 np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
 np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
 np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod, np.sort (np.argsort gives
-no gradient); np.shape/ndim/size and np.zeros_like/ones_like/
+no gradient), np.diff, np.arctan2/hypot (ops), np.logaddexp/logaddexp2/fmax/fmin/deg2rad/radians/
+rad2deg/degrees; np.shape/ndim/size and np.zeros_like/ones_like/
 full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
 np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no gradient.
 
@@ -15,6 +16,7 @@ np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no
     >>> kn.grad(kn.diff(lambda: np.sum(np.cumsum(w) * np.array([1.0, 0.0, 2.0]))), w)
     array([3., 2., 2.])
 """
+import math
 import numbers
 
 import numpy as np
@@ -421,6 +423,52 @@ FUNCTIONS.update({
     np.zeros_like: lambda a, *args, **kw: _full_like(a, 0, *args, **kw),
     np.ones_like: lambda a, *args, **kw: _full_like(a, 1, *args, **kw), np.full_like: _full_like,
 })
+
+
+# More of numpy's ufuncs: arctan2 and hypot are ops (math's functions in kernels); the others
+# are composed. logaddexp is max(a, b) + log1p(exp(-|a - b|)), with |a - b| read as 0 where
+# a == b (two equal infinities: numpy's inf or -inf, not NaN); fmax and fmin skip a NaN.
+def _logaddexp(a, b):
+    gap = ew.masked(ew.abs(ew.sub(a, b)), ew.ne(a, b))
+    return ew.add(ew.max(a, b), ew.log1p(ew.exp(ew.neg(gap))))
+
+
+def _logaddexp2(a, b):
+    ln2 = math.log(2)  # (a Python number: it keeps float32 inputs float32)
+    return ew.div(_logaddexp(ew.mul(a, ln2), ew.mul(b, ln2)), ln2)
+
+
+def _nan_skipping(pick):
+    def fmax(a, b):
+        where = FUNCTIONS[np.where]
+        return where(ew.ne(b, b), a, where(ew.ne(a, a), b, pick(a, b)))
+    return fmax
+
+
+_UNGIVEN = object()
+
+
+def _diff(a, n=1, axis=-1, prepend=_UNGIVEN, append=_UNGIVEN):
+    if n < 0:
+        raise ValueError(f"order must be non-negative but got {n!r}")
+    axis = _axis(axis, len(_shape(a)))
+    def edge(v):  # (a number: one entry along the axis, numpy's)
+        v = v if hasattr(v, "shape") else np.asarray(v)
+        return np.broadcast_to(v, _shape(a)[:axis] + (1,) + _shape(a)[axis + 1:]) if not _shape(v) else v
+    parts = [edge(prepend)] * (prepend is not _UNGIVEN) + [a] + [edge(append)] * (append is not _UNGIVEN)
+    a = cat(*parts, dims=axis) if len(parts) > 1 else a
+    for _ in range(n):
+        k = _shape(a)[axis]
+        later, earlier = getindex(a, _along(axis, slice(1, None))), getindex(a, _along(axis, slice(0, max(k - 1, 0))))
+        a = _as_bool(ew.ne(later, earlier)) if aval_of(a).dtype == np.bool_ else ew.sub(later, earlier)
+    return a
+
+
+UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddexp, np.logaddexp2: _logaddexp2,
+               np.fmax: _nan_skipping(ew.max), np.fmin: _nan_skipping(ew.min),
+               np.deg2rad: lambda x: ew.mul(x, np.pi / 180), np.radians: lambda x: ew.mul(x, np.pi / 180),
+               np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
+FUNCTIONS[np.diff] = _diff
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
