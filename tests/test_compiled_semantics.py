@@ -422,8 +422,8 @@ def as_item(x):
     return kn.sum(x).item() * x
 
 
-def numpy_diff(x):
-    return np.diff(x)
+def numpy_ediff1d(x):
+    return np.ediff1d(x)
 
 
 def numpy_scalar_of_value(x):
@@ -442,7 +442,7 @@ REFUSED = [(floor_divided, "`//` on an array value", np.arange(6.0)),
            (through_numpy_helper, "`np.asarray` of an array value", np.arange(6.0)),
            (as_float, "`float` of an array value", np.arange(6.0)),
            (as_item, "`.item` of an array value", np.arange(6.0)),
-           (numpy_diff, "`np.diff` is not supported", np.arange(6.0)),
+           (numpy_ediff1d, "`np.ediff1d` is not supported", np.arange(6.0)),
            (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0))]
 
 

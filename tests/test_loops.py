@@ -122,9 +122,20 @@ def scalar_sequence(w, xs, h):
     return s * s
 
 
+def composite_in_the_body(w, xs, h):
+    # np.cumsum is decomposed after differentiation, inside the body: its constants (the
+    # zeros it shifts in) are made there and must enter the loop (they were undefined names)
+    W, R, b = w
+    for t in range(xs.shape[0]):
+        h = kn.tanh(np.cumsum(xs[t] @ W, axis=1) * 0.3 + h @ R + b)
+        for _ in range(2):
+            h = h + 0.1 * np.cumsum(h, axis=0)
+    return kn.sum(h * h)
+
+
 LOOPS = {f.__name__: f for f in (scalar_sequence, tanh_rnn, reversed_rnn, negative_index_rnn, strided_two_rows, accumulated_loss,
                                  two_carries, nested_loops, layers_in_a_loop, body_local_and_loop_variable,
-                                 loop_with_else, row_then_index)}
+                                 loop_with_else, row_then_index, composite_in_the_body)}
 
 
 # ---------------------------------------------------------------- what unrolls

@@ -587,14 +587,11 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def visit_Assert(self, node):
         if not self.truth(node.test):
-            error = AssertionError(self.eval(node.msg) if node.msg is not None else "")
-            error._knetc_user = True
-            raise error
+            self.visit_Raise(node, AssertionError(self.eval(node.msg) if node.msg is not None else ""))
 
-    def visit_Raise(self, node):
-        error = self.eval(node.exc) if node.exc is not None else RuntimeError("re-raise")
-        if isinstance(error, type):
-            error = error()
+    def visit_Raise(self, node, error=None):
+        error = error or (self.eval(node.exc) if node.exc is not None else RuntimeError("re-raise"))
+        error = error() if isinstance(error, type) else error
         error._knetc_user = True  # the user's own exception: pass it through unchanged
         raise error
 

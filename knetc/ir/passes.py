@@ -80,18 +80,27 @@ def dce(program):
 
 
 def optimize(program):
-    """The standard pipeline before fusion, on the program and on its loops' bodies."""
-    program = program.replace(eqns=[_with_optimized_body(e) if e.op.kind == "loop" else e for e in program.eqns])
+    """The standard pipeline before fusion, on the program and on its loops' bodies (constants
+    the passes make in a body, a composite's, become the program's)."""
+    constants = dict(program.constants)
+    program = program.replace(eqns=[_with_optimized_body(e, constants) if e.op.kind == "loop" else e for e in program.eqns],
+                              constants=constants)
     for step in (decompose, simplify, cse, simplify, dce):
         program = step(program)
     return program
 
 
-def _with_optimized_body(eqn):
-    """A loop equation with its body optimised. A body result the passes reduced to a number
-    is computed as an array again (the loop stores its results)."""
-    spec = eqn.params["spec"]
-    body = optimize(spec.body)
+def _with_optimized_body(eqn, constants):
+    """A loop equation with its body optimised; constants the passes made in it go to `constants`
+    and enter it as loop invariants (as emit_loop's free values do). A body result the passes
+    reduced to a number is computed as an array again (the loop stores its results)."""
+    spec, inputs, body = eqn.params["spec"], list(eqn.inputs), optimize(eqn.params["spec"].body)
+    if made := {v: a for v, a in body.constants.items() if v not in body.inputs}:
+        at = spec.carried + spec.invariant
+        inputs[at:at] = made
+        constants.update(made)
+        body = body.replace(inputs=body.inputs[:at] + list(made) + body.inputs[at:], constants={})
+        spec = spec.replace(invariant=spec.invariant + len(made))
     if any(not isinstance(y, Var) for y in body.outputs):
         with Builder() as b:
             b.eqns, b.loc = list(body.eqns), eqn.loc
@@ -99,4 +108,4 @@ def _with_optimized_body(eqn):
                      for i, aval in enumerate(spec.output_avals())]
             outputs = [y if isinstance(y, Var) else b.filled(aval, y) for y, aval in zip(body.outputs, avals)]
         body = body.replace(eqns=b.eqns, outputs=outputs)
-    return Eqn(eqn.op, eqn.inputs, {"spec": spec.replace(body=body)}, eqn.out, eqn.loc)
+    return Eqn(eqn.op, inputs, {"spec": spec.replace(body=body)}, eqn.out, eqn.loc)
