@@ -104,6 +104,12 @@ def undefined_name(w, x):
     return kn.sum(x @ w) + not_defined_anywhere  # noqa: F821  <- name
 
 
+@kn.compile(target="cpu")
+def slices_by_data(w, x):
+    k = kn.argmax(x[0])
+    return kn.sum(x[:, k:k + 1] @ w[:1])  # <- slice
+
+
 UNSUPPORTED = {  # program, marker, words the message must contain
     "try": (uses_try, "<- try", "`try`"),
     "while_on_data": (while_on_data, "<- while", "`while` on an array value"),
@@ -116,6 +122,7 @@ UNSUPPORTED = {  # program, marker, words the message must contain
     # (the message was about iterating over an array value: numpy reads a sequence)
     "assign_into_a_numpy_array": (assigns_into_a_numpy_array, "<- assign", "assigning into an array"),
     "undefined_name": (undefined_name, "<- name", "not_defined_anywhere"),
+    "slice_bound_from_data": (slices_by_data, "<- slice", "a slice bound from array data"),  # (was a bare TypeError)
 }
 
 

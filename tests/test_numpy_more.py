@@ -55,6 +55,7 @@ CASES = {
     "logaddexp": (lambda a: np.logaddexp(a, 2 * a[::-1]), X), "logaddexp2": (lambda a: np.logaddexp2(a, 1.0), M),
     "fmax": (lambda a: np.fmax(a, np.where(M > 0.5, np.nan, 0.0)), M), "fmin": (lambda a: np.fmin(np.nan * (M > 0), a), M),
     "deg2rad": (np.deg2rad, V), "rad2deg": (lambda a: np.degrees(a) + np.rad2deg(a), V),
+    "round": (lambda a: np.round(a, 1) * a + a.round() + np.around(a * 100, -1), X),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 
@@ -200,3 +201,22 @@ def test_argsort_is_numpys_stable_order_with_nans_last(target):
         np.testing.assert_array_equal(order(x, axis), expected)
     np.testing.assert_array_equal(np.sort(kn.Param(x)), np.sort(x))
     np.testing.assert_array_equal(kn.compile(lambda a: np.sort(a), target=target)(x), np.sort(x))
+
+
+def _gathered(x, i, axis):
+    return np.take_along_axis(x, i, axis=axis)
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_take_along_axis_with_an_index_array_argument_compiles(target):
+    # an index array value cannot be combined with the other axes' positions by getindex: one
+    # gather of the flattened array, its indices range-checked before anything runs
+    x, f = RNG.standard_normal((3, 4, 5)), kn.compile(_gathered, target=target)
+    for axis, shape in ((0, (2, 4, 5)), (1, (3, 6, 5)), (2, (3, 4, 2)), (1, (1, 2, 5))):
+        i = RNG.integers(-x.shape[axis], x.shape[axis], shape)
+        np.testing.assert_array_equal(f(x, i, axis), np.take_along_axis(x, i, axis=axis))
+    i = RNG.integers(0, 4, (3, 2, 5))
+    np.testing.assert_allclose(kn.grad(lambda a: np.sum(f(a, i, 1) ** 2))(x),
+                               kn.grad(lambda a: np.sum(np.take_along_axis(a, i, axis=1) ** 2))(x), rtol=1e-12)
+    with pytest.raises(IndexError, match="index 4 is out of bounds for axis 1"):
+        f(x, np.full((3, 1, 5), 4), 1)

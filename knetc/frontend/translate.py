@@ -151,6 +151,13 @@ def _contains(container, item):
     return _decided(True if True in answers else None if None in answers else False, "`in`")
 
 
+def _bind(signature, args, kwargs, what=""):
+    try:
+        return signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise CompileError(f"{what}{error}") from None
+
+
 def _is_static(value):
     """Immutable Python values a guard compares by value: numbers, strings, None and tuples of them."""
     return isinstance(value, _SCALARS) or type(value) is tuple and all(_is_static(v) for v in value)
@@ -370,10 +377,7 @@ class Translation:
                                f"{_MAX_INLINE_DEPTH} deep: compiled code inlines every call", hint="recursion must end at "
                                "compile time: on a Python value or a shape (not on array data); or loop with `for`" if recursion
                                else "call fewer helpers inside each other, e.g. loop over a list of layers")
-        try:
-            bound = inspect.signature(fn).bind(*args, **kwargs)
-        except TypeError as error:
-            raise CompileError(f"calling {fn.__name__}: {error}") from None
+        bound = _bind(inspect.signature(fn), args, kwargs, f"calling {fn.__name__}: ")
         if any(n not in bound.arguments and p.default is not p.empty for n, p in bound.signature.parameters.items()):
             holder = self.defaults.setdefault(fn, {"": fn})  # (guarded as read from the function: it may rebind them)
             for attribute in ("__defaults__", "__kwdefaults__"):
@@ -679,7 +683,8 @@ class FunctionTranslator(ast.NodeVisitor):
         return self._guarded(obj, (False, index), value)
 
     def visit_Slice(self, node):
-        return slice(*(None if n is None else self.eval(n) for n in (node.lower, node.upper, node.step)))
+        bound = lambda n: n and self.static(n, "a slice bound from array data (known only when the kernels run)", "pass a Python int")  # noqa: E731
+        return slice(*map(bound, (node.lower, node.upper, node.step)))
 
     def visit_List(self, node):  # (and tuple and set displays)
         return {ast.List: list, ast.Tuple: tuple, ast.Set: set}[type(node)](self._elements(node.elts))
@@ -868,10 +873,7 @@ class InnerFunction:
             (a.kwonlyargs, kind.KEYWORD_ONLY), ([a.kwarg], kind.VAR_KEYWORD)) for x in xs if x is not None])
 
     def __call__(self, *args, **kwargs):
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as error:
-            raise CompileError(str(error)) from None
+        bound = _bind(self.signature, args, kwargs)
         bound.apply_defaults()
-        parent = self.parent
-        return FunctionTranslator(parent.translation, parent.fn, self.node, dict(bound.arguments), self.enclosing).run()
+        parent, scope = self.parent, dict(bound.arguments)
+        return FunctionTranslator(parent.translation, parent.fn, self.node, scope, self.enclosing).run()

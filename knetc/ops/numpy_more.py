@@ -6,7 +6,7 @@ numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadca
 np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
 np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
 np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod, np.sort (np.argsort gives
-no gradient), np.diff, np.arctan2/hypot (ops), np.logaddexp/logaddexp2/fmax/fmin/deg2rad/radians/
+no gradient), np.diff, np.round/around, np.arctan2/hypot (ops), np.logaddexp/logaddexp2/fmax/fmin/deg2rad/radians/
 rad2deg/degrees; np.shape/ndim/size and np.zeros_like/ones_like/
 full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
 np.any/all/count_nonzero, and `&`, `|`, `^`, `~` of masks (ArrayMethods) give no gradient.
@@ -26,7 +26,7 @@ from . import elementwise as ew
 from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
-from .indexing import getindex, take
+from .indexing import checked_indices, getindex, take
 from .linalg import bmm, matmul
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .reduce import sum
@@ -162,7 +162,18 @@ def _take_along_axis(arr, indices, axis):
     if len(_shape(indices)) != len(shape):
         raise ValueError("`indices` and `arr` must have the same number of dimensions")
     grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(len(shape))]) for d, n in enumerate(shape)]
-    return getindex(arr, tuple(indices if d == axis else g for d, g in enumerate(grid)))
+    if isinstance(indices, np.ndarray):
+        return getindex(arr, tuple(indices if d == axis else g for d, g in enumerate(grid)))
+    # An index array value (an argument): one gather of the flattened array, at positions made of
+    # the range-checked indices (negative ones from the end) and the other axes' positions.
+    out = np.broadcast_shapes(_shape(indices), shape[:axis] + (_shape(indices)[axis],) + shape[axis + 1:])
+    idx = checked_indices(indices, size=shape[axis], axis=axis)
+    strides = np.cumprod((shape + (1,))[:0:-1])[::-1]
+    flat = ew.mul(ew.add(idx, ew.mul(ew.lt(idx, 0), shape[axis])), int(strides[axis]))
+    for d, n in enumerate(shape):
+        if d != axis and n > 1:
+            flat = ew.add(flat, np.arange(n).reshape([-1 if i == d else 1 for i in range(len(shape))]) * int(strides[d]))
+    return reshape(take(_numpy_ravel(arr), _numpy_ravel(broadcast_to(flat, shape=out)), axis=0), shape=out)
 
 
 def _diagonal_positions(rows, cols, offset):
@@ -445,6 +456,19 @@ def _nan_skipping(pick):
     return fmax
 
 
+def _round(a, decimals=0, out=None):
+    """np.round: halves to even, at `decimals` digits as numpy (x * 10**d rounded, divided back)."""
+    a = _no_out(out, a)
+    if np.dtype(aval_of(a).dtype).kind in "iub":
+        if decimals < 0:
+            raise TypeError("np.round of integers to negative decimals is not supported on Params and recorded values")
+        return a
+    scale = 10.0 ** abs(decimals)
+    if decimals >= 0:
+        return ew.div(ew.round(ew.mul(a, scale)), scale) if decimals else ew.round(a)
+    return ew.mul(ew.round(ew.div(a, scale)), scale)
+
+
 _UNGIVEN = object()
 
 
@@ -468,7 +492,7 @@ UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddex
                np.fmax: _nan_skipping(ew.max), np.fmin: _nan_skipping(ew.min),
                np.deg2rad: lambda x: ew.mul(x, np.pi / 180), np.radians: lambda x: ew.mul(x, np.pi / 180),
                np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
-FUNCTIONS[np.diff] = _diff
+FUNCTIONS.update({np.diff: _diff, np.round: _round, np.around: _round})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
@@ -548,6 +572,7 @@ ArrayMethods.argmin = lambda self, axis=None, out=None, keepdims=False: FUNCTION
 ArrayMethods.cumsum = lambda self, axis=None, dtype=None, out=None: _cumsum(self, axis, dtype, out)
 ArrayMethods.cumprod = lambda self, axis=None, dtype=None, out=None: _cumprod(self, axis, dtype, out)
 ArrayMethods.argsort = lambda self, axis=-1, kind=None, order=None: _argsort(self, axis, kind, order)
+ArrayMethods.round = lambda self, decimals=0, out=None: _round(self, decimals, out)
 ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, axis)
 ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
 ArrayMethods.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out)
