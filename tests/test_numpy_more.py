@@ -56,6 +56,12 @@ CASES = {
     "fmax": (lambda a: np.fmax(a, np.where(M > 0.5, np.nan, 0.0)), M), "fmin": (lambda a: np.fmin(np.nan * (M > 0), a), M),
     "deg2rad": (np.deg2rad, V), "rad2deg": (lambda a: np.degrees(a) + np.rad2deg(a), V),
     "round": (lambda a: np.round(a, 1) * a + a.round() + np.around(a * 100, -1), X),
+    "inv": (lambda a: np.linalg.inv(a[:, :4] + 4 * np.eye(4)), M),
+    "solve": (lambda a: np.linalg.solve(a[:, :4] + 4 * np.eye(4), a[:, 4:]), M),
+    "solve_vector": (lambda a: np.linalg.solve(a[:, :4] + 4 * np.eye(4), a[:, 5]), M),
+    "solve_batched": (lambda a: np.linalg.solve(a[:, :, :4] + 4 * np.eye(4), a[0, :, 4:]), X),
+    "det": (lambda a: np.linalg.det(a[:, :, :4] + 3 * np.eye(4)), X),
+    "slogdet": (lambda a: np.linalg.slogdet(a[:, :, 1:] - 3 * np.eye(4))[1], X),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 
@@ -220,3 +226,31 @@ def test_take_along_axis_with_an_index_array_argument_compiles(target):
                                kn.grad(lambda a: np.sum(np.take_along_axis(a, i, axis=1) ** 2))(x), rtol=1e-12)
     with pytest.raises(IndexError, match="index 4 is out of bounds for axis 1"):
         f(x, np.full((3, 1, 5), 4), 1)
+
+
+def _linalg(a, b):
+    sign, logabsdet = np.linalg.slogdet(a)
+    return np.sum(np.linalg.solve(a, b) ** 2) + np.sum(np.linalg.inv(a)) + np.sum(np.linalg.det(a) + sign * logabsdet)
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_linalg_compiles_on_both_targets_and_refuses_what_numpy_refuses(target):
+    a, b = RNG.standard_normal((2, 3, 3)) + 3 * np.eye(3), RNG.standard_normal((2, 3, 2))
+    f = kn.compile(_linalg, target=target)
+    assert f(a, b) == pytest.approx(float(_linalg(a, b)), rel=1e-12)
+    for got, want in zip(kn.grad(f)(a, b), kn.grad(_linalg)(a, b)):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert kn.value(f(a.astype(np.float32), b.astype(np.float32))).dtype == np.float32
+    with pytest.raises(np.linalg.LinAlgError):
+        f(np.zeros((2, 3, 3)), b)
+    with pytest.raises(ValueError, match="square"):
+        np.linalg.inv(kn.Param(np.ones((2, 3))))
+    np.testing.assert_array_equal(np.linalg.inv(kn.Param(np.array([[2, 0], [0, 4]]))), [[0.5, 0], [0, 0.25]])
+
+
+def test_second_order_through_logdet():
+    # the Hessian of log|det a| along v is -trace(inv(a) v inv(a) v): its gradient rule is an op too
+    a, v = RNG.standard_normal((3, 3)) + 3 * np.eye(3), RNG.standard_normal((3, 3))
+    hv = kn.grad(lambda x: np.sum(kn.grad(lambda y: np.linalg.slogdet(y)[1])(x) * v))(a)
+    i = np.linalg.inv(a)
+    np.testing.assert_allclose(np.sum(hv * v), -np.trace(i @ v @ i @ v), rtol=1e-10)

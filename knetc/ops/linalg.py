@@ -1,4 +1,5 @@
-"""Matrix product. The primitive is 2-D; `matmul` folds leading axes and vectors into it."""
+"""Matrix products (the primitive is 2-D; `matmul` folds leading axes and vectors into it,
+`bmm` batches), norms and Knet's BLAS-1 updates, and np.linalg's inv, solve, det and slogdet."""
 import numpy as np
 
 from .. import context
@@ -6,7 +7,7 @@ from ..context import is_boxed, is_symbolic, training
 from ..errors import CompileError, ShapeError
 from .broadcast import broadcast_to, reduce_sum, unbroadcast
 from .core import Aval, Op, astype, aval_of, broadcast_shapes, register, result_dtype
-from .elementwise import abs as abs_, add, eq, mul, ne, power, sub
+from .elementwise import abs as abs_, add, eq, exp, mul, ne, power, sub
 from .reduce import maximum, minimum, sqrt0, sum
 from .shape import reshape, transpose
 
@@ -259,3 +260,87 @@ def rmul_(x, a):
     _scaled_in_place(_mutable("rmul_", x), a)
     return x
 
+
+
+# ----------------------------------------------------------------------------- np.linalg
+# inv, solve and slogdet of a batch of matrices (the last two axes) are library routines
+# (kernels/linalg.py); det is sign * exp(logabsdet). Their gradients are written with these ops,
+# so they have gradients of any order: d inv = -inv^T dy inv^T; solve's b gets solve(a^T, dy)
+# and a minus that times x^T; logabsdet's a gets dy inv(a)^T.
+
+def _square_rule(name, result=lambda a, **params: a):
+    def rule(a, *others, **params):
+        if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+            raise ShapeError(f"np.linalg.{name}: the last 2 dimensions of the array must be square, got {a}")
+        return result(a, *others, **params)
+    return rule
+
+
+def _lowering(name):
+    return {target: f"knetc.kernels.linalg:{name}_{target}" for target in ("cpu", "cuda")}
+
+
+def _solve_result(a, b):
+    if b.shape[:-2] != a.shape[:-2] or b.ndim < 2 or b.shape[-2] != a.shape[-1]:
+        raise ShapeError(f"np.linalg.solve: {a} and {b} do not match: a (..., n, n), b (..., n, k)")
+    return Aval(b.shape, result_dtype(a, b))
+
+
+def _solve_grad_b(dy, y, a, b):
+    return solve_(_swap_op(a), dy)
+
+
+inv_ = register(Op("inv", _square_rule("inv"), np.linalg.inv,
+                   (lambda dy, y, a: mul(bmm(bmm(y, dy, trans_a=True), y, trans_b=True), -1),), "call",
+                   lowering=_lowering("inv")))
+solve_ = register(Op("solve", _square_rule("solve", _solve_result), np.linalg.solve,
+                     (lambda dy, y, a, b: mul(bmm(_solve_grad_b(dy, y, a, b), y, trans_b=True), -1), _solve_grad_b),
+                     "call", lowering=_lowering("solve")))
+slogdet_ = register(Op(
+    "slogdet", _square_rule("slogdet", lambda a, part: Aval(a.shape[:-2], a.dtype)),
+    lambda a, part: np.asarray(np.linalg.slogdet(a)[part]),
+    (lambda dy, y, a, part: None if part == 0 else mul(reshape(dy, shape=aval_of(dy).shape + (1, 1)), _swap_op(inv_(a))),),
+    "call", lowering=_lowering("slogdet")))
+
+
+def _for_lapack(a):
+    """a in a dtype LAPACK takes: float32/64; integers and bools as float64 (numpy's rules)."""
+    dtype = np.dtype(aval_of(a).dtype)
+    if dtype.kind in "iub":
+        return astype(a, dtype=np.dtype(np.float64))
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"np.linalg on Params and recorded values: array type {dtype} is unsupported in linalg")
+    return a
+
+
+def inv(a):
+    """np.linalg.inv: the inverse of each matrix (the last two axes)."""
+    return inv_(_for_lapack(a))
+
+
+def solve(a, b):
+    """np.linalg.solve: x with a @ x = b; b (n,) is one vector, else (..., n, k) (numpy 2's rule)."""
+    a, b = _for_lapack(a), _for_lapack(b)
+    vector = aval_of(b).ndim == 1
+    b = reshape(b, shape=aval_of(b).shape + (1,)) if vector else b
+    (sa, sb), dtype = (aval_of(a).shape, aval_of(b).shape), result_dtype(aval_of(a), aval_of(b))
+    batch = broadcast_shapes("np.linalg.solve (batch axes)", sa[:-2], sb[:-2])
+    a, b = (astype(x, dtype=dtype) if aval_of(x).dtype != dtype else x for x in (a, b))
+    a = broadcast_to(a, shape=batch + sa[-2:]) if sa[:-2] != batch else a
+    x = solve_(a, broadcast_to(b, shape=batch + sb[-2:]) if sb[:-2] != batch else b)
+    return reshape(x, shape=aval_of(x).shape[:-1]) if vector else x
+
+
+_SLOGDET = type(np.linalg.slogdet(np.eye(1)))  # numpy's (sign, logabsdet) named tuple
+
+
+def slogdet(a):
+    """np.linalg.slogdet: (sign, logabsdet) of each matrix; the sign has no gradient."""
+    a = _for_lapack(a)
+    return _SLOGDET(slogdet_(a, part=0), slogdet_(a, part=1))
+
+
+def det(a):
+    """np.linalg.det, as sign * exp(logabsdet) (0 for a singular matrix)."""
+    sign, logabsdet = slogdet(a)
+    return mul(sign, exp(logabsdet))

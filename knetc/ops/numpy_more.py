@@ -27,7 +27,7 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import checked_indices, getindex, take
-from .linalg import bmm, matmul
+from .linalg import bmm, det, inv, matmul, slogdet, solve
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .reduce import sum
 from .shape import reshape, transpose
@@ -492,7 +492,8 @@ UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddex
                np.fmax: _nan_skipping(ew.max), np.fmin: _nan_skipping(ew.min),
                np.deg2rad: lambda x: ew.mul(x, np.pi / 180), np.radians: lambda x: ew.mul(x, np.pi / 180),
                np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
-FUNCTIONS.update({np.diff: _diff, np.round: _round, np.around: _round})
+FUNCTIONS.update({np.diff: _diff, np.round: _round, np.around: _round, np.linalg.inv: inv, np.linalg.solve: solve,
+                  np.linalg.slogdet: slogdet, np.linalg.det: det})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
