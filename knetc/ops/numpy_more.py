@@ -388,22 +388,23 @@ argsort_last = register(Op(
     lowering={"cpu": "knetc.kernels.indexing:argsort_cpu", "cuda": "knetc.kernels.indexing:argsort_cuda"}))
 
 
-def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+def _rows(a, axis, order):
+    """a with `axis` moved last (the flattened a for axis None), and that axis."""
     if order is not None:
         raise TypeError("np.argsort/np.sort on Params and recorded values: no `order` (structured arrays)")
     if axis is None:
         a, axis = _numpy_ravel(a), 0
     axis = _axis(axis, len(_shape(a)))
-    return _moveaxis(argsort_last(_moveaxis(a, axis, -1)), -1, axis)
+    return _moveaxis(a, axis, -1), axis
+
+
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    rows, axis = _rows(a, axis, order)
+    return _moveaxis(argsort_last(rows), -1, axis)
 
 
 def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
-    if order is not None:
-        raise TypeError("np.argsort/np.sort on Params and recorded values: no `order` (structured arrays)")
-    if axis is None:
-        a, axis = _numpy_ravel(a), 0
-    axis = _axis(axis, len(_shape(a)))
-    rows = _moveaxis(a, axis, -1)  # (one gather of the flattened rows, its positions in range by construction)
+    rows, axis = _rows(a, axis, order)  # (one gather of the flattened rows, its positions in range by construction)
     shape, n = _shape(rows), _shape(rows)[-1]
     start = (np.arange(int(np.prod(shape[:-1]))) * n).reshape(shape[:-1] + (1,))
     flat = _numpy_ravel(ew.add(argsort_last(rows), start))
