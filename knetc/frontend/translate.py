@@ -638,9 +638,9 @@ class FunctionTranslator(ast.NodeVisitor):
         """obj.name, or getattr(obj, name, default); of an array value, as the Python function's
         array or Param has it, not as the IR value does (`.aval`, `__class__`: refused)."""
         array, dunder = isinstance(obj, Var), name.startswith("__")
-        getter = getattr(type(obj), name, None).fget if isinstance(getattr(type(obj), name, None), property) else None
-        if isinstance(getter, types.FunctionType) and not _is_library(getter):  # the user's property: inlined (guarded)
-            return self.translation.inline(getter, (obj,), {})
+        prop = getattr(type(obj), name, None)  # the user's property: inlined, so that what it reads is guarded
+        if isinstance(prop, property) and isinstance(prop.fget, types.FunctionType) and not _is_library(prop.fget):
+            return self.translation.inline(prop.fget, (obj,), {})
         try:
             if array and (dunder or not self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")):
                 raise AttributeError(name)
