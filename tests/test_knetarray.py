@@ -303,7 +303,8 @@ def test_mixing_knetarrays_numpy_and_numbers():
     same(2 - k, 2 - X)
     same(kn.relu(k) + ROW, np.maximum(X, 0) + ROW)
     assert isinstance(np.sin(k), kn.KnetArray)  # a ufunc of the op table: on the device
-    assert isinstance(np.hypot(k, k), np.ndarray)  # a ufunc outside the op table: on the host, numpy
+    assert isinstance(np.hypot(k, k), kn.KnetArray) and np.allclose(np.hypot(k, k), np.hypot(X, X))
+    assert isinstance(np.fmod(k, 0.3), np.ndarray)  # a ufunc outside the op table: on the host, numpy
     k2 = K(X)
     data = k2.data
     k2 += 1
