@@ -48,6 +48,8 @@ CASES = {
     "einsum_implicit_ellipsis": (lambda a: np.einsum("...j,j", a, np.linspace(-1, 1, 5)), X),
     "einsum_three": (lambda a: np.einsum("i,ij,j->", a[:, 0], a, a[0]), M),
     "einsum_transpose_sum": (lambda a: np.einsum("ijk->kj", a), X),
+    "einsum_capitals_implicit": (lambda a: np.einsum("Ij,jK", a, a.T[:, :3]), M),  # (capitals were left out)
+    "einsum_capital_ellipsis": (lambda a: np.einsum("A...,A...", a, a * a), X),
     "einsum_interleaved": (lambda a: np.einsum(a, [0, 1], a, [0, 2], [1, 2]), M),
     "sort": (lambda a: np.sort(a), X), "sort_axis": (lambda a: np.sort(a, axis=0)[:2] * a[:2], X),
     "sort_flat": (lambda a: np.sort(a, axis=None)[-3:], M),

@@ -331,7 +331,9 @@ def _einsum_terms(subscripts, operands):
     ellipsis = max((len(_shape(x)) - len(t.replace("...", "")) for t, x in zip(terms, operands) if "..." in t), default=0)
     terms = [t.replace("...", "".join(spare[ellipsis - (len(_shape(x)) - len(t) + 3):ellipsis])) for t, x in zip(terms, operands)]
     if not arrow:  # numpy's implicit output: the axes of `...`, then the letters used once, in order
-        output = "".join(spare[:ellipsis]) + "".join(sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1 and c.islower()))
+        letters = "".join(terms)
+        output = "".join(spare[:ellipsis]) + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
+                                                             and c not in spare[:ellipsis]))
     output = output.replace("...", "".join(spare[:ellipsis]))
     for t, x in zip(terms, operands):
         if len(t) != len(_shape(x)) or t and not t.isalpha():
