@@ -64,6 +64,9 @@ CASES = {
     "solve_batched": (lambda a: np.linalg.solve(a[:, :, :4] + 4 * np.eye(4), a[0, :, 4:]), X),
     "det": (lambda a: np.linalg.det(a[:, :, :4] + 3 * np.eye(4)), X),
     "slogdet": (lambda a: np.linalg.slogdet(a[:, :, 1:] - 3 * np.eye(4))[1], X),
+    "norm_axis": (lambda a: np.linalg.norm(a, axis=-1), X), "norm_keepdims": (lambda a: np.linalg.norm(a, 1, 0, True), X),
+    "norm_matrix_axes": (lambda a: np.linalg.norm(a, axis=(0, 2)), X), "norm_matrix_inf": (lambda a: np.linalg.norm(a, np.inf), M),
+    "norm_matrix_one": (lambda a: np.linalg.norm(a, -1, (2, 1)), X), "norm_vector_p": (lambda a: np.linalg.norm(a, 3), V),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 
@@ -113,6 +116,13 @@ def test_integers_and_bools_widen_as_numpy(f):
 
 def test_bad_arguments_raise_as_numpy():
     p = kn.Param(M)
+    for bad in (dict(ord="fro", axis=0), dict(ord=1, axis=(0, 1, 2))):
+        with pytest.raises(ValueError):
+            np.linalg.norm(X, **bad)
+        with pytest.raises(ValueError):
+            np.linalg.norm(kn.Param(X), **bad)
+    with pytest.raises(TypeError, match="singular values"):
+        np.linalg.norm(p, "nuc")
     for bad in ("ij,jk->ik", "ij->iij", "ij->k", "ijk"):  # sizes, a repeated or unknown output, too many axes
         with pytest.raises(ValueError):
             np.einsum(bad, M, M)

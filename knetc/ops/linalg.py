@@ -163,8 +163,9 @@ def bmm(a, b, trans_a=False, trans_b=False):
 
 # ----------------------------------------------------------------------------- norm, BLAS-1
 
-def norm(x, p=2):
-    """norm(x, p=2): the vector p-norm of all entries (Julia's `norm` of an array).
+def norm(x, p=2, dims=None):
+    """norm(x, p=2): the vector p-norm of all entries (Julia's `norm` of an array); with
+    `dims`, of each vector along them (kept as size 1, as knetc's reductions).
 
     p=2 (default), 1, inf (largest magnitude), -inf, 0 (count of nonzeros), or any real p.
     >>> float(kn.norm(np.array([3.0, -4.0])))
@@ -176,18 +177,18 @@ def norm(x, p=2):
         x = astype(x, dtype=np.float64)
     x_abs = abs_(x)
     if p == 2:
-        return sqrt0(sum(mul(x, x)))  # at x == 0 the gradient is 0 (torch's), not 0 * inf = NaN
+        return sqrt0(sum(mul(x, x), dims))  # at x == 0 the gradient is 0 (torch's), not 0 * inf = NaN
     if p == 1:
-        return sum(x_abs)
+        return sum(x_abs, dims)
     if p == np.inf:
-        return maximum(x_abs)
+        return maximum(x_abs, dims)
     if p == -np.inf:
-        return minimum(x_abs)
+        return minimum(x_abs, dims)
     if p == 0:
-        return sum(ne(x, 0))
+        return sum(ne(x, 0), dims)
     if p < 0:  # a zero entry's 0 ** p is inf, and the norm 0 (as Julia's and numpy's)
-        return power(sum(power(x_abs, exponent=float(p))), exponent=1.0 / p)
-    return _power0(sum(_power0(x_abs, float(p))), 1.0 / p)
+        return power(sum(power(x_abs, exponent=float(p)), dims), exponent=1.0 / p)
+    return _power0(sum(_power0(x_abs, float(p)), dims), 1.0 / p)
 
 
 def _power0(v, exponent):

@@ -13,7 +13,6 @@ from .linalg import matmul
 from .reduce import maximum, mean, sum
 from .shape import reshape, resolve_shape, transpose
 from .reduce import argmax, argmin, divide_by_count, minimum, prod, sqrt0
-from .linalg import norm
 from .indexing import getindex, setindex_
 from .arrays import cat
 
@@ -161,13 +160,6 @@ def _numpy_arg(knet_arg):
     return arg
 
 
-def _numpy_norm(x, ord=None, axis=None, keepdims=False):
-    if axis is not None or keepdims or (ord is not None and aval_of(x).ndim > 1):
-        raise NotImplementedError("np.linalg.norm on knetc values: only the vector norm of all entries "
-                                  "(ord for 1-D arrays); use kn.norm(x, p)")
-    return norm(x, 2 if ord is None else ord)
-
-
 FUNCTIONS.update({
     np.prod: _numpy_reduction(prod), np.min: _numpy_reduction(minimum, False), np.amin: _numpy_reduction(minimum, False),
     np.var: _numpy_var, np.std: lambda x, axis=None, dtype=None, out=None, ddof=0, keepdims=False:
@@ -175,7 +167,6 @@ FUNCTIONS.update({
     np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
     np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis) if axis is not None else  # (None: flattened)
     cat(*(reshape(a, shape=(int(np.prod(aval_of(a).shape)),)) for a in arrays), dims=0),
-    np.linalg.norm: _numpy_norm,
 })
 
 

@@ -27,9 +27,8 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import checked_indices, getindex, take
-from .linalg import bmm, det, inv, matmul, slogdet, solve
+from .linalg import bmm, det, inv, matmul, norm, slogdet, solve
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
-from .reduce import sum
 from .shape import reshape, transpose
 
 
@@ -472,6 +471,29 @@ def _round(a, decimals=0, out=None):
     return ew.mul(ew.round(ew.div(a, scale)), scale)
 
 
+def _linalg_norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: vector norms along one axis, matrix norms (Frobenius, 1, inf and their
+    negatives) over two, the 2-norm of all entries without axis and ord (SVD norms refused)."""
+    ndim = len(_shape(x))
+    axes = tuple(range(ndim)) if axis is None and ord is not None else None if axis is None else \
+        tuple(_axis(a, ndim) for a in np.atleast_1d(axis).tolist())
+    if axes is None or len(axes) == 1:
+        if isinstance(ord, str):
+            raise ValueError(f"Invalid norm order {ord!r} for vectors")
+        result = norm(x, 2 if ord is None else ord, axes)
+    elif len(axes) == 2 and ord in (None, "fro"):
+        result = norm(x, 2, axes)
+    elif len(axes) == 2 and ord in (1, -1, np.inf, -np.inf):
+        summed, across = (axes[0], axes[1]) if ord in (1, -1) else (axes[1], axes[0])
+        sums = FUNCTIONS[np.sum](ew.abs(x), summed, None, None, True)
+        result = FUNCTIONS[np.max if ord > 0 else np.min](sums, across, None, True)
+    else:
+        raise (ValueError("Improper number of dimensions to norm.") if len(axes) > 2 else
+               TypeError(f"np.linalg.norm(ord={ord!r}) of matrices needs singular values: not supported on Params"))
+    kept = tuple(1 if axes is None or d in axes else n for d, n in enumerate(_shape(x)))
+    return reshape(result, shape=kept if keepdims else tuple(n for d, n in enumerate(_shape(x)) if axes is not None and d not in axes))
+
+
 _UNGIVEN = object()
 
 
@@ -495,7 +517,7 @@ UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddex
                np.fmax: _nan_skipping(ew.max), np.fmin: _nan_skipping(ew.min),
                np.deg2rad: lambda x: ew.mul(x, np.pi / 180), np.radians: lambda x: ew.mul(x, np.pi / 180),
                np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
-FUNCTIONS.update({np.diff: _diff, np.round: _round, np.around: _round, np.linalg.inv: inv, np.linalg.solve: solve,
+FUNCTIONS.update({np.linalg.norm: _linalg_norm, np.diff: _diff, np.round: _round, np.around: _round, np.linalg.inv: inv, np.linalg.solve: solve,
                   np.linalg.slogdet: slogdet, np.linalg.det: det})
 
 
