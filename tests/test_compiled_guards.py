@@ -781,6 +781,14 @@ def _gradloss_of_a_compiled_function_inside(x):
     return kn.gradloss(kn.compile(_loss_times_factor))(x)[0]
 
 
+_SCALED_BY_HALF = functools.partial(_add_scaled, 0.5)
+
+
+@kn.compile
+def _mapped_partial(xs):
+    return sum(map(_SCALED_BY_HALF, xs))
+
+
 @kn.compile
 def _mapped_method(xs):
     return list(map(SCALED.method, xs))[1]
@@ -791,7 +799,7 @@ def _mapped_layer(xs):
     return kn.sum(sum(map(SCALED, xs)))
 
 
-@pytest.mark.parametrize("f", [_mapped, _reduced, _mapped_method, _mapped_layer])
+@pytest.mark.parametrize("f", [_mapped, _reduced, _mapped_partial, _mapped_method, _mapped_layer])
 def test_a_function_given_to_a_library_function_is_guarded(f):
     global FACTOR
     xs = [normal(3, 1), normal(3, 2), normal(3, 3)]

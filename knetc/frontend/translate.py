@@ -835,8 +835,8 @@ class FunctionTranslator(ast.NodeVisitor):
         """value, or a proxy inlining it where the library function `callee` may call it: a Python function (method,
         compiled function) given to knetc, numpy or a builtin such as map, or a callable object given to the builtin."""
         fn, calls = value.fn if context.kind(value) == "compiled" else value, calls_functions(callee)
-        code = fn.__func__ if isinstance(fn, types.MethodType) else fn if isinstance(fn, types.FunctionType) else \
-            getattr(type(fn), "__call__", None) if calls == "and objects" else None
+        code = fn.__func__ if isinstance(fn, types.MethodType) else fn.func if isinstance(fn, functools.partial) else fn \
+            if isinstance(fn, types.FunctionType) else getattr(type(fn), "__call__", None) if calls == "and objects" else None
         if calls and isinstance(code, types.FunctionType) and not _is_library(code):
             return lambda *args, **kwargs: self.call(fn, args, kwargs)  # (knetc's: library code calls it as it is)
         return value
