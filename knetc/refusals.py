@@ -41,18 +41,23 @@ DATA_METHODS = {"item", "tolist", "tobytes", "__float__", "__int__", "__index__"
 _TEXT = (str, repr, ascii, format)
 _PRINT_WARNED = set()  # (file, line) of each print warned about
 # Builtins that call the functions and callable objects they are given (other builtins, such as isinstance or id,
-# look at them); knetc's and numpy's functions given a Python function call it (kn.grad(f), kn.nll(model, data)).
+# look at them); knetc's and numpy's functions given a Python function call it (kn.grad(f)), and these of knetc's
+# call a model object given first (kn.nll(model, x, y)): elsewhere a model is data (kn.params(model)).
 _HIGHER_ORDER = (map, filter, sorted, min, max, functools.reduce, itertools.accumulate, itertools.starmap,
                  itertools.filterfalse, itertools.takewhile, itertools.dropwhile, itertools.groupby)
+_CALL_THEIR_MODEL = {"nll", "accuracy", "grad", "gradloss", "diff"}
 
 
-def calls_functions(fn):
-    """Does library function fn call a Python function it is given: "and objects" (a builtin from
-    _HIGHER_ORDER, list.sort), True (knetc's and numpy's functions) or False."""
+def calls_functions(fn, position):
+    """What library function fn may call of its argument at `position` (None: a keyword):
+    "objects" (Python functions and callable objects), "functions" (Python functions) or None."""
     if any(fn is f for f in _HIGHER_ORDER) or getattr(fn, "__name__", "") == "sort" and type(getattr(fn, "__self__", None)) is list:
-        return "and objects"
+        return "objects"
     module = getattr(fn, "__module__", None) or ""  # (kn.compile and kn.inspect read its source instead)
-    return module.split(".")[0] in ("knetc", "numpy") and module not in ("knetc.compiler", "knetc.inspection")
+    if module.split(".")[0] not in ("knetc", "numpy") or module in ("knetc.compiler", "knetc.inspection"):
+        return None
+    return "objects" if position == 0 and module.startswith("knetc") and getattr(fn, "__name__", "") in _CALL_THEIR_MODEL \
+        else "functions"
 
 
 def refuse_text(what):

@@ -873,3 +873,36 @@ def test_a_property_of_an_argument_object_is_inlined_and_what_it_reads_guarded()
         same(_reads_properties, m, x)
     finally:
         FACTOR = 2.0
+
+
+class _Classifier:
+    def __init__(self):
+        self.w, self.k = kn.Param(normal((3, 2), 11)), 1.0
+
+    def __call__(self, x):
+        return (x @ self.w) * self.k
+
+
+CLASSIFIER = _Classifier()
+
+
+@kn.compile
+def _model_form_losses(x, y):
+    return kn.nll(CLASSIFIER, x, y) + kn.accuracy(CLASSIFIER, data=[(x, y)]) + kn.nll(CLASSIFIER, data=[(x, y)])
+
+
+def test_a_model_given_to_nll_reads_its_params_at_each_call_and_is_guarded():
+    # the model was called natively: its Param became a constant of the program, an update was ignored
+    x, y = normal((4, 3), 12), np.array([0, 1, 1, 0])
+    same(_model_form_losses, x, y)
+    saved = CLASSIFIER.w.value.copy()
+    try:
+        CLASSIFIER.w.value[:, 0] = 3.0
+        same(_model_form_losses, x, y)
+        CLASSIFIER.k = 0.5
+        same(_model_form_losses, x, y)
+        w = CLASSIFIER.w
+        g = kn.grad(kn.diff(lambda: _model_form_losses(x, y)), w)
+        np.testing.assert_allclose(g, kn.grad(kn.diff(lambda: _model_form_losses.fn(x, y)), w), rtol=1e-10)
+    finally:
+        CLASSIFIER.w.value[:], CLASSIFIER.k = saved, 1.0

@@ -825,18 +825,19 @@ class FunctionTranslator(ast.NodeVisitor):
         # A library function: Params from outside in its arguments, or in the library object called, become the program's inputs,
         # and a Python function it is given (map(f, xs), functools.reduce, kn.grad(f)) is inlined when it calls it (guarded).
         args, kwargs = self.translation.lowered_tree(args), self.translation.lowered_tree(kwargs)
-        args, kwargs = [self._inlined(a, fn) for a in args], {k: self._inlined(v, fn) for k, v in kwargs.items()}
+        args, kwargs = [self._inlined(a, fn, i) for i, a in enumerate(args)], {k: self._inlined(v, fn, None) for k, v in kwargs.items()}
         fn = self.translation.lowered_object(fn) if _is_library(type(fn)) else fn
         if holds_var((args, kwargs)):
             refuse_data_access(fn, name)
         return fn(*args, **kwargs)
 
-    def _inlined(self, value, callee):
+    def _inlined(self, value, callee, position):
         """value, or a proxy inlining it where the library function `callee` may call it: a Python function (method,
-        compiled function) given to knetc, numpy or a builtin such as map, or a callable object given to the builtin."""
-        fn, calls = value.fn if context.kind(value) == "compiled" else value, calls_functions(callee)
+        partial, compiled function) given to knetc, numpy or a builtin such as map, or a callable object given to
+        the builtin (or as the model of kn.nll, kn.grad: refusals.calls_functions)."""
+        fn, calls = value.fn if context.kind(value) == "compiled" else value, calls_functions(callee, position)
         code = fn.__func__ if isinstance(fn, types.MethodType) else fn.func if isinstance(fn, functools.partial) else fn \
-            if isinstance(fn, types.FunctionType) else getattr(type(fn), "__call__", None) if calls == "and objects" else None
+            if isinstance(fn, types.FunctionType) else getattr(type(fn), "__call__", None) if calls == "objects" else None
         if calls and isinstance(code, types.FunctionType) and not _is_library(code):
             return lambda *args, **kwargs: self.call(fn, args, kwargs)  # (knetc's: library code calls it as it is)
         return value

@@ -313,7 +313,10 @@ def _over_data(loss, model, data, dims, average, kwargs):
     for x, y in data:
         t, c = loss(model(x, **kwargs), y, dims=dims, average=False)
         total = add(total, t)  # (recorded inside kn.diff: the loss over a dataset has a gradient, as Knet's)
-        count += int(value_of(c))
+        c = value_of(c)  # (compiled, with labels computed or passed in: an integer array value)
+        count = add(count, c) if context.is_symbolic(c) else count + int(c)
+    if context.is_symbolic(total) or context.is_symbolic(count):
+        return _average(total, count, average)
     if not context.is_boxed(total):
         total = float(np.asarray(total))
     if not average:
