@@ -906,3 +906,16 @@ def test_a_model_given_to_nll_reads_its_params_at_each_call_and_is_guarded():
         np.testing.assert_allclose(g, kn.grad(kn.diff(lambda: _model_form_losses.fn(x, y)), w), rtol=1e-10)
     finally:
         CLASSIFIER.w.value[:], CLASSIFIER.k = saved, 1.0
+
+
+def test_a_library_layer_mapped_in_compiled_code_reads_its_weights_at_each_call():
+    kn.seed_(0)
+    rnn = kn.RNN(3, 4, rnn_type="tanh", atype=np.float64)
+
+    @kn.compile
+    def mapped(xs):
+        return kn.sum(sum(map(rnn, xs)))
+    xs = [normal((2, 3), 13), normal((2, 3), 14)]
+    same(mapped, xs)
+    rnn.w.value[:] = 0.5  # (its Param was a constant of the program: the old weights' result)
+    same(mapped, xs)

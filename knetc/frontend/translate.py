@@ -840,7 +840,7 @@ class FunctionTranslator(ast.NodeVisitor):
             if isinstance(fn, types.FunctionType) else getattr(type(fn), "__call__", None) if calls == "objects" else None
         if calls and isinstance(code, types.FunctionType) and not _is_library(code):
             return lambda *args, **kwargs: self.call(fn, args, kwargs)  # (knetc's: library code calls it as it is)
-        return value
+        return self.translation.lowered_object(value) if calls == "objects" else value  # (map(rnn, xs): its Params inputs)
 
     def _as_python(self, var, ask, what):
         """ask(value) for the value the Python function would see in var's place (isinstance,
