@@ -570,6 +570,9 @@ def taped_gradient(f, argnum=0, with_loss=False):
         args = list(args)
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)
+        for p in ps:
+            if type(p) is _Argument:  # its tape is done: kept by f somewhere, it is its value from now on
+                p.level = math.inf
         g = pytree.unflatten(treedef, [grad(y, p) if isinstance(p, Param) else None for p in ps])
         loss = value(y)
         loss = loss.value if isinstance(loss, Param) else loss  # f returned its argument

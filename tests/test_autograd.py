@@ -271,6 +271,24 @@ def test_nested_gradient_functions_keep_their_arguments_apart(f, expected):
     assert_close(kn.grad(kn.diff(lambda: kn.sum(f(w))), w), np.broadcast_to(expected(x), x.shape))
 
 
+def test_an_argument_a_nested_gradient_function_kept_is_its_value_afterwards():
+    kept = []
+
+    def inner(y):
+        kept.append(y)
+        return kn.sum(y ** 2)
+    x = np.array([1.0, 2.0])
+    assert_close(kn.grad(lambda x: kn.sum(kn.grad(inner)(1 * x)))(x), [2.0, 2.0])
+    w, found = kn.Param(np.array([3.0])), []
+
+    def later_at_its_level():  # (a later tape at the level its tape had must not take it as a Param)
+        later = kn.diff(lambda: kn.sum(kept[0] * w * w))
+        found.extend(kn.params(later))
+        return kn.sum(kn.grad(later, w))
+    assert_close(kn.grad(kn.diff(later_at_its_level), w), np.array([2 * x.sum()]))
+    assert [id(p) for p in found] == [id(w)]
+
+
 def test_second_derivative_of_softmax_cross_entropy():
     scores, labels = normal((2, 3), 1), np.array([2, 0])
     f = lambda s: kn.nll(s, labels)  # noqa: E731
