@@ -45,7 +45,7 @@ _PRINT_WARNED = set()  # (file, line) of each print warned about
 # call a model object given first (kn.nll(model, x, y)): elsewhere a model is data (kn.params(model)).
 _HIGHER_ORDER = (map, filter, sorted, min, max, functools.reduce, itertools.accumulate, itertools.starmap,
                  itertools.filterfalse, itertools.takewhile, itertools.dropwhile, itertools.groupby)
-_CALL_THEIR_MODEL = {"nll", "accuracy", "grad", "gradloss", "diff"}
+_CALL_THEIR_MODEL = {"nll", "accuracy", "grad", "gradloss", "diff", "sum", "prod", "maximum", "minimum", "mean"}
 
 
 def calls_functions(fn, position):

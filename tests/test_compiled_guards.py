@@ -919,3 +919,18 @@ def test_a_library_layer_mapped_in_compiled_code_reads_its_weights_at_each_call(
     same(mapped, xs)
     rnn.w.value[:] = 0.5  # (its Param was a constant of the program: the old weights' result)
     same(mapped, xs)
+
+
+@kn.compile
+def _reduced_by_an_object(x):
+    return kn.sum(SCALED, x) * 2.0
+
+
+def test_the_function_form_of_a_reduction_inlines_a_callable_object():
+    x = normal(3, 15)
+    same(_reduced_by_an_object, x)
+    SCALED.k = 4.0  # (read natively while tracing, it was kept)
+    try:
+        same(_reduced_by_an_object, x)
+    finally:
+        SCALED.k = 1.0
