@@ -163,12 +163,19 @@ def _take_along_axis(arr, indices, axis):
     grid = [np.arange(n).reshape([-1 if i == d else 1 for i in range(len(shape))]) for d, n in enumerate(shape)]
     if isinstance(indices, np.ndarray):
         return getindex(arr, tuple(indices if d == axis else g for d, g in enumerate(grid)))
-    # An index array value (an argument): one gather of the flattened array, at positions made of
-    # the range-checked indices (negative ones from the end) and the other axes' positions.
-    out = np.broadcast_shapes(_shape(indices), shape[:axis] + (_shape(indices)[axis],) + shape[axis + 1:])
+    # An index array value (an argument): range-checked before anything runs, negative ones from the end
     idx = checked_indices(indices, size=shape[axis], axis=axis)
+    return _gathered_along(arr, ew.add(idx, ew.mul(ew.lt(idx, 0), shape[axis])), axis)
+
+
+def _gathered_along(arr, idx, axis):
+    """np.take_along_axis(arr, idx, axis) for indices in 0..n-1 that may be an array value (an
+    argument, np.argsort's): one gather of the flattened array, at the positions the indices
+    and the other axes' positions make (getindex takes an index array value alone)."""
+    shape = _shape(arr)
+    out = np.broadcast_shapes(_shape(idx), shape[:axis] + (_shape(idx)[axis],) + shape[axis + 1:])
     strides = np.cumprod((shape + (1,))[:0:-1])[::-1]
-    flat = ew.mul(ew.add(idx, ew.mul(ew.lt(idx, 0), shape[axis])), int(strides[axis]))
+    flat = ew.mul(idx, int(strides[axis])) if strides[axis] != 1 else idx
     for d, n in enumerate(shape):
         if d != axis and n > 1:
             flat = ew.add(flat, np.arange(n).reshape([-1 if i == d else 1 for i in range(len(shape))]) * int(strides[d]))
@@ -389,27 +396,18 @@ argsort_last = register(Op(
     lowering={"cpu": "knetc.kernels.indexing:argsort_cpu", "cuda": "knetc.kernels.indexing:argsort_cuda"}))
 
 
-def _rows(a, axis, order):
-    """a with `axis` moved last (the flattened a for axis None), and that axis."""
+def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
     if order is not None:
         raise TypeError("np.argsort/np.sort on Params and recorded values: no `order` (structured arrays)")
     if axis is None:
         a, axis = _numpy_ravel(a), 0
     axis = _axis(axis, len(_shape(a)))
-    return _moveaxis(a, axis, -1), axis
-
-
-def _argsort(a, axis=-1, kind=None, order=None, *, stable=None):
-    rows, axis = _rows(a, axis, order)
-    return _moveaxis(argsort_last(rows), -1, axis)
+    return _moveaxis(argsort_last(_moveaxis(a, axis, -1)), -1, axis)
 
 
 def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
-    rows, axis = _rows(a, axis, order)  # (one gather of the flattened rows, its positions in range by construction)
-    shape, n = _shape(rows), _shape(rows)[-1]
-    start = (np.arange(int(np.prod(shape[:-1]))) * n).reshape(shape[:-1] + (1,))
-    flat = _numpy_ravel(ew.add(argsort_last(rows), start))
-    return _moveaxis(reshape(take(_numpy_ravel(rows), flat, axis=0), shape=shape), -1, axis)
+    a, axis = (_numpy_ravel(a), 0) if axis is None else (a, _axis(axis, len(_shape(a))))
+    return _gathered_along(a, _argsort(a, axis, kind, order), axis)  # (its positions in range by construction)
 
 
 def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
