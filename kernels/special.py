@@ -72,6 +72,58 @@ def rint(x):
     return math.copysign(r, x)
 
 
+# ----------------------------------------------------------------------------- remainders
+# numpy's `%`, `//` and np.fmod, after its npy_divmod: the remainder takes the divisor's
+# sign; a zero or infinite operand gives what numpy gives (NaN, inf or 0) without raising.
+
+def fmod_float(a, b):
+    """C's fmod: the remainder with the dividend's sign. fmod_float(-5.5, 2.0) == -1.5."""
+    if b == 0.0 or abs(a) == INF:
+        return NAN
+    return fmod(a, b)
+
+
+def remainder(a, b):
+    """numpy's remainder (Python's float %). remainder(-5.5, 2.0) == 0.5."""
+    mod = fmod_float(a, b)
+    if mod == 0.0:
+        return math.copysign(0.0, b)
+    if (b < 0.0) != (mod < 0.0):
+        mod += b
+    return mod
+
+
+def floor_divide(a, b):
+    """numpy's floor_divide (Python's float //). floor_divide(-5.5, 2.0) == -3.0."""
+    if b == 0.0:
+        return NAN if a == 0.0 or a != a else math.copysign(INF, a) * math.copysign(1.0, b)
+    mod = fmod_float(a, b)
+    div = (a - mod) / b
+    if mod != 0.0 and (b < 0.0) != (mod < 0.0):
+        div -= 1.0
+    if div == 0.0:
+        return math.copysign(0.0, a) * math.copysign(1.0, b)
+    result = floor(div)
+    return result + 1.0 if div - result > 0.5 else result
+
+
+def int_remainder(a, b):
+    """Integer %: the divisor's sign; 0 for a zero divisor, as numpy."""
+    return a * 0 if b == 0 else a % b
+
+
+def int_floor_divide(a, b):
+    return a * 0 if b == 0 else a // b
+
+
+def int_fmod(a, b):
+    """Integer fmod: the dividend's sign; 0 for a zero divisor."""
+    if b == 0:
+        return a * 0
+    mod = a % b
+    return mod - b if mod != 0 and (mod < 0) != (a < 0) else mod
+
+
 # ----------------------------------------------------------------------------- sinpi, cospi
 
 def sinpi(x):
@@ -301,7 +353,8 @@ def erfcx(x):
 # ----------------------------------------------------------------------------- flavours
 
 # The helpers the kernels may call, and the internal ones they call (all get both flavours).
-HELPERS = ("trunc", "floor", "ceil", "rint", "sinpi", "cospi", "gamma", "lgamma", "loggamma",
+HELPERS = ("trunc", "floor", "ceil", "rint", "fmod_float", "remainder", "floor_divide", "int_remainder",
+           "int_floor_divide", "int_fmod", "sinpi", "cospi", "gamma", "lgamma", "loggamma",
            "digamma", "polygamma", "polygamma_positive", "trigamma", "erfinv", "erfcinv", "erfcx",
            "_nonpositive_integer", "_erfinv_center", "_erfcinv_tail")
 

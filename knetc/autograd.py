@@ -110,10 +110,6 @@ class _Recordable(ArrayMethods):
         return result
 
     # What knetc does not differentiate works on the value while nothing records it.
-    def __mod__(self, other): return _unrecorded("%", operator.mod, self, other)
-    def __rmod__(self, other): return _unrecorded("%", operator.mod, other, self)
-    def __floordiv__(self, other): return _unrecorded("//", operator.floordiv, self, other)
-    def __rfloordiv__(self, other): return _unrecorded("//", operator.floordiv, other, self)
 
     def copy(self):
         return mul(self, 1) if _recorded((self,), {}) else np.array(value_of(self), copy=True)
@@ -150,13 +146,6 @@ def _plain(tree):
     """tree with Params and taped values replaced by their values."""
     leaves, treedef = pytree.flatten(tree)
     return pytree.unflatten(treedef, [value_of(x) if isinstance(x, _Recordable) else x for x in leaves])
-
-
-def _unrecorded(symbol, function, a, b):
-    if _recorded((a, b), {}):
-        raise TypeError(format_error(f"`{symbol}` is not differentiable: knetc cannot record it on a kn.diff "
-                                     "tape; use kn.value(x) for a constant", *user_frame()))
-    return function(*_plain((a, b)))
 
 
 @pytree.register_leaf_type

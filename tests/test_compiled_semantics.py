@@ -436,14 +436,20 @@ def numpy_constants(x):
     return kn.sum(x * a + np.ones(x.shape[-1]) * np.pi) / n + np.float64(x.shape[0])
 
 
-REFUSED = [(floor_divided, "`//` on an array value", np.arange(6.0)),
-           (remainder, "`%` on an array value", np.arange(6.0)),
-           (floor_divided_in_place, "`//` on an array value", np.arange(6.0)),
-           (through_numpy_helper, "`np.asarray` of an array value", np.arange(6.0)),
+REFUSED = [(through_numpy_helper, "`np.asarray` of an array value", np.arange(6.0)),
            (as_float, "`float` of an array value", np.arange(6.0)),
            (as_item, "`.item` of an array value", np.arange(6.0)),
            (numpy_ediff1d, "`np.ediff1d` is not supported", np.arange(6.0)),
            (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0))]
+
+
+@pytest.mark.parametrize("fn", [floor_divided, remainder, floor_divided_in_place])
+def test_floor_division_and_remainder_of_arrays_compile_as_numpys(fn):
+    # (they were refused; tests/test_math.py checks their edges and gradients)
+    for x in (np.arange(-3.0, 3.0) * 1.5, np.arange(-3, 3)):
+        got, want = compiled(fn, "cpu")(x), fn(x)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("fn, message, x", REFUSED, ids=[f.__name__ for f, _, _ in REFUSED])

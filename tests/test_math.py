@@ -83,6 +83,8 @@ BINARY = {  # name -> (knetc function, numpy reference)
     "power": (kn.power, np.power), "max": (kn.max, np.maximum), "min": (kn.min, np.minimum),
     "lt": (kn.lt, np.less), "le": (kn.le, np.less_equal), "gt": (kn.gt, np.greater),
     "ge": (kn.ge, np.greater_equal), "eq": (kn.eq, np.equal), "ne": (kn.ne, np.not_equal),
+    "mod": (lambda a, b: a % b, np.remainder), "floordiv": (lambda a, b: a // b, np.floor_divide),
+    "fmod": (np.fmod, np.fmod),
 }
 
 RNG = np.random.default_rng(0)
@@ -171,6 +173,41 @@ def test_max_min_nan_and_ties():
         kn.max(a)
 
 
+REMAINDER_EDGES = (np.array([5.5, -5.5, 5.5, -5.5, 0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1.0, 3.0, 1e-300, 7.0]),
+                   np.array([2.0, 2.0, -2.0, -2.0, 3.0, 3.0, np.inf, np.inf, 2.0, 2.0, 2.0, 0.0, -0.0, 1.0, 0.5]))
+INTEGER_EDGES = (np.array([5, -5, 5, -5, 3, 0, 7, -7, 0]), np.array([2, 2, -2, -2, 0, 0, 3, 3, -4]))
+
+
+def remainders(a, b):
+    return a % b, a // b, np.fmod(a, b), np.remainder(a, b), np.floor_divide(a, b), divmod(a, b)[1]
+
+
+@pytest.mark.parametrize("target", ["eager", "cpu", "cuda"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32, np.int8, np.uint8, np.bool_])
+def test_remainders_are_numpys_at_zeros_signs_and_infinities(target, dtype):
+    # the divisor's sign for %, the dividend's for fmod, a zero divisor NaN or inf for floats
+    # and 0 for integers, -0.0 where numpy gives it; booleans give int8, as numpy
+    a, b = REMAINDER_EDGES if np.dtype(dtype).kind == "f" else INTEGER_EDGES
+    a, b = a.astype(dtype), (np.abs(b) if dtype == np.uint8 else b).astype(dtype)
+    f = (lambda a, b: remainders(kn.Param(a), b)) if target == "eager" else kn.compile(remainders, target=target)
+    with np.errstate(all="ignore"):
+        want = remainders(a, b)
+        got = [kn.value(g) for g in f(a, b)]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype, (i, g.dtype, w.dtype)
+        np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
+        assert np.array_equal(np.signbit(g[w == 0]), np.signbit(w[w == 0])), f"output {i}: the sign of zero"
+
+
+def test_remainder_gradients_are_pytorchs():
+    # d(a % b)/db = -floor(a / b), d fmod(a, b)/db = -trunc(a / b), `//` has none
+    a, b = np.array([5.5, -5.5, 2.3, -0.7]), np.array([2.0, 2.0, -1.5, 0.3])
+    loss = lambda a, b: kn.sum((a % b) * 3 + np.fmod(a, b) * 2 + a // b + 2.5 % a)  # noqa: E731
+    for grad in (kn.grad, lambda f, argnum: kn.grad(kn.compile(f), argnum)):
+        assert_close(grad(loss, 0)(a, b), 5 - np.floor_divide(2.5, a))
+        assert_close(grad(loss, 1)(a, b), -3 * np.floor_divide(a, b) - 2 * np.trunc(a / b))
+
+
 def test_bad_shapes_raise_shape_error():
     with pytest.raises(kn.ShapeError):
         kn.max(np.ones((2, 3)), np.ones((4,)))
@@ -199,7 +236,7 @@ def test_step_functions_have_zero_gradient():
         assert_close(kn.grad(y, p), unary(name)(SAMPLE[name]))  # only the product's other factor
 
 
-@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "power", "max", "min"])
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "power", "max", "min", "mod", "fmod"])
 def test_binary_gradients_unbroadcast(name):
     fn = BINARY[name][0]
     a, b = RNG.uniform(0.5, 2, (2, 3)), RNG.uniform(0.5, 2, (3,))
@@ -235,7 +272,7 @@ def all_unary(x, y, z):
 def all_binary(a, b):
     return [a + b, a - b, a * b, a / b, kn.power(a, b), a ** 3, kn.max(a, b), kn.min(a, b), kn.lt(a, b),
             kn.le(a, b), kn.gt(a, b), kn.ge(a, b), kn.eq(a, b), kn.ne(a, b), kn.max(a, 0.5), np.arctan2(a, b),
-            np.hypot(a, b), np.arctan2(-a, b - 2.0)]
+            np.hypot(a, b), np.arctan2(-a, b - 2.0), a % b, (-a) // b, np.fmod(-a, b), 2.5 % a, divmod(a, -b)[1]]
 
 
 def comparison_operators(a, b):
@@ -259,7 +296,7 @@ def float32_subset(x, y, z):
     """Float32 in kernels: the helper calls (computed in float64, cast back) and the guards."""
     return [kn.digamma(z), kn.erfinv(x), kn.round(z), kn.sinpi(z), kn.lgamma(y), kn.exp(z), kn.log(y),
             kn.sqrt(y), kn.cbrt(z), kn.atanh(x), kn.sinh(z), kn.max(x, z), kn.power(y, z), kn.lt(z, y),
-            np.arctan2(z, x), np.hypot(x, z)]
+            np.arctan2(z, x), np.hypot(x, z), z % y, z // x, np.fmod(z, x)]
 
 
 def _inputs(dtype=np.float64):
@@ -337,7 +374,7 @@ def test_every_cuda_kernel_compiles_to_ptx_for_sm90():
             jobs.append((module.__knetc_path__, kernels))
     helpers = {h for path, kernels in jobs for k in kernels for h in re.findall(r"special_(\w+)\(", _kernel_source(open(path).read(), k))}
     assert {"digamma", "polygamma", "trigamma", "erfinv", "erfcinv", "erfcx", "gamma", "lgamma", "loggamma", "sinpi",
-            "cospi", "floor", "ceil", "rint", "trunc"} <= helpers
+            "cospi", "floor", "ceil", "rint", "trunc", "remainder", "floor_divide", "fmod_float"} <= helpers
     for (path, kernels), report in zip(jobs, compile_ptx_many(jobs)):
         assert set(report) == set(kernels), path
         assert all(r["target"] and r["entry"] for r in report.values()), path

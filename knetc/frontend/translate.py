@@ -58,8 +58,6 @@ _ARRAY_COMPARE = {**_COMPARE, ast.Eq: ew.eq, ast.NotEq: ew.ne}  # (a Var's == is
 # Python operators with no op in the table: on an array value they are refused at the
 # user's line (instead of Python's "unsupported operand type(s) ... 'Var'").
 _NO_ARRAY_OPERATOR = {
-    ast.FloorDiv: ("`//`", "write kn.floor(x / y) (a float result; cast integers outside the compiled function)"),
-    ast.Mod: ("`%`", "write x - y * kn.floor(x / y)"),
     ast.LShift: ("`<<`", "multiply by 2 ** k"), ast.RShift: ("`>>`", "do bit operations outside the compiled function"),
 }  # (`&`, `|`, `^`, `~` combine masks: ops/numpy_more.py)
 

@@ -456,6 +456,32 @@ atan2 = _binary_float("atan2", np.arctan2, (lambda dy, y, a, b: div(mul(dy, b), 
                                             lambda dy, y, a, b: neg(div(mul(dy, a), add(mul(a, a), mul(b, b))))))
 hypot = _binary_float("hypot", np.hypot, (lambda dy, y, a, b: div(mul(dy, a), y), lambda dy, y, a, b: div(mul(dy, b), y)))
 
+def _remainder_template(name, float_name=None):
+    """numpy's `%`, `//` or fmod: kernels/special.py's float64 helper of floats, its integer
+    helper (Python's floor semantics) of integers; 0 for an integer zero divisor, as numpy."""
+    def scalar(k, a, b):
+        dtype = np.dtype(k.dtype)
+        if dtype.kind in "iu":
+            return k.call(f"knetc.kernels.special:int_{name}", k.cast(a, dtype.name), k.cast(b, dtype.name))
+        call = k.call(f"knetc.kernels.special:{float_name or name}", k.cast(a, "float64"), k.cast(b, "float64"))
+        return call if dtype == np.float64 else k.cast(call, k.dtype)
+    return scalar
+
+
+def _no_bool_result(*avals):
+    # numpy's remainders of booleans are int8
+    dtype = result_dtype(*avals)
+    return np.dtype(np.int8) if dtype == np.bool_ else dtype
+
+
+# d(a % b) = da - floor(a / b) db; d fmod(a, b) = da - trunc(a / b) db (PyTorch's); `//` is flat
+mod = elementwise("mod", np.remainder, _remainder_template("remainder"),
+                  _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(mul(dy, floordiv(a, b)))), _no_bool_result)
+floordiv = elementwise("floordiv", np.floor_divide, _remainder_template("floor_divide"), (None, None),
+                       _no_bool_result)
+fmod = elementwise("fmod", np.fmod, _remainder_template("fmod", "fmod_float"),
+                   _grads(lambda dy, y, a, b: dy, lambda dy, y, a, b: neg(mul(dy, trunc(div(a, b))))), _no_bool_result)
+
 max = elementwise("max", np.maximum, _max_scalar(">"), _select_grads(gt))
 min = elementwise("min", np.minimum, _max_scalar("<"), _select_grads(lt))
 

@@ -52,6 +52,8 @@ UFUNCS = {
     np.exp2: ew.exp2, np.expm1: ew.expm1, np.floor: ew.floor, np.log10: ew.log10, np.log1p: ew.log1p,
     np.log2: ew.log2, np.rint: lambda x: ew.round(_as_float(x)), np.sin: ew.sin, np.sinh: ew.sinh, np.square: ew.abs2, np.tan: ew.tan,
     np.trunc: ew.trunc, np.maximum: ew.max, np.minimum: ew.min,
+    np.remainder: ew.mod, np.floor_divide: ew.floordiv, np.fmod: ew.fmod,
+    np.divmod: lambda a, b: (ew.floordiv(a, b), ew.mod(a, b)),
 }
 
 
@@ -285,6 +287,12 @@ class ArrayMethods:
     def __rmul__(self, other): return ew.mul(other, self)
     def __truediv__(self, other): return ew.div(self, other)
     def __rtruediv__(self, other): return ew.div(other, self)
+    def __floordiv__(self, other): return ew.floordiv(self, other)
+    def __rfloordiv__(self, other): return ew.floordiv(other, self)
+    def __mod__(self, other): return ew.mod(self, other)
+    def __rmod__(self, other): return ew.mod(other, self)
+    def __divmod__(self, other): return ew.floordiv(self, other), ew.mod(self, other)
+    def __rdivmod__(self, other): return ew.floordiv(other, self), ew.mod(other, self)
     def __neg__(self): return ew.neg(self)
     def __pos__(self): return self
     def __abs__(self): return ew.abs(self)
