@@ -64,6 +64,13 @@ CASES = {
     "solve_batched": (lambda a: np.linalg.solve(a[:, :, :4] + 4 * np.eye(4), a[0, :, 4:]), X),
     "det": (lambda a: np.linalg.det(a[:, :, :4] + 3 * np.eye(4)), X),
     "slogdet": (lambda a: np.linalg.slogdet(a[:, :, 1:] - 3 * np.eye(4))[1], X),
+    "cholesky": (lambda a: np.linalg.cholesky(a[:, :4] @ a[:, :4].T + 2 * np.eye(4)), M),
+    "cholesky_upper": (lambda a: np.linalg.cholesky(a[:, :4] @ a[:, :4].T + 2 * np.eye(4), upper=True), M),
+    "cholesky_of_lower_triangle": (lambda a: np.linalg.cholesky(a[:, 1:5] / 4 + 2 * np.eye(4)), M),  # (as LAPACK)
+    "eigh_values": (lambda a: np.linalg.eigh(a[:, :4] + a[:, :4].T)[0], M),
+    "eigvalsh_upper": (lambda a: np.linalg.eigvalsh(a[:, :, 1:] * 2, UPLO="U"), X),
+    "eigh_vectors": (lambda a: np.linalg.eigh(a[:, :4] + a[:, :4].T)[1] ** 2, M),  # (squared: the sign is LAPACK's)
+    "eigh_vectors_upper": (lambda a: np.abs(np.linalg.eigh(a[:, :, 1:], "U").eigenvectors), X),
     "norm_axis": (lambda a: np.linalg.norm(a, axis=-1), X), "norm_keepdims": (lambda a: np.linalg.norm(a, 1, 0, True), X),
     "norm_matrix_axes": (lambda a: np.linalg.norm(a, axis=(0, 2)), X), "norm_matrix_inf": (lambda a: np.linalg.norm(a, np.inf), M),
     "norm_matrix_one": (lambda a: np.linalg.norm(a, -1, (2, 1)), X), "norm_vector_p": (lambda a: np.linalg.norm(a, 3), V),

@@ -1,5 +1,6 @@
 """Matrix products (the primitive is 2-D; `matmul` folds leading axes and vectors into it,
-`bmm` batches), norms and Knet's BLAS-1 updates, and np.linalg's inv, solve, det and slogdet."""
+`bmm` batches), norms and Knet's BLAS-1 updates, and np.linalg's inv, solve, det, slogdet,
+cholesky, eigh and eigvalsh."""
 import numpy as np
 
 from .. import context
@@ -7,7 +8,7 @@ from ..context import is_boxed, is_symbolic, training
 from ..errors import CompileError, ShapeError
 from .broadcast import broadcast_to, reduce_sum, unbroadcast
 from .core import Aval, Op, astype, aval_of, broadcast_shapes, register, result_dtype
-from .elementwise import abs as abs_, add, eq, exp, mul, ne, power, sub
+from .elementwise import abs as abs_, add, div, eq, exp, mul, ne, power, sub
 from .reduce import maximum, minimum, sqrt0, sum
 from .shape import reshape, transpose
 
@@ -264,10 +265,13 @@ def rmul_(x, a):
 
 
 # ----------------------------------------------------------------------------- np.linalg
-# inv, solve and slogdet of a batch of matrices (the last two axes) are library routines
-# (kernels/linalg.py); det is sign * exp(logabsdet). Their gradients are written with these ops,
-# so they have gradients of any order: d inv = -inv^T dy inv^T; solve's b gets solve(a^T, dy)
-# and a minus that times x^T; logabsdet's a gets dy inv(a)^T.
+# inv, solve, slogdet, cholesky and eigh of a batch of matrices (the last two axes) are library
+# routines (kernels/linalg.py); det is sign * exp(logabsdet). Their gradients are written with
+# these ops, so they have gradients of any order: d inv = -inv^T dy inv^T; solve's b gets
+# solve(a^T, dy) and a minus that times x^T; logabsdet's a gets dy inv(a)^T. cholesky and eigh
+# read one triangle of a (LAPACK's): their gradients are of that function (zero on the other
+# triangle, as central differences find), which on a symmetric a built from x (x + x^T, x x^T)
+# gives x the same gradient as PyTorch's and JAX's symmetric ones.
 
 def _square_rule(name, result=lambda a, **params: a):
     def rule(a, *others, **params):
@@ -302,6 +306,47 @@ slogdet_ = register(Op(
     lambda a, part: np.asarray(np.linalg.slogdet(a)[part]),
     (lambda dy, y, a, part: None if part == 0 else mul(reshape(dy, shape=aval_of(dy).shape + (1, 1)), _swap_op(inv_(a))),),
     "call", lowering=_lowering("slogdet")))
+
+
+def _triangle_read(g, upper=False):
+    """The gradient, in a, of a function of a's lower (upper) triangle mirrored, whose gradient
+    in that symmetric matrix is g: the off-diagonal entries get g_ij + g_ji, the diagonal g_ii."""
+    n, dtype = aval_of(g).shape[-1], aval_of(g).dtype
+    one_side = np.triu(np.ones((n, n), dtype), 1) if upper else np.tril(np.ones((n, n), dtype), -1)
+    return add(mul(add(g, _swap_op(g)), one_side), mul(g, np.eye(n, dtype=dtype)))
+
+
+def _cholesky_grad(dy, y, a):
+    # PyTorch's (Murray 2016): with phi(x) the lower triangle of x, its diagonal halved,
+    # g = sym(L^-T phi(L^T dL) L^-1) in the symmetric matrix
+    n, dtype = aval_of(y).shape[-1], aval_of(y).dtype
+    phi = mul(bmm(y, dy, trans_a=True), np.tril(np.ones((n, n), dtype)) - np.eye(n, dtype=dtype) / 2)
+    inverse = inv_(y)
+    s = bmm(bmm(inverse, phi, trans_a=True), inverse)
+    return _triangle_read(mul(add(s, _swap_op(s)), 0.5))
+
+
+def _eigh_grad(dy, y, a, part, UPLO):
+    # a = V diag(w) V^T: dw gives V diag(dw) V^T; dV gives V (F * V^T dV) V^T with
+    # F_ij = 1 / (w_j - w_i) off the diagonal (infinite for repeated eigenvalues, as PyTorch's)
+    v = y if part == 1 else eigh_(a, part=1, UPLO=UPLO)
+    shape, n, dtype = aval_of(v).shape, aval_of(v).shape[-1], aval_of(v).dtype
+    if part == 0:
+        g = bmm(mul(v, reshape(dy, shape=shape[:-2] + (1, n))), v, trans_b=True)
+    else:
+        w = eigh_(a, part=0, UPLO=UPLO)
+        gaps = sub(reshape(w, shape=shape[:-2] + (1, n)), reshape(w, shape=shape[:-2] + (n, 1)))
+        off, eye = 1 - np.eye(n, dtype=dtype), np.eye(n, dtype=dtype)
+        f = div(off, add(gaps, eye))
+        g = bmm(bmm(v, mul(f, bmm(v, dy, trans_a=True))), v, trans_b=True)
+    return _triangle_read(g, upper=UPLO == "U")
+
+
+cholesky_ = register(Op("cholesky", _square_rule("cholesky"), np.linalg.cholesky, (_cholesky_grad,), "call",
+                        lowering=_lowering("cholesky")))
+eigh_ = register(Op(
+    "eigh", _square_rule("eigh", lambda a, part, UPLO: Aval(a.shape[:-1] if part == 0 else a.shape, a.dtype)),
+    lambda a, part, UPLO: np.linalg.eigh(a, UPLO)[part], (_eigh_grad,), "call", lowering=_lowering("eigh")))
 
 
 def _for_lapack(a):
@@ -339,6 +384,34 @@ def slogdet(a):
     """np.linalg.slogdet: (sign, logabsdet) of each matrix; the sign has no gradient."""
     a = _for_lapack(a)
     return _SLOGDET(slogdet_(a, part=0), slogdet_(a, part=1))
+
+
+def cholesky(a, upper=False):
+    """np.linalg.cholesky: the lower factor L of each matrix, a = L L^T (upper=True: L^T),
+    from a's lower triangle (upper: its upper triangle)."""
+    a = _for_lapack(a)
+    return _swap_op(cholesky_(_swap_op(a))) if upper else cholesky_(a)
+
+
+_EIGH = type(np.linalg.eigh(np.eye(1)))  # numpy's (eigenvalues, eigenvectors) named tuple
+
+
+def eigh(a, UPLO="L"):
+    """np.linalg.eigh: (eigenvalues ascending, eigenvectors in columns) of each symmetric
+    matrix, from its lower (UPLO="U": upper) triangle; gradients through both."""
+    a = _for_lapack(_uplo(UPLO, a))
+    return _EIGH(eigh_(a, part=0, UPLO=UPLO), eigh_(a, part=1, UPLO=UPLO))
+
+
+def eigvalsh(a, UPLO="L"):
+    """np.linalg.eigvalsh: the eigenvalues of each symmetric matrix, ascending."""
+    return eigh_(_for_lapack(_uplo(UPLO, a)), part=0, UPLO=UPLO)
+
+
+def _uplo(UPLO, a):
+    if UPLO not in ("L", "U"):
+        raise ValueError(f"UPLO argument must be 'L' or 'U', got {UPLO!r}")
+    return a
 
 
 def det(a):

@@ -5,7 +5,7 @@ masks), so it is recorded, differentiated (to any order) and compiled as those a
 numpy's semantics: np.flip, np.roll, np.tile, np.repeat, np.moveaxis, np.broadcast_to,
 np.atleast_1d/2d/3d, np.vstack/hstack/dstack/column_stack, np.split/array_split, np.take,
 np.take_along_axis, np.diagonal, np.trace, np.diag, np.triu/tril, np.outer, np.inner,
-np.tensordot, np.einsum, np.pad (constant), np.cumsum, np.cumprod, np.sort (np.argsort gives
+np.tensordot, np.einsum, np.pad (constant), np.linalg (ops/linalg.py), np.cumsum, np.cumprod, np.sort (np.argsort gives
 no gradient), np.diff, np.round/around, np.arctan2/hypot (ops), np.logaddexp/logaddexp2/fmax/fmin/deg2rad/radians/
 rad2deg/degrees; np.shape/ndim/size and np.zeros_like/ones_like/
 full_like read only the shape and dtype; np.isnan/isinf/isfinite, np.logical_and/or/xor/not,
@@ -27,7 +27,7 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import checked_indices, getindex, take
-from .linalg import bmm, det, inv, matmul, norm, slogdet, solve
+from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, slogdet, solve
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .shape import reshape, transpose
 
@@ -516,7 +516,8 @@ UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddex
                np.deg2rad: lambda x: ew.mul(x, np.pi / 180), np.radians: lambda x: ew.mul(x, np.pi / 180),
                np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
 FUNCTIONS.update({np.linalg.norm: _linalg_norm, np.diff: _diff, np.round: _round, np.around: _round, np.linalg.inv: inv, np.linalg.solve: solve,
-                  np.linalg.slogdet: slogdet, np.linalg.det: det})
+                  np.linalg.slogdet: slogdet, np.linalg.det: det, np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
+                  np.linalg.eigvalsh: eigvalsh})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
