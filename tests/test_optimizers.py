@@ -242,6 +242,26 @@ def test_update_containers_with_matching_optimizers():
         kn.update_([w1, w2], [g1, g2], kn.Adam())
 
 
+@pytest.mark.parametrize("cls", [kn.SGD, kn.Adam])
+def test_a_param_tied_at_two_places_steps_once_as_the_iterators_and_pytorch(cls):
+    # kn.grad gives a tied Param its total gradient at each place; update_ stepped it at
+    # each (twice the step, two Adam states), where kn.sgd/kn.adam and PyTorch step once
+    rng = np.random.default_rng(3)
+    w0, x = rng.standard_normal((6, 4)) * 0.5, rng.standard_normal((5, 6))
+    loss = lambda m, x: kn.mean((np.tanh(x @ m[0]) @ m[1].T - x) ** 2)  # noqa: E731
+    w = kn.Param(w0.copy())
+    model = (w, w)
+    opts = kn.optimizers(model, cls, lr=0.1)
+    g = kn.grad(loss)(model, x)
+    kn.update_(model, g, opts)
+    np.testing.assert_allclose(w.value, reference_step(cls(lr=0.1), w0.copy(), g[0], {}), rtol=1e-12)
+    alone = kn.Param(w0.copy())
+    train = kn.sgd if cls is kn.SGD else kn.adam
+    for _ in train(loss, [((alone, alone), x)], lr=0.1):
+        pass
+    np.testing.assert_allclose(w.value, alone.value, rtol=1e-12)
+
+
 def test_rosenbrock_containers_with_adam():
     """Knet's multi-array test: two Rosenbrock problems in a tuple, list and dict."""
     rng = np.random.default_rng(0)

@@ -348,7 +348,9 @@ def update_(w, g, opt=None, **sgd_options):
     - `update_(w, g)` for an array uses `SGD(**sgd_options)` (e.g. `lr=0.1`, `gclip`);
       `update_(w, g, opt)` uses `opt`, whose state then belongs to w.
     - Tuples/lists and dicts of weights take matching gradients and optimizers (a dict's
-      gradients may have fewer keys); a None gradient (no dependence) is skipped.
+      gradients may have fewer keys); a None gradient (no dependence) is skipped. A Param
+      at several places (tied weights) steps once, at its first place: kn.grad gives it
+      its total gradient at each.
 
     All or nothing: every pair is checked (and its gradient prepared) before any weight or
     optimizer state changes, so an error (a read-only weight, a gradient of the wrong shape
@@ -357,17 +359,19 @@ def update_(w, g, opt=None, **sgd_options):
     Example: `kn.update_((w1, w2), (g1, g2), (kn.Adam(), kn.SGD(lr=0.1)))`
     """
     steps = []
-    _plan(w, g, opt, sgd_options, steps, {})
+    _plan(w, g, opt, sgd_options, steps, {}, set())
     for step in steps:
         step.apply()
     return w
 
 
-def _plan(w, g, opt, sgd_options, steps, pending):
-    """Append the prepared _Steps of update_(w, g, opt) to `steps`, changing nothing."""
-    if g is None:
+def _plan(w, g, opt, sgd_options, steps, pending, stepped):
+    """Append the prepared _Steps of update_(w, g, opt) to `steps`, changing nothing;
+    `stepped`: the ids of the Params given a step already."""
+    if g is None or isinstance(w, Param) and id(w) in stepped:
         return
     if isinstance(w, Param):
+        stepped.add(id(w))
         keep = False
         if opt is None:
             opt = w.opt if w.opt is not None else SGD(**sgd_options)
@@ -395,7 +399,7 @@ def _plan(w, g, opt, sgd_options, steps, pending):
                 raise KeyError(f"update_: a gradient for {key!r} but no optimizer for it (the optimizers have "
                                f"{sorted(map(repr, opts))})")
             if not _unoptimized(w[key], opts, key):
-                _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending)
+                _plan(w[key], g[key], opts[key] if opts is not None else None, sgd_options, steps, pending, stepped)
         return
     if isinstance(w, (list, tuple)):
         opts = _matching(w, opt, sgd_options)
@@ -404,7 +408,7 @@ def _plan(w, g, opt, sgd_options, steps, pending):
                              + ("" if opts is None else f" and {len(opts)} optimizers") + ": they must match")
         for i, (wi, gi) in enumerate(zip(w, g)):
             if not _unoptimized(wi, opts, i):
-                _plan(wi, gi, opts[i] if opts is not None else None, sgd_options, steps, pending)
+                _plan(wi, gi, opts[i] if opts is not None else None, sgd_options, steps, pending, stepped)
         return
     steps.append(_single(SGD(**sgd_options) if opt is None else opt, w, g, pending))
 
