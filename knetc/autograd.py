@@ -553,9 +553,12 @@ def taped_gradient(f, argnum=0, with_loss=False):
         check_argnum(argnum, args)
         leaves, treedef = pytree.flatten(args[argnum])
         # Arrays and numbers are differentiated; other leaves (names, functions) pass through; a
-        # Param as itself, unless an enclosing diff records it (nested kn.grad(f)(x)): see _Argument.
-        ps = [_Argument(leaf) if _tape_of(leaf) is not None else Param(leaf) if _differentiable(leaf) else leaf
-              for leaf in leaves]
+        # Param as itself, unless an enclosing diff records it (nested kn.grad(f)(x)). Under an
+        # enclosing diff the arguments are _Arguments, which it does not record (a plain Param
+        # would be recorded there too, and given to a compiled trace between the two as a Param).
+        nested = recording()
+        ps = [_Argument(leaf) if _tape_of(leaf) is not None or nested and _differentiable(leaf)
+              else Param(leaf) if _differentiable(leaf) else leaf for leaf in leaves]
         args = list(args)
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)

@@ -271,6 +271,26 @@ def test_nested_gradient_functions_keep_their_arguments_apart(f, expected):
     assert_close(kn.grad(kn.diff(lambda: kn.sum(f(w))), w), np.broadcast_to(expected(x), x.shape))
 
 
+def gradient_penalty(w, x):
+    """WGAN-GP's: the input gradient of a critic that reads w from outside."""
+    g = kn.grad(lambda z: kn.sum(np.tanh(z @ w)))(x)
+    return kn.sum((kn.sqrt(kn.sum(g * g, dims=1)) - 1) ** 2)
+
+
+def test_a_gradient_penalty_compiled_and_differentiated_through_a_param():
+    # the inner grad's argument was a plain Param, which the outer diff recorded too and
+    # handed to the compiled trace between the two: "matmul: cannot use a Param"
+    rng = np.random.default_rng(5)
+    w, x = rng.standard_normal((3, 5)), rng.standard_normal((4, 3))
+    expected = numgrad(lambda v: float(gradient_penalty(v, x)), w.copy())
+    compiled = kn.compile(gradient_penalty)
+    for p in (w, kn.Param(w.copy())):
+        assert_close(kn.grad(compiled)(p, x), expected, rtol=1e-6)
+        assert_close(kn.grad(gradient_penalty)(p, x), expected, rtol=1e-6)
+    p = kn.Param(w.copy())
+    assert_close(kn.grad(kn.diff(compiled, p, x), p), expected, rtol=1e-6)
+
+
 def test_an_argument_a_nested_gradient_function_kept_is_its_value_afterwards():
     kept = []
 

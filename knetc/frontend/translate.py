@@ -833,6 +833,8 @@ class FunctionTranslator(ast.NodeVisitor):
         """value, or a proxy inlining it where the library function `callee` may call it: a Python function (method,
         partial, compiled function) given to knetc, numpy or a builtin such as map, or a callable object given to
         the builtin (or as the model of kn.nll, kn.grad: refusals.calls_functions)."""
+        if isinstance(value, InnerFunction):
+            return value  # (a def or lambda of the compiled code: inlined when called)
         fn, calls = value.fn if context.kind(value) == "compiled" else value, callable(value) and calls_functions(callee, position)
         code = fn.__func__ if isinstance(fn, types.MethodType) else fn.func if isinstance(fn, functools.partial) else fn \
             if isinstance(fn, types.FunctionType) else getattr(type(fn), "__call__", None) if calls == "objects" else None
