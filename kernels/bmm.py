@@ -15,6 +15,8 @@ is large (runtime.threads.in_parallel: all of them while BLAS runs on one thread
 runtime/threads.py). One function per pair of transposes: each compiles for its operands'
 layouts only (np.dot of a view that is neither C- nor F-contiguous would copy it).
 """
+import math
+
 import numpy as np
 from numba import njit
 
@@ -46,13 +48,13 @@ def _bmm_tt(a, b, out, lo, hi):
         np.dot(a[i].T, b[i].T, out[i])
 
 
-def _as3(x):
-    """x (..., r, c) as (batch, r, c): a view of the C-contiguous array."""
-    return x.reshape((-1,) + x.shape[-2:])
+def as3(x):
+    """x (..., r, c) as (batch, r, c): a view of the C-contiguous array (of size 0 too)."""
+    return x.reshape((math.prod(x.shape[:-2]),) + x.shape[-2:])
 
 
 def bmm_cpu(a, b, out, trans_a=False, trans_b=False):
-    a3, b3, out3 = _as3(a), _as3(b), _as3(out)
+    a3, b3, out3 = as3(a), as3(b), as3(out)
     if out3.shape[0] == 0 or out3.shape[1] == 0 or out3.shape[2] == 0:
         return
     if (a3.shape[1] if trans_a else a3.shape[2]) == 0:  # k == 0: a sum of nothing

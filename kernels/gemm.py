@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
+from knetc.kernels.bmm import as3
 from knetc.runtime import cublas
 
 TILE = 32           # output tile edge and K step; a warp spans one tile row
@@ -146,7 +147,7 @@ def bmm_cuda(a, b, out, trans_a=False, trans_b=False):
     kernels/bmm.py has the CPU one): one GEMM per batch index (cuBLAS when it is installed,
     else the tiled GEMM above), all on the default stream."""
     multiply = cublas.gemm if cublas.available() else gemm
-    a3, b3, out3 = (x.reshape((-1,) + x.shape[-2:]) for x in (a, b, out))  # (batch, rows, columns) views
+    a3, b3, out3 = map(as3, (a, b, out))  # (batch, rows, columns) views
     if out3.shape[0] == 0 or out3.shape[1] == 0 or out3.shape[2] == 0:
         return
     for i in range(out3.shape[0]):

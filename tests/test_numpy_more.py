@@ -51,6 +51,9 @@ CASES = {
     "einsum_capitals_implicit": (lambda a: np.einsum("Ij,jK", a, a.T[:, :3]), M),  # (capitals were left out)
     "einsum_capital_ellipsis": (lambda a: np.einsum("A...,A...", a, a * a), X),
     "einsum_interleaved": (lambda a: np.einsum(a, [0, 1], a, [0, 2], [1, 2]), M),
+    "einsum_interleaved_capitals": (lambda a: np.einsum(a, [30, 1], a, [30, 40], [1, 40]), M),  # (ids 26..51: A-Z)
+    "einsum_letter_thrice": (lambda a: np.einsum("iii->i", a[:4, :4, None] * a[:4, None, :4]), M),
+    "einsum_letter_thrice_and_another": (lambda a: np.einsum("iiij->ij", a[:3, :3, None, None] * X[:3, None, :3, :2]), M),
     "sort": (lambda a: np.sort(a), X), "sort_axis": (lambda a: np.sort(a, axis=0)[:2] * a[:2], X),
     "sort_flat": (lambda a: np.sort(a, axis=None)[-3:], M),
     "arctan2": (lambda a: np.arctan2(a, a[::-1] + 0.5), X), "hypot": (lambda a: np.hypot(a, 1.5 - a), X),
@@ -273,3 +276,46 @@ def test_second_order_through_logdet():
     hv = kn.grad(lambda x: np.sum(kn.grad(lambda y: np.linalg.slogdet(y)[1])(x) * v))(a)
     i = np.linalg.inv(a)
     np.testing.assert_allclose(np.sum(hv * v), -np.trace(i @ v @ i @ v), rtol=1e-10)
+
+
+def _products(a, b):
+    return np.einsum("ij,jk->ik", a, b), np.matmul(a[None], b[None]), np.einsum("ij,ij->", a, a)
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_products_and_determinants_of_empty_axes_are_numpys(target):
+    # compiled products with a size-0 axis raised in the batched GEMM (a reshape with -1), and a
+    # determinant of 0 x 0 matrices was whatever memory held (numpy: 1)
+    products = kn.compile(_products, target=target)
+    for m, k, n in ((3, 0, 2), (0, 3, 4), (2, 3, 0)):
+        a, b = RNG.standard_normal((m, k)), RNG.standard_normal((k, n))
+        for got, want in zip(products(a, b), _products(a, b)):
+            assert np.shape(got) == np.shape(want)
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+    det = kn.compile(lambda a: (np.linalg.det(a), np.linalg.slogdet(a)[1]), target=target)
+    for got, want in zip(det(np.ones((3, 0, 0))), (np.ones(3), np.zeros(3))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_einsum_and_norm_refuse_and_convert_as_numpy():
+    p = kn.Param(X)
+    for subscripts in ("i...j->ij", "...->"):  # an explicit output must keep the axes of `...`
+        with pytest.raises(ValueError, match="ellipsis"):
+            np.einsum(subscripts, X)
+        with pytest.raises(ValueError, match="ellipsis"):
+            np.einsum(subscripts, p)
+    with pytest.raises(ValueError, match="range"):
+        np.einsum(p, [0, 52])
+    for order in (3, 0, "bad"):  # not a matrix norm: numpy's ValueError (2, -2, "nuc" are unsupported)
+        with pytest.raises(ValueError, match="Invalid norm order for matrices"):
+            np.linalg.norm(kn.Param(M), order)
+    ints = np.array([[1, -2], [3, 4]])
+    for order in (1, np.inf, -1):
+        got = kn.compile(lambda a, o: np.linalg.norm(a, o))(ints, order)
+        assert got.dtype == np.float64 and got == np.linalg.norm(ints, order)
+    empty = np.zeros((3, 0))  # the largest of no magnitudes is 0 (numpy 2's initial=0)
+    np.testing.assert_array_equal(np.linalg.norm(kn.Param(empty), np.inf, axis=1), np.zeros(3))
+    np.testing.assert_array_equal(kn.compile(lambda a: np.linalg.norm(a, np.inf, axis=1))(empty), np.zeros(3))
+    np.testing.assert_array_equal(p.argsort(axis=1, stable=True), X.argsort(axis=1, stable=True))
+    with pytest.raises(TypeError, match="integer"):
+        np.round(p, 1.5)

@@ -1,6 +1,8 @@
 """Matrix products (the primitive is 2-D; `matmul` folds leading axes and vectors into it,
 `bmm` batches), norms and Knet's BLAS-1 updates, and np.linalg's inv, solve, det, slogdet,
 cholesky, eigh and eigvalsh."""
+import math
+
 import numpy as np
 
 from .. import context
@@ -181,8 +183,8 @@ def norm(x, p=2, dims=None):
         return sqrt0(sum(mul(x, x), dims))  # at x == 0 the gradient is 0 (torch's), not 0 * inf = NaN
     if p == 1:
         return sum(x_abs, dims)
-    if p == np.inf:
-        return maximum(x_abs, dims)
+    if p == np.inf:  # (of no entries 0, as numpy's)
+        return maximum(x_abs, dims) if _entries(x, dims) else sum(x_abs, dims)
     if p == -np.inf:
         return minimum(x_abs, dims)
     if p == 0:
@@ -190,6 +192,12 @@ def norm(x, p=2, dims=None):
     if p < 0:  # a zero entry's 0 ** p is inf, and the norm 0 (as Julia's and numpy's)
         return power(sum(power(x_abs, exponent=float(p)), dims), exponent=1.0 / p)
     return _power0(sum(_power0(x_abs, float(p)), dims), 1.0 / p)
+
+
+def _entries(x, dims):
+    """How many entries each norm of x along dims measures."""
+    shape = aval_of(x).shape
+    return math.prod(shape if dims is None else [shape[d] for d in np.atleast_1d(dims)])
 
 
 def _power0(v, exponent):

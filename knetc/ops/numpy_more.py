@@ -323,10 +323,19 @@ def _cumprod(a, axis=None, dtype=None, out=None):
 # np.einsum: repeated letters of one operand become its diagonal, letters no one else needs are
 # summed at once, then the operands are contracted left to right, each pair one batched GEMM
 # (bmm): letters both hold and need later are its batch, the ones they share otherwise its sum.
+_EINSUM_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  # numpy's axis ids 0..51
+
+
+def _einsum_id(a):
+    if not isinstance(a, (int, np.integer)) or not 0 <= a < len(_EINSUM_LETTERS):
+        raise ValueError(f"einsum: subscript {a!r} is not in range [0, 52)")
+    return a
+
+
 def _einsum_terms(subscripts, operands):
     if not isinstance(subscripts, str):  # einsum(a, [0, 1], b, [1, 2], [0, 2]): the interleaved form
         items = (subscripts, *operands)
-        letters = lambda axes: "".join("..." if a is Ellipsis else chr(ord("a") + a) for a in axes)  # noqa: E731
+        letters = lambda axes: "".join("..." if a is Ellipsis else _EINSUM_LETTERS[_einsum_id(a)] for a in axes)  # noqa: E731
         subscripts = ",".join(letters(axes) for axes in items[1::2]) + ("->" + letters(items[-1])) * (len(items) % 2)
         operands = items[0::2][:len(items) // 2]
     inputs, arrow, output = subscripts.replace(" ", "").partition("->")
@@ -340,6 +349,9 @@ def _einsum_terms(subscripts, operands):
         letters = "".join(terms)
         output = "".join(spare[:ellipsis]) + "".join(sorted(c for c in set(letters) if letters.count(c) == 1
                                                              and c not in spare[:ellipsis]))
+    if arrow and ellipsis and "..." not in output:
+        raise ValueError("einsum: output has more dimensions than subscripts given in einstein sum, but no '...' "
+                         "ellipsis provided to broadcast the extra dimensions")
     output = output.replace("...", "".join(spare[:ellipsis]))
     for t, x in zip(terms, operands):
         if len(t) != len(_shape(x)) or t and not t.isalpha():
@@ -361,7 +373,8 @@ def _einsum(subscripts, *operands, out=None, optimize=False, **kwargs):
             sizes[c] = max(sizes[c], n)
     for i, (t, x) in enumerate(zip(terms, operands)):
         while (c := next((c for c in t if t.count(c) > 1), None)) is not None:  # a diagonal (moved last)
-            x, t = _diagonal(x, 0, t.index(c), t.index(c, t.index(c) + 1)), t.replace(c, "") + c
+            i, j = t.index(c), t.index(c, t.index(c) + 1)
+            x, t = _diagonal(x, 0, i, j), t[:i] + t[i + 1:j] + t[j + 1:] + c
         if _shape(x) != tuple(sizes[c] for c in t):  # (an axis of length 1 broadcasts)
             x = broadcast_to(x, shape=tuple(sizes[c] for c in t))
         later = set(output).union(*terms[:i], *terms[i + 1:])
@@ -459,6 +472,8 @@ def _nan_skipping(pick):
 def _round(a, decimals=0, out=None):
     """np.round: halves to even, at `decimals` digits as numpy (x * 10**d rounded, divided back)."""
     a = _no_out(out, a)
+    if not isinstance(decimals, (int, np.integer)):
+        raise TypeError(f"np.round: decimals must be an integer, got {decimals!r}")
     if np.dtype(aval_of(a).dtype).kind in "iub":
         if decimals < 0:
             raise TypeError("np.round of integers to negative decimals is not supported on Params and recorded values")
@@ -483,11 +498,13 @@ def _linalg_norm(x, ord=None, axis=None, keepdims=False):
         result = norm(x, 2, axes)
     elif len(axes) == 2 and ord in (1, -1, np.inf, -np.inf):
         summed, across = (axes[0], axes[1]) if ord in (1, -1) else (axes[1], axes[0])
+        x = astype(x, dtype=np.dtype(np.float64)) if np.dtype(aval_of(x).dtype).kind in "biu" else x
         sums = FUNCTIONS[np.sum](ew.abs(x), summed, None, None, True)
         result = FUNCTIONS[np.max if ord > 0 else np.min](sums, across, None, True)
+    elif len(axes) == 2 and ord in (2, -2, "nuc"):
+        raise TypeError(f"np.linalg.norm(ord={ord!r}) of matrices needs singular values: not supported on Params")
     else:
-        raise (ValueError("Improper number of dimensions to norm.") if len(axes) > 2 else
-               TypeError(f"np.linalg.norm(ord={ord!r}) of matrices needs singular values: not supported on Params"))
+        raise ValueError("Improper number of dimensions to norm." if len(axes) > 2 else "Invalid norm order for matrices.")
     kept = tuple(1 if axes is None or d in axes else n for d, n in enumerate(_shape(x)))
     return reshape(result, shape=kept if keepdims else tuple(n for d, n in enumerate(_shape(x)) if axes is not None and d not in axes))
 
@@ -596,7 +613,7 @@ ArrayMethods.argmax = lambda self, axis=None, out=None, keepdims=False: FUNCTION
 ArrayMethods.argmin = lambda self, axis=None, out=None, keepdims=False: FUNCTIONS[np.argmin](self, axis, out, keepdims)
 ArrayMethods.cumsum = lambda self, axis=None, dtype=None, out=None: _cumsum(self, axis, dtype, out)
 ArrayMethods.cumprod = lambda self, axis=None, dtype=None, out=None: _cumprod(self, axis, dtype, out)
-ArrayMethods.argsort = lambda self, axis=-1, kind=None, order=None: _argsort(self, axis, kind, order)
+ArrayMethods.argsort = lambda self, axis=-1, kind=None, order=None, *, stable=None: _argsort(self, axis, kind, order)
 ArrayMethods.round = lambda self, decimals=0, out=None: _round(self, decimals, out)
 ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, axis)
 ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
