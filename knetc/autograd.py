@@ -552,13 +552,11 @@ def taped_gradient(f, argnum=0, with_loss=False):
     def gradient(*args, **kwargs):
         check_argnum(argnum, args)
         leaves, treedef = pytree.flatten(args[argnum])
-        # Arrays and numbers are differentiated; other leaves (names, functions) pass through; a
-        # Param as itself, unless an enclosing diff records it (nested kn.grad(f)(x)). Under an
-        # enclosing diff the arguments are _Arguments, which it does not record (a plain Param
-        # would be recorded there too, and given to a compiled trace between the two as a Param).
-        nested = recording()
-        ps = [_Argument(leaf) if _tape_of(leaf) is not None or nested and _differentiable(leaf)
-              else Param(leaf) if _differentiable(leaf) else leaf for leaf in leaves]
+        # Arrays and numbers are differentiated, as _Arguments that only this grad's tape records
+        # (no enclosing diff, nor a compiled trace between the two, takes them as Params); a
+        # Param as itself, unless an enclosing diff records it (nested kn.grad(f)(x)); other
+        # leaves (names, functions) pass through.
+        ps = [_Argument(leaf) if _tape_of(leaf) is not None or _differentiable(leaf) else leaf for leaf in leaves]
         args = list(args)
         args[argnum] = pytree.unflatten(treedef, ps)
         y = diff(f, *args, **kwargs)
@@ -574,9 +572,9 @@ def taped_gradient(f, argnum=0, with_loss=False):
 
 
 class _Argument(Param):
-    """The argument of a nested kn.grad(f)(x) that an enclosing diff records (a Param, or a value
-    computed from one). Only the tape of this grad's diff, pushed next, differentiates it; the
-    enclosing tapes see its value, so that a gradient depending on it depends on x there (second
+    """The argument of kn.grad(f)(x): an array, or a value an enclosing diff records (a Param,
+    or a value computed from one). Only the tape of this grad's diff, pushed next,
+    differentiates it; the enclosing tapes see its value, so that a gradient depending on it depends on x there (second
     derivatives), and f reading x from outside reads a constant of this differentiation, not its
     argument (in JAX's terms, no perturbation confusion)."""
 

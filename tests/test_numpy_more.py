@@ -77,6 +77,35 @@ CASES = {
     "norm_axis": (lambda a: np.linalg.norm(a, axis=-1), X), "norm_keepdims": (lambda a: np.linalg.norm(a, 1, 0, True), X),
     "norm_matrix_axes": (lambda a: np.linalg.norm(a, axis=(0, 2)), X), "norm_matrix_inf": (lambda a: np.linalg.norm(a, np.inf), M),
     "norm_matrix_one": (lambda a: np.linalg.norm(a, -1, (2, 1)), X), "norm_vector_p": (lambda a: np.linalg.norm(a, 3), V),
+    "nansum": (lambda a: np.nansum(np.where(M > 0.5, np.nan, a), axis=1), M),
+    "nanprod": (lambda a: np.nanprod(np.where(M > 0.5, np.nan, a), axis=0), M),
+    "nanmean": (lambda a: np.nanmean(np.where(X > 0.8, np.nan, a), axis=(0, 2)), X),
+    "nanvar": (lambda a: np.nanvar(np.where(M > 0.5, np.nan, a), axis=1, ddof=1), M),
+    "nanstd": (lambda a: np.nanstd(np.where(M > 0.5, np.nan, a)), M),
+    "nanmax": (lambda a: np.nanmax(np.where(M > 0.5, np.nan, a), axis=1), M),
+    "nanmin_keepdims": (lambda a: np.nanmin(np.where(M > 0.5, np.nan, a), axis=0, keepdims=True), M),
+    "nancumsum": (lambda a: np.nancumsum(np.where(M > 0.5, np.nan, a), axis=1), M),
+    "nancumprod": (lambda a: np.nancumprod(np.where(V > 0.5, np.nan, a)), V),
+    "average": (lambda a: np.average(a, axis=1, weights=np.arange(1.0, 7.0)), M),
+    "average_returned": (lambda a: np.average(a, axis=0, weights=np.abs(X) + 1, returned=True)[0], X),
+    "ptp": (lambda a: np.ptp(a, axis=1), X),
+    "median": (lambda a: np.median(a, axis=1), X), "median_odd": (lambda a: np.median(a, axis=2, keepdims=True), X),
+    "median_all": (np.median, M), "quantile": (lambda a: np.quantile(a, [0.1, 0.5, 0.9], axis=0), M),
+    "percentile": (lambda a: np.percentile(a, 37.5, axis=(0, 2), keepdims=True), X),
+    "sinc": (np.sinc, V), "sinc_at_zero": (lambda a: np.sinc(a * np.array([0.0, 1, 1, 1, 1])), V),
+    "heaviside": (lambda a: np.heaviside(a, 0.5) * a, X),
+    "nan_to_num": (lambda a: np.nan_to_num(a + np.select([M > 1, M < -1, M > 0.5], [np.inf, -np.inf, np.nan], 0.0),
+                                           posinf=10.0, neginf=-10.0), M),
+    "float_power": (lambda a: np.float_power(np.abs(a) + 1, 1.5), M), "fix": (lambda a: np.fix(a * 3) * a, M),
+    "rot90": (np.rot90, M), "rot90_twice": (lambda a: np.rot90(a, 2), M),
+    "rot90_three_axes": (lambda a: np.rot90(a, 3, axes=(2, 0)), X),
+    "rollaxis": (lambda a: np.rollaxis(a, 2), X), "rollaxis_start": (lambda a: np.rollaxis(a, 0, 3), X),
+    "rollaxis_negative_start": (lambda a: np.rollaxis(a, 2, -2), X),
+    "hsplit": (lambda a: np.hsplit(a, 3)[1], M), "vsplit": (lambda a: np.vsplit(a, [1])[1], M),
+    "dsplit": (lambda a: np.dsplit(a, [2])[0], X),
+    "kron": (lambda a: np.kron(a, np.arange(6.0).reshape(2, 3)), M), "kron_ranks": (lambda a: np.kron(a, np.ones((2, 1, 2))), M),
+    "vdot": (lambda a: np.vdot(a, M * 2), M), "cross": (lambda a: np.cross(a[:, :3], a[:, 3:]), M),
+    "cross_2d": (lambda a: np.cross(a[:, :2], a[:, 2:4]), M), "cross_axis": (lambda a: np.cross(a, a[::-1] * 2, axis=0), X),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 
@@ -319,3 +348,24 @@ def test_einsum_and_norm_refuse_and_convert_as_numpy():
     np.testing.assert_array_equal(p.argsort(axis=1, stable=True), X.argsort(axis=1, stable=True))
     with pytest.raises(TypeError, match="integer"):
         np.round(p, 1.5)
+
+
+def test_nan_statistics_and_order_statistics_at_their_edges_as_numpy():
+    all_nan = np.array([[np.nan, np.nan], [1.0, np.nan]])
+    p = kn.Param(all_nan)
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        for f in (lambda a: np.nanmax(a, axis=1), lambda a: np.nanmean(a, axis=1), lambda a: np.nanmin(a, axis=1)):
+            np.testing.assert_array_equal(f(p), f(all_nan))
+    ints = np.array([[3, 1], [2, 7]])
+    for f in (np.nansum, np.nanmax, np.median, np.ptp, lambda a: np.quantile(a, 0.3)):
+        assert kn.value(f(kn.Param(ints))).dtype == f(ints).dtype
+        np.testing.assert_array_equal(f(kn.Param(ints)), f(ints))
+    with_nan = np.array([1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(np.median(kn.Param(with_nan)), np.nan)  # (not the middle of the sorted row)
+    np.testing.assert_array_equal(kn.compile(lambda a: np.percentile(a, [10, 90]))(with_nan), [np.nan, np.nan])
+    with pytest.raises(ValueError, match="range"):
+        np.quantile(kn.Param(M), 1.5)
+    with pytest.raises(TypeError, match="axis must be specified"):
+        np.average(kn.Param(M), weights=np.ones(6))
+    with pytest.raises(TypeError, match="q must be known"):
+        np.quantile(kn.Param(M), kn.Param(np.array(0.5)))

@@ -456,6 +456,7 @@ atan2 = _binary_float("atan2", np.arctan2, (lambda dy, y, a, b: div(mul(dy, b), 
                                             lambda dy, y, a, b: neg(div(mul(dy, a), add(mul(a, a), mul(b, b))))))
 hypot = _binary_float("hypot", np.hypot, (lambda dy, y, a, b: div(mul(dy, a), y), lambda dy, y, a, b: div(mul(dy, b), y)))
 
+
 def _remainder_template(name, float_name=None):
     """numpy's `%`, `//` or fmod: kernels/special.py's float64 helper of floats, its integer
     helper (Python's floor semantics) of integers; 0 for an integer zero divisor, as numpy."""
