@@ -86,6 +86,9 @@ def refuse_data_access(fn, name):
         raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",
                            hint="keep it an array (a 0-d array broadcasts like a number), or do this outside "
                                 "the compiled function")
+    if getattr(fn, "__module__", None) == "math":  # (Python's "must be real number, not Var")
+        raise CompileError(f"`math.{getattr(fn, '__name__', name)}` of an array value: the math module takes Python "
+                           "numbers", hint=f"use np.{getattr(fn, '__name__', name)} (numpy's functions work on arrays)")
     numpy = isinstance(fn, np.ufunc) or (getattr(fn, "__module__", None) or "").split(".")[0] == "numpy"
     conversion = any(fn is f for f in _NUMPY_CONVERSIONS)
     if numpy and (conversion or not any(fn is f for f in (*UFUNCS, *FUNCTIONS))):

@@ -1,6 +1,8 @@
 """Compiled code computes what numpy (and the eager path) computes for integer and bool
 inputs, or refuses clearly: true division, float functions of integers, sums of bools,
 gradients with respect to integers and Python numbers, and nll/accuracy label checks."""
+import math
+
 import numpy as np
 import pytest
 
@@ -430,6 +432,10 @@ def numpy_scalar_of_value(x):
     return np.float32(kn.sum(x))
 
 
+def math_of_value(x):
+    return math.exp(kn.sum(x)) * x
+
+
 def numpy_constants(x):
     a = np.float32(0.5)
     n = int(np.prod(x.shape))
@@ -440,7 +446,8 @@ REFUSED = [(through_numpy_helper, "`np.asarray` of an array value", np.arange(6.
            (as_float, "`float` of an array value", np.arange(6.0)),
            (as_item, "`.item` of an array value", np.arange(6.0)),
            (numpy_ediff1d, "`np.ediff1d` is not supported", np.arange(6.0)),
-           (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0))]
+           (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0)),
+           (math_of_value, "`math.exp` of an array value", np.arange(6.0) / 10)]
 
 
 @pytest.mark.parametrize("fn", [floor_divided, remainder, floor_divided_in_place])

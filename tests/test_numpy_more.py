@@ -369,3 +369,16 @@ def test_nan_statistics_and_order_statistics_at_their_edges_as_numpy():
         np.average(kn.Param(M), weights=np.ones(6))
     with pytest.raises(TypeError, match="q must be known"):
         np.quantile(kn.Param(M), kn.Param(np.array(0.5)))
+
+
+def _real_parts(a):
+    return np.sum(np.conj(a) * a.real + np.imag(a) + a.conjugate() * a.imag)
+
+
+@pytest.mark.parametrize("target", ["eager", "cpu"])
+def test_real_values_have_their_complex_parts_as_numpy(target):
+    # (an AttributeError on Params; knetc's values are real)
+    f = _real_parts if target == "eager" else kn.compile(_real_parts)
+    assert float(f(kn.Param(V))) == pytest.approx(float(_real_parts(V)), rel=1e-12)
+    np.testing.assert_allclose(kn.grad(f)(V), 2 * V, rtol=1e-12)
+    assert np.imag(kn.Param(V)).dtype == V.imag.dtype and not np.any(np.imag(kn.Param(V)))

@@ -619,3 +619,10 @@ ArrayMethods.repeat = lambda self, repeats, axis=None: _repeat(self, repeats, ax
 ArrayMethods.take = lambda self, indices, axis=None, out=None, mode="raise": _take(self, indices, axis, out, mode)
 ArrayMethods.trace = lambda self, offset=0, axis1=0, axis2=1, dtype=None, out=None: _trace(self, offset, axis1, axis2, dtype, out)
 ArrayMethods.diagonal = lambda self, offset=0, axis1=0, axis2=1: _diagonal(self, offset, axis1, axis2)
+
+# Real values' complex parts (knetc refuses complex values): x itself, and constant zeros.
+ArrayMethods.real = property(lambda self: self)
+ArrayMethods.imag = property(lambda self: np.zeros(_shape(self), aval_of(self).dtype))
+ArrayMethods.conj = ArrayMethods.conjugate = lambda self: self
+FUNCTIONS.update({np.real: lambda val: val.real, np.imag: lambda val: val.imag})
+UFUNCS.update({np.conjugate: lambda x: x})
