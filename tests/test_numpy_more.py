@@ -106,6 +106,14 @@ CASES = {
     "kron": (lambda a: np.kron(a, np.arange(6.0).reshape(2, 3)), M), "kron_ranks": (lambda a: np.kron(a, np.ones((2, 1, 2))), M),
     "vdot": (lambda a: np.vdot(a, M * 2), M), "cross": (lambda a: np.cross(a[:, :3], a[:, 3:]), M),
     "cross_2d": (lambda a: np.cross(a[:, :2], a[:, 2:4]), M), "cross_axis": (lambda a: np.cross(a, a[::-1] * 2, axis=0), X),
+    "pad_reflect": (lambda a: np.pad(a, ((1, 2), (3, 1)), mode="reflect"), M),
+    "pad_edge": (lambda a: np.pad(a, 2, mode="edge"), V), "pad_symmetric": (lambda a: np.pad(a, (0, 3), "symmetric"), X),
+    "pad_wrap": (lambda a: np.pad(a, ((0, 0), (1, 1), (7, 0)), "wrap"), X),
+    "add_reduce": (lambda a: np.add.reduce(a), X), "add_reduce_axis": (lambda a: np.add.reduce(a, 1), X),
+    "multiply_reduce_all": (lambda a: np.multiply.reduce(a, axis=None), V),
+    "maximum_reduce": (lambda a: np.maximum.reduce(a, keepdims=True), M),
+    "add_accumulate": (lambda a: np.add.accumulate(a, 1), M), "multiply_outer": (lambda a: np.multiply.outer(a, a[:2]), V),
+    "subtract_outer": (lambda a: np.subtract.outer(np.arange(3.0), a), M),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 

@@ -57,6 +57,11 @@ UFUNCS = {
 }
 
 
+# The ufunc methods that are numpy functions: np.add.reduce is np.sum along axis 0 (its default).
+UFUNC_METHODS = {("reduce", np.add): np.sum, ("reduce", np.multiply): np.prod, ("reduce", np.maximum): np.max,
+                 ("reduce", np.minimum): np.min, ("accumulate", np.add): np.cumsum, ("accumulate", np.multiply): np.cumprod}
+
+
 def _as_float(x):
     """x in the float dtype numpy gives a float function of it (np.rint of integers is a float;
     kn.round keeps Julia's integer)."""
@@ -364,6 +369,11 @@ class ArrayMethods:
         out = kwargs.get("out", None)  # (out=None, or (None,), is no `out`; arrays compare elementwise: `is`)
         if out is None or type(out) is tuple and all(o is None for o in out):
             kwargs.pop("out", None)
+        if method == "outer" and op is not None and not kwargs:
+            a, b = inputs  # (np.multiply.outer(a, b): a's axes, then b's)
+            return op(reshape(a, shape=aval_of(a).shape + (1,) * len(aval_of(b).shape)), b)
+        if (method, ufunc) in UFUNC_METHODS:  # (numpy passes what is not an input by keyword)
+            return FUNCTIONS[UFUNC_METHODS[method, ufunc]](*inputs, **{"axis": 0, **kwargs})
         if method != "__call__" or op is None or kwargs:
             return NotImplemented  # Params and taped values raise a clear TypeError (autograd._Recordable)
         return op(*inputs)

@@ -254,11 +254,22 @@ def _inner(a, b):
     return _tensordot(a, b, ([-1], [-1]))
 
 
-def _pad(array, pad_width, mode="constant", constant_values=0):
-    if mode != "constant":
-        raise TypeError(f"np.pad on Params and recorded values: mode='constant' only, got {mode!r}")
+_COPYING_PADS = ("edge", "reflect", "symmetric", "wrap")
+
+
+def _pad(array, pad_width, mode="constant", constant_values=0, reflect_type="even"):
+    """np.pad: constant, or a mode that copies entries (edge, reflect, symmetric, wrap): a
+    gather along each axis at the positions numpy's np.pad of the axis's positions gives."""
+    if mode not in ("constant",) + _COPYING_PADS or reflect_type != "even":
+        raise TypeError(f"np.pad on Params and recorded values: modes 'constant' and {', '.join(map(repr, _COPYING_PADS))} "
+                        f"(reflect_type='even'), got mode={mode!r}")
     shape = _shape(array)
     widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (len(shape), 2))
+    if mode != "constant":
+        for axis, (before, after) in enumerate(widths.tolist()):
+            if before or after:
+                array = getindex(array, _along(axis, np.pad(np.arange(shape[axis]), (before, after), mode=mode)))
+        return array
     values = np.broadcast_to(np.asarray(constant_values), (len(shape), 2))
     dtype = aval_of(array).dtype
     for axis, ((before, after), (v_before, v_after)) in enumerate(zip(widths.tolist(), values.tolist())):
