@@ -424,8 +424,8 @@ def as_item(x):
     return kn.sum(x).item() * x
 
 
-def numpy_ediff1d(x):
-    return np.ediff1d(x)
+def numpy_gradient(x):
+    return np.gradient(x)
 
 
 def numpy_scalar_of_value(x):
@@ -445,7 +445,7 @@ def numpy_constants(x):
 REFUSED = [(through_numpy_helper, "`np.asarray` of an array value", np.arange(6.0)),
            (as_float, "`float` of an array value", np.arange(6.0)),
            (as_item, "`.item` of an array value", np.arange(6.0)),
-           (numpy_ediff1d, "`np.ediff1d` is not supported", np.arange(6.0)),
+           (numpy_gradient, "`np.gradient` is not supported", np.arange(6.0)),
            (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0)),
            (math_of_value, "`math.exp` of an array value", np.arange(6.0) / 10)]
 

@@ -114,6 +114,15 @@ CASES = {
     "maximum_reduce": (lambda a: np.maximum.reduce(a, keepdims=True), M),
     "add_accumulate": (lambda a: np.add.accumulate(a, 1), M), "multiply_outer": (lambda a: np.multiply.outer(a, a[:2]), V),
     "subtract_outer": (lambda a: np.subtract.outer(np.arange(3.0), a), M),
+    "select": (lambda a: np.select([a > 0.5, a > -0.5], [a, a * 2], -1.0), X),
+    "broadcast_arrays": (lambda a: np.broadcast_arrays(a, a[0])[1] * np.broadcast_arrays(a, a[0])[0], M),
+    "ediff1d": (lambda a: np.ediff1d(a, to_end=[9.0, 8.0], to_begin=-1.0), M), "ediff1d_flat": (np.ediff1d, X),
+    "trapezoid": (np.trapezoid, X), "trapezoid_dx": (lambda a: np.trapezoid(a, dx=0.5, axis=0), M),
+    "trapezoid_x": (lambda a: np.trapezoid(a, x=np.array([0.0, 1, 3, 4.5]), axis=0), M),
+    "trapezoid_x_param": (lambda a: np.trapezoid(a[0] ** 2, x=a[1]), M),
+    "diagflat": (lambda a: np.diagflat(a[:2, :2], 1), M),
+    "concatenate_list": (lambda a: np.concatenate([a, [1.0, 2.0]]), V),
+    "stack_list": (lambda a: np.stack([a[0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]), M),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 

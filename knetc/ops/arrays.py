@@ -37,7 +37,7 @@ __all__ = [
 def _as_array(x):
     if isinstance(x, (int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0):
         return np.atleast_1d(np.asarray(x, dtype=np.result_type(x, np.float32) if isinstance(x, int) else None))
-    return x
+    return np.asarray(x) if type(x) in (list, tuple) else x  # (numpy's: a list of numbers is an array)
 
 
 def _with_ndim(x, ndim):

@@ -112,7 +112,7 @@ def _numpy_dot(a, b):
 
 def _numpy_stack(arrays, axis=0):
     # numpy's stack: equal shapes joined along a new axis
-    arrays = list(arrays)
+    arrays = [np.asarray(a) if type(a) in (list, tuple) else a for a in arrays]  # (a list of numbers: an array)
     if not arrays:
         raise ValueError("stack: need at least one array to stack")
     shapes = {aval_of(a).shape for a in arrays}

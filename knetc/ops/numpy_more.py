@@ -120,7 +120,7 @@ def _stacked(ndim_of, axis_of):
     def stack(tup, *, dtype=None, casting="same_kind"):
         if dtype is not None:
             raise TypeError("dtype= is not supported on Params and recorded values: cast the result")
-        arrays = [ndim_of(a) for a in tup]
+        arrays = [ndim_of(np.asarray(a) if type(a) in (list, tuple) else a) for a in tup]
         return cat(*arrays, dims=axis_of(arrays))
     return stack
 

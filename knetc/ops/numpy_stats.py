@@ -2,7 +2,8 @@
 np.nansum/nanprod/nanmean/nanvar/nanstd/nanmax/nanmin/nancumsum/nancumprod, np.average,
 np.ptp, np.median, np.quantile and np.percentile (method="linear"), and a few functions
 numpy composes the same way: np.sinc, np.heaviside, np.nan_to_num, np.float_power, np.fix,
-np.rot90, np.rollaxis, np.hsplit/vsplit/dsplit, np.kron, np.vdot, np.cross.
+np.rot90, np.rollaxis, np.hsplit/vsplit/dsplit, np.kron, np.vdot, np.cross, np.select,
+np.broadcast_arrays, np.ediff1d, np.trapezoid, np.diagflat.
 
 Each is written with knetc's ops (masks, reductions, np.sort's gather), so it is recorded,
 differentiated and compiled as they are: a NaN entry a reduction skips gets no gradient;
@@ -265,7 +266,44 @@ def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     return _moveaxis(FUNCTIONS[np.stack](parts, -1), -1, axisc)
 
 
+def _select(condlist, choicelist, default=0):
+    """np.select: where the first true condition is, its choice; elsewhere default."""
+    if len(condlist) != len(choicelist):
+        raise ValueError("list of cases must be same length as list of conditions")
+    result = default
+    for condition, choice in reversed(list(zip(condlist, choicelist))):
+        result = _where(condition, choice, result)
+    return result
+
+
+def _broadcast_arrays(*args, subok=False):
+    shape = np.broadcast_shapes(*(_shape(a) for a in args))
+    return tuple(a if _shape(a) == shape else broadcast_to(a, shape=shape) for a in args)
+
+
+def _ediff1d(ary, to_end=None, to_begin=None):
+    parts = [_numpy_ravel(np.asarray(p) if type(p) in (list, tuple, int, float) else p)
+             for p in (to_begin, ary, to_end) if p is not None]
+    flat = _numpy_ravel(ary)
+    steps = ew.sub(getindex(flat, slice(1, None)), getindex(flat, slice(0, max(_shape(flat)[0] - 1, 0))))
+    parts[1 if to_begin is not None else 0] = steps
+    return FUNCTIONS[np.concatenate](parts) if len(parts) > 1 else steps
+
+
+def _trapezoid(y, x=None, dx=1.0, axis=-1):
+    """np.trapezoid: the trapezoid rule's integral of y along axis (spacing x's steps, or dx)."""
+    n = _shape(y)[_axes_arg(axis, len(_shape(y)))[0]]
+    later, earlier = (FUNCTIONS[np.take](y, np.arange(1, n), axis), FUNCTIONS[np.take](y, np.arange(0, max(n - 1, 0)), axis))
+    width = dx if x is None else FUNCTIONS[np.diff](x, axis=axis if len(_shape(x)) > 1 else -1)
+    if x is not None and len(_shape(x)) == 1 and len(_shape(y)) > 1:  # (1-D x along the axis)
+        axis_ = _axes_arg(axis, len(_shape(y)))[0]
+        width = reshape(width, shape=tuple(n - 1 if i == axis_ else 1 for i in range(len(_shape(y)))))
+    return FUNCTIONS[np.sum](ew.mul(ew.mul(ew.add(later, earlier), width), 0.5), axis)
+
+
 FUNCTIONS.update({
+    np.select: _select, np.broadcast_arrays: _broadcast_arrays, np.ediff1d: _ediff1d, np.trapezoid: _trapezoid,
+    np.diagflat: lambda v, k=0: FUNCTIONS[np.diag](_numpy_ravel(v), k),
     np.nansum: _nan_as(0, reduction=np.sum), np.nanprod: _nan_as(1, reduction=np.prod),
     np.nancumsum: _nan_as(0, cumulative=np.cumsum), np.nancumprod: _nan_as(1, cumulative=np.cumprod),
     np.nanmean: _nanmean, np.nanvar: _nanvar, np.nanstd: _nanstd,
