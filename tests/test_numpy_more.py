@@ -123,6 +123,12 @@ CASES = {
     "diagflat": (lambda a: np.diagflat(a[:2, :2], 1), M),
     "concatenate_list": (lambda a: np.concatenate([a, [1.0, 2.0]]), V),
     "stack_list": (lambda a: np.stack([a[0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]), M),
+    "vector_norm": (np.linalg.vector_norm, X), "vector_norm_axes": (lambda a: np.linalg.vector_norm(a, axis=(0, 2), ord=3), X),
+    "matrix_norm": (np.linalg.matrix_norm, X), "matrix_norm_inf": (lambda a: np.linalg.matrix_norm(a, ord=np.inf, keepdims=True), X),
+    "matrix_power": (lambda a: np.linalg.matrix_power(a[:, :4] / 2, 5), M),
+    "matrix_power_negative": (lambda a: np.linalg.matrix_power(a[:, :, :4] + 3 * np.eye(4), -2), X),
+    "matrix_power_zero": (lambda a: np.linalg.matrix_power(a[:, :4], 0) * a[:, :4], M),
+    "multi_dot": (lambda a: np.linalg.multi_dot([a[0], a.T, a, a[1]]), M), "multi_dot_matrices": (lambda a: np.linalg.multi_dot([a, a.T, a]), M),
     "diff": (lambda a: np.diff(a, axis=1), X), "diff_twice": (lambda a: np.diff(a, n=2, prepend=0.5, append=[1.0, 2.0]), V),
 }
 

@@ -520,6 +520,41 @@ def _linalg_norm(x, ord=None, axis=None, keepdims=False):
     return reshape(result, shape=kept if keepdims else tuple(n for d, n in enumerate(_shape(x)) if axes is not None and d not in axes))
 
 
+def _vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    """np.linalg.vector_norm: the norm of the entries along axis (all of them by default)."""
+    ndim = len(_shape(x))
+    axes = tuple(range(ndim)) if axis is None else _axes_arg(axis, ndim)
+    result = norm(x, ord, axes)
+    return result if keepdims else reshape(result, shape=tuple(n for i, n in enumerate(_shape(x)) if i not in axes))
+
+
+def _matrix_power(a, n):
+    """np.linalg.matrix_power: a @ a @ ... (n times; n < 0: of inv(a); 0: the identity)."""
+    if not isinstance(n, (int, np.integer)):
+        raise TypeError("exponent must be an integer")
+    if len(_shape(a)) < 2 or _shape(a)[-1] != _shape(a)[-2]:
+        raise ShapeError(f"np.linalg.matrix_power: the last 2 dimensions of the array must be square, got {_shape(a)}")
+    if n == 0:
+        return np.broadcast_to(np.eye(_shape(a)[-1], dtype=aval_of(a).dtype), _shape(a)).copy()
+    a, power, result = inv(a) if n < 0 else a, abs(int(n)), None
+    while power:  # (by squaring: powers of a commute)
+        if power & 1:
+            result = a if result is None else matmul(result, a)
+        power >>= 1
+        a = matmul(a, a) if power else a
+    return result
+
+
+def _multi_dot(arrays, *, out=None):
+    """np.linalg.multi_dot: the product of the arrays, left to right (a 1-D first or last one a
+    row or column vector); the same value as numpy's chosen order, up to rounding."""
+    _no_out(out, None)
+    result = arrays[0]
+    for a in arrays[1:]:
+        result = matmul(result, a)
+    return result
+
+
 _UNGIVEN = object()
 
 
@@ -545,7 +580,9 @@ UFUNCS.update({np.arctan2: ew.atan2, np.hypot: ew.hypot, np.logaddexp: _logaddex
                np.rad2deg: lambda x: ew.mul(x, 180 / np.pi), np.degrees: lambda x: ew.mul(x, 180 / np.pi)})
 FUNCTIONS.update({np.linalg.norm: _linalg_norm, np.diff: _diff, np.round: _round, np.around: _round, np.linalg.inv: inv, np.linalg.solve: solve,
                   np.linalg.slogdet: slogdet, np.linalg.det: det, np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
-                  np.linalg.eigvalsh: eigvalsh})
+                  np.linalg.eigvalsh: eigvalsh, np.linalg.vector_norm: _vector_norm,
+                  np.linalg.matrix_norm: lambda x, /, *, keepdims=False, ord="fro": _linalg_norm(x, ord, (-2, -1), keepdims),
+                  np.linalg.matrix_power: _matrix_power, np.linalg.multi_dot: _multi_dot})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
