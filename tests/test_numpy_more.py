@@ -123,6 +123,15 @@ CASES = {
     "diagflat": (lambda a: np.diagflat(a[:2, :2], 1), M),
     "concatenate_list": (lambda a: np.concatenate([a, [1.0, 2.0]]), V),
     "stack_list": (lambda a: np.stack([a[0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]), M),
+    "svd_values": (lambda a: np.linalg.svd(a, compute_uv=False) * np.arange(1.0, 5.0), M),
+    "svdvals_tall": (lambda a: np.linalg.svdvals(a.T), M),
+    "svd_vectors_wide": (lambda a: np.linalg.svd(a, full_matrices=False).U ** 4 + np.linalg.svd(a, full_matrices=False).Vh[:, :4] ** 4, M),
+    "svd_vectors_tall": (lambda a: np.linalg.svd(a.T, full_matrices=False)[0] ** 4, M),  # (even powers: signs are LAPACK's)
+    "svd_rank_one_terms": (lambda a: np.linalg.svd(a, full_matrices=False)[0][..., :, 1:2] * np.linalg.svd(a, full_matrices=False)[2][..., 1:2, :], X),
+    "svd_square_full": (lambda a: np.abs(np.linalg.svd(a[:, :4])[2]), M),
+    "pinv": (np.linalg.pinv, M), "pinv_batched_tall": (lambda a: np.linalg.pinv(np.swapaxes(a, 1, 2)), X),
+    "norm_two": (lambda a: np.linalg.norm(a, 2), M), "norm_nuclear": (lambda a: np.linalg.norm(a, "nuc", axis=(2, 1)), X),
+    "norm_minus_two": (lambda a: np.linalg.norm(a, -2, axis=(0, 2), keepdims=True), X),
     "vector_norm": (np.linalg.vector_norm, X), "vector_norm_axes": (lambda a: np.linalg.vector_norm(a, axis=(0, 2), ord=3), X),
     "matrix_norm": (np.linalg.matrix_norm, X), "matrix_norm_inf": (lambda a: np.linalg.matrix_norm(a, ord=np.inf, keepdims=True), X),
     "matrix_power": (lambda a: np.linalg.matrix_power(a[:, :4] / 2, 5), M),
@@ -358,7 +367,7 @@ def test_einsum_and_norm_refuse_and_convert_as_numpy():
             np.einsum(subscripts, p)
     with pytest.raises(ValueError, match="range"):
         np.einsum(p, [0, 52])
-    for order in (3, 0, "bad"):  # not a matrix norm: numpy's ValueError (2, -2, "nuc" are unsupported)
+    for order in (3, 0, "bad"):  # not a matrix norm: numpy's ValueError
         with pytest.raises(ValueError, match="Invalid norm order for matrices"):
             np.linalg.norm(kn.Param(M), order)
     ints = np.array([[1, -2], [3, 4]])
@@ -405,3 +414,11 @@ def test_real_values_have_their_complex_parts_as_numpy(target):
     assert float(f(kn.Param(V))) == pytest.approx(float(_real_parts(V)), rel=1e-12)
     np.testing.assert_allclose(kn.grad(f)(V), 2 * V, rtol=1e-12)
     assert np.imag(kn.Param(V)).dtype == V.imag.dtype and not np.any(np.imag(kn.Param(V)))
+
+
+def test_svd_refuses_full_matrices_of_non_square_params():
+    # (the singular vectors beyond the smaller side are LAPACK's choice: they have no gradient)
+    with pytest.raises(TypeError, match="full_matrices=False"):
+        np.linalg.svd(kn.Param(M))
+    u, s, vh = np.linalg.svd(kn.Param(M[:, :4]))  # square: the thin decomposition is the full one
+    np.testing.assert_allclose(kn.value(u) * kn.value(s) @ kn.value(vh), M[:, :4], rtol=1e-12, atol=1e-12)

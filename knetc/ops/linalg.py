@@ -10,7 +10,7 @@ from ..context import is_boxed, is_symbolic, training
 from ..errors import CompileError, ShapeError
 from .broadcast import broadcast_to, reduce_sum, unbroadcast
 from .core import Aval, Op, astype, aval_of, broadcast_shapes, register, result_dtype
-from .elementwise import abs as abs_, add, div, eq, exp, mul, ne, power, sub
+from .elementwise import abs as abs_, add, div, eq, exp, gt, mul, ne, power, sub
 from .reduce import maximum, minimum, sqrt0, sum
 from .shape import reshape, transpose
 
@@ -357,6 +357,44 @@ eigh_ = register(Op(
     lambda a, part, UPLO: np.linalg.eigh(a, UPLO)[part], (_eigh_grad,), "call", lowering=_lowering("eigh")))
 
 
+def _svd_rule(a, part):
+    if a.ndim < 2:
+        raise ShapeError(f"np.linalg.svd: {a.ndim}-dimensional array given. Array must be at least two-dimensional")
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    return Aval(a.shape[:-2] + ((m, k), (k,), (k, n))[part], a.dtype)
+
+
+def _svd_grad(dy, y, a, part):
+    # PyTorch's (real, thin): with E_jk = s_k^2 - s_j^2 and skew(x) = x - x^T,
+    # gA = U [skew(U^T gU) S / E + S skew(V^T gV) / E + diag(gS)] V^T
+    #      + (I - U U^T) gU S^-1 V^T (m > k) + U S^-1 gV^T (I - V V^T) (n > k)
+    u, s, vh = (svd_(a, part=i) for i in range(3))
+    batch, (m, n) = aval_of(a).shape[:-2], aval_of(a).shape[-2:]
+    k, dtype = min(m, n), aval_of(s).dtype
+    row, column = (lambda v: reshape(v, shape=batch + (1, k))), (lambda v: reshape(v, shape=batch + (k, 1)))
+    if part == 1:
+        return bmm(mul(u, row(dy)), vh)
+    gaps = add(sub(row(mul(s, s)), column(mul(s, s))), np.eye(k, dtype=dtype))
+    if part == 0:
+        x = bmm(u, dy, trans_a=True)
+        g = bmm(bmm(u, div(mul(sub(x, _swap_op(x)), row(s)), gaps)), vh)
+        if m > k:
+            scaled = div(dy, row(s))
+            g = add(g, bmm(sub(scaled, bmm(u, bmm(u, scaled, trans_a=True))), vh))
+        return g
+    x = bmm(vh, dy, trans_b=True)  # V^T gV, gV = dy^T
+    g = bmm(bmm(u, div(mul(column(s), sub(x, _swap_op(x))), gaps)), vh)
+    if n > k:
+        scaled = div(dy, column(s))
+        g = add(g, bmm(u, sub(scaled, bmm(bmm(scaled, vh, trans_b=True), vh))))
+    return g
+
+
+svd_ = register(Op("svd", _svd_rule, lambda a, part: np.linalg.svd(a, full_matrices=False)[part], (_svd_grad,), "call",
+                   lowering=_lowering("svd")))
+
+
 def _for_lapack(a):
     """a in a dtype LAPACK takes: float32/64; integers and bools as float64 (numpy's rules)."""
     dtype = np.dtype(aval_of(a).dtype)
@@ -420,6 +458,42 @@ def _uplo(UPLO, a):
     if UPLO not in ("L", "U"):
         raise ValueError(f"UPLO argument must be 'L' or 'U', got {UPLO!r}")
     return a
+
+
+_SVD = type(np.linalg.svd(np.eye(1)))  # numpy's (U, S, Vh) named tuple
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    """np.linalg.svd: (U, S, Vh) of each matrix, singular values descending; gradients through
+    all three (as PyTorch's: infinite where two singular values are equal, and an entry's
+    singular vectors' signs are LAPACK's, so only functions that do not depend on them have a
+    gradient that means something). full_matrices=True is the thin decomposition's when it is
+    the same (square matrices); otherwise U's or Vh's extra vectors have no gradient: refused."""
+    a = _for_lapack(a)
+    shape = aval_of(a).shape
+    if compute_uv and full_matrices and len(shape) >= 2 and shape[-1] != shape[-2]:
+        raise TypeError("np.linalg.svd of a non-square Param or recorded value: pass full_matrices=False (the "
+                        "singular vectors beyond the smaller side have no gradient)")
+    if not compute_uv:
+        return svd_(a, part=1)
+    return _SVD(svd_(a, part=0), svd_(a, part=1), svd_(a, part=2))
+
+
+_UNSET = object()
+
+
+def pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
+    """np.linalg.pinv: V diag(1/s) U^T over the singular values s above rcond times the largest
+    (numpy's defaults: rcond 1e-15; rtol=None: max(m, n) * eps)."""
+    a = _for_lapack(a)
+    shape = aval_of(a).shape
+    if rcond is None:
+        rcond = 1e-15 if rtol is _UNSET else max(shape[-2:]) * np.finfo(aval_of(a).dtype).eps if rtol is None else rtol
+    u, s, vh = svd(a, full_matrices=False)
+    large = gt(s, mul(maximum(s, (len(shape) - 2,)), rcond))  # (1 or 0 in s's type)
+    inverse = div(large, add(s, sub(1, large)))  # 1 / s where large, else 0 (and no 1 / 0 in the gradient)
+    k = aval_of(s).shape[-1]
+    return bmm(mul(_swap_op(vh), reshape(inverse, shape=shape[:-2] + (1, k))), u, trans_b=True)
 
 
 def det(a):

@@ -27,7 +27,7 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import checked_indices, getindex, take
-from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, slogdet, solve
+from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, pinv, slogdet, solve, svd
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .shape import reshape, transpose
 
@@ -496,8 +496,8 @@ def _round(a, decimals=0, out=None):
 
 
 def _linalg_norm(x, ord=None, axis=None, keepdims=False):
-    """np.linalg.norm: vector norms along one axis, matrix norms (Frobenius, 1, inf and their
-    negatives) over two, the 2-norm of all entries without axis and ord (SVD norms refused)."""
+    """np.linalg.norm: vector norms along one axis, matrix norms (Frobenius, 1, inf, 2, nuclear
+    and their negatives) over two, the 2-norm of all entries without axis and ord."""
     ndim = len(_shape(x))
     axes = tuple(range(ndim)) if axis is None and ord is not None else None if axis is None else \
         tuple(_axis(a, ndim) for a in np.atleast_1d(axis).tolist())
@@ -512,8 +512,10 @@ def _linalg_norm(x, ord=None, axis=None, keepdims=False):
         x = astype(x, dtype=np.dtype(np.float64)) if np.dtype(aval_of(x).dtype).kind in "biu" else x
         sums = FUNCTIONS[np.sum](ew.abs(x), summed, None, None, True)
         result = FUNCTIONS[np.max if ord > 0 else np.min](sums, across, None, True)
-    elif len(axes) == 2 and ord in (2, -2, "nuc"):
-        raise TypeError(f"np.linalg.norm(ord={ord!r}) of matrices needs singular values: not supported on Params")
+    elif len(axes) == 2 and ord in (2, -2, "nuc"):  # the singular values' largest, smallest, sum
+        values = svd(_moveaxis(x, list(axes), [-2, -1]), compute_uv=False)
+        result = reshape({2: FUNCTIONS[np.max], -2: FUNCTIONS[np.min], "nuc": FUNCTIONS[np.sum]}[ord](values, -1),
+                         shape=tuple(1 if i in axes else n for i, n in enumerate(_shape(x))))
     else:
         raise ValueError("Improper number of dimensions to norm." if len(axes) > 2 else "Invalid norm order for matrices.")
     kept = tuple(1 if axes is None or d in axes else n for d, n in enumerate(_shape(x)))
@@ -582,7 +584,8 @@ FUNCTIONS.update({np.linalg.norm: _linalg_norm, np.diff: _diff, np.round: _round
                   np.linalg.slogdet: slogdet, np.linalg.det: det, np.linalg.cholesky: cholesky, np.linalg.eigh: eigh,
                   np.linalg.eigvalsh: eigvalsh, np.linalg.vector_norm: _vector_norm,
                   np.linalg.matrix_norm: lambda x, /, *, keepdims=False, ord="fro": _linalg_norm(x, ord, (-2, -1), keepdims),
-                  np.linalg.matrix_power: _matrix_power, np.linalg.multi_dot: _multi_dot})
+                  np.linalg.matrix_power: _matrix_power, np.linalg.multi_dot: _multi_dot, np.linalg.svd: svd,
+                  np.linalg.svdvals: lambda x, /: svd(x, compute_uv=False), np.linalg.pinv: pinv})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
