@@ -304,7 +304,8 @@ def test_mixing_knetarrays_numpy_and_numbers():
     same(kn.relu(k) + ROW, np.maximum(X, 0) + ROW)
     assert isinstance(np.sin(k), kn.KnetArray)  # a ufunc of the op table: on the device
     assert isinstance(np.hypot(k, k), kn.KnetArray) and np.allclose(np.hypot(k, k), np.hypot(X, X))
-    assert isinstance(np.fmod(k, 0.3), np.ndarray)  # a ufunc outside the op table: on the host, numpy
+    assert isinstance(np.fmod(k, 0.3), kn.KnetArray) and np.allclose(np.fmod(k, 0.3), np.fmod(X, 0.3))
+    assert isinstance(np.nextafter(k, 2.0), np.ndarray)  # a ufunc outside the op table: on the host, numpy
     k2 = K(X)
     data = k2.data
     k2 += 1
