@@ -4,6 +4,8 @@ them) is guarded, so a change traces it again and the result equals the Python f
 on the new values; side effects that would happen only while tracing are refused with a
 CompileError at the user's line (print warns). Each result is compared with the uncompiled
 function (`f.fn`) on the same inputs, in float64."""
+import array
+import collections
 import functools
 import inspect
 import math
@@ -934,3 +936,68 @@ def test_the_function_form_of_a_reduction_inlines_a_callable_object():
         same(_reduced_by_an_object, x)
     finally:
         SCALED.k = 1.0
+
+
+# ---------------------------------------------------------------- containers of other types
+
+QUEUE = collections.deque([1.0, 2.0])
+ORDERED = collections.OrderedDict(a=1.0, b=2.0)
+COUNTS = collections.defaultdict(float, a=3.0)
+BUFFER = array.array("d", [1.0, 2.0])
+RAW = bytearray(b"\x01\x02")
+
+
+@kn.compile(target="cpu")
+def reads_other_containers(x):
+    return x * (sum(QUEUE) + sum(ORDERED.values()) + COUNTS["a"] + BUFFER[0] + RAW[1])
+
+
+def test_deques_ordered_and_default_dicts_arrays_and_bytearrays_are_guarded_by_their_contents():
+    # (they were guarded by identity only: a change in place kept the old result)
+    x = normal(3, 40)
+    same(reads_other_containers, x)
+    for change in (lambda: QUEUE.append(10.0), lambda: ORDERED.__setitem__("a", 5.0),
+                   lambda: COUNTS.__setitem__("a", -1.0), lambda: BUFFER.__setitem__(0, 9.0),
+                   lambda: RAW.__setitem__(1, 7)):
+        change()
+        same(reads_other_containers, x)
+
+
+# ---------------------------------------------------------------- Python's order of evaluation
+
+@kn.compile(target="cpu")
+def generators_as_python(x):
+    g = (i * 2 for i in range(3))
+    once, twice = sum(g), sum(g)  # (a generator is used up)
+    names = [1.0, 2.0]
+    late = (v * scale for v in names)  # (its names are read when it runs)
+    scale = 10.0
+    pairs = list(zip(*[iter(v for v in range(4))] * 2))  # (one generator, taken in turns)
+    stack = [1, 2, 3, 4]
+    found = any(stack.pop() > 2 for _ in range(4))  # (any stops at the first true item)
+    safe = any(1.0 / v > 0 for v in [1.0, 0.0])  # (1 / 0 never runs)
+    first = next((v for v in [0.5, 3.0] if v > 2), None)
+    return x * (once + 100 * twice + sum(late) + pairs[1][0] * len(pairs) + len(stack) + found + safe + first)
+
+
+@kn.compile(target="cpu")
+def evaluates_as_python(x):
+    keys = [1, 2, 3]
+    table = {keys.pop(): keys.pop()}  # (a key before its value)
+    rows, where = [1.0, 2.0, 3.0, 4.0], [0, 1, 2]
+    rows[where.pop()] += 10.0  # (its index once)
+    h = x[0] * 0.0
+    for t in range(x.shape[0]):  # (a loop region)
+        h = h * 0.5 + x[t]
+        t = x.shape[0] - 1 - t  # (after the loop, t is what its last step assigned)
+    return h * rows[2] + table[3] + len(where) + t
+
+
+def test_generators_and_the_order_of_evaluation_are_pythons():
+    # (a generator expression was a list made at once; a dict display evaluated the value
+    # first; `c[e] += v` evaluated e twice; a loop region left t at its last range value)
+    same(generators_as_python, normal(2, 41))
+    x = normal((3, 3), 42)
+    same(evaluates_as_python, x)
+    np.testing.assert_allclose(kn.grad(lambda x: kn.sum(evaluates_as_python(x)))(x),
+                               kn.grad(lambda x: kn.sum(evaluates_as_python.fn(x)))(x), rtol=1e-12)

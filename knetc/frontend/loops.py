@@ -167,7 +167,8 @@ def trace_region(translator, node, steps):
     finals, _ = emit_loop(outer, len(steps), [(v, start) for _, start, v, _ in kept], [], list(region.rows.values()),
                           body.eqns, [new for *_, new in kept], [])
     scope.update((name, final) for (name, *_), final in zip(kept, finals))
-    scope[node.target.id] = steps[-1]
+    if node.target.id not in assigned:  # (else what the body's last step assigned it, as above)
+        scope[node.target.id] = steps[-1]
     return "looped"
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from .. import context, pytree
 from ..autograd import Param, Tracked, value_of
 from ..errors import CompileError, ShapeError
-from ..ir.core import SNAPSHOT_MAX, Builder, Var, current_builder
+from ..guards import CONTENT_GUARD_MAX, Guard, container_kind, is_static as _is_static
+from ..ir.core import Builder, Var, current_builder
 from ..ops import elementwise as ew
 from ..ops.core import astype, aval_of
 from ..refusals import DATA_METHODS, calls_functions, refuse_data_access, refuse_iterator, refuse_side_effects, refuse_text
@@ -83,10 +84,8 @@ _FRAMES_PER_INLINE = 40  # Python frames the translator may use per inlined call
 _MAX_WHILE_STEPS = 100_000
 
 _LIBRARY_ROOTS = ("knetc", "numpy", "builtins", "math", "operator", "functools", "itertools")
-_SCALARS = (int, float, bool, complex, str, bytes, type(None), np.generic, range, slice, type(Ellipsis))
 _MISSING = object()
 BUILTINS = vars(builtins)
-_CONTAINER_KINDS = {list: "list", dict: "dict", set: "set"}  # guarded by a snapshot of their items
 
 
 def _is_library(value):
@@ -156,18 +155,6 @@ def _bind(signature, args, kwargs, what=""):
         raise CompileError(f"{what}{error}") from None
 
 
-def _is_static(value):
-    """Immutable Python values a guard compares by value: numbers, strings, None and tuples of them."""
-    return isinstance(value, _SCALARS) or type(value) is tuple and all(_is_static(v) for v in value)
-
-
-# Arrays read from outside with at most this many entries are guarded by their contents (a
-# compare per call: a few microseconds; the program holds a copy of them); larger ones
-# (weights, data sets) only by identity, shape and dtype: they are the program's operands as
-# soon as they are read (Translation.live), their entries read at each run.
-CONTENT_GUARD_MAX = SNAPSHOT_MAX
-
-
 def _updated_in_place(array, value):
     """numpy's `x op= y` on an array writes the result into x: it keeps x's shape, and its
     dtype when the result's casts to it by numpy's `same_kind` rule (float64 into float32),
@@ -177,63 +164,6 @@ def _updated_in_place(array, value):
         raise ShapeError(f"augmented assignment: numpy cannot store the {v} result in the {a} array it updates "
                          "in place (the shape must stay, the dtype cast by the rule 'same_kind')")
     return value if v.dtype == a.dtype else astype(value, dtype=a.dtype)
-
-
-class Guard:
-    """A read from outside the function that the compiled program depends on: root (a module's
-    globals dict or a closure cell) -> name -> path of attributes (True, name) and items (False,
-    key). check() reads the chain again; when it no longer yields what it did (kind "is": the
-    same object; "value": an equal immutable value of the same type; "array": the same array
-    with the same shape and dtype, and up to CONTENT_GUARD_MAX entries the same contents;
-    "list"/"dict"/"set": the same container holding the same items, compared by identity),
-    the specialization is stale and is traced again."""
-    __slots__ = ("root", "name", "path", "kind", "check")
-
-    def __init__(self, root, name, path, value):
-        kind = "value" if _is_static(value) else "array" if isinstance(value, np.ndarray) \
-            else _CONTAINER_KINDS.get(type(value), "is")
-        self.root, self.name, self.path, self.kind = root, name, path, kind
-        # check() runs before every compiled call, so it is made for speed (a global name, the common
-        # case, is read without a walk); it raises when the chain is gone. Snapshots are taken now.
-        read = functools.partial(root.get, name, _MISSING) if name is not None and not path else self.read
-        if kind == "value":  # (zeros: and of the same sign)
-            kind_of, signs = type(value), pytree.zero_signs(value)
-            self.check = lambda: (now := read()) is value or type(now) is kind_of and now == value and pytree.zero_signs(now) == signs
-        elif kind == "array":
-            # Small arrays by their contents too: the trace may have used them as numbers (labels,
-            # an index, a mask, numpy code), which the program then holds; an in-place change retraces.
-            shape, dtype, nan = value.shape, value.dtype, value.dtype.kind in "fc"
-            contents = value.copy() if value.size <= CONTENT_GUARD_MAX else None
-            self.check = lambda: read() is value and value.shape == shape and value.dtype == dtype and (
-                contents is None or np.array_equal(value, contents, equal_nan=nan))
-        elif kind == "list":
-            items = tuple(value)
-            self.check = lambda: read() is value and len(value) == len(items) and all(map(operator.is_, value, items))
-        elif kind == "dict":
-            keys, values = tuple(value), tuple(value.values())
-            self.check = lambda: read() is value and tuple(value) == keys and all(map(operator.is_, value.values(), values))
-        elif kind == "set":
-            items = frozenset(value)
-            self.check = lambda: read() is value and value == items
-        else:
-            self.check = lambda: read() is value
-
-    def read(self):
-        value = self.root.get(self.name, _MISSING) if self.name is not None else self.root.cell_contents
-        for is_attribute, key in self.path:
-            value = getattr(value, key) if is_attribute else value[key]
-        return value
-
-    def holds(self):
-        try:
-            return self.check()
-        except Exception:  # a name, attribute or item that is gone (or an emptied cell)
-            return False
-
-    def describe(self):
-        """The chain as the user would write it (for messages): `model[0].w`."""
-        return (self.name if self.name is not None else "<closure variable>") + "".join(
-            f".{key}" if is_attribute else f"[{key!r}]" for is_attribute, key in self.path)
 
 
 class Translation:
@@ -312,9 +242,9 @@ class Translation:
                 or id(value) in self.origins:
             return
         self.origins[id(value)] = (value, root, name, path)
-        if type(value) in _CONTAINER_KINDS or isinstance(value, np.ndarray):  # an item of a container: it may change
+        if container_kind(value) or isinstance(value, np.ndarray):  # an item of a container: it may change
             self._guard(value, root, name, path)
-        items = value.items() if type(value) is dict else enumerate(value) if type(value) in (list, tuple) else ()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if container_kind(value) == "list" or type(value) is tuple else ()
         for key, item in items:
             self._observe(item, root, name, path + ((False, key),))
 
@@ -456,7 +386,12 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_AugAssign(self, node):
         """`x += y` changes a numpy array or a list in place. Compiled code computes a new
         value instead, which is only the same when nobody else can see the old one."""
-        current, operand = self.eval(node.target), self.eval(node.value)
+        target = node.target
+        if isinstance(target, (ast.Subscript, ast.Attribute)):  # (its object and index evaluated once, as Python)
+            known = {f: ast.copy_location(ast.Constant(self.eval(getattr(target, f))), target) for f in ("value", "slice")
+                     if hasattr(target, f)}
+            target = ast.copy_location(type(target)(**{**{f: getattr(target, f) for f in target._fields}, **known}), target)
+        current, operand = self.eval(target), self.eval(node.value)
         if isinstance(current, (np.ndarray, list, dict, set)) and self.translation.is_external(current):
             raise CompileError(f"augmented assignment changes a {type(current).__name__} from outside the compiled "
                                "function in place: compiled code would do it only once, while tracing",
@@ -468,7 +403,7 @@ class FunctionTranslator(ast.NodeVisitor):
         # a list, dict, set or numpy array (of numbers) is changed in place (every name sees it)
         in_place = isinstance(current, (list, dict, set, np.ndarray)) and _IN_PLACE.get(type(node.op))
         value = in_place(current, operand) if in_place else self.operate(node.op, (current, operand), node)
-        self.assign(node.target, _updated_in_place(current, value) if isinstance(current, Var) else value)
+        self.assign(target, _updated_in_place(current, value) if isinstance(current, Var) else value)
 
     def _enclosing_items(self):
         """(name, value) of the enclosing functions' scopes, innermost first (an inner function's)."""
@@ -694,9 +629,8 @@ class FunctionTranslator(ast.NodeVisitor):
 
     def visit_Dict(self, node):
         out = {}
-        for k, v in zip(node.keys, node.values):  # (no key: **mapping)
-            value = self.eval(v)
-            out.update(value if k is None else {self.eval(k): value})
+        for k, v in zip(node.keys, node.values):  # (no key: **mapping; a key before its value, as Python)
+            out.update(self.eval(v) if k is None else {self.eval(k): self.eval(v)})
         return out
 
     def visit_BinOp(self, node):
@@ -755,18 +689,36 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_Lambda(self, node):
         return InnerFunction(self, node)
 
-    def _bindings(self, generators):
-        """Bind a comprehension's targets to each of its items in turn, yielding after each binding."""
+    def _bindings(self, generators, items=None):
+        """Bind a comprehension's targets to each of its items (the first iterable's: `items`,
+        when given) in turn, yielding after each binding."""
         if not generators:
             yield
             return
         first = generators[0]
-        for item in self.static(first.iter, "a comprehension over an array value is not supported"):
+        for item in self.static(first.iter, "a comprehension over an array value is not supported") if items is None else items:
             self.assign(first.target, item)
             if all(self.truth(cond) for cond in first.ifs):
                 yield from self._bindings(generators[1:])
 
-    def visit_ListComp(self, node):  # (and the other comprehensions; a generator expression gives a list)
+    def visit_GeneratorExp(self, node):
+        """A generator, as Python's: its first iterable now, each item when it is asked for (by
+        sum, any, zip, next, a loop), from the values its names have then."""
+        scope, items = ChainMap({}, self.scope), iter(self.static(node.generators[0].iter, "a generator over an array "
+                                                                  "value is not supported"))
+        def generate(bindings=self._bindings(node.generators, items)):
+            while True:
+                saved, self.scope = self.scope, scope
+                try:
+                    if next(bindings, _MISSING) is _MISSING:
+                        return
+                    item = self.eval(node.elt)
+                finally:
+                    self.scope = saved
+                yield item
+        return generate()
+
+    def visit_ListComp(self, node):  # (and the other comprehensions)
         saved, self.scope = self.scope, ChainMap({}, self.scope)
         try:  # (the comprehension's names are its own; a lambda made in it sees them, as in Python)
             if isinstance(node, ast.DictComp):
@@ -776,7 +728,7 @@ class FunctionTranslator(ast.NodeVisitor):
         finally:
             self.scope = saved
 
-    visit_GeneratorExp = visit_SetComp = visit_DictComp = visit_ListComp
+    visit_SetComp = visit_DictComp = visit_ListComp
 
     def visit_Starred(self, node):
         raise CompileError("`*` is only supported in calls and displays", self.filename, node.lineno)
