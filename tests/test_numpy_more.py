@@ -422,3 +422,12 @@ def test_svd_refuses_full_matrices_of_non_square_params():
         np.linalg.svd(kn.Param(M))
     u, s, vh = np.linalg.svd(kn.Param(M[:, :4]))  # square: the thin decomposition is the full one
     np.testing.assert_allclose(kn.value(u) * kn.value(s) @ kn.value(vh), M[:, :4], rtol=1e-12, atol=1e-12)
+
+
+def test_products_with_a_python_number_take_numpys_dtype():
+    # np.dot and np.inner are no ufuncs: a Python float is a float64 array there (it stayed float32)
+    a = np.ones(3, np.float32)
+    for f in (lambda x: np.dot(x, 2.0), lambda x: np.dot(2.0, x), lambda x: np.inner(x, 2.0),
+              lambda x: np.dot(x, np.float32(2)), lambda x: np.multiply(x, 2.0)):
+        assert kn.value(f(kn.Param(a))).dtype == f(a).dtype
+        assert kn.value(kn.compile(f)(a)).dtype == f(a).dtype

@@ -97,8 +97,8 @@ def _numpy_dot(a, b):
     second-to-last of `b` (the only axis of a 1-D `b`). Up to a 2-D `b` that is matmul; for an
     N-D `b` it is not (no batch axes: every `a` row meets every matrix of `b`)."""
     sa, sb = aval_of(a).shape, aval_of(b).shape
-    if not sa or not sb:
-        return ew.mul(a, b)
+    if not sa or not sb:  # (a Python number is a float64 or int64 array here: not a ufunc's weak scalar)
+        return ew.mul(*(np.asarray(x) if isinstance(x, (int, float)) else x for x in (a, b)))
     if len(sb) <= 2:
         return matmul(a, b)
     if sa[-1] != sb[-2]:

@@ -250,7 +250,7 @@ def _tensordot(a, b, axes=2):
 
 def _inner(a, b):
     if not _shape(a) or not _shape(b):
-        return ew.mul(a, b)
+        return FUNCTIONS[np.dot](a, b)  # (numpy's product with a 0-d operand: a Python number as an array)
     return _tensordot(a, b, ([-1], [-1]))
 
 
