@@ -38,9 +38,14 @@ def _svd(a, part):
     return np.linalg.svd(a, full_matrices=False)[part]  # (U, S descending, Vh)
 
 
+def _qr(a, part):
+    return np.linalg.qr(a)[part]  # (Q, R: reduced)
+
+
 inv_cpu, inv_cuda = _on_cpu(np.linalg.inv), _on_host(np.linalg.inv)
 solve_cpu, solve_cuda = _on_cpu(np.linalg.solve), _on_host(np.linalg.solve)
 slogdet_cpu, slogdet_cuda = _on_cpu(_slogdet), _on_host(_slogdet)
 cholesky_cpu, cholesky_cuda = _on_cpu(np.linalg.cholesky), _on_host(np.linalg.cholesky)  # (lower; reads a's lower triangle)
 eigh_cpu, eigh_cuda = _on_cpu(_eigh), _on_host(_eigh)
 svd_cpu, svd_cuda = _on_cpu(_svd), _on_host(_svd)
+qr_cpu, qr_cuda = _on_cpu(_qr), _on_host(_qr)

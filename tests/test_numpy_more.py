@@ -129,6 +129,9 @@ CASES = {
     "svd_vectors_tall": (lambda a: np.linalg.svd(a.T, full_matrices=False)[0] ** 4, M),  # (even powers: signs are LAPACK's)
     "svd_rank_one_terms": (lambda a: np.linalg.svd(a, full_matrices=False)[0][..., :, 1:2] * np.linalg.svd(a, full_matrices=False)[2][..., 1:2, :], X),
     "svd_square_full": (lambda a: np.abs(np.linalg.svd(a[:, :4])[2]), M),
+    "qr": (lambda a: np.abs(np.linalg.qr(a.T).Q) + np.linalg.qr(a.T)[0] * np.linalg.qr(a.T)[1][:, :1].T, M),
+    "qr_r_batched": (lambda a: np.abs(np.linalg.qr(np.swapaxes(a, 1, 2), mode="r")), X),
+    "qr_square": (lambda a: np.linalg.qr(a[:, :4])[0] ** 2 + np.abs(np.linalg.qr(a[:, :4])[1]), M),
     "pinv": (np.linalg.pinv, M), "pinv_batched_tall": (lambda a: np.linalg.pinv(np.swapaxes(a, 1, 2)), X),
     "norm_two": (lambda a: np.linalg.norm(a, 2), M), "norm_nuclear": (lambda a: np.linalg.norm(a, "nuc", axis=(2, 1)), X),
     "norm_minus_two": (lambda a: np.linalg.norm(a, -2, axis=(0, 2), keepdims=True), X),
@@ -431,3 +434,12 @@ def test_products_with_a_python_number_take_numpys_dtype():
               lambda x: np.dot(x, np.float32(2)), lambda x: np.multiply(x, 2.0)):
         assert kn.value(f(kn.Param(a))).dtype == f(a).dtype
         assert kn.value(kn.compile(f)(a)).dtype == f(a).dtype
+
+
+def test_qr_gradients_of_wide_matrices_and_complete_modes_are_refused():
+    q, r = np.linalg.qr(kn.Param(M))  # wide: the values are numpy's
+    np.testing.assert_allclose(kn.value(q) @ kn.value(r), M, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="wide matrix"):
+        kn.grad(lambda a: np.sum(np.linalg.qr(a)[1]))(M)
+    with pytest.raises(TypeError, match="complete"):
+        np.linalg.qr(kn.Param(M.T), mode="complete")

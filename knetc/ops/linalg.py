@@ -460,6 +460,43 @@ def _uplo(UPLO, a):
     return a
 
 
+def _qr_rule(a, part):
+    if a.ndim < 2:
+        raise ShapeError(f"np.linalg.qr: {a.ndim}-dimensional array given. Array must be at least two-dimensional")
+    m, n = a.shape[-2:]
+    return Aval(a.shape[:-2] + ((m, min(m, n)), (min(m, n), n))[part], a.dtype)
+
+
+def _qr_grad(dy, y, a, part):
+    # a = Q R with m >= n: gA = (gQ + Q N) R^-T, N = tril(M - M^T, -1) - M, M = Q^T gQ - gR R^T
+    # (the transpose of JAX's JVP rule)
+    m, n = aval_of(a).shape[-2:]
+    if m < n:
+        raise TypeError(f"the gradient of np.linalg.qr of a wide matrix ({m} x {n}) is not supported: pass its transpose")
+    q, r = qr_(a, part=0), qr_(a, part=1)
+    g_q, m_ = (dy, bmm(q, dy, trans_a=True)) if part == 0 else (None, mul(bmm(dy, r, trans_b=True), -1))
+    strict = np.tril(np.ones((n, n), aval_of(a).dtype), -1)
+    g = bmm(q, sub(mul(sub(m_, _swap_op(m_)), strict), m_))
+    g = add(g_q, g) if g_q is not None else g
+    return _swap_op(solve_(r, _swap_op(g)))  # g R^-T
+
+
+qr_ = register(Op("qr", _qr_rule, lambda a, part: np.linalg.qr(a)[part], (_qr_grad,), "call", lowering=_lowering("qr")))
+_QR = type(np.linalg.qr(np.eye(1)))  # numpy's (Q, R) named tuple
+
+
+def qr(a, mode="reduced"):
+    """np.linalg.qr: (Q, R) of each matrix (mode "reduced"; "r": R alone; "complete" where it
+    is the reduced one: no more rows than columns). Gradients for square and tall matrices
+    (the transpose of JAX's rule); Q's and R's signs are LAPACK's."""
+    a = _for_lapack(a)
+    m, n = aval_of(a).shape[-2:] if aval_of(a).ndim >= 2 else (0, 0)
+    if mode not in ("reduced", "r", "complete") or mode == "complete" and m > n:
+        raise TypeError(f"np.linalg.qr(mode={mode!r}) on Params and recorded values: modes 'reduced' and 'r' "
+                        "('complete' of a matrix with no more rows than columns)")
+    return qr_(a, part=1) if mode == "r" else _QR(qr_(a, part=0), qr_(a, part=1))
+
+
 _SVD = type(np.linalg.svd(np.eye(1)))  # numpy's (U, S, Vh) named tuple
 
 

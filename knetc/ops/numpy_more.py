@@ -27,7 +27,7 @@ from .arrays import cat
 from .broadcast import broadcast_to
 from .core import Aval, Op, astype, aval_of, register
 from .indexing import checked_indices, getindex, take
-from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, pinv, slogdet, solve, svd
+from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, pinv, qr, slogdet, solve, svd
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
 from .shape import reshape, transpose
 
@@ -585,7 +585,7 @@ FUNCTIONS.update({np.linalg.norm: _linalg_norm, np.diff: _diff, np.round: _round
                   np.linalg.eigvalsh: eigvalsh, np.linalg.vector_norm: _vector_norm,
                   np.linalg.matrix_norm: lambda x, /, *, keepdims=False, ord="fro": _linalg_norm(x, ord, (-2, -1), keepdims),
                   np.linalg.matrix_power: _matrix_power, np.linalg.multi_dot: _multi_dot, np.linalg.svd: svd,
-                  np.linalg.svdvals: lambda x, /: svd(x, compute_uv=False), np.linalg.pinv: pinv})
+                  np.linalg.svdvals: lambda x, /: svd(x, compute_uv=False), np.linalg.pinv: pinv, np.linalg.qr: qr})
 
 
 # Predicates and logic: bools, as numpy's (comparisons of floats are Knet's 0/1 floats, so a
