@@ -86,7 +86,7 @@ CASES = {
     "nanmin_keepdims": (lambda a: np.nanmin(np.where(M > 0.5, np.nan, a), axis=0, keepdims=True), M),
     "nancumsum": (lambda a: np.nancumsum(np.where(M > 0.5, np.nan, a), axis=1), M),
     "nancumprod": (lambda a: np.nancumprod(np.where(V > 0.5, np.nan, a)), V),
-    "average": (lambda a: np.average(a, axis=1, weights=np.arange(1.0, 7.0)), M),
+    "average": (lambda a: np.average(a, axis=1, weights=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), M),
     "average_returned": (lambda a: np.average(a, axis=0, weights=np.abs(X) + 1, returned=True)[0], X),
     "ptp": (lambda a: np.ptp(a, axis=1), X),
     "median": (lambda a: np.median(a, axis=1), X), "median_odd": (lambda a: np.median(a, axis=2, keepdims=True), X),

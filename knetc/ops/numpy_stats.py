@@ -45,14 +45,12 @@ def _float(a):
 
 # ----------------------------------------------------------------------------- NaN-skipping
 
-def _nan_as(fill, cumulative=None, reduction=None):
-    """np.nansum (fill 0) or np.nanprod (fill 1): the reduction of a with NaNs as `fill`."""
-    def nan_reduction(a, axis=None, dtype=None, out=None, keepdims=False):
-        return FUNCTIONS[reduction](_where(_isnan(a), fill, _no_out(out, a)), axis, dtype, None, keepdims)
-
-    def nan_cumulative(a, axis=None, dtype=None, out=None):
-        return FUNCTIONS[cumulative](_where(_isnan(a), fill, _no_out(out, a)), axis, dtype)
-    return nan_reduction if reduction is not None else nan_cumulative
+def _nan_as(fill, function):
+    """np.nansum (np.sum, fill 0), nanprod (np.prod, 1), nancumsum, nancumprod: `function` of a
+    with its NaNs as `fill` (numpy's signature: the rest passed on)."""
+    def nan_function(a, *args, **kwargs):
+        return FUNCTIONS[function](_where(_isnan(a), fill, a), *args, **kwargs)
+    return nan_function
 
 
 def _count(a, axis, keepdims):
@@ -96,7 +94,7 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
         avg = FUNCTIONS[np.mean](_float(a), axis, None, None, keepdims)
         count = np.prod(_shape(a)) / max(np.prod(_shape(avg)), 1)
         return (avg, np.full(_shape(avg), count, aval_of(avg).dtype)) if returned else avg
-    w = weights
+    w = np.asarray(weights) if type(weights) in (list, tuple) else weights
     if _shape(w) != _shape(a):
         if axis is None or len(_shape(w)) != 1 or not isinstance(axis, (int, np.integer)):
             raise TypeError("np.average: axis must be specified when shapes of a and weights differ")
@@ -304,8 +302,8 @@ def _trapezoid(y, x=None, dx=1.0, axis=-1):
 FUNCTIONS.update({
     np.select: _select, np.broadcast_arrays: _broadcast_arrays, np.ediff1d: _ediff1d, np.trapezoid: _trapezoid,
     np.diagflat: lambda v, k=0: FUNCTIONS[np.diag](_numpy_ravel(v), k),
-    np.nansum: _nan_as(0, reduction=np.sum), np.nanprod: _nan_as(1, reduction=np.prod),
-    np.nancumsum: _nan_as(0, cumulative=np.cumsum), np.nancumprod: _nan_as(1, cumulative=np.cumprod),
+    np.nansum: _nan_as(0, np.sum), np.nanprod: _nan_as(1, np.prod),
+    np.nancumsum: _nan_as(0, np.cumsum), np.nancumprod: _nan_as(1, np.cumprod),
     np.nanmean: _nanmean, np.nanvar: _nanvar, np.nanstd: _nanstd,
     np.nanmax: _nan_extreme(np.max, -np.inf), np.nanmin: _nan_extreme(np.min, np.inf),
     np.average: _average, np.ptp: _ptp, np.median: _median, np.quantile: _quantile, np.percentile: _percentile,
