@@ -193,9 +193,10 @@ def main(argv=None):
     train_ppl = math.exp(np.mean(recent)) if recent else float("nan")
     per_step = train_time / max(step - 1, 1)
     chars = step * args.batch * args.seqlen
+    rate = f", {1e3 * per_step:.1f} ms/step after the first, {args.batch * args.seqlen / per_step:.0f} chars/s" \
+        if per_step > 0 else ""  # (one step: only the first)
     print(f"first step (compiling the loss and its gradient) {first_step:.1f}s; trained {step} steps "
-          f"({chars} characters) in {first_step + train_time:.1f}s, {1e3 * per_step:.1f} ms/step after the first, "
-          f"{args.batch * args.seqlen / per_step:.0f} chars/s")
+          f"({chars} characters) in {first_step + train_time:.1f}s{rate}")
     if recent:
         print(f"training perplexity {train_ppl:.2f} (last {len(recent)} steps)")
     t_eval = time.time()

@@ -253,9 +253,9 @@ def main(argv=None):
     if recent:
         print(f"training loss {np.mean(recent):.3f} (last {len(recent)} steps)")
     per_step = train_time / max(step - 1, 1)
-    print(f"first step (compiling the gradient) {first_step:.1f}s; trained {step} steps, "
-          f"{1e3 * per_step:.1f} ms/step after the first, "
-          f"{args.batch * args.context / per_step:.0f} chars/s")
+    rate = f", {1e3 * per_step:.1f} ms/step after the first, {args.batch * args.context / per_step:.0f} chars/s" \
+        if per_step > 0 else ""  # (one step: only the first)
+    print(f"first step (compiling the gradient) {first_step:.1f}s; trained {step} steps{rate}")
     t_eval = time.time()
     test_loss = heldout_loss(m, test, args.batch, args.context, args.heads, args.eval_batches, loss_fn)
     print(f"held-out loss {test_loss:.3f} (perplexity {math.exp(test_loss):.2f}; "

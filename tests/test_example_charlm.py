@@ -49,3 +49,14 @@ def test_a_held_out_text_shorter_than_a_batch_is_refused_before_training(tmp_pat
             charlm.heldout_perplexity(None, list(range(100)), 65, 16, 32)
     finally:
         sys.path.remove(os.path.dirname(EXAMPLE))
+
+
+def test_a_single_step_run_reports_and_finishes(tmp_path):
+    # (its summary divided by the time after the first step: ZeroDivisionError)
+    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    args = [a if a != "300" else "1" for a in TINY]
+    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "trained 1 steps" in proc.stdout and "held-out perplexity" in proc.stdout, proc.stdout

@@ -136,3 +136,14 @@ def test_example_help():
     for flag in ("--minutes", "--steps", "--layers", "--width", "--heads", "--context", "--batch", "--lr",
                  "--seed", "--target"):
         assert flag in proc.stdout
+
+
+def test_a_single_step_run_reports_and_finishes(tmp_path):
+    # (its summary divided by the time after the first step: ZeroDivisionError)
+    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    args = [a if a != "150" else "1" for a in TINY]
+    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "trained 1 steps" in proc.stdout, proc.stdout
