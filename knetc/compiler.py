@@ -561,7 +561,11 @@ def compile(fn=None, *, target="auto", cache=True):
                [22., 22.],
                [26., 26.]])
     """
-    return (lambda f: CompiledFunction(f, target, cache)) if fn is None else CompiledFunction(fn, target, cache)
+    if fn is None:
+        return lambda f: compile(f, target=target, cache=cache)
+    if isinstance(fn, (staticmethod, classmethod)):  # (@kn.compile above @staticmethod: the function, wrapped again)
+        return type(fn)(CompiledFunction(fn.__func__, target, cache))
+    return CompiledFunction(fn, target, cache)
 
 
 

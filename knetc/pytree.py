@@ -5,6 +5,7 @@ A pytree flattens to its leaves (arrays, Params, numbers, ...) and a hashable tr
 records the structure, so `unflatten(treedef, leaves)` rebuilds it. This runs on every
 call of a compiled function, so the common cases are tested first."""
 import collections
+import enum
 import functools
 import math
 import types
@@ -55,6 +56,12 @@ def _flatten(x, leaves):
     if isinstance(x, (np.matrix, np.ma.MaskedArray)):
         raise TypeError(f"knetc takes plain numpy arrays, not a {t.__name__}: its {_LOST[t is np.matrix]} would be "
                         "lost (pass np.asarray(x), or x.filled(value) for a masked array)")
+    if isinstance(x, np.ndarray):  # a subclass (np.memmap, a view class): its entries, as an array
+        leaves.append(x.view(np.ndarray))
+        return None
+    if isinstance(x, enum.Enum):  # a constant, compared by identity
+        leaves.append(x)
+        return None
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
         return (t, tuple(_flatten(v, leaves) for v in x))
     if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):

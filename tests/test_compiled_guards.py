@@ -6,11 +6,13 @@ CompileError at the user's line (print warns). Each result is compared with the 
 function (`f.fn`) on the same inputs, in float64."""
 import array
 import collections
+import enum
 import functools
 import inspect
 import math
 import random
 import time
+import types
 import warnings
 
 import numpy as np
@@ -1001,3 +1003,55 @@ def test_generators_and_the_order_of_evaluation_are_pythons():
     same(evaluates_as_python, x)
     np.testing.assert_allclose(kn.grad(lambda x: kn.sum(evaluates_as_python(x)))(x),
                                kn.grad(lambda x: kn.sum(evaluates_as_python.fn(x)))(x), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- arguments of other kinds
+
+class Settings:
+    scale = 3.0
+
+
+class Mode(enum.Enum):
+    TRAIN = 1
+    EVAL = 2
+
+
+class Tagged(np.ndarray):
+    pass
+
+
+@kn.compile(target="cpu")
+def reads_argument_kinds(settings, mode, x, config_module):
+    return kn.sum(x * x) * settings.scale * (2.0 if mode is Mode.TRAIN else 1.0) * config_module.SCALE
+
+
+def test_class_module_enum_and_ndarray_subclass_arguments():
+    # a class or module argument's attributes were read once (a change kept the old result);
+    # an Enum member or an ndarray subclass (np.memmap) as an argument raised inside knetc
+    module = types.ModuleType("settings_module")
+    module.SCALE = 2.0
+    x = normal(3, 43).view(Tagged)
+    same(reads_argument_kinds, Settings, Mode.TRAIN, x, module)
+    same(reads_argument_kinds, Settings, Mode.EVAL, x, module)
+    Settings.scale, module.SCALE = 5.0, -1.0
+    try:
+        same(reads_argument_kinds, Settings, Mode.TRAIN, x, module)
+        np.testing.assert_allclose(kn.grad(reads_argument_kinds, argnum=2)(Settings, Mode.TRAIN, x, module),
+                                   -20.0 * np.asarray(x))
+    finally:
+        Settings.scale = 3.0
+    with pytest.raises(kn.CompileError, match="byte order"):
+        reads_argument_kinds(Settings, Mode.TRAIN, np.ones(3, ">f8"), module)
+
+
+class WithStatic:
+    @kn.compile(target="cpu")
+    @staticmethod
+    def doubled(x):
+        return x * 2.0
+
+
+def test_compile_above_staticmethod():
+    # (the decorator took the staticmethod object, and every call raised AttributeError)
+    np.testing.assert_array_equal(WithStatic.doubled(np.ones(2)), [2.0, 2.0])
+    np.testing.assert_array_equal(WithStatic().doubled(np.ones(2)), [2.0, 2.0])

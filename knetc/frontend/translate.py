@@ -287,8 +287,11 @@ class Translation:
             isinstance(obj, np.ndarray) and obj.base is not None and self.is_external(obj.base))
 
     def mark_arguments(self, tree):
-        """The containers of the (abstract) arguments: the caller owns their originals."""
+        """The containers of the (abstract) arguments: the caller owns their originals. A class or
+        module argument's attributes are read as globals are: guarded."""
         refuse_iterator(tree)
+        if isinstance(tree, (type, types.ModuleType)) and not _is_library(tree):
+            self.depend(tree, {"": tree}, "")
         objects = hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType))
         items = tree if isinstance(tree, (list, tuple)) else tree.values() if isinstance(tree, dict) else \
             vars(tree).values() if objects else None

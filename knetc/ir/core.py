@@ -141,8 +141,10 @@ class Builder(context.Trace):
         return isinstance(x, Var)
 
     def input(self, aval):
-        if aval.dtype == np.float16:  # (Numba has no float16 on the CPU)
-            raise CompileError("a float16 array cannot be a compiled function's input: pass x.astype(np.float32)")
+        if aval.dtype == np.float16 or not np.dtype(aval.dtype).isnative:  # (Numba has no float16 on the CPU)
+            what, fix = ("float16", "np.float32") if aval.dtype == np.float16 else (
+                f"{np.dtype(aval.dtype).str} (the other byte order)", "x.dtype.newbyteorder('=')")
+            raise CompileError(f"a {what} array cannot be a compiled function's input: pass x.astype({fix})")
         return Var(aval)
 
     def constant(self, array, live=False):
