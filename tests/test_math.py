@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 
 import knetc as kn
 from numgrad import assert_close, numgrad
-from ptx import compile_ptx_many, kernel_modules
+from ptx import assert_modules_compile_to_ptx, compile_ptx_many, kernel_modules
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's domain warnings are expected here
 
@@ -197,6 +197,14 @@ def test_remainders_are_numpys_at_zeros_signs_and_infinities(target, dtype):
         assert g.dtype == w.dtype, (i, g.dtype, w.dtype)
         np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
         assert np.array_equal(np.signbit(g[w == 0]), np.signbit(w[w == 0])), f"output {i}: the sign of zero"
+
+
+def test_integer_remainder_kernels_compile_to_ptx_for_sm90():
+    """The integer helpers' flavours, typed by the real numba.cuda (the simulator does no typing)."""
+    f = kn.compile(remainders, target="cuda")
+    for dtype in (np.int64, np.int32, np.uint8, np.bool_):
+        f(*(a.astype(dtype) for a in INTEGER_EDGES))
+    assert_modules_compile_to_ptx(f.generated_modules())
 
 
 def test_remainder_gradients_are_pytorchs():
