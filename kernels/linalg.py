@@ -42,6 +42,18 @@ def _qr(a, part):
     return np.linalg.qr(a)[part]  # (Q, R: reduced)
 
 
+def adjugate_t(a):
+    """The transpose of each matrix's adjugate, det(a) inv(a)^T where a is invertible, from the
+    SVD a = U diag(s) V^T: det(U) det(V) U diag(c) V^T, c_i the product of the s_j, j != i
+    (products of the others, not det / s_i: right at singular matrices too)."""
+    u, s, vh = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], -1), -1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], -1), -1)[..., ::-1]
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    return (sign[..., None, None] * (u * (before * after)[..., None, :]) @ vh).astype(a.dtype)
+
+
 inv_cpu, inv_cuda = _on_cpu(np.linalg.inv), _on_host(np.linalg.inv)
 solve_cpu, solve_cuda = _on_cpu(np.linalg.solve), _on_host(np.linalg.solve)
 slogdet_cpu, slogdet_cuda = _on_cpu(_slogdet), _on_host(_slogdet)
@@ -49,3 +61,5 @@ cholesky_cpu, cholesky_cuda = _on_cpu(np.linalg.cholesky), _on_host(np.linalg.ch
 eigh_cpu, eigh_cuda = _on_cpu(_eigh), _on_host(_eigh)
 svd_cpu, svd_cuda = _on_cpu(_svd), _on_host(_svd)
 qr_cpu, qr_cuda = _on_cpu(_qr), _on_host(_qr)
+det_cpu, det_cuda = _on_cpu(np.linalg.det), _on_host(np.linalg.det)
+adjugate_t_cpu, adjugate_t_cuda = _on_cpu(adjugate_t), _on_host(adjugate_t)

@@ -67,6 +67,8 @@ CASES = {
     "solve_batched": (lambda a: np.linalg.solve(a[:, :, :4] + 4 * np.eye(4), a[0, :, 4:]), X),
     "det": (lambda a: np.linalg.det(a[:, :, :4] + 3 * np.eye(4)), X),
     "slogdet": (lambda a: np.linalg.slogdet(a[:, :, 1:] - 3 * np.eye(4))[1], X),
+    "det_of_singular": (lambda a: np.linalg.det(a[:3, :3] * np.array([1.0, 1.0, 0.0])) + np.linalg.det(0 * a[:2, :2]), M),
+    "det_of_rank_one": (lambda a: np.linalg.det(np.outer(a[0, :3], a[1, :3])), M),
     "cholesky": (lambda a: np.linalg.cholesky(a[:, :4] @ a[:, :4].T + 2 * np.eye(4)), M),
     "cholesky_upper": (lambda a: np.linalg.cholesky(a[:, :4] @ a[:, :4].T + 2 * np.eye(4), upper=True), M),
     "cholesky_of_lower_triangle": (lambda a: np.linalg.cholesky(a[:, 1:5] / 4 + 2 * np.eye(4)), M),  # (as LAPACK)

@@ -273,8 +273,8 @@ def rmul_(x, a):
 
 
 # ----------------------------------------------------------------------------- np.linalg
-# inv, solve, slogdet, cholesky and eigh of a batch of matrices (the last two axes) are library
-# routines (kernels/linalg.py); det is sign * exp(logabsdet). Their gradients are written with
+# inv, solve, det, slogdet, cholesky, eigh, svd and qr of a batch of matrices (the last two
+# axes) are library routines (kernels/linalg.py). Their gradients are written with
 # these ops, so they have gradients of any order: d inv = -inv^T dy inv^T; solve's b gets
 # solve(a^T, dy) and a minus that times x^T; logabsdet's a gets dy inv(a)^T. cholesky and eigh
 # read one triangle of a (LAPACK's): their gradients are of that function (zero on the other
@@ -533,7 +533,28 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
     return bmm(mul(_swap_op(vh), reshape(inverse, shape=shape[:-2] + (1, k))), u, trans_b=True)
 
 
+def _adjugate_t_grad(dy, y, a):
+    # y = det(a) a^-T (where a is invertible): dy gives det(a) (<dy, a^-T> a^-T - a^-T dy^T a^-T)
+    inverse_t, n = _swap_op(inv_(a)), aval_of(a).shape[-1]
+    inner = sum(mul(dy, inverse_t), (aval_of(a).ndim - 2, aval_of(a).ndim - 1))
+    scale = reshape(det(a), shape=aval_of(a).shape[:-2] + (1, 1))
+    return mul(scale, sub(mul(inner, inverse_t), bmm(bmm(inverse_t, dy, trans_b=True), inverse_t)))
+
+
+# The adjugate's transpose, det's gradient: from the SVD (library routine), so that it is
+# right at singular matrices too, where det(a) inv(a)^T has no inverse to take.
+def _adjugate_t(a):
+    from knetc.kernels import linalg  # (numpy's routines; the module the drivers call too)
+    return linalg.adjugate_t(np.asarray(a))
+
+
+adjugate_t_ = register(Op("adjugate_t", _square_rule("adjugate_t"), _adjugate_t, (_adjugate_t_grad,),
+                          "call", lowering=_lowering("adjugate_t")))
+det_ = register(Op("det", _square_rule("det", lambda a: Aval(a.shape[:-2], a.dtype)), np.linalg.det,
+                   (lambda dy, y, a: mul(reshape(dy, shape=aval_of(dy).shape + (1, 1)), adjugate_t_(a)),), "call",
+                   lowering=_lowering("det")))
+
+
 def det(a):
-    """np.linalg.det, as sign * exp(logabsdet) (0 for a singular matrix)."""
-    sign, logabsdet = slogdet(a)
-    return mul(sign, exp(logabsdet))
+    """np.linalg.det; its gradient, the adjugate's transpose, is right at singular matrices too."""
+    return det_(_for_lapack(a))
