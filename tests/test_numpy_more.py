@@ -197,8 +197,8 @@ def test_bad_arguments_raise_as_numpy():
             np.linalg.norm(X, **bad)
         with pytest.raises(ValueError):
             np.linalg.norm(kn.Param(X), **bad)
-    with pytest.raises(TypeError, match="singular values"):
-        np.linalg.norm(p, "nuc")
+    with pytest.raises(ValueError, match="Invalid norm order"):
+        np.linalg.norm(p, 3)
     for bad in ("ij,jk->ik", "ij->iij", "ij->k", "ijk"):  # sizes, a repeated or unknown output, too many axes
         with pytest.raises(ValueError):
             np.einsum(bad, M, M)
@@ -207,7 +207,7 @@ def test_bad_arguments_raise_as_numpy():
     with pytest.raises(ValueError, match="equal division"):
         np.split(p, 4, axis=1)
     with pytest.raises(TypeError, match="constant"):
-        np.pad(p, 1, mode="edge")
+        np.pad(p, 1, mode="linear_ramp")
     with pytest.raises(ValueError, match="cannot be the same"):
         np.diagonal(p, 0, 1, 1)
 
