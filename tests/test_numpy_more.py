@@ -445,3 +445,28 @@ def test_qr_gradients_of_wide_matrices_and_complete_modes_are_refused():
         kn.grad(lambda a: np.sum(np.linalg.qr(a)[1]))(M)
     with pytest.raises(TypeError, match="complete"):
         np.linalg.qr(kn.Param(M.T), mode="complete")
+
+
+def test_new_functions_at_their_edges_as_numpy():
+    # (from an audit of this code: each line was wrong or raised)
+    rows = np.array([[1.0, 2.0, np.nan], [np.nan, 4.0, np.nan], [1.0, 3.0, 6.0]])
+    with np.errstate(all="ignore"):
+        for ddof in (1, 2, 3):  # no more entries than ddof: NaN, not inf or a negative variance
+            np.testing.assert_array_equal(np.nanvar(kn.Param(rows), axis=1, ddof=ddof), np.nanvar(rows, axis=1, ddof=ddof))
+    a = np.array([[[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]], [[3.0, 0.0], [0.0, 0.01], [0.0, 0.0]]])
+    np.testing.assert_allclose(np.linalg.pinv(kn.Param(a), rcond=np.array([1e-15, 0.5])),
+                               np.linalg.pinv(a, rcond=np.array([1e-15, 0.5])), atol=1e-12)  # (an rcond per matrix)
+    f32, i32 = np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(6, dtype=np.int32)
+    for f, x in ((lambda v: np.quantile(v, 0.3), f32), (lambda v: np.percentile(v, 40.0, axis=1), f32),
+                 (lambda v: np.heaviside(v - 2, 0.5), f32), (lambda v: np.vdot(v, v), i32),
+                 (lambda v: np.ediff1d(v, to_end=[7]), f32), (np.fix, i32), (lambda v: np.linalg.vector_norm(v, ord=None), f32),
+                 (lambda v: np.average(v, axis=0, weights=[1, 2], returned=True)[1], i32.reshape(2, 3)),
+                 (lambda v: np.concatenate([v, [5, 6]], axis=None), f32), (lambda v: np.trapezoid(v, x=[0.0, 1.0, 3.0]), f32),
+                 (lambda v: np.multiply.outer(v, [1.0, 2.0]), f32), (lambda v: np.linalg.eigvalsh(v[:, :2], UPLO="u"), f32)):
+        got, want = kn.value(f(kn.Param(x))), f(x)
+        assert np.asarray(got).dtype == np.asarray(want).dtype, (got, want)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    p = kn.Param(rows[2])
+    np.testing.assert_array_equal(np.add.reduce(p, initial=5.0), 15.0)  # (numpy's, on the value: nothing records)
+    with pytest.raises(TypeError, match="not supported on Params"):
+        kn.diff(lambda: np.add.reduce(p, initial=5.0))

@@ -336,7 +336,7 @@ def _cholesky_grad(dy, y, a):
 
 def _eigh_grad(dy, y, a, part, UPLO):
     # a = V diag(w) V^T: dw gives V diag(dw) V^T; dV gives V (F * V^T dV) V^T with
-    # F_ij = 1 / (w_j - w_i) off the diagonal (infinite for repeated eigenvalues, as PyTorch's)
+    # F_ij = 1 / (w_j - w_i) off the diagonal (NaN or infinite for repeated eigenvalues, as PyTorch's)
     v = y if part == 1 else eigh_(a, part=1, UPLO=UPLO)
     shape, n, dtype = aval_of(v).shape, aval_of(v).shape[-1], aval_of(v).dtype
     if part == 0:
@@ -445,17 +445,17 @@ _EIGH = type(np.linalg.eigh(np.eye(1)))  # numpy's (eigenvalues, eigenvectors) n
 def eigh(a, UPLO="L"):
     """np.linalg.eigh: (eigenvalues ascending, eigenvectors in columns) of each symmetric
     matrix, from its lower (UPLO="U": upper) triangle; gradients through both."""
-    a = _for_lapack(_uplo(UPLO, a))
+    a, UPLO = _for_lapack(_uplo(UPLO, a)), UPLO.upper()
     return _EIGH(eigh_(a, part=0, UPLO=UPLO), eigh_(a, part=1, UPLO=UPLO))
 
 
 def eigvalsh(a, UPLO="L"):
     """np.linalg.eigvalsh: the eigenvalues of each symmetric matrix, ascending."""
-    return eigh_(_for_lapack(_uplo(UPLO, a)), part=0, UPLO=UPLO)
+    return eigh_(_for_lapack(_uplo(UPLO, a)), part=0, UPLO=UPLO.upper())
 
 
 def _uplo(UPLO, a):
-    if UPLO not in ("L", "U"):
+    if str(UPLO).upper() not in ("L", "U"):
         raise ValueError(f"UPLO argument must be 'L' or 'U', got {UPLO!r}")
     return a
 
@@ -502,7 +502,7 @@ _SVD = type(np.linalg.svd(np.eye(1)))  # numpy's (U, S, Vh) named tuple
 
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     """np.linalg.svd: (U, S, Vh) of each matrix, singular values descending; gradients through
-    all three (as PyTorch's: infinite where two singular values are equal, and an entry's
+    all three (as PyTorch's: NaN or infinite where two singular values are equal, and an entry's
     singular vectors' signs are LAPACK's, so only functions that do not depend on them have a
     gradient that means something). full_matrices=True is the thin decomposition's when it is
     the same (square matrices); otherwise U's or Vh's extra vectors have no gradient: refused."""
@@ -527,7 +527,8 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
     if rcond is None:
         rcond = 1e-15 if rtol is _UNSET else max(shape[-2:]) * np.finfo(aval_of(a).dtype).eps if rtol is None else rtol
     u, s, vh = svd(a, full_matrices=False)
-    large = gt(s, mul(maximum(s, (len(shape) - 2,)), rcond))  # (1 or 0 in s's type)
+    cutoff = mul(maximum(s, (len(shape) - 2,)), np.asarray(rcond)[..., None] if np.ndim(rcond) else rcond)
+    large = gt(s, cutoff)  # (1 or 0 in s's type; an rcond per matrix, as numpy's)
     inverse = div(large, add(s, sub(1, large)))  # 1 / s where large, else 0 (and no 1 / 0 in the gradient)
     k = aval_of(s).shape[-1]
     return bmm(mul(_swap_op(vh), reshape(inverse, shape=shape[:-2] + (1, k))), u, trans_b=True)

@@ -173,7 +173,7 @@ FUNCTIONS.update({
     _numpy_var(x, axis, dtype, out, ddof, keepdims, True),
     np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
     np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis) if axis is not None else  # (None: flattened)
-    cat(*(reshape(a, shape=(int(np.prod(aval_of(a).shape)),)) for a in arrays), dims=0),
+    cat(*(_numpy_ravel(np.asarray(a) if type(a) in (list, tuple) else a) for a in arrays), dims=0),
 })
 
 
@@ -370,10 +370,15 @@ class ArrayMethods:
         if out is None or type(out) is tuple and all(o is None for o in out):
             kwargs.pop("out", None)
         if method == "outer" and op is not None and not kwargs:
-            a, b = inputs  # (np.multiply.outer(a, b): a's axes, then b's)
+            a, b = (np.asarray(x) if type(x) in (list, tuple) else x for x in inputs)  # (a's axes, then b's)
             return op(reshape(a, shape=aval_of(a).shape + (1,) * len(aval_of(b).shape)), b)
         if (method, ufunc) in UFUNC_METHODS:  # (numpy passes what is not an input by keyword)
-            return FUNCTIONS[UFUNC_METHODS[method, ufunc]](*inputs, **{"axis": 0, **kwargs})
+            fn, kwargs = FUNCTIONS[UFUNC_METHODS[method, ufunc]], {"axis": 0, **kwargs}
+            try:
+                inspect.signature(fn).bind(*inputs, **kwargs)
+            except TypeError:  # (initial=, where=: refused as numpy's functions' are)
+                return NotImplemented
+            return fn(*inputs, **kwargs)
         if method != "__call__" or op is None or kwargs:
             return NotImplemented  # Params and taped values raise a clear TypeError (autograd._Recordable)
         return op(*inputs)

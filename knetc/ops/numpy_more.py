@@ -526,7 +526,7 @@ def _vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
     """np.linalg.vector_norm: the norm of the entries along axis (all of them by default)."""
     ndim = len(_shape(x))
     axes = tuple(range(ndim)) if axis is None else _axes_arg(axis, ndim)
-    result = norm(x, ord, axes)
+    result = norm(x, 2 if ord is None else ord, axes)
     return result if keepdims else reshape(result, shape=tuple(n for i, n in enumerate(_shape(x)) if i not in axes))
 
 

@@ -68,7 +68,8 @@ def _nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
     a = _float(_no_out(out, a)) if dtype is None else astype(a, dtype=np.dtype(dtype))
     deviation = _where(_isnan(a), 0, ew.sub(a, _nanmean(a, axis, keepdims=True)))
     squares = FUNCTIONS[np.sum](ew.mul(deviation, deviation), axis, None, None, keepdims)
-    return ew.div(squares, astype(ew.sub(_count(a, axis, keepdims), ddof), dtype=aval_of(squares).dtype))
+    dof = ew.sub(_count(a, axis, keepdims), ddof)
+    return _where(ew.le(dof, 0), np.nan, ew.div(squares, astype(dof, dtype=aval_of(squares).dtype)))  # (numpy's NaN)
 
 
 def _nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
@@ -105,7 +106,8 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
     total = FUNCTIONS[np.sum](ew.mul(a, w), axis, None, None, keepdims)
     scale = FUNCTIONS[np.sum](broadcast_to(w, shape=_shape(a)), axis, None, None, keepdims)
     avg = ew.div(total, scale)
-    return (avg, scale) if returned else avg
+    return (avg, astype(scale, dtype=aval_of(avg).dtype) if aval_of(scale).dtype != aval_of(avg).dtype else scale) \
+        if returned else avg
 
 
 def _ptp(a, axis=None, out=None, keepdims=False):
@@ -123,7 +125,7 @@ def _sorted_rows(a, axis, keepdims):
     rows = reshape(_moveaxis(a, list(axes), list(range(ndim - len(axes), ndim))),
                    shape=tuple(_shape(a)[i] for i in rest) + (int(np.prod([_shape(a)[i] for i in axes])),))
     if _shape(rows)[-1] == 0:
-        raise ValueError("np.quantile/median of no entries")
+        raise ValueError("np.quantile/median of no entries on Params and recorded values (numpy: NaN)")
     shape = tuple(1 if i in axes else n for i, n in enumerate(_shape(a))) if keepdims else tuple(_shape(a)[i] for i in rest)
     return _sort(rows, -1), FUNCTIONS[np.any](_isnan(rows), -1), shape
 
@@ -147,7 +149,7 @@ def _quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
     n, results = _shape(ordered)[-1], []
     for t in q.ravel():
         below = int(np.floor(t * (n - 1)))
-        fraction = t * (n - 1) - below
+        fraction = float(t * (n - 1) - below)  # (a Python float: float32 entries stay float32)
         lo, hi = _entry(ordered, below), _entry(ordered, min(below + 1, n - 1))
         gap = ew.sub(hi, lo)
         value = ew.sub(hi, ew.mul(gap, 1 - fraction)) if fraction >= 0.5 else ew.add(lo, ew.mul(gap, fraction))
@@ -184,7 +186,9 @@ def _sinc(x):
 
 
 def _heaviside(x1, x2):
-    return _where(_isnan(x1), np.nan, _where(ew.lt(x1, 0), 0, _where(ew.gt(x1, 0), 1, x2)))
+    step = _where(_isnan(x1), np.nan, _where(ew.lt(x1, 0), 0, _where(ew.gt(x1, 0), 1, x2)))
+    dtype = aval_of(ew.add(ew.mul(x1, 0), x2)).dtype  # (the ufunc's: a Python number is weak)
+    return step if aval_of(step).dtype == dtype else astype(step, dtype=dtype)
 
 
 def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
@@ -198,8 +202,8 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _fix(x, out=None):
-    """np.fix: rounded towards zero, as a float (of integers: float64)."""
-    return ew.trunc(_float(_no_out(out, x)))
+    """np.fix: rounded towards zero (integers and bools as they are, as numpy 2's)."""
+    return ew.trunc(_no_out(out, x))
 
 
 # ----------------------------------------------------------------------------- shapes and products
@@ -246,7 +250,7 @@ def _kron(a, b):
 
 
 def _vdot(a, b):
-    return FUNCTIONS[np.sum](ew.mul(_numpy_ravel(a), _numpy_ravel(b)))
+    return FUNCTIONS[np.dot](_numpy_ravel(a), _numpy_ravel(b))
 
 
 def _cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
@@ -280,7 +284,7 @@ def _broadcast_arrays(*args, subok=False):
 
 
 def _ediff1d(ary, to_end=None, to_begin=None):
-    parts = [_numpy_ravel(np.asarray(p) if type(p) in (list, tuple, int, float) else p)
+    parts = [_numpy_ravel(np.asarray(p, aval_of(ary).dtype) if type(p) in (list, tuple, int, float) else p)
              for p in (to_begin, ary, to_end) if p is not None]
     flat = _numpy_ravel(ary)
     steps = ew.sub(getindex(flat, slice(1, None)), getindex(flat, slice(0, max(_shape(flat)[0] - 1, 0))))
@@ -290,6 +294,7 @@ def _ediff1d(ary, to_end=None, to_begin=None):
 
 def _trapezoid(y, x=None, dx=1.0, axis=-1):
     """np.trapezoid: the trapezoid rule's integral of y along axis (spacing x's steps, or dx)."""
+    x = np.asarray(x) if type(x) in (list, tuple) else x
     n = _shape(y)[_axes_arg(axis, len(_shape(y)))[0]]
     later, earlier = (FUNCTIONS[np.take](y, np.arange(1, n), axis), FUNCTIONS[np.take](y, np.arange(0, max(n - 1, 0)), axis))
     width = dx if x is None else FUNCTIONS[np.diff](x, axis=axis if len(_shape(x)) > 1 else -1)
