@@ -289,9 +289,7 @@ class CompiledFunction:
         self.compilations = 0
         self.retraces = 0  # traces because something read from outside changed
         self._numbers_as_values = set()  # argnums whose Python numbers the function uses as Python values
-        signature = inspect.signature(fn)
-        self._signature_with_defaults = signature if any(
-            p.default is not p.empty for p in signature.parameters.values()) else None
+        self._defaults = None  # the (__defaults__, __kwdefaults__) _signature_with_defaults was made from
 
     def __repr__(self):
         return f"<knetc.compile {self.fn.__qualname__} target={self.target}>"
@@ -304,6 +302,11 @@ class CompiledFunction:
         """The arguments with the defaults of those not given filled in, so that default
         values are arguments like the others (flattened, keyed and read live), not values
         the trace reads once; and their leaves and treedef."""
+        defaults = getattr(self.fn, "__defaults__", None), getattr(self.fn, "__kwdefaults__", None)
+        if self._defaults is None or any(a is not b for a, b in zip(defaults, self._defaults)):  # (rebound: as Python)
+            signature, self._defaults = inspect.signature(self.fn), defaults
+            self._signature_with_defaults = signature if any(
+                p.default is not p.empty for p in signature.parameters.values()) else None
         if self._signature_with_defaults is not None:
             try:
                 bound = self._signature_with_defaults.bind(*args, **kwargs)

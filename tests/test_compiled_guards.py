@@ -1055,3 +1055,22 @@ def test_compile_above_staticmethod():
     # (the decorator took the staticmethod object, and every call raised AttributeError)
     np.testing.assert_array_equal(WithStatic.doubled(np.ones(2)), [2.0, 2.0])
     np.testing.assert_array_equal(WithStatic().doubled(np.ones(2)), [2.0, 2.0])
+
+
+@kn.compile(target="cpu")
+def with_defaults(x, w=np.ones(3), *, scale=1.0):
+    return kn.sum(x * w) * scale
+
+
+def test_rebinding_the_compiled_functions_own_defaults():
+    # (its signature was read once: rebound defaults kept the old values)
+    x = np.arange(3.0)
+    same(with_defaults, x)
+    saved = with_defaults.fn.__defaults__, with_defaults.fn.__kwdefaults__
+    try:
+        with_defaults.fn.__defaults__ = (np.full(3, 5.0),)
+        same(with_defaults, x)
+        with_defaults.fn.__kwdefaults__ = {"scale": -2.0}
+        same(with_defaults, x)
+    finally:
+        with_defaults.fn.__defaults__, with_defaults.fn.__kwdefaults__ = saved
