@@ -1074,3 +1074,34 @@ def test_rebinding_the_compiled_functions_own_defaults():
         same(with_defaults, x)
     finally:
         with_defaults.fn.__defaults__, with_defaults.fn.__kwdefaults__ = saved
+
+
+class Scaled:
+    def __init__(self, w):
+        self.w = w
+
+    @property
+    def weight(self):
+        return self.w * 2.0
+
+    def __call__(self, x):
+        return kn.sum(x * self.weight)
+
+
+@kn.compile(target="cpu")
+def calls_a_layer(layer, x):
+    return layer(x) + kn.sum(layer.weight)
+
+
+def test_a_property_or_call_replaced_on_an_arguments_class():
+    # (methods were guarded in their class, properties and __call__ not: the old ones ran)
+    x, layer = normal(3, 44), Scaled(normal(3, 45))
+    same(calls_a_layer, layer, x)
+    saved = Scaled.weight, Scaled.__call__
+    try:
+        Scaled.weight = property(lambda self: self.w * 10.0)
+        same(calls_a_layer, layer, x)
+        Scaled.__call__ = lambda self, x: -kn.sum(x * self.w)
+        same(calls_a_layer, layer, x)
+    finally:
+        Scaled.weight, Scaled.__call__ = saved

@@ -576,6 +576,7 @@ class FunctionTranslator(ast.NodeVisitor):
         array, dunder = isinstance(obj, Var), name.startswith("__")
         prop = getattr(type(obj), name, None)  # the user's property: inlined, so that what it reads is guarded
         if isinstance(prop, property) and isinstance(prop.fget, types.FunctionType) and not _is_library(prop.fget):
+            self._guarded(obj, (True, name), prop)  # (an argument's: guarded in its class, as its methods are)
             return self.translation.inline(prop.fget, (obj,), {})
         try:
             if array and (dunder or not self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")):
@@ -774,6 +775,7 @@ class FunctionTranslator(ast.NodeVisitor):
                                    hint="create objects outside and pass them in as arguments")
         call = getattr(type(fn), "__call__", None)
         if isinstance(call, types.FunctionType) and not _is_library(call) and not isinstance(fn, types.BuiltinFunctionType):
+            self._guarded(fn, (True, "__call__"), call)  # (an argument's: guarded in its class)
             return self.translation.inline(call, (fn, *args), kwargs)  # a callable user object (a layer)
         # A library function: Params from outside in its arguments, or in the library object called, become the program's inputs,
         # and a Python function it is given (map(f, xs), functools.reduce, kn.grad(f)) is inlined when it calls it (guarded).
