@@ -62,6 +62,22 @@ UFUNC_METHODS = {("reduce", np.add): np.sum, ("reduce", np.multiply): np.prod, (
                  ("reduce", np.minimum): np.min, ("accumulate", np.add): np.cumsum, ("accumulate", np.multiply): np.cumprod}
 
 
+def _ufunc_method(ufunc, op, method, inputs, kwargs):
+    """np.<ufunc>.outer, and the reduce/accumulate that are numpy functions (UFUNC_METHODS);
+    NotImplemented for the rest (a clear TypeError on Params and taped values)."""
+    if method == "outer" and op is not None and not kwargs:
+        a, b = (np.asarray(x) if type(x) in (list, tuple) else x for x in inputs)  # (a's axes, then b's)
+        return op(reshape(a, shape=aval_of(a).shape + (1,) * len(aval_of(b).shape)), b)
+    if (method, ufunc) not in UFUNC_METHODS:
+        return NotImplemented
+    fn, kwargs = FUNCTIONS[UFUNC_METHODS[method, ufunc]], {"axis": 0, **kwargs}  # (numpy passes them by keyword)
+    try:
+        inspect.signature(fn).bind(*inputs, **kwargs)
+    except TypeError:  # (initial=, where=: refused as numpy's functions' are)
+        return NotImplemented
+    return fn(*inputs, **kwargs)
+
+
 def _as_float(x):
     """x in the float dtype numpy gives a float function of it (np.rint of integers is a float;
     kn.round keeps Julia's integer)."""
@@ -369,17 +385,9 @@ class ArrayMethods:
         out = kwargs.get("out", None)  # (out=None, or (None,), is no `out`; arrays compare elementwise: `is`)
         if out is None or type(out) is tuple and all(o is None for o in out):
             kwargs.pop("out", None)
-        if method == "outer" and op is not None and not kwargs:
-            a, b = (np.asarray(x) if type(x) in (list, tuple) else x for x in inputs)  # (a's axes, then b's)
-            return op(reshape(a, shape=aval_of(a).shape + (1,) * len(aval_of(b).shape)), b)
-        if (method, ufunc) in UFUNC_METHODS:  # (numpy passes what is not an input by keyword)
-            fn, kwargs = FUNCTIONS[UFUNC_METHODS[method, ufunc]], {"axis": 0, **kwargs}
-            try:
-                inspect.signature(fn).bind(*inputs, **kwargs)
-            except TypeError:  # (initial=, where=: refused as numpy's functions' are)
-                return NotImplemented
-            return fn(*inputs, **kwargs)
-        if method != "__call__" or op is None or kwargs:
+        if method != "__call__":
+            return _ufunc_method(ufunc, op, method, inputs, kwargs)
+        if op is None or kwargs:
             return NotImplemented  # Params and taped values raise a clear TypeError (autograd._Recordable)
         return op(*inputs)
 
