@@ -46,8 +46,9 @@ def _flatten(x, leaves):
         return ("list", tuple(_flatten(v, leaves) for v in x))
     if t is tuple:
         return ("tuple", tuple(_flatten(v, leaves) for v in x))
-    if t is dict:
-        return ("dict", tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+    if t is dict:  # (keys other than strings with their types: 1, 1.0 and True are equal keys, not the same)
+        node = ("dict", tuple(x), tuple(_flatten(v, leaves) for v in x.values()))
+        return node if all(type(k) is str for k in x) else node + (tuple(map(type, x)),)
     if isinstance(x, dict):  # a subclass (OrderedDict, defaultdict): rebuilt by its class
         make = (t, x.default_factory) if isinstance(x, collections.defaultdict) else (t,)
         return ("mapping", make, tuple(x), tuple(_flatten(v, leaves) for v in x.values()))

@@ -1105,3 +1105,18 @@ def test_a_property_or_call_replaced_on_an_arguments_class():
         same(calls_a_layer, layer, x)
     finally:
         Scaled.weight, Scaled.__call__ = saved
+
+
+@kn.compile(target="cpu")
+def keyed(table, x):
+    key = next(iter(table))
+    return kn.sum(x) * table[key] * (10.0 if key is True else 1.0), repr(key)
+
+
+def test_equal_dict_keys_of_other_types_are_other_arguments():
+    # (1, 1.0 and True are equal keys: the trace for {1: ...} answered for {True: ...})
+    x = normal(3, 46)
+    for table in ({1: 2.0}, {True: 2.0}, {1.0: 2.0}, {1: 2.0}):
+        got, want = keyed(table, x), keyed.fn(table, x)
+        assert got[1] == want[1]
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
