@@ -1120,3 +1120,23 @@ def test_equal_dict_keys_of_other_types_are_other_arguments():
         got, want = keyed(table, x), keyed.fn(table, x)
         assert got[1] == want[1]
         np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+
+
+class Hooked:
+    def __init__(self, w):
+        self.w = w
+
+    def __getattribute__(self, name):  # (every read of w through the object is scaled)
+        value = object.__getattribute__(self, name)
+        return value * 10.0 if name == "w" else value
+
+
+@kn.compile(target="cpu")
+def reads_hooked(obj, x):
+    return kn.sum(x * obj.w)
+
+
+def test_an_arguments_getattribute_runs_once_per_read():
+    # (flattening read the attributes through the hook and the function read them through it again)
+    x = normal(3, 47)
+    same(reads_hooked, Hooked(normal(3, 48)), x)
