@@ -1140,3 +1140,25 @@ def test_an_arguments_getattribute_runs_once_per_read():
     # (flattening read the attributes through the hook and the function read them through it again)
     x = normal(3, 47)
     same(reads_hooked, Hooked(normal(3, 48)), x)
+
+
+@kn.compile(target="cpu")
+def tripled(x):
+    return x * 3.0
+
+
+class HoldsCompiled:
+    def __init__(self, g):
+        self.g = g
+
+
+@kn.compile(target="cpu")
+def calls_a_held_compiled_function(holder, x):
+    return kn.sum(holder.g(x))
+
+
+def test_a_compiled_function_held_by_an_argument():
+    # (its own state was walked as the argument's and refused as "a generator from outside")
+    x = normal(3, 49)
+    same(calls_a_held_compiled_function, HoldsCompiled(tripled), x)
+    np.testing.assert_allclose(kn.grad(calls_a_held_compiled_function, argnum=1)(HoldsCompiled(tripled), x), np.full(3, 3.0))

@@ -292,7 +292,8 @@ class Translation:
         refuse_iterator(tree)
         if isinstance(tree, (type, types.ModuleType)) and not _is_library(tree):
             self.depend(tree, {"": tree}, "")
-        objects = hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType))
+        objects = hasattr(tree, "__dict__") and not isinstance(tree, (Var, type, types.FunctionType, types.ModuleType)) \
+            and context.kind(tree) != "compiled"  # (a compiled function's state is its own)
         items = tree if isinstance(tree, (list, tuple)) else tree.values() if isinstance(tree, dict) else \
             vars(tree).values() if objects else None
         if items is not None:
