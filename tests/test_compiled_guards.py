@@ -1162,3 +1162,25 @@ def test_a_compiled_function_held_by_an_argument():
     x = normal(3, 49)
     same(calls_a_held_compiled_function, HoldsCompiled(tripled), x)
     np.testing.assert_allclose(kn.grad(calls_a_held_compiled_function, argnum=1)(HoldsCompiled(tripled), x), np.full(3, 3.0))
+
+
+class BaseLayer:
+    def act(self, h):
+        return h * 2.0
+
+
+class SubLayer(BaseLayer):
+    def act(self, h):
+        return super().act(h) + 10.0
+
+
+@kn.compile(target="cpu")
+def calls_through_super(layer, x):
+    return kn.sum(layer.act(x) * x)
+
+
+def test_zero_argument_super_in_a_method():
+    # (CompileError: "super(): __class__ cell not found")
+    x = normal(3, 50)
+    same(calls_through_super, SubLayer(), x)
+    np.testing.assert_allclose(kn.grad(calls_through_super, argnum=1)(SubLayer(), x), 4.0 * x + 10.0)
