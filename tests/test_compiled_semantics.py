@@ -432,6 +432,10 @@ def numpy_scalar_of_value(x):
     return np.float32(kn.sum(x))
 
 
+def positions_of_a_mask(x):
+    return np.where(x > 2)[0] * 1.0
+
+
 def math_of_value(x):
     return math.exp(kn.sum(x)) * x
 
@@ -447,7 +451,8 @@ REFUSED = [(through_numpy_helper, "`np.asarray` of an array value", np.arange(6.
            (as_item, "`.item` of an array value", np.arange(6.0)),
            (numpy_gradient, "`np.gradient` is not supported", np.arange(6.0)),
            (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0)),
-           (math_of_value, "`math.exp` of an array value", np.arange(6.0) / 10)]
+           (math_of_value, "`math.exp` of an array value", np.arange(6.0) / 10),
+           (positions_of_a_mask, "np.where(condition) alone", np.arange(6.0))]
 
 
 @pytest.mark.parametrize("fn", [floor_divided, remainder, floor_divided_in_place])

@@ -193,9 +193,15 @@ FUNCTIONS.update({
 })
 
 
-def _numpy_where(condition, x, y):
+_NONZERO = object()
+
+
+def _numpy_where(condition, x=_NONZERO, y=_NONZERO):
     """np.where(c, x, y) with broadcasting: x where c is nonzero, else y. The gradient goes to
     the chosen input only (as torch.where); an inf or NaN in the branch not taken stays out."""
+    if x is _NONZERO or y is _NONZERO:
+        raise TypeError("np.where(condition) alone (np.nonzero: positions whose number depends on the data) is not "
+                        "supported on recorded and compiled values; use np.where(condition, x, y), or a mask")
     x, y = _with_dtype_of(x, y), _with_dtype_of(y, x)
     return ew.add(ew.masked(x, condition), ew.masked(y, ew.eq(condition, 0)))
 
