@@ -6,7 +6,8 @@ import inspect
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..context import is_symbolic
+from ..errors import CompileError, ShapeError
 from . import elementwise as ew
 from .core import astype, aval_of
 from .linalg import matmul
@@ -200,8 +201,11 @@ def _numpy_where(condition, x=_NONZERO, y=_NONZERO):
     """np.where(c, x, y) with broadcasting: x where c is nonzero, else y. The gradient goes to
     the chosen input only (as torch.where); an inf or NaN in the branch not taken stays out."""
     if x is _NONZERO or y is _NONZERO:
-        raise TypeError("np.where(condition) alone (np.nonzero: positions whose number depends on the data) is not "
-                        "supported on recorded and compiled values; use np.where(condition, x, y), or a mask")
+        what, fix = "np.where(condition) alone (positions whose number depends on the data)", \
+            "use np.where(condition, x, y), or multiply by the mask"
+        if is_symbolic(condition):
+            raise CompileError(f"{what} is not supported in compiled code", hint=fix)
+        raise TypeError(f"{what} is not supported on recorded values: {fix}")
     x, y = _with_dtype_of(x, y), _with_dtype_of(y, x)
     return ew.add(ew.masked(x, condition), ew.masked(y, ew.eq(condition, 0)))
 
