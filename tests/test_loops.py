@@ -133,9 +133,17 @@ def composite_in_the_body(w, xs, h):
     return kn.sum(h * h)
 
 
+def carry_assigned_its_own_value(w, xs, h):
+    W, R, b = w
+    c = h * 0.5
+    for t in range(xs.shape[0]):
+        h, c = kn.tanh(xs[t] @ W + h @ R + b + c), c  # (c: its own value; the body reads it: NameError)
+    return kn.sum(h * c)
+
+
 LOOPS = {f.__name__: f for f in (scalar_sequence, tanh_rnn, reversed_rnn, negative_index_rnn, strided_two_rows, accumulated_loss,
                                  two_carries, nested_loops, layers_in_a_loop, body_local_and_loop_variable,
-                                 loop_with_else, row_then_index, composite_in_the_body)}
+                                 loop_with_else, row_then_index, composite_in_the_body, carry_assigned_its_own_value)}
 
 
 # ---------------------------------------------------------------- what unrolls
@@ -199,9 +207,16 @@ def row_of_a_value_computed_inside(w, xs, h):
     return kn.sum(h * h)
 
 
+def index_array_beside_the_row(w, xs, h):
+    W, R, b = w
+    for t in range(xs.shape[0]):  # (numpy: xs[t, :, ids] puts ids' axis first; xs[t][:, ids] does not)
+        h = kn.tanh(xs[t, :, [3, 1, 0, 2]].T @ W + h @ R + b)
+    return kn.sum(h * h)
+
+
 UNROLLED = {f.__name__: f for f in (branch_on_the_loop_variable, list_of_steps, python_counter,
                                     loop_variable_in_a_call, second_axis, break_early,
-                                    row_of_a_value_computed_inside)}
+                                    row_of_a_value_computed_inside, index_array_beside_the_row)}
 
 
 def arguments(steps=5, batch=3, features=4, hidden=6):

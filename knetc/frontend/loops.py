@@ -114,6 +114,8 @@ def subscript(obj, index):
     first, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
     if not isinstance(first, LoopIndex) or any(isinstance(i, LoopIndex) for i in rest):
         raise NotALoop("the loop variable indexes an axis other than the first")
+    if any(isinstance(i, (list, tuple)) or getattr(i, "shape", ()) != () for i in rest):
+        raise NotALoop("an index array beside t")  # (numpy: xs[t, :, ids] puts ids' axis first, not xs[t][:, ids])
     row = first.region.row(obj, first)
     return row[rest] if rest else row
 
@@ -156,8 +158,7 @@ def trace_region(translator, node, steps):
         return verdict
 
     outer.constants.update(body.constants)
-    kept = [(name, start, v, scope[name]) for name, start, v in carries if scope[name] is not v]
-    scope.update((name, start) for name, start, v in carries if scope[name] is v)  # (assigned its own value)
+    kept = [(name, start, v, scope[name]) for name, start, v in carries]  # (one assigned its own value too: the body reads it)
     for name in assigned:  # the body's own values, as Python leaves them after the loop
         value = scope.get(name)
         if name not in before and isinstance(value, Var):
