@@ -470,3 +470,21 @@ def test_new_functions_at_their_edges_as_numpy():
     np.testing.assert_array_equal(np.add.reduce(p, initial=5.0), 15.0)  # (numpy's, on the value: nothing records)
     with pytest.raises(TypeError, match="not supported on Params"):
         kn.diff(lambda: np.add.reduce(p, initial=5.0))
+
+
+def test_second_derivatives_of_det_at_singular_matrices():
+    # (the adjugate's gradient went through the inverse: wrong values at a rank-2 3 x 3 matrix,
+    # LinAlgError at a singular 2 x 2 one; det is a polynomial: its Hessian exists everywhere)
+    rng = np.random.default_rng(7)
+    singular = rng.standard_normal((3, 2)) @ rng.standard_normal((2, 3))
+    for x in (np.array([[1.0, 2.0], [2.0, 4.0]]), singular, np.eye(3), rng.standard_normal((2, 3, 3))):
+        v = rng.standard_normal(x.shape)
+        gradient = kn.grad(lambda y: np.sum(np.linalg.det(y)))
+        hvp = lambda y: np.sum(gradient(y) * v)  # noqa: E731
+        expected = numgrad(lambda y: float(hvp(y)), x.copy())
+        np.testing.assert_allclose(kn.grad(hvp)(x), expected, atol=1e-6)
+        np.testing.assert_allclose(kn.grad(kn.compile(_det_hvp))(x, v), expected, atol=1e-6)
+
+
+def _det_hvp(x, v):
+    return np.sum(kn.grad(lambda y: np.sum(np.linalg.det(y)))(x) * v)

@@ -535,11 +535,15 @@ def pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
 
 
 def _adjugate_t_grad(dy, y, a):
-    # y = det(a) a^-T (where a is invertible): dy gives det(a) (<dy, a^-T> a^-T - a^-T dy^T a^-T)
-    inverse_t, n = _swap_op(inv_(a)), aval_of(a).shape[-1]
-    inner = sum(mul(dy, inverse_t), (aval_of(a).ndim - 2, aval_of(a).ndim - 1))
-    scale = reshape(det(a), shape=aval_of(a).shape[:-2] + (1, 1))
-    return mul(scale, sub(mul(inner, inverse_t), bmm(bmm(inverse_t, dy, trans_b=True), inverse_t)))
+    # <dy, adj(a)^T> = sum_i det(a with row i replaced by dy's row i) (Laplace along row i), so
+    # its gradient is the sum over i of those matrices' adj^T with row i zeroed: adjugates only,
+    # right at singular matrices too (det(a) inv(a)^T has no inverse there), to any order.
+    batch, n, dtype = aval_of(a).shape[:-2], aval_of(a).shape[-1], aval_of(a).dtype
+    rows = np.zeros((n, n, n), dtype)
+    rows[np.arange(n), np.arange(n)] = 1  # rows[i]: row i of an n x n matrix
+    stacked = lambda m: reshape(m, shape=batch + (1, n, n))  # noqa: E731
+    replaced = add(mul(stacked(a), 1 - rows), mul(stacked(dy), rows))
+    return reshape(sum(mul(adjugate_t_(replaced), 1 - rows), (len(batch),)), shape=batch + (n, n))
 
 
 # The adjugate's transpose, det's gradient: from the SVD (library routine), so that it is
