@@ -270,3 +270,26 @@ def test_moments_take_numpy_creators_as_initialisers():
     np.testing.assert_array_equal(numpy_style.mean, knet_style.mean)
     np.testing.assert_array_equal(numpy_style.var, knet_style.var)
     assert np.allclose(numpy_style.mean, 0.9 + 0.1 * x.mean(axis=0, keepdims=True))
+
+
+_BN_WEIGHTS = np.random.default_rng(11).standard_normal((4, 3))
+
+
+def _bn_cubed(x, m):
+    return np.sum(kn.batchnorm(x, m) ** 3 * _BN_WEIGHTS)
+
+
+def _bn_hvp(x, v, m):
+    return np.sum(kn.grad(_bn_cubed)(x, m) * v)
+
+
+def test_a_gradient_of_batchnorm_with_moments_inside_compiled_code():
+    # (a kn.grad inside compiled code: the running statistics were read as numpy arrays from
+    # the IR values: "iterating over an array value is not supported")
+    rng = np.random.default_rng(12)
+    x, v = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    eager_moments, compiled_moments = kn.bnmoments(), kn.bnmoments()
+    want = kn.grad(lambda y: _bn_hvp(y, v, eager_moments))(x)
+    got = kn.grad(kn.compile(_bn_hvp, target="cpu"))(x, v, compiled_moments)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(compiled_moments.mean, eager_moments.mean, rtol=1e-12)

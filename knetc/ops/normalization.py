@@ -353,13 +353,14 @@ def dropout(x, p, drop=None, seed=0):
 
 
 def _compiling(x):
-    return is_symbolic(x)
+    """Is x an IR value, or a taped one holding an IR value (a kn.grad inside compiled code)?"""
+    return is_symbolic(value_of(x))
 
 
 def _bind_with(x, op, *args, **params):
     """op(*args) in the mode x is in: its inputs are plain arrays, which would otherwise run
     now, at compile time, and freeze the result into the program."""
-    if is_symbolic(x):
+    if _compiling(x):
         return context.symbolic_trace().process(op, args, params)
     return op(*args, **params)
 
@@ -369,4 +370,4 @@ def _salt(x):
     in one program draw different masks (and are not merged as common subexpressions). Not
     the number of ops before it: that differs between targets (batchnorm is one cuDNN op on a
     GPU, several on a CPU), and the masks must not."""
-    return sum(e.op is dropout_mask for e in context.symbolic_trace().eqns) if is_symbolic(x) else 0
+    return sum(e.op is dropout_mask for e in context.symbolic_trace().eqns) if _compiling(x) else 0
