@@ -323,7 +323,8 @@ class CompiledFunction:
         if is_array(leaf):
             value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
             return type(leaf), tuple(value.shape), np.dtype(value.dtype).str
-        key = (leaf.start, leaf.stop, leaf.step) if type(leaf) is slice else leaf  # (slices hash from Python 3.12 on)
+        key = (leaf.start, leaf.stop, leaf.step) if type(leaf) is slice else leaf if type(leaf) in _PLAIN_STATIC \
+            else (leaf, repr(leaf))  # (slices hash from 3.12 on; equal others may differ: range(0), range(5, 5))
         try:
             hash(key)
         except TypeError:
@@ -536,6 +537,7 @@ def _shared_totals(leaves, grads):
     return grads
 
 
+_PLAIN_STATIC = (int, float, bool, str, bytes, type(None))  # (static leaves that equal ones do not tell apart)
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)
 
 

@@ -11,6 +11,7 @@ key, functools.reduce, kn.grad): the translator inlines those when called, and g
 import collections.abc
 import functools
 import itertools
+import operator
 import random
 import types
 import warnings
@@ -75,9 +76,34 @@ def refuse_iterator(value):
                            "would read it once, while tracing", hint="pass the values it gives as arguments")
 
 
-def refuse_data_access(fn, name):
-    """Calls that need an array value's data (float(x), np.asarray(x), x.item()) or a numpy
+# Python's containers find a key or an item by its value (hash and ==); an array value has
+# none while tracing (an ndarray is unhashable, a numpy scalar hashes its number).
+_LOOKUPS = {"get", "pop", "setdefault", "__getitem__", "__contains__", "count", "index", "remove", "discard", "add"}
+_HASHING = (hash, id, set, frozenset, dict.fromkeys, collections.Counter, operator.contains, operator.countOf,
+            operator.indexOf)
+
+
+def _looks_up(fn, args):
+    owner = getattr(fn, "__self__", None)
+    if any(fn is f for f in _HASHING):
+        return True
+    return isinstance(owner, (dict, list, tuple, set, frozenset, collections.deque)) \
+        and getattr(fn, "__name__", "") in _LOOKUPS and bool(args) and _holds_var(args[0])
+
+
+def _holds_var(x):
+    return isinstance(x, Var) or isinstance(x, (list, tuple)) and any(map(_holds_var, x))
+
+
+def refuse_data_access(fn, name, args=()):
+    """Calls that need an array value's data (float(x), np.asarray(x), x.item()), a lookup by
+    an array value (its hash or ==: `table.get(s)`, `xs.index(x)`, `hash(x)`) or a numpy
     function knetc has no op for: refused by name, not with Python's message about a `Var`."""
+    if _looks_up(fn, args):
+        raise CompileError(f"`{name}` hashes, compares or identifies an array value (Python looks up by value; an "
+                           "ndarray has no hash), which compiled code knows only when the kernels run",
+                           hint="look up by a Python number or string known while tracing, or use array operations "
+                                "(np.where, masks)")
     if any(fn is f for f in _TEXT) or isinstance(getattr(fn, "__self__", None), str):  # str(x), "{}".format(x)
         refuse_text(f"`{name}`")
     if any(fn is f for f in (float, int, complex, bool)) \

@@ -1184,3 +1184,18 @@ def test_zero_argument_super_in_a_method():
     x = normal(3, 50)
     same(calls_through_super, SubLayer(), x)
     np.testing.assert_allclose(kn.grad(calls_through_super, argnum=1)(SubLayer(), x), 4.0 * x + 10.0)
+
+
+@kn.compile(target="cpu")
+def reads_a_static_argument(x, r):
+    return x * (r.start + r.step + len(r)) if isinstance(r, range) else x * sum(v for (v,) in r) + repr(r).count("-")
+
+
+def test_equal_static_arguments_that_differ_are_other_specializations():
+    # (keyed by ==: range(5, 5) reused range(0, 0)'s trace, frozenset({(1.0,)}) the int one's)
+    x = normal(2, 51)
+    for r in (range(0, 0), range(5, 5), range(0, 1, 5), range(0, 1, 7), frozenset({(1,), (2,)}),
+              frozenset({(1.0,), (2.0,)}), frozenset({(-0.0,)}), frozenset({(0.0,)})):
+        got, want = reads_a_static_argument(x, r), reads_a_static_argument.fn(x, r)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_array_equal(got, want)

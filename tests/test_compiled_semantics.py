@@ -436,6 +436,25 @@ def positions_of_a_mask(x):
     return np.where(x > 2)[0] * 1.0
 
 
+def attribute_with_a_default(x):
+    return x * getattr(x, "itemsize", 1)  # (the array has it: the default would be wrong)
+
+
+TABLE = {2.0: 20.0}
+
+
+def lookup_by_value(x):
+    return x * TABLE.get(np.sum(x), -1.0)  # (a numpy scalar in Python: found by its value)
+
+
+def index_by_value(x):
+    return x * [x, x * 1.0].index(x * 1.0)
+
+
+def hash_of_value(x):
+    return x * (hash(np.sum(x)) % 2)
+
+
 def math_of_value(x):
     return math.exp(kn.sum(x)) * x
 
@@ -452,7 +471,11 @@ REFUSED = [(through_numpy_helper, "`np.asarray` of an array value", np.arange(6.
            (numpy_gradient, "`np.gradient` is not supported", np.arange(6.0)),
            (numpy_scalar_of_value, "`float32` of an array value", np.arange(6.0)),
            (math_of_value, "`math.exp` of an array value", np.arange(6.0) / 10),
-           (positions_of_a_mask, "np.where(condition) alone", np.arange(6.0))]
+           (positions_of_a_mask, "np.where(condition) alone", np.arange(6.0)),
+           (attribute_with_a_default, "`.itemsize` of an array value", np.arange(6.0)),
+           (lookup_by_value, "`dict.get` hashes, compares or identifies an array value", np.array([0.5, 1.5])),
+           (index_by_value, "`list.index` hashes, compares or identifies an array value", np.array([2.0])),
+           (hash_of_value, "`hash` hashes, compares or identifies an array value", np.array([2.0]))]
 
 
 @pytest.mark.parametrize("fn", [floor_divided, remainder, floor_divided_in_place])

@@ -579,12 +579,13 @@ class FunctionTranslator(ast.NodeVisitor):
         if isinstance(prop, property) and isinstance(prop.fget, types.FunctionType) and not _is_library(prop.fget):
             self._guarded(obj, (True, name), prop)  # (an argument's: guarded in its class, as its methods are)
             return self.translation.inline(prop.fget, (obj,), {})
+        python_has = array and not dunder and self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")
         try:
-            if array and (dunder or not self._as_python(obj, lambda x: hasattr(x, name), f"`.{name}`")):
+            if array and not python_has:
                 raise AttributeError(name)
             value = getattr(obj, name)
         except AttributeError as error:
-            if default is not _MISSING and not (array and dunder):
+            if default is not _MISSING and not (array and (dunder or python_has)):  # (the array has it: not the default)
                 return default
             raise CompileError(str(error) if not array else f"`.{name}` of an array value is not supported in compiled "
                                "code" + ": its data is only known when the kernels run" * (name in DATA_METHODS),
@@ -786,7 +787,7 @@ class FunctionTranslator(ast.NodeVisitor):
         args, kwargs = [self._inlined(a, fn, i) for i, a in enumerate(args)], {k: self._inlined(v, fn, None) for k, v in kwargs.items()}
         fn = self.translation.lowered_object(fn) if _is_library(type(fn)) else fn
         if holds_var((args, kwargs)):
-            refuse_data_access(fn, name)
+            refuse_data_access(fn, name, args)
         return fn(*args, **kwargs)
 
     def _inlined(self, value, callee, position):
