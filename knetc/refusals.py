@@ -45,7 +45,8 @@ _PRINT_WARNED = set()  # (file, line) of each print warned about
 # look at them); knetc's and numpy's functions given a Python function call it (kn.grad(f)), and these of knetc's
 # call a model object given first (kn.nll(model, x, y)): elsewhere a model is data (kn.params(model)).
 _HIGHER_ORDER = (map, filter, sorted, min, max, functools.reduce, itertools.accumulate, itertools.starmap,
-                 itertools.filterfalse, itertools.takewhile, itertools.dropwhile, itertools.groupby)
+                 itertools.filterfalse, itertools.takewhile, itertools.dropwhile, itertools.groupby,
+                 functools.cmp_to_key, collections.defaultdict)  # (the last two: a key or a factory called later)
 _CALL_THEIR_MODEL = {"nll", "accuracy", "grad", "gradloss", "diff", "sum", "prod", "maximum", "minimum", "mean"}
 
 
@@ -106,7 +107,7 @@ def refuse_data_access(fn, name, args=()):
                                 "(np.where, masks)")
     if any(fn is f for f in _TEXT) or isinstance(getattr(fn, "__self__", None), str):  # str(x), "{}".format(x)
         refuse_text(f"`{name}`")
-    if any(fn is f for f in (float, int, complex, bool)) \
+    if any(fn is f for f in (float, int, complex, bool, round, range)) \
             or isinstance(fn, type) and issubclass(fn, np.generic) \
             or getattr(fn, "__name__", None) in DATA_METHODS and isinstance(getattr(fn, "__self__", None), Var):
         raise CompileError(f"`{name}` of an array value: its data is only known when the kernels run",

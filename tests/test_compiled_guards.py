@@ -1199,3 +1199,40 @@ def test_equal_static_arguments_that_differ_are_other_specializations():
         got, want = reads_a_static_argument(x, r), reads_a_static_argument.fn(x, r)
         assert np.asarray(got).dtype == np.asarray(want).dtype
         np.testing.assert_array_equal(got, want)
+
+
+SIGN, FACTOR, BASE = 1, 2.0, 3.0
+
+
+def _compare(a, b):
+    return SIGN * ((a > b) - (a < b))
+
+
+def _factory():
+    return FACTOR
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_scale(n):
+    return BASE * n
+
+
+@kn.compile(target="cpu")
+def reads_through_library_callables(x):
+    order = sorted([3, 1, 2], key=functools.cmp_to_key(_compare))
+    table = collections.defaultdict(_factory)
+    return x * (order[0] + table["missing"] + _cached_scale(2))
+
+
+def test_helpers_called_by_cmp_to_key_defaultdict_and_lru_cache_are_guarded():
+    # (they ran as they were while tracing: a global they read changed, and the old result stayed)
+    global SIGN, FACTOR, BASE
+    x = normal(2, 52)
+    same(reads_through_library_callables, x)
+    try:
+        SIGN, FACTOR, BASE = -1, 5.0, 7.0
+        _cached_scale.cache_clear()
+        same(reads_through_library_callables, x)
+    finally:
+        SIGN, FACTOR, BASE = 1, 2.0, 3.0
+        _cached_scale.cache_clear()

@@ -752,6 +752,7 @@ class FunctionTranslator(ast.NodeVisitor):
             raise NotALoop("the loop variable is passed to a function")  # (the loop unrolls: loops.py)
         if isinstance(fn, InnerFunction):
             return fn(*args, **kwargs)
+        fn = fn.__wrapped__ if isinstance(fn, functools._lru_cache_wrapper) else fn  # (inlined, guarded: not its cache)
         if fn is super and not args and "__class__" in self._cells:  # (Python's zero-argument form: the method's class, self)
             args = (self._cells["__class__"].cell_contents, self.scope[self.node.args.args[0].arg])
         if isinstance(fn, functools.partial):  # its function on its arguments (guarded: its keywords may change)
