@@ -2,6 +2,8 @@
 then translate (front end), differentiate (ad), optimise and fuse (ir), generate and load
 kernels (backend). A specialization is reused for arguments of the same signature."""
 import contextlib
+import decimal
+import fractions
 import functools
 import inspect
 import time
@@ -323,8 +325,8 @@ class CompiledFunction:
         if is_array(leaf):
             value = value_of(leaf)  # (its type too: isinstance in the function answers from it)
             return type(leaf), tuple(value.shape), np.dtype(value.dtype).str
-        key = (leaf.start, leaf.stop, leaf.step) if type(leaf) is slice else leaf if type(leaf) in _PLAIN_STATIC \
-            else (leaf, repr(leaf))  # (slices hash from 3.12 on; equal others may differ: range(0), range(5, 5))
+        key = (leaf.start, leaf.stop, leaf.step) if type(leaf) is slice else (leaf, repr(leaf)) if type(leaf) in _BY_TEXT \
+            else leaf  # (slices hash from 3.12 on; equal values that differ: range(0) and range(5, 5))
         try:
             hash(key)
         except TypeError:
@@ -537,7 +539,7 @@ def _shared_totals(leaves, grads):
     return grads
 
 
-_PLAIN_STATIC = (int, float, bool, str, bytes, type(None))  # (static leaves that equal ones do not tell apart)
+_BY_TEXT = (range, frozenset, decimal.Decimal, fractions.Fraction)  # (values that are equal but not the same)
 OBSERVERS = []  # callables (compiled function, specialization), told of every call (knetc inspect)
 
 

@@ -293,3 +293,20 @@ def test_a_gradient_of_batchnorm_with_moments_inside_compiled_code():
     got = kn.grad(kn.compile(_bn_hvp, target="cpu"))(x, v, compiled_moments)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(compiled_moments.mean, eager_moments.mean, rtol=1e-12)
+
+
+def _bn_model_loss(model, x, y):
+    w, moments, params, v = model
+    return kn.nll(kn.batchnorm(x @ w, moments, params) @ v, y)
+
+
+def test_a_compiled_loss_with_moments_trains_without_tracing_again():
+    # (the moments object in the argument was keyed by its text, which its statistics change
+    # at every step: each step traced again)
+    kn.seed_(1)
+    model = [kn.param(8, 6), kn.bnmoments(), kn.Param(kn.bnparams(np.float32, 6)), kn.param(6, 3)]
+    rng = np.random.default_rng(13)
+    x, y = rng.random((5, 8), dtype=np.float32), rng.integers(0, 3, 5)
+    loss = kn.compile(_bn_model_loss, target="cpu")
+    kn.adam_(loss, [(model, x, y)] * 5, lr=0.01)
+    assert len(list(loss.specializations())) == 1 and loss.retraces == 0
