@@ -1057,3 +1057,28 @@ def test_small_integers_to_the_power_half_are_float64_as_numpy(dtype):
     assert actual.dtype == expected.dtype == np.float64
     np.testing.assert_array_equal(actual, expected)
     assert kn.value(square_root_by_power(kn.Param(x))).dtype == np.float64
+
+
+def refuses_odd_batches(x):
+    if x.shape[0] % 2:
+        raise ValueError(f"odd batch {x.shape[0]}")
+    return kn.sum(x)
+
+
+def test_the_users_own_exception_keeps_its_type_and_names_its_line():
+    # (it had no line of the user's: the last frame was knetc's translator)
+    f = compiled(refuses_odd_batches, "cpu")
+    assert float(f(np.ones(2))) == 2.0
+    with pytest.raises(ValueError, match="odd batch 3") as info:
+        f(np.ones(3))
+    assert any("test_compiled_semantics.py" in note and "raise ValueError" in note for note in info.value.__notes__)
+
+
+def allocates_while_tracing(x):
+    np.empty(2 ** 50, np.uint8)  # (numpy raises MemoryError: the trace must not turn it into a CompileError)
+    return x
+
+
+def test_an_out_of_memory_while_tracing_stays_a_memory_error():
+    with pytest.raises(MemoryError):
+        compiled(allocates_while_tracing, "cpu")(np.ones(2))

@@ -355,7 +355,7 @@ class FunctionTranslator(ast.NodeVisitor):
         try:
             self.visit(stmt)
         except Exception as error:  # placed at the user's line, unless it is the user's own or placed already
-            if getattr(error, "_knetc_user", False):
+            if getattr(error, "_knetc_user", False) or isinstance(error, MemoryError):
                 raise
             if isinstance(error, (CompileError, ShapeError)):
                 raise error.located(self.filename, stmt.lineno) from None
@@ -533,7 +533,8 @@ class FunctionTranslator(ast.NodeVisitor):
     def visit_Raise(self, node, error=None):
         error = error or (self.eval(node.exc) if node.exc is not None else RuntimeError("re-raise"))
         error = error() if isinstance(error, type) else error
-        error._knetc_user = True  # the user's own exception: pass it through unchanged
+        error._knetc_user = True  # the user's own exception: pass it through unchanged, noting its line
+        error.add_note(f"  raised while knetc traced {self.filename}, line {node.lineno}: {ast.unparse(node).strip()}")
         raise error
 
     def visit_FunctionDef(self, node):
