@@ -587,3 +587,16 @@ def test_an_entry_marked_encrypted_is_a_corrupt_file(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"enc\.knetc.*encrypted"):
         kn.load(path)
+
+
+def test_a_folder_that_cannot_be_written_is_named_with_the_users_path(tmp_path, monkeypatch):
+    # (the error named the hidden temporary file kn.save writes first)
+    import tempfile
+    path = tmp_path / "m.knetc"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".m.knetc.tmp"))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="cannot write in the folder") as info:
+        kn.save(str(path), a=np.ones(2))
+    assert info.value.filename == str(path)

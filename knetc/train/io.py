@@ -208,8 +208,12 @@ def save(path, *pairs, **named):
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, "kn.save: the path is a folder; give a file name in it", path)
     _remove_stale_temporaries(folder, os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{_HOST}-{os.getpid()}.",
-                               suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{_HOST}-{os.getpid()}.",
+                                   suffix=".tmp")
+    except OSError as error:  # (said of the user's path, not of the temporary file it could not make)
+        raise type(error)(error.errno, f"kn.save: cannot write in the folder {folder!r} ({error.strerror})",
+                          path) from None
     try:
         with os.fdopen(fd, "w+b") as f:
             _write_zip(f, text, encode.arrays)
