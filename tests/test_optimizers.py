@@ -409,3 +409,25 @@ def test_update_leaves_the_numbers_kn_optimizers_gives_no_optimizer():
     assert model["pdrop"] == 0.1 and model["layers"][1] == 3
     with pytest.raises(TypeError, match="cannot update a float in place"):  # asked for without optimizers: said
         kn.update_(model, grads)
+
+
+def test_a_weight_whose_update_raised_keeps_its_adam_step_count(monkeypatch):
+    # (Adam counted the step before its kernel ran: a KeyboardInterrupt or MemoryError there left
+    # t one ahead of the moments, and every later step's bias correction wrong)
+    import knetc.kernels.optimizers as kernels
+    ws = [kn.Param(np.ones(3)) for _ in range(3)]
+    gs = [np.full(3, 0.5) for _ in ws]
+    opts = [kn.Adam() for _ in ws]
+    kn.update_(ws, gs, opts)
+    real, calls = kernels.update, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(kernels, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kn.update_(ws, gs, opts)
+    assert [o.t for o in opts] == [2, 1, 1]
+    np.testing.assert_array_equal(ws[1].value, ws[2].value)  # (the interrupted one as it was)

@@ -89,6 +89,7 @@ class _Step:
             work = np.ascontiguousarray(w)
             kernels.update(opt.KERNEL, work, self.g, states, self.scale, opt._scalars())
             w[...] = work
+        opt._stepped()  # (after the kernel: a step that raised is not counted)
 
 
 class Optimizer:
@@ -100,6 +101,9 @@ class Optimizer:
 
     def _scalars(self):
         raise NotImplementedError
+
+    def _stepped(self):
+        """Count an update that has been applied (Adam's step count)."""
 
     def _check(self):
         """Refuse hyperparameters that are not finite real numbers (None would reach the
@@ -331,9 +335,12 @@ class Adam(Optimizer):
         self._check()
 
     def _scalars(self):
-        self.t += 1  # the bias correction uses the count including this update
+        t = self.t + 1  # the bias correction uses the count including this update
         return (self.lr, self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2,
-                1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t, self.eps)
+                1 - self.beta1 ** t, 1 - self.beta2 ** t, self.eps)
+
+    def _stepped(self):
+        self.t += 1
 
 
 OPTIMIZERS = (SGD, Momentum, Nesterov, Adagrad, Rmsprop, Adadelta, Adam)
