@@ -65,8 +65,8 @@ def _flatten(x, leaves):
         return None
     if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
         return (t, tuple(_flatten(v, leaves) for v in x))
-    if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):  # (its attributes as stored: no
-        stored = vars(x)  # __getattribute__ of the class runs on them, as it will when the function reads them)
+    if _is_object(x) and not isinstance(x, tuple(_ARRAY_LIKE_TYPES)):
+        stored = vars(x)  # (as stored: the class's own __getattribute__ runs when the function reads them)
         return ("object", t, tuple(stored), tuple(_flatten(v, leaves) for v in stored.values()))
     keys = _slots(x)
     if keys is not None:
