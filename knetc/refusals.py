@@ -80,7 +80,7 @@ def refuse_iterator(value):
 # Python's containers find a key or an item by its value (hash and ==); an array value has
 # none while tracing (an ndarray is unhashable, a numpy scalar hashes its number).
 _LOOKUPS = {"get", "pop", "setdefault", "__getitem__", "__contains__", "count", "index", "remove", "discard", "add"}
-_HASHING = (hash, id, set, frozenset, dict.fromkeys, collections.Counter, operator.contains, operator.countOf,
+_HASHING = (hash, id, set, frozenset, collections.Counter, operator.contains, operator.countOf,
             operator.indexOf)
 
 
