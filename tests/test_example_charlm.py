@@ -13,14 +13,19 @@ TINY = ["--hidden", "32", "--embed", "16", "--batch", "16", "--seqlen", "32", "-
         "--chars", "200000", "--report", "100", "--sample", "80"]
 
 
-def test_charlm_tiny_configuration_learns(tmp_path):
-    env = dict(os.environ)
+def run_example(tmp_path, args):
+    """The example's output, run as a user would (a fresh process, another working directory,
+    an empty kernel cache)."""
+    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    env["KNETC_CACHE_DIR"] = str(tmp_path / "cache")
-    proc = subprocess.run([sys.executable, EXAMPLE, *TINY], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_charlm_tiny_configuration_learns(tmp_path):
+    out = run_example(tmp_path, TINY)
     uniform = int(re.search(r"uniform perplexity (\d+)", out).group(1))
     training = [float(p) for p in re.findall(r"training perplexity\s+(\d+\.\d+)", out)]
     heldout = float(re.search(r"held-out perplexity (\d+\.\d+)", out).group(1))
@@ -53,10 +58,5 @@ def test_a_held_out_text_shorter_than_a_batch_is_refused_before_training(tmp_pat
 
 def test_a_single_step_run_reports_and_finishes(tmp_path):
     # (its summary divided by the time after the first step: ZeroDivisionError)
-    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    args = [a if a != "300" else "1" for a in TINY]
-    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "trained 1 steps" in proc.stdout and "held-out perplexity" in proc.stdout, proc.stdout
+    out = run_example(tmp_path, [a if a != "300" else "1" for a in TINY])
+    assert "trained 1 steps" in out and "held-out perplexity" in out, out

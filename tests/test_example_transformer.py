@@ -112,13 +112,18 @@ TINY = ["--layers", "1", "--width", "32", "--heads", "2", "--context", "16", "--
         "--target", "cpu"]
 
 
-def test_example_tiny_configuration_trains(tmp_path):
+def run_example(tmp_path, args):
+    """The example's output, run as a user would (a fresh process, another working directory)."""
     env = dict(os.environ)
     env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, EXAMPLE, *TINY], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_example_tiny_configuration_trains(tmp_path):
+    out = run_example(tmp_path, TINY)
     training = [float(v) for v in re.findall(r"training loss (\d+\.\d+)", out)]
     heldout = float(re.search(r"held-out loss (\d+\.\d+)", out).group(1))
     uniform = float(re.search(r"uniform loss (\d+\.\d+)", out).group(1))
@@ -140,10 +145,5 @@ def test_example_help():
 
 def test_a_single_step_run_reports_and_finishes(tmp_path):
     # (its summary divided by the time after the first step: ZeroDivisionError)
-    env = dict(os.environ, KNETC_CACHE_DIR=str(tmp_path / "cache"))
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    args = [a if a != "150" else "1" for a in TINY]
-    proc = subprocess.run([sys.executable, EXAMPLE, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "trained 1 steps" in proc.stdout, proc.stdout
+    out = run_example(tmp_path, [a if a != "150" else "1" for a in TINY])
+    assert "trained 1 steps" in out, out

@@ -16,7 +16,7 @@ import numpy as np
 from .. import context
 from ..context import is_boxed, is_symbolic, value_of
 from ..errors import ShapeError
-from .core import aval_of
+from .core import aval_of, listed
 from .elementwise import mul
 from .api import reshape, transpose
 from .indexing import concat, getindex, setindex, setindex_
@@ -37,7 +37,7 @@ __all__ = [
 def _as_array(x):
     if isinstance(x, (int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0):
         return np.atleast_1d(np.asarray(x, dtype=np.result_type(x, np.float32) if isinstance(x, int) else None))
-    return np.asarray(x) if type(x) in (list, tuple) else x  # (numpy's: a list of numbers is an array)
+    return listed(x)
 
 
 def _with_ndim(x, ndim):

@@ -38,6 +38,12 @@ def dtype_name(dtype):
     return "weak" if dtype is None else _DTYPE_NAMES.get(np.dtype(dtype).name, np.dtype(dtype).name)
 
 
+def listed(x):
+    """numpy's reading of an operand: a list or tuple (of numbers) is an array; anything else
+    as it is (np.concatenate([x, [1.0, 2.0]]), np.trapezoid(y, x=[0, 1, 3]))."""
+    return np.asarray(x) if type(x) in (list, tuple) else x
+
+
 def aval_of(x):
     """The Aval of any value knetc handles (IR value, Param, taped value, array, scalar)."""
     if type(x) is np.ndarray:  # the eager path's common case (a plain array has no .aval)

@@ -9,7 +9,7 @@ import numpy as np
 from ..context import is_symbolic
 from ..errors import CompileError, ShapeError
 from . import elementwise as ew
-from .core import astype, aval_of
+from .core import astype, aval_of, listed
 from .linalg import matmul
 from .reduce import maximum, mean, sum
 from .shape import reshape, resolve_shape, transpose
@@ -67,7 +67,7 @@ def _ufunc_method(ufunc, op, method, inputs, kwargs):
     """np.<ufunc>.outer, and the reduce/accumulate that are numpy functions (UFUNC_METHODS);
     NotImplemented for the rest (a clear TypeError on Params and taped values)."""
     if method == "outer" and op is not None and not kwargs:
-        a, b = (np.asarray(x) if type(x) in (list, tuple) else x for x in inputs)  # (a's axes, then b's)
+        a, b = map(listed, inputs)  # (a's axes, then b's)
         return op(reshape(a, shape=aval_of(a).shape + (1,) * len(aval_of(b).shape)), b)
     if (method, ufunc) not in UFUNC_METHODS:
         return NotImplemented
@@ -129,7 +129,7 @@ def _numpy_dot(a, b):
 
 def _numpy_stack(arrays, axis=0):
     # numpy's stack: equal shapes joined along a new axis
-    arrays = [np.asarray(a) if type(a) in (list, tuple) else a for a in arrays]  # (a list of numbers: an array)
+    arrays = list(map(listed, arrays))
     if not arrays:
         raise ValueError("stack: need at least one array to stack")
     shapes = {aval_of(a).shape for a in arrays}
@@ -190,7 +190,7 @@ FUNCTIONS.update({
     _numpy_var(x, axis, dtype, out, ddof, keepdims, True),
     np.argmax: _numpy_arg(argmax), np.argmin: _numpy_arg(argmin),
     np.concatenate: lambda arrays, axis=0: cat(*arrays, dims=axis) if axis is not None else  # (None: flattened)
-    cat(*(_numpy_ravel(np.asarray(a) if type(a) in (list, tuple) else a) for a in arrays), dims=0),
+    cat(*(_numpy_ravel(listed(a)) for a in arrays), dims=0),
 })
 
 

@@ -25,7 +25,7 @@ from ..errors import ShapeError
 from . import elementwise as ew
 from .arrays import cat
 from .broadcast import broadcast_to
-from .core import Aval, Op, astype, aval_of, register
+from .core import Aval, Op, astype, aval_of, listed, register
 from .indexing import checked_indices, getindex, take
 from .linalg import bmm, cholesky, det, eigh, eigvalsh, inv, matmul, norm, pinv, qr, slogdet, solve, svd
 from .methods import FUNCTIONS, UFUNCS, ArrayMethods, _axes_arg, _no_out, _numpy_ravel
@@ -120,7 +120,7 @@ def _stacked(ndim_of, axis_of):
     def stack(tup, *, dtype=None, casting="same_kind"):
         if dtype is not None:
             raise TypeError("dtype= is not supported on Params and recorded values: cast the result")
-        arrays = [ndim_of(np.asarray(a) if type(a) in (list, tuple) else a) for a in tup]
+        arrays = [ndim_of(listed(a)) for a in tup]
         return cat(*arrays, dims=axis_of(arrays))
     return stack
 

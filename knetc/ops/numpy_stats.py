@@ -19,23 +19,15 @@ import numpy as np
 from ..errors import ShapeError
 from . import elementwise as ew
 from .broadcast import broadcast_to
-from .core import astype, aval_of
+from .core import astype, aval_of, listed
 from .methods import FUNCTIONS, UFUNCS, _axes_arg, _no_out, _numpy_ravel
-from .numpy_more import _along, _moveaxis, _sort, _split
+from .numpy_more import _isnan, _moveaxis, _shape, _sort, _split
 from .indexing import getindex
 from .shape import reshape
 
 
-def _shape(x):
-    return aval_of(x).shape
-
-
 def _where(condition, a, b):
     return FUNCTIONS[np.where](condition, a, b)
-
-
-def _isnan(a):
-    return ew.ne(a, a)
 
 
 def _float(a):
@@ -95,7 +87,7 @@ def _average(a, axis=None, weights=None, returned=False, *, keepdims=False):
         avg = FUNCTIONS[np.mean](_float(a), axis, None, None, keepdims)
         count = np.prod(_shape(a)) / max(np.prod(_shape(avg)), 1)
         return (avg, np.full(_shape(avg), count, aval_of(avg).dtype)) if returned else avg
-    w = np.asarray(weights) if type(weights) in (list, tuple) else weights
+    w = listed(weights)
     if _shape(w) != _shape(a):
         if axis is None or len(_shape(w)) != 1 or not isinstance(axis, (int, np.integer)):
             raise TypeError("np.average: axis must be specified when shapes of a and weights differ")
@@ -187,7 +179,7 @@ def _sinc(x):
 
 def _heaviside(x1, x2):
     step = _where(_isnan(x1), np.nan, _where(ew.lt(x1, 0), 0, _where(ew.gt(x1, 0), 1, x2)))
-    dtype = aval_of(ew.add(ew.mul(x1, 0), x2)).dtype  # (the ufunc's: a Python number is weak)
+    dtype = np.heaviside(*(x if isinstance(x, (int, float)) else np.zeros(0, aval_of(x).dtype) for x in (x1, x2))).dtype
     return step if aval_of(step).dtype == dtype else astype(step, dtype=dtype)
 
 
@@ -294,7 +286,7 @@ def _ediff1d(ary, to_end=None, to_begin=None):
 
 def _trapezoid(y, x=None, dx=1.0, axis=-1):
     """np.trapezoid: the trapezoid rule's integral of y along axis (spacing x's steps, or dx)."""
-    x = np.asarray(x) if type(x) in (list, tuple) else x
+    x = listed(x)
     n = _shape(y)[_axes_arg(axis, len(_shape(y)))[0]]
     later, earlier = (FUNCTIONS[np.take](y, np.arange(1, n), axis), FUNCTIONS[np.take](y, np.arange(0, max(n - 1, 0)), axis))
     width = dx if x is None else FUNCTIONS[np.diff](x, axis=axis if len(_shape(x)) > 1 else -1)
