@@ -445,19 +445,20 @@ _EIGH = type(np.linalg.eigh(np.eye(1)))  # numpy's (eigenvalues, eigenvectors) n
 def eigh(a, UPLO="L"):
     """np.linalg.eigh: (eigenvalues ascending, eigenvectors in columns) of each symmetric
     matrix, from its lower (UPLO="U": upper) triangle; gradients through both."""
-    a, UPLO = _for_lapack(_uplo(UPLO, a)), UPLO.upper()
+    a, UPLO = _for_lapack(a), _uplo(UPLO)
     return _EIGH(eigh_(a, part=0, UPLO=UPLO), eigh_(a, part=1, UPLO=UPLO))
 
 
 def eigvalsh(a, UPLO="L"):
     """np.linalg.eigvalsh: the eigenvalues of each symmetric matrix, ascending."""
-    return eigh_(_for_lapack(_uplo(UPLO, a)), part=0, UPLO=UPLO.upper())
+    return eigh_(_for_lapack(a), part=0, UPLO=_uplo(UPLO))
 
 
-def _uplo(UPLO, a):
+def _uplo(UPLO):
+    """"L" or "U" (numpy takes either case)."""
     if str(UPLO).upper() not in ("L", "U"):
         raise ValueError(f"UPLO argument must be 'L' or 'U', got {UPLO!r}")
-    return a
+    return UPLO.upper()
 
 
 def _qr_rule(a, part):
