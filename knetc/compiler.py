@@ -305,8 +305,8 @@ class CompiledFunction:
         values are arguments like the others (flattened, keyed and read live), not values
         the trace reads once; and their leaves and treedef."""
         defaults = getattr(self.fn, "__defaults__", None), getattr(self.fn, "__kwdefaults__", None)
-        if self._defaults is None or any(a is not b for a, b in zip(defaults, self._defaults)):  # (rebound: as Python)
-            signature, self._defaults = inspect.signature(self.fn), defaults
+        if self._defaults is None or defaults[0] is not self._defaults[0] or defaults[1] is not self._defaults[1]:
+            signature, self._defaults = inspect.signature(self.fn), defaults  # (first call, or rebound: as Python)
             self._signature_with_defaults = signature if any(
                 p.default is not p.empty for p in signature.parameters.values()) else None
         if self._signature_with_defaults is not None:
